@@ -1,0 +1,54 @@
+"""The script catalog: scripts, immutable versions, run records and the audit log, in SQLite or MariaDB.
+
+Rows in, rows out; nothing here knows of transports, Prefect or HTTP::
+
+    catalog = Catalog("sqlite:///catalog.db")   # default: settings.database_url()
+    catalog.upgrade()                             # Alembic "upgrade head"
+    spec = ScriptSpec(name="hello", interpreter="bash", host="web-1")
+    with catalog.session() as s:                  # commits on success, rolls back on error
+        add_script(s, spec, content="echo hello", author="alice")
+"""
+
+from sms_plugin.catalog.database import Catalog
+from sms_plugin.catalog.models import AuditEvent, RunRecord, Script, ScriptVersion
+from sms_plugin.catalog.repository import (
+    add_script,
+    add_version,
+    audit,
+    get_run,
+    get_script,
+    get_version,
+    list_audit,
+    list_runs,
+    list_scripts,
+    list_versions,
+    record_run,
+    remove_script,
+    update_run,
+    update_script,
+)
+from sms_plugin.catalog.spec import ScheduleSpec, ScriptSpec
+
+__all__ = [
+    "AuditEvent",
+    "Catalog",
+    "RunRecord",
+    "ScheduleSpec",
+    "Script",
+    "ScriptSpec",
+    "ScriptVersion",
+    "add_script",
+    "add_version",
+    "audit",
+    "get_run",
+    "get_script",
+    "get_version",
+    "list_audit",
+    "list_runs",
+    "list_scripts",
+    "list_versions",
+    "record_run",
+    "remove_script",
+    "update_run",
+    "update_script",
+]

@@ -1,0 +1,70 @@
+"""The catalog database: one engine, its Alembic migrations and transactional sessions."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+from sms_plugin import settings
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def _enable_sqlite_foreign_keys(dbapi_connection: Any, _record: Any) -> None:
+    """SQLite ignores foreign keys (and ON DELETE CASCADE) unless each connection turns them on."""
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+class Catalog:
+    """A connection to the catalog database; keep one per process and ``dispose()`` it at the end.
+
+    ``url`` defaults to ``settings.database_url()`` (``SMS_DATABASE_URL`` or an SQLite file under
+    ``SMS_HOME``). Objects returned from a session stay readable after it closes (no expiry on commit),
+    but relationships not loaded inside the session cannot be loaded afterwards.
+    """
+
+    def __init__(self, url: str | None = None) -> None:
+        self.url = make_url(url or settings.database_url())
+        if self.url.get_backend_name() == "sqlite":
+            self.engine: Engine = create_engine(self.url, connect_args={"check_same_thread": False})
+            event.listen(self.engine, "connect", _enable_sqlite_foreign_keys)
+        else:
+            mysql = self.url.get_backend_name() in ("mysql", "mariadb")
+            self.engine = create_engine(
+                self.url,
+                pool_pre_ping=True,
+                pool_recycle=3600,
+                connect_args={"charset": "utf8mb4"} if mysql else {},
+            )
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    def __repr__(self) -> str:
+        return f"Catalog({self.url.render_as_string(hide_password=True)!r})"
+
+    def upgrade(self) -> None:
+        """Bring the schema to the newest migration (Alembic ``upgrade head``); a no-op when current."""
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS))
+        with self.engine.begin() as connection:
+            config.attributes["connection"] = connection
+            command.upgrade(config, "head")
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """A session that commits when the block succeeds and rolls back when it raises."""
+        with self._sessions() as session, session.begin():
+            yield session
+
+    def dispose(self) -> None:
+        """Close every pooled connection."""
+        self.engine.dispose()

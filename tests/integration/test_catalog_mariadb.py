@@ -1,0 +1,51 @@
+"""The catalog's shared behaviour against a real MariaDB (the ``mariadb`` fixture of ``tests/conftest.py``).
+
+The module works in its own database, created with the server's default charset so that the tables'
+own utf8mb4 setting is what gets tested; every test starts from empty tables.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from sms_plugin.catalog import Catalog
+from sms_plugin.catalog.models import Base
+from tests.unit.test_catalog import CatalogBehaviour
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def mariadb_catalog(mariadb: Any) -> Iterator[Catalog]:
+    url = make_url(mariadb.url)
+    database = f"sms_cat_{secrets.token_hex(4)}"
+    server = create_engine(url)
+    with server.begin() as connection:
+        connection.execute(text(f"CREATE DATABASE `{database}`"))
+    catalog = Catalog(url.set(database=database).render_as_string(hide_password=False))
+    try:
+        catalog.upgrade()
+        yield catalog
+    finally:
+        catalog.dispose()
+        with server.begin() as connection:
+            connection.execute(text(f"DROP DATABASE `{database}`"))
+        server.dispose()
+
+
+@pytest.fixture
+def catalog(mariadb_catalog: Catalog) -> Iterator[Catalog]:
+    yield mariadb_catalog
+    with mariadb_catalog.session() as s:
+        for table in reversed(Base.metadata.sorted_tables):
+            s.execute(table.delete())
+
+
+class TestCatalogOnMariaDB(CatalogBehaviour):
+    """The shared behaviour on MariaDB."""
