@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Idempotent set-up of a fresh Debian 12 machine for SMS development and tests (run as root).
+# Installs the Debian packages the test bed starts (MariaDB, OpenSSH, ksh), creates .venv at the
+# repository root and installs the project with its test extras into it.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+die() {
+    echo "bootstrap: $*" >&2
+    exit 1
+}
+
+packages=(mariadb-server openssh-server openssh-client ksh procps python3 python3-venv)
+missing=()
+for package in "${packages[@]}"; do
+    if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed"; then
+        missing+=("$package")
+    fi
+done
+
+if ((${#missing[@]})); then
+    [[ $(id -u) -eq 0 ]] || die "missing Debian packages: ${missing[*]}; run this script as root"
+    echo "bootstrap: installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    # Keep package scripts from starting the system's own mariadb/sshd services: the test bed
+    # starts private instances itself.
+    policy=/usr/sbin/policy-rc.d
+    added_policy=false
+    if [[ ! -e $policy ]]; then
+        printf '#!/bin/sh\nexit 101\n' >"$policy"
+        chmod 755 "$policy"
+        added_policy=true
+    fi
+    status=0
+    {
+        apt-get update -qq >/dev/null &&
+            apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    } || status=$?
+    if $added_policy; then rm -f "$policy"; fi
+    ((status == 0)) || die "apt-get could not install: ${missing[*]} (exit $status)"
+fi
+
+if [[ ! -x .venv/bin/python ]]; then
+    echo "bootstrap: creating .venv"
+    python3 -m venv .venv || die "python3 -m venv .venv failed"
+fi
+
+# Reinstall only when pyproject.toml changed since the last successful install.
+stamp=.venv/.sms-bootstrap-stamp
+wanted=$(sha256sum pyproject.toml | cut -d' ' -f1)
+if [[ ! -f $stamp || $(cat "$stamp") != "$wanted" ]]; then
+    echo "bootstrap: installing the project into .venv (pip install -e '.[test]')"
+    .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[test]" ||
+        die "pip install -e '.[test]' failed"
+    echo "$wanted" >"$stamp"
+fi

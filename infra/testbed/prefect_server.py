@@ -1,0 +1,68 @@
+"""A private Prefect API server (SQLite database, no UI) on a loopback port."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+import httpx
+
+from infra.testbed.ports import free_port
+from infra.testbed.process import Peer, find_binary
+
+
+def venv_binary(name: str) -> str:
+    """An executable installed next to the running Python (the project's venv)."""
+    return find_binary(str(Path(sys.executable).parent / name))
+
+
+def prefect_env(home: Path, updates: Mapping[str, str]) -> dict[str, str]:
+    """This process's environment for a Prefect child: a private PREFECT_HOME, no inherited
+    API URL or profile, then ``updates``."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "PREFECT_PROFILE")}
+    env["PREFECT_HOME"] = str(home)
+    env.update(updates)
+    return env
+
+
+class PrefectServer(Peer):
+    """``prefect server start`` with its own PREFECT_HOME and SQLite database.
+
+    Example::
+
+        with PrefectServer() as server:
+            httpx.get(server.api_url + "/health")
+    """
+
+    name = "prefect-server"
+
+    def __init__(self, *, port: int = 0, timeout: float = 90.0) -> None:
+        """``port`` 0 picks a free loopback port at start."""
+        super().__init__(timeout=timeout)
+        self.port = port
+
+    @property
+    def api_url(self) -> str:
+        return f"http://{self.host}:{self.port}/api"
+
+    def _start(self) -> None:
+        assert self.tmp is not None
+        prefect = venv_binary("prefect")
+        self.port = self.port or free_port()
+        env = prefect_env(
+            self.tmp / "prefect-home",
+            {
+                "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+                "PREFECT_SERVER_UI_ENABLED": "false",
+                "PREFECT_SERVER_DATABASE_CONNECTION_URL": (
+                    f"sqlite+aiosqlite:///{self.tmp / 'prefect.db'}"
+                ),
+            },
+        )
+        argv = [prefect, "server", "start", "--host", self.host, "--port", str(self.port)]
+        self.spawn(argv, self._healthy, env=env)
+
+    def _healthy(self) -> bool:
+        return httpx.get(f"{self.api_url}/health", timeout=2).status_code == 200

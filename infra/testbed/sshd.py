@@ -1,0 +1,161 @@
+"""A private OpenSSH server on a loopback port, logging in as the non-root user ``smstest``."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import secrets
+import signal
+import socket
+from pathlib import Path
+
+from infra.testbed.ports import free_port
+from infra.testbed.process import Peer, PeerError, find_binary, run
+
+TEST_USER = "smstest"
+#: The test user's password, made once per machine and kept readable by root only.
+PASSWORD_FILE = Path("/var/lib/sms-testbed/smstest.password")
+
+
+def _ensure_test_user() -> str:
+    """Create ``smstest`` if missing, give it the machine's test password, return the password.
+
+    The password is the same for every session on this machine, so concurrent sessions do not
+    lock each other out; it is random and never committed.
+    """
+    try:
+        pwd.getpwnam(TEST_USER)
+    except KeyError:
+        run(["useradd", "-m", "-s", "/bin/bash", TEST_USER])
+    PASSWORD_FILE.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if not PASSWORD_FILE.exists():
+        fd = os.open(PASSWORD_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_urlsafe(18))
+    password = PASSWORD_FILE.read_text().strip()
+    # A set password also unlocks the fresh account, which `UsePAM no` would refuse otherwise.
+    run(["chpasswd"], input=f"{TEST_USER}:{password}\n")
+    return password
+
+
+def _keygen(path: Path, key_type: str) -> None:
+    extra = ["-b", "2048"] if key_type == "rsa" else []
+    run(["ssh-keygen", "-q", "-t", key_type, *extra, "-N", "", "-C", "", "-f", str(path)])
+
+
+def _public_key_line(path: Path) -> str:
+    """'<type> <base64>' of a .pub file, without the comment."""
+    key_type, blob = path.read_text().split()[:2]
+    return f"{key_type} {blob}"
+
+
+def _ssh_connection_port(pid: int) -> int | None:
+    """The server port in the SSH_CONNECTION variable of a process, if it has one."""
+    try:
+        environ = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return None
+    for entry in environ.split(b"\0"):
+        if entry.startswith(b"SSH_CONNECTION="):
+            fields = entry.split(b"=", 1)[1].split()
+            return int(fields[3]) if len(fields) == 4 else None
+    return None
+
+
+class SshServer(Peer):
+    """sshd with its own host keys (ed25519 and RSA) and a client key for ``smstest``.
+
+    Example::
+
+        with SshServer() as ssh:
+            client.connect(ssh.host, ssh.port, ssh.username, pkey=...)
+    """
+
+    name = "sshd"
+    username = TEST_USER
+
+    def __init__(self, *, port: int = 0, timeout: float = 15.0) -> None:
+        """``port`` 0 picks a free loopback port at start."""
+        super().__init__(timeout=timeout)
+        self.port = port
+        self.password = ""
+        self.private_key_pem = ""
+        self.host_public_keys: list[str] = []
+        self._served = False
+
+    def _start(self) -> None:
+        assert self.tmp is not None
+        sshd = find_binary("/usr/sbin/sshd")
+        find_binary("ssh-keygen")  # fail early, before touching the user
+        if os.geteuid() != 0:
+            raise PeerError("the sshd test bed must run as root (it logs in as user smstest)")
+        self.password = _ensure_test_user()
+        Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
+
+        # smstest must reach authorized_keys (sshd reads it as the user); private keys stay 0600.
+        self.tmp.chmod(0o755)
+        for key_type in ("ed25519", "rsa"):
+            _keygen(self.tmp / f"ssh_host_{key_type}_key", key_type)
+        self.host_public_keys = [
+            _public_key_line(self.tmp / f"ssh_host_{t}_key.pub") for t in ("ed25519", "rsa")
+        ]
+        client_key = self.tmp / "client_ed25519"
+        _keygen(client_key, "ed25519")
+        self.private_key_pem = client_key.read_text()
+        keys_dir = self.tmp / "authorized_keys"
+        keys_dir.mkdir(mode=0o755)
+        authorized = keys_dir / self.username
+        authorized.write_text(_public_key_line(client_key.with_suffix(".pub")) + "\n")
+        authorized.chmod(0o644)
+
+        self.port = self.port or free_port()
+        config = self.tmp / "sshd_config"
+        config.write_text(
+            "\n".join(
+                [
+                    f"Port {self.port}",
+                    f"ListenAddress {self.host}",
+                    f"HostKey {self.tmp / 'ssh_host_ed25519_key'}",
+                    f"HostKey {self.tmp / 'ssh_host_rsa_key'}",
+                    f"PidFile {self.tmp / 'sshd.pid'}",
+                    f"AuthorizedKeysFile {keys_dir}/%u",
+                    f"AllowUsers {self.username}",
+                    "PermitRootLogin no",
+                    "PasswordAuthentication yes",
+                    "PubkeyAuthentication yes",
+                    "KbdInteractiveAuthentication no",
+                    "UsePAM no",
+                    "StrictModes no",
+                    "MaxSessions 10",
+                    "MaxStartups 100:30:200",
+                    "Subsystem sftp internal-sftp",
+                    "LogLevel VERBOSE",
+                    "",
+                ]
+            )
+        )
+        self.spawn([sshd, "-D", "-e", "-f", str(config)], self._banner)
+        self._served = True
+
+    def _banner(self) -> bool:
+        with socket.create_connection((self.host, self.port), timeout=2) as sock:
+            return sock.recv(64).startswith(b"SSH-2.0")
+
+    def processes(self, pattern: str) -> list[str]:
+        """Lines of ``ps -u smstest -o pid,pgid,args`` that contain ``pattern``."""
+        output = run(["ps", "-u", self.username, "-o", "pid,pgid,args"], check=False)
+        return [line.strip() for line in output.splitlines()[1:] if pattern in line]
+
+    def _after_stop(self) -> None:
+        """Kill what smstest still runs, except processes of another test bed's sshd."""
+        if not self._served:
+            return  # never ready: nobody logged in through this sshd
+        self._served = False
+        output = run(["ps", "-u", self.username, "-o", "pid="], check=False)
+        for pid in (int(word) for word in output.split()):
+            if _ssh_connection_port(pid) not in (None, self.port):
+                continue  # started through a concurrent session's sshd
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass

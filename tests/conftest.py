@@ -1,0 +1,119 @@
+"""Session fixtures: the real peers of the test bed (``infra/testbed``), started on loopback.
+
+A peer that cannot be started fails the tests that need it (never a skip).
+Other fixtures belong in ``tests/unit/conftest.py`` and ``tests/integration/conftest.py``.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import ExitStack
+from pathlib import Path
+from typing import TypeVar
+
+import pytest
+
+# Before anything imports prefect: private homes, so tests never touch ~/.prefect or ~/.sms,
+# and no API URL from the caller's shell (tests get theirs from the `prefect_server` fixture).
+_SESSION_TMP = Path(tempfile.mkdtemp(prefix="sms-pytest-"))
+atexit.register(shutil.rmtree, _SESSION_TMP, ignore_errors=True)
+os.environ.setdefault("PREFECT_HOME", str(_SESSION_TMP / "prefect-home"))
+os.environ.setdefault("SMS_HOME", str(_SESSION_TMP / "sms-home"))
+os.environ.pop("PREFECT_API_URL", None)
+# The test bed lives in infra/ at the repository root (pyproject's pythonpath may say so too).
+_ROOT = str(Path(__file__).resolve().parents[1])
+if _ROOT not in sys.path:
+    sys.path.insert(0, _ROOT)
+
+from infra.testbed.mariadb import MariaDB  # noqa: E402
+from infra.testbed.prefect_server import PrefectServer  # noqa: E402
+from infra.testbed.prefect_worker import PrefectWorker  # noqa: E402
+from infra.testbed.process import Peer, PeerError  # noqa: E402
+from infra.testbed.sshd import SshServer  # noqa: E402
+
+P = TypeVar("P", bound=Peer)
+
+
+def _started(peer: P) -> P:
+    """Start ``peer`` or fail the requesting test with the reason and the peer's log tail."""
+    try:
+        return peer.start()
+    except PeerError as exc:
+        details = f"\n--- {peer.name} log tail ---\n{exc.log_tail}" if exc.log_tail else ""
+        pytest.fail(
+            f"{peer.name} could not be started: {exc.reason}. "
+            f"Run `make test`, which installs it.{details}",
+            pytrace=False,
+        )
+
+
+@pytest.fixture(scope="session")
+def mariadb() -> Iterator[MariaDB]:
+    """A private MariaDB; ``.url`` is the SQLAlchemy URL of the empty database ``sms_test``."""
+    peer = _started(MariaDB())
+    yield peer
+    peer.stop()
+
+
+@pytest.fixture(scope="session")
+def ssh_server() -> Iterator[SshServer]:
+    """A private sshd for user ``smstest`` (key and password login, pinned host keys)."""
+    peer = _started(SshServer())
+    yield peer
+    peer.stop()
+
+
+@pytest.fixture(scope="session")
+def prefect_server() -> Iterator[PrefectServer]:
+    """A private Prefect server; this test process talks to it for the whole session."""
+    peer = _started(PrefectServer())
+    previous = os.environ.get("PREFECT_API_URL")
+    os.environ["PREFECT_API_URL"] = peer.api_url
+    try:
+        with ExitStack() as stack:
+            import prefect.context
+            from prefect.settings import PREFECT_API_URL, temporary_settings
+
+            stack.enter_context(temporary_settings(updates={PREFECT_API_URL: peer.api_url}))
+            # Prefect read its settings at import; also replace its process-global settings so
+            # that threads and contexts copied earlier (e.g. the session event loop) see them,
+            # as prefect.testing.utilities.prefect_test_harness does.
+            stack.enter_context(
+                prefect.context._temporary_global_settings_context(
+                    prefect.context.get_settings_context()
+                )
+            )
+            yield peer
+            _drain_prefect_clients()
+    finally:
+        if previous is None:
+            os.environ.pop("PREFECT_API_URL", None)
+        else:
+            os.environ["PREFECT_API_URL"] = previous
+        peer.stop()
+
+
+def _drain_prefect_clients() -> None:
+    """Send buffered logs and events to the server before it stops."""
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    for service in (APILogWorker, EventsWorker):
+        try:
+            service.drain_all(timeout=5)
+        except Exception:  # noqa: BLE001 - best effort at teardown
+            pass
+
+
+@pytest.fixture(scope="session")
+def prefect_worker(prefect_server: PrefectServer) -> Iterator[PrefectWorker]:
+    """A process worker on pool ``sms`` with this process's SMS_HOME and SMS_DATABASE_URL."""
+    extra_env = {k: os.environ[k] for k in ("SMS_HOME", "SMS_DATABASE_URL") if k in os.environ}
+    peer = _started(PrefectWorker(prefect_server.api_url, extra_env=extra_env))
+    yield peer
+    peer.stop()
