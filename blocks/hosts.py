@@ -1,0 +1,114 @@
+"""Host blocks: where scripts run. They appear in the Prefect UI's block catalog.
+
+Each block turns its stored configuration into an open transport::
+
+    host = await load_host("web-01")
+    async with await host.open_transport() as transport:
+        ...
+
+Secrets (key, passphrase, password) are ``SecretStr``: Prefect stores them encrypted and shows
+them masked; SMS never logs them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import ClassVar
+
+from prefect.blocks.core import Block
+from pydantic import Field, SecretStr
+
+from sms_plugin.errors import NotFound
+from sms_plugin.transports.base import Transport
+from sms_plugin.transports.local import LocalTransport
+from sms_plugin.transports.ssh import SSHTarget, SSHTransport
+
+
+def _reveal(secret: SecretStr | None) -> str | None:
+    return secret.get_secret_value() if secret is not None else None
+
+
+class SSHHost(Block):
+    """A Linux/Unix server reached over SSH. Its host key must be pinned: SMS refuses to connect
+    to a server whose key is unknown or has changed (run `sms host trust NAME` to check the
+    fingerprint and pin it).
+    """
+
+    _block_type_name = "SMS SSH Host"
+    _block_type_slug = "sms-ssh-host"
+    _description = (
+        "A Linux/Unix server on which SMS runs scripts over SSH (paramiko). Give a private key "
+        "and/or a password, and pin the server's host key: unknown or changed keys are refused."
+    )
+    kind: ClassVar[str] = "ssh"
+
+    address: str = Field(description="Host name or IP address of the server.")
+    port: int = Field(default=22, ge=1, le=65535, description="SSH port.")
+    username: str = Field(description="The account scripts run as.")
+    private_key: SecretStr | None = Field(
+        default=None, description="Private key (OpenSSH or PEM text: Ed25519, ECDSA or RSA)."
+    )
+    private_key_passphrase: SecretStr | None = Field(default=None, description="Passphrase of the private key, if any.")
+    password: SecretStr | None = Field(default=None, description="Password, when no key is used or as a fallback.")
+    host_keys: list[str] = Field(
+        default_factory=list,
+        description="Pinned host keys as OpenSSH 'type base64' lines (e.g. 'ssh-ed25519 AAAA...').",
+    )
+    connect_timeout: float = Field(default=10.0, gt=0, description="Seconds to wait for connect and login.")
+    max_parallel_sessions: int = Field(
+        default=10, ge=1, description="How many scripts may run on this server at once."
+    )
+
+    def target(self) -> SSHTarget:
+        return SSHTarget(
+            address=self.address,
+            port=self.port,
+            username=self.username,
+            private_key=_reveal(self.private_key),
+            private_key_passphrase=_reveal(self.private_key_passphrase),
+            password=_reveal(self.password),
+            host_keys=list(self.host_keys),
+            connect_timeout=self.connect_timeout,
+        )
+
+    async def open_transport(self) -> Transport:
+        return await SSHTransport.connect(self.target())
+
+    def describe(self) -> str:
+        return f"{self.username}@{self.address}:{self.port}"
+
+
+class LocalHost(Block):
+    """The worker's own machine: scripts run as child processes of the worker, with a clean
+    environment (the worker's own variables are not passed on).
+    """
+
+    _block_type_name = "SMS Local Host"
+    _block_type_slug = "sms-local-host"
+    _description = "The machine of the Prefect worker itself: SMS runs scripts there as local processes."
+    kind: ClassVar[str] = "local"
+
+    scratch_dir: str | None = Field(
+        default=None, description="Folder for uploaded scripts (default: $SMS_HOME/run on the worker)."
+    )
+    max_parallel_sessions: int = Field(default=10, ge=1, description="How many scripts may run here at once.")
+
+    async def open_transport(self) -> Transport:
+        return LocalTransport(Path(self.scratch_dir) if self.scratch_dir else None)
+
+    def describe(self) -> str:
+        return "the worker's own machine"
+
+
+HostBlock = SSHHost | LocalHost
+HOST_BLOCK_TYPES: tuple[type[SSHHost] | type[LocalHost], ...] = (SSHHost, LocalHost)
+
+
+async def load_host(name: str) -> HostBlock:
+    """The host block called ``name``, whatever its type; NotFound if there is none."""
+    for block_type in HOST_BLOCK_TYPES:
+        try:
+            return await block_type.aload(name)  # type: ignore[return-value]
+        except ValueError:
+            continue
+    raise NotFound(f"no host named {name!r}; add it with `sms host add` or in the Prefect UI (Blocks)")

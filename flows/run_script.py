@@ -1,0 +1,140 @@
+"""The ``run-script`` flow: every managed script is a deployment of this one flow.
+
+It loads the script from the catalog, opens a transport to the host block, runs the script and
+maps its exit code to the Prefect state (0 → Completed, anything else → Failed "exit code N").
+Output lines go to the run log as they arrive: stdout at INFO, stderr at WARNING.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import UTC, datetime
+
+from prefect import flow, get_client
+from prefect.client.schemas.objects import FlowRunPolicy
+from prefect.context import FlowRunContext
+from prefect.logging import get_run_logger
+from prefect.states import Failed, State
+
+from blocks.hosts import load_host
+from sms_plugin.catalog import Catalog, get_script, get_version, record_run, update_run
+from sms_plugin.errors import SMSError
+from sms_plugin.execution import ExecutionResult, ScriptRun, execute
+from sms_plugin.origin import run_origin
+from sms_plugin.transports.base import Stream
+
+_LEVELS: dict[Stream, int] = {"stdout": logging.INFO, "stderr": logging.WARNING}
+
+
+@flow(name="run-script", description="Runs one script of the SMS catalog on its host.")
+async def run_script(
+    script: str,
+    version: int | None = None,
+    args: list[str] | None = None,
+    env: dict[str, str] | None = None,
+    host: str | None = None,
+) -> int | State:
+    """Runs catalog script ``script``: Completed with its exit code 0, or Failed saying why.
+
+    Args:
+        script: the script's name in the catalog.
+        version: which version to run; the newest when empty.
+        args: arguments for the script; the script's default arguments when empty.
+        env: extra environment variables, added to the script's own.
+        host: run on this host block instead of the script's own host.
+    """
+    context = FlowRunContext.get()
+    assert context is not None and context.flow_run is not None
+    flow_run = context.flow_run
+    logger = get_run_logger()
+    catalog = Catalog()
+    with catalog.session() as session:
+        entry = get_script(session, script)
+        chosen = get_version(session, script, version) if entry.interpreter != "original" else None
+        target_host = host or entry.host
+        trigger, requested_by = run_origin(flow_run)
+        record_run(
+            session,
+            str(flow_run.id),
+            script_name=script,
+            version_number=chosen.number if chosen else None,
+            host=target_host,
+            trigger=trigger,
+            requested_by=requested_by,
+        )
+    await _apply_retry_policy(flow_run.id, entry.retries, entry.retry_delay_seconds, flow_run.empirical_policy)
+    run = ScriptRun(
+        interpreter=entry.interpreter,
+        content=chosen.content if chosen else None,
+        path=entry.path,
+        args=list(entry.default_args if args is None else args),
+        env={**entry.env, **(env or {})},
+        working_dir=entry.working_dir,
+        timeout_seconds=entry.timeout_seconds,
+        name=script,
+    )
+    version_text = f"version {chosen.number}" if chosen else entry.path
+    logger.info(f"Running {script} ({version_text}, {entry.interpreter}) on {target_host}")
+
+    async def started(pid: int | None) -> None:
+        logger.info(f"Started as process group {pid}")
+        _update(catalog, str(flow_run.id), remote_pid=pid, started_at=datetime.now(UTC), exit_code=None)
+
+    async def output(stream: Stream, message: str) -> None:
+        logger.log(_LEVELS[stream], message)
+
+    try:
+        host_block = await load_host(target_host)
+        transport = await host_block.open_transport()
+        try:
+            result = await execute(transport, run, on_started=started, on_output=output)
+        finally:
+            await asyncio.shield(transport.close())
+    except SMSError as error:
+        _update(catalog, str(flow_run.id), ended_at=datetime.now(UTC))
+        return _failed(logger, f"{script} could not run on {target_host}: {error}")
+    _update(
+        catalog,
+        str(flow_run.id),
+        exit_code=result.exit_code,
+        ended_at=datetime.now(UTC),
+        output_tail="\n".join(f"{line.stream}: {line.text}" for line in result.tail),
+    )
+    if problem := _failure(script, result, run.timeout_seconds):
+        return _failed(logger, problem)
+    logger.info(f"{script} finished with exit code 0")
+    return result.exit_code
+
+
+def _failure(script: str, result: ExecutionResult, timeout: float | None) -> str | None:
+    """Why the run failed, or None if it succeeded."""
+    errors = result.stderr_tail()
+    detail = f"; last stderr: {' | '.join(errors)}" if errors else ""
+    if result.timed_out:
+        return (
+            f"{script} timed out after {timeout:g} s; its remote process group was killed "
+            f"(exit code {result.exit_code}){detail}"
+        )
+    if result.exit_code != 0:
+        return f"{script} failed with exit code {result.exit_code}{detail}"
+    return None
+
+
+def _failed(logger: logging.LoggerAdapter, message: str) -> State:
+    logger.error(message)
+    return Failed(message=message)
+
+
+def _update(catalog: Catalog, flow_run_id: str, **fields: object) -> None:
+    with catalog.session() as session:
+        update_run(session, flow_run_id, **fields)
+
+
+async def _apply_retry_policy(flow_run_id, retries: int, delay: int, current: FlowRunPolicy) -> None:
+    """Prefect's server decides retries from the run's policy: give it the script's."""
+    if current.retries == retries and current.retry_delay == delay:
+        return
+    policy = current.model_copy(update={"retries": retries, "retry_delay": delay})
+    async with get_client() as client:
+        await client.update_flow_run(flow_run_id, empirical_policy=policy)

@@ -1,0 +1,93 @@
+"""Catalog → Prefect: each script is the deployment ``run-script/<script>`` in the SMS work pool.
+
+The deployment points at the installed flow by module path (no code storage, no pull steps),
+carries the script name as its parameter default (so the Prefect UI's Run form works), the
+script's tags plus ``host:<host>``, and its schedules. A disabled script's deployment is paused.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from prefect import get_client
+from prefect.client.schemas.actions import WorkPoolCreate
+from prefect.deployments.runner import EntrypointType, RunnerDeployment
+from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+from prefect.schedules import Cron, Interval, Schedule
+
+from flows.run_script import run_script
+from sms_plugin.catalog import Script
+from sms_plugin.settings import work_pool_name
+
+FLOW_NAME = "run-script"
+
+
+def deployment_name(script_name: str) -> str:
+    """The full name Prefect knows the script's deployment by, e.g. ``run-script/backup``."""
+    return f"{FLOW_NAME}/{script_name}"
+
+
+def _schedules(script: Script) -> list[Schedule]:
+    result: list[Schedule] = []
+    for entry in script.schedules:
+        timezone = entry.get("timezone") or "UTC"
+        if entry.get("cron"):
+            result.append(Cron(entry["cron"], timezone=timezone))
+        else:
+            result.append(Interval(timedelta(seconds=entry["interval_seconds"]), timezone=timezone))
+    return result
+
+
+async def ensure_work_pool() -> None:
+    """Creates the SMS work pool (process type) unless it exists."""
+    async with get_client() as client:
+        try:
+            await client.read_work_pool(work_pool_name())
+        except ObjectNotFound:
+            try:
+                await client.create_work_pool(WorkPoolCreate(name=work_pool_name(), type="process"))
+            except ObjectAlreadyExists:
+                pass
+
+
+async def sync_script(script: Script) -> str:
+    """Creates or updates the script's deployment; returns its id."""
+    await ensure_work_pool()
+    deployment = RunnerDeployment.from_flow(
+        run_script,
+        name=script.name,
+        schedules=_schedules(script),
+        paused=not script.enabled,
+        parameters={"script": script.name},
+        description=script.description or f"Runs the SMS script {script.name} on {script.host}.",
+        tags=sorted({*script.tags, f"host:{script.host}", "sms"}),
+        work_pool_name=work_pool_name(),
+        entrypoint_type=EntrypointType.MODULE_PATH,
+    )
+    deployment_id = await deployment.apply()
+    async with get_client() as client:
+        existing = await client.read_deployment(deployment_id)
+        if existing.schedules and not script.schedules:
+            for schedule in existing.schedules:
+                await client.delete_deployment_schedule(deployment_id, schedule.id)
+    return str(deployment_id)
+
+
+async def remove_deployment(script_name: str) -> bool:
+    """Deletes the script's deployment; False if it had none."""
+    async with get_client() as client:
+        try:
+            deployment = await client.read_deployment_by_name(deployment_name(script_name))
+        except ObjectNotFound:
+            return False
+        await client.delete_deployment(deployment.id)
+        return True
+
+
+async def deployed_script_names() -> set[str]:
+    """Names of the scripts that have a deployment in Prefect."""
+    from prefect.client.schemas.filters import FlowFilter, FlowFilterName
+
+    async with get_client() as client:
+        deployments = await client.read_deployments(flow_filter=FlowFilter(name=FlowFilterName(any_=[FLOW_NAME])))
+    return {d.name for d in deployments}

@@ -1,0 +1,135 @@
+"""One script execution on an open transport: upload, start, stream, time out, kill, clean up.
+
+Knows transports and interpreters, not Prefect or the catalog: the flow passes callbacks that
+record the process id and forward output.
+
+Example::
+
+    result = await execute(transport, ScriptRun(interpreter="bash", content="echo hi"),
+                           on_started=print, on_output=print)
+    result.exit_code    # 0
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+
+from sms_plugin.transports.base import Command, OutputLine, Stream, Transport
+from sms_plugin.transports.interpreters import interpreter as find_interpreter
+
+TAIL_LINES = 20
+"""How many of the last output lines a result keeps (the run record's output tail)."""
+
+KILL_GRACE_SECONDS = 5.0
+"""Time between TERM and KILL when a run is stopped or times out."""
+
+MESSAGE_CHARS = 256 * 1024
+"""Consecutive lines of one stream are forwarded together, in messages of at most this size."""
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ScriptRun:
+    """What to run: uploaded ``content`` or, for interpreter "original", the script at ``path``."""
+
+    interpreter: str
+    content: str | None = None
+    path: str | None = None
+    args: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    working_dir: str | None = None
+    timeout_seconds: float | None = None
+    name: str = "script"
+
+
+@dataclass(frozen=True)
+class ExecutionResult:
+    exit_code: int
+    timed_out: bool
+    tail: list[OutputLine]
+
+    def stderr_tail(self, count: int = 5) -> list[str]:
+        return [line.text for line in self.tail if line.stream == "stderr"][-count:]
+
+
+def messages(batch: list[OutputLine]) -> Iterator[tuple[Stream, str]]:
+    """Consecutive lines of the same stream joined into messages of at most MESSAGE_CHARS.
+
+    >>> list(messages([OutputLine("stdout", "a"), OutputLine("stdout", "b"), OutputLine("stderr", "c")]))
+    [('stdout', 'a\\nb'), ('stderr', 'c')]
+    """
+    stream: Stream | None = None
+    parts: list[str] = []
+    size = 0
+    for line in batch:
+        for piece in _pieces(line.text):
+            if parts and (line.stream != stream or size + len(piece) > MESSAGE_CHARS):
+                yield stream, "\n".join(parts)  # type: ignore[misc]
+                parts, size = [], 0
+            stream = line.stream
+            parts.append(piece)
+            size += len(piece) + 1
+    if parts:
+        yield stream, "\n".join(parts)  # type: ignore[misc]
+
+
+def _pieces(text: str) -> list[str]:
+    return [text[i : i + MESSAGE_CHARS] for i in range(0, len(text), MESSAGE_CHARS)] or [""]
+
+
+async def execute(
+    transport: Transport,
+    run: ScriptRun,
+    *,
+    on_started: Callable[[int | None], Awaitable[None]],
+    on_output: Callable[[Stream, str], Awaitable[None]],
+    kill_grace_seconds: float = KILL_GRACE_SECONDS,
+) -> ExecutionResult:
+    """Runs ``run`` on ``transport`` and returns its exit code and output tail.
+
+    If the caller is cancelled (or any exception interrupts the run) the remote process group is
+    killed before the exception goes on; a timeout kills it too and sets ``timed_out``.
+    """
+    spec = find_interpreter(run.interpreter)
+    script_path = run.path
+    if spec.uploads:
+        script_path = f"{await transport.scratch_dir()}/{run.name}-{_token()}{spec.suffix}"
+        await transport.upload((run.content or "").encode(), script_path)
+    assert script_path is not None, "an 'original' script needs its path"
+    try:
+        command = Command(argv=spec.argv(script_path, run.args), env=run.env, cwd=run.working_dir)
+        process = await transport.start(command)
+        tail: deque[OutputLine] = deque(maxlen=TAIL_LINES)
+        timed_out = False
+        try:
+            await on_started(process.pid)
+            async with asyncio.timeout(run.timeout_seconds):
+                async for batch in process.batches():
+                    tail.extend(batch)
+                    for stream, message in messages(batch):
+                        await on_output(stream, message)
+                exit_code = await process.wait()
+        except TimeoutError:
+            timed_out = True
+            await process.kill(kill_grace_seconds)
+            exit_code = await process.wait()
+        except BaseException:
+            await asyncio.shield(process.kill(kill_grace_seconds))
+            raise
+        return ExecutionResult(exit_code=exit_code, timed_out=timed_out, tail=list(tail))
+    finally:
+        if spec.uploads:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(transport.remove(script_path))
+
+
+def _token() -> str:
+    import secrets
+
+    return secrets.token_hex(6)

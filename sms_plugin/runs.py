@@ -1,0 +1,151 @@
+"""Run services: start a script's deployment, wait for the result, stop it, read its logs."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import datetime
+from uuid import UUID
+
+from prefect import get_client
+from prefect.client.orchestration import PrefectClient
+from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+from prefect.client.schemas.objects import FlowRun
+from prefect.client.schemas.sorting import LogSort
+from prefect.exceptions import ObjectNotFound
+from prefect.states import Cancelled, Cancelling
+
+from sms_plugin.catalog import Catalog, get_run, get_script, get_version
+from sms_plugin.deploy import deployment_name
+from sms_plugin.errors import Conflict, NotFound
+from sms_plugin.origin import origin_tags
+
+_LOG_PAGE = 200
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """How a run ended, as Prefect and the catalog know it."""
+
+    run_id: str
+    state: str
+    """Prefect's state type: COMPLETED, FAILED, CANCELLED, CRASHED..."""
+    message: str
+    exit_code: int | None
+    output_tail: list[str]
+
+    @property
+    def ok(self) -> bool:
+        return self.state == "COMPLETED"
+
+
+@dataclass(frozen=True)
+class LogLine:
+    timestamp: datetime
+    level: str
+    message: str
+
+
+async def start(
+    catalog: Catalog,
+    name: str,
+    *,
+    args: list[str] | None = None,
+    env: dict[str, str] | None = None,
+    host: str | None = None,
+    version: int | None = None,
+    trigger: str,
+    user: str,
+) -> str:
+    """Creates a flow run of the script's deployment (as the Prefect UI does); returns its id."""
+    with catalog.session() as session:
+        get_script(session, name)
+        if version is not None:
+            get_version(session, name, version)
+    parameters: dict[str, object] = {"script": name}
+    for key, value in {"args": args, "env": env, "host": host, "version": version}.items():
+        if value is not None:
+            parameters[key] = value
+    async with get_client() as client:
+        try:
+            deployment = await client.read_deployment_by_name(deployment_name(name))
+        except ObjectNotFound:
+            raise NotFound(f"script {name!r} has no Prefect deployment; run `sms sync`") from None
+        flow_run = await client.create_flow_run_from_deployment(
+            deployment.id, parameters=parameters, tags=origin_tags(trigger, user)
+        )
+    return str(flow_run.id)
+
+
+async def _read_flow_run(client: PrefectClient, run_id: str) -> FlowRun:
+    try:
+        return await client.read_flow_run(UUID(run_id))
+    except (ValueError, ObjectNotFound):
+        raise NotFound(f"no run with id {run_id!r}") from None
+
+
+async def result(catalog: Catalog, run_id: str) -> RunResult:
+    """The run's current state, exit code and output tail."""
+    async with get_client() as client:
+        flow_run = await _read_flow_run(client, run_id)
+    try:
+        with catalog.session() as session:
+            record = get_run(session, run_id)
+        exit_code, tail = record.exit_code, record.output_tail.splitlines()
+    except NotFound:
+        exit_code, tail = None, []
+    state = flow_run.state
+    return RunResult(
+        run_id=run_id,
+        state=state.type.value if state else "UNKNOWN",
+        message=(state.message or "") if state else "",
+        exit_code=exit_code,
+        output_tail=tail,
+    )
+
+
+async def wait(catalog: Catalog, run_id: str, *, timeout: float | None = None, poll: float = 0.5) -> RunResult:
+    """Waits until the run reaches a final state (retries included) and returns its result."""
+    async with asyncio.timeout(timeout):
+        while True:
+            async with get_client() as client:
+                flow_run = await _read_flow_run(client, run_id)
+            if flow_run.state is not None and flow_run.state.is_final():
+                return await result(catalog, run_id)
+            await asyncio.sleep(poll)
+
+
+async def stop(run_id: str) -> str:
+    """Asks Prefect to cancel the run (the worker kills the remote process group); returns the new state."""
+    async with get_client() as client:
+        flow_run = await _read_flow_run(client, run_id)
+        state = flow_run.state
+        if state is not None and state.is_final():
+            raise Conflict(f"run {run_id} has already ended ({state.type.value})")
+        not_started = state is None or state.is_scheduled() or state.is_pending()
+        new_state = Cancelled(message="Stopped before it started") if not_started else Cancelling()
+        await client.set_flow_run_state(UUID(run_id), new_state, force=True)
+    return new_state.type.value
+
+
+async def logs(run_id: str, *, follow: bool = False, poll: float = 1.0) -> AsyncIterator[LogLine]:
+    """The run's log lines from Prefect, oldest first; with ``follow``, until the run has ended."""
+    seen = 0
+    while True:
+        async with get_client() as client:
+            finished = (await _read_flow_run(client, run_id)).state
+            finished_now = finished is not None and finished.is_final()
+            while page := await client.read_logs(
+                LogFilter(flow_run_id=LogFilterFlowRunId(any_=[UUID(run_id)])),
+                limit=_LOG_PAGE,
+                offset=seen,
+                sort=LogSort.TIMESTAMP_ASC,
+            ):
+                seen += len(page)
+                for log in page:
+                    yield LogLine(log.timestamp, logging.getLevelName(log.level), log.message)
+        if not follow or finished_now:
+            return
+        await asyncio.sleep(poll)

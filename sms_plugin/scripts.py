@@ -1,0 +1,104 @@
+"""Script services: every change goes to the catalog and then to the script's Prefect deployment.
+
+The catalog is the source of truth for what a script is; Prefect for when and how it runs.
+``sync`` repairs any drift between the two (a deployment deleted in the UI, a failed update).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sms_plugin import deploy
+from sms_plugin.catalog import (
+    Catalog,
+    Script,
+    ScriptSpec,
+    ScriptVersion,
+    add_script,
+    add_version,
+    get_script,
+    get_version,
+    list_scripts,
+    list_versions,
+    remove_script,
+    update_script,
+)
+from sms_plugin.transports.interpreters import interpreter
+
+
+@dataclass(frozen=True)
+class ScriptChange:
+    """What an update did: the metadata fields changed and the new version, if one was made."""
+
+    script: Script
+    changed_fields: dict[str, tuple[object, object]]
+    new_version: ScriptVersion | None
+
+
+async def add(catalog: Catalog, spec: ScriptSpec, content: str | None, *, author: str, comment: str = "") -> Script:
+    """Adds a script (version 1 holds ``content``) and creates its deployment."""
+    interpreter(spec.interpreter)
+    with catalog.session() as session:
+        script = add_script(session, spec, content=content, author=author, comment=comment)
+    await deploy.sync_script(script)
+    return script
+
+
+async def update(
+    catalog: Catalog, spec: ScriptSpec, content: str | None = None, *, author: str, comment: str = ""
+) -> ScriptChange:
+    """Replaces a script's metadata with ``spec``; ``content`` makes a new version if it differs."""
+    interpreter(spec.interpreter)
+    with catalog.session() as session:
+        script, changed = update_script(session, spec.name, spec, author=author)
+        version, created = (None, False)
+        if content is not None:
+            version, created = add_version(session, spec.name, content, author=author, comment=comment)
+    await deploy.sync_script(script)
+    return ScriptChange(script, changed, version if created else None)
+
+
+async def remove(catalog: Catalog, name: str, *, author: str) -> None:
+    """Removes a script and its deployment; its run records and audit trail stay."""
+    with catalog.session() as session:
+        get_script(session, name)
+    await deploy.remove_deployment(name)
+    with catalog.session() as session:
+        remove_script(session, name, author=author)
+
+
+def show(catalog: Catalog, name: str) -> Script:
+    with catalog.session() as session:
+        return get_script(session, name)
+
+
+def listing(catalog: Catalog, tag: str | None = None) -> list[Script]:
+    with catalog.session() as session:
+        return list_scripts(session, tag=tag)
+
+
+def versions(catalog: Catalog, name: str) -> list[ScriptVersion]:
+    with catalog.session() as session:
+        return list_versions(session, name)
+
+
+def version(catalog: Catalog, name: str, number: int | None = None) -> ScriptVersion:
+    with catalog.session() as session:
+        return get_version(session, name, number)
+
+
+@dataclass(frozen=True)
+class SyncReport:
+    deployed: list[str]
+    removed: list[str]
+
+
+async def sync(catalog: Catalog) -> SyncReport:
+    """Makes Prefect's deployments match the catalog: one per script, none for removed scripts."""
+    scripts = listing(catalog)
+    for script in scripts:
+        await deploy.sync_script(script)
+    orphans = sorted(await deploy.deployed_script_names() - {s.name for s in scripts})
+    for name in orphans:
+        await deploy.remove_deployment(name)
+    return SyncReport(deployed=[s.name for s in scripts], removed=orphans)
