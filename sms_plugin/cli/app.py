@@ -1,0 +1,379 @@
+"""The ``sms`` command line. Every command is a thin face over the service modules.
+
+Errors are one line on stderr and a non-zero exit status, never a traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import sys
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import click
+import httpx
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from sms_plugin import apply as declarative
+from sms_plugin import hosts as host_services
+from sms_plugin import runs as run_services
+from sms_plugin import scripts as script_services
+from sms_plugin.catalog import Catalog, ScriptSpec
+from sms_plugin.errors import InvalidInput, SMSError
+
+T = TypeVar("T")
+
+app = typer.Typer(
+    name="sms",
+    help="SMS, the Script Management System: add, start, stop, schedule and watch scripts on your servers.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+host_app = typer.Typer(help="Hosts where scripts run (Prefect blocks).", no_args_is_help=True)
+script_app = typer.Typer(help="Scripts in the catalog.", no_args_is_help=True)
+app.add_typer(host_app, name="host")
+app.add_typer(script_app, name="script")
+
+out = Console()
+err = Console(stderr=True)
+TRIGGER = "cli"
+
+
+def _user() -> str:
+    return getpass.getuser()
+
+
+def _run(coroutine: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(coroutine)
+
+
+def _catalog() -> Catalog:
+    catalog = Catalog()
+    catalog.upgrade()
+    return catalog
+
+
+def _pairs(values: list[str], what: str) -> dict[str, str]:
+    result: dict[str, str] = {}
+    for value in values:
+        key, sep, rest = value.partition("=")
+        if not sep or not key:
+            raise InvalidInput(f"{what} must look like NAME=VALUE, not {value!r}")
+        result[key] = rest
+    return result
+
+
+# ---------------------------------------------------------------- hosts
+
+
+@host_app.command("add")
+def host_add(
+    name: Annotated[str, typer.Argument(help="Name of the host (lower case).")],
+    ssh: Annotated[str | None, typer.Option("--ssh", metavar="ADDRESS", help="Address of an SSH server.")] = None,
+    local: Annotated[bool, typer.Option("--local", help="The worker's own machine.")] = False,
+    user: Annotated[str | None, typer.Option("--user", "-u", help="SSH user name.")] = None,
+    port: Annotated[int, typer.Option("--port", "-p", help="SSH port.")] = 22,
+    key_file: Annotated[Path | None, typer.Option("--key-file", "-i", help="Private key file.")] = None,
+    ask_password: Annotated[bool, typer.Option("--ask-password", help="Prompt for a password.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a host of the same name.")] = False,
+) -> None:
+    """Add a host. SSH hosts must then be trusted: `sms host trust NAME`."""
+    from pydantic import SecretStr
+
+    from blocks.hosts import HostBlock, LocalHost, SSHHost
+
+    if bool(ssh) == local:
+        raise InvalidInput("give exactly one of --ssh ADDRESS or --local")
+    block: HostBlock
+    if local:
+        block = LocalHost()
+    else:
+        if not user:
+            raise InvalidInput("an SSH host needs --user")
+        key = key_file.expanduser().read_text() if key_file else None
+        password = typer.prompt("Password", hide_input=True) if ask_password else None
+        block = SSHHost(
+            address=ssh,
+            port=port,
+            username=user,
+            private_key=SecretStr(key) if key else None,
+            password=SecretStr(password) if password else None,
+        )
+    _run(host_services.add(name, block, overwrite=overwrite))
+    hint = "" if local else f"; now check and pin its host key: sms host trust {name}"
+    out.print(f"Host {name} saved ({block.describe()}){hint}")
+
+
+@host_app.command("list")
+def host_list() -> None:
+    """List the hosts."""
+    table = Table("name", "kind", "where", "pinned keys")
+    for host in _run(host_services.listing()):
+        table.add_row(host.name, host.kind, host.where, str(host.pinned_keys) if host.kind == "ssh" else "-")
+    out.print(table)
+
+
+@host_app.command("trust")
+def host_trust(
+    name: str,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Pin without asking.")] = False,
+) -> None:
+    """Show an SSH host's key fingerprint and pin the key after you confirm it."""
+    key = _run(host_services.scan_host_key(name))
+    out.print(f"{name} shows the host key {key.line.split()[0]} {key.fingerprint}")
+    if not yes and not typer.confirm("Is this the server's real key? Pin it", default=False):
+        err.print("Not pinned.")
+        raise typer.Exit(1)
+    _run(host_services.pin_host_key(name, key.line))
+    out.print(f"Pinned; SMS now connects to {name} and refuses any other key.")
+
+
+# ---------------------------------------------------------------- scripts
+
+
+@script_app.command("add")
+def script_add(
+    name: str,
+    interpreter: Annotated[str, typer.Option("--interpreter", "-t", help="bash, sh, ksh, python3 or original.")],
+    host: Annotated[str, typer.Option("--host", "-h", help="The host it runs on.")],
+    file: Annotated[Path | None, typer.Option("--file", "-f", help="The script's source file.")] = None,
+    path: Annotated[str | None, typer.Option("--path", help="Absolute path on the server (original).")] = None,
+    description: Annotated[str, typer.Option("--description", "-d")] = "",
+    arg: Annotated[list[str], typer.Option("--arg", "-a", help="Default argument (repeatable).")] = [],  # noqa: B006
+    env: Annotated[list[str], typer.Option("--env", "-e", help="NAME=VALUE (repeatable).")] = [],  # noqa: B006
+    workdir: Annotated[str | None, typer.Option("--workdir", help="Working directory on the host.")] = None,
+    timeout: Annotated[int | None, typer.Option("--timeout", help="Seconds before the run is killed.")] = None,
+    retries: Annotated[int, typer.Option("--retries", help="Prefect retries after a failure.")] = 0,
+    cron: Annotated[list[str], typer.Option("--cron", help="Cron schedule (repeatable).")] = [],  # noqa: B006
+    every: Annotated[int | None, typer.Option("--every", help="Run every N seconds.")] = None,
+    timezone: Annotated[str, typer.Option("--timezone", help="Time zone of the schedules.")] = "UTC",
+    tag: Annotated[list[str], typer.Option("--tag", help="Tag (repeatable).")] = [],  # noqa: B006
+    disabled: Annotated[bool, typer.Option("--disabled", help="Add it paused.")] = False,
+) -> None:
+    """Add a script to the catalog; it becomes the Prefect deployment run-script/NAME."""
+    schedules: list[dict[str, Any]] = [{"cron": c, "timezone": timezone} for c in cron]
+    if every:
+        schedules.append({"interval_seconds": every, "timezone": timezone})
+    spec = ScriptSpec.parse(
+        {
+            "name": name,
+            "interpreter": interpreter,
+            "host": host,
+            "path": path,
+            "description": description,
+            "default_args": arg,
+            "env": _pairs(env, "--env"),
+            "working_dir": workdir,
+            "timeout_seconds": timeout,
+            "retries": retries,
+            "schedules": schedules,
+            "tags": tag,
+            "enabled": not disabled,
+        }
+    )
+    content = file.read_text(encoding="utf-8") if file else None
+    script = _run(script_services.add(_catalog(), spec, content, author=_user()))
+    out.print(f"Script {script.name} added; deployment run-script/{script.name} is ready")
+
+
+@script_app.command("push")
+def script_push(
+    name: str,
+    file: Annotated[Path, typer.Argument(help="The new source.")],
+    comment: Annotated[str, typer.Option("--comment", "-m")] = "",
+) -> None:
+    """Store a new version of a script's source (nothing happens if it is unchanged)."""
+    catalog = _catalog()
+    spec = ScriptSpec.from_script(script_services.show(catalog, name))
+    change = _run(
+        script_services.update(catalog, spec, file.read_text(encoding="utf-8"), author=_user(), comment=comment)
+    )
+    if change.new_version:
+        out.print(f"{name}: version {change.new_version.number} stored")
+    else:
+        out.print(f"{name}: unchanged, same content as the newest version")
+
+
+@script_app.command("list")
+def script_list(tag: Annotated[str | None, typer.Option("--tag", help="Only scripts with this tag.")] = None) -> None:
+    """List the scripts."""
+    table = Table("name", "interpreter", "host", "schedules", "enabled", "tags")
+    for script in script_services.listing(_catalog(), tag):
+        schedules = ", ".join(s.get("cron") or f"every {s['interval_seconds']}s" for s in script.schedules)
+        table.add_row(
+            script.name, script.interpreter, script.host, schedules, "yes" if script.enabled else "no", " ".join(script.tags)
+        )
+    out.print(table)
+
+
+@script_app.command("show")
+def script_show(name: str) -> None:
+    """Show a script's settings and newest version."""
+    catalog = _catalog()
+    script = script_services.show(catalog, name)
+    for key, value in ScriptSpec.from_script(script).model_dump().items():
+        out.print(f"[bold]{key}[/]: {value}")
+    if script.interpreter != "original":
+        newest = script_services.version(catalog, name)
+        out.print(f"[bold]version[/]: {newest.number} ({newest.sha256[:12]}, {newest.author}, {newest.created_at:%Y-%m-%d %H:%M} UTC)")
+        out.print(newest.content, markup=False, highlight=False)
+
+
+@script_app.command("versions")
+def script_versions(name: str) -> None:
+    """List a script's versions, newest first."""
+    table = Table("version", "sha256", "author", "created (UTC)", "comment")
+    for version in script_services.versions(_catalog(), name):
+        table.add_row(str(version.number), version.sha256[:12], version.author, f"{version.created_at:%Y-%m-%d %H:%M}", version.comment)
+    out.print(table)
+
+
+@script_app.command("rm")
+def script_rm(
+    name: str,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask.")] = False,
+) -> None:
+    """Remove a script and its deployment (run records and the audit trail stay)."""
+    if not yes and not typer.confirm(f"Remove script {name} and its deployment?", default=False):
+        raise typer.Exit(1)
+    _run(script_services.remove(_catalog(), name, author=_user()))
+    out.print(f"Script {name} removed")
+
+
+# ---------------------------------------------------------------- runs
+
+
+@app.command("run")
+def run(
+    name: str,
+    args: Annotated[list[str] | None, typer.Argument(help="Arguments for the script (after --).")] = None,
+    wait: Annotated[bool, typer.Option("--wait", "-w", help="Wait; exit with the script's exit code.")] = False,
+    host: Annotated[str | None, typer.Option("--host", help="Run on another host.")] = None,
+    version: Annotated[int | None, typer.Option("--version", help="Run this version.")] = None,
+    env: Annotated[list[str], typer.Option("--env", "-e", help="NAME=VALUE (repeatable).")] = [],  # noqa: B006
+    timeout: Annotated[float | None, typer.Option("--wait-timeout", help="Give up waiting after N s.")] = None,
+) -> None:
+    """Start a script: sms run NAME [--wait] -- ARGS..."""
+    catalog = _catalog()
+    run_id = _run(
+        run_services.start(
+            catalog, name, args=args or None, env=_pairs(env, "--env") or None, host=host, version=version,
+            trigger=TRIGGER, user=_user(),
+        )
+    )
+    out.print(f"Run {run_id} started", highlight=False)
+    if not wait:
+        return
+    result = _run(run_services.wait(catalog, run_id, timeout=timeout))
+    for line in result.output_tail:
+        out.print(line, markup=False, highlight=False)
+    out.print(f"{result.state}" + (f": {result.message}" if result.message else ""), markup=False, highlight=False)
+    if result.ok:
+        raise typer.Exit(0)
+    raise typer.Exit(result.exit_code if result.exit_code else 1)
+
+
+@app.command("stop")
+def stop(run_id: str) -> None:
+    """Stop a run: Prefect cancels it and the remote process tree is killed."""
+    state = _run(run_services.stop(run_id))
+    out.print(f"Run {run_id}: {state.lower()}", highlight=False)
+
+
+@app.command("logs")
+def logs(
+    run_id: str,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing until the run ends.")] = False,
+) -> None:
+    """Print a run's log."""
+
+    async def show() -> None:
+        async for line in run_services.logs(run_id, follow=follow):
+            out.print(f"{line.timestamp:%H:%M:%S} {line.level:<7} {line.message}", markup=False, highlight=False)
+
+    _run(show())
+
+
+# ---------------------------------------------------------------- catalog as a whole
+
+
+@app.command("apply")
+def apply(
+    path: Annotated[Path, typer.Argument(help="A YAML file or a folder of them.")] = Path("deployments"),
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only show what would change.")] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Apply without asking.")] = False,
+) -> None:
+    """Show what a declarative catalog would change, then apply it (idempotent)."""
+    catalog = _catalog()
+    planned = _run(declarative.plan(catalog, path))
+    for change in planned.changes:
+        colour = {"add": "green", "update": "yellow", "unchanged": "dim"}[change.action]
+        detail = f" ({change.detail})" if change.detail else ""
+        out.print(f"[{colour}]{change.action:<9}[/] {change.kind} {change.name}{detail}")
+    if not planned.pending:
+        out.print("Nothing to change.")
+        return
+    if dry_run:
+        return
+    if not yes and not typer.confirm(f"Apply {len(planned.pending)} change(s)?", default=True):
+        raise typer.Exit(1)
+    _run(declarative.apply(catalog, planned, author=_user()))
+    out.print(f"Applied {len(planned.pending)} change(s).")
+
+
+@app.command("sync")
+def sync() -> None:
+    """Make Prefect's deployments match the catalog."""
+    report = _run(script_services.sync(_catalog()))
+    out.print(f"{len(report.deployed)} deployment(s) in place; removed: {', '.join(report.removed) or 'none'}")
+
+
+@app.command("up")
+def up(
+    catalog_path: Annotated[Path, typer.Option("--catalog", help="Declarative catalog to apply at start.")] = Path("deployments"),
+    port: Annotated[int, typer.Option("--port", help="Port of the Prefect server and UI.")] = 4200,
+) -> None:
+    """Run SMS on this machine: Prefect server + UI, a worker, the sample scripts. Ctrl-C stops all."""
+    from sms_plugin.stack import EmbeddedStack
+
+    EmbeddedStack(port=port, catalog_path=catalog_path, console=out).run()
+
+
+def main() -> None:
+    """Entry point of the ``sms`` command."""
+    try:
+        code = app(standalone_mode=False)
+    except click.ClickException as error:
+        error.show()
+        code = error.exit_code
+    except click.exceptions.Abort:
+        err.print("Aborted.")
+        code = 130
+    except SMSError as error:
+        err.print(f"error: {error}", markup=False, highlight=False)
+        code = 1
+    except (httpx.ConnectError, httpx.ConnectTimeout) as error:
+        from prefect.settings import PREFECT_API_URL
+
+        err.print(
+            f"error: cannot reach the Prefect API at {PREFECT_API_URL.value() or '(PREFECT_API_URL unset)'} ({error}); "
+            f"start SMS with `sms up` or set PREFECT_API_URL",
+            markup=False,
+            highlight=False,
+        )
+        code = 1
+    except TimeoutError:
+        err.print("error: gave up waiting; the run goes on (see `sms logs RUN_ID`, stop it with `sms stop RUN_ID`)")
+        code = 1
+    except httpx.HTTPStatusError as error:
+        err.print(f"error: the Prefect API answered {error.response.status_code}: {error.response.text[:300]}", markup=False)
+        code = 1
+    except OSError as error:
+        err.print(f"error: {error}", markup=False, highlight=False)
+        code = 1
+    sys.exit(code if isinstance(code, int) else 0)

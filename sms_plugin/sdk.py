@@ -1,0 +1,196 @@
+"""The Python SDK: ``AsyncSMSClient`` and its blocking twin ``SMSClient`` (same methods).
+
+Both talk to the catalog (``SMS_DATABASE_URL``) and to the Prefect API (``PREFECT_API_URL``)::
+
+    from sms_plugin import SMSClient
+
+    sms = SMSClient()
+    sms.add_local_host("local")
+    sms.add_script("hello", interpreter="bash", host="local", content='echo "hello $1"')
+    result = sms.run("hello", ["world"])          # waits; RunResult(state='COMPLETED', exit_code=0, ...)
+    print(result.output_tail)                     # ['stdout: hello world']
+    for line in sms.logs(result.run_id):
+        print(line.message)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import inspect
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from pydantic import SecretStr
+
+from blocks.hosts import LocalHost, SSHHost
+from sms_plugin import apply as declarative
+from sms_plugin import hosts as host_services
+from sms_plugin import runs as run_services
+from sms_plugin import scripts as script_services
+from sms_plugin.catalog import Catalog, Script, ScriptSpec, ScriptVersion
+from sms_plugin.hosts import HostInfo, ScannedKey
+from sms_plugin.runs import LogLine, RunResult
+from sms_plugin.scripts import ScriptChange, SyncReport
+
+
+class AsyncSMSClient:
+    """SMS from async code. ``user`` is recorded as author and requester (default: the OS user)."""
+
+    trigger = "sdk"
+
+    def __init__(self, database_url: str | None = None, *, user: str | None = None) -> None:
+        self.catalog = Catalog(database_url)
+        self.catalog.upgrade()
+        self.user = user or getpass.getuser()
+
+    # hosts
+    async def add_ssh_host(
+        self,
+        name: str,
+        *,
+        address: str,
+        username: str,
+        port: int = 22,
+        private_key: str | None = None,
+        password: str | None = None,
+        host_keys: list[str] | None = None,
+        overwrite: bool = False,
+    ) -> None:
+        """Adds an SSH host; without ``host_keys`` it must be trusted before use (:meth:`trust_host`)."""
+        block = SSHHost(
+            address=address,
+            port=port,
+            username=username,
+            private_key=SecretStr(private_key) if private_key else None,
+            password=SecretStr(password) if password else None,
+            host_keys=host_keys or [],
+        )
+        await host_services.add(name, block, overwrite=overwrite)
+
+    async def add_local_host(self, name: str = "local", *, overwrite: bool = False) -> None:
+        await host_services.add(name, LocalHost(), overwrite=overwrite)
+
+    async def hosts(self) -> list[HostInfo]:
+        return await host_services.listing()
+
+    async def scan_host_key(self, name: str) -> ScannedKey:
+        """The key the host shows now: compare its fingerprint before trusting it."""
+        return await host_services.scan_host_key(name)
+
+    async def trust_host(self, name: str, key: ScannedKey) -> None:
+        await host_services.pin_host_key(name, key.line)
+
+    # scripts
+    async def add_script(self, name: str, *, content: str | None = None, **spec: Any) -> Script:
+        """Adds a script; ``spec`` takes the fields of :class:`ScriptSpec` (interpreter, host, ...)."""
+        parsed = ScriptSpec.parse({"name": name, **spec})
+        return await script_services.add(self.catalog, parsed, content, author=self.user)
+
+    async def update_script(
+        self, name: str, *, content: str | None = None, comment: str = "", **spec: Any
+    ) -> ScriptChange:
+        """Changes the given fields; new ``content`` becomes a new version if it differs."""
+        current = ScriptSpec.from_script(script_services.show(self.catalog, name)).model_dump()
+        parsed = ScriptSpec.parse({**current, **spec, "name": name})
+        return await script_services.update(self.catalog, parsed, content, author=self.user, comment=comment)
+
+    async def remove_script(self, name: str) -> None:
+        await script_services.remove(self.catalog, name, author=self.user)
+
+    async def scripts(self, tag: str | None = None) -> list[Script]:
+        return script_services.listing(self.catalog, tag)
+
+    async def script(self, name: str) -> Script:
+        return script_services.show(self.catalog, name)
+
+    async def versions(self, name: str) -> list[ScriptVersion]:
+        return script_services.versions(self.catalog, name)
+
+    # runs
+    async def run(
+        self,
+        name: str,
+        args: list[str] | None = None,
+        *,
+        env: dict[str, str] | None = None,
+        host: str | None = None,
+        version: int | None = None,
+        wait: bool = True,
+        timeout: float | None = None,
+    ) -> RunResult:
+        """Starts the script's deployment; with ``wait`` returns once the run has ended."""
+        run_id = await run_services.start(
+            self.catalog, name, args=args, env=env, host=host, version=version, trigger=self.trigger, user=self.user
+        )
+        if wait:
+            return await run_services.wait(self.catalog, run_id, timeout=timeout)
+        return await run_services.result(self.catalog, run_id)
+
+    async def result(self, run_id: str) -> RunResult:
+        return await run_services.result(self.catalog, run_id)
+
+    async def wait(self, run_id: str, timeout: float | None = None) -> RunResult:
+        return await run_services.wait(self.catalog, run_id, timeout=timeout)
+
+    async def stop(self, run_id: str) -> str:
+        """Cancels the run; the remote process group is killed. Returns the requested state."""
+        return await run_services.stop(run_id)
+
+    async def logs(self, run_id: str, *, follow: bool = False) -> AsyncIterator[LogLine]:
+        async for line in run_services.logs(run_id, follow=follow):
+            yield line
+
+    # catalog as a whole
+    async def sync(self) -> SyncReport:
+        return await script_services.sync(self.catalog)
+
+    async def plan(self, path: str | Path) -> declarative.Plan:
+        return await declarative.plan(self.catalog, Path(path))
+
+    async def apply(self, path: str | Path) -> declarative.Plan:
+        """Applies a declarative catalog file or folder; returns the plan it carried out."""
+        planned = await declarative.plan(self.catalog, Path(path))
+        await declarative.apply(self.catalog, planned, author=self.user)
+        return planned
+
+
+class SMSClient:
+    """The blocking SMS SDK: every method of :class:`AsyncSMSClient`, without ``await``.
+
+    ``logs`` returns a plain iterator.
+    """
+
+    def __init__(self, database_url: str | None = None, *, user: str | None = None) -> None:
+        self._runner = asyncio.Runner()
+        self._client = AsyncSMSClient(database_url, user=user)
+
+    def __getattr__(self, name: str) -> Any:
+        member = getattr(self._client, name)
+        if inspect.isasyncgenfunction(member):
+            return self._blocking_iterator(member)
+        if inspect.iscoroutinefunction(member):
+            return lambda *args, **kwargs: self._runner.run(member(*args, **kwargs))
+        return member
+
+    def _blocking_iterator(self, member: Callable[..., AsyncIterator[Any]]) -> Callable[..., Iterator[Any]]:
+        def iterate(*args: Any, **kwargs: Any) -> Iterator[Any]:
+            stream = member(*args, **kwargs)
+            while True:
+                try:
+                    yield self._runner.run(stream.__anext__())
+                except StopAsyncIteration:
+                    return
+
+        return iterate
+
+    def close(self) -> None:
+        self._runner.close()
+        self._client.catalog.dispose()
+
+    def __enter__(self) -> SMSClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

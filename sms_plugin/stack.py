@@ -1,0 +1,140 @@
+"""``sms up``: SMS on one machine, in the foreground.
+
+Starts a Prefect server (SQLite, UI included) under ``$SMS_HOME/prefect``, a process worker for
+the SMS work pool, registers the local host and applies the sample catalog; Ctrl-C (or SIGTERM)
+stops the worker, then the server. Logs go to ``$SMS_HOME/logs/``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+from rich.console import Console
+
+from sms_plugin import apply as declarative
+from sms_plugin.catalog import Catalog
+from sms_plugin.deploy import ensure_work_pool
+from sms_plugin.errors import Conflict, SMSError
+from sms_plugin.settings import database_url, sms_home, work_pool_name
+
+_SERVER_START_SECONDS = 120
+_STOP_GRACE_SECONDS = 15
+
+
+class EmbeddedStack:
+    def __init__(self, *, port: int, catalog_path: Path, console: Console) -> None:
+        self.port = port
+        self.catalog_path = catalog_path
+        self.console = console
+        self.api_url = f"http://127.0.0.1:{port}/api"
+        self.logs = sms_home() / "logs"
+        self._children: list[subprocess.Popen[bytes]] = []
+
+    def _environment(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.setdefault("PREFECT_HOME", str(sms_home() / "prefect"))
+        env.update(
+            PREFECT_API_URL=self.api_url,
+            SMS_HOME=str(sms_home()),
+            SMS_DATABASE_URL=database_url(),
+            PREFECT_SERVER_ANALYTICS_ENABLED="false",
+            PREFECT_WORKER_QUERY_SECONDS=env.get("PREFECT_WORKER_QUERY_SECONDS", "2"),
+        )
+        return env
+
+    def _spawn(self, name: str, *args: str) -> subprocess.Popen[bytes]:
+        self.logs.mkdir(parents=True, exist_ok=True)
+        log = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115 - the child keeps it
+        prefect = str(Path(sys.executable).with_name("prefect"))
+        child = subprocess.Popen(
+            [prefect, *args], env=self._environment(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        self._children.append(child)
+        return child
+
+    def _wait_for_server(self, server: subprocess.Popen[bytes]) -> None:
+        deadline = time.monotonic() + _SERVER_START_SECONDS
+        while time.monotonic() < deadline:
+            if server.poll() is not None:
+                raise SMSError(f"the Prefect server stopped at start-up; see {self.logs / 'server.log'}")
+            try:
+                if httpx.get(f"{self.api_url}/health", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        raise SMSError(f"the Prefect server did not answer within {_SERVER_START_SECONDS} s; see {self.logs}")
+
+    def _port_taken(self) -> bool:
+        try:
+            httpx.get(f"{self.api_url}/health", timeout=1)
+        except httpx.HTTPError:
+            return False
+        return True
+
+    async def _prepare(self) -> None:
+        from blocks.hosts import LocalHost
+        from sms_plugin import hosts
+
+        catalog = Catalog()
+        catalog.upgrade()
+        await ensure_work_pool()
+        try:
+            await hosts.add("local", LocalHost())
+        except Conflict:
+            pass
+        if self.catalog_path.exists():
+            planned = await declarative.plan(catalog, self.catalog_path)
+            await declarative.apply(catalog, planned, author="sms up")
+            self.console.print(f"Catalog {self.catalog_path}: {len(planned.pending)} change(s) applied")
+
+    def run(self) -> None:
+        if self._port_taken():
+            raise SMSError(f"something already answers on port {self.port}; stop it or use `sms up --port N`")
+        os.environ.update(PREFECT_API_URL=self.api_url, PREFECT_HOME=self._environment()["PREFECT_HOME"])
+        signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+        try:
+            self.console.print(f"Starting the Prefect server on 127.0.0.1:{self.port} (logs in {self.logs})")
+            server = self._spawn("server", "server", "start", "--host", "127.0.0.1", "--port", str(self.port))
+            self._wait_for_server(server)
+            from prefect.settings import PREFECT_API_URL, temporary_settings
+
+            with temporary_settings(updates={PREFECT_API_URL: self.api_url}):
+                asyncio.run(self._prepare())
+            self._spawn("worker", "worker", "start", "--pool", work_pool_name(), "--type", "process")
+            self._announce()
+            while all(child.poll() is None for child in self._children):
+                time.sleep(1)
+            raise SMSError(f"a child process stopped unexpectedly; see {self.logs}")
+        except KeyboardInterrupt:
+            self.console.print("Stopping...")
+        finally:
+            self._stop()
+
+    def _announce(self) -> None:
+        ui = self.api_url.removesuffix("/api")
+        self.console.print(
+            f"\n[bold green]SMS is up.[/] Prefect UI: {ui}  (API {self.api_url})\n"
+            f"Catalog: {database_url()}\n"
+            f"In another shell: export PREFECT_API_URL={self.api_url}\n"
+            f"  sms script list\n  sms run hello-bash --wait -- world\n"
+            f"Press Ctrl-C to stop.\n"
+        )
+
+    def _stop(self) -> None:
+        for child in reversed(self._children):
+            if child.poll() is None:
+                os.killpg(child.pid, signal.SIGTERM)
+                try:
+                    child.wait(_STOP_GRACE_SECONDS)
+                except subprocess.TimeoutExpired:
+                    os.killpg(child.pid, signal.SIGKILL)
+                    child.wait()
+        self._children.clear()
