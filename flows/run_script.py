@@ -15,6 +15,7 @@ from prefect import flow, get_client
 from prefect.client.schemas.objects import FlowRunPolicy
 from prefect.context import FlowRunContext
 from prefect.logging import get_run_logger
+from prefect.logging.handlers import APILogHandler
 from prefect.states import Failed, State
 
 from blocks.hosts import load_host
@@ -93,7 +94,7 @@ async def run_script(
             await asyncio.shield(transport.close())
     except SMSError as error:
         _update(catalog, str(flow_run.id), ended_at=datetime.now(UTC))
-        return _failed(logger, f"{script} could not run on {target_host}: {error}")
+        return await _finish(logger, Failed(message=f"{script} could not run on {target_host}: {error}"))
     _update(
         catalog,
         str(flow_run.id),
@@ -102,9 +103,8 @@ async def run_script(
         output_tail="\n".join(f"{line.stream}: {line.text}" for line in result.tail),
     )
     if problem := _failure(script, result, run.timeout_seconds):
-        return _failed(logger, problem)
-    logger.info(f"{script} finished with exit code 0")
-    return result.exit_code
+        return await _finish(logger, Failed(message=problem))
+    return await _finish(logger, result.exit_code)
 
 
 def _failure(script: str, result: ExecutionResult, timeout: float | None) -> str | None:
@@ -121,9 +121,15 @@ def _failure(script: str, result: ExecutionResult, timeout: float | None) -> str
     return None
 
 
-def _failed(logger: logging.LoggerAdapter, message: str) -> State:
-    logger.error(message)
-    return Failed(message=message)
+async def _finish(logger: logging.LoggerAdapter, outcome: int | State) -> int | State:
+    """Logs the outcome and sends every pending log line to Prefect before the state is final,
+    so that whoever sees the run end can read its whole output at once."""
+    if isinstance(outcome, State):
+        logger.error(outcome.message)
+    else:
+        logger.info(f"finished with exit code {outcome}")
+    await APILogHandler.aflush()
+    return outcome
 
 
 def _update(catalog: Catalog, flow_run_id: str, **fields: object) -> None:

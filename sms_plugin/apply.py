@@ -114,6 +114,11 @@ def load(path: Path) -> tuple[dict[str, HostBlock], list[DeclaredScript]]:
     return hosts, scripts
 
 
+def _settings(block: HostBlock) -> dict[str, Any]:
+    """The block's own fields (a loaded block also carries its Prefect document's id and name)."""
+    return {name: getattr(block, name) for name in type(block).model_fields}
+
+
 async def _host_change(name: str, declared: HostBlock) -> Change:
     try:
         existing = await load_host(name)
@@ -121,7 +126,7 @@ async def _host_change(name: str, declared: HostBlock) -> Change:
         return Change("host", name, "add", declared.describe())
     if isinstance(declared, SSHHost) and isinstance(existing, SSHHost) and not declared.host_keys:
         declared.host_keys = list(existing.host_keys)
-    if type(existing) is type(declared) and existing.model_dump() == declared.model_dump():
+    if type(existing) is type(declared) and _settings(existing) == _settings(declared):
         return Change("host", name, "unchanged")
     return Change("host", name, "update", declared.describe())
 
