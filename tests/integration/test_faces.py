@@ -197,3 +197,11 @@ def test_sms_up_runs_the_samples_and_stops_cleanly(tmp_path):
     sessions = [str(up.pid), *children]
     left = subprocess.run(["pgrep", "-s", ",".join(sessions)], capture_output=True, text=True).stdout.split()
     assert left == []
+
+
+async def test_host_block_types_are_in_the_prefect_block_catalog(prefect_server):
+    async with get_client() as client:
+        ssh = await client.read_block_type_by_slug("sms-ssh-host")
+        local = await client.read_block_type_by_slug("sms-local-host")
+    assert ssh.name == "SMS SSH Host" and "host key" in ssh.description
+    assert local.name == "SMS Local Host"
