@@ -95,6 +95,9 @@ async def run_script(
     except SMSError as error:
         _update(catalog, str(flow_run.id), ended_at=datetime.now(UTC))
         return await _finish(logger, Failed(message=f"{script} could not run on {target_host}: {error}"))
+    except BaseException:  # cancelled or terminated: execute() has killed the process group
+        _update(catalog, str(flow_run.id), ended_at=datetime.now(UTC))
+        raise
     _update(
         catalog,
         str(flow_run.id),

@@ -427,6 +427,9 @@ async def test_cancelling_a_worker_run_kills_every_process_of_the_script(
         assert gone, f"still running {gone_after:.1f} s after the cancel: {_alive(ssh_server, pattern)}"
         assert result.state == "CANCELLED", (history, _worker_log_tail(prefect_worker))
         assert [state_name for state_name, _ in history][-2:] == ["Cancelling", "Cancelled"]
+        with catalog.session() as session:
+            record = get_run(session, run_id)
+        assert record.ended_at is not None and record.exit_code is None
     finally:
         for line in _alive(ssh_server, pattern):  # leave nothing behind for the next test
             os.kill(int(line.split()[0]), 9)
