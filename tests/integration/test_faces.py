@@ -183,8 +183,10 @@ def test_sms_up_runs_the_samples_and_stops_cleanly(tmp_path):
         while "SMS is up" not in seen and time.monotonic() < deadline and up.poll() is None:
             seen += up.stdout.readline()
         assert "SMS is up" in seen, seen
-        assert "5 change(s) applied" in seen
         env["PREFECT_API_URL"] = f"http://127.0.0.1:{port}/api"
+        listed = subprocess.run([SMS, "script", "list"], env=env, capture_output=True, text=True, timeout=60)
+        for sample in ("hello-bash", "disk-report-sh", "inventory-ksh", "health-python"):
+            assert sample in listed.stdout
         done = subprocess.run([SMS, "run", "hello-bash", "--wait", "--", "SMS"], env=env,
                               capture_output=True, text=True, timeout=120)
         assert done.returncode == 0, done.stdout + done.stderr
