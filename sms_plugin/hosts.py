@@ -14,6 +14,7 @@ import asyncio
 from dataclasses import dataclass
 
 from prefect import get_client
+from pydantic import SecretStr
 
 from blocks.hosts import HOST_BLOCK_TYPES, HostBlock, SSHHost, load_host
 from sms_plugin.errors import Conflict, InvalidInput, NotFound
@@ -32,6 +33,26 @@ class HostInfo:
 class ScannedKey:
     line: str
     fingerprint: str
+
+
+def ssh_host(
+    *,
+    address: str,
+    username: str,
+    port: int = 22,
+    private_key: str | None = None,
+    password: str | None = None,
+    host_keys: list[str] | None = None,
+) -> SSHHost:
+    """An SSH host block from plain values (secrets are wrapped as ``SecretStr``)."""
+    return SSHHost(
+        address=address,
+        port=port,
+        username=username,
+        private_key=SecretStr(private_key) if private_key else None,
+        password=SecretStr(password) if password else None,
+        host_keys=host_keys or [],
+    )
 
 
 async def add(name: str, block: HostBlock, *, overwrite: bool = False) -> None:

@@ -22,9 +22,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from pydantic import SecretStr
-
-from blocks.hosts import LocalHost, SSHHost
+from blocks.hosts import LocalHost
 from sms_plugin import apply as declarative
 from sms_plugin import hosts as host_services
 from sms_plugin import runs as run_services
@@ -59,13 +57,8 @@ class AsyncSMSClient:
         overwrite: bool = False,
     ) -> None:
         """Adds an SSH host; without ``host_keys`` it must be trusted before use (:meth:`trust_host`)."""
-        block = SSHHost(
-            address=address,
-            port=port,
-            username=username,
-            private_key=SecretStr(private_key) if private_key else None,
-            password=SecretStr(password) if password else None,
-            host_keys=host_keys or [],
+        block = host_services.ssh_host(
+            address=address, port=port, username=username, private_key=private_key, password=password, host_keys=host_keys
         )
         await host_services.add(name, block, overwrite=overwrite)
 

@@ -83,9 +83,7 @@ def host_add(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a host of the same name.")] = False,
 ) -> None:
     """Add a host. SSH hosts must then be trusted: `sms host trust NAME`."""
-    from pydantic import SecretStr
-
-    from blocks.hosts import HostBlock, LocalHost, SSHHost
+    from blocks.hosts import HostBlock, LocalHost
 
     if bool(ssh) == local:
         raise InvalidInput("give exactly one of --ssh ADDRESS or --local")
@@ -97,13 +95,7 @@ def host_add(
             raise InvalidInput("an SSH host needs --user")
         key = key_file.expanduser().read_text() if key_file else None
         password = typer.prompt("Password", hide_input=True) if ask_password else None
-        block = SSHHost(
-            address=ssh,
-            port=port,
-            username=user,
-            private_key=SecretStr(key) if key else None,
-            password=SecretStr(password) if password else None,
-        )
+        block = host_services.ssh_host(address=ssh, port=port, username=user, private_key=key, password=password)
     _run(host_services.add(name, block, overwrite=overwrite))
     hint = "" if local else f"; now check and pin its host key: sms host trust {name}"
     out.print(f"Host {name} saved ({block.describe()}){hint}")
