@@ -51,13 +51,13 @@ class Catalog:
     def __repr__(self) -> str:
         return f"Catalog({self.url.render_as_string(hide_password=True)!r})"
 
-    def upgrade(self) -> None:
+    def upgrade(self, revision: str = "head") -> None:
         """Bring the schema to the newest migration (Alembic ``upgrade head``); a no-op when current."""
         config = Config()
         config.set_main_option("script_location", str(MIGRATIONS))
         with self.engine.begin() as connection:
             config.attributes["connection"] = connection
-            command.upgrade(config, "head")
+            command.upgrade(config, revision)
 
     @contextmanager
     def session(self) -> Iterator[Session]:

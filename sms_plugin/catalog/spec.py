@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from pathlib import PurePosixPath, PureWindowsPath
-from typing import TYPE_CHECKING, Any, Self
+from typing import Literal, TYPE_CHECKING, Any, Self
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -87,6 +87,8 @@ class ScriptSpec(BaseModel):
     timeout_seconds: int | None = Field(default=None, gt=0)
     retries: int = Field(default=0, ge=0, le=100)
     retry_delay_seconds: int = Field(default=30, ge=0)
+    kill_grace_seconds: int = Field(default=5, ge=0, le=3600)
+    single_instance: Literal["off", "queue", "reject"] = "off"
     schedules: list[ScheduleSpec] = []
     tags: list[str] = []
     enabled: bool = True

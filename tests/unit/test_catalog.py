@@ -63,7 +63,7 @@ class CatalogBehaviour:
             add_script(s, spec(), content="echo hi", author="alice")
         catalog.upgrade()
         with catalog.engine.connect() as connection:
-            assert MigrationContext.configure(connection).get_current_revision() == "0001"
+            assert MigrationContext.configure(connection).get_current_revision() == "0002"
             tables = set(inspect(connection).get_table_names())
         assert tables == {"alembic_version", "scripts", "script_versions", "runs", "audit_events"}
         with catalog.session() as s:
@@ -286,3 +286,23 @@ def test_catalog_defaults_to_an_sqlite_file_under_sms_home(tmp_path: Path, monke
     catalog.upgrade()
     catalog.dispose()
     assert (tmp_path / "catalog.db").is_file()
+
+
+def test_upgrade_from_0001_keeps_rows_and_fills_new_columns(tmp_path) -> None:
+    catalog = Catalog(f"sqlite:///{tmp_path}/old.db")
+    catalog.upgrade("0001")
+    with catalog.engine.begin() as connection:
+        connection.exec_driver_sql(
+            "INSERT INTO scripts (name, description, interpreter, host, default_args, env, retries, "
+            "retry_delay_seconds, schedules, tags, enabled, created_at, updated_at) VALUES "
+            "('legacy', '', 'sh', 'h', '[]', '{}', 0, 30, '[]', '[]', 1, '2025-01-01', '2025-01-01')"
+        )
+        connection.exec_driver_sql(
+            "INSERT INTO runs (flow_run_id, script_name, host, trigger, requested_by, output_tail, created_at) "
+            "VALUES ('r1', 'legacy', 'h', 'cli', 'a', '', '2025-01-01')"
+        )
+    catalog.upgrade()
+    with catalog.session() as s:
+        script = get_script(s, "legacy")
+        assert (script.kill_grace_seconds, script.single_instance) == (5, "off")
+        assert get_run(s, "r1").notes == ""
