@@ -54,6 +54,13 @@ class SSHHost(Block):
         default_factory=list,
         description="Pinned host keys as OpenSSH 'type base64' lines (e.g. 'ssh-ed25519 AAAA...').",
     )
+    legacy: bool = Field(
+        default=False,
+        description=(
+            "For old servers that only offer SHA-1 key exchange, ssh-rsa, CBC ciphers and hmac-sha1. "
+            "Weaker security: use only where needed. Off, SMS refuses those algorithms."
+        ),
+    )
     connect_timeout: float = Field(default=10.0, gt=0, description="Seconds to wait for connect and login.")
     max_parallel_sessions: int = Field(
         default=10, ge=1, description="How many scripts may run on this server at once."
@@ -68,6 +75,7 @@ class SSHHost(Block):
             private_key_passphrase=_reveal(self.private_key_passphrase),
             password=_reveal(self.password),
             host_keys=list(self.host_keys),
+            legacy=self.legacy,
             connect_timeout=self.connect_timeout,
         )
 

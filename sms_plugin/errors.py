@@ -36,3 +36,8 @@ class AuthenticationFailed(TransportError):
 
 class HostKeyError(TransportError):
     """The host's key is unknown or differs from the pinned one; the connection was refused."""
+
+
+class IncompatibleHost(HostUnreachable):
+    """The server answered, but offers no SSH algorithm the host's profile accepts (e.g. a
+    legacy-only server for a host not marked legacy)."""

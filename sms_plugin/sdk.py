@@ -28,7 +28,7 @@ from sms_plugin import hosts as host_services
 from sms_plugin import runs as run_services
 from sms_plugin import scripts as script_services
 from sms_plugin.catalog import Catalog, Script, ScriptSpec, ScriptVersion
-from sms_plugin.hosts import HostInfo, ScannedKey
+from sms_plugin.hosts import HostCheck, HostInfo, ScannedKey
 from sms_plugin.runs import LogLine, RunResult
 from sms_plugin.scripts import ScriptChange, SyncReport
 
@@ -54,11 +54,16 @@ class AsyncSMSClient:
         private_key: str | None = None,
         password: str | None = None,
         host_keys: list[str] | None = None,
+        legacy: bool = False,
         overwrite: bool = False,
     ) -> None:
-        """Adds an SSH host; without ``host_keys`` it must be trusted before use (:meth:`trust_host`)."""
+        """Adds an SSH host; without ``host_keys`` it must be trusted before use (:meth:`trust_host`).
+
+        ``legacy`` allows the weak algorithms of old servers (SHA-1 kex, ssh-rsa, CBC, hmac-sha1).
+        """
         block = host_services.ssh_host(
-            address=address, port=port, username=username, private_key=private_key, password=password, host_keys=host_keys
+            address=address, port=port, username=username, private_key=private_key, password=password,
+            host_keys=host_keys, legacy=legacy,
         )
         await host_services.add(name, block, overwrite=overwrite)
 
@@ -74,6 +79,10 @@ class AsyncSMSClient:
 
     async def trust_host(self, name: str, key: ScannedKey) -> None:
         await host_services.pin_host_key(name, key.line)
+
+    async def check_host(self, name: str) -> HostCheck:
+        """Checks a host (reachable, login, host key, SSH algorithms, shells); ``.usable``, ``.problems``."""
+        return await host_services.check(name)
 
     # scripts
     async def add_script(self, name: str, *, content: str | None = None, **spec: Any) -> Script:

@@ -69,6 +69,15 @@ def ssh_server() -> Iterator[SshServer]:
 
 
 @pytest.fixture(scope="session")
+def legacy_ssh_server() -> Iterator[SshServer]:
+    """A second private sshd offering only legacy algorithms (SHA-1 kex, ssh-rsa, CBC, hmac-sha1);
+    RSA host key, RSA client key for ``smstest``."""
+    peer = _started(SshServer(legacy=True))
+    yield peer
+    peer.stop()
+
+
+@pytest.fixture(scope="session")
 def prefect_server() -> Iterator[PrefectServer]:
     """A private Prefect server; this test process talks to it for the whole session."""
     peer = _started(PrefectServer())

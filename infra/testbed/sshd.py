@@ -1,4 +1,8 @@
-"""A private OpenSSH server on a loopback port, logging in as the non-root user ``smstest``."""
+"""A private OpenSSH server on a loopback port, logging in as the non-root user ``smstest``.
+
+``SshServer(legacy=True)`` is the same server restricted to the algorithms of old servers only
+(SHA-1 key exchange, ``ssh-rsa`` host and user keys, CBC ciphers, ``hmac-sha1``).
+"""
 
 from __future__ import annotations
 
@@ -43,6 +47,16 @@ def _keygen(path: Path, key_type: str) -> None:
     run(["ssh-keygen", "-q", "-t", key_type, *extra, "-N", "", "-C", "", "-f", str(path)])
 
 
+#: sshd_config lines of the legacy server: nothing but what a ~2010 OpenSSH would offer.
+LEGACY_ALGORITHMS = [
+    "KexAlgorithms diffie-hellman-group14-sha1",
+    "HostKeyAlgorithms ssh-rsa",
+    "PubkeyAcceptedAlgorithms ssh-rsa",
+    "Ciphers aes128-cbc,3des-cbc",
+    "MACs hmac-sha1",
+]
+
+
 def _public_key_line(path: Path) -> str:
     """'<type> <base64>' of a .pub file, without the comment."""
     key_type, blob = path.read_text().split()[:2]
@@ -63,7 +77,10 @@ def _ssh_connection_port(pid: int) -> int | None:
 
 
 class SshServer(Peer):
-    """sshd with its own host keys (ed25519 and RSA) and a client key for ``smstest``.
+    """sshd with its own host keys (ed25519 and RSA) and a client key (ed25519) for ``smstest``.
+
+    With ``legacy=True`` it offers only :data:`LEGACY_ALGORITHMS`, has an RSA host key only and
+    the client key (``private_key_pem``) is RSA.
 
     Example::
 
@@ -74,10 +91,13 @@ class SshServer(Peer):
     name = "sshd"
     username = TEST_USER
 
-    def __init__(self, *, port: int = 0, timeout: float = 15.0) -> None:
+    def __init__(self, *, port: int = 0, timeout: float = 15.0, legacy: bool = False) -> None:
         """``port`` 0 picks a free loopback port at start."""
         super().__init__(timeout=timeout)
         self.port = port
+        self.legacy = legacy
+        if legacy:
+            self.name = "sshd-legacy"
         self.password = ""
         self.private_key_pem = ""
         self.host_public_keys: list[str] = []
@@ -94,13 +114,13 @@ class SshServer(Peer):
 
         # smstest must reach authorized_keys (sshd reads it as the user); private keys stay 0600.
         self.tmp.chmod(0o755)
-        for key_type in ("ed25519", "rsa"):
+        host_key_types = ("rsa",) if self.legacy else ("ed25519", "rsa")
+        for key_type in host_key_types:
             _keygen(self.tmp / f"ssh_host_{key_type}_key", key_type)
-        self.host_public_keys = [
-            _public_key_line(self.tmp / f"ssh_host_{t}_key.pub") for t in ("ed25519", "rsa")
-        ]
-        client_key = self.tmp / "client_ed25519"
-        _keygen(client_key, "ed25519")
+        self.host_public_keys = [_public_key_line(self.tmp / f"ssh_host_{t}_key.pub") for t in host_key_types]
+        client_type = "rsa" if self.legacy else "ed25519"
+        client_key = self.tmp / f"client_{client_type}"
+        _keygen(client_key, client_type)
         self.private_key_pem = client_key.read_text()
         keys_dir = self.tmp / "authorized_keys"
         keys_dir.mkdir(mode=0o755)
@@ -115,8 +135,7 @@ class SshServer(Peer):
                 [
                     f"Port {self.port}",
                     f"ListenAddress {self.host}",
-                    f"HostKey {self.tmp / 'ssh_host_ed25519_key'}",
-                    f"HostKey {self.tmp / 'ssh_host_rsa_key'}",
+                    *(f"HostKey {self.tmp / f'ssh_host_{t}_key'}" for t in host_key_types),
                     f"PidFile {self.tmp / 'sshd.pid'}",
                     f"AuthorizedKeysFile {keys_dir}/%u",
                     f"AllowUsers {self.username}",
@@ -130,6 +149,7 @@ class SshServer(Peer):
                     "MaxStartups 100:30:200",
                     "Subsystem sftp internal-sftp",
                     "LogLevel VERBOSE",
+                    *(LEGACY_ALGORITHMS if self.legacy else []),
                     "",
                 ]
             )

@@ -81,6 +81,10 @@ def host_add(
     key_file: Annotated[Path | None, typer.Option("--key-file", "-i", help="Private key file.")] = None,
     ask_password: Annotated[bool, typer.Option("--ask-password", help="Prompt for a password.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a host of the same name.")] = False,
+    legacy: Annotated[
+        bool,
+        typer.Option("--legacy", help="Old server: allow SHA-1 kex, ssh-rsa, CBC ciphers, hmac-sha1 (weaker)."),
+    ] = False,
 ) -> None:
     """Add a host. SSH hosts must then be trusted: `sms host trust NAME`."""
     from blocks.hosts import HostBlock, LocalHost
@@ -95,7 +99,9 @@ def host_add(
             raise InvalidInput("an SSH host needs --user")
         key = key_file.expanduser().read_text() if key_file else None
         password = typer.prompt("Password", hide_input=True) if ask_password else None
-        block = host_services.ssh_host(address=ssh, port=port, username=user, private_key=key, password=password)
+        block = host_services.ssh_host(
+            address=ssh, port=port, username=user, private_key=key, password=password, legacy=legacy
+        )
     _run(host_services.add(name, block, overwrite=overwrite))
     hint = "" if local else f"; now check and pin its host key: sms host trust {name}"
     out.print(f"Host {name} saved ({block.describe()}){hint}")
@@ -104,10 +110,49 @@ def host_add(
 @host_app.command("list")
 def host_list() -> None:
     """List the hosts."""
-    table = Table("name", "kind", "where", "pinned keys")
+    table = Table("name", "kind", "where", "pinned keys", "algorithms")
     for host in _run(host_services.listing()):
-        table.add_row(host.name, host.kind, host.where, str(host.pinned_keys) if host.kind == "ssh" else "-")
+        ssh = host.kind == "ssh"
+        table.add_row(
+            host.name, host.kind, host.where, str(host.pinned_keys) if ssh else "-",
+            ("[yellow]legacy[/]" if host.legacy else "modern") if ssh else "-",
+        )
     out.print(table)
+
+
+@host_app.command("check")
+def host_check(name: str) -> None:
+    """Check a host: reachable, login, host key, SSH algorithms, login shell, interpreters. Exit 1 if unusable."""
+    result = _run(host_services.check(name))
+
+    def row(label: str, value: str) -> None:
+        out.print(f"  {label:<13} {value}", markup=False, highlight=False)
+
+    def yes(flag: bool) -> str:
+        return "yes" if flag else "no"
+
+    out.print(f"{result.name}: {result.kind} host, {result.where}" + (" (legacy algorithms allowed)" if result.legacy else ""),
+              markup=False, highlight=False)
+    row("reachable", yes(result.reachable))
+    row("logged in", yes(result.authenticated))
+    if result.kind == "ssh":
+        row("host key", result.host_key + (f" ({result.host_key_fingerprint})" if result.host_key_fingerprint else ""))
+        if result.server_version:
+            row("server", result.server_version)
+            row("algorithms", f"kex {result.kex}, host key {result.host_key_type}, cipher {result.cipher}, mac {result.mac}")
+    if result.authenticated:
+        row("login shell", result.login_shell or "?")
+        row("interpreters", ", ".join(f"{n} {p or '(missing)'}" for n, p in result.interpreters.items()) or "?")
+        row("system", result.uname or "?")
+    row("checked in", f"{result.seconds:.2f} s")
+    for note in result.notes:
+        out.print(f"  note: {note}", markup=False, highlight=False)
+    for problem in result.problems:
+        out.print(f"  problem: {problem}", markup=False, highlight=False)
+    if not result.usable:
+        out.print(f"{result.name} is NOT usable.", markup=False, highlight=False)
+        raise typer.Exit(1)
+    out.print(f"{result.name} is usable.", markup=False, highlight=False)
 
 
 @host_app.command("trust")

@@ -4,6 +4,11 @@ Host keys are pinned: the connection is refused unless the server shows one of t
 (``host_keys``, OpenSSH ``type base64`` lines). :func:`fetch_host_key` reads a server's key so that
 a person can check its fingerprint and pin it (``sms host trust``).
 
+Algorithms: a host is *modern* by default and never negotiates SHA-1 key exchange, ``ssh-rsa``
+signatures, CBC/3DES ciphers or SHA-1/MD5 MACs (:data:`MODERN_DISABLED_ALGORITHMS`). A host marked
+``legacy`` may fall back to them, for old servers that offer nothing else; modern algorithms are
+still preferred when the server has them.
+
 Example::
 
     async with await SSHTransport.connect(SSHTarget("10.0.0.5", username="ops",
@@ -20,16 +25,39 @@ import io
 import posixpath
 import socket
 from dataclasses import dataclass, field
+from typing import Any
 
 import paramiko
 
-from sms_plugin.errors import AuthenticationFailed, HostKeyError, HostUnreachable, TransportError
+from sms_plugin.errors import AuthenticationFailed, HostKeyError, HostUnreachable, IncompatibleHost, TransportError
 from sms_plugin.transports import posix
 from sms_plugin.transports.base import Command, RemoteProcess, Transport
 
 _KEY_CLASSES: tuple[type[paramiko.PKey], ...] = (paramiko.Ed25519Key, paramiko.ECDSAKey, paramiko.RSAKey)
 _KEEPALIVE_SECONDS = 30
 _START_TIMEOUT_SECONDS = 30.0
+
+# What modern hosts never negotiate, taken from paramiko 4.0's Transport._preferred_* lists
+# (tests/unit/test_ssh_algorithms.py checks that nothing weak is left in those lists).
+#: SHA-1 key exchanges.
+LEGACY_KEX = ("diffie-hellman-group-exchange-sha1", "diffie-hellman-group14-sha1", "diffie-hellman-group1-sha1")
+#: Host key signature algorithms: ``ssh-rsa`` is RSA with SHA-1 (RSA keys still work as rsa-sha2-256/512).
+LEGACY_HOST_KEYS = ("ssh-rsa",)
+#: User key signature algorithms (same as host keys).
+LEGACY_PUBKEYS = ("ssh-rsa",)
+#: CBC mode ciphers, 3DES included.
+LEGACY_CIPHERS = ("aes128-cbc", "aes192-cbc", "aes256-cbc", "3des-cbc")
+#: SHA-1 and MD5 MACs.
+LEGACY_MACS = ("hmac-sha1", "hmac-sha1-96", "hmac-md5", "hmac-md5-96")
+#: paramiko ``disabled_algorithms`` of every host not marked legacy.
+MODERN_DISABLED_ALGORITHMS: dict[str, list[str]] = {
+    "kex": list(LEGACY_KEX),
+    "keys": list(LEGACY_HOST_KEYS),
+    "pubkeys": list(LEGACY_PUBKEYS),
+    "ciphers": list(LEGACY_CIPHERS),
+    "macs": list(LEGACY_MACS),
+}
+LEGACY_ALGORITHMS = frozenset(LEGACY_KEX + LEGACY_HOST_KEYS + LEGACY_PUBKEYS + LEGACY_CIPHERS + LEGACY_MACS)
 
 
 @dataclass(frozen=True)
@@ -43,6 +71,8 @@ class SSHTarget:
     private_key_passphrase: str | None = None
     password: str | None = None
     host_keys: list[str] = field(default_factory=list)
+    legacy: bool = False
+    """Allow the weak algorithms of old servers (SHA-1 kex, ssh-rsa, CBC, hmac-sha1)."""
     connect_timeout: float = 10.0
 
     @property
@@ -80,6 +110,129 @@ def _load_private_key(pem: str, passphrase: str | None) -> paramiko.PKey:
     raise AuthenticationFailed("the private key is not an Ed25519, ECDSA or RSA key in PEM/OpenSSH form")
 
 
+@dataclass(frozen=True)
+class Negotiated:
+    """What client and server agreed on in the SSH handshake."""
+
+    server_version: str
+    kex: str
+    host_key_type: str
+    cipher: str
+    mac: str
+
+    @property
+    def legacy(self) -> list[str]:
+        """The agreed algorithms that only legacy hosts may use."""
+        return [a for a in (self.kex, self.host_key_type, self.cipher, self.mac) if a in LEGACY_ALGORITHMS]
+
+    def __str__(self) -> str:
+        return f"kex {self.kex}, host key {self.host_key_type}, cipher {self.cipher}, mac {self.mac}"
+
+
+class _ProfiledTransport(paramiko.Transport):
+    """paramiko's Transport held to SMS's algorithm profile (modern or legacy)."""
+
+    _KEX_NAMES = {kex_class: name for name, kex_class in paramiko.Transport._kex_info.items()}
+
+    def __init__(self, sock: Any, *, legacy: bool, **kwargs: Any) -> None:
+        kwargs["disabled_algorithms"] = {} if legacy else MODERN_DISABLED_ALGORITHMS
+        super().__init__(sock, **kwargs)
+        self.legacy = legacy
+        self.kex_name = ""
+
+    @property
+    def preferred_keys(self) -> tuple[str, ...]:
+        keys: tuple[str, ...] = super().preferred_keys
+        # SSHClient moves the type of a pinned key to the front; for an RSA key that is "ssh-rsa",
+        # which modern hosts disable: put its SHA-2 forms first instead, so the pinned key is shown.
+        if not self.legacy and self._preferred_keys[:1] == ("ssh-rsa",):
+            rsa = tuple(key for key in keys if key.startswith("rsa-sha2-"))
+            keys = rsa + tuple(key for key in keys if key not in rsa)
+        return keys
+
+    @property
+    def preferred_pubkeys(self) -> tuple[str, ...]:
+        pubkeys: tuple[str, ...] = super().preferred_pubkeys
+        # Old servers accept RSA user keys only as ssh-rsa, and many do not say so (no or wrong
+        # server-sig-algs): legacy hosts sign with ssh-rsa first.
+        if self.legacy and "ssh-rsa" in pubkeys:
+            pubkeys = ("ssh-rsa", *(p for p in pubkeys if p != "ssh-rsa"))
+        return pubkeys
+
+    def _parse_kex_init(self, m: paramiko.Message) -> None:
+        super()._parse_kex_init(m)  # type: ignore[misc]
+        self.kex_name = self._KEX_NAMES.get(type(self.kex_engine), "")
+
+    def negotiated(self) -> Negotiated:
+        return Negotiated(
+            server_version=self.remote_version,
+            kex=self.kex_name,
+            host_key_type=self.host_key_type or "",
+            cipher=self.local_cipher,
+            mac=self.local_mac or "",
+        )
+
+
+def _transport_factory(legacy: bool) -> Any:
+    def make(sock: Any, **kwargs: Any) -> _ProfiledTransport:
+        return _ProfiledTransport(sock, legacy=legacy, **kwargs)
+
+    return make
+
+
+def _handshake(
+    address: str, port: int, timeout: float, legacy: bool, prefer_key_type: str | None = None
+) -> _ProfiledTransport:
+    """A transport that completed key exchange (no login); the caller closes it."""
+    try:
+        sock = socket.create_connection((address, port), timeout=timeout)
+    except OSError as error:
+        raise HostUnreachable(f"cannot connect to {address}:{port}: {error}") from None
+    transport = _ProfiledTransport(sock, legacy=legacy)
+    if prefer_key_type:  # as SSHClient does for a pinned key, so the server shows that key
+        options = transport.get_security_options()
+        options.key_types = [prefer_key_type, *(k for k in options.key_types if k != prefer_key_type)]
+    try:
+        transport.banner_timeout = timeout
+        transport.start_client(timeout=timeout)
+    except paramiko.IncompatiblePeer as error:
+        transport.close()
+        raise IncompatibleHost(_incompatible_message(f"{address}:{port}", error, address, port, timeout, legacy)) from None
+    except (paramiko.SSHException, EOFError, OSError) as error:
+        transport.close()
+        raise HostUnreachable(f"{address}:{port} did not complete an SSH handshake: {error}") from None
+    return transport
+
+
+def _incompatible_message(label: str, error: Exception, address: str, port: int, timeout: float, legacy: bool) -> str:
+    """Why the handshake found no common algorithm, and what to do about it."""
+    message = f"{label}: {error}"
+    if legacy:
+        return f"{message}; the server shares no algorithm with SMS, even with the legacy profile"
+    try:
+        probe = _handshake(address, port, timeout, legacy=True)
+    except TransportError:
+        return f"{message}; the server shares no algorithm with SMS, not even legacy ones"
+    with probe:
+        agreed = probe.negotiated()
+    return (
+        f"{message}: the server only offers legacy algorithms ({agreed}), which SMS refuses for "
+        f"modern hosts. Upgrade the server, or mark the host legacy (`legacy: true`, "
+        f"`sms host add --legacy`) and accept the weaker security"
+    )
+
+
+def handshake(
+    address: str, port: int = 22, timeout: float = 10.0, *, legacy: bool = False, prefer_key_type: str | None = None
+) -> tuple[paramiko.PKey, Negotiated]:
+    """The host key a server shows and the algorithms agreed, read without logging in.
+
+    ``prefer_key_type`` (e.g. the type of a pinned key) asks the server for that kind of key.
+    """
+    with _handshake(address, port, timeout, legacy, prefer_key_type) as transport:
+        return transport.get_remote_server_key(), transport.negotiated()
+
+
 class _RefuseUnknownKeys(paramiko.MissingHostKeyPolicy):
     def __init__(self, target: SSHTarget) -> None:
         self._target = target
@@ -112,6 +265,7 @@ def _connect(target: SSHTarget) -> paramiko.SSHClient:
             auth_timeout=target.connect_timeout,
             allow_agent=False,
             look_for_keys=False,
+            transport_factory=_transport_factory(target.legacy),
         )
     except HostKeyError:
         client.close()
@@ -127,6 +281,11 @@ def _connect(target: SSHTarget) -> paramiko.SSHClient:
     except paramiko.AuthenticationException as error:
         client.close()
         raise AuthenticationFailed(f"{target.label} refused the credentials: {error}") from None
+    except paramiko.IncompatiblePeer as error:
+        client.close()
+        raise IncompatibleHost(
+            _incompatible_message(target.label, error, target.address, target.port, target.connect_timeout, target.legacy)
+        ) from None
     except (socket.timeout, TimeoutError) as error:
         client.close()
         raise HostUnreachable(f"{target.label} did not answer within {target.connect_timeout:g} s ({error})") from None
@@ -139,21 +298,13 @@ def _connect(target: SSHTarget) -> paramiko.SSHClient:
     return client
 
 
-def fetch_host_key(address: str, port: int = 22, timeout: float = 10.0) -> paramiko.PKey:
-    """The host key a server shows, read without logging in (to show its fingerprint before pinning)."""
-    try:
-        sock = socket.create_connection((address, port), timeout=timeout)
-    except OSError as error:
-        raise HostUnreachable(f"cannot connect to {address}:{port}: {error}") from None
-    transport = paramiko.Transport(sock)
-    try:
-        transport.banner_timeout = timeout
-        transport.start_client(timeout=timeout)
-        return transport.get_remote_server_key()
-    except (paramiko.SSHException, EOFError, OSError) as error:
-        raise HostUnreachable(f"{address}:{port} did not complete an SSH handshake: {error}") from None
-    finally:
-        transport.close()
+def fetch_host_key(address: str, port: int = 22, timeout: float = 10.0, *, legacy: bool = False) -> paramiko.PKey:
+    """The host key a server shows, read without logging in (to show its fingerprint before pinning).
+
+    The host's algorithm profile applies: a legacy-only server shows its ``ssh-rsa`` key only
+    with ``legacy``.
+    """
+    return handshake(address, port, timeout, legacy=legacy)[0]
 
 
 class SSHProcess(RemoteProcess):
@@ -232,6 +383,13 @@ class SSHTransport(Transport):
     async def connect(cls, target: SSHTarget) -> SSHTransport:
         """Connects and authenticates, refusing unknown or changed host keys."""
         return cls(target, await asyncio.to_thread(_connect, target))
+
+    def negotiated(self) -> Negotiated:
+        """The algorithms agreed with the server for this connection."""
+        transport = self._client.get_transport()
+        if not isinstance(transport, _ProfiledTransport):
+            raise TransportError(f"the SSH connection to {self.target.label} is closed")
+        return transport.negotiated()
 
     def _open_sftp(self) -> paramiko.SFTPClient:
         if self._sftp is None:
