@@ -57,6 +57,8 @@ class Command:
     argv: list[str]
     env: dict[str, str] = field(default_factory=dict)
     cwd: str | None = None
+    run_id: str | None = None
+    """Marks every process of the run (``SMS_RUN_ID``) and names its state file on the host."""
 
 
 class LineSplitter:
@@ -101,7 +103,9 @@ class RemoteProcess(ABC):
     drain_seconds = 2.0
     """How long output may still arrive after the main process exited."""
 
-    def __init__(self, pid: int | None = None) -> None:
+    def __init__(self, transport: Transport, run_id: str | None, pid: int | None = None) -> None:
+        self.transport = transport
+        self.run_id = run_id
         self.pid = pid
         """The remote process id, which is also its process group id on POSIX hosts."""
         self._queue: asyncio.Queue[list[OutputLine] | None] = asyncio.Queue(_QUEUE_BATCHES)
@@ -189,23 +193,12 @@ class RemoteProcess(ABC):
         return await asyncio.shield(self._supervisor)
 
     async def kill(self, grace_seconds: float = 5.0) -> None:
-        """Ends the whole process group: TERM, then KILL whatever is left after ``grace_seconds``."""
-        if self.pid is None or not await self._signal_group("TERM"):
-            return
-        deadline = asyncio.get_running_loop().time() + grace_seconds
-        while asyncio.get_running_loop().time() < deadline:
-            await asyncio.sleep(_KILL_POLL_SECONDS)
-            if not await self._signal_group("0"):
-                return
-        await self._signal_group("KILL")
+        """Ends the whole run: TERM, then KILL whatever is left after ``grace_seconds``."""
+        await self.transport.kill_run(self.pid, self.run_id, grace_seconds)
 
     @abstractmethod
     async def _main_exit(self) -> int:
         """Waits for the main process to exit and returns its exit code."""
-
-    @abstractmethod
-    async def _signal_group(self, signal: str) -> bool:
-        """Sends ``signal`` ("TERM", "KILL" or "0" to probe) to the process group; False if none is left."""
 
 
 class Transport(ABC):
@@ -226,6 +219,37 @@ class Transport(ABC):
     @abstractmethod
     async def start(self, command: Command) -> RemoteProcess:
         """Starts ``command`` in a process group of its own; returns once its id is known."""
+
+    @abstractmethod
+    async def signal_run(self, pgid: int | None, run_id: str | None, signal: str) -> bool:
+        """Sends ``signal`` ("TERM", "KILL" or "0" to probe) to process group ``pgid`` and to every
+        process marked with ``run_id``; False if no such process is left."""
+
+    @abstractmethod
+    async def run_state(self, run_id: str) -> int | None:
+        """The process group id in the run's state file on the host, or None if there is none."""
+
+    @abstractmethod
+    async def remove_state(self, run_id: str) -> None:
+        """Removes the run's state file (its leader was killed before it could)."""
+
+    async def kill_run(self, pgid: int | None, run_id: str | None, grace_seconds: float = 5.0) -> bool:
+        """TERM to the run's processes, KILL to what is left after ``grace_seconds``.
+
+        Works without a process handle (for a reaper after a crash). Returns whether any process
+        of the run was found.
+        """
+        found = await self.signal_run(pgid, run_id, "0")
+        if found:
+            await self.signal_run(pgid, run_id, "TERM")
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + grace_seconds
+            while loop.time() < deadline and await self.signal_run(pgid, run_id, "0"):
+                await asyncio.sleep(_KILL_POLL_SECONDS)
+            await self.signal_run(pgid, run_id, "KILL")
+        if run_id:
+            await self.remove_state(run_id)
+        return found
 
     @abstractmethod
     async def close(self) -> None:

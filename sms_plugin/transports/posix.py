@@ -1,13 +1,25 @@
-"""Command lines for POSIX hosts: quoting for ``/bin/sh`` and the process-group launcher.
+"""Command lines for POSIX hosts: quoting, the process-group launcher and the kill line.
 
-The launcher starts the command as the leader of a new process group (``setsid`` where the host
-has it, job control of ``/bin/sh`` where it does not), so that one signal to the group reaches the
-script and every child it spawned, backgrounded ones included. The group leader first writes its
-own id as the line ``sms-pgid:<id>`` to standard output, then ``exec``s the command; the launcher
-waits for it and exits with its exit code. Only POSIX ``sh`` syntax is used.
+Only POSIX ``sh`` syntax and POSIX utilities (``ps -o``, ``mkdir``, ``date``, ``rm``, ``kill``) are
+used, so the launcher runs under dash, ksh88/ksh93, bash or any other POSIX ``sh``.
+
+How a run is started:
+- The *leader* runs as the leader of a process group of its own: through ``setsid`` where the
+  server has it; elsewhere it relies on sshd, which starts every exec channel in a new session
+  (the leader checks with ``ps`` that it really leads its group, and refuses to run otherwise).
+- The leader writes ``sms-pgid:<id>`` as the first line of stdout, exports ``SMS_RUN_ID`` (a
+  marker that every descendant inherits, daemonised ones included), writes the state file
+  ``$HOME/.sms/state/<run id>`` (``<run id> <pgid> <start epoch>``), runs the command, removes
+  the state file and exits with the command's exit code.
+- Where ``setsid`` exists, a launcher outside the group waits for the leader, so a killed run
+  still reports 128 + signal as its exit code.
+
+How a run is stopped: :func:`signal_run_line` signals the process group and every process whose
+environment carries the run's marker (read from ``/proc/<pid>/environ`` where the system has it),
+so children that left the group with ``setsid`` or a double fork are found too.
 
 >>> render(Command(argv=["bash", "/tmp/x.sh", "it's $(here)"], env={"A": "1"}))[-44:]
-"sms-job env A=1 bash /tmp/x.sh 'it'\\"'\\"'s $(here)'"
+"'...' - env A=1 bash /tmp/x.sh 'it'\\"'\\"'s $(here)'"
 """
 
 from __future__ import annotations
@@ -18,33 +30,77 @@ import shlex
 from sms_plugin.transports.base import Command
 
 PGID_MARKER = "sms-pgid:"
+RUN_MARKER = "SMS_RUN_ID"
+STATE_DIR = ".sms/state"
+"""Where the state files of running scripts live, relative to the user's home."""
 
-_GROUP_LEADER = f'echo "{PGID_MARKER}$$"; exec "$@"'
-_LAUNCHER = (
-    'if command -v setsid >/dev/null 2>&1; then setsid /bin/sh -c "$0" sms-job "$@" & '
-    'else set -m; /bin/sh -c "$0" sms-job "$@" & fi; wait $!'
+_LEADER = (
+    'trap : TERM; run=$1; shift; pg=$(ps -o pgid= -p $$ 2>/dev/null); pg=$(echo $pg); '
+    'if [ "$pg" != "$$" ]; then echo "sms: cannot start the script in a process group of its own '
+    '(process $$ is in group ${pg:-unknown})" >&2; exit 126; fi; '
+    f'echo "{PGID_MARKER}$$"; '
+    f'if [ "$run" != - ]; then {RUN_MARKER}=$run; export {RUN_MARKER}; s="$HOME/{STATE_DIR}/$run"; '
+    f'mkdir -p "$HOME/{STATE_DIR}" && echo "$run $$ $(date +%s)" > "$s"; fi; '
+    '"$@"; rc=$?; [ "$run" = - ] || rm -f "$s"; exit $rc'
 )
 
 
+def _launcher(shell: str) -> str:
+    return (
+        f'if command -v setsid >/dev/null 2>&1; then setsid {shell} -c "$0" sms-job "$@" & wait $!; '
+        f'else exec {shell} -c "$0" sms-job "$@"; fi'
+    )
+
+
 def quote(word: str) -> str:
-    """``word`` single-quoted for ``/bin/sh`` so that it arrives byte for byte."""
+    """``word`` single-quoted for a POSIX shell so that it arrives byte for byte."""
     return shlex.quote(word)
 
 
-def render(command: Command) -> str:
-    """The whole shell line that runs ``command`` in a new process group on a POSIX host."""
+def render(command: Command, shell: str = "/bin/sh") -> str:
+    """The whole shell line that runs ``command`` in a new process group on a POSIX host.
+
+    ``shell`` is the POSIX shell the launcher uses (``/usr/xpg4/bin/sh`` on old Solaris, say).
+    """
     words = [f"{name}={value}" for name, value in command.env.items()]
     prefix = ["env", *words] if words else []
-    argv = " ".join(quote(w) for w in [*prefix, *command.argv])
-    line = f"exec /bin/sh -c {quote(_LAUNCHER)} {quote(_GROUP_LEADER)} {argv}"
+    argv = " ".join(quote(w) for w in [command.run_id or "-", *prefix, *command.argv])
+    line = f"exec {quote(shell)} -c {quote(_launcher(quote(shell)))} {quote(_LEADER)} {argv}"
     return f"cd {quote(command.cwd)} && {line}" if command.cwd else line
 
 
-def signal_group_line(pgid: int, signal: str) -> str:
-    """The shell line that sends ``signal`` (TERM, KILL or 0) to process group ``pgid``."""
+def signal_run_line(pgid: int | None, run_id: str | None, signal: str) -> str:
+    """A shell line that sends ``signal`` (TERM, KILL or 0 to probe) to process group ``pgid``
+    and to every process marked with ``run_id``; its exit status is 0 if any process got it."""
     if signal not in {"TERM", "KILL", "0"}:
         raise ValueError(f"unsupported signal {signal!r}")
-    return f"kill -{signal} -- -{int(pgid)} 2>/dev/null"
+    parts = ["f=1"]
+    if pgid and signal == "0":  # a zombie (dead, not yet reaped) does not count as alive
+        parts.append(
+            f"ps -e -o pgid= -o stat= | awk '$1 == {int(pgid)} && $2 !~ /^Z/ {{ a = 1 }} END {{ exit !a }}' && f=0"
+        )
+    elif pgid:
+        parts.append(f"kill -{signal} -{int(pgid)} 2>/dev/null && f=0")
+    if run_id:
+        if not re.fullmatch(r"[A-Za-z0-9._-]+", run_id):
+            raise ValueError(f"unsafe run id {run_id!r}")
+        parts.append(
+            f"for p in $(grep -l -a -F -e '{RUN_MARKER}={run_id}' /proc/[0-9]*/environ 2>/dev/null "
+            f"| sed 's,^/proc/,,;s,/environ$,,'); do kill -{signal} $p 2>/dev/null && f=0; done"
+        )
+    parts.append("exit $f")
+    return "; ".join(parts)
+
+
+def remove_state_line(run_id: str) -> str:
+    """A shell line that removes the state file of ``run_id`` (after its leader was killed)."""
+    return f'rm -f "$HOME/{STATE_DIR}/"{quote(run_id)}'
+
+
+def read_state_line(run_id: str) -> str:
+    """A shell line that prints the state file of ``run_id`` (``<run id> <pgid> <start epoch>``)."""
+    return f'cat "$HOME/{STATE_DIR}/"{quote(run_id)} 2>/dev/null'
+
 
 
 def parse_pgid(line: str) -> int | None:

@@ -74,6 +74,8 @@ class SSHTarget:
     legacy: bool = False
     """Allow the weak algorithms of old servers (SHA-1 kex, ssh-rsa, CBC, hmac-sha1)."""
     connect_timeout: float = 10.0
+    shell: str = "/bin/sh"
+    """The POSIX shell that starts and stops scripts (e.g. /usr/xpg4/bin/sh on old Solaris)."""
 
     @property
     def label(self) -> str:
@@ -310,9 +312,8 @@ def fetch_host_key(address: str, port: int = 22, timeout: float = 10.0, *, legac
 class SSHProcess(RemoteProcess):
     """A command on an exec channel, in a process group of its own on the server."""
 
-    def __init__(self, client: paramiko.SSHClient, channel: paramiko.Channel) -> None:
-        super().__init__()
-        self._client = client
+    def __init__(self, transport: SSHTransport, channel: paramiko.Channel, run_id: str | None) -> None:
+        super().__init__(transport, run_id)
         self._channel = channel
         self._started = asyncio.get_running_loop().create_future()
         self._pump_in_thread("stdout", self._read_stdout)
@@ -349,22 +350,6 @@ class SSHProcess(RemoteProcess):
 
     async def _main_exit(self) -> int:
         return await asyncio.to_thread(self._channel.recv_exit_status)
-
-    async def _signal_group(self, signal: str) -> bool:
-        if self.pid is None:
-            return False
-        return await asyncio.to_thread(self._exec_status, posix.signal_group_line(self.pid, signal)) == 0
-
-    def _exec_status(self, line: str) -> int:
-        transport = self._client.get_transport()
-        if transport is None or not transport.is_active():
-            raise TransportError("the SSH connection is closed; cannot signal the remote process group")
-        channel = transport.open_session()
-        try:
-            channel.exec_command(line)
-            return channel.recv_exit_status()
-        finally:
-            channel.close()
 
     async def _abandon_output(self) -> None:
         await super()._abandon_output()
@@ -444,7 +429,7 @@ class SSHTransport(Transport):
             if transport is None or not transport.is_active():
                 raise TransportError(f"the SSH connection to {self.target.label} is closed")
             channel = transport.open_session()
-            channel.exec_command(posix.render(command))
+            channel.exec_command(posix.render(command, self.target.shell))
             channel.shutdown_write()
             return channel
 
@@ -452,9 +437,34 @@ class SSHTransport(Transport):
             channel = await asyncio.to_thread(open_channel)
         except paramiko.SSHException as error:
             raise TransportError(f"{self.target.label} refused to run the command: {error}") from None
-        process = SSHProcess(self._client, channel)
+        process = SSHProcess(self, channel, command.run_id)
         await process.started(_START_TIMEOUT_SECONDS)
         return process
+
+    def _exec_status(self, line: str) -> tuple[int, str]:
+        """Runs a short shell line on its own channel; returns (exit status, stdout)."""
+        transport = self._client.get_transport()
+        if transport is None or not transport.is_active():
+            raise TransportError(f"the SSH connection to {self.target.label} is closed")
+        channel = transport.open_session()
+        try:
+            channel.exec_command(f"exec {posix.quote(self.target.shell)} -c {posix.quote(line)}")
+            output = channel.makefile("rb").read().decode(errors="replace")
+            return channel.recv_exit_status(), output
+        finally:
+            channel.close()
+
+    async def signal_run(self, pgid: int | None, run_id: str | None, signal: str) -> bool:
+        status, _ = await asyncio.to_thread(self._exec_status, posix.signal_run_line(pgid, run_id, signal))
+        return status == 0
+
+    async def run_state(self, run_id: str) -> int | None:
+        _, output = await asyncio.to_thread(self._exec_status, posix.read_state_line(run_id))
+        fields = output.split()
+        return int(fields[1]) if len(fields) >= 2 and fields[1].isdigit() else None
+
+    async def remove_state(self, run_id: str) -> None:
+        await asyncio.to_thread(self._exec_status, posix.remove_state_line(run_id))
 
     async def close(self) -> None:
         if self._sftp is not None:

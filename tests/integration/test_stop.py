@@ -1,0 +1,145 @@
+"""Stops that always stop: daemonised children, state files, kills without a process handle,
+and the launcher on plain POSIX shells. Real sshd and the worker's own machine."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import subprocess
+import uuid
+from pathlib import Path
+
+import pytest
+
+from sms_plugin.transports import posix
+from sms_plugin.transports.base import Command, Transport
+from sms_plugin.transports.interpreters import INTERPRETERS
+from sms_plugin.transports.ssh import SSHTransport
+
+pytestmark = pytest.mark.integration
+
+
+def _marker() -> str:
+    return str(uuid.uuid4().int % 10**6 + 2 * 10**6)
+
+
+def _alive(transport: Transport, request: pytest.FixtureRequest, pattern: str) -> list[str]:
+    if isinstance(transport, SSHTransport):
+        lines = request.getfixturevalue("ssh_server").processes(pattern)
+    else:
+        ps = subprocess.run(["ps", "-eo", "pid,stat,args"], capture_output=True, text=True).stdout
+        lines = [line for line in ps.splitlines() if pattern in line]
+    return [line for line in lines if " Z" not in line and "<defunct>" not in line]
+
+
+ESCAPING_CHILDREN = (
+    "sleep {m} &\n"                                   # backgrounded, same group
+    "setsid sleep {m} &\n"                            # a session of its own
+    "(sh -c 'sleep {m} & exit 0' &)\n"                # double fork: re-parented, same group
+    "(setsid sh -c 'trap \"\" TERM; sleep {m}' &)\n"  # double fork + setsid + ignores TERM
+    "echo started\nsleep {m}\n"
+)
+
+
+async def _start(transport: Transport, content: str, run_id: str | None):
+    path = f"{await transport.scratch_dir()}/{uuid.uuid4().hex}.sh"
+    await transport.upload(content.encode(), path)
+    process = await transport.start(Command(argv=INTERPRETERS["sh"].argv(path, []), run_id=run_id))
+    lines = process.lines()
+    assert (await anext(lines)).text == "started"
+    return process, path
+
+
+async def test_stop_kills_daemonised_children_and_children_ignoring_term(transport, request):
+    marker, run_id = _marker(), str(uuid.uuid4())
+    process, path = await _start(transport, ESCAPING_CHILDREN.format(m=marker), run_id)
+    await asyncio.sleep(0.3)
+    assert len(_alive(transport, request, f"sleep {marker}")) == 6  # 5 sleeps and one "sh -c ... sleep"
+    started = asyncio.get_running_loop().time()
+    await process.kill(grace_seconds=1)
+    await asyncio.wait_for(process.wait(), 10)
+    assert _alive(transport, request, f"sleep {marker}") == []
+    print(f"kill with a TERM-ignoring escaped child: {asyncio.get_running_loop().time() - started:.2f} s")
+    assert await transport.run_state(run_id) is None  # the state file is gone too
+    await transport.remove(path)
+
+
+async def test_state_file_names_the_process_group_while_the_run_lives(transport, request):
+    marker, run_id = _marker(), str(uuid.uuid4())
+    process, path = await _start(transport, f"echo started\nsleep {marker}\n", run_id)
+    assert await transport.run_state(run_id) == process.pid
+    await process.kill(grace_seconds=1)
+    await process.wait()
+    assert await transport.run_state(run_id) is None
+    quick = await transport.start(Command(argv=["sh", "-c", "echo started; exit 7"], run_id=str(uuid.uuid4())))
+    assert [line.text async for line in quick.lines()] == ["started"]
+    assert await quick.wait() == 7
+    assert await transport.run_state(quick.run_id) is None  # removed by the leader itself
+    await transport.remove(path)
+
+
+async def test_a_new_connection_can_kill_a_run_it_did_not_start(transport, request, ssh_target, tmp_path):
+    """What the reaper does after the worker died: only the run id (and the state file) are known."""
+    marker, run_id = _marker(), str(uuid.uuid4())
+    process, path = await _start(transport, ESCAPING_CHILDREN.format(m=marker), run_id)
+    if isinstance(transport, SSHTransport):
+        other: Transport = await SSHTransport.connect(ssh_target)
+    else:
+        other = transport
+    try:
+        pgid = await other.run_state(run_id)
+        assert pgid == process.pid
+        assert await other.kill_run(pgid, run_id, grace_seconds=1) is True
+        assert _alive(transport, request, f"sleep {marker}") == []
+        assert await other.kill_run(pgid, run_id, grace_seconds=1) is False  # nothing left to find
+    finally:
+        if other is not transport:
+            await other.close()
+    await asyncio.wait_for(process.wait(), 10)
+    await transport.remove(path)
+
+
+@pytest.mark.parametrize("shell", ["dash", "ksh"])
+@pytest.mark.parametrize("with_setsid", [True, False], ids=["setsid", "no-setsid"])
+def test_launcher_runs_on_plain_posix_shells_without_bash(tmp_path, shell, with_setsid):
+    """The launcher line under dash and ksh, with a PATH that has neither bash nor (optionally)
+    setsid, started in a session of its own as sshd starts every exec channel."""
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    for tool in ["ps", "mkdir", "date", "rm", "env", "cat", "sleep", "grep", "sed", "sh", shell]:
+        os.symlink(shutil.which(tool), tools / tool)
+    if with_setsid:
+        os.symlink(shutil.which("setsid"), tools / "setsid")
+    home = tmp_path / "home"
+    home.mkdir()
+    run_id = str(uuid.uuid4())
+    script = tmp_path / "s.sh"
+    script.write_text('command -v bash || echo "no bash"; echo "marker=$SMS_RUN_ID"; cat "$HOME/.sms/state/$SMS_RUN_ID"; exit 9\n')
+    line = posix.render(Command(argv=["sh", str(script), "a b"], run_id=run_id), shell=str(tools / shell))
+    done = subprocess.run(
+        [shutil.which("setsid"), "-w", str(tools / shell), "-c", line],
+        env={"PATH": str(tools), "HOME": str(home)},
+        capture_output=True, text=True, timeout=30,
+    )
+    out = done.stdout.splitlines()
+    assert done.returncode == 9, done.stderr
+    assert posix.parse_pgid(out[0]) is not None
+    assert out[1:3] == ["no bash", f"marker={run_id}"]
+    assert out[3].split()[:2] == [run_id, str(posix.parse_pgid(out[0]))]
+    assert not (home / ".sms/state" / run_id).exists()
+    assert done.stderr == ""
+
+
+def test_launcher_refuses_to_run_outside_a_group_of_its_own(tmp_path):
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    for tool in ["ps", "sh", "dash"]:
+        os.symlink(shutil.which(tool), tools / tool)
+    line = posix.render(Command(argv=["sh", "-c", "echo ran"]), shell=str(tools / "dash"))
+    # No setsid on PATH and not a session leader: the leader is not alone in its group.
+    done = subprocess.run([str(tools / "dash"), "-c", line], env={"PATH": str(tools)},
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode == 126
+    assert "cannot start the script in a process group of its own" in done.stderr
+    assert "ran" not in done.stdout
