@@ -62,6 +62,10 @@ class SSHHost(Block):
         ),
     )
     connect_timeout: float = Field(default=10.0, gt=0, description="Seconds to wait for connect and login.")
+    shell: str = Field(
+        default="/bin/sh",
+        description="The POSIX shell SMS starts and stops scripts with (e.g. /usr/xpg4/bin/sh on old Solaris).",
+    )
     max_parallel_sessions: int = Field(
         default=10, ge=1, description="How many scripts may run on this server at once."
     )
@@ -77,6 +81,7 @@ class SSHHost(Block):
             host_keys=list(self.host_keys),
             legacy=self.legacy,
             connect_timeout=self.connect_timeout,
+            shell=self.shell,
         )
 
     async def open_transport(self) -> Transport:

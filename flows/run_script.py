@@ -11,8 +11,8 @@ import asyncio
 import logging
 from datetime import UTC, datetime
 
-from prefect import flow, get_client
-from prefect.client.schemas.objects import FlowRunPolicy
+from prefect import Flow, flow, get_client
+from prefect.client.schemas.objects import FlowRun, FlowRunPolicy
 from prefect.context import FlowRunContext
 from prefect.logging import get_run_logger
 from prefect.logging.handlers import APILogHandler
@@ -20,15 +20,34 @@ from prefect.states import Failed, State
 
 from blocks.hosts import load_host
 from sms_plugin.catalog import Catalog, get_script, get_version, record_run, update_run
-from sms_plugin.errors import SMSError
+from sms_plugin.errors import NotFound, SMSError
 from sms_plugin.execution import ExecutionResult, ScriptRun, execute
 from sms_plugin.origin import run_origin
+from sms_plugin.reaper import ACTOR, heartbeat, reap_run
 from sms_plugin.transports.base import Stream
 
 _LEVELS: dict[Stream, int] = {"stdout": logging.INFO, "stderr": logging.WARNING}
 
 
-@flow(name="run-script", description="Runs one script of the SMS catalog on its host.")
+async def _reap_after(flow: Flow, flow_run: FlowRun, state: State) -> None:
+    """on_crashed / on_cancellation: Prefect runs this in another process once the flow process
+    is gone; whatever is left of the script on its host is killed and the kill recorded."""
+    catalog = Catalog()
+    try:
+        await reap_run(catalog, str(flow_run.id), reason=f"the run ended {state.type.value} ({state.message})",
+                       actor=f"{ACTOR} (on_{state.name.lower()} hook)")
+    except NotFound:
+        pass  # the run never reached the point of starting anything
+    finally:
+        catalog.dispose()
+
+
+@flow(
+    name="run-script",
+    description="Runs one script of the SMS catalog on its host.",
+    on_crashed=[_reap_after],
+    on_cancellation=[_reap_after],
+)
 async def run_script(
     script: str,
     version: int | None = None,
@@ -73,7 +92,9 @@ async def run_script(
         env={**entry.env, **(env or {})},
         working_dir=entry.working_dir,
         timeout_seconds=entry.timeout_seconds,
+        kill_grace_seconds=entry.kill_grace_seconds,
         name=script,
+        run_id=str(flow_run.id),
     )
     version_text = f"version {chosen.number}" if chosen else entry.path
     logger.info(f"Running {script} ({version_text}, {entry.interpreter}) on {target_host}")
@@ -89,7 +110,8 @@ async def run_script(
         host_block = await load_host(target_host)
         transport = await host_block.open_transport()
         try:
-            result = await execute(transport, run, on_started=started, on_output=output)
+            async with heartbeat(catalog, str(flow_run.id)):
+                result = await execute(transport, run, on_started=started, on_output=output)
         finally:
             await asyncio.shield(transport.close())
     except SMSError as error:

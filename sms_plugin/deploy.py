@@ -15,6 +15,7 @@ from prefect.deployments.runner import EntrypointType, RunnerDeployment
 from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 from prefect.schedules import Cron, Interval, Schedule
 
+from flows.housekeeping import housekeeping
 from flows.run_script import run_script
 from sms_plugin.catalog import Script
 from sms_plugin.settings import work_pool_name
@@ -71,6 +72,23 @@ async def sync_script(script: Script) -> str:
             for schedule in existing.schedules:
                 await client.delete_deployment_schedule(deployment_id, schedule.id)
     return str(deployment_id)
+
+
+HOUSEKEEPING_SECONDS = 30
+
+
+async def sync_housekeeping() -> str:
+    """Creates or updates ``sms-housekeeping/every-30s``, which reaps runs whose worker died."""
+    await ensure_work_pool()
+    deployment = RunnerDeployment.from_flow(
+        housekeeping,
+        name=f"every-{HOUSEKEEPING_SECONDS}s",
+        interval=HOUSEKEEPING_SECONDS,
+        tags=["sms"],
+        work_pool_name=work_pool_name(),
+        entrypoint_type=EntrypointType.MODULE_PATH,
+    )
+    return str(await deployment.apply())
 
 
 async def remove_deployment(script_name: str) -> bool:

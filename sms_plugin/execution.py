@@ -45,7 +45,10 @@ class ScriptRun:
     env: dict[str, str] = field(default_factory=dict)
     working_dir: str | None = None
     timeout_seconds: float | None = None
+    kill_grace_seconds: float = KILL_GRACE_SECONDS
     name: str = "script"
+    run_id: str | None = None
+    """Marks the run's processes and names its state file on the host (see transports.posix)."""
 
 
 @dataclass(frozen=True)
@@ -89,7 +92,6 @@ async def execute(
     *,
     on_started: Callable[[int | None], Awaitable[None]],
     on_output: Callable[[Stream, str], Awaitable[None]],
-    kill_grace_seconds: float = KILL_GRACE_SECONDS,
 ) -> ExecutionResult:
     """Runs ``run`` on ``transport`` and returns its exit code and output tail.
 
@@ -103,7 +105,7 @@ async def execute(
         await transport.upload((run.content or "").encode(), script_path)
     assert script_path is not None, "an 'original' script needs its path"
     try:
-        command = Command(argv=spec.argv(script_path, run.args), env=run.env, cwd=run.working_dir)
+        command = Command(argv=spec.argv(script_path, run.args), env=run.env, cwd=run.working_dir, run_id=run.run_id)
         process = await transport.start(command)
         tail: deque[OutputLine] = deque(maxlen=TAIL_LINES)
         timed_out = False
@@ -117,10 +119,10 @@ async def execute(
                 exit_code = await process.wait()
         except TimeoutError:
             timed_out = True
-            await process.kill(kill_grace_seconds)
+            await process.kill(run.kill_grace_seconds)
             exit_code = await process.wait()
         except BaseException:
-            await asyncio.shield(process.kill(kill_grace_seconds))
+            await asyncio.shield(process.kill(run.kill_grace_seconds))
             raise
         return ExecutionResult(exit_code=exit_code, timed_out=timed_out, tail=list(tail))
     finally:

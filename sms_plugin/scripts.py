@@ -94,7 +94,9 @@ class SyncReport:
 
 
 async def sync(catalog: Catalog) -> SyncReport:
-    """Makes Prefect's deployments match the catalog: one per script, none for removed scripts."""
+    """Makes Prefect's deployments match the catalog: one per script, none for removed scripts,
+    plus the housekeeping deployment."""
+    await deploy.sync_housekeeping()
     scripts = listing(catalog)
     for script in scripts:
         await deploy.sync_script(script)

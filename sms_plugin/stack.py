@@ -20,7 +20,7 @@ from rich.console import Console
 
 from sms_plugin import apply as declarative
 from sms_plugin.catalog import Catalog
-from sms_plugin.deploy import ensure_work_pool
+from sms_plugin.deploy import ensure_work_pool, sync_housekeeping
 from sms_plugin.errors import Conflict, SMSError
 from sms_plugin.settings import database_url, sms_home, work_pool_name
 
@@ -86,6 +86,7 @@ class EmbeddedStack:
         catalog = Catalog()
         catalog.upgrade()
         await ensure_work_pool()
+        await sync_housekeeping()
         try:
             await hosts.add("local", LocalHost())
         except Conflict:

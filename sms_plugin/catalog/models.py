@@ -147,6 +147,7 @@ class RunRecord(Base):
     host: Mapped[str] = mapped_column(String(100))
     remote_pid: Mapped[int | None] = mapped_column(Integer)
     notes: Mapped[str] = mapped_column(LongText, default="")
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     exit_code: Mapped[int | None] = mapped_column(Integer)
     trigger: Mapped[str] = mapped_column(String(32))
     requested_by: Mapped[str] = mapped_column(String(200))

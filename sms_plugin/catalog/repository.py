@@ -216,11 +216,15 @@ def get_run(s: Session, flow_run_id: str) -> RunRecord:
     return run
 
 
-def list_runs(s: Session, *, script_name: str | None = None, limit: int = 50) -> list[RunRecord]:
-    """Run records, newest first, optionally of one script."""
+def list_runs(
+    s: Session, *, script_name: str | None = None, unfinished: bool = False, limit: int = 50
+) -> list[RunRecord]:
+    """Run records, newest first, optionally of one script, or only those without an end time."""
     query = select(RunRecord).order_by(RunRecord.created_at.desc(), RunRecord.id.desc()).limit(limit)
     if script_name is not None:
         query = query.where(RunRecord.script_name == script_name)
+    if unfinished:
+        query = query.where(RunRecord.ended_at.is_(None))
     return list(s.scalars(query))
 
 

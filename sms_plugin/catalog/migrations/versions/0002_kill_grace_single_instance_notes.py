@@ -1,4 +1,5 @@
-"""Scripts: kill grace period and single-instance mode; run records: notes (what the reaper did).
+"""Scripts: kill grace period and single-instance mode; run records: notes (what the reaper did)
+and the flow's last heartbeat.
 
 Revision ID: 0002
 Revises: 0001
@@ -17,6 +18,7 @@ branch_labels: str | None = None
 depends_on: str | None = None
 
 LONG_TEXT = sa.Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
+UTC_DATETIME = sa.DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
 
 
 def upgrade() -> None:
@@ -25,6 +27,7 @@ def upgrade() -> None:
         batch.add_column(sa.Column("single_instance", sa.String(16), nullable=False, server_default="off"))
     with op.batch_alter_table("runs") as batch:
         batch.add_column(sa.Column("notes", LONG_TEXT, nullable=True))
+        batch.add_column(sa.Column("heartbeat_at", UTC_DATETIME, nullable=True))
     op.execute("UPDATE runs SET notes = '' WHERE notes IS NULL")
     with op.batch_alter_table("runs") as batch:
         batch.alter_column("notes", existing_type=LONG_TEXT, nullable=False)
@@ -32,6 +35,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     with op.batch_alter_table("runs") as batch:
+        batch.drop_column("heartbeat_at")
         batch.drop_column("notes")
     with op.batch_alter_table("scripts") as batch:
         batch.drop_column("single_instance")

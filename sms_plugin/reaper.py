@@ -1,0 +1,145 @@
+"""The reaper: no run stays "Running" after its worker died, no remote script runs on unnoticed.
+
+Three paths lead here:
+- the run-script flow's ``on_crashed`` and ``on_cancellation`` hooks (Prefect runs them in another
+  process once the flow process is gone) reap that one run at once;
+- the ``sms-housekeeping`` flow (every 30 s) looks at every run record without an end time:
+  if Prefect says the run has ended, or its heartbeat is stale (worker or machine lost), the run
+  is marked Crashed in Prefect and reaped.
+
+Reaping a run kills what is left of it on its host, by process group and by the run's
+``SMS_RUN_ID`` marker (so daemonised children go too), removes its state file, and records what
+was done in the run record's notes and in the audit trail (actor ``sms-reaper``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from uuid import UUID
+
+from prefect import get_client
+from prefect.exceptions import ObjectNotFound
+from prefect.states import Crashed
+
+from blocks.hosts import load_host
+from sms_plugin.catalog import Catalog, RunRecord, audit, get_run, get_script, list_runs, update_run
+from sms_plugin.errors import NotFound, SMSError
+
+ACTOR = "sms-reaper"
+DEFAULT_KILL_GRACE_SECONDS = 5.0
+
+
+def heartbeat_seconds() -> float:
+    """How often a running flow writes its heartbeat (``SMS_HEARTBEAT_SECONDS``, default 10)."""
+    return float(os.environ.get("SMS_HEARTBEAT_SECONDS") or 10)
+
+
+def stale_after() -> timedelta:
+    """A running run whose heartbeat is older than this has lost its flow process."""
+    return timedelta(seconds=3 * heartbeat_seconds() + 5)
+
+
+@contextlib.asynccontextmanager
+async def heartbeat(catalog: Catalog, flow_run_id: str) -> AsyncIterator[None]:
+    """Writes the run's heartbeat into its record until the block ends."""
+
+    async def beat() -> None:
+        while True:
+            with catalog.session() as session:
+                update_run(session, flow_run_id, heartbeat_at=datetime.now(UTC))
+            await asyncio.sleep(heartbeat_seconds())
+
+    task = asyncio.create_task(beat())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def reap_run(catalog: Catalog, flow_run_id: str, *, reason: str, actor: str = ACTOR) -> str:
+    """Kills what is left of a run on its host and records it; returns the note written."""
+    with catalog.session() as session:
+        record = get_run(session, flow_run_id)
+        try:
+            grace = float(get_script(session, record.script_name).kill_grace_seconds)
+        except NotFound:
+            grace = DEFAULT_KILL_GRACE_SECONDS
+    pgid = record.remote_pid
+    try:
+        host = await load_host(record.host)
+        transport = await host.open_transport()
+        try:
+            pgid = pgid or await transport.run_state(flow_run_id)
+            found = await transport.kill_run(pgid, flow_run_id, grace)
+        finally:
+            await transport.close()
+        outcome = f"killed process group {pgid} and the processes marked with the run" if found else "found no process left"
+        result = "ok"
+    except SMSError as error:
+        outcome, result = f"could not reach {record.host} to kill process group {pgid}: {error}", "error"
+    note = f"{datetime.now(UTC):%Y-%m-%d %H:%M:%S} UTC {actor}: {reason}; {outcome} on {record.host}"
+    with catalog.session() as session:
+        current = get_run(session, flow_run_id)
+        ended = current.ended_at or (datetime.now(UTC) if result == "ok" else None)
+        update_run(session, flow_run_id, ended_at=ended, notes=f"{current.notes}{note}\n")
+        audit(
+            session,
+            actor=actor,
+            action="run.reap",
+            object_type="run",
+            object_name=flow_run_id,
+            detail={"script": record.script_name, "host": record.host, "pgid": pgid, "reason": reason, "outcome": outcome},
+            outcome=result,
+        )
+    return note
+
+
+@dataclass(frozen=True)
+class Verdict:
+    reason: str
+    crash: bool
+
+
+async def _verdict(record: RunRecord, now: datetime) -> Verdict | None:
+    """Why an unfinished run record should be reaped, or None while it is alive."""
+    async with get_client() as client:
+        try:
+            flow_run = await client.read_flow_run(UUID(record.flow_run_id))
+        except ObjectNotFound:
+            return Verdict("its flow run no longer exists in Prefect", crash=False)
+    state = flow_run.state
+    if state is not None and state.is_final():
+        return Verdict(f"Prefect says the run is {state.type.value}", crash=False)
+    if state is not None and (state.is_scheduled() or state.is_paused()):
+        return None
+    last_sign = record.heartbeat_at or record.started_at or record.created_at
+    if now - last_sign > stale_after():
+        seconds = int((now - last_sign).total_seconds())
+        return Verdict(f"no heartbeat from its flow process for {seconds} s (worker or machine lost)", crash=True)
+    return None
+
+
+async def housekeeping(catalog: Catalog) -> list[str]:
+    """Reaps every unfinished run that has ended in Prefect or lost its flow process."""
+    with catalog.session() as session:
+        unfinished = list_runs(session, unfinished=True, limit=10_000)
+    notes = []
+    now = datetime.now(UTC)
+    for record in unfinished:
+        verdict = await _verdict(record, now)
+        if verdict is None:
+            continue
+        if verdict.crash:
+            async with get_client() as client:
+                await client.set_flow_run_state(
+                    UUID(record.flow_run_id), Crashed(message=f"SMS reaper: {verdict.reason}"), force=True
+                )
+        notes.append(await reap_run(catalog, record.flow_run_id, reason=verdict.reason))
+    return notes

@@ -1,0 +1,159 @@
+"""Crashes: the flow process or the whole worker dies mid-run. Within a bounded time the run is
+Crashed (not Running), nothing of the script is left on the SSH host, and the audit trail says
+the reaper killed it. Real Prefect server, real process workers, real sshd."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import os
+import signal
+import uuid
+from pathlib import Path
+
+import pytest
+from prefect import get_client
+
+from blocks.hosts import SSHHost
+from flows.housekeeping import housekeeping
+from infra.testbed.process import process_tree
+from infra.testbed.prefect_worker import PrefectWorker
+from sms_plugin import hosts, runs, scripts
+from sms_plugin.catalog import Catalog, ScriptSpec, get_run, list_audit
+
+pytestmark = pytest.mark.integration
+
+SCRIPT = (
+    "sleep {m} &\nsetsid sleep {m} &\n(sh -c 'sleep {m} & exit 0' &)\n"
+    "trap '' TERM\necho started\nsleep {m}\n"
+)
+
+
+@pytest.fixture
+async def crash_host(ssh_server, prefect_server) -> str:
+    name = f"crash-{uuid.uuid4().hex[:6]}"
+    block = SSHHost(address=ssh_server.host, port=ssh_server.port, username=ssh_server.username,
+                    private_key=ssh_server.private_key_pem, host_keys=ssh_server.host_public_keys)
+    await hosts.add(name, block)
+    return name
+
+
+def _alive(ssh_server, pattern: str) -> list[str]:
+    return [p for p in ssh_server.processes(pattern) if " Z" not in p]
+
+
+async def _until(check, timeout: float, interval: float = 0.3):
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        value = check()
+        if inspect.isawaitable(value):
+            value = await value
+        if value or asyncio.get_running_loop().time() > deadline:
+            return value
+        await asyncio.sleep(interval)
+
+
+async def _start(catalog: Catalog, host: str, ssh_server, marker: str) -> str:
+    name = f"crashy-{uuid.uuid4().hex[:6]}"
+    spec = ScriptSpec(name=name, interpreter="sh", host=host, kill_grace_seconds=1)
+    await scripts.add(catalog, spec, SCRIPT.format(m=marker), author="tests")
+    run_id = await runs.start(catalog, name, trigger="cli", user="tests")
+
+    def started() -> bool:
+        with catalog.session() as session:
+            try:
+                return get_run(session, run_id).remote_pid is not None
+            except Exception:  # noqa: BLE001 - not recorded yet
+                return False
+
+    assert await _until(started, 90), "the run never started"
+    assert await _until(lambda: len(_alive(ssh_server, f"sleep {marker}")) >= 4, 10)
+    return run_id
+
+
+async def _flow_process(run_id: str) -> int:
+    async with get_client() as client:
+        flow_run = await client.read_flow_run(uuid.UUID(run_id))
+    return int(str(flow_run.infrastructure_pid).rsplit(":", 1)[-1])
+
+
+async def _state(run_id: str) -> str:
+    async with get_client() as client:
+        flow_run = await client.read_flow_run(uuid.UUID(run_id))
+    return flow_run.state.type.value if flow_run.state else "NONE"
+
+
+async def _state_if_final(run_id: str) -> str | None:
+    state = await _state(run_id)
+    return state if state in {"CRASHED", "FAILED", "CANCELLED", "COMPLETED"} else None
+
+
+def _reaped(catalog: Catalog, run_id: str):
+    with catalog.session() as session:
+        events = [e for e in list_audit(session, object_name=run_id) if e.action == "run.reap"]
+        record = get_run(session, run_id)
+    return events, record
+
+
+async def test_sigkill_of_the_flow_process(catalog_ready, crash_host, ssh_server, prefect_worker):
+    catalog = catalog_ready
+    marker = str(uuid.uuid4().int % 10**6 + 3 * 10**6)
+    run_id = await _start(catalog, crash_host, ssh_server, marker)
+    started = asyncio.get_running_loop().time()
+    os.kill(await _flow_process(run_id), signal.SIGKILL)
+
+    assert await _until(lambda: not _alive(ssh_server, f"sleep {marker}"), 60), _alive(ssh_server, f"sleep {marker}")
+    gone = asyncio.get_running_loop().time() - started
+    state = await _until(lambda: _state_if_final(run_id), 30)
+    events, record = _reaped(catalog, run_id)
+    print(f"flow process SIGKILL → script gone after {gone:.1f} s; state {state}")
+    assert state == "CRASHED"
+    assert events and events[0].actor.startswith("sms-reaper") and events[0].outcome == "ok"
+    assert "killed process group" in events[0].detail["outcome"]
+    assert record.ended_at is not None and "sms-reaper" in record.notes
+
+
+async def test_loss_of_the_worker_and_its_flow_process(catalog_ready, crash_host, ssh_server, prefect_server, monkeypatch):
+    """Machine loss: the worker and the flow process die together; only the heartbeat tells."""
+    catalog = catalog_ready
+    pool = f"crash-pool-{uuid.uuid4().hex[:6]}"
+    monkeypatch.setenv("SMS_WORK_POOL", pool)
+    env = {k: os.environ[k] for k in ("SMS_HOME", "SMS_DATABASE_URL") if k in os.environ}
+    worker = PrefectWorker(prefect_server.api_url, pool=pool, extra_env={**env, "SMS_HEARTBEAT_SECONDS": "1"})
+    worker.start()
+    try:
+        marker = str(uuid.uuid4().int % 10**6 + 4 * 10**6)
+        run_id = await _start(catalog, crash_host, ssh_server, marker)
+        for pid in process_tree(worker.pid):
+            os.kill(pid, signal.SIGKILL)
+        lost_at = asyncio.get_running_loop().time()
+    finally:
+        worker.stop()
+    await asyncio.sleep(1)
+    assert await _state(run_id) == "RUNNING"  # nobody is left to say otherwise
+    assert _alive(ssh_server, f"sleep {marker}")  # and the script runs on
+
+    monkeypatch.setenv("SMS_HEARTBEAT_SECONDS", "1")  # the reaper uses the same staleness rule
+
+    async def reaped() -> bool:
+        await housekeeping()  # what the every-30s housekeeping deployment runs
+        return await _state(run_id) == "CRASHED"
+
+    assert await _until(reaped, 60, interval=2)
+    recovered = asyncio.get_running_loop().time() - lost_at
+    assert await _until(lambda: not _alive(ssh_server, f"sleep {marker}"), 15)
+    events, record = _reaped(catalog, run_id)
+    print(f"worker loss → run Crashed and script gone after {recovered:.1f} s")
+    assert events and events[0].actor == "sms-reaper"
+    assert "no heartbeat" in events[0].detail["reason"]
+    async with get_client() as client:
+        flow_run = await client.read_flow_run(uuid.UUID(run_id))
+    assert "no heartbeat" in flow_run.state.message
+    assert record.ended_at is not None
+
+
+@pytest.fixture
+def catalog_ready(prefect_server) -> Catalog:
+    catalog = Catalog()
+    catalog.upgrade()
+    return catalog
