@@ -212,7 +212,11 @@ async def test_exit_code_maps_to_state_record_logs_and_cleanup(
 
 async def test_timeout_fails_the_run_and_kills_the_whole_process_group(catalog, ssh_host, ssh_server):
     marker = _marker()
-    content = f"sleep {marker} &\n(sleep {marker}; true) &\necho started\nsleep {marker}\n"
+    # backgrounded, daemonised (setsid, double fork) and TERM-ignoring children
+    content = (
+        f"sleep {marker} &\n(sleep {marker}; true) &\nsetsid sleep {marker} &\n"
+        f"(setsid sh -c 'trap \"\" TERM; sleep {marker}' &)\necho started\nsleep {marker}\n"
+    )
     name = _new_script(catalog, ssh_host, "bash", content, timeout_seconds=2)
     started = time.monotonic()
     state = await asyncio.wait_for(run_script(script=name, return_state=True), 30)
@@ -401,7 +405,7 @@ async def test_cancelling_a_worker_run_kills_every_process_of_the_script(
     # TERM too (inherited), so only the KILL after the grace period ends them.
     content = (
         f"sleep {marker} &\n(sleep {marker}; true) &\nsh -c 'sleep {marker} & wait' &\n"
-        f"nohup sleep {marker} >/dev/null 2>&1 &\n"
+        f"nohup sleep {marker} >/dev/null 2>&1 &\nsetsid sleep {marker} &\n(sh -c 'sleep {marker} & exit 0' &)\n"
         + ("trap '' TERM\n" if ignores_term else "")
         + f"sleep {marker} &\necho started\nsleep {marker}\n"
     )
@@ -409,7 +413,7 @@ async def test_cancelling_a_worker_run_kills_every_process_of_the_script(
     run_id = await runs.start(catalog, name, trigger="cli", user="tests")
     try:
         assert await _eventually(lambda: _record_pid(catalog, run_id), WORKER_TIMEOUT, interval=0.3)
-        assert await _eventually(lambda: len(_alive(ssh_server, pattern)) >= 7, 10), _alive(ssh_server, pattern)
+        assert await _eventually(lambda: len(_alive(ssh_server, pattern)) >= 9, 10), _alive(ssh_server, pattern)
 
         requested = time.monotonic()
         await cancel(run_id)
