@@ -22,11 +22,19 @@ from blocks.hosts import load_host
 from sms_plugin.catalog import Catalog, get_script, get_version, record_run, update_run
 from sms_plugin.errors import NotFound, SMSError
 from sms_plugin.execution import ExecutionResult, ScriptRun, execute
+from sms_plugin.limits import host_slot
 from sms_plugin.origin import run_origin
 from sms_plugin.reaper import ACTOR, heartbeat, reap_run
 from sms_plugin.transports.base import Stream
 
 _LEVELS: dict[Stream, int] = {"stdout": logging.INFO, "stderr": logging.WARNING}
+
+
+async def _reap_quietly(catalog: Catalog, flow_run_id: str, reason: str) -> str:
+    try:
+        return await reap_run(catalog, flow_run_id, reason=reason)
+    except SMSError as error:
+        return f"could not clean up: {error}"
 
 
 async def _reap_after(flow: Flow, flow_run: FlowRun, state: State) -> None:
@@ -99,7 +107,11 @@ async def run_script(
     version_text = f"version {chosen.number}" if chosen else entry.path
     logger.info(f"Running {script} ({version_text}, {entry.interpreter}) on {target_host}")
 
+    process_started = False
+
     async def started(pid: int | None) -> None:
+        nonlocal process_started
+        process_started = True
         logger.info(f"Started as process group {pid}")
         _update(catalog, str(flow_run.id), remote_pid=pid, started_at=datetime.now(UTC), exit_code=None)
 
@@ -108,15 +120,20 @@ async def run_script(
 
     try:
         host_block = await load_host(target_host)
-        transport = await host_block.open_transport()
-        try:
-            async with heartbeat(catalog, str(flow_run.id)):
-                result = await execute(transport, run, on_started=started, on_output=output)
-        finally:
-            await asyncio.shield(transport.close())
+        # One slot of the host's limit (max_parallel_sessions) from before connecting until closed.
+        async with host_slot(target_host, host_block.max_parallel_sessions, holder_id=flow_run.id, logger=logger):
+            transport = await host_block.open_transport()
+            try:
+                async with heartbeat(catalog, str(flow_run.id)):
+                    result = await execute(transport, run, on_started=started, on_output=output)
+            finally:
+                await asyncio.shield(transport.close())
     except SMSError as error:
+        message = f"{script} could not run on {target_host}: {error}"
+        if process_started:  # e.g. the connection died mid-run: kill what may still run there
+            message += f"; {await _reap_quietly(catalog, str(flow_run.id), str(error))}"
         _update(catalog, str(flow_run.id), ended_at=datetime.now(UTC))
-        return await _finish(logger, Failed(message=f"{script} could not run on {target_host}: {error}"))
+        return await _finish(logger, Failed(message=message))
     except BaseException:  # cancelled or terminated: execute() has killed the process group
         _update(catalog, str(flow_run.id), ended_at=datetime.now(UTC))
         raise

@@ -18,6 +18,7 @@ from prefect.schedules import Cron, Interval, Schedule
 from flows.housekeeping import housekeeping
 from flows.run_script import run_script
 from sms_plugin.catalog import Script
+from sms_plugin.limits import deployment_concurrency
 from sms_plugin.settings import work_pool_name
 
 FLOW_NAME = "run-script"
@@ -64,6 +65,7 @@ async def sync_script(script: Script) -> str:
         tags=sorted({*script.tags, f"host:{script.host}", "sms"}),
         work_pool_name=work_pool_name(),
         entrypoint_type=EntrypointType.MODULE_PATH,
+        concurrency_limit=deployment_concurrency(script.single_instance),
     )
     deployment_id = await deployment.apply()
     async with get_client() as client:

@@ -19,6 +19,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 
+from sms_plugin.errors import TransportError
 from sms_plugin.transports.base import Command, OutputLine, Stream, Transport
 from sms_plugin.transports.interpreters import interpreter as find_interpreter
 
@@ -122,7 +123,8 @@ async def execute(
             await process.kill(run.kill_grace_seconds)
             exit_code = await process.wait()
         except BaseException:
-            await asyncio.shield(process.kill(run.kill_grace_seconds))
+            with contextlib.suppress(TransportError):  # a lost connection: the reaper kills later
+                await asyncio.shield(process.kill(run.kill_grace_seconds))
             raise
         return ExecutionResult(exit_code=exit_code, timed_out=timed_out, tail=list(tail))
     finally:

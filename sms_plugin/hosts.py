@@ -32,6 +32,7 @@ from sms_plugin.errors import (
     NotFound,
     TransportError,
 )
+from sms_plugin.limits import ensure_host_limit
 from sms_plugin.transports.base import Command, RemoteProcess, Transport
 from sms_plugin.transports.ssh import SSHTransport, fetch_host_key, fingerprint, handshake, key_line
 
@@ -85,6 +86,7 @@ async def add(name: str, block: HostBlock, *, overwrite: bool = False) -> None:
         else:
             raise Conflict(f"host {name!r} exists already; pass overwrite to replace it")
     await block.asave(name, overwrite=True)
+    await ensure_host_limit(name, block.max_parallel_sessions)  # the `host:<name>` concurrency limit
 
 
 async def listing() -> list[HostInfo]:

@@ -20,6 +20,7 @@ from prefect.states import Cancelled, Cancelling
 from sms_plugin.catalog import Catalog, get_run, get_script, get_version
 from sms_plugin.deploy import deployment_name
 from sms_plugin.errors import Conflict, NotFound
+from sms_plugin.limits import refuse_second_run
 from sms_plugin.origin import origin_tags
 
 _LOG_PAGE = 200
@@ -61,7 +62,7 @@ async def start(
 ) -> str:
     """Creates a flow run of the script's deployment (as the Prefect UI does); returns its id."""
     with catalog.session() as session:
-        get_script(session, name)
+        single_instance = get_script(session, name).single_instance
         if version is not None:
             get_version(session, name, version)
     parameters: dict[str, object] = {"script": name}
@@ -73,6 +74,8 @@ async def start(
             deployment = await client.read_deployment_by_name(deployment_name(name))
         except ObjectNotFound:
             raise NotFound(f"script {name!r} has no Prefect deployment; run `sms sync`") from None
+        if single_instance == "reject":
+            await refuse_second_run(client, name, deployment.id)
         flow_run = await client.create_flow_run_from_deployment(
             deployment.id, parameters=parameters, tags=origin_tags(trigger, user)
         )

@@ -186,6 +186,17 @@ def script_add(
     workdir: Annotated[str | None, typer.Option("--workdir", help="Working directory on the host.")] = None,
     timeout: Annotated[int | None, typer.Option("--timeout", help="Seconds before the run is killed.")] = None,
     retries: Annotated[int, typer.Option("--retries", help="Prefect retries after a failure.")] = 0,
+    single_instance: Annotated[
+        str,
+        typer.Option(
+            "--single-instance",
+            metavar="off|queue|reject",
+            help="A second start while it runs: off (runs in parallel), queue (waits), reject (refused).",
+        ),
+    ] = "off",
+    kill_grace: Annotated[
+        int, typer.Option("--kill-grace", metavar="SECONDS", help="Seconds between TERM and KILL on stop.")
+    ] = 5,
     cron: Annotated[list[str], typer.Option("--cron", help="Cron schedule (repeatable).")] = [],  # noqa: B006
     every: Annotated[int | None, typer.Option("--every", help="Run every N seconds.")] = None,
     timezone: Annotated[str, typer.Option("--timezone", help="Time zone of the schedules.")] = "UTC",
@@ -208,6 +219,8 @@ def script_add(
             "working_dir": workdir,
             "timeout_seconds": timeout,
             "retries": retries,
+            "single_instance": single_instance,
+            "kill_grace_seconds": kill_grace,
             "schedules": schedules,
             "tags": tag,
             "enabled": not disabled,

@@ -19,12 +19,14 @@ Example::
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import base64
 import hashlib
 import io
 import posixpath
 import socket
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import astuple, dataclass, field
 from typing import Any
 
 import paramiko
@@ -349,25 +351,94 @@ class SSHProcess(RemoteProcess):
             raise TransportError(f"the script could not be started (exit code {code}): {errors or 'no message'}")
 
     async def _main_exit(self) -> int:
-        return await asyncio.to_thread(self._channel.recv_exit_status)
+        status = await asyncio.to_thread(self._channel.recv_exit_status)
+        if status == -1:  # the channel closed without an exit status: the connection died
+            label = self.transport.target.label  # type: ignore[attr-defined]
+            raise TransportError(
+                f"the SSH connection to {label} was lost while the script ran (process group {self.pid})"
+            )
+        return status
 
     async def _abandon_output(self) -> None:
         await super()._abandon_output()
         self._channel.close()
 
 
-class SSHTransport(Transport):
-    """One SSH connection; open it with :meth:`connect`."""
+RUNS_PER_CONNECTION = 5
+"""Runs sharing one connection: each may hold two channels at once (the script, plus an upload or
+a kill), which keeps a connection within OpenSSH's default MaxSessions of 10."""
 
-    def __init__(self, target: SSHTarget, client: paramiko.SSHClient) -> None:
+
+def _pool_key(target: SSHTarget) -> tuple[object, ...]:
+    return tuple(tuple(value) if isinstance(value, list) else value for value in astuple(target))
+
+
+@dataclass(eq=False)
+class _Shared:
+    client: paramiko.SSHClient
+    leases: int = 0
+
+    def alive(self) -> bool:
+        transport = self.client.get_transport()
+        return transport is not None and transport.is_active()
+
+
+class ConnectionPool:
+    """SSH connections shared by the runs of one process, per target.
+
+    A run leases a connection with room left (at most ``runs_per_connection`` runs each); a dead
+    connection is replaced by a new one for the next lease; one idle connection per target is
+    kept for the next run, further idle ones are closed. Keepalives run every 30 s.
+    """
+
+    def __init__(self, runs_per_connection: int = RUNS_PER_CONNECTION) -> None:
+        self.runs_per_connection = runs_per_connection
+        self._connections: dict[tuple[object, ...], list[_Shared]] = {}
+        self._locks: dict[tuple[object, ...], asyncio.Lock] = {}
+        self.opened = 0
+        """How many connections this pool has opened (for tests and benchmarks)."""
+
+    async def lease(self, target: SSHTarget) -> _Shared:
+        key = _pool_key(target)
+        async with self._locks.setdefault(key, asyncio.Lock()):
+            shared = self._connections.setdefault(key, [])
+            for dead in [c for c in shared if not c.alive()]:
+                shared.remove(dead)
+                dead.client.close()
+            free = next((c for c in shared if c.leases < self.runs_per_connection), None)
+            if free is None:
+                free = _Shared(await asyncio.to_thread(_connect, target))
+                shared.append(free)
+                self.opened += 1
+            free.leases += 1
+            return free
+
+    def release(self, target: SSHTarget, lease: _Shared) -> None:
+        lease.leases -= 1
+        shared = self._connections.get(_pool_key(target), [])
+        idle = [c for c in shared if c.leases == 0]
+        for surplus in idle[1:] if lease.alive() else idle:
+            shared.remove(surplus)
+            surplus.client.close()
+
+
+POOL = ConnectionPool()
+
+
+class SSHTransport(Transport):
+    """A lease on a pooled SSH connection; open it with :meth:`connect`, ``close`` gives it back."""
+
+    def __init__(self, target: SSHTarget, lease: _Shared, pool: ConnectionPool) -> None:
         self.target = target
-        self._client = client
-        self._sftp: paramiko.SFTPClient | None = None
+        self._lease = lease
+        self._pool = pool
+        self._client = lease.client
+        self._released = False
 
     @classmethod
-    async def connect(cls, target: SSHTarget) -> SSHTransport:
-        """Connects and authenticates, refusing unknown or changed host keys."""
-        return cls(target, await asyncio.to_thread(_connect, target))
+    async def connect(cls, target: SSHTarget, pool: ConnectionPool = POOL) -> SSHTransport:
+        """Connects, or reuses a pooled connection; unknown or changed host keys are refused."""
+        return cls(target, await pool.lease(target), pool)
 
     def negotiated(self) -> Negotiated:
         """The algorithms agreed with the server for this connection."""
@@ -376,16 +447,20 @@ class SSHTransport(Transport):
             raise TransportError(f"the SSH connection to {self.target.label} is closed")
         return transport.negotiated()
 
-    def _open_sftp(self) -> paramiko.SFTPClient:
-        if self._sftp is None:
-            self._sftp = self._client.open_sftp()
-        return self._sftp
+    @contextlib.contextmanager
+    def _sftp(self) -> Iterator[paramiko.SFTPClient]:
+        """An SFTP session for one operation (it holds a channel only while in use)."""
+        sftp = self._client.open_sftp()
+        try:
+            yield sftp
+        finally:
+            sftp.close()
 
     async def scratch_dir(self) -> str:
         def make() -> str:
-            sftp = self._open_sftp()
-            path = posixpath.join(sftp.normalize("."), ".sms", "run")
-            self._mkdirs(sftp, path)
+            with self._sftp() as sftp:
+                path = posixpath.join(sftp.normalize("."), ".sms", "run")
+                self._mkdirs(sftp, path)
             return path
 
         return await asyncio.to_thread(make)
@@ -402,12 +477,12 @@ class SSHTransport(Transport):
 
     async def upload(self, content: bytes, path: str, mode: int = 0o700) -> None:
         def put() -> None:
-            sftp = self._open_sftp()
-            self._mkdirs(sftp, posixpath.dirname(path))
-            with sftp.open(path, "wb") as file:
-                file.set_pipelined(True)
-                file.chmod(mode)
-                file.write(content)
+            with self._sftp() as sftp:
+                self._mkdirs(sftp, posixpath.dirname(path))
+                with sftp.open(path, "wb") as file:
+                    file.set_pipelined(True)
+                    file.chmod(mode)
+                    file.write(content)
 
         try:
             await asyncio.to_thread(put)
@@ -417,7 +492,8 @@ class SSHTransport(Transport):
     async def remove(self, path: str) -> None:
         def unlink() -> None:
             try:
-                self._open_sftp().remove(path)
+                with self._sftp() as sftp:
+                    sftp.remove(path)
             except FileNotFoundError:
                 pass
 
@@ -467,6 +543,7 @@ class SSHTransport(Transport):
         await asyncio.to_thread(self._exec_status, posix.remove_state_line(run_id))
 
     async def close(self) -> None:
-        if self._sftp is not None:
-            self._sftp.close()
-        await asyncio.to_thread(self._client.close)
+        """Gives the connection back to the pool (processes started through it are not touched)."""
+        if not self._released:
+            self._released = True
+            self._pool.release(self.target, self._lease)

@@ -108,8 +108,9 @@ async def test_sigkill_of_the_flow_process(catalog_ready, crash_host, ssh_server
     events, record = _reaped(catalog, run_id)
     print(f"flow process SIGKILL → script gone after {gone:.1f} s; state {state}")
     assert state == "CRASHED"
-    assert events and events[0].actor.startswith("sms-reaper") and events[0].outcome == "ok"
-    assert "killed process group" in events[0].detail["outcome"]
+    # The on_crashed hook (or, if it loses the race, the scheduled housekeeping) did the kill.
+    killers = [e for e in events if "killed process group" in e.detail["outcome"]]
+    assert killers and killers[0].actor.startswith("sms-reaper") and killers[0].outcome == "ok"
     assert record.ended_at is not None and "sms-reaper" in record.notes
 
 
@@ -144,8 +145,7 @@ async def test_loss_of_the_worker_and_its_flow_process(catalog_ready, crash_host
     assert await _until(lambda: not _alive(ssh_server, f"sleep {marker}"), 15)
     events, record = _reaped(catalog, run_id)
     print(f"worker loss → run Crashed and script gone after {recovered:.1f} s")
-    assert events and events[0].actor == "sms-reaper"
-    assert "no heartbeat" in events[0].detail["reason"]
+    assert any(e.actor == "sms-reaper" and "no heartbeat" in e.detail["reason"] for e in events)
     async with get_client() as client:
         flow_run = await client.read_flow_run(uuid.UUID(run_id))
     assert "no heartbeat" in flow_run.state.message

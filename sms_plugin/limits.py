@@ -1,0 +1,174 @@
+"""Per-host concurrency: at most ``max_parallel_sessions`` scripts run on a host at once.
+
+Each host has a Prefect global concurrency limit named ``host:<host name>`` whose limit is the
+host block's ``max_parallel_sessions``. A run holds one slot of it from before the transport is
+opened until the transport is closed::
+
+    async with host_slot("web-01", host_block.max_parallel_sessions, holder_id=flow_run.id):
+        transport = await host_block.open_transport()
+        ...
+
+The limit is created or updated when a host is added (:func:`ensure_host_limit`) and again by
+every run before it asks for a slot, so a block edited in the Prefect UI is honoured by the next
+run. Slots are *leases*: the run renews its lease every 45 s (a Prefect thread in the flow
+process), releases it when the script ends, is stopped or fails, and a run whose process dies
+without releasing (SIGKILL, lost machine) loses its slot when the lease expires: at most
+:data:`LEASE_SECONDS` after the last renewal, plus the server's lease reaper interval (15 s).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from uuid import UUID
+
+import httpx
+from prefect import get_client
+from prefect.client.orchestration import PrefectClient
+from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate, GlobalConcurrencyLimitUpdate
+from prefect.client.schemas.filters import (
+    DeploymentFilter,
+    DeploymentFilterId,
+    FlowRunFilter,
+    FlowRunFilterState,
+    FlowRunFilterStateType,
+)
+from prefect.client.schemas.objects import (
+    ConcurrencyLeaseHolder,
+    ConcurrencyLimitConfig,
+    ConcurrencyLimitStrategy,
+    StateType,
+)
+from prefect.client.schemas.sorting import FlowRunSort
+from prefect.client.schemas.responses import GlobalConcurrencyLimitResponse
+from prefect.concurrency.asyncio import ConcurrencySlotAcquisitionError, concurrency
+from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+
+from sms_plugin.errors import Conflict
+
+PREFIX = "host:"
+LEASE_SECONDS = 60.0
+"""How long a slot outlives its run's last renewal; 60 s is the shortest lease Prefect accepts."""
+
+_log = logging.getLogger(__name__)
+
+
+def host_limit_name(host: str) -> str:
+    """The name of host ``host``'s global concurrency limit, e.g. ``host:web-01``."""
+    return f"{PREFIX}{host}"
+
+
+async def ensure_host_limit(host: str, limit: int) -> GlobalConcurrencyLimitResponse:
+    """Creates host ``host``'s limit with ``limit`` slots, or updates it when it differs (also
+    re-activates it and removes any slot decay, which would let slots vanish under a running
+    script). Returns the limit as it is now."""
+    name = host_limit_name(host)
+    async with get_client() as client:
+        try:
+            current = await client.read_global_concurrency_limit_by_name(name)
+        except ObjectNotFound:
+            try:
+                await client.create_global_concurrency_limit(
+                    GlobalConcurrencyLimitCreate(name=name, limit=limit, slot_decay_per_second=0.0)
+                )
+            except ObjectAlreadyExists:  # another run created it meanwhile
+                pass
+            return await _matching(client, name, limit)
+        if current.limit == limit and current.active and not current.slot_decay_per_second:
+            return current
+        return await _matching(client, name, limit)
+
+
+async def _matching(client, name: str, limit: int) -> GlobalConcurrencyLimitResponse:
+    current = await client.read_global_concurrency_limit_by_name(name)
+    if current.limit != limit or not current.active or current.slot_decay_per_second:
+        await client.update_global_concurrency_limit(
+            name, GlobalConcurrencyLimitUpdate(limit=limit, active=True, slot_decay_per_second=0.0)
+        )
+        current = await client.read_global_concurrency_limit_by_name(name)
+    return current
+
+
+async def remove_host_limit(host: str) -> bool:
+    """Deletes host ``host``'s limit; False if it had none."""
+    async with get_client() as client:
+        try:
+            await client.delete_global_concurrency_limit_by_name(host_limit_name(host))
+        except ObjectNotFound:
+            return False
+    return True
+
+
+def _locked(error: ConcurrencySlotAcquisitionError) -> bool:
+    cause = error.__cause__
+    return isinstance(cause, httpx.HTTPStatusError) and cause.response.status_code == 423
+
+
+@asynccontextmanager
+async def host_slot(
+    host: str,
+    limit: int,
+    *,
+    holder_id: UUID | None = None,
+    logger: logging.Logger | logging.LoggerAdapter | None = None,
+) -> AsyncIterator[float]:
+    """Holds one slot of host ``host``'s limit (made to be ``limit`` first) while the block runs;
+    yields the seconds spent waiting for it. When no slot is free it logs once
+    "waiting for a free slot on host X (limit N)" and waits as long as it takes."""
+    log = logger or _log
+    await ensure_host_limit(host, limit)
+    name = host_limit_name(host)
+    holder = ConcurrencyLeaseHolder(type="flow_run", id=holder_id) if holder_id else None
+    began = time.monotonic()
+    # A failed renewal (e.g. the Prefect server restarting) must not kill a running script.
+    options = {"lease_duration": LEASE_SECONDS, "strict": True, "holder": holder, "raise_on_lease_renewal_failure": False}
+    async with AsyncExitStack() as stack:
+        try:  # one quick try first, so that a run which has to wait says so
+            await stack.enter_async_context(concurrency(name, occupy=1, max_retries=0, **options))
+        except ConcurrencySlotAcquisitionError as error:
+            if not _locked(error):
+                raise
+            log.info(f"waiting for a free slot on host {host} (limit {limit})")
+            await stack.enter_async_context(concurrency(name, occupy=1, **options))
+            log.info(f"got a slot on host {host} after {time.monotonic() - began:.1f} s")
+        yield time.monotonic() - began
+
+
+# ------------------------------------------------------------------ single-instance scripts
+
+#: single_instance → the collision strategy of Prefect's deployment concurrency (limit 1):
+#: "queue" makes a second run wait (Prefect reschedules it as Scheduled/AwaitingConcurrencySlot
+#: until the first has ended), "reject" ends it at once as Cancelled with the message
+#: "Deployment concurrency limit reached.". Schedules, the Prefect UI and the API obey it alike.
+_COLLISION = {"queue": ConcurrencyLimitStrategy.ENQUEUE, "reject": ConcurrencyLimitStrategy.CANCEL_NEW}
+REJECTED_MESSAGE = "Deployment concurrency limit reached."
+"""The message of the Cancelled state Prefect gives a run refused by "reject"."""
+
+
+def deployment_concurrency(single_instance: str) -> ConcurrencyLimitConfig | None:
+    """The ``concurrency_limit`` of a script's deployment: None for "off" (parallel runs)."""
+    if single_instance not in _COLLISION:
+        return None
+    return ConcurrencyLimitConfig(limit=1, collision_strategy=_COLLISION[single_instance])
+
+
+_BUSY = [StateType.PENDING, StateType.RUNNING, StateType.CANCELLING]
+
+
+async def refuse_second_run(client: PrefectClient, script: str, deployment_id: UUID) -> None:
+    """For a "reject" script: Conflict if a run of its deployment is Pending, Running or
+    Cancelling, so that the CLI and SDK say why at once (Prefect itself would cancel the new run)."""
+    busy = await client.read_flow_runs(
+        deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id])),
+        flow_run_filter=FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=_BUSY))),
+        sort=FlowRunSort.START_TIME_ASC,
+        limit=1,
+    )
+    if busy:
+        run = busy[0]
+        state = run.state.name if run.state else "active"
+        raise Conflict(
+            f"script {script} allows one run at a time and run {run.id} is still {state}; stop it or wait"
+        )

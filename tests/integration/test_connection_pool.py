@@ -1,0 +1,131 @@
+"""Connection reuse against a real sshd: runs to one host share connections, a dead connection
+fails only its own runs, with a clear message, and the next run reconnects."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import subprocess
+import time
+import uuid
+
+import pytest
+
+from sms_plugin.errors import TransportError
+from sms_plugin.execution import ScriptRun, execute
+from sms_plugin.transports.ssh import ConnectionPool, SSHTransport
+
+pytestmark = pytest.mark.integration
+
+
+def server_connections(port: int) -> int:
+    """Established TCP connections to the sshd, counted on the server's side of the socket."""
+    out = subprocess.run(["ss", "-Htn", "state", "established", f"( sport = :{port} )"],
+                         capture_output=True, text=True, check=True).stdout
+    return len(out.splitlines())
+
+
+async def _run(pool: ConnectionPool, target, content: str, args: list[str] | None = None) -> tuple[int, list[str]]:
+    lines: list[str] = []
+
+    async def keep(stream: str, message: str) -> None:
+        lines.extend(message.splitlines())
+
+    async def ignore(pid: int | None) -> None:
+        return None
+
+    transport = await SSHTransport.connect(target, pool=pool)
+    try:
+        result = await execute(transport, ScriptRun(interpreter="sh", content=content, args=args or []),
+                               on_started=ignore, on_output=keep)
+    finally:
+        await transport.close()
+    return result.exit_code, lines
+
+
+async def test_sequential_runs_share_one_connection(ssh_target, ssh_server):
+    pool = ConnectionPool()
+    for n in range(30):
+        assert await _run(pool, ssh_target, 'echo "run $1"\n', [str(n)]) == (0, [f"run {n}"])
+    assert pool.opened == 1
+    assert server_connections(ssh_server.port) >= 1  # the idle one stays for the next run
+
+
+async def test_30_concurrent_runs_open_6_connections_within_max_sessions(ssh_target, ssh_server):
+    pool = ConnectionPool()
+    before = server_connections(ssh_server.port)
+    peak = 0
+
+    async def sample() -> None:
+        nonlocal peak
+        while True:
+            peak = max(peak, server_connections(ssh_server.port) - before)
+            await asyncio.sleep(0.05)
+
+    sampler = asyncio.create_task(sample())
+    try:
+        results = await asyncio.gather(*(_run(pool, ssh_target, 'sleep 1; echo "run $1"\n', [str(n)]) for n in range(30)))
+    finally:
+        sampler.cancel()
+    assert results == [(0, [f"run {n}"]) for n in range(30)]
+    print(f"30 concurrent runs: {pool.opened} connections opened, at most {peak} seen on the server")
+    assert pool.opened == 6  # 5 runs per connection: 2 channels each stays within MaxSessions 10
+    assert peak <= 6
+
+
+def _sshd_session_of(pid: int) -> int:
+    """The sshd process that serves the connection of remote process ``pid``."""
+    while pid > 1:
+        name = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")[0].decode()
+        if name.startswith("sshd:"):
+            return pid
+        pid = int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[1])
+    raise AssertionError("no sshd ancestor")
+
+
+async def test_a_dead_connection_fails_only_its_runs_and_the_next_run_reconnects(ssh_target, ssh_server):
+    pool = ConnectionPool(runs_per_connection=1)
+    victim_transport = await SSHTransport.connect(ssh_target, pool=pool)
+    survivor = asyncio.create_task(_run(pool, ssh_target, "sleep 2; echo survived\n"))
+    marker = str(uuid.uuid4().int % 10**6 + 5 * 10**6)
+    from sms_plugin.transports.base import Command
+
+    run_id = str(uuid.uuid4())
+    process = await victim_transport.start(Command(argv=["sh", "-c", f"echo started; sleep {marker}"], run_id=run_id))
+    lines = process.lines()
+    assert (await anext(lines)).text == "started"
+    os.kill(_sshd_session_of(process.pid), signal.SIGKILL)
+
+    with pytest.raises(TransportError, match="was lost while the script ran"):
+        await asyncio.wait_for(process.wait(), 30)
+    await victim_transport.close()
+    assert await survivor == (0, ["survived"])
+
+    cleaner = await SSHTransport.connect(ssh_target, pool=pool)  # the survivor's idle connection
+    try:
+        assert await cleaner.run_state(run_id) == process.pid  # the script outlived its connection
+        assert await cleaner.kill_run(process.pid, run_id, grace_seconds=1)
+    finally:
+        await cleaner.close()
+    assert [p for p in ssh_server.processes(f"sleep {marker}") if " Z" not in p] == []
+    assert pool.opened == 2  # the dead connection was dropped, not handed out again
+
+    # The idle connection dies too (server restarted, firewall...): the next run reconnects.
+    _kill_server_side(cleaner, ssh_server.port)
+    assert await asyncio.wait_for(_run(pool, ssh_target, "echo again\n"), 30) == (0, ["again"])
+    assert pool.opened == 3
+
+
+def _kill_server_side(transport: SSHTransport, port: int) -> None:
+    client_port = transport._client.get_transport().sock.getsockname()[1]
+    out = subprocess.run(["ss", "-Htnp", "state", "established", f"( sport = :{port} and dport = :{client_port} )"],
+                         capture_output=True, text=True, check=True).stdout
+    pids = {int(pid) for pid in re.findall(r"pid=(\d+)", out)}
+    assert pids, out
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 5
+    while transport._client.get_transport().is_active() and time.monotonic() < deadline:
+        time.sleep(0.05)
