@@ -25,6 +25,7 @@ import hashlib
 import io
 import posixpath
 import socket
+import weakref
 from collections.abc import Iterator
 from dataclasses import astuple, dataclass, field
 from typing import Any
@@ -394,13 +395,15 @@ class ConnectionPool:
     def __init__(self, runs_per_connection: int = RUNS_PER_CONNECTION) -> None:
         self.runs_per_connection = runs_per_connection
         self._connections: dict[tuple[object, ...], list[_Shared]] = {}
-        self._locks: dict[tuple[object, ...], asyncio.Lock] = {}
+        self._locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[object, ...], asyncio.Lock]]
+        self._locks = weakref.WeakKeyDictionary()  # an asyncio.Lock belongs to one event loop
         self.opened = 0
         """How many connections this pool has opened (for tests and benchmarks)."""
 
     async def lease(self, target: SSHTarget) -> _Shared:
         key = _pool_key(target)
-        async with self._locks.setdefault(key, asyncio.Lock()):
+        locks = self._locks.setdefault(asyncio.get_running_loop(), {})
+        async with locks.setdefault(key, asyncio.Lock()):
             shared = self._connections.setdefault(key, [])
             for dead in [c for c in shared if not c.alive()]:
                 shared.remove(dead)
