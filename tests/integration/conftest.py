@@ -11,17 +11,23 @@ from sms_plugin.transports.local import LocalTransport
 from sms_plugin.transports.ssh import SSHTarget, SSHTransport
 
 
+def target_of(server, **overrides: object) -> SSHTarget:
+    """A test bed sshd as a target for its user ``smstest``, host keys pinned."""
+    values: dict[str, object] = {
+        "address": server.host,
+        "port": server.port,
+        "username": server.username,
+        "private_key": server.private_key_pem,
+        "host_keys": list(server.host_public_keys),
+        "connect_timeout": 5,
+    }
+    return SSHTarget(**{**values, **overrides})  # type: ignore[arg-type]
+
+
 @pytest.fixture
 def ssh_target(ssh_server) -> SSHTarget:
-    """The test bed's sshd as a target for user ``smstest``, host keys pinned."""
-    return SSHTarget(
-        address=ssh_server.host,
-        port=ssh_server.port,
-        username=ssh_server.username,
-        private_key=ssh_server.private_key_pem,
-        host_keys=list(ssh_server.host_public_keys),
-        connect_timeout=5,
-    )
+    """The test bed's modern sshd as a target."""
+    return target_of(ssh_server)
 
 
 @pytest.fixture(params=["local", "ssh"])

@@ -20,6 +20,7 @@ from sms_plugin import hosts
 from sms_plugin.errors import HostUnreachable, IncompatibleHost
 from sms_plugin.transports.ssh import LEGACY_ALGORITHMS, SSHTarget, SSHTransport, fetch_host_key, handshake
 
+from tests.integration.conftest import target_of
 from tests.integration.test_transports import run
 
 pytestmark = pytest.mark.integration
@@ -34,15 +35,7 @@ def unique(prefix: str) -> str:
 
 @pytest.fixture
 def legacy_target(legacy_ssh_server) -> SSHTarget:
-    return SSHTarget(
-        address=legacy_ssh_server.host,
-        port=legacy_ssh_server.port,
-        username=legacy_ssh_server.username,
-        private_key=legacy_ssh_server.private_key_pem,
-        host_keys=list(legacy_ssh_server.host_public_keys),
-        legacy=True,
-        connect_timeout=5,
-    )
+    return target_of(legacy_ssh_server, legacy=True)
 
 
 def block_for(server, **overrides) -> SSHHost:
