@@ -23,7 +23,7 @@ import threading
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Literal, Self
+from typing import Literal, Self, TypeVar
 
 Stream = Literal["stdout", "stderr"]
 
@@ -36,6 +36,38 @@ _QUEUE_BATCHES = 64
 _KILL_POLL_SECONDS = 0.1
 
 READ_BYTES = 64 * 1024
+
+
+T = TypeVar("T")
+
+
+async def in_thread(call: Callable[[], T]) -> T:
+    """Runs a blocking call that may last as long as a script, in a thread of its own.
+
+    ``asyncio.to_thread`` shares a handful of executor threads; waits that last a whole run
+    would fill them and stall short calls (a kill) behind them.
+    """
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+
+    def settle(outcome: T | None, error: BaseException | None) -> None:
+        if future.done():
+            return
+        if error is None:
+            future.set_result(outcome)  # type: ignore[arg-type]
+        else:
+            future.set_exception(error)
+
+    def run() -> None:
+        try:
+            outcome = call()
+        except BaseException as error:  # noqa: BLE001 - handed to the awaiting coroutine
+            loop.call_soon_threadsafe(settle, None, error)
+        else:
+            loop.call_soon_threadsafe(settle, outcome, None)
+
+    threading.Thread(target=run, name="sms-wait", daemon=True).start()
+    return await future
 
 
 @dataclass(frozen=True, slots=True)

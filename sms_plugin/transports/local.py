@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from sms_plugin.errors import TransportError
-from sms_plugin.transports.base import Command, RemoteProcess, Transport
+from sms_plugin.transports.base import Command, RemoteProcess, Transport, in_thread
 from sms_plugin.transports.posix import RUN_MARKER
 
 _INHERITED_ENV = ("PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LC_ALL", "TZ", "TMPDIR")
@@ -64,7 +64,7 @@ class LocalProcess(RemoteProcess):
         self._supervise()
 
     async def _main_exit(self) -> int:
-        code = await asyncio.to_thread(self._process.wait)
+        code = await in_thread(self._process.wait)
         if self.run_id:
             await self._local.remove_state(self.run_id)
         return 128 - code if code < 0 else code

@@ -34,7 +34,7 @@ import paramiko
 
 from sms_plugin.errors import AuthenticationFailed, HostKeyError, HostUnreachable, IncompatibleHost, TransportError
 from sms_plugin.transports import posix
-from sms_plugin.transports.base import Command, RemoteProcess, Transport
+from sms_plugin.transports.base import Command, RemoteProcess, Transport, in_thread
 
 _KEY_CLASSES: tuple[type[paramiko.PKey], ...] = (paramiko.Ed25519Key, paramiko.ECDSAKey, paramiko.RSAKey)
 _KEEPALIVE_SECONDS = 30
@@ -352,7 +352,7 @@ class SSHProcess(RemoteProcess):
             raise TransportError(f"the script could not be started (exit code {code}): {errors or 'no message'}")
 
     async def _main_exit(self) -> int:
-        status = await asyncio.to_thread(self._channel.recv_exit_status)
+        status = await in_thread(self._channel.recv_exit_status)
         if status == -1:  # the channel closed without an exit status: the connection died
             label = self.transport.target.label  # type: ignore[attr-defined]
             raise TransportError(
@@ -365,9 +365,10 @@ class SSHProcess(RemoteProcess):
         self._channel.close()
 
 
-RUNS_PER_CONNECTION = 5
+RUNS_PER_CONNECTION = 4
 """Runs sharing one connection: each may hold two channels at once (the script, plus an upload or
-a kill), which keeps a connection within OpenSSH's default MaxSessions of 10."""
+a kill), so 4 runs use at most 8 of OpenSSH's default MaxSessions of 10, leaving room for channels
+the server has not finished closing."""
 
 
 def _pool_key(target: SSHTarget) -> tuple[object, ...]:

@@ -143,3 +143,31 @@ def test_launcher_refuses_to_run_outside_a_group_of_its_own(tmp_path):
     assert done.returncode == 126
     assert "cannot start the script in a process group of its own" in done.stderr
     assert "ran" not in done.stdout
+
+
+async def test_stop_stays_fast_with_many_runs_in_flight(transport, request):
+    """Twelve runs wait for their scripts at once; stopping one must not queue behind them."""
+    marker = _marker()
+    leases: list[Transport] = []
+    for _ in range(12):  # each run its own lease, as runs do (SSH: pooled, 5 runs per connection)
+        ssh = isinstance(transport, SSHTransport)
+        leases.append(await SSHTransport.connect(request.getfixturevalue("ssh_target")) if ssh else transport)
+    processes = [
+        await lease.start(Command(argv=["sh", "-c", f"echo started; sleep {marker}"], run_id=str(uuid.uuid4())))
+        for lease in leases
+    ]
+    waits = [asyncio.create_task(process.wait()) for process in processes]
+    await asyncio.sleep(0.5)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await asyncio.wait_for(processes[-1].kill(grace_seconds=1), 5)
+    assert await asyncio.wait_for(waits[-1], 5) == 128 + 15
+    took = loop.time() - started
+    print(f"stop with 12 runs in flight: {took:.2f} s")
+    assert took < 2
+    await asyncio.gather(*(process.kill(grace_seconds=1) for process in processes[:-1]))
+    await asyncio.wait_for(asyncio.gather(*waits), 10)
+    assert _alive(transport, request, f"sleep {marker}") == []
+    for lease in {id(lease): lease for lease in leases}.values():
+        if lease is not transport:
+            await lease.close()
