@@ -18,13 +18,13 @@ without releasing (SIGKILL, lost machine) loses its slot when the lease expires:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import asynccontextmanager
 from uuid import UUID
 
-import httpx
 from prefect import get_client
 from prefect.client.orchestration import PrefectClient
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate, GlobalConcurrencyLimitUpdate
@@ -43,7 +43,7 @@ from prefect.client.schemas.objects import (
 )
 from prefect.client.schemas.sorting import FlowRunSort
 from prefect.client.schemas.responses import GlobalConcurrencyLimitResponse
-from prefect.concurrency.asyncio import ConcurrencySlotAcquisitionError, concurrency
+from prefect.concurrency.asyncio import concurrency
 from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 
 from sms_plugin.errors import Conflict
@@ -51,6 +51,8 @@ from sms_plugin.errors import Conflict
 PREFIX = "host:"
 LEASE_SECONDS = 60.0
 """How long a slot outlives its run's last renewal; 60 s is the shortest lease Prefect accepts."""
+WAIT_NOTICE_SECONDS = 0.5
+"""A slot not granted within this time means the host is full: the run says it is waiting."""
 
 _log = logging.getLogger(__name__)
 
@@ -101,11 +103,6 @@ async def remove_host_limit(host: str) -> bool:
     return True
 
 
-def _locked(error: ConcurrencySlotAcquisitionError) -> bool:
-    cause = error.__cause__
-    return isinstance(cause, httpx.HTTPStatusError) and cause.response.status_code == 423
-
-
 @asynccontextmanager
 async def host_slot(
     host: str,
@@ -115,25 +112,40 @@ async def host_slot(
     logger: logging.Logger | logging.LoggerAdapter | None = None,
 ) -> AsyncIterator[float]:
     """Holds one slot of host ``host``'s limit (made to be ``limit`` first) while the block runs;
-    yields the seconds spent waiting for it. When no slot is free it logs once
-    "waiting for a free slot on host X (limit N)" and waits as long as it takes."""
+    yields the seconds spent waiting for it. A run that has not got its slot after
+    :data:`WAIT_NOTICE_SECONDS` logs once "waiting for a free slot on host X (limit N)" and
+    waits as long as it takes (Prefect retries at the interval its server suggests, at most 30 s)."""
     log = logger or _log
     await ensure_host_limit(host, limit)
-    name = host_limit_name(host)
     holder = ConcurrencyLeaseHolder(type="flow_run", id=holder_id) if holder_id else None
     began = time.monotonic()
-    # A failed renewal (e.g. the Prefect server restarting) must not kill a running script.
-    options = {"lease_duration": LEASE_SECONDS, "strict": True, "holder": holder, "raise_on_lease_renewal_failure": False}
-    async with AsyncExitStack() as stack:
-        try:  # one quick try first, so that a run which has to wait says so
-            await stack.enter_async_context(concurrency(name, occupy=1, max_retries=0, **options))
-        except ConcurrencySlotAcquisitionError as error:
-            if not _locked(error):
-                raise
-            log.info(f"waiting for a free slot on host {host} (limit {limit})")
-            await stack.enter_async_context(concurrency(name, occupy=1, **options))
-            log.info(f"got a slot on host {host} after {time.monotonic() - began:.1f} s")
-        yield time.monotonic() - began
+    announced = False
+
+    async def announce() -> None:
+        nonlocal announced
+        await asyncio.sleep(WAIT_NOTICE_SECONDS)
+        announced = True
+        log.info(f"waiting for a free slot on host {host} (limit {limit})")
+
+    notice = asyncio.create_task(announce())
+    try:
+        slot = concurrency(
+            host_limit_name(host),
+            occupy=1,
+            lease_duration=LEASE_SECONDS,
+            strict=True,
+            holder=holder,
+            # A failed renewal (e.g. the Prefect server restarting) must not kill a running script.
+            raise_on_lease_renewal_failure=False,
+        )
+        async with slot:
+            notice.cancel()
+            waited = time.monotonic() - began
+            if announced:
+                log.info(f"got a slot on host {host} after {waited:.1f} s")
+            yield waited
+    finally:
+        notice.cancel()
 
 
 # ------------------------------------------------------------------ single-instance scripts

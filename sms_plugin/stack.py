@@ -40,6 +40,10 @@ class EmbeddedStack:
     def _environment(self) -> dict[str, str]:
         env = dict(os.environ)
         env.setdefault("PREFECT_HOME", str(sms_home() / "prefect"))
+        # Concurrency slot leases (per-host limits, single-instance scripts) survive a server restart;
+        # a queued single-instance run retries every 5 s instead of 30 s (docs/decisions.md#concurrency).
+        env.setdefault("PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE", "prefect.server.concurrency.lease_storage.filesystem")
+        env.setdefault("PREFECT_SERVER_DEPLOYMENTS_CONCURRENCY_SLOT_WAIT_SECONDS", "5")
         env.update(
             PREFECT_API_URL=self.api_url,
             SMS_HOME=str(sms_home()),

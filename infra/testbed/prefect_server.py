@@ -56,6 +56,10 @@ class PrefectServer(Peer):
             {
                 "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
                 "PREFECT_SERVER_UI_ENABLED": "false",
+                # A run of a "queue" script retries its deployment slot after this many seconds (default 30).
+                "PREFECT_SERVER_DEPLOYMENTS_CONCURRENCY_SLOT_WAIT_SECONDS": "1",
+                # As `sms up` does: slot leases on disk, so they survive a server restart.
+                "PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE": "prefect.server.concurrency.lease_storage.filesystem",
                 "PREFECT_SERVER_DATABASE_CONNECTION_URL": (
                     f"sqlite+aiosqlite:///{self.tmp / 'prefect.db'}"
                 ),
