@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import UTC, datetime
+from uuid import UUID
 
 from prefect import Flow, flow, get_client
 from prefect.client.schemas.objects import FlowRun, FlowRunPolicy
@@ -179,7 +180,7 @@ def _update(catalog: Catalog, flow_run_id: str, **fields: object) -> None:
         update_run(session, flow_run_id, **fields)
 
 
-async def _apply_retry_policy(flow_run_id, retries: int, delay: int, current: FlowRunPolicy) -> None:
+async def _apply_retry_policy(flow_run_id: UUID, retries: int, delay: int, current: FlowRunPolicy) -> None:
     """Prefect's server decides retries from the run's policy: give it the script's."""
     if current.retries == retries and current.retry_delay == delay:
         return
