@@ -127,9 +127,9 @@ class RemoteProcess(ABC):
     :meth:`wait`): output waits in a bounded queue, so a reader that stops reading also stops
     the script once the queue is full, instead of filling memory.
 
-    The run owns its process group. When the script's main process exits, the rest of the group
-    gets ``drain_seconds`` to finish writing; whatever is still alive then is killed, so no
-    backgrounded child outlives its run. A daemon that must survive starts a session of its own.
+    The run owns its processes. When the script's main process exits, the rest gets
+    ``drain_seconds`` to finish writing output; then whatever of the run is still alive (its
+    process group, and processes marked with its run id) is killed, so no child outlives its run.
     """
 
     drain_seconds = 2.0
@@ -153,11 +153,11 @@ class RemoteProcess(ABC):
 
     async def _lifecycle(self) -> int:
         code = await self._main_exit()
-        if not await self._streams_close_within(self.drain_seconds):
-            await self.kill(grace_seconds=self.drain_seconds)
-            if not await self._streams_close_within(self.drain_seconds):
-                await self._abandon_output()
-                await self._streams_closed.wait()
+        drained = await self._streams_close_within(self.drain_seconds)
+        await self.kill(grace_seconds=self.drain_seconds)  # whatever of the run is still alive
+        if not drained and not await self._streams_close_within(self.drain_seconds):
+            await self._abandon_output()
+            await self._streams_closed.wait()
         return code
 
     async def _streams_close_within(self, seconds: float) -> bool:

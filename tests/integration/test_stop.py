@@ -54,7 +54,10 @@ async def _start(transport: Transport, content: str, run_id: str | None):
 async def test_stop_kills_daemonised_children_and_children_ignoring_term(transport, request):
     marker, run_id = _marker(), str(uuid.uuid4())
     process, path = await _start(transport, ESCAPING_CHILDREN.format(m=marker), run_id)
-    await asyncio.sleep(0.3)
+    for _ in range(50):  # the children start asynchronously
+        if len(_alive(transport, request, f"sleep {marker}")) == 6:
+            break
+        await asyncio.sleep(0.1)
     assert len(_alive(transport, request, f"sleep {marker}")) == 6  # 5 sleeps and one "sh -c ... sleep"
     started = asyncio.get_running_loop().time()
     await process.kill(grace_seconds=1)
@@ -171,3 +174,15 @@ async def test_stop_stays_fast_with_many_runs_in_flight(transport, request):
     for lease in {id(lease): lease for lease in leases}.values():
         if lease is not transport:
             await lease.close()
+
+
+async def test_children_that_detach_their_output_do_not_outlive_the_run(transport, request):
+    marker, run_id = _marker(), str(uuid.uuid4())
+    script = (
+        f"sleep {marker} >/dev/null 2>&1 &\nnohup sleep {marker} >/dev/null 2>&1 &\n"
+        f"setsid sleep {marker} >/dev/null 2>&1 </dev/null &\necho bye\n"
+    )
+    process = await transport.start(Command(argv=["sh", "-c", script], run_id=run_id))
+    assert [line.text async for line in process.lines()] == ["bye"]
+    assert await asyncio.wait_for(process.wait(), 15) == 0
+    assert _alive(transport, request, f"sleep {marker}") == []

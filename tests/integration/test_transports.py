@@ -102,6 +102,10 @@ async def test_kill_ends_the_whole_tree_including_backgrounded_grandchildren(tra
     assert process.pid and process.pid > 1
     lines = process.lines()
     assert (await anext(lines)).text == "started"
+    for _ in range(50):  # the backgrounded children start asynchronously
+        if len(_alive(transport, ssh_server, f"sleep {marker}")) >= 5:
+            break
+        await asyncio.sleep(0.1)
     assert len(_alive(transport, ssh_server, f"sleep {marker}")) >= 5
     await process.kill(grace_seconds=1)
     assert await asyncio.wait_for(process.wait(), 10) == 128 + 9  # the script ignored TERM
