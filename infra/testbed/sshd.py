@@ -167,14 +167,17 @@ class SshServer(Peer):
         return [line.strip() for line in output.splitlines()[1:] if pattern in line]
 
     def _after_stop(self) -> None:
-        """Kill what smstest still runs, except processes of another test bed's sshd."""
+        """Kill the scripts that outlived their connections to this sshd."""
         if not self._served:
             return  # never ready: nobody logged in through this sshd
         self._served = False
+        # The sshd and its connection processes are gone with its process tree; what is left are
+        # scripts that outlived their connection: they carry SSH_CONNECTION with our port. Anything
+        # else (another test bed's sshd sessions, which have no such variable) is not ours.
         output = run(["ps", "-u", self.username, "-o", "pid="], check=False)
         for pid in (int(word) for word in output.split()):
-            if _ssh_connection_port(pid) not in (None, self.port):
-                continue  # started through a concurrent session's sshd
+            if _ssh_connection_port(pid) != self.port:
+                continue
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
