@@ -454,7 +454,10 @@ class SSHTransport(Transport):
     @contextlib.contextmanager
     def _sftp(self) -> Iterator[paramiko.SFTPClient]:
         """An SFTP session for one operation (it holds a channel only while in use)."""
-        sftp = self._client.open_sftp()
+        try:
+            sftp = self._client.open_sftp()
+        except (OSError, EOFError, paramiko.SSHException) as error:
+            raise TransportError(f"cannot open an SFTP session on {self.target.label}: {error or 'connection closed'}") from None
         try:
             yield sftp
         finally:
