@@ -93,16 +93,6 @@ async def _matching(client, name: str, limit: int) -> GlobalConcurrencyLimitResp
     return current
 
 
-async def remove_host_limit(host: str) -> bool:
-    """Deletes host ``host``'s limit; False if it had none."""
-    async with get_client() as client:
-        try:
-            await client.delete_global_concurrency_limit_by_name(host_limit_name(host))
-        except ObjectNotFound:
-            return False
-    return True
-
-
 @asynccontextmanager
 async def host_slot(
     host: str,
