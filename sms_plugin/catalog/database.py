@@ -18,10 +18,18 @@ from sms_plugin import settings
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
-def _enable_sqlite_foreign_keys(dbapi_connection: Any, _record: Any) -> None:
-    """SQLite ignores foreign keys (and ON DELETE CASCADE) unless each connection turns them on."""
+SQLITE_BUSY_SECONDS = 30
+"""How long an SQLite writer waits for another process's write (flows, hooks, CLI share the file)."""
+
+
+def _configure_sqlite(dbapi_connection: Any, _record: Any) -> None:
+    """Per connection: foreign keys on (SQLite ignores them, and ON DELETE CASCADE, otherwise) and
+    write-ahead logging, so that readers never wait for a writer and writers queue for up to
+    SQLITE_BUSY_SECONDS instead of failing with "database is locked"."""
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_SECONDS * 1000}")
     cursor.close()
 
 
@@ -36,8 +44,10 @@ class Catalog:
     def __init__(self, url: str | None = None) -> None:
         self.url = make_url(url or settings.database_url())
         if self.url.get_backend_name() == "sqlite":
-            self.engine: Engine = create_engine(self.url, connect_args={"check_same_thread": False})
-            event.listen(self.engine, "connect", _enable_sqlite_foreign_keys)
+            self.engine: Engine = create_engine(
+                self.url, connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_SECONDS}
+            )
+            event.listen(self.engine, "connect", _configure_sqlite)
         else:
             mysql = self.url.get_backend_name() in ("mysql", "mariadb")
             self.engine = create_engine(

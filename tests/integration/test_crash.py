@@ -110,7 +110,9 @@ async def test_sigkill_of_the_flow_process(catalog_ready, crash_host, ssh_server
     assert state == "CRASHED"
     # The on_crashed hook (or, if it loses the race, the scheduled housekeeping) did the kill.
     killers = [e for e in events if "killed process group" in e.detail["outcome"]]
-    assert killers and killers[0].actor.startswith("sms-reaper") and killers[0].outcome == "ok"
+    assert killers and killers[0].actor.startswith("sms-reaper") and killers[0].outcome == "ok", (
+        [(e.actor, e.detail) for e in events], record.notes
+    )
     assert record.ended_at is not None and "sms-reaper" in record.notes
 
 
