@@ -31,6 +31,14 @@ def _configure_sqlite(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_SECONDS * 1000}")
     cursor.close()
+    dbapi_connection.isolation_level = None  # transactions are begun by _begin_immediately
+
+
+def _begin_immediately(connection: Any) -> None:
+    """Every SQLite transaction takes the write lock when it begins: a transaction that read first
+    and wrote later would fail at once ("database is locked") if another process wrote meanwhile,
+    whereas waiting at BEGIN honours the busy timeout."""
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 class Catalog:
@@ -48,6 +56,7 @@ class Catalog:
                 self.url, connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_SECONDS}
             )
             event.listen(self.engine, "connect", _configure_sqlite)
+            event.listen(self.engine, "begin", _begin_immediately)
         else:
             mysql = self.url.get_backend_name() in ("mysql", "mariadb")
             self.engine = create_engine(

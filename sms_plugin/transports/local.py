@@ -8,7 +8,6 @@ Each run is a session of its own, marked with ``SMS_RUN_ID``; its state file liv
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import subprocess

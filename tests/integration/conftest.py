@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import os
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
+
+from blocks.hosts import SSHHost
+from sms_plugin.catalog import Catalog
 
 from sms_plugin.transports.base import Transport
 from sms_plugin.transports.local import LocalTransport
 from sms_plugin.transports.ssh import SSHTarget, SSHTransport
 
 
-def target_of(server, **overrides: object) -> SSHTarget:
-    """A test bed sshd as a target for its user ``smstest``, host keys pinned."""
-    values: dict[str, object] = {
+def login_of(server) -> dict[str, object]:
+    """How to log in to a test bed sshd as its user ``smstest``, host keys pinned."""
+    return {
         "address": server.host,
         "port": server.port,
         "username": server.username,
@@ -21,7 +25,26 @@ def target_of(server, **overrides: object) -> SSHTarget:
         "host_keys": list(server.host_public_keys),
         "connect_timeout": 5,
     }
-    return SSHTarget(**{**values, **overrides})  # type: ignore[arg-type]
+
+
+def target_of(server, **overrides: object) -> SSHTarget:
+    """A test bed sshd as a transport target; keywords override."""
+    return SSHTarget(**{**login_of(server), **overrides})  # type: ignore[arg-type]
+
+
+def block_of(server, **overrides: object) -> SSHHost:
+    """A test bed sshd as an SSHHost block; keywords override."""
+    return SSHHost(**{**login_of(server), **overrides})  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module")
+def catalog(prefect_server) -> Iterator[Catalog]:
+    """The catalog the flow uses here and in the worker: SMS_HOME's SQLite file, migrated."""
+    assert "SMS_DATABASE_URL" not in os.environ, "the worker must share this catalog"
+    opened = Catalog()
+    opened.upgrade()
+    yield opened
+    opened.dispose()
 
 
 @pytest.fixture

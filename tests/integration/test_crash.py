@@ -9,17 +9,16 @@ import inspect
 import os
 import signal
 import uuid
-from pathlib import Path
 
 import pytest
 from prefect import get_client
 
-from blocks.hosts import SSHHost
 from flows.housekeeping import housekeeping
 from infra.testbed.process import process_tree
 from infra.testbed.prefect_worker import PrefectWorker
 from sms_plugin import hosts, runs, scripts
 from sms_plugin.catalog import Catalog, ScriptSpec, get_run, list_audit
+from tests.integration.conftest import block_of
 
 pytestmark = pytest.mark.integration
 
@@ -32,9 +31,7 @@ SCRIPT = (
 @pytest.fixture
 async def crash_host(ssh_server, prefect_server) -> str:
     name = f"crash-{uuid.uuid4().hex[:6]}"
-    block = SSHHost(address=ssh_server.host, port=ssh_server.port, username=ssh_server.username,
-                    private_key=ssh_server.private_key_pem, host_keys=ssh_server.host_public_keys)
-    await hosts.add(name, block)
+    await hosts.add(name, block_of(ssh_server))
     return name
 
 
@@ -95,8 +92,7 @@ def _reaped(catalog: Catalog, run_id: str):
     return events, record
 
 
-async def test_sigkill_of_the_flow_process(catalog_ready, crash_host, ssh_server, prefect_worker):
-    catalog = catalog_ready
+async def test_sigkill_of_the_flow_process(catalog, crash_host, ssh_server, prefect_worker):
     marker = str(uuid.uuid4().int % 10**6 + 3 * 10**6)
     run_id = await _start(catalog, crash_host, ssh_server, marker)
     started = asyncio.get_running_loop().time()
@@ -105,6 +101,7 @@ async def test_sigkill_of_the_flow_process(catalog_ready, crash_host, ssh_server
     assert await _until(lambda: not _alive(ssh_server, f"sleep {marker}"), 60), _alive(ssh_server, f"sleep {marker}")
     gone = asyncio.get_running_loop().time() - started
     state = await _until(lambda: _state_if_final(run_id), 30)
+    await _until(lambda: any("killed process group" in e.detail["outcome"] for e in _reaped(catalog, run_id)[0]), 30)
     events, record = _reaped(catalog, run_id)
     print(f"flow process SIGKILL → script gone after {gone:.1f} s; state {state}")
     assert state == "CRASHED"
@@ -116,9 +113,8 @@ async def test_sigkill_of_the_flow_process(catalog_ready, crash_host, ssh_server
     assert record.ended_at is not None and "sms-reaper" in record.notes
 
 
-async def test_loss_of_the_worker_and_its_flow_process(catalog_ready, crash_host, ssh_server, prefect_server, monkeypatch):
+async def test_loss_of_the_worker_and_its_flow_process(catalog, crash_host, ssh_server, prefect_server, monkeypatch):
     """Machine loss: the worker and the flow process die together; only the heartbeat tells."""
-    catalog = catalog_ready
     pool = f"crash-pool-{uuid.uuid4().hex[:6]}"
     monkeypatch.setenv("SMS_WORK_POOL", pool)
     env = {k: os.environ[k] for k in ("SMS_HOME", "SMS_DATABASE_URL") if k in os.environ}
@@ -153,9 +149,3 @@ async def test_loss_of_the_worker_and_its_flow_process(catalog_ready, crash_host
     assert "no heartbeat" in flow_run.state.message
     assert record.ended_at is not None
 
-
-@pytest.fixture
-def catalog_ready(prefect_server) -> Catalog:
-    catalog = Catalog()
-    catalog.upgrade()
-    return catalog

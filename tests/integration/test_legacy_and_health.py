@@ -15,12 +15,12 @@ from pathlib import Path
 import paramiko
 import pytest
 
-from blocks.hosts import LocalHost, SSHHost
+from blocks.hosts import LocalHost
 from sms_plugin import hosts
 from sms_plugin.errors import HostUnreachable, IncompatibleHost
 from sms_plugin.transports.ssh import LEGACY_ALGORITHMS, SSHTarget, SSHTransport, fetch_host_key, handshake
 
-from tests.integration.conftest import target_of
+from tests.integration.conftest import block_of, target_of
 from tests.integration.test_transports import run
 
 pytestmark = pytest.mark.integration
@@ -36,18 +36,6 @@ def unique(prefix: str) -> str:
 @pytest.fixture
 def legacy_target(legacy_ssh_server) -> SSHTarget:
     return target_of(legacy_ssh_server, legacy=True)
-
-
-def block_for(server, **overrides) -> SSHHost:
-    values = {
-        "address": server.host,
-        "port": server.port,
-        "username": server.username,
-        "private_key": server.private_key_pem,
-        "host_keys": list(server.host_public_keys),
-        "connect_timeout": 5,
-    } | overrides
-    return SSHHost(**values)
 
 
 async def saved(block) -> str:
@@ -120,7 +108,7 @@ async def test_legacy_profile_still_prefers_modern_algorithms(ssh_server):
 
 
 async def test_check_good_modern_host(prefect_server, ssh_server):
-    result = await hosts.check(await saved(block_for(ssh_server)))
+    result = await hosts.check(await saved(block_of(ssh_server)))
     assert result.usable, result.problems
     assert (result.reachable, result.authenticated, result.host_key) == (True, True, "match")
     assert result.problems == []
@@ -134,7 +122,7 @@ async def test_check_good_modern_host(prefect_server, ssh_server):
 
 
 async def test_check_legacy_host_reports_the_legacy_algorithms(prefect_server, legacy_ssh_server):
-    result = await hosts.check(await saved(block_for(legacy_ssh_server, legacy=True)))
+    result = await hosts.check(await saved(block_of(legacy_ssh_server, legacy=True)))
     assert result.usable, result.problems
     assert (result.kex, result.host_key_type, result.mac) == ("diffie-hellman-group14-sha1", "ssh-rsa", "hmac-sha1")
     assert result.cipher in ("aes128-cbc", "3des-cbc")
@@ -144,14 +132,14 @@ async def test_check_legacy_host_reports_the_legacy_algorithms(prefect_server, l
 
 
 async def test_check_modern_host_on_legacy_server_is_reported_not_raised(prefect_server, legacy_ssh_server):
-    result = await hosts.check(await saved(block_for(legacy_ssh_server)))
+    result = await hosts.check(await saved(block_of(legacy_ssh_server)))
     assert not result.usable
     assert (result.reachable, result.authenticated, result.host_key) == (True, False, "not checked")
     assert any("only offers legacy algorithms" in problem for problem in result.problems)
 
 
 async def test_check_unknown_host_key(prefect_server, ssh_server):
-    result = await hosts.check(await saved(block_for(ssh_server, host_keys=[])))
+    result = await hosts.check(await saved(block_of(ssh_server, host_keys=[])))
     assert (result.reachable, result.authenticated, result.host_key) == (True, False, "unknown")
     assert result.host_key_fingerprint.startswith("ssh-ed25519 SHA256:")
     assert any("not trusted yet" in problem and "sms host trust" in problem for problem in result.problems)
@@ -160,7 +148,7 @@ async def test_check_unknown_host_key(prefect_server, ssh_server):
 
 async def test_check_changed_host_key(prefect_server, ssh_server):
     impostor = paramiko.ECDSAKey.generate()
-    block = block_for(ssh_server, host_keys=[f"{impostor.get_name()} {impostor.get_base64()}"])
+    block = block_of(ssh_server, host_keys=[f"{impostor.get_name()} {impostor.get_base64()}"])
     result = await hosts.check(await saved(block))
     assert (result.reachable, result.authenticated, result.host_key) == (True, False, "changed")
     assert any("CHANGED" in problem for problem in result.problems)
@@ -168,7 +156,7 @@ async def test_check_changed_host_key(prefect_server, ssh_server):
 
 
 async def test_check_bad_password(prefect_server, ssh_server):
-    block = block_for(ssh_server, private_key=None, password="wrong")
+    block = block_of(ssh_server, private_key=None, password="wrong")
     started = time.monotonic()
     result = await hosts.check(await saved(block))
     assert (result.reachable, result.authenticated, result.host_key) == (True, False, "match")
@@ -181,7 +169,7 @@ async def test_check_unreachable_port(prefect_server, ssh_server):
     from infra.testbed.ports import free_port
 
     started = time.monotonic()
-    result = await hosts.check(await saved(block_for(ssh_server, port=free_port())))
+    result = await hosts.check(await saved(block_of(ssh_server, port=free_port())))
     assert (result.reachable, result.authenticated, result.host_key) == (False, False, "not checked")
     assert any("cannot connect" in problem for problem in result.problems)
     assert not result.usable
@@ -203,8 +191,8 @@ def sms(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 async def test_cli_host_check_exit_codes(prefect_server, ssh_server, legacy_ssh_server):
-    good = await saved(block_for(legacy_ssh_server, legacy=True))
-    bad = await saved(block_for(ssh_server, host_keys=[]))
+    good = await saved(block_of(legacy_ssh_server, legacy=True))
+    bad = await saved(block_of(ssh_server, host_keys=[]))
     done = await asyncio.to_thread(sms, "host", "check", good)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "diffie-hellman-group14-sha1" in done.stdout and "is usable" in done.stdout

@@ -6,7 +6,7 @@ its token and the host's clock to a shared file in /tmp."""
 from __future__ import annotations
 
 import asyncio
-import os
+import functools
 import time
 import uuid
 from collections.abc import Iterator
@@ -17,11 +17,11 @@ import pytest
 from prefect import get_client
 from prefect.client.schemas.objects import ConcurrencyLimitStrategy
 
-from blocks.hosts import SSHHost
 from flows.run_script import run_script
 from sms_plugin import hosts, limits, runs, scripts
 from sms_plugin.catalog import Catalog, ScriptSpec, add_script
 from sms_plugin.errors import Conflict
+from tests.integration.conftest import block_of
 
 pytestmark = pytest.mark.integration
 
@@ -38,29 +38,9 @@ def _unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
-@pytest.fixture(scope="module")
-def catalog(prefect_server: Any) -> Iterator[Catalog]:
-    assert "SMS_DATABASE_URL" not in os.environ, "the worker must share this catalog"
-    catalog = Catalog()
-    catalog.upgrade()
-    yield catalog
-    catalog.dispose()
-
-
 @pytest.fixture
 def block(ssh_server: Any):
-    def make(**overrides: Any) -> SSHHost:
-        return SSHHost(
-            address=ssh_server.host,
-            port=ssh_server.port,
-            username=ssh_server.username,
-            private_key=ssh_server.private_key_pem,
-            host_keys=list(ssh_server.host_public_keys),
-            connect_timeout=5,
-            **overrides,
-        )
-
-    return make
+    return functools.partial(block_of, ssh_server)
 
 
 @pytest.fixture
@@ -141,7 +121,7 @@ async def test_host_limit_of_two_never_lets_more_than_two_runs_on_the_host(catal
 
     began = time.monotonic()
     states = await asyncio.gather(
-        *(run_script(script=script, args=[f"run{i}", str(stamps), "1.5"], return_state=True) for i in range(5))
+        *(run_script(script=script, args=[f"run{i}", str(stamps), "4"], return_state=True) for i in range(5))
     )
     elapsed = time.monotonic() - began
     assert all(state.is_completed() for state in states), [s.message for s in states]

@@ -14,12 +14,13 @@ The catalog is the SQLite file under the session's SMS_HOME, which the worker in
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import pwd
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -34,6 +35,7 @@ from infra.testbed.ports import free_port
 from sms_plugin import hosts, runs, scripts
 from sms_plugin.catalog import Catalog, RunRecord, ScheduleSpec, ScriptSpec, add_script, get_run, remove_script
 from sms_plugin.errors import NotFound
+from tests.integration.conftest import block_of
 
 pytestmark = pytest.mark.integration
 
@@ -118,32 +120,11 @@ async def _final(catalog: Catalog, run_id: str, timeout: float = WORKER_TIMEOUT)
 # --------------------------------------------------------------------------- fixtures
 
 
-@pytest.fixture(scope="module")
-def catalog(prefect_server: Any) -> Iterator[Catalog]:
-    """The catalog the flow (here and in the worker) uses: SMS_HOME's SQLite file, migrated."""
-    assert "SMS_DATABASE_URL" not in os.environ, "the worker must share this catalog"
-    catalog = Catalog()
-    catalog.upgrade()
-    yield catalog
-    catalog.dispose()
-
-
 @pytest.fixture
 def ssh_block(ssh_server: Any) -> Callable[..., SSHHost]:
     """An SSHHost block for the test bed's sshd (key login, host keys pinned); keywords override."""
 
-    def make(**overrides: Any) -> SSHHost:
-        values: dict[str, Any] = {
-            "address": ssh_server.host,
-            "port": ssh_server.port,
-            "username": ssh_server.username,
-            "private_key": ssh_server.private_key_pem,
-            "host_keys": list(ssh_server.host_public_keys),
-            "connect_timeout": 5,
-        } | overrides
-        return SSHHost(**values)
-
-    return make
+    return functools.partial(block_of, ssh_server)
 
 
 @pytest.fixture
