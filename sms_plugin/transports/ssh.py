@@ -508,10 +508,7 @@ class SSHTransport(Transport):
 
     async def start(self, command: Command) -> RemoteProcess:
         def open_channel() -> paramiko.Channel:
-            transport = self._client.get_transport()
-            if transport is None or not transport.is_active():
-                raise TransportError(f"the SSH connection to {self.target.label} is closed")
-            channel = transport.open_session()
+            channel = self._open_session()
             channel.exec_command(posix.render(command, self.target.shell))
             channel.shutdown_write()
             return channel
@@ -524,12 +521,16 @@ class SSHTransport(Transport):
         await process.started(_START_TIMEOUT_SECONDS)
         return process
 
-    def _exec_status(self, line: str) -> tuple[int, str]:
-        """Runs a short shell line on its own channel; returns (exit status, stdout)."""
+    def _open_session(self) -> paramiko.Channel:
+        """A new channel on the leased connection; TransportError if the connection died."""
         transport = self._client.get_transport()
         if transport is None or not transport.is_active():
             raise TransportError(f"the SSH connection to {self.target.label} is closed")
-        channel = transport.open_session()
+        return transport.open_session()
+
+    def _exec_status(self, line: str) -> tuple[int, str]:
+        """Runs a short shell line on its own channel; returns (exit status, stdout)."""
+        channel = self._open_session()
         try:
             channel.exec_command(f"exec {posix.quote(self.target.shell)} -c {posix.quote(line)}")
             output = channel.makefile("rb").read().decode(errors="replace")
