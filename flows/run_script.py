@@ -8,6 +8,7 @@ Output lines go to the run log as they arrive: stdout at INFO, stderr at WARNING
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from datetime import UTC, datetime
 from uuid import UUID
@@ -26,9 +27,21 @@ from sms_plugin.execution import ExecutionResult, ScriptRun, execute
 from sms_plugin.limits import host_slot
 from sms_plugin.origin import run_origin
 from sms_plugin.reaper import ACTOR, heartbeat, reap_run
+from sms_plugin.settings import database_url
 from sms_plugin.transports.base import Stream
 
 _LEVELS: dict[Stream, int] = {"stdout": logging.INFO, "stderr": logging.WARNING}
+
+
+@functools.cache
+def _shared_catalog(url: str) -> Catalog:
+    """One catalog (engine and connection pool) per database for every run of this process: the
+    sms worker runs hundreds of flows in one process, which must not hold an engine each."""
+    return Catalog(url)
+
+
+def _catalog() -> Catalog:
+    return _shared_catalog(database_url())
 
 
 async def _reap_quietly(catalog: Catalog, flow_run_id: str, reason: str) -> str:
@@ -41,14 +54,11 @@ async def _reap_quietly(catalog: Catalog, flow_run_id: str, reason: str) -> str:
 async def _reap_after(flow: Flow, flow_run: FlowRun, state: State) -> None:
     """on_crashed / on_cancellation: Prefect runs this in another process once the flow process
     is gone; whatever is left of the script on its host is killed and the kill recorded."""
-    catalog = Catalog()
     try:
-        await reap_run(catalog, str(flow_run.id), reason=f"the run ended {state.type.value} ({state.message})",
+        await reap_run(_catalog(), str(flow_run.id), reason=f"the run ended {state.type.value} ({state.message})",
                        actor=f"{ACTOR} (on_{state.name.lower()} hook)")
     except NotFound:
         pass  # the run never reached the point of starting anything
-    finally:
-        catalog.dispose()
 
 
 @flow(
@@ -77,7 +87,7 @@ async def run_script(
     assert context is not None and context.flow_run is not None
     flow_run = context.flow_run
     logger = get_run_logger()
-    catalog = Catalog()
+    catalog = _catalog()
     with catalog.session() as session:
         entry = get_script(session, script)
         chosen = get_version(session, script, version) if entry.interpreter != "original" else None

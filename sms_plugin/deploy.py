@@ -19,7 +19,7 @@ from flows.housekeeping import housekeeping
 from flows.run_script import run_script
 from sms_plugin.catalog import Script
 from sms_plugin.limits import deployment_concurrency
-from sms_plugin.settings import work_pool_name
+from sms_plugin.settings import work_pool_name, worker_type
 
 FLOW_NAME = "run-script"
 
@@ -41,13 +41,13 @@ def _schedules(script: Script) -> list[Schedule]:
 
 
 async def ensure_work_pool() -> None:
-    """Creates the SMS work pool (process type) unless it exists."""
+    """Creates the SMS work pool (type ``SMS_WORKER_TYPE``, default process) unless it exists."""
     async with get_client() as client:
         try:
             await client.read_work_pool(work_pool_name())
         except ObjectNotFound:
             try:
-                await client.create_work_pool(WorkPoolCreate(name=work_pool_name(), type="process"))
+                await client.create_work_pool(WorkPoolCreate(name=work_pool_name(), type=worker_type()))
             except ObjectAlreadyExists:
                 pass
 

@@ -5,6 +5,8 @@
 - ``SMS_DATABASE_URL``: the catalog's SQLAlchemy URL (default: SQLite file ``$SMS_HOME/catalog.db``),
   e.g. ``mysql+pymysql://sms:secret@db.example:3306/sms`` for MariaDB.
 - ``SMS_WORK_POOL``: the Prefect work pool that runs scripts (default ``sms``).
+- ``SMS_WORKER_TYPE``: the type of that pool when SMS creates it and of the worker ``sms up``
+  starts: ``process`` (default, a process per run) or ``sms`` (in-process, docs/worker.md).
 """
 
 from __future__ import annotations
@@ -28,3 +30,8 @@ def database_url() -> str:
 def work_pool_name() -> str:
     """The Prefect work pool whose workers run the scripts."""
     return os.environ.get("SMS_WORK_POOL") or "sms"
+
+
+def worker_type() -> str:
+    """The work pool type SMS creates and ``sms up`` starts a worker of: ``process`` or ``sms``."""
+    return os.environ.get("SMS_WORKER_TYPE") or "process"

@@ -1,7 +1,7 @@
 """``sms up``: SMS on one machine, in the foreground.
 
-Starts a Prefect server (SQLite, UI included) under ``$SMS_HOME/prefect``, a process worker for
-the SMS work pool, registers the local host and applies the sample catalog; Ctrl-C (or SIGTERM)
+Starts a Prefect server (SQLite, UI included) under ``$SMS_HOME/prefect``, a worker for the SMS
+work pool (a process worker; an in-process ``sms`` worker with ``SMS_WORKER_TYPE=sms``), registers the local host and applies the sample catalog; Ctrl-C (or SIGTERM)
 stops the worker, then the server. Logs go to ``$SMS_HOME/logs/``.
 """
 
@@ -22,7 +22,7 @@ from sms_plugin import apply as declarative
 from sms_plugin.catalog import Catalog
 from sms_plugin.deploy import ensure_work_pool, sync_housekeeping
 from sms_plugin.errors import Conflict, SMSError
-from sms_plugin.settings import database_url, sms_home, work_pool_name
+from sms_plugin.settings import database_url, sms_home, work_pool_name, worker_type
 
 _SERVER_START_SECONDS = 120
 _STOP_GRACE_SECONDS = 15
@@ -113,7 +113,7 @@ class EmbeddedStack:
 
             with temporary_settings(updates={PREFECT_API_URL: self.api_url}):
                 asyncio.run(self._prepare())
-            self._spawn("worker", "worker", "start", "--pool", work_pool_name(), "--type", "process")
+            self._spawn("worker", "worker", "start", "--pool", work_pool_name(), "--type", worker_type())
             self._announce()
             while all(child.poll() is None for child in self._children):
                 time.sleep(1)

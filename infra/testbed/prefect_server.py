@@ -28,7 +28,7 @@ def prefect_env(home: Path, updates: Mapping[str, str]) -> dict[str, str]:
 
 
 class PrefectServer(Peer):
-    """``prefect server start`` with its own PREFECT_HOME and SQLite database.
+    """``prefect server start`` with its own PREFECT_HOME and SQLite database (or PostgreSQL).
 
     Example::
 
@@ -38,10 +38,13 @@ class PrefectServer(Peer):
 
     name = "prefect-server"
 
-    def __init__(self, *, port: int = 0, timeout: float = 90.0) -> None:
-        """``port`` 0 picks a free loopback port at start."""
+    def __init__(self, *, port: int = 0, timeout: float = 90.0, database_url: str | None = None) -> None:
+        """``port`` 0 picks a free loopback port at start; ``database_url`` (e.g. a
+        :class:`~infra.testbed.postgresql.PostgreSQL` peer's ``prefect_url``) replaces the
+        private SQLite file."""
         super().__init__(timeout=timeout)
         self.port = port
+        self.database_url = database_url
 
     @property
     def api_url(self) -> str:
@@ -61,7 +64,7 @@ class PrefectServer(Peer):
                 # As `sms up` does: slot leases on disk, so they survive a server restart.
                 "PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE": "prefect.server.concurrency.lease_storage.filesystem",
                 "PREFECT_SERVER_DATABASE_CONNECTION_URL": (
-                    f"sqlite+aiosqlite:///{self.tmp / 'prefect.db'}"
+                    self.database_url or f"sqlite+aiosqlite:///{self.tmp / 'prefect.db'}"
                 ),
             },
         )

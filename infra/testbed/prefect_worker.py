@@ -13,6 +13,8 @@ from infra.testbed.process import Peer
 
 class PrefectWorker(Peer):
     """``prefect worker start --type process`` (creates the pool if missing), polling every 1 s.
+    ``worker_type="sms"`` starts SMS's in-process worker instead (docs/worker.md), ``limit`` caps
+    its concurrent runs.
 
     Example::
 
@@ -29,11 +31,15 @@ class PrefectWorker(Peer):
         pool: str = "sms",
         extra_env: Mapping[str, str] | None = None,
         timeout: float = 60.0,
+        worker_type: str = "process",
+        limit: int | None = None,
     ) -> None:
         super().__init__(timeout=timeout)
         self.api_url = api_url
         self.pool = pool
-        self.worker_name = f"sms-testbed-{os.getpid()}"
+        self.worker_type = worker_type
+        self.limit = limit
+        self.worker_name = f"sms-testbed-{worker_type}-{os.getpid()}-{id(self):x}"
         self.extra_env = dict(extra_env or {})
 
     def _start(self) -> None:
@@ -54,9 +60,10 @@ class PrefectWorker(Peer):
             "--pool",
             self.pool,
             "--type",
-            "process",
+            self.worker_type,
             "--name",
             self.worker_name,
+            *(["--limit", str(self.limit)] if self.limit else []),
         ]
         self.spawn(argv, self._started, env=env)
 

@@ -1,0 +1,209 @@
+"""``SMSWorker``: a Prefect worker (type ``sms``) that executes its pool's flow runs in-process.
+
+Prefect's :class:`~prefect.workers.base.BaseWorker` does the pool work: registering the worker,
+heartbeats, polling, claiming a run by proposing Pending (the server refuses a second Pending, so
+several workers on one pool never run a run twice), the ``--limit`` of concurrent runs, and one
+events subscription for ``prefect.flow-run.Cancelling`` of the pool. This class adds what the
+process worker does with a subprocess per run, with an asyncio task per run instead:
+
+- :meth:`run` imports the deployment's flow once and runs it with
+  ``prefect.flow_engine.run_flow(flow, flow_run=flow_run, return_type="state")`` on the worker's
+  run loop (:mod:`sms_plugin.worker.runloop`); the run's infrastructure id is ``sms:<host>:<pid>``;
+- a cancelled run's task is cancelled: the transport kills the remote process group and the
+  engine ends the run Cancelled, running ``on_cancellation`` hooks (:mod:`sms_plugin.worker.cancel`);
+- new scheduled runs of the pool arrive through the event stream and are submitted at once
+  (:mod:`sms_plugin.worker.dispatch`); polling remains the fallback.
+
+Example::
+
+    prefect work-pool create scripts --type sms
+    prefect worker start --pool scripts --type sms --limit 500
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+from typing import Any
+from uuid import UUID
+
+import anyio
+import anyio.abc
+from prefect import Flow, get_client
+from prefect.client.schemas.objects import FlowRun
+from prefect.exceptions import InfrastructureNotAvailable, InfrastructureNotFound, TerminationSignal
+from prefect.flow_engine import run_flow
+from prefect.flows import load_flow_from_entrypoint
+from prefect.states import Cancelled, State
+from prefect.workers.base import BaseJobConfiguration, BaseVariables, BaseWorker, BaseWorkerResult
+
+from sms_plugin.worker import cancel
+from sms_plugin.worker.dispatch import watch_scheduled_runs
+from sms_plugin.worker.runloop import RunLoop
+
+STOP_WAIT_SECONDS = 30.0
+"""At shutdown, how long the worker waits for its interrupted runs to report Crashed."""
+
+
+class SMSWorkerResult(BaseWorkerResult):
+    """How a run's task ended: status 0 when Prefect's engine reported the run's final state."""
+
+
+class SMSWorker(BaseWorker[BaseJobConfiguration, BaseVariables, SMSWorkerResult]):
+    """Runs the flow runs of an ``sms`` work pool as asyncio tasks of this process."""
+
+    type = "sms"
+    job_configuration = BaseJobConfiguration
+    job_configuration_variables = BaseVariables
+    _display_name = "SMS (in-process)"
+    _description = (
+        "Runs SMS script runs as asyncio tasks inside the worker process: hundreds at once, "
+        "no process per run. The flows must be importable in the worker's environment."
+    )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._controls: dict[UUID, cancel.RunControl] = {}
+        self._entrypoints: dict[UUID, str] = {}
+        self._flows: dict[str, Flow[..., Any]] = {}
+        self._run_loop: RunLoop | None = None
+        self._wake = asyncio.Event()
+        self._services: list[asyncio.Task[None]] = []
+
+    @property
+    def infrastructure_id(self) -> str:
+        """What the worker writes as each run's infrastructure id: ``sms:<hostname>:<pid>``."""
+        return f"sms:{socket.gethostname()}:{os.getpid()}"
+
+    @property
+    def running(self) -> int:
+        """How many runs this worker is executing now."""
+        return len(self._controls)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def setup(self) -> None:
+        cancel.install()
+        self._run_loop = RunLoop(f"sms-runs-{self.name}")
+        await super().setup()
+
+    async def _initialize_after_sync(self) -> None:
+        await super()._initialize_after_sync()
+        if self._work_pool is not None and not self._services:
+            self._services = [
+                asyncio.create_task(watch_scheduled_runs(self._work_pool.id, self._wake.set)),
+                asyncio.create_task(self._submit_on_wake()),
+            ]
+
+    async def teardown(self, *exc_info: Any) -> None:
+        with anyio.CancelScope(shield=True):
+            for service in self._services:
+                service.cancel()
+            self._services = []
+            await self._stop_runs()
+            await super().teardown(*exc_info)
+
+    async def _stop_runs(self) -> None:
+        """Interrupts the runs still going (Prefect reports them Crashed and runs ``on_crashed``
+        hooks, which kill what is left on the hosts) and waits a bounded time for them."""
+        loop = self._run_loop
+        if loop is None:
+            return
+        for control in list(self._controls.values()):
+            if control.task is not None:
+                loop.loop.call_soon_threadsafe(control.task.cancel, "the sms worker is stopping")
+        deadline = asyncio.get_running_loop().time() + STOP_WAIT_SECONDS
+        while loop.tasks() and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.1)
+        loop.close()
+        self._run_loop = None
+
+    async def _submit_on_wake(self) -> None:
+        """Polls the pool as soon as an event says a run is due (events arriving meanwhile are
+        folded into the next poll)."""
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            try:
+                await self.get_and_submit_flow_runs()
+            except Exception:  # noqa: BLE001 - the regular poll loop reports API trouble
+                self._logger.debug("event-driven poll failed", exc_info=True)
+
+    # ------------------------------------------------------------------ runs
+
+    async def run(
+        self,
+        flow_run: FlowRun,
+        configuration: BaseJobConfiguration,
+        task_status: anyio.abc.TaskStatus[str] | None = None,
+    ) -> SMSWorkerResult:
+        """Executes ``flow_run`` on the run loop and returns when Prefect has its final state."""
+        assert self._run_loop is not None, "the worker is not set up"
+        flow = await self._flow_for(flow_run)  # before started(): a failure here marks the run Crashed
+        control = cancel.RunControl()
+        self._controls[flow_run.id] = control
+        if self._cancelling_observer is not None:
+            self._cancelling_observer.add_in_flight_flow_run_id(flow_run.id)
+        if task_status is not None:
+            task_status.started(self.infrastructure_id)
+        status = 0
+        try:
+            await self._run_loop.run(_execute(flow, flow_run, control))
+        except Exception:
+            self.get_flow_run_logger(flow_run).exception("the flow run's engine failed")
+            status = 1  # BaseWorker proposes Crashed
+        finally:
+            self._controls.pop(flow_run.id, None)
+            if self._cancelling_observer is not None:
+                self._cancelling_observer.remove_in_flight_flow_run_id(flow_run.id)
+        return SMSWorkerResult(identifier=self.infrastructure_id, status_code=status)
+
+    async def _flow_for(self, flow_run: FlowRun) -> Flow[..., Any]:
+        """The flow of the run's deployment, imported once per entrypoint (no pull steps)."""
+        if flow_run.deployment_id is None:
+            raise ValueError("the sms worker runs deployments only; this flow run has none")
+        entrypoint = self._entrypoints.get(flow_run.deployment_id)
+        if entrypoint is None:
+            deployment = await self.client.read_deployment(flow_run.deployment_id)
+            if not deployment.entrypoint:
+                raise ValueError(f"deployment {deployment.name!r} has no entrypoint")
+            entrypoint = self._entrypoints[flow_run.deployment_id] = deployment.entrypoint
+        flow = self._flows.get(entrypoint)
+        if flow is None:
+            flow = await asyncio.to_thread(load_flow_from_entrypoint, entrypoint, False)
+            self._flows[entrypoint] = flow
+        return flow
+
+    async def _cancel_run(self, flow_run_id: UUID) -> None:
+        """A Cancelling run of the pool: cancel its task if it runs here (the remote process group
+        is killed, the run ends Cancelled); otherwise Prefect's handling of not-started runs."""
+        control = self._controls.get(flow_run_id)
+        if control is None:
+            await super()._cancel_run(flow_run_id)
+            return
+        assert self._run_loop is not None
+        self._run_loop.loop.call_soon_threadsafe(control.cancel)
+
+    async def kill_infrastructure(
+        self, infrastructure_pid: str, configuration: BaseJobConfiguration, grace_seconds: int = 30
+    ) -> None:
+        """Not-started runs only (see :meth:`_cancel_run`): nothing runs yet, or another worker has it."""
+        if infrastructure_pid != self.infrastructure_id:
+            raise InfrastructureNotAvailable(f"run belongs to {infrastructure_pid}, not {self.infrastructure_id}")
+        raise InfrastructureNotFound(f"no run of {infrastructure_pid} is executing")
+
+
+async def _execute(flow: Flow[..., Any], flow_run: FlowRun, control: cancel.RunControl) -> State | None:
+    """The run's task on the run loop: Prefect's engine, with the run's parameters and states."""
+    control.bind()
+    if control.cancel_requested:  # cancelled between being claimed and starting
+        async with get_client() as client:
+            await client.set_flow_run_state(flow_run.id, Cancelled(message="Cancelled before it started"), force=True)
+        return None
+    try:
+        return await run_flow(flow, flow_run=flow_run, return_type="state")  # type: ignore[misc]
+    except TerminationSignal:
+        if control.cancel_requested:  # the engine has reported Cancelled
+            return None
+        raise
