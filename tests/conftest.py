@@ -31,6 +31,7 @@ if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
 from infra.testbed.mariadb import MariaDB  # noqa: E402
+from infra.testbed.postgresql import PostgreSQL  # noqa: E402
 from infra.testbed.prefect_server import PrefectServer  # noqa: E402
 from infra.testbed.prefect_worker import PrefectWorker  # noqa: E402
 from infra.testbed.process import Peer, PeerError  # noqa: E402
@@ -56,6 +57,14 @@ def _started(peer: P) -> P:
 def mariadb() -> Iterator[MariaDB]:
     """A private MariaDB; ``.url`` is the SQLAlchemy URL of the empty database ``sms_test``."""
     peer = _started(MariaDB())
+    yield peer
+    peer.stop()
+
+
+@pytest.fixture(scope="session")
+def postgresql() -> Iterator[PostgreSQL]:
+    """A private PostgreSQL; ``.prefect_url`` is a database URL for a Prefect server."""
+    peer = _started(PostgreSQL())
     yield peer
     peer.stop()
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+from collections.abc import Callable
 from typing import Any
 from uuid import UUID
 
@@ -32,9 +33,12 @@ import anyio
 import anyio.abc
 from prefect import Flow, get_client
 from prefect.client.schemas.objects import FlowRun
+from prefect._internal.observers import FlowRunCancellingObserver
+from prefect.events.filters import EventAnyResourceFilter, EventFilter, EventNameFilter
 from prefect.exceptions import InfrastructureNotAvailable, InfrastructureNotFound, TerminationSignal
 from prefect.flow_engine import run_flow
 from prefect.flows import load_flow_from_entrypoint
+from prefect.settings import get_current_settings
 from prefect.states import Cancelled, State
 from prefect.workers.base import BaseJobConfiguration, BaseVariables, BaseWorker, BaseWorkerResult
 
@@ -96,13 +100,31 @@ class SMSWorker(BaseWorker[BaseJobConfiguration, BaseVariables, SMSWorkerResult]
                 asyncio.create_task(self._submit_on_wake()),
             ]
 
+    async def _setup_cancellation_observer(self) -> None:
+        """One observer of ``prefect.flow-run.Cancelling`` events for the pool (websocket, with
+        polling of the runs in flight as fallback), always on: Prefect enables it for its own
+        workers only with ``PREFECT_WORKER_ENABLE_CANCELLATION``, and only for pending runs."""
+        if self._cancelling_observer is not None or self._work_pool is None:
+            return
+        self._cancelling_observer = await self._exit_stack.enter_async_context(
+            _RunningObserver(
+                running=lambda flow_run_id: flow_run_id in self._controls,
+                on_cancelling=lambda flow_run_id: self._runs_task_group.start_soon(self._cancel_run, flow_run_id),
+                polling_interval=get_current_settings().worker.cancellation_poll_seconds,
+                event_filter=EventFilter(
+                    event=EventNameFilter(name=["prefect.flow-run.Cancelling"]),
+                    any_resource=EventAnyResourceFilter(id=[f"prefect.work-pool.{self._work_pool.id}"]),
+                ),
+            )
+        )
+
     async def teardown(self, *exc_info: Any) -> None:
+        for service in self._services:
+            service.cancel()
+        self._services = []
         with anyio.CancelScope(shield=True):
-            for service in self._services:
-                service.cancel()
-            self._services = []
             await self._stop_runs()
-            await super().teardown(*exc_info)
+        await super().teardown(*exc_info)
 
     async def _stop_runs(self) -> None:
         """Interrupts the runs still going (Prefect reports them Crashed and runs ``on_crashed``
@@ -192,6 +214,19 @@ class SMSWorker(BaseWorker[BaseJobConfiguration, BaseVariables, SMSWorkerResult]
         if infrastructure_pid != self.infrastructure_id:
             raise InfrastructureNotAvailable(f"run belongs to {infrastructure_pid}, not {self.infrastructure_id}")
         raise InfrastructureNotFound(f"no run of {infrastructure_pid} is executing")
+
+
+class _RunningObserver(FlowRunCancellingObserver):
+    """Prefect's observer of Cancelling runs, watching a run until it has *ended* here: BaseWorker
+    stops watching a run once it is submitted, which suits a subprocess, not a task."""
+
+    def __init__(self, *, running: Callable[[UUID], bool], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._running = running
+
+    def remove_in_flight_flow_run_id(self, flow_run_id: UUID) -> None:
+        if not self._running(flow_run_id):
+            super().remove_in_flight_flow_run_id(flow_run_id)
 
 
 async def _execute(flow: Flow[..., Any], flow_run: FlowRun, control: cancel.RunControl) -> State | None:

@@ -1,0 +1,188 @@
+"""The ``sms`` worker: many runs in one process against the real sshd, cancelling one run among
+many, losing the worker (SIGKILL) with runs in flight. Real Prefect server, real sshd, the
+worker as a subprocess (``prefect worker start --type sms``)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from prefect import get_client
+from prefect.client.schemas.actions import WorkPoolCreate
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+from prefect.client.schemas.objects import FlowRun
+
+from flows.housekeeping import housekeeping
+from infra.testbed.prefect_worker import PrefectWorker
+from infra.testbed.process import process_tree
+from sms_plugin import hosts, runs, scripts
+from sms_plugin.catalog import Catalog, ScriptSpec, get_run, list_audit
+from tests.conftest import _started
+from tests.integration.conftest import block_of
+
+pytestmark = pytest.mark.integration
+
+FINAL = {"COMPLETED", "FAILED", "CANCELLED", "CRASHED"}
+
+
+def _env(**extra: str) -> dict[str, str]:
+    return {**{k: os.environ[k] for k in ("SMS_HOME", "SMS_DATABASE_URL") if k in os.environ}, **extra}
+
+
+async def _sms_pool(name: str) -> None:
+    async with get_client() as client:
+        await client.create_work_pool(WorkPoolCreate(name=name, type="sms"))
+
+
+@pytest.fixture(scope="module")
+def sms_pool(prefect_server) -> Iterator[str]:
+    """A work pool of type sms; SMS deploys its scripts there while this module runs."""
+    name = f"sms-inproc-{uuid.uuid4().hex[:6]}"
+    asyncio.run(_sms_pool(name))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SMS_WORK_POOL", name)
+        yield name
+
+
+@pytest.fixture(scope="module")
+def sms_worker(prefect_server, sms_pool, catalog) -> Iterator[PrefectWorker]:
+    """One sms worker on the module's pool, up to 250 runs at once."""
+    peer = _started(PrefectWorker(prefect_server.api_url, pool=sms_pool, worker_type="sms", limit=250, extra_env=_env()))
+    yield peer
+    peer.stop()
+
+
+async def _host(ssh_server, sessions: int) -> str:
+    name = f"scale-{uuid.uuid4().hex[:6]}"
+    await hosts.add(name, block_of(ssh_server, max_parallel_sessions=sessions))
+    return name
+
+
+async def _script(catalog: Catalog, host: str, content: str, **spec: object) -> str:
+    name = f"scale-{uuid.uuid4().hex[:6]}"
+    await scripts.add(catalog, ScriptSpec(name=name, interpreter="sh", host=host, **spec), content, author="tests")
+    return name
+
+
+async def _start_many(catalog: Catalog, name: str, count: int, args=lambda n: None) -> list[str]:
+    """Starts ``count`` runs of script ``name``, a few requests at a time (the test server is SQLite)."""
+    gate = asyncio.Semaphore(8)
+
+    async def one(n: int) -> str:
+        async with gate:
+            return await runs.start(catalog, name, args=args(n), trigger="cli", user="tests")
+
+    return list(await asyncio.gather(*(one(n) for n in range(count))))
+
+
+async def _flow_runs(ids: list[str]) -> dict[str, FlowRun]:
+    async with get_client() as client:
+        found = await client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[uuid.UUID(i) for i in ids])), limit=len(ids)
+        )
+    return {str(run.id): run for run in found}
+
+
+async def _until_final(ids: list[str], timeout: float) -> dict[str, FlowRun]:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        current = await _flow_runs(ids)
+        done = {i: r for i, r in current.items() if r.state and r.state.type.value in FINAL}
+        if len(done) == len(ids) or asyncio.get_running_loop().time() > deadline:
+            return current
+        await asyncio.sleep(1)
+
+
+def _alive(ssh_server, pattern: str) -> list[str]:
+    return [p for p in ssh_server.processes(pattern) if " Z" not in p]
+
+
+async def _until(check, timeout: float, interval: float = 0.3):
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        value = check()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value or asyncio.get_running_loop().time() > deadline:
+            return value
+        await asyncio.sleep(interval)
+
+
+async def test_200_concurrent_runs_on_one_worker(catalog, ssh_server, sms_worker):
+    host = await _host(ssh_server, 250)
+    lines = 30
+    name = await _script(catalog, host, f'i=1; while [ $i -le {lines} ]; do echo "line $i of $1"; i=$((i+1)); done\nsleep 2\nexit $(($1 % 4))\n')
+    ids = await _start_many(catalog, name, 200, args=lambda n: [str(n)])
+
+    final = await _until_final(ids, 240)
+
+    states = {run_id: (run.state.type.value if run.state else None) for run_id, run in final.items()}
+    assert all(s in FINAL for s in states.values()), sorted(states.values())
+    infra = {run.infrastructure_pid for run in final.values()}
+    assert len(infra) == 1 and next(iter(infra)).startswith("sms:"), infra  # all in the one worker process
+    for n, run_id in enumerate(ids):
+        expected = n % 4
+        assert states[run_id] == ("COMPLETED" if expected == 0 else "FAILED"), (n, states[run_id], final[run_id].state.message)
+        with catalog.session() as session:
+            assert get_run(session, run_id).exit_code == expected
+        output = [text async for line in runs.logs(run_id) for text in line.message.splitlines() if text.startswith("line ")]
+        assert output == [f"line {i} of {n}" for i in range(1, lines + 1)], (n, output)  # complete, in order, its own
+
+
+async def test_cancelling_one_of_50_runs(catalog, ssh_server, sms_worker):
+    host = await _host(ssh_server, 60)
+    marker = str(uuid.uuid4().int % 10**6 + 5 * 10**6)
+    quick = await _script(catalog, host, "echo started\nsleep 8\necho done\n")
+    slow = await _script(catalog, host, f"sleep {marker} &\necho started\nsleep {marker}\n", kill_grace_seconds=1)
+    victim = await runs.start(catalog, slow, trigger="cli", user="tests")
+    rest = await _start_many(catalog, quick, 49)
+    assert await _until(lambda: len(_alive(ssh_server, f"sleep {marker}")) >= 2, 60), "the victim never started"
+
+    await runs.stop(victim)
+
+    assert await _until(lambda: not _alive(ssh_server, f"sleep {marker}"), 10), _alive(ssh_server, f"sleep {marker}")
+    final = await _until_final([victim, *rest], 120)
+    assert final[victim].state.type.value == "CANCELLED", final[victim].state
+    assert [final[i].state.type.value for i in rest] == ["COMPLETED"] * 49
+    # The on_cancellation hook ran (it reaps what is left: nothing, here).
+    with catalog.session() as session:
+        actors = [e.actor for e in list_audit(session, object_name=victim) if e.action == "run.reap"]
+    assert any("on_cancelling hook" in actor for actor in actors), actors
+
+
+async def test_sigkill_of_the_worker_with_20_runs(catalog, ssh_server, prefect_server, sms_pool, monkeypatch):
+    """Worker lost: its runs' heartbeats stop, housekeeping marks them Crashed and kills them."""
+    monkeypatch.setenv("SMS_HEARTBEAT_SECONDS", "1")  # the reaper uses the same staleness rule
+    pool = f"sms-kill-{uuid.uuid4().hex[:6]}"
+    await _sms_pool(pool)
+    monkeypatch.setenv("SMS_WORK_POOL", pool)
+    worker = _started(PrefectWorker(prefect_server.api_url, pool=pool, worker_type="sms", extra_env=_env(SMS_HEARTBEAT_SECONDS="1")))
+    try:
+        host = await _host(ssh_server, 30)
+        marker = str(uuid.uuid4().int % 10**6 + 6 * 10**6)
+        name = await _script(catalog, host, f"sleep {marker} &\necho started\nsleep {marker}\n", kill_grace_seconds=1)
+        ids = await _start_many(catalog, name, 20)
+        assert await _until(lambda: len(_alive(ssh_server, f"sleep {marker}")) >= 40, 90), "not all 20 started"
+        for pid in process_tree(worker.pid):
+            os.kill(pid, signal.SIGKILL)
+        lost_at = asyncio.get_running_loop().time()
+    finally:
+        worker.stop()
+    assert _alive(ssh_server, f"sleep {marker}"), "the scripts run on until reaped"
+
+    async def all_crashed() -> bool:
+        await housekeeping()  # what the every-30s housekeeping deployment runs
+        states = {r.state.type.value for r in (await _flow_runs(ids)).values()}
+        return states == {"CRASHED"}
+
+    assert await _until(all_crashed, 90, interval=2)
+    assert await _until(lambda: not _alive(ssh_server, f"sleep {marker}"), 15), _alive(ssh_server, f"sleep {marker}")
+    print(f"sms worker SIGKILL → 20 runs Crashed, scripts gone after {asyncio.get_running_loop().time() - lost_at:.1f} s")
+    for run_id in ids:
+        with catalog.session() as session:
+            reasons = [e.detail["reason"] for e in list_audit(session, object_name=run_id) if e.action == "run.reap"]
+        assert any("no heartbeat" in reason for reason in reasons), (run_id, reasons)
