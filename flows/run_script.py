@@ -17,7 +17,7 @@ from prefect import Flow, flow, get_client
 from prefect.client.schemas.objects import FlowRun, FlowRunPolicy
 from prefect.context import FlowRunContext
 from prefect.logging import get_run_logger
-from prefect.logging.handlers import APILogHandler
+from prefect.logging.handlers import APILogHandler, APILogWorker
 from prefect.states import Failed, State
 
 from blocks.hosts import load_host
@@ -29,8 +29,11 @@ from sms_plugin.origin import run_origin
 from sms_plugin.reaper import ACTOR, heartbeat, reap_run
 from sms_plugin.settings import database_url
 from sms_plugin.transports.base import Stream
+from sms_plugin.worker.engine import in_shared_process
 
 _LEVELS: dict[Stream, int] = {"stdout": logging.INFO, "stderr": logging.WARNING}
+LOG_WAIT_SECONDS = 5.0
+"""In an sms worker, how long a run waits at its end for its log lines to reach Prefect."""
 
 
 @functools.cache
@@ -181,8 +184,20 @@ async def _finish(logger: logging.LoggerAdapter, outcome: int | State) -> int | 
         logger.error(outcome.message)
     else:
         logger.info(f"finished with exit code {outcome}")
-    await APILogHandler.aflush()
+    if in_shared_process():
+        await _logs_sent()
+    else:
+        await APILogHandler.aflush()  # stops Prefect's log service: fine for a process of its own
     return outcome
+
+
+async def _logs_sent() -> None:
+    """Waits until the log lines queued in this process have been sent (at most
+    LOG_WAIT_SECONDS), leaving Prefect's log service running for the other runs of the worker."""
+    queue = APILogWorker.instance()._queue  # noqa: SLF001 - Prefect offers only a draining flush
+    deadline = asyncio.get_running_loop().time() + LOG_WAIT_SECONDS
+    while queue.unfinished_tasks and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.05)
 
 
 def _update(catalog: Catalog, flow_run_id: str, **fields: object) -> None:

@@ -12,7 +12,7 @@ import shutil
 import sys
 import tempfile
 from collections.abc import Iterator
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import TypeVar
 
@@ -90,6 +90,13 @@ def legacy_ssh_server() -> Iterator[SshServer]:
 def prefect_server() -> Iterator[PrefectServer]:
     """A private Prefect server; this test process talks to it for the whole session."""
     peer = _started(PrefectServer())
+    with talking_to(peer):
+        yield peer
+
+
+@contextmanager
+def talking_to(peer: PrefectServer) -> Iterator[PrefectServer]:
+    """This test process uses ``peer``'s API while the block runs; the peer is stopped at the end."""
     previous = os.environ.get("PREFECT_API_URL")
     os.environ["PREFECT_API_URL"] = peer.api_url
     try:

@@ -91,10 +91,14 @@ class SshServer(Peer):
     name = "sshd"
     username = TEST_USER
 
-    def __init__(self, *, port: int = 0, timeout: float = 15.0, legacy: bool = False) -> None:
-        """``port`` 0 picks a free loopback port at start."""
+    def __init__(
+        self, *, port: int = 0, timeout: float = 15.0, legacy: bool = False, max_startups: str = "100:30:200"
+    ) -> None:
+        """``port`` 0 picks a free loopback port at start; ``max_startups`` is sshd's MaxStartups
+        (concurrent unauthenticated connections; benchmarks with 1,000 runs raise it)."""
         super().__init__(timeout=timeout)
         self.port = port
+        self.max_startups = max_startups
         self.legacy = legacy
         if legacy:
             self.name = "sshd-legacy"
@@ -146,7 +150,7 @@ class SshServer(Peer):
                     "UsePAM no",
                     "StrictModes no",
                     "MaxSessions 10",
-                    "MaxStartups 100:30:200",
+                    f"MaxStartups {self.max_startups}",
                     "Subsystem sftp internal-sftp",
                     "LogLevel VERBOSE",
                     *(LEGACY_ALGORITHMS if self.legacy else []),

@@ -23,6 +23,7 @@ from sms_plugin import hosts as host_services
 from sms_plugin import runs as run_services
 from sms_plugin import scripts as script_services
 from sms_plugin.catalog import Catalog, ScriptSpec
+from sms_plugin.cli.worker import worker as worker_command
 from sms_plugin.errors import InvalidInput, SMSError
 
 T = TypeVar("T")
@@ -392,6 +393,9 @@ def up(
     from sms_plugin.stack import EmbeddedStack
 
     EmbeddedStack(port=port, catalog_path=catalog_path, console=out).run()
+
+
+app.command("worker")(worker_command)
 
 
 def main() -> None:

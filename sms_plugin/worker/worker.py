@@ -10,7 +10,7 @@ process worker does with a subprocess per run, with an asyncio task per run inst
   ``prefect.flow_engine.run_flow(flow, flow_run=flow_run, return_type="state")`` on the worker's
   run loop (:mod:`sms_plugin.worker.runloop`); the run's infrastructure id is ``sms:<host>:<pid>``;
 - a cancelled run's task is cancelled: the transport kills the remote process group and the
-  engine ends the run Cancelled, running ``on_cancellation`` hooks (:mod:`sms_plugin.worker.cancel`);
+  engine ends the run Cancelled, running ``on_cancellation`` hooks (:mod:`sms_plugin.worker.engine`);
 - new scheduled runs of the pool arrive through the event stream and are submitted at once
   (:mod:`sms_plugin.worker.dispatch`); polling remains the fallback.
 
@@ -42,7 +42,7 @@ from prefect.settings import get_current_settings
 from prefect.states import Cancelled, State
 from prefect.workers.base import BaseJobConfiguration, BaseVariables, BaseWorker, BaseWorkerResult
 
-from sms_plugin.worker import cancel
+from sms_plugin.worker import engine
 from sms_plugin.worker.dispatch import watch_scheduled_runs
 from sms_plugin.worker.runloop import RunLoop
 
@@ -68,7 +68,7 @@ class SMSWorker(BaseWorker[BaseJobConfiguration, BaseVariables, SMSWorkerResult]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._controls: dict[UUID, cancel.RunControl] = {}
+        self._controls: dict[UUID, engine.RunControl] = {}
         self._entrypoints: dict[UUID, str] = {}
         self._flows: dict[str, Flow[..., Any]] = {}
         self._run_loop: RunLoop | None = None
@@ -88,7 +88,7 @@ class SMSWorker(BaseWorker[BaseJobConfiguration, BaseVariables, SMSWorkerResult]
     # ------------------------------------------------------------------ lifecycle
 
     async def setup(self) -> None:
-        cancel.install()
+        engine.install()
         self._run_loop = RunLoop(f"sms-runs-{self.name}")
         await super().setup()
 
@@ -163,7 +163,7 @@ class SMSWorker(BaseWorker[BaseJobConfiguration, BaseVariables, SMSWorkerResult]
         """Executes ``flow_run`` on the run loop and returns when Prefect has its final state."""
         assert self._run_loop is not None, "the worker is not set up"
         flow = await self._flow_for(flow_run)  # before started(): a failure here marks the run Crashed
-        control = cancel.RunControl()
+        control = engine.RunControl()
         self._controls[flow_run.id] = control
         if self._cancelling_observer is not None:
             self._cancelling_observer.add_in_flight_flow_run_id(flow_run.id)
@@ -229,7 +229,7 @@ class _RunningObserver(FlowRunCancellingObserver):
             super().remove_in_flight_flow_run_id(flow_run_id)
 
 
-async def _execute(flow: Flow[..., Any], flow_run: FlowRun, control: cancel.RunControl) -> State | None:
+async def _execute(flow: Flow[..., Any], flow_run: FlowRun, control: engine.RunControl) -> State | None:
     """The run's task on the run loop: Prefect's engine, with the run's parameters and states."""
     control.bind()
     if control.cancel_requested:  # cancelled between being claimed and starting

@@ -1,6 +1,7 @@
 """The ``sms`` worker: many runs in one process against the real sshd, cancelling one run among
-many, losing the worker (SIGKILL) with runs in flight. Real Prefect server, real sshd, the
-worker as a subprocess (``prefect worker start --type sms``)."""
+many, losing the worker (SIGKILL) with runs in flight, two workers sharing a pool. Real Prefect
+server on PostgreSQL (SQLite answers 503 under hundreds of concurrent runs), real sshd, workers
+as subprocesses (``prefect worker start --type sms``)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import os
 import signal
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from prefect import get_client
@@ -21,7 +23,8 @@ from infra.testbed.prefect_worker import PrefectWorker
 from infra.testbed.process import process_tree
 from sms_plugin import hosts, runs, scripts
 from sms_plugin.catalog import Catalog, ScriptSpec, get_run, list_audit
-from tests.conftest import _started
+from infra.testbed.prefect_server import PrefectServer
+from tests.conftest import _started, talking_to
 from tests.integration.conftest import block_of
 
 pytestmark = pytest.mark.integration
@@ -39,7 +42,23 @@ async def _sms_pool(name: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def sms_pool(prefect_server) -> Iterator[str]:
+def scale_prefect(postgresql) -> Iterator[PrefectServer]:
+    """A Prefect server on PostgreSQL that this module talks to."""
+    with talking_to(_started(PrefectServer(database_url=postgresql.prefect_url))) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def catalog(scale_prefect) -> Iterator[Catalog]:
+    """The catalog the workers share with this process: SMS_HOME's SQLite file, migrated."""
+    opened = Catalog()
+    opened.upgrade()
+    yield opened
+    opened.dispose()
+
+
+@pytest.fixture(scope="module")
+def sms_pool(scale_prefect) -> Iterator[str]:
     """A work pool of type sms; SMS deploys its scripts there while this module runs."""
     name = f"sms-inproc-{uuid.uuid4().hex[:6]}"
     asyncio.run(_sms_pool(name))
@@ -49,9 +68,9 @@ def sms_pool(prefect_server) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def sms_worker(prefect_server, sms_pool, catalog) -> Iterator[PrefectWorker]:
+def sms_worker(scale_prefect, sms_pool, catalog) -> Iterator[PrefectWorker]:
     """One sms worker on the module's pool, up to 250 runs at once."""
-    peer = _started(PrefectWorker(prefect_server.api_url, pool=sms_pool, worker_type="sms", limit=250, extra_env=_env()))
+    peer = _started(PrefectWorker(scale_prefect.api_url, pool=sms_pool, worker_type="sms", limit=250, extra_env=_env()))
     yield peer
     peer.stop()
 
@@ -154,13 +173,13 @@ async def test_cancelling_one_of_50_runs(catalog, ssh_server, sms_worker):
     assert any("on_cancelling hook" in actor for actor in actors), actors
 
 
-async def test_sigkill_of_the_worker_with_20_runs(catalog, ssh_server, prefect_server, sms_pool, monkeypatch):
+async def test_sigkill_of_the_worker_with_20_runs(catalog, ssh_server, scale_prefect, monkeypatch):
     """Worker lost: its runs' heartbeats stop, housekeeping marks them Crashed and kills them."""
     monkeypatch.setenv("SMS_HEARTBEAT_SECONDS", "1")  # the reaper uses the same staleness rule
     pool = f"sms-kill-{uuid.uuid4().hex[:6]}"
     await _sms_pool(pool)
     monkeypatch.setenv("SMS_WORK_POOL", pool)
-    worker = _started(PrefectWorker(prefect_server.api_url, pool=pool, worker_type="sms", extra_env=_env(SMS_HEARTBEAT_SECONDS="1")))
+    worker = _started(PrefectWorker(scale_prefect.api_url, pool=pool, worker_type="sms", extra_env=_env(SMS_HEARTBEAT_SECONDS="1")))
     try:
         host = await _host(ssh_server, 30)
         marker = str(uuid.uuid4().int % 10**6 + 6 * 10**6)
@@ -186,3 +205,34 @@ async def test_sigkill_of_the_worker_with_20_runs(catalog, ssh_server, prefect_s
         with catalog.session() as session:
             reasons = [e.detail["reason"] for e in list_audit(session, object_name=run_id) if e.action == "run.reap"]
         assert any("no heartbeat" in reason for reason in reasons), (run_id, reasons)
+
+
+async def test_two_workers_share_100_runs_each_exactly_once(catalog, scale_prefect, ssh_server, monkeypatch):
+    pool = f"sms-pair-{uuid.uuid4().hex[:6]}"
+    await _sms_pool(pool)
+    monkeypatch.setenv("SMS_WORK_POOL", pool)
+    marker = Path(f"/tmp/sms-exactly-once-{uuid.uuid4().hex}")
+    # Each worker takes at most 60 runs at once, so neither can take all 100 alone.
+    workers = [
+        _started(PrefectWorker(scale_prefect.api_url, pool=pool, worker_type="sms", limit=60, extra_env=_env()))
+        for _ in range(2)
+    ]
+    try:
+        host = await _host(ssh_server, 120)
+        name = await _script(catalog, host, f'echo "$SMS_RUN_ID" >> {marker}\nsleep 3\n')
+        ids = await _start_many(catalog, name, 100)
+        final = await _until_final(ids, 240)
+    finally:
+        for worker in workers:
+            worker.stop()
+    try:
+        written = marker.read_text().split()
+    finally:
+        marker.unlink(missing_ok=True)
+
+    assert [final[i].state.type.value for i in ids] == ["COMPLETED"] * 100
+    assert sorted(written) == sorted(ids), "every run's script ran exactly once"
+    with catalog.session() as session:
+        assert all(get_run(session, i).exit_code == 0 for i in ids)
+    infrastructure = {final[i].infrastructure_pid for i in ids}
+    assert len(infrastructure) == 2, infrastructure  # both workers took part

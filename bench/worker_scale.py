@@ -1,0 +1,238 @@
+"""Benchmark: the in-process ``sms`` worker against Prefect's process worker and raw paramiko.
+
+On a private sshd, PostgreSQL and a Prefect server on it (all from the test bed), measures:
+- start latency, request → first remote instruction (the script's first line writes a timestamp):
+  sms worker vs process worker (PREFECT_WORKER_QUERY_SECONDS=1) vs raw paramiko ``exec_command``;
+- memory per running script: N concurrent remote ``sleep`` runs on one sms worker (worker RSS
+  delta / N) vs the process worker (its process tree's RSS delta / n) at a small count;
+- sustained short-run throughput (runs/s): a burst of runs of ``true`` until all have ended;
+- stop latency, cancel request → remote process group gone.
+
+Run as root from the repository root:
+    .venv/bin/python bench/worker_scale.py [N ...]     # N: concurrent runs for memory (default 100 300)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+_TMP = Path(tempfile.mkdtemp(prefix="sms-bench-"))
+os.environ.update(PREFECT_HOME=str(_TMP / "prefect-home"), SMS_HOME=str(_TMP / "sms-home"))
+os.environ.pop("PREFECT_API_URL", None)
+
+import paramiko  # noqa: E402
+from prefect import get_client  # noqa: E402
+from prefect.client.schemas.actions import WorkPoolCreate  # noqa: E402
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId  # noqa: E402
+
+from infra.testbed.postgresql import PostgreSQL  # noqa: E402
+from infra.testbed.prefect_server import PrefectServer  # noqa: E402
+from infra.testbed.prefect_worker import PrefectWorker  # noqa: E402
+from infra.testbed.process import process_tree  # noqa: E402
+from infra.testbed.sshd import SshServer  # noqa: E402
+from sms_plugin import hosts, runs, scripts  # noqa: E402
+from sms_plugin.catalog import Catalog, ScriptSpec  # noqa: E402
+from tests.conftest import talking_to  # noqa: E402
+from tests.integration.conftest import block_of  # noqa: E402
+
+STAMPS = Path("/tmp") / f"sms-bench-stamps-{uuid.uuid4().hex[:8]}"
+FINAL = {"COMPLETED", "FAILED", "CANCELLED", "CRASHED"}
+ROWS: list[tuple[str, str, str]] = []
+
+
+def pct(samples: list[float]) -> str:
+    ordered = sorted(samples)
+    p95 = ordered[max(0, round(0.95 * len(ordered)) - 1)]
+    return f"p50 {statistics.median(ordered):.3f} s, p95 {p95:.3f} s (n={len(ordered)})"
+
+
+def rss_kb(pids: set[int]) -> int:
+    total = 0
+    for pid in pids:
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except OSError:
+            pass
+    return total
+
+
+def alive(ssh: SshServer, marker: str) -> int:
+    return len([p for p in ssh.processes(f"sleep {marker}") if " Z" not in p])
+
+
+async def until(check: Callable[[], object], timeout: float, interval: float = 0.02) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return True
+        await asyncio.sleep(interval)
+    return False
+
+
+async def states(ids: list[str]) -> dict[str, str]:
+    async with get_client() as client:
+        found = await client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[uuid.UUID(i) for i in ids])), limit=len(ids)
+        )
+    return {str(r.id): r.state.type.value if r.state else "NONE" for r in found}
+
+
+async def all_final(ids: list[str]) -> bool:
+    found = await states(ids)
+    return len(found) == len(ids) and all(s in FINAL for s in found.values())
+
+
+async def start_many(catalog: Catalog, name: str, count: int, args: Callable[[int], list[str]] | None = None) -> list[str]:
+    gate = asyncio.Semaphore(16)
+
+    async def one(n: int) -> str:
+        async with gate:
+            return await runs.start(catalog, name, args=args(n) if args else None, trigger="cli", user="bench")
+
+    return list(await asyncio.gather(*(one(n) for n in range(count))))
+
+
+async def script(catalog: Catalog, pool: str, host: str, content: str) -> str:
+    os.environ["SMS_WORK_POOL"] = pool
+    name = f"bench-{uuid.uuid4().hex[:6]}"
+    await scripts.add(catalog, ScriptSpec(name=name, interpreter="sh", host=host, kill_grace_seconds=1), content, author="bench")
+    return name
+
+
+async def start_latency(catalog: Catalog, name: str, count: int) -> list[float]:
+    samples = []
+    for _ in range(count):
+        stamp = STAMPS / uuid.uuid4().hex
+        requested = time.time()
+        run_id = await runs.start(catalog, name, args=[str(stamp)], trigger="cli", user="bench")
+        assert await until(stamp.exists, 120), f"run {run_id} never started"
+        await until(lambda: stamp.read_text().strip(), 5)
+        samples.append(float(stamp.read_text()) - requested)
+        await until(lambda: all_final([run_id]), 60, 0.1)
+    return samples
+
+
+def raw_latency(ssh: SshServer, count: int) -> list[float]:
+    client = paramiko.SSHClient()
+    client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
+    key = paramiko.Ed25519Key.from_private_key(__import__("io").StringIO(ssh.private_key_pem))
+    client.connect(ssh.host, ssh.port, ssh.username, pkey=key, look_for_keys=False, allow_agent=False)
+    samples = []
+    for _ in range(count):
+        stamp = STAMPS / uuid.uuid4().hex
+        requested = time.time()
+        client.exec_command(f"date +%s.%N > {stamp}")[1].channel.recv_exit_status()
+        samples.append(float(stamp.read_text()) - requested)
+    client.close()
+    return samples
+
+
+async def memory(catalog: Catalog, ssh: SshServer, name: str, worker: PrefectWorker, count: int, tree: bool) -> float:
+    """KB of worker RSS per concurrently running remote script."""
+    pids = (lambda: process_tree(worker.pid)) if tree else (lambda: {worker.pid})
+    before = rss_kb(pids())
+    marker = str(7 * 10**6 + uuid.uuid4().int % 10**6)
+    ids = await start_many(catalog, name, count, args=lambda n: [marker])
+    ok = await until(lambda: alive(ssh, marker) >= count, 600, 1.0)
+    during = rss_kb(pids())
+    running = alive(ssh, marker)
+    for run_id in ids:
+        await runs.stop(run_id)
+    await until(lambda: all_final(ids), 300, 1.0)
+    print(f"  {count} runs: {running} running{'' if ok else ' (not all started)'}, RSS {before / 1024:.0f} → {during / 1024:.0f} MB")
+    return (during - before) / max(running, 1)
+
+
+async def throughput(catalog: Catalog, name: str, count: int) -> float:
+    began = time.monotonic()
+    ids = await start_many(catalog, name, count)
+    await until(lambda: all_final(ids), 900, 0.5)
+    return count / (time.monotonic() - began)
+
+
+async def stop_latency(catalog: Catalog, ssh: SshServer, name: str, count: int) -> list[float]:
+    samples = []
+    for _ in range(count):
+        marker = str(8 * 10**6 + uuid.uuid4().int % 10**6)
+        run_id = await runs.start(catalog, name, args=[marker], trigger="cli", user="bench")
+        assert await until(lambda: alive(ssh, marker) >= 1, 120), "never started"
+        requested = time.monotonic()
+        await runs.stop(run_id)
+        await until(lambda: alive(ssh, marker) == 0, 120, 0.01)
+        samples.append(time.monotonic() - requested)
+        await until(lambda: all_final([run_id]), 60, 0.1)
+    return samples
+
+
+async def bench(ssh: SshServer, server: PrefectServer, counts: list[int]) -> None:
+    STAMPS.mkdir(mode=0o777)
+    STAMPS.chmod(0o777)
+    catalog = Catalog()
+    catalog.upgrade()
+    env = {"SMS_HOME": os.environ["SMS_HOME"]}
+    async with get_client() as client:
+        await client.create_work_pool(WorkPoolCreate(name="bench-sms", type="sms"))
+        await client.create_work_pool(WorkPoolCreate(name="bench-process", type="process"))
+    host = f"bench-{uuid.uuid4().hex[:4]}"
+    await hosts.add(host, block_of(ssh, max_parallel_sessions=max(counts) + 50))
+    stamp_first = 'date +%s.%N > "$1"\n'
+    sms_stamp = await script(catalog, "bench-sms", host, stamp_first)
+    proc_stamp = await script(catalog, "bench-process", host, stamp_first)
+    sms_sleep = await script(catalog, "bench-sms", host, 'sleep "$1"\n')
+    proc_sleep = await script(catalog, "bench-process", host, 'sleep "$1"\n')
+    sms_true = await script(catalog, "bench-sms", host, "true\n")
+    proc_true = await script(catalog, "bench-process", host, "true\n")
+
+    sms = PrefectWorker(server.api_url, pool="bench-sms", worker_type="sms", limit=max(counts) + 50, extra_env=env, timeout=120).start()
+    process = PrefectWorker(server.api_url, pool="bench-process", extra_env=env, timeout=120).start()
+    try:
+        print("start latency ...")
+        ROWS.append(("start latency: sms worker", pct(await start_latency(catalog, sms_stamp, 20)), "goal p50 ≤ 0.3 s, p95 ≤ 0.6 s"))
+        ROWS.append(("start latency: process worker (query 1 s)", pct(await start_latency(catalog, proc_stamp, 8)), "baseline"))
+        ROWS.append(("start latency: raw paramiko exec", pct(raw_latency(ssh, 20)), "floor"))
+        print("stop latency ...")
+        ROWS.append(("stop latency: sms worker", pct(await stop_latency(catalog, ssh, sms_sleep, 10)), "goal p95 ≤ 1 s"))
+        ROWS.append(("stop latency: process worker", pct(await stop_latency(catalog, ssh, proc_sleep, 5)), "baseline"))
+        print("throughput ...")
+        ROWS.append(("throughput, 200 short runs: sms worker", f"{await throughput(catalog, sms_true, 200):.1f} runs/s", "goal ≥ 20 runs/s"))
+        ROWS.append(("throughput, 20 short runs: process worker", f"{await throughput(catalog, proc_true, 20):.1f} runs/s", "baseline"))
+        print("memory ...")
+        for count in counts:
+            per_run = await memory(catalog, ssh, sms_sleep, sms, count, tree=False)
+            ROWS.append((f"memory per running script: sms worker, {count} runs", f"{per_run / 1024:.2f} MB", "goal ≤ 2 MB at 1,000"))
+        per_run = await memory(catalog, ssh, proc_sleep, process, 5, tree=True)
+        ROWS.append(("memory per running script: process worker, 5 runs", f"{per_run / 1024:.1f} MB", "baseline"))
+    finally:
+        sms.stop()
+        process.stop()
+        catalog.dispose()
+
+
+def main() -> None:
+    counts = [int(a) for a in sys.argv[1:]] or [100, 300]
+    with SshServer(max_startups="1000:30:2000") as ssh, PostgreSQL() as pg:
+        with talking_to(PrefectServer(database_url=pg.prefect_url).start()) as server:
+            asyncio.run(bench(ssh, server, counts))
+    width = max(len(r[0]) for r in ROWS)
+    print(f"\n{'measure':<{width}} | result | note\n{'-' * width} | --- | ---")
+    for measure, result, note in ROWS:
+        print(f"{measure:<{width}} | {result} | {note}")
+
+
+if __name__ == "__main__":
+    main()
