@@ -10,8 +10,8 @@ opened until the transport is closed::
 
 The limit is created or updated when a host is added (:func:`ensure_host_limit`) and again by
 every run before it asks for a slot, so a block edited in the Prefect UI is honoured by the next
-run. Slots are *leases*: the run renews its lease every 45 s (a Prefect thread in the flow
-process), releases it when the script ends, is stopped or fails, and a run whose process dies
+run. Slots are *leases*: the run renews its lease every 45 s (a task of the run's event loop),
+releases it when the script ends, is stopped or fails, and a run whose process dies
 without releasing (SIGKILL, lost machine) loses its slot when the lease expires: at most
 :data:`LEASE_SECONDS` after the last renewal, plus the server's lease reaper interval (15 s).
 """
@@ -25,6 +25,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from uuid import UUID
 
+import httpx
 from prefect import get_client
 from prefect.client.orchestration import PrefectClient
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate, GlobalConcurrencyLimitUpdate
@@ -43,14 +44,15 @@ from prefect.client.schemas.objects import (
 )
 from prefect.client.schemas.sorting import FlowRunSort
 from prefect.client.schemas.responses import GlobalConcurrencyLimitResponse
-from prefect.concurrency.asyncio import concurrency
 from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 
-from sms_plugin.errors import Conflict
+from sms_plugin.errors import Conflict, SMSError
 
 PREFIX = "host:"
 LEASE_SECONDS = 60.0
 """How long a slot outlives its run's last renewal; 60 s is the shortest lease Prefect accepts."""
+MAX_RETRY_SECONDS = 30.0
+"""A run waiting for a full host asks again at the interval the server suggests, at most this."""
 WAIT_NOTICE_SECONDS = 0.5
 """A slot not granted within this time means the host is full: the run says it is waiting."""
 
@@ -119,16 +121,7 @@ async def host_slot(
 
     notice = asyncio.create_task(announce())
     try:
-        slot = concurrency(
-            host_limit_name(host),
-            occupy=1,
-            lease_duration=LEASE_SECONDS,
-            strict=True,
-            holder=holder,
-            # A failed renewal (e.g. the Prefect server restarting) must not kill a running script.
-            raise_on_lease_renewal_failure=False,
-        )
-        async with slot:
+        async with _leased_slot(host_limit_name(host), holder, log):
             notice.cancel()
             waited = time.monotonic() - began
             if announced:
@@ -136,6 +129,56 @@ async def host_slot(
             yield waited
     finally:
         notice.cancel()
+
+
+@asynccontextmanager
+async def _leased_slot(
+    name: str, holder: ConcurrencyLeaseHolder | None, log: logging.Logger | logging.LoggerAdapter
+) -> AsyncIterator[None]:
+    """One slot of limit ``name`` under a lease renewed by a task of this event loop.
+
+    Prefect's ``concurrency()`` does the same with a thread per lease and one acquisition at a time
+    per process and limit; an sms worker starting hundreds of runs on one host needs neither."""
+    async with get_client() as client:
+        lease_id = await _acquire(client, name, holder)
+        renewal = asyncio.create_task(_renew(client, lease_id, log))
+        try:
+            yield
+        finally:
+            renewal.cancel()
+            try:
+                await asyncio.shield(client.release_concurrency_slots_with_lease(lease_id))
+            except Exception as error:  # noqa: BLE001 - the lease expires by itself
+                log.warning(f"could not release the slot of {name} ({error}); it frees itself within {LEASE_SECONDS:g} s")
+
+
+async def _acquire(client: PrefectClient, name: str, holder: ConcurrencyLeaseHolder | None) -> UUID:
+    """Takes a slot, waiting as long as the limit is full (the server says how long to wait)."""
+    while True:
+        try:
+            response = await client.increment_concurrency_slots_with_lease(
+                names=[name], slots=1, mode="concurrency", lease_duration=LEASE_SECONDS, holder=holder
+            )
+        except httpx.HTTPStatusError as error:
+            if error.response.status_code != 423:
+                raise
+            await asyncio.sleep(min(float(error.response.headers.get("Retry-After", 1)), MAX_RETRY_SECONDS))
+            continue
+        body = response.json()
+        if not body.get("limits"):
+            raise SMSError(f"the concurrency limit {name} does not exist")
+        return UUID(body["lease_id"])
+
+
+async def _renew(client: PrefectClient, lease_id: UUID, log: logging.Logger | logging.LoggerAdapter) -> None:
+    """Renews the lease at 3/4 of its duration; a failed renewal (e.g. the server restarting) is
+    logged and retried, never stops the script."""
+    while True:
+        await asyncio.sleep(LEASE_SECONDS * 0.75)
+        try:
+            await client.renew_concurrency_lease(lease_id, lease_duration=LEASE_SECONDS)
+        except Exception as error:  # noqa: BLE001
+            log.warning(f"could not renew the host slot lease {lease_id}: {error}")
 
 
 # ------------------------------------------------------------------ single-instance scripts
