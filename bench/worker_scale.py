@@ -148,11 +148,16 @@ async def memory(catalog: Catalog, ssh: SshServer, name: str, worker: PrefectWor
     before = rss_kb(pids())
     marker = str(7 * 10**6 + uuid.uuid4().int % 10**6)
     ids = await start_many(catalog, name, count, args=lambda n: [marker])
-    ok = await until(lambda: alive(ssh, marker) >= count, 600, 1.0)
+    ok = await until(lambda: alive(ssh, marker) >= count, 300, 1.0)
     during = rss_kb(pids())
     running = alive(ssh, marker)
-    for run_id in ids:
-        await runs.stop(run_id)
+    gate = asyncio.Semaphore(16)
+
+    async def stop(run_id: str) -> None:
+        async with gate:
+            await runs.stop(run_id)
+
+    await asyncio.gather(*(stop(run_id) for run_id in ids))
     await until(lambda: all_final(ids), 300, 1.0)
     print(f"  {count} runs: {running} running{'' if ok else ' (not all started)'}, RSS {before / 1024:.0f} → {during / 1024:.0f} MB")
     return (during - before) / max(running, 1)
@@ -225,9 +230,18 @@ async def bench(ssh: SshServer, server: PrefectServer, counts: list[int]) -> Non
 
 def main() -> None:
     counts = [int(a) for a in sys.argv[1:]] or [100, 300]
-    with SshServer(max_startups="1000:30:2000") as ssh, PostgreSQL() as pg:
-        with talking_to(PrefectServer(database_url=pg.prefect_url).start()) as server:
-            asyncio.run(bench(ssh, server, counts))
+    try:
+        with SshServer(max_startups="1000:30:2000") as ssh, PostgreSQL() as pg:
+            with talking_to(PrefectServer(database_url=pg.prefect_url).start()) as server:
+                asyncio.run(bench(ssh, server, counts))
+    finally:
+        table()
+
+
+def table() -> None:
+    """Prints what was measured (also when a later measure failed)."""
+    if not ROWS:
+        return
     width = max(len(r[0]) for r in ROWS)
     print(f"\n{'measure':<{width}} | result | note\n{'-' * width} | --- | ---")
     for measure, result, note in ROWS:
