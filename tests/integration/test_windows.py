@@ -11,12 +11,17 @@ import asyncio
 import hashlib
 import os
 import time
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
+from blocks.hosts import WindowsHost
+from flows.run_script import run_script
 from infra.testbed import wine
+from sms_plugin import hosts, runs, scripts
+from sms_plugin.catalog import ScriptSpec, add_script, get_run
 from sms_plugin.errors import AuthenticationFailed, HostUnreachable, InvalidInput
 from sms_plugin.execution import ScriptRun, execute
 from sms_plugin.transports.base import Command, OutputLine
@@ -80,8 +85,7 @@ async def test_stop_during_a_long_bat_kills_the_wine_process_tree(windows, winrm
     assert (await anext(lines)).text == "started"
     before = winrm_host.wine_processes()
     assert before, "the .bat's Wine processes should be visible on the test host"
-    commands = {open(f"/proc/{pid}/cmdline", "rb").read().replace(b"\0", b" ") for pid in before if os.path.exists(f"/proc/{pid}")}
-    assert any(b"ping" in c for c in commands), commands
+    assert any(b"ping" in _cmdline(pid) for pid in before), [_cmdline(pid) for pid in before]
     await process.kill(grace_seconds=1)
     assert await asyncio.wait_for(process.wait(), 30) == 1
     deadline = time.monotonic() + 10
@@ -190,3 +194,65 @@ async def test_bat_arguments_with_spaces_arrive_intact(windows):
 
 async def _nothing(*_: object) -> None:
     return None
+
+
+# --------------------------------------------------------------------------- the run-script flow
+
+
+def windows_block(host: Any, **overrides: Any) -> WindowsHost:
+    values: dict[str, Any] = dict(address="127.0.0.1", port=host.port, username=host.username,
+                                  password=host.password, auth="ntlm", operation_timeout=5)
+    return WindowsHost(**{**values, **overrides})
+
+
+@pytest.fixture
+async def windows_host(prefect_server: Any, winrm_host: Any) -> str:
+    """The name of a fresh WindowsHost block for the test host."""
+    name = f"win-{uuid.uuid4().hex[:10]}"
+    await hosts.add(name, windows_block(winrm_host))
+    return name
+
+
+@pytest.mark.parametrize("code", [3, 0])
+async def test_run_script_flow_maps_the_bat_exit_code_to_the_state(catalog, windows_host, code):
+    name = f"bat-{uuid.uuid4().hex[:10]}"
+    with catalog.session() as session:
+        add_script(session, ScriptSpec(name=name, interpreter="cmd", host=windows_host), content=STREAMED_BAT, author="tests")
+    state = await run_script(script=name, args=[str(code)], return_state=True)
+    if code:
+        assert state.is_failed()
+        assert state.message == f"{name} failed with exit code 3; last stderr: to-stderr "
+    else:
+        assert state.is_completed(), state.message
+    with catalog.session() as session:
+        record = get_run(session, str(state.state_details.flow_run_id))
+    assert (record.exit_code, record.host) == (code, windows_host)
+    assert "stdout: first" in (record.output_tail or "")
+
+
+async def test_stopping_a_worker_run_of_a_bat_ends_cancelled_and_kills_the_wine_tree(
+    catalog, windows_host, winrm_host, prefect_worker
+):
+    name = f"bat-long-{uuid.uuid4().hex[:10]}"
+    await scripts.add(catalog, ScriptSpec(name=name, interpreter="cmd", host=windows_host),
+                      "@echo off\necho started\nping -n 1000 127.0.0.1\n", author="tests")
+    run_id = await runs.start(catalog, name, trigger="cli", user="tests")
+    deadline = time.monotonic() + 90
+    while not any(b"ping" in _cmdline(pid) for pid in winrm_host.wine_processes()):
+        assert time.monotonic() < deadline, "the .bat never started on the test host"
+        await asyncio.sleep(0.3)
+    before = winrm_host.wine_processes()
+    assert await runs.stop(run_id) == "CANCELLING"
+    result = await runs.wait(catalog, run_id, timeout=60, poll=0.2)
+    assert result.state == "CANCELLED"
+    deadline = time.monotonic() + 10
+    while (left := [pid for pid in before if wine_alive(pid)]) and time.monotonic() < deadline:
+        await asyncio.sleep(0.2)
+    assert not left, f"Wine processes survived the stop: {left}"
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return open(f"/proc/{pid}/cmdline", "rb").read()
+    except OSError:
+        return b""
