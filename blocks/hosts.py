@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import ClassVar, Literal
 
 from prefect.blocks.core import Block
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 
 from sms_plugin.errors import NotFound
 from sms_plugin.transports.base import Transport
@@ -170,6 +170,12 @@ class WindowsHost(Block):
         default=2, ge=1,
         description="How many scripts may run here at once. Each run holds two WinRS shells; WinRM 2.0 allows 5 per user (MaxShellsPerUser).",
     )
+
+    @model_validator(mode="after")
+    def _basic_only_over_https(self) -> WindowsHost:
+        if self.auth == "basic" and self.scheme != "https":
+            raise ValueError("Basic authentication sends the password in clear: use it over https only")
+        return self
 
     def target(self) -> WinRMTarget:
         return WinRMTarget(

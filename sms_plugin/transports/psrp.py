@@ -309,6 +309,13 @@ class WindowsTransport(Transport):
             self._scratch = temp.rstrip("\\") + "\\sms\\run"
         return self._scratch
 
+    async def windows_version(self) -> str:
+        """What ``ver`` prints (e.g. "Microsoft Windows [Version 6.1.7601]")."""
+        code, out, err = await self._run(windows_commands.VERSION)
+        if code != 0:
+            raise TransportError(f"`ver` failed on {self.target.label}: {err.decode(errors='replace').strip()}")
+        return out.decode("utf-8", errors="replace").strip()
+
     def join(self, folder: str, name: str) -> str:
         return f"{folder.rstrip(chr(92))}\\{name}"
 

@@ -103,3 +103,5 @@ def remove(path: str) -> str:
 
 TEMP_DIR = "echo %TEMP%"
 """A cmd.exe line printing the account's temp folder (scripts are uploaded below it)."""
+VERSION = "ver"
+"""A cmd.exe line printing the Windows version."""

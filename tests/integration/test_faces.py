@@ -185,7 +185,8 @@ def test_sms_up_runs_the_samples_and_stops_cleanly(tmp_path):
         assert "SMS is up" in seen, seen
         env["PREFECT_API_URL"] = f"http://127.0.0.1:{port}/api"
         listed = subprocess.run([SMS, "script", "list"], env=env, capture_output=True, text=True, timeout=60)
-        for sample in ("hello-bash", "disk-report-sh", "inventory-ksh", "health-python"):
+        for sample in ("hello-bash", "disk-report-sh", "inventory-ksh", "health-python",
+                       "cleanup-temp-powershell", "service-check-bat"):
             assert sample in listed.stdout
         done = subprocess.run([SMS, "run", "hello-bash", "--wait", "--", "SMS"], env=env,
                               capture_output=True, text=True, timeout=120)

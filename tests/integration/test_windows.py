@@ -13,15 +13,20 @@ import os
 import time
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+from prefect import get_client
+from pydantic import SecretStr
 
 from blocks.hosts import WindowsHost
 from flows.run_script import run_script
 from infra.testbed import wine
+from sms_plugin import apply as declarative
 from sms_plugin import hosts, runs, scripts
-from sms_plugin.catalog import ScriptSpec, add_script, get_run
+from sms_plugin.catalog import ScriptSpec, add_script, get_run, get_script
+from sms_plugin.deploy import deployment_name
 from sms_plugin.errors import AuthenticationFailed, HostUnreachable, InvalidInput
 from sms_plugin.execution import ScriptRun, execute
 from sms_plugin.transports.base import Command, OutputLine
@@ -29,6 +34,7 @@ from sms_plugin.transports.interpreters import INTERPRETERS
 from sms_plugin.transports.psrp import WindowsProcess, WindowsTransport, WinRMTarget
 
 pytestmark = pytest.mark.integration
+REPO = Path(__file__).resolve().parents[2]
 
 STREAMED_BAT = "@echo off\necho first\nping -n 3 127.0.0.1 >nul\necho second\necho to-stderr 1>&2\nexit /b %1\n"
 
@@ -256,3 +262,29 @@ def _cmdline(pid: int) -> bytes:
         return open(f"/proc/{pid}/cmdline", "rb").read()
     except OSError:
         return b""
+
+
+async def test_host_check_of_a_windows_host(windows_host):
+    result = await hosts.check(windows_host)
+    assert result.usable, result.problems
+    assert result.uname and "windows" in result.uname.lower()  # what Wine's `ver` prints
+    assert any("\\sms\\run" in note for note in result.notes)
+
+
+async def test_host_check_reports_a_wrong_password(prefect_server, winrm_host):
+    name = f"win-bad-{uuid.uuid4().hex[:8]}"
+    await hosts.add(name, windows_block(winrm_host, password=SecretStr("wrong")))
+    result = await hosts.check(name)
+    assert not result.usable and result.reachable and not result.authenticated
+    assert "refused the credentials" in result.problems[0]
+
+
+async def test_windows_samples_appear_as_prefect_deployments(catalog, prefect_server):
+    planned = await declarative.plan(catalog, REPO / "deployments" / "samples.yaml")
+    await declarative.apply(catalog, planned, author="tests")
+    async with get_client() as client:
+        for sample, interpreter in (("cleanup-temp-powershell", "powershell"), ("service-check-bat", "cmd")):
+            deployment = await client.read_deployment_by_name(deployment_name(sample))
+            assert deployment.parameters["script"] == sample
+            with catalog.session() as session:
+                assert get_script(session, sample).interpreter == interpreter
