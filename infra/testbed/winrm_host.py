@@ -18,6 +18,7 @@ import re
 import secrets
 import ssl
 import sys
+import threading
 import uuid
 import xml.etree.ElementTree as ET
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -283,8 +284,6 @@ def main(argv: list[str] | None = None) -> None:
     servers = [WinRMServer(options.port, app, users, None)]
     if options.tls_port:
         servers.append(WinRMServer(options.tls_port, app, users, (options.cert, options.key)))
-    import threading
-
     for server in servers[1:]:
         threading.Thread(target=server.serve_forever, daemon=True).start()
     print(f"winrm-host listening on {options.port} (http) {options.tls_port or '-'} (https)", flush=True)

@@ -21,6 +21,7 @@ import subprocess
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -138,7 +139,8 @@ class Shell:
 class WinRSService:
     """All shells of one test host."""
 
-    def __init__(self, root: Path, commands_per_shell: int, stub_factory) -> None:  # noqa: ANN001
+    def __init__(self, root: Path, commands_per_shell: int, stub_factory: Callable[[str], Job | None]) -> None:
+        """``stub_factory`` answers the command lines that are not for cmd.exe (PowerShell)."""
         self.root = root
         self.commands_per_shell = commands_per_shell
         self._stub_factory = stub_factory

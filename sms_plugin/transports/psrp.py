@@ -105,23 +105,35 @@ class WinRMTarget:
         )
 
 
+def _translated(target: WinRMTarget, what: str, error: BaseException) -> TransportError | None:
+    """SMS's error for a pypsrp/requests error, or None for anything else."""
+    if isinstance(error, TransportError):
+        return error
+    if isinstance(error, AuthenticationError):
+        return AuthenticationFailed(f"{target.label} refused the credentials ({target.auth})")
+    if isinstance(error, requests.exceptions.SSLError):
+        return HostUnreachable(
+            f"{target.label}: TLS certificate not trusted or invalid ({error.__context__ or error}); "
+            f"give the server's CA with ca_path"
+        )
+    if isinstance(error, (requests.exceptions.ConnectionError, requests.exceptions.Timeout)):
+        return HostUnreachable(f"cannot reach {target.label}: {error}")
+    if isinstance(error, WSManFaultError):
+        return TransportError(f"{what} on {target.label} failed: WinRM fault {error.code}: {error.reason}")
+    if isinstance(error, (WinRMTransportError, WinRMError)):
+        return TransportError(f"{what} on {target.label} failed: {error}")
+    return None
+
+
 def _call(target: WinRMTarget, what: str, call: Callable[[], T]) -> T:
     """Runs a pypsrp call, turning its errors into SMS's."""
     try:
         return call()
-    except AuthenticationError:
-        raise AuthenticationFailed(f"{target.label} refused the credentials ({target.auth})") from None
-    except requests.exceptions.SSLError as error:
-        raise HostUnreachable(
-            f"{target.label}: TLS certificate not trusted or invalid ({error.__context__ or error}); "
-            f"give the server's CA with ca_path"
-        ) from None
-    except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as error:
-        raise HostUnreachable(f"cannot reach {target.label}: {error}") from None
-    except WSManFaultError as error:
-        raise TransportError(f"{what} on {target.label} failed: WinRM fault {error.code}: {error.reason}") from None
-    except (WinRMTransportError, WinRMError) as error:
-        raise TransportError(f"{what} on {target.label} failed: {error}") from None
+    except Exception as error:
+        mapped = _translated(target, what, error)
+        if mapped is None:
+            raise
+        raise mapped from None
 
 
 def _open_shell(wsman: WSMan, target: WinRMTarget, env: dict[str, str] | None = None, cwd: str | None = None) -> WinRS:
@@ -237,7 +249,9 @@ class WindowsProcess(RemoteProcess):
                         outcome = KILLED_EXIT_CODE if self._killed else (code or 0)
                         break
             except Exception as error:  # noqa: BLE001 - handed to wait()
-                outcome = KILLED_EXIT_CODE if self._killed else _as_transport_error(target, error)
+                mapped = _translated(target, "receiving output", error)
+                outcome = KILLED_EXIT_CODE if self._killed else mapped or TransportError(f"receiving output from {target.label} failed: {error}")
+            self.shell.wsman.close()  # the run's own connection; the shell is deleted over the control one
             for stream, splitter in splitters.items():
                 publish(stream, splitter.flush())  # type: ignore[arg-type]
             self._ended.set()
@@ -269,16 +283,6 @@ class WindowsProcess(RemoteProcess):
         if not self._ended.is_set():
             await transport.signal_command(self, SignalCode.TERMINATE)
         await transport.delete_shell(self)
-
-
-def _as_transport_error(target: WinRMTarget, error: BaseException) -> TransportError:
-    if isinstance(error, TransportError):
-        return error
-    try:
-        _call(target, "receiving output", lambda: (_ for _ in ()).throw(error))
-    except TransportError as mapped:
-        return mapped
-    return TransportError(f"receiving output from {target.label} failed: {error}")
 
 
 class WindowsTransport(Transport):
@@ -394,6 +398,7 @@ class WindowsTransport(Transport):
 
     async def close(self) -> None:
         await asyncio.to_thread(self.utility.close)
+        self.utility.wsman.close()
 
 
 def render(argv: list[str]) -> str:
