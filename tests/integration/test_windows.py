@@ -27,7 +27,7 @@ from sms_plugin import apply as declarative
 from sms_plugin import hosts, runs, scripts
 from sms_plugin.catalog import ScriptSpec, add_script, get_run, get_script
 from sms_plugin.deploy import deployment_name
-from sms_plugin.errors import AuthenticationFailed, HostUnreachable, InvalidInput
+from sms_plugin.errors import AuthenticationFailed, HostUnreachable, InvalidInput, TransportError
 from sms_plugin.execution import ScriptRun, execute
 from sms_plugin.transports.base import Command, OutputLine
 from sms_plugin.transports.interpreters import INTERPRETERS
@@ -159,6 +159,15 @@ async def test_utility_shell_is_recycled_before_the_command_quota(windows):
         await windows.remove(path)
         assert not wine.unix_path(path).exists()
     assert windows.utility.shells_opened >= 2
+
+
+async def test_without_recycling_the_host_refuses_the_16th_command(winrm_host):
+    """The quota the recycling test relies on is really enforced by the test host."""
+    async with await WindowsTransport.connect(http_target(winrm_host, commands_per_shell=20)) as transport:
+        for i in range(15):
+            await transport.remove(f"C:\\nothing-{i}.txt")
+        with pytest.raises(TransportError, match="MaxProcessesPerShell"):
+            await transport.remove("C:\\nothing-16.txt")
 
 
 async def test_upload_of_5_mb_arrives_byte_identical(windows):
