@@ -13,14 +13,15 @@ them masked; SMS never logs them.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 from prefect.blocks.core import Block
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 
 from sms_plugin.errors import NotFound
 from sms_plugin.transports.base import Transport
 from sms_plugin.transports.local import LocalTransport
+from sms_plugin.transports.psrp import WindowsTransport, WinRMTarget
 from sms_plugin.transports.ssh import SSHTarget, SSHTransport
 
 
@@ -113,8 +114,95 @@ class LocalHost(Block):
         return "the worker's own machine"
 
 
-HostBlock = SSHHost | LocalHost
-HOST_BLOCK_TYPES: tuple[type[SSHHost] | type[LocalHost], ...] = (SSHHost, LocalHost)
+class WindowsHost(Block):
+    """A Windows server reached over WinRM (PowerShell Remoting's WS-Management), with pypsrp.
+
+    Over HTTP, NTLM/Negotiate/Kerberos/CredSSP messages are encrypted by default; Basic is only
+    allowed over HTTPS. HTTPS certificates are checked (give ``ca_path`` for a private CA).
+    See docs/windows.md for what to enable on the server.
+    """
+
+    _block_type_name = "SMS Windows Host"
+    _block_type_slug = "sms-windows-host"
+    _description = (
+        "A Windows server on which SMS runs PowerShell, .bat and .cmd scripts over WinRM (pypsrp): "
+        "NTLM/Negotiate, Kerberos, CredSSP or Basic over HTTPS; message encryption over HTTP."
+    )
+    kind: ClassVar[str] = "windows"
+
+    address: str = Field(description="Host name or IP address of the server.")
+    port: int | None = Field(default=None, ge=1, le=65535, description="WinRM port (default 5985 http, 5986 https).")
+    scheme: Literal["http", "https"] = Field(default="http", description="http (with message encryption) or https.")
+    cert_validation: bool = Field(
+        default=True, description="Check the HTTPS certificate. Turn off only for a test server."
+    )
+    ca_path: str | None = Field(
+        default=None, description="PEM file of the CA that signed the server's certificate (on the worker)."
+    )
+    auth: Literal["negotiate", "ntlm", "kerberos", "basic", "credssp"] = Field(
+        default="negotiate",
+        description="negotiate (Kerberos, else NTLM), ntlm, kerberos, basic (https only) or credssp.",
+    )
+    username: str = Field(description="The account scripts run as (DOMAIN\\user or user@domain for domain accounts).")
+    password: SecretStr = Field(description="The account's password.")
+    encryption: Literal["auto", "always", "never"] = Field(
+        default="auto",
+        description="WinRM message encryption: auto (on over http, TLS over https), always, or never (http: refused by default servers).",
+    )
+    operation_timeout: int = Field(
+        default=20, ge=1, le=3600,
+        description="Seconds a Receive waits for output before the server answers 'timed out' and SMS asks again.",
+    )
+    connect_timeout: float = Field(default=10.0, gt=0, description="Seconds to wait for a connection.")
+    commands_per_shell: int = Field(
+        default=15, ge=2,
+        description="Commands SMS starts in one WinRS shell before it opens a new one (MaxProcessesPerShell; 15 on 2008 R2).",
+    )
+    idle_timeout: int = Field(
+        default=900, ge=60,
+        description="Seconds after which the server deletes a run's shell (and ends its processes) if SMS stopped asking for output.",
+    )
+    powershell_version: Literal["2.0", "3.0", "4.0", "5.1"] = Field(
+        default="2.0",
+        description="The oldest PowerShell on the server. SMS itself only sends PowerShell 2.0 syntax; this documents the host.",
+    )
+    max_parallel_sessions: int = Field(
+        default=2, ge=1,
+        description="How many scripts may run here at once. Each run holds two WinRS shells; WinRM 2.0 allows 5 per user (MaxShellsPerUser).",
+    )
+
+    @model_validator(mode="after")
+    def _basic_only_over_https(self) -> WindowsHost:
+        if self.auth == "basic" and self.scheme != "https":
+            raise ValueError("Basic authentication sends the password in clear: use it over https only")
+        return self
+
+    def target(self) -> WinRMTarget:
+        return WinRMTarget(
+            address=self.address,
+            port=self.port,
+            scheme=self.scheme,
+            username=self.username,
+            password=self.password.get_secret_value(),
+            auth=self.auth,
+            cert_validation=self.cert_validation,
+            ca_path=self.ca_path,
+            encryption=self.encryption,
+            operation_timeout=self.operation_timeout,
+            connect_timeout=self.connect_timeout,
+            commands_per_shell=self.commands_per_shell,
+            idle_timeout=self.idle_timeout,
+        )
+
+    async def open_transport(self) -> Transport:
+        return await WindowsTransport.connect(self.target())
+
+    def describe(self) -> str:
+        return self.target().label
+
+
+HostBlock = SSHHost | LocalHost | WindowsHost
+HOST_BLOCK_TYPES: tuple[type[SSHHost] | type[LocalHost] | type[WindowsHost], ...] = (SSHHost, LocalHost, WindowsHost)
 
 
 async def load_host(name: str) -> HostBlock:

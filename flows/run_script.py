@@ -126,7 +126,7 @@ async def run_script(
     async def started(pid: int | None) -> None:
         nonlocal process_started
         process_started = True
-        logger.info(f"Started as process group {pid}")
+        logger.info(f"Started as process group {pid}" if pid is not None else "Started (this host reports no process id)")
         _update(catalog, str(flow_run.id), remote_pid=pid, started_at=datetime.now(UTC), exit_code=None)
 
     async def output(stream: Stream, message: str) -> None:

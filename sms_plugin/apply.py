@@ -11,6 +11,11 @@ A file looks like this (paths are relative to the file; secrets never live in it
         private_key_file: ~/.ssh/sms_ed25519   # read when applying
         password_env: WEB01_PASSWORD           # an environment variable's name
         host_keys: ["ssh-ed25519 AAAA..."]     # omitted: keys pinned earlier are kept
+      - name: win-01
+        type: windows                  # WindowsHost fields: scheme, auth, ca_path, ...
+        address: 10.0.0.7
+        username: CORP\\svc-sms
+        password_env: WIN01_PASSWORD
     scripts:
       - name: nightly-report
         interpreter: ksh
@@ -31,7 +36,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import SecretStr, ValidationError
 
-from blocks.hosts import HostBlock, LocalHost, SSHHost, load_host
+from blocks.hosts import HostBlock, LocalHost, SSHHost, WindowsHost, load_host
 from sms_plugin import hosts as host_services
 from sms_plugin import scripts as script_services
 from sms_plugin.catalog import Catalog, ScriptSpec, get_script, get_version
@@ -81,15 +86,15 @@ def _host_block(entry: dict[str, Any], base: Path) -> HostBlock:
     fields.pop("name")
     if kind == "local":
         return LocalHost(**fields)
-    if kind != "ssh":
-        raise InvalidInput(f"host {entry['name']!r}: type must be 'ssh' or 'local', not {kind!r}")
+    if kind not in ("ssh", "windows"):
+        raise InvalidInput(f"host {entry['name']!r}: type must be 'ssh', 'windows' or 'local', not {kind!r}")
     if key_file := fields.pop("private_key_file", None):
         fields["private_key"] = SecretStr(_read_file(base, key_file))
     if password_env := fields.pop("password_env", None):
         if password_env not in os.environ:
             raise InvalidInput(f"host {entry['name']!r}: environment variable {password_env} is not set")
         fields["password"] = SecretStr(os.environ[password_env])
-    return SSHHost(**fields)
+    return WindowsHost(**fields) if kind == "windows" else SSHHost(**fields)
 
 
 def load(path: Path) -> tuple[dict[str, HostBlock], list[DeclaredScript]]:

@@ -102,8 +102,8 @@ async def execute(
     spec = find_interpreter(run.interpreter)
     script_path = run.path
     if spec.uploads:
-        script_path = f"{await transport.scratch_dir()}/{run.name}-{_token()}{spec.suffix}"
-        await transport.upload((run.content or "").encode(), script_path)
+        script_path = transport.join(await transport.scratch_dir(), f"{run.name}-{_token()}{spec.suffix}")
+        await transport.upload(spec.encode(run.content or ""), script_path)
     assert script_path is not None, "an 'original' script needs its path"
     try:
         command = Command(argv=spec.argv(script_path, run.args), env=run.env, cwd=run.working_dir, run_id=run.run_id)

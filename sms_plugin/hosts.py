@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from prefect import get_client
 from pydantic import SecretStr
 
-from blocks.hosts import HOST_BLOCK_TYPES, HostBlock, SSHHost, load_host
+from blocks.hosts import HOST_BLOCK_TYPES, HostBlock, SSHHost, WindowsHost, load_host
 from sms_plugin.errors import (
     AuthenticationFailed,
     Conflict,
@@ -169,7 +169,7 @@ class HostCheck:
             self.reachable
             and self.authenticated
             and self.host_key in ("match", "not checked")
-            and bool(self.interpreters.get("sh"))
+            and (self.kind == "windows" or bool(self.interpreters.get("sh")))
             and not self.problems
         )
 
@@ -183,11 +183,36 @@ async def check(name: str) -> HostCheck:
     began = time.monotonic()
     if isinstance(host, SSHHost):
         result = await _check_ssh(name, host)
+    elif isinstance(host, WindowsHost):
+        result = await _check_windows(name, host)
     else:
         result = HostCheck(name, host.kind, host.describe(), reachable=True, authenticated=True)
         await _probe_host(host, result)
         result.login_shell = pwd.getpwuid(os.getuid()).pw_shell
     result.seconds = time.monotonic() - began
+    return result
+
+
+async def _check_windows(name: str, host: WindowsHost) -> HostCheck:
+    """Logs in over WinRM, asks cmd.exe for the Windows version and the temp folder."""
+    result = HostCheck(name, host.kind, host.describe())
+    try:
+        transport = await host.open_transport()
+    except AuthenticationFailed as error:
+        result.reachable = True
+        result.problems.append(f"login failed: {error}")
+        return result
+    except TransportError as error:
+        result.problems.append(str(error))
+        return result
+    result.reachable = result.authenticated = True
+    try:
+        async with transport:
+            result.uname = await transport.windows_version()  # type: ignore[attr-defined]
+            result.notes.append(f"scripts are uploaded to {await transport.scratch_dir()}")
+    except TransportError as error:
+        result.problems.append(f"could not run cmd.exe on the host: {error}")
+    result.interpreters = {"cmd": "cmd.exe", "powershell": "powershell.exe (not probed)"}
     return result
 
 

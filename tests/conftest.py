@@ -36,6 +36,7 @@ from infra.testbed.prefect_server import PrefectServer  # noqa: E402
 from infra.testbed.prefect_worker import PrefectWorker  # noqa: E402
 from infra.testbed.process import Peer, PeerError  # noqa: E402
 from infra.testbed.sshd import SshServer  # noqa: E402
+from infra.testbed.winrm_host import WinRMHost  # noqa: E402
 
 P = TypeVar("P", bound=Peer)
 
@@ -73,6 +74,14 @@ def postgresql() -> Iterator[PostgreSQL]:
 def ssh_server() -> Iterator[SshServer]:
     """A private sshd for user ``smstest`` (key and password login, pinned host keys)."""
     peer = _started(SshServer())
+    yield peer
+    peer.stop()
+
+
+@pytest.fixture(scope="session")
+def winrm_host() -> Iterator[WinRMHost]:
+    """The loopback WinRM test host (WinRS over HTTP+NTLM and HTTPS, commands run by Wine's cmd.exe)."""
+    peer = _started(WinRMHost())
     yield peer
     peer.stop()
 

@@ -23,6 +23,7 @@ from sms_plugin import hosts as host_services
 from sms_plugin import runs as run_services
 from sms_plugin import scripts as script_services
 from sms_plugin.catalog import Catalog, ScriptSpec
+from sms_plugin.cli import windows as windows_cli
 from sms_plugin.cli.worker import worker as worker_command
 from sms_plugin.errors import InvalidInput, SMSError
 
@@ -106,6 +107,9 @@ def host_add(
     _run(host_services.add(name, block, overwrite=overwrite))
     hint = "" if local else f"; now check and pin its host key: sms host trust {name}"
     out.print(f"Host {name} saved ({block.describe()}){hint}")
+
+
+host_app.command("add-windows")(windows_cli.host_add_windows)
 
 
 @host_app.command("list")

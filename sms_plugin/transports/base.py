@@ -240,6 +240,10 @@ class Transport(ABC):
     async def scratch_dir(self) -> str:
         """An absolute path of a private folder on the host for uploaded scripts."""
 
+    def join(self, folder: str, name: str) -> str:
+        """The path of ``name`` in ``folder`` on the host (POSIX here; Windows overrides)."""
+        return f"{folder}/{name}"
+
     @abstractmethod
     async def upload(self, content: bytes, path: str, mode: int = 0o700) -> None:
         """Writes ``content`` to ``path`` on the host (parent folders are created)."""

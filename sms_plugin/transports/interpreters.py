@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import codecs
 from dataclasses import dataclass
 
 from sms_plugin.errors import InvalidInput
@@ -25,9 +26,26 @@ class Interpreter:
     suffix: str
     program: tuple[str, ...]
     uploads: bool = True
+    encoding: str = "utf-8"
+    """How the script text is written: "utf-8", "utf-8-bom" (PowerShell 2.0 reads a file
+    without BOM in the ANSI code page) or "utf-8-crlf" (cmd.exe: CRLF line ends, no BOM)."""
 
     def argv(self, script_path: str, args: list[str]) -> list[str]:
         return [*self.program, script_path, *args]
+
+    def encode(self, text: str) -> bytes:
+        """The bytes uploaded for script ``text``.
+
+        >>> INTERPRETERS["powershell"].encode("Write-Output 'é'")[:3]
+        b'\\xef\\xbb\\xbf'
+        >>> INTERPRETERS["cmd"].encode("echo a\\necho b\\r\\n")
+        b'echo a\\r\\necho b\\r\\n'
+        """
+        if self.encoding == "utf-8-bom":
+            return codecs.BOM_UTF8 + text.encode("utf-8")
+        if self.encoding == "utf-8-crlf":
+            return text.replace("\r\n", "\n").replace("\n", "\r\n").encode("utf-8")
+        return text.encode("utf-8")
 
 
 INTERPRETERS: dict[str, Interpreter] = {
@@ -37,6 +55,12 @@ INTERPRETERS: dict[str, Interpreter] = {
         Interpreter("sh", ".sh", ("sh",)),
         Interpreter("ksh", ".ksh", ("ksh",)),
         Interpreter("python3", ".py", ("python3",)),
+        Interpreter(
+            "powershell", ".ps1",
+            ("powershell.exe", "-NoProfile", "-NonInteractive", "-ExecutionPolicy", "Bypass", "-File"),
+            encoding="utf-8-bom",
+        ),
+        Interpreter("cmd", ".bat", ("cmd.exe", "/c"), encoding="utf-8-crlf"),
         Interpreter("original", "", (), uploads=False),
     )
 }

@@ -184,8 +184,11 @@ def test_sms_up_runs_the_samples_and_stops_cleanly(tmp_path):
             seen += up.stdout.readline()
         assert "SMS is up" in seen, seen
         env["PREFECT_API_URL"] = f"http://127.0.0.1:{port}/api"
-        listed = subprocess.run([SMS, "script", "list"], env=env, capture_output=True, text=True, timeout=60)
-        for sample in ("hello-bash", "disk-report-sh", "inventory-ksh", "health-python"):
+        # Wide enough that rich does not wrap the longer (Windows) sample names.
+        listed = subprocess.run([SMS, "script", "list"], env={**env, "COLUMNS": "200"}, capture_output=True,
+                                text=True, timeout=60)
+        for sample in ("hello-bash", "disk-report-sh", "inventory-ksh", "health-python",
+                       "cleanup-temp-powershell", "service-check-bat"):
             assert sample in listed.stdout
         done = subprocess.run([SMS, "run", "hello-bash", "--wait", "--", "SMS"], env=env,
                               capture_output=True, text=True, timeout=120)

@@ -1,0 +1,47 @@
+"""``sms host add-windows``: a Windows server reached over WinRM (see docs/windows.md)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from pydantic import SecretStr, ValidationError
+from rich.console import Console
+
+from sms_plugin import hosts as host_services
+from sms_plugin.errors import InvalidInput
+
+
+def host_add_windows(
+    name: Annotated[str, typer.Argument(help="Name of the host (lower case).")],
+    address: Annotated[str, typer.Option("--address", help="Host name or IP address of the server.")],
+    user: Annotated[str, typer.Option("--user", "-u", help="Account (user, DOMAIN\\user or user@domain).")],
+    https: Annotated[bool, typer.Option("--https", help="WinRM over HTTPS (port 5986) instead of HTTP with message encryption.")] = False,
+    port: Annotated[int | None, typer.Option("--port", "-p", help="WinRM port (default 5985 http, 5986 https).")] = None,
+    auth: Annotated[str, typer.Option("--auth", help="negotiate, ntlm, kerberos, credssp, or basic (https only).")] = "negotiate",
+    ca_file: Annotated[Path | None, typer.Option("--ca-file", help="PEM of the CA that signed the server certificate.")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a host of the same name.")] = False,
+) -> None:
+    """Add a Windows host (WinRM). The password is prompted for, never taken from the command line."""
+    from blocks.hosts import WindowsHost
+
+    password = typer.prompt("Password", hide_input=True)
+    try:
+        block = WindowsHost(
+            address=address,
+            port=port,
+            scheme="https" if https else "http",
+            auth=auth,  # type: ignore[arg-type]  # validated by the block
+            username=user,
+            password=SecretStr(password),
+            ca_path=str(ca_file.expanduser().resolve()) if ca_file else None,
+        )
+    except ValidationError as error:
+        raise InvalidInput("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())) from None
+    block.target()  # refuses Basic over HTTP before anything is saved
+    asyncio.run(host_services.add(name, block, overwrite=overwrite))
+    Console().print(f"Host {name} saved ({block.describe()}); check it with: sms host check {name}")
+
+

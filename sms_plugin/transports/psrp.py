@@ -1,0 +1,421 @@
+"""The Windows transport: WinRM (WS-Management) with pypsrp, commands run in WinRS shells.
+
+pypsrp carries authentication (Negotiate/NTLM, Kerberos, CredSSP, Basic over HTTPS), message
+encryption over HTTP and certificate checks; this module uses its WinRS layer (``WSMan`` +
+``WinRS``) to create shells, start commands, stream their output, send input and signals.
+PowerShell scripts run through ``powershell.exe -EncodedCommand`` inside a WinRS shell (see
+:mod:`sms_plugin.transports.windows_commands`); PSRP runspace pools are not used.
+
+How old WinRM limits are handled:
+
+* each script runs in a WinRS shell of its own, started on a connection of its own; killing the
+  run signals ``terminate`` and deletes the shell — Windows then ends every process of the shell
+  (WinRS keeps a shell's processes in one job object), so the whole process tree goes;
+* short commands (temp folder, upload, remove) share a utility shell that is replaced before it
+  has started ``commands_per_shell`` commands (``MaxProcessesPerShell``: 15 on Windows 2008 R2);
+* a Receive that sees no output within ``operation_timeout`` ends with a WS-Management TimedOut
+  fault, which is the normal keep-alive of a quiet command: the next Receive is sent at once, so
+  a script can run for hours. Each Receive also resets the shell's idle timer; if SMS dies, the
+  shell's ``idle_timeout`` makes Windows delete it and end its processes.
+
+Example::
+
+    async with await WindowsTransport.connect(WinRMTarget("10.0.0.7", username="ops", password=pw)) as win:
+        process = await win.start(Command(argv=["cmd.exe", "/c", "C:\\\\jobs\\\\nightly.bat"]))
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import copy
+import hashlib
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal, TypeVar
+
+import requests
+from pypsrp.exceptions import AuthenticationError, WinRMError, WinRMTransportError, WSManFaultError
+from pypsrp.shell import SignalCode, WinRS
+from pypsrp.wsman import WSMan
+
+from sms_plugin.errors import AuthenticationFailed, HostUnreachable, InvalidInput, TransportError
+from sms_plugin.transports import windows_commands
+from sms_plugin.transports.base import Command, LineSplitter, RemoteProcess, Stream, Transport, in_thread
+
+Auth = Literal["negotiate", "ntlm", "kerberos", "basic", "credssp"]
+Encryption = Literal["auto", "always", "never"]
+TIMED_OUT = 2150858793
+UPLOAD_CHUNK_BYTES = 48 * 1024
+"""Raw bytes per Send (about 87 KB on the wire, under WinRM 2.0's 150 KB MaxEnvelopeSizekb)."""
+UTF8_CODEPAGE = 65001
+_RSP = "http://schemas.microsoft.com/wbem/wsman/1/windows/shell"
+KILLED_EXIT_CODE = 1
+"""What a killed command reports, like ``taskkill /F``."""
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class WinRMTarget:
+    """Everything needed to reach one Windows server over WinRM."""
+
+    address: str
+    username: str
+    password: str
+    port: int | None = None
+    """None: 5985 for http, 5986 for https."""
+    scheme: Literal["http", "https"] = "http"
+    auth: Auth = "negotiate"
+    cert_validation: bool = True
+    ca_path: str | None = None
+    encryption: Encryption = "auto"
+    operation_timeout: int = 20
+    connect_timeout: float = 10.0
+    commands_per_shell: int = 15
+    idle_timeout: int = 900
+    """Seconds a shell outlives a silent client (a crashed SMS) before Windows deletes it."""
+
+    def __post_init__(self) -> None:
+        if self.auth == "basic" and self.scheme != "https":
+            raise InvalidInput("Basic authentication sends the password in clear: use it over https only")
+        if self.commands_per_shell < 2:
+            raise InvalidInput("commands_per_shell must be at least 2")
+
+    @property
+    def label(self) -> str:
+        return f"{self.username}@{self.scheme}://{self.address}:{self.port or (5986 if self.scheme == 'https' else 5985)}"
+
+    def wsman(self) -> WSMan:
+        """A pypsrp WSMan client (it connects on its first request)."""
+        validation: bool | str = (self.ca_path or True) if self.cert_validation else False
+        return WSMan(
+            self.address,
+            port=self.port or (5986 if self.scheme == "https" else 5985),
+            username=self.username,
+            password=self.password,
+            ssl=self.scheme == "https",
+            auth=self.auth,
+            cert_validation=validation,
+            encryption=self.encryption,
+            operation_timeout=self.operation_timeout,
+            connection_timeout=int(self.connect_timeout),
+            read_timeout=self.operation_timeout + 10,
+        )
+
+
+def _translated(target: WinRMTarget, what: str, error: BaseException) -> TransportError | None:
+    """SMS's error for a pypsrp/requests error, or None for anything else."""
+    if isinstance(error, TransportError):
+        return error
+    if isinstance(error, AuthenticationError):
+        return AuthenticationFailed(f"{target.label} refused the credentials ({target.auth})")
+    if isinstance(error, requests.exceptions.SSLError):
+        return HostUnreachable(
+            f"{target.label}: TLS certificate not trusted or invalid ({error.__context__ or error}); "
+            f"give the server's CA with ca_path"
+        )
+    if isinstance(error, (requests.exceptions.ConnectionError, requests.exceptions.Timeout)):
+        return HostUnreachable(f"cannot reach {target.label}: {error}")
+    if isinstance(error, WSManFaultError):
+        return TransportError(f"{what} on {target.label} failed: WinRM fault {error.code}: {error.reason}")
+    if isinstance(error, (WinRMTransportError, WinRMError)):
+        return TransportError(f"{what} on {target.label} failed: {error}")
+    return None
+
+
+def _call(target: WinRMTarget, what: str, call: Callable[[], T]) -> T:
+    """Runs a pypsrp call, turning its errors into SMS's."""
+    try:
+        return call()
+    except Exception as error:
+        mapped = _translated(target, what, error)
+        if mapped is None:
+            raise
+        raise mapped from None
+
+
+def _open_shell(wsman: WSMan, target: WinRMTarget, env: dict[str, str] | None = None, cwd: str | None = None) -> WinRS:
+    shell = WinRS(wsman, codepage=UTF8_CODEPAGE, environment=env or None, working_directory=cwd,
+                  idle_time_out=target.idle_timeout)
+    _call(target, "opening a shell", shell.open)
+    return shell
+
+
+def _start_command(shell: WinRS, line: str, target: WinRMTarget) -> str:
+    """Starts ``line`` in ``shell``; returns the command id."""
+    response = _call(target, "starting a command", lambda: shell.command(line, None))
+    command_id = response.findtext(f"{{{_RSP}}}CommandResponse/{{{_RSP}}}CommandId")
+    if not command_id:
+        raise TransportError(f"{target.label} did not return a command id")
+    return command_id
+
+
+def _receive(shell: WinRS, command_id: str, target: WinRMTarget) -> tuple[bool, int | None, bytes, bytes]:
+    """One Receive: (done, exit code, stdout, stderr); a TimedOut fault is an empty answer."""
+    try:
+        state, code, buffers = shell.receive("stdout stderr", command_id)
+    except WSManFaultError as error:
+        if error.code == TIMED_OUT:
+            return False, None, b"", b""
+        raise
+    return state.endswith("/Done"), code, buffers.get("stdout", b""), buffers.get("stderr", b"")
+
+
+class _UtilityShell:
+    """A shell for short commands, replaced before it reaches the per-shell command quota."""
+
+    def __init__(self, target: WinRMTarget) -> None:
+        self.target = target
+        self.wsman = target.wsman()
+        self._shell: WinRS | None = None
+        self._used = 0
+        self.lock = threading.Lock()
+        self.shells_opened = 0
+
+    def _current(self) -> WinRS:
+        if self._shell is None or self._used >= self.target.commands_per_shell:
+            self.close()
+            self._shell = _open_shell(self.wsman, self.target)
+            self._used = 0
+            self.shells_opened += 1
+        return self._shell
+
+    def run(self, line: str, stdin: list[bytes] | None = None) -> tuple[int, bytes, bytes]:
+        """Runs ``line`` to its end (feeding ``stdin`` pieces); exit code, stdout, stderr."""
+        with self.lock:
+            shell = self._current()
+            self._used += 1
+            command_id = _start_command(shell, line, self.target)
+            for piece in stdin or []:
+                _call(self.target, "sending input", lambda p=piece: shell.send("stdin", p, command_id=command_id))
+            if stdin is not None:
+                _call(self.target, "sending input", lambda: shell.send("stdin", b"\r\n", command_id=command_id, end=True))
+            out, err = bytearray(), bytearray()
+            while True:
+                done, code, more_out, more_err = _call(self.target, "receiving output", lambda: _receive(shell, command_id, self.target))
+                out += more_out
+                err += more_err
+                if done:
+                    return code or 0, bytes(out), bytes(err)
+
+    def close(self) -> None:
+        if self._shell is not None:
+            shell, self._shell = self._shell, None
+            try:
+                shell.close()
+            except (WinRMError, WinRMTransportError, WSManFaultError, requests.exceptions.RequestException):
+                pass  # already gone; Windows deletes idle shells itself
+
+
+class WindowsProcess(RemoteProcess):
+    """A command in a WinRS shell of its own; output is pumped by one Receive loop in a thread."""
+
+    def __init__(self, transport: WindowsTransport, shell: WinRS, command_id: str, run_id: str | None) -> None:
+        super().__init__(transport, run_id)
+        self.shell = shell
+        self.command_id = command_id
+        self.receives = 0
+        """How many Receive operations this command took (for tests and logs)."""
+        self._killed = False
+        self._ended = threading.Event()
+        self._exit: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._start_pump()
+        self._supervise()
+
+    @property
+    def running(self) -> bool:
+        return not self._ended.is_set()
+
+    def _start_pump(self) -> None:
+        loop = asyncio.get_running_loop()
+        target: WinRMTarget = self.transport.target  # type: ignore[attr-defined]
+
+        def publish(stream: Stream, lines: list[str]) -> None:
+            asyncio.run_coroutine_threadsafe(self._publish(stream, lines), loop).result()
+
+        def pump() -> None:
+            splitters = {"stdout": LineSplitter(), "stderr": LineSplitter()}
+            outcome: int | BaseException
+            try:
+                while True:
+                    done, code, out, err = _receive(self.shell, self.command_id, target)
+                    self.receives += 1
+                    for stream, data in (("stdout", out), ("stderr", err)):
+                        if data:
+                            publish(stream, splitters[stream].feed(data))  # type: ignore[arg-type]
+                    if done:
+                        outcome = KILLED_EXIT_CODE if self._killed else (code or 0)
+                        break
+            except Exception as error:  # noqa: BLE001 - handed to wait()
+                mapped = _translated(target, "receiving output", error)
+                outcome = KILLED_EXIT_CODE if self._killed else mapped or TransportError(f"receiving output from {target.label} failed: {error}")
+            self.shell.wsman.close()  # the run's own connection; the shell is deleted over the control one
+            for stream, splitter in splitters.items():
+                publish(stream, splitter.flush())  # type: ignore[arg-type]
+            self._ended.set()
+            loop.call_soon_threadsafe(self._settle, outcome)
+            for _ in range(2):
+                asyncio.run_coroutine_threadsafe(self._close_stream(), loop).result()
+
+        threading.Thread(target=pump, name=f"sms-winrs-{self.command_id[:8]}", daemon=True).start()
+
+    def _settle(self, outcome: int | BaseException) -> None:
+        if self._exit.done():
+            return
+        if isinstance(outcome, BaseException):
+            self._exit.set_exception(outcome)
+        else:
+            self._exit.set_result(outcome)
+
+    async def _main_exit(self) -> int:
+        return await asyncio.shield(self._exit)
+
+    async def kill(self, grace_seconds: float = 5.0) -> None:
+        """Ctrl+C, then after ``grace_seconds`` terminate and delete the shell: Windows ends
+        every process of the shell (its job object), the whole tree of the script."""
+        transport: WindowsTransport = self.transport  # type: ignore[assignment]
+        if not self._ended.is_set():
+            self._killed = True
+            await transport.signal_command(self, SignalCode.CTRL_C)
+            await in_thread(lambda: self._ended.wait(grace_seconds))
+        if not self._ended.is_set():
+            await transport.signal_command(self, SignalCode.TERMINATE)
+        await transport.delete_shell(self)
+
+
+class WindowsTransport(Transport):
+    """One host: a control connection (utility shell, signals) plus one connection per run."""
+
+    def __init__(self, target: WinRMTarget) -> None:
+        self.target = target
+        self.utility = _UtilityShell(target)
+        self._scratch: str | None = None
+        self._runs: dict[str, WindowsProcess] = {}
+
+    @classmethod
+    async def connect(cls, target: WinRMTarget) -> WindowsTransport:
+        """Logs in (by opening the utility shell); AuthenticationFailed / HostUnreachable if not."""
+        transport = cls(target)
+        await asyncio.to_thread(lambda: transport.utility._current())
+        return transport
+
+    async def _run(self, line: str, stdin: list[bytes] | None = None) -> tuple[int, bytes, bytes]:
+        return await asyncio.to_thread(self.utility.run, line, stdin)
+
+    async def scratch_dir(self) -> str:
+        if self._scratch is None:
+            code, out, err = await self._run(windows_commands.TEMP_DIR)
+            temp = out.decode("utf-8", errors="replace").strip()
+            if code != 0 or not temp or "%" in temp:
+                raise TransportError(f"cannot find the temp folder on {self.target.label}: {err.decode(errors='replace')}")
+            self._scratch = temp.rstrip("\\") + "\\sms\\run"
+        return self._scratch
+
+    async def windows_version(self) -> str:
+        """What ``ver`` prints (e.g. "Microsoft Windows [Version 6.1.7601]")."""
+        code, out, err = await self._run(windows_commands.VERSION)
+        if code != 0:
+            raise TransportError(f"`ver` failed on {self.target.label}: {err.decode(errors='replace').strip()}")
+        return out.decode("utf-8", errors="replace").strip()
+
+    def join(self, folder: str, name: str) -> str:
+        return f"{folder.rstrip(chr(92))}\\{name}"
+
+    async def upload(self, content: bytes, path: str, mode: int = 0o700) -> None:
+        """Sends ``content`` in base64 chunks on stdin and compares the SHA-256 the server computed."""
+        chunks = [base64.b64encode(content[i : i + UPLOAD_CHUNK_BYTES]) + b"\r\n" for i in range(0, len(content), UPLOAD_CHUNK_BYTES)]
+        code, out, err = await self._run(windows_commands.upload(path), chunks)
+        expected = hashlib.sha256(content).hexdigest()
+        got = out.decode("utf-8", errors="replace").strip().lower()
+        if code != 0 or got != expected:
+            detail = err.decode("utf-8", errors="replace").strip()[-300:] or f"checksum {got or 'missing'} != {expected}"
+            raise TransportError(f"upload of {path} to {self.target.label} failed: {detail}")
+
+    async def remove(self, path: str) -> None:
+        await self._run(windows_commands.remove(path))
+
+    async def start(self, command: Command) -> RemoteProcess:
+        line = render(command.argv)
+        wsman = self.target.wsman()
+
+        def begin() -> tuple[WinRS, str]:
+            shell = _open_shell(wsman, self.target, command.env, command.cwd)
+            return shell, _start_command(shell, line, self.target)
+
+        shell, command_id = await asyncio.to_thread(begin)
+        process = WindowsProcess(self, shell, command_id, command.run_id)
+        if command.run_id:
+            self._runs[command.run_id] = process
+        return process
+
+    async def _on_control(self, process: WindowsProcess, action: Callable[[WinRS], object]) -> None:
+        """Runs ``action`` on the process's shell over the control connection (the run's own
+        connection may be blocked in a Receive); a shell or command already gone is no error."""
+
+        def call() -> None:
+            shell = copy.copy(process.shell)  # same shell id and selectors, other connection
+            shell.wsman = self.utility.wsman
+            with self.utility.lock:
+                try:
+                    action(shell)
+                except (WSManFaultError, WinRMError, WinRMTransportError, requests.exceptions.RequestException):
+                    pass
+
+        await asyncio.to_thread(call)
+
+    async def signal_command(self, process: WindowsProcess, code: str) -> None:
+        await self._on_control(process, lambda shell: shell.signal(code, process.command_id))
+
+    async def delete_shell(self, process: WindowsProcess) -> None:
+        await self._on_control(process, lambda shell: shell.close())
+        if process.run_id:
+            self._runs.pop(process.run_id, None)
+
+    async def signal_run(self, pgid: int | None, run_id: str | None, signal: str) -> bool:
+        """Windows has no process groups here: runs started through this transport are found by
+        run id (a crashed worker's runs end with their shell's idle timeout instead)."""
+        process = self._runs.get(run_id or "")
+        if process is None:
+            return False
+        if signal != "0":
+            await process.kill(0)
+        return process.running
+
+    async def run_state(self, run_id: str) -> int | None:
+        return None  # no state file on Windows: see signal_run
+
+    async def remove_state(self, run_id: str) -> None:
+        return None
+
+    async def kill_run(self, pgid: int | None, run_id: str | None, grace_seconds: float = 5.0) -> bool:
+        process = self._runs.get(run_id or "")
+        if process is None:
+            return False
+        await process.kill(grace_seconds)
+        return True
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self.utility.close)
+        self.utility.wsman.close()
+
+
+def render(argv: list[str]) -> str:
+    """The WinRS command line for an argument vector (see :mod:`windows_commands`).
+
+    ``powershell.exe ... -File script.ps1 args`` and bare ``*.ps1`` paths run through the encoded
+    PowerShell wrapper; ``cmd.exe /c ...``, ``*.bat``/``*.cmd`` and other programs through cmd.exe,
+    whose argument rules apply (InvalidInput for what it cannot carry).
+    """
+    if not argv:
+        raise InvalidInput("empty command")
+    first = argv[0].lower()
+    if first == "powershell.exe" and "-File" in argv:
+        at = argv.index("-File")
+        return windows_commands.run_script(argv[at + 1], argv[at + 2 :])
+    if first.endswith(".ps1"):
+        return windows_commands.run_script(argv[0], argv[1:])
+    if first == "cmd.exe" and argv[1:2] == ["/c"]:
+        return windows_commands.cmd_line(argv[2:])
+    return windows_commands.cmd_line(argv)
