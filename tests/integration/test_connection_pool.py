@@ -4,6 +4,7 @@ fails only its own runs, with a clear message, and the next run reconnects."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import signal
@@ -124,8 +125,9 @@ def _kill_server_side(transport: SSHTransport, port: int) -> None:
                          capture_output=True, text=True, check=True).stdout
     pids = {int(pid) for pid in re.findall(r"pid=(\d+)", out)}
     assert pids, out
-    for pid in pids:
-        os.kill(pid, signal.SIGKILL)
+    for pid in pids:  # sshd's monitor and its child: the second may be gone with the first
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
     deadline = time.monotonic() + 5
     while transport._client.get_transport().is_active() and time.monotonic() < deadline:
         time.sleep(0.05)
