@@ -20,8 +20,9 @@ from prefect.logging.handlers import APILogHandler
 from prefect.states import Failed, State
 
 from blocks.hosts import load_host
+from sms_plugin import run_events
 from sms_plugin.catalog import Catalog, get_script, get_version, record_run, update_run
-from sms_plugin.errors import NotFound, SMSError
+from sms_plugin.errors import NotFound, SMSError, TransportError
 from sms_plugin.execution import ExecutionResult, ScriptRun, execute
 from sms_plugin.limits import host_slot
 from sms_plugin.origin import run_origin
@@ -130,6 +131,8 @@ async def run_script(
             finally:
                 await asyncio.shield(transport.close())
     except SMSError as error:
+        if isinstance(error, TransportError):
+            run_events.transport_error(script=script, host=target_host, error=error)
         message = f"{script} could not run on {target_host}: {error}"
         if process_started:  # e.g. the connection died mid-run: kill what may still run there
             message += f"; {await _reap_quietly(catalog, str(flow_run.id), str(error))}"
@@ -145,6 +148,8 @@ async def run_script(
         ended_at=datetime.now(UTC),
         output_tail="\n".join(f"{line.stream}: {line.text}" for line in result.tail),
     )
+    run_events.run_finished(str(flow_run.id), script=script, host=target_host, exit_code=result.exit_code,
+                            timed_out=result.timed_out, lines=result.lines)
     if problem := _failure(script, result, run.timeout_seconds):
         return await _finish(logger, Failed(message=problem))
     return await _finish(logger, result.exit_code)

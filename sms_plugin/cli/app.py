@@ -394,6 +394,11 @@ def up(
     EmbeddedStack(port=port, catalog_path=catalog_path, console=out).run()
 
 
+from sms_plugin.cli.exporter import exporter as _exporter  # noqa: E402
+
+app.command("exporter")(_exporter)
+
+
 def main() -> None:
     """Entry point of the ``sms`` command."""
     try:
