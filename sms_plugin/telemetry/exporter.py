@@ -29,7 +29,7 @@ from prefect.events.clients import get_events_subscriber
 from prefect.events.filters import EventFilter, EventNameFilter
 from prefect.exceptions import ObjectNotFound
 from prefect.types._datetime import now
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry, disable_created_metrics, start_http_server
 from prometheus_client.registry import Collector
 
 from sms_plugin import hosts, run_events
@@ -115,7 +115,12 @@ class Exporter:
             self.service.connected.set(1)
             log.info("run metrics rebuilt from Prefect's API; following its event stream")
             async for event in subscriber:
-                if await self._count(client, fresh, event):
+                try:
+                    counted = await self._count(client, fresh, event)
+                except (ValueError, KeyError, TypeError) as error:  # a malformed event: skip it, keep following
+                    log.warning("skipped event %s (%s): %s: %s", event.id, event.event, type(error).__name__, error)
+                    continue
+                if counted:
                     self.service.counted(event.occurred, now("UTC"))
 
     async def _count(self, client: PrefectClient, metrics: RunMetrics, event: Event) -> bool:
@@ -159,6 +164,7 @@ def serve(settings: ExporterSettings) -> None:
 
     if not PREFECT_API_URL.value():
         raise SMSError("PREFECT_API_URL is not set; point it at the Prefect API the exporter should follow")
+    disable_created_metrics()  # no *_created series: they change at every restart and say nothing here
     exporter = Exporter(settings)
     port = exporter.listen()
     print(f"SMS exporter: metrics on http://{settings.address}:{port}/metrics, "

@@ -106,6 +106,7 @@ class RunMetrics:
             return False
         self._newest[state.run_id] = state.timestamp
         labels = (state.script, state.host)
+        self.running.labels(*labels)  # shown from the first state on, so that it can be seen back at 0
         previous = self._running.pop(state.run_id, None)
         if previous is not None:
             self.running.labels(*previous).dec()

@@ -34,6 +34,7 @@ RUN_STATE_PREFIX = "prefect.flow-run."
 HOST_TAG = "host:"
 UNKNOWN = "unknown"
 _PAGE = 200
+_EVENT_PAGE = 50  # the most /events/filter returns at once
 
 
 def labels_of(flow_run: FlowRun) -> tuple[str, str]:
@@ -66,8 +67,8 @@ def current_state(flow_run: FlowRun) -> RunState | None:
 
 
 def is_run_script_state(event: Event) -> bool:
-    """A state event of a flow run of the ``run-script`` flow."""
-    return event.event.startswith(RUN_STATE_PREFIX) and any(
+    """A state event of a flow run of the ``run-script`` flow (not, e.g., a heartbeat)."""
+    return event.event.startswith(RUN_STATE_PREFIX) and "prefect.state-type" in event.resource and any(
         related.role == "flow" and related.name == FLOW_NAME for related in event.related
     )
 
@@ -125,7 +126,7 @@ async def _events(client: PrefectClient, prefix: str, since: datetime) -> AsyncI
         event=EventNameFilter(prefix=[prefix]),
         occurred=EventOccurredFilter(since=since, until=now("UTC") + timedelta(days=1)),
     )
-    page = await client.read_events(filter=event_filter, limit=_PAGE)
+    page = await client.read_events(filter=event_filter, limit=_EVENT_PAGE)
     while True:
         for event in page.events:
             yield event
