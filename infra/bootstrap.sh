@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Idempotent set-up of a fresh Debian 12 machine for SMS development and tests (run as root).
-# Installs the Debian packages the test bed starts (MariaDB, OpenSSH, ksh), creates .venv at the
+# Installs the Debian packages the test bed starts (MariaDB, OpenSSH, ksh, Prometheus), creates .venv at the
 # repository root and installs the project with its test extras into it.
 set -euo pipefail
 
@@ -11,7 +11,7 @@ die() {
     exit 1
 }
 
-packages=(mariadb-server openssh-server openssh-client ksh procps python3 python3-venv)
+packages=(mariadb-server openssh-server openssh-client ksh procps python3 python3-venv prometheus)
 missing=()
 for package in "${packages[@]}"; do
     if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed"; then
