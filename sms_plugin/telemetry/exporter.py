@@ -60,6 +60,12 @@ class ExporterSettings:
     probe_seconds: float = field(default_factory=lambda: _env_number("SMS_EXPORTER_PROBE_SECONDS", 60))
 
 
+def exporter_url(settings: ExporterSettings | None = None) -> str:
+    """Where the exporter serves its metrics."""
+    settings = settings or ExporterSettings()
+    return f"http://{settings.address}:{settings.port}/metrics"
+
+
 class _Served(Collector):
     """What ``/metrics`` shows: the current run metrics (swapped on rebuild) and the service metrics."""
 
