@@ -114,8 +114,8 @@ class Exporter:
         """One subscription: subscribe, rebuild from the API, then count live events."""
         event_filter = EventFilter(event=EventNameFilter(prefix=[sources.RUN_STATE_PREFIX, run_events.PREFIX]))
         async with get_client() as client, get_events_subscriber(filter=event_filter) as subscriber:
-            fresh = RunMetrics()
-            await sources.rebuild(fresh, client, now("UTC") - timedelta(hours=self.settings.history_hours))
+            fresh = RunMetrics(since=now("UTC") - timedelta(hours=self.settings.history_hours))
+            await sources.rebuild(fresh, client)
             self.served.runs = fresh
             self.service.rebuilds.inc()
             self.service.connected.set(1)

@@ -64,12 +64,18 @@ class TransportFailed:
     event_id: str
     host: str
     kind: str
+    occurred: datetime
 
 
 class RunMetrics:
-    """Metrics about script runs, in their own registry (a rebuild replaces the whole object)."""
+    """Metrics about script runs, in their own registry (a rebuild replaces the whole object).
 
-    def __init__(self) -> None:
+    Runs that ended and events that happened before ``since`` (the rebuild's history window) are
+    not counted, also when the event stream replays them, so that the counters cover one span.
+    """
+
+    def __init__(self, since: datetime | None = None) -> None:
+        self.since = since
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.runs = Counter("sms_script_runs", "Runs that ended, by Prefect state type.",
@@ -90,6 +96,13 @@ class RunMetrics:
         self._running: dict[str, tuple[str, str]] = {}
         self._exit_times: dict[str, datetime] = {}
         self._success_times: dict[str, float] = {}
+
+    @property
+    def scripts_with_success(self) -> set[str]:
+        return set(self._success_times)
+
+    def _in_window(self, at: datetime) -> bool:
+        return self.since is None or at >= self.since
 
     def _first_time(self, fact_id: str) -> bool:
         if fact_id in self._seen:
@@ -113,19 +126,24 @@ class RunMetrics:
         if state.state_type == "RUNNING":
             self._running[state.run_id] = labels
             self.running.labels(*labels).inc()
-        if state.state_type in TERMINAL:
+        if state.state_type in TERMINAL and self._in_window(state.timestamp):
             self.runs.labels(*labels, state.state_type.lower()).inc()
             if state.duration_seconds is not None:
                 self.duration.labels(*labels).observe(state.duration_seconds)
-            ended = state.timestamp.timestamp()
-            if state.state_type == "COMPLETED" and ended > self._success_times.get(state.script, 0.0):
-                self._success_times[state.script] = ended
-                self.last_success.labels(state.script).set(ended)
+            if state.state_type == "COMPLETED":
+                self.note_success(state.script, state.timestamp)
         return True
+
+    def note_success(self, script: str, ended: datetime) -> None:
+        """A run of ``script`` completed at ``ended``: the last success moves forward, never back."""
+        stamp = ended.timestamp()
+        if stamp > self._success_times.get(script, 0.0):
+            self._success_times[script] = stamp
+            self.last_success.labels(script).set(stamp)
 
     def apply_finished(self, finished: RunFinished) -> bool:
         """Counts a script's output lines once and keeps its newest exit code."""
-        if not self._first_time(finished.event_id):
+        if not (self._in_window(finished.occurred) and self._first_time(finished.event_id)):
             return False
         for stream, count in finished.lines.items():
             if count > 0:
@@ -137,7 +155,7 @@ class RunMetrics:
         return True
 
     def apply_transport_error(self, failure: TransportFailed) -> bool:
-        if not self._first_time(failure.event_id):
+        if not (self._in_window(failure.occurred) and self._first_time(failure.event_id)):
             return False
         self.transport_errors.labels(failure.host, failure.kind).inc()
         return True

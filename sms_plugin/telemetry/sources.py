@@ -15,11 +15,13 @@ from prefect.client.schemas.filters import (
     FlowFilter,
     FlowFilterName,
     FlowRunFilter,
+    FlowRunFilterDeploymentId,
     FlowRunFilterEndTime,
     FlowRunFilterState,
     FlowRunFilterStateType,
 )
 from prefect.client.schemas.objects import FlowRun, StateType
+from prefect.client.schemas.responses import DeploymentResponse
 from prefect.client.schemas.schedules import CronSchedule, IntervalSchedule
 from prefect.client.schemas.sorting import FlowRunSort
 from prefect.events import Event
@@ -104,6 +106,7 @@ def apply_sms_event(metrics: RunMetrics, event: Event) -> bool:
     if event.event == run_events.TRANSPORT_ERROR:
         return metrics.apply_transport_error(TransportFailed(
             event_id=str(event.id), host=resource.get("sms.host", UNKNOWN), kind=str(payload.get("kind", UNKNOWN)),
+            occurred=event.occurred,
         ))
     return False
 
@@ -135,9 +138,11 @@ async def _events(client: PrefectClient, prefix: str, since: datetime) -> AsyncI
         page = await client.read_events_page(page.next_page)
 
 
-async def rebuild(metrics: RunMetrics, client: PrefectClient, since: datetime) -> None:
-    """Fills ``metrics`` from Prefect's history: runs that ended since ``since`` and runs in
-    progress (flow runs), SMS's events since ``since`` (Prefect's event store)."""
+async def rebuild(metrics: RunMetrics, client: PrefectClient) -> None:
+    """Fills fresh ``metrics`` from Prefect's history: runs that ended since ``metrics.since`` and
+    runs in progress (flow runs), SMS's events since then (Prefect's event store)."""
+    assert metrics.since is not None, "a rebuild reads a bounded history"
+    since = metrics.since
     ended = FlowRunFilter(end_time=FlowRunFilterEndTime(after_=since),
                           state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType(t) for t in
                                                                                     ("COMPLETED", "FAILED",
@@ -149,6 +154,26 @@ async def rebuild(metrics: RunMetrics, client: PrefectClient, since: datetime) -
                 metrics.apply_state(fact)
     async for event in _events(client, run_events.PREFIX, since):
         apply_sms_event(metrics, event)
+    await _older_successes(metrics, client)
+
+
+async def _older_successes(metrics: RunMetrics, client: PrefectClient) -> None:
+    """Scripts (deployments) without a success in the window: their newest success, however old,
+    so that ``sms_script_last_success_timestamp_seconds`` survives a restart (not counted as a run)."""
+    completed = FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.COMPLETED]))
+    for deployment in await _deployments(client):
+        if deployment.name in metrics.scripts_with_success:
+            continue
+        found = await client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(deployment_id=FlowRunFilterDeploymentId(any_=[deployment.id]), state=completed),
+            sort=FlowRunSort.END_TIME_DESC, limit=1)
+        if found and found[0].state is not None:
+            metrics.note_success(deployment.name, found[0].state.timestamp)
+
+
+async def _deployments(client: PrefectClient) -> list[DeploymentResponse]:
+    """The scripts' deployments (one per script, named after it)."""
+    return await client.read_deployments(flow_filter=FlowFilter(name=FlowFilterName(any_=[FLOW_NAME])))
 
 
 def _interval_seconds(schedule: object, at: datetime) -> float | None:
@@ -163,10 +188,9 @@ def _interval_seconds(schedule: object, at: datetime) -> float | None:
 
 async def expected_intervals(client: PrefectClient) -> dict[str, float]:
     """Script → shortest interval of its active schedules (unpaused scripts with schedules only)."""
-    deployments = await client.read_deployments(flow_filter=FlowFilter(name=FlowFilterName(any_=[FLOW_NAME])))
     found: dict[str, float] = {}
     at = now("UTC")
-    for deployment in deployments:
+    for deployment in await _deployments(client):
         if deployment.paused:
             continue
         intervals = [seconds for entry in deployment.schedules if entry.active

@@ -20,7 +20,8 @@ from typing import Any
 import httpx
 import pytest
 from prefect import get_client
-from prefect.states import Cancelling
+from prefect.flow_engine import run_flow
+from prefect.states import Cancelling, Pending
 from prometheus_client.parser import text_string_to_metric_families
 
 from flows.run_script import run_script
@@ -29,7 +30,8 @@ from infra.testbed.prefect_server import prefect_env, venv_binary
 from infra.testbed.process import Peer, find_binary
 from infra.testbed.prometheus import Prometheus, PrometheusError
 from sms_plugin import hosts, runs, scripts
-from sms_plugin.catalog import Catalog, ScriptSpec, add_script
+from sms_plugin.catalog import Catalog, ScheduleSpec, ScriptSpec, add_script
+from sms_plugin.deploy import deployment_name
 from tests.integration.conftest import block_of
 
 pytestmark = pytest.mark.integration
@@ -45,10 +47,11 @@ class Exporter(Peer):
 
     name = "sms-exporter"
 
-    def __init__(self, api_url: str, port: int) -> None:
+    def __init__(self, api_url: str, port: int, **env: str) -> None:
         super().__init__(timeout=60)
         self.api_url = api_url
         self.port = port
+        self.env = env
 
     @property
     def url(self) -> str:
@@ -56,7 +59,8 @@ class Exporter(Peer):
 
     def _start(self) -> None:
         assert self.tmp is not None
-        env = prefect_env(self.tmp / "prefect-home", {"PREFECT_API_URL": self.api_url, "SMS_EXPORTER_PROBE_SECONDS": "2"})
+        env = prefect_env(self.tmp / "prefect-home",
+                          {"PREFECT_API_URL": self.api_url, "SMS_EXPORTER_PROBE_SECONDS": "2", **self.env})
         argv = [venv_binary("sms"), "exporter", "--port", str(self.port)]
         self.spawn(argv, lambda: self.value("sms_exporter_connected") == 1.0, env=env)
 
@@ -205,6 +209,33 @@ async def test_prometheus_sees_completed_failed_unreachable_and_cancelled_runs_a
     assert _value(resets) == 0
     phases.done("Prometheus scraped the restarted exporter")
     print(phases)
+
+
+async def test_last_success_and_schedule_outlive_the_history_window(catalog, ssh_server, prefect_server):
+    """A rebuild reads runs of the last SMS_EXPORTER_HISTORY_HOURS only, but a scheduled script's
+    newest success is looked up however old it is (the "no recent success" alert needs it)."""
+    host = _unique("metrics-ssh")
+    await hosts.add(host, block_of(ssh_server))
+    daily = _unique("metrics-daily")
+    spec = ScriptSpec(name=daily, interpreter="bash", host=host, schedules=[ScheduleSpec(cron="0 3 * * *")])
+    await scripts.add(catalog, spec, "echo done\n", author="tests")
+    async with get_client() as client:
+        deployment = await client.read_deployment_by_name(deployment_name(daily))
+        # Pending, so that the session's worker (which takes Scheduled runs) leaves it to us.
+        flow_run = await client.create_flow_run_from_deployment(deployment.id, state=Pending())
+        state = await run_flow(run_script, flow_run=flow_run, parameters=flow_run.parameters, return_type="state")
+        assert state.is_completed(), state.message
+        ended = (await client.read_flow_run(flow_run.id)).state.timestamp.timestamp()
+    time.sleep(2)  # the run is now older than the exporter's 1-second window
+
+    narrow = Exporter(prefect_server.api_url, free_port(), SMS_EXPORTER_HISTORY_HOURS=str(1 / 3600))
+    with narrow:
+        assert narrow.value("sms_script_last_success_timestamp_seconds", script=daily) == pytest.approx(ended)
+        assert narrow.value("sms_script_runs_total", script=daily, host=host, state="completed") is None
+        deadline = time.monotonic() + 20  # the probe reads the schedules every 2 s
+        while narrow.value("sms_script_expected_interval_seconds", script=daily) is None and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert narrow.value("sms_script_expected_interval_seconds", script=daily) == 86400
 
 
 def test_rule_files_pass_promtool():

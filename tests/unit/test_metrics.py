@@ -79,10 +79,23 @@ def test_finished_events_count_lines_once_and_keep_the_newest_exit_code():
 
 def test_transport_errors_count_once_per_event():
     metrics = RunMetrics()
-    failure = TransportFailed("e1", "web", "host_key_error")
+    failure = TransportFailed("e1", "web", "host_key_error", T0)
     assert metrics.apply_transport_error(failure)
     assert not metrics.apply_transport_error(failure)
     assert _get(metrics, "sms_transport_errors_total", host="web", kind="host_key_error") == 1
+
+
+def test_facts_from_before_the_window_are_ignored():
+    metrics = RunMetrics(since=T0)
+    metrics.apply_state(_state("RUNNING", run="long", at=-5))  # still running: shown, whenever it started
+    metrics.apply_state(_state("COMPLETED", at=-1))
+    assert _get(metrics, "sms_script_runs_total", script="backup", host="web", state="completed") is None
+    assert _get(metrics, "sms_script_running", script="backup", host="web") == 1
+    assert not metrics.apply_finished(RunFinished("e1", "backup", "web", 0, T0 - timedelta(seconds=1), {"stdout": 1}))
+    assert not metrics.apply_transport_error(TransportFailed("e2", "web", "x", T0 - timedelta(seconds=1)))
+    assert metrics.apply_state(_state("COMPLETED", at=0))
+    assert _get(metrics, "sms_script_runs_total", script="backup", host="web", state="completed") == 1
+    assert _get(metrics, "sms_script_output_lines_total", script="backup", stream="stdout") is None
 
 
 def test_set_labelled_drops_hosts_that_are_gone():

@@ -66,7 +66,7 @@ class Deliverer:
                     spool.remove()
                 return sent
             for error in send(self.client, chunk.data):
-                log.error("Elasticsearch refused a line of %s for good: %s", spool.path.name, error)
+                log.error("Elasticsearch refused a line of %s for good: %s", spool.path.name, error[:300])
             spool.commit(chunk.end)
             sent += chunk.data.count(b"\n") // 2
         return sent
