@@ -88,7 +88,13 @@ class Exporter:
         """Starts serving ``/metrics`` (a background thread); returns the port."""
         registry = CollectorRegistry(auto_describe=False)
         registry.register(self.served)
-        server, _ = start_http_server(self.settings.port, self.settings.address, registry=registry)
+        try:
+            server, _ = start_http_server(self.settings.port, self.settings.address, registry=registry)
+        except OSError as error:
+            raise SMSError(
+                f"cannot serve metrics on {self.settings.address}:{self.settings.port}: {error.strerror or error}; "
+                f"choose another with --port or SMS_EXPORTER_PORT"
+            ) from None
         return int(server.server_port)
 
     async def run(self) -> None:

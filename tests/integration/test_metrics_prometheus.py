@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import time
 import uuid
@@ -298,3 +299,15 @@ def test_exporter_refuses_to_start_without_a_prefect_api():
     assert done.returncode == 1
     assert done.stderr.strip().startswith("error: PREFECT_API_URL is not set")
     assert "Traceback" not in done.stderr
+
+
+def test_exporter_says_so_when_its_port_is_taken():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {**os.environ, "PREFECT_API_URL": "http://127.0.0.1:9/api"}
+        done = subprocess.run([venv_binary("sms"), "exporter", "--port", str(port)], env=env, capture_output=True,
+                              text=True, timeout=60)
+    assert done.returncode == 1
+    assert done.stderr.startswith(f"error: cannot serve metrics on 127.0.0.1:{port}: Address already in use")
