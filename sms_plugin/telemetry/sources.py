@@ -30,7 +30,7 @@ from prefect.types._datetime import now
 
 from sms_plugin import run_events
 from sms_plugin.deploy import FLOW_NAME
-from sms_plugin.telemetry.metrics import RunFinished, RunMetrics, RunState, TransportFailed
+from sms_plugin.telemetry.metrics import TERMINAL, RunFinished, RunMetrics, RunState, TransportFailed
 
 RUN_STATE_PREFIX = "prefect.flow-run."
 HOST_TAG = "host:"
@@ -143,10 +143,8 @@ async def rebuild(metrics: RunMetrics, client: PrefectClient) -> None:
     runs in progress (flow runs), SMS's events since then (Prefect's event store)."""
     assert metrics.since is not None, "a rebuild reads a bounded history"
     since = metrics.since
-    ended = FlowRunFilter(end_time=FlowRunFilterEndTime(after_=since),
-                          state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType(t) for t in
-                                                                                    ("COMPLETED", "FAILED",
-                                                                                     "CANCELLED", "CRASHED")])))
+    terminal = FlowRunFilterStateType(any_=[StateType(state_type) for state_type in sorted(TERMINAL)])
+    ended = FlowRunFilter(end_time=FlowRunFilterEndTime(after_=since), state=FlowRunFilterState(type=terminal))
     active = FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.RUNNING])))
     for run_filter in (ended, active):
         async for flow_run in _flow_runs(client, run_filter):
