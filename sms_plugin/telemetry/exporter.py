@@ -163,11 +163,11 @@ class Exporter:
                 except (SMSError, TimeoutError):
                     return 0.0
 
+        async with get_client() as client:  # the schedules first: one quick call, while host checks may be slow
+            self.service.set_labelled(self.service.expected_interval, await sources.expected_intervals(client))
         names = [host.name for host in await hosts.listing()]
         results = await asyncio.gather(*(usable(name) for name in names))
         self.service.set_labelled(self.service.host_up, dict(zip(names, results, strict=True)))
-        async with get_client() as client:
-            self.service.set_labelled(self.service.expected_interval, await sources.expected_intervals(client))
 
 
 def serve(settings: ExporterSettings) -> None:
