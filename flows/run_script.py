@@ -27,6 +27,7 @@ from sms_plugin.execution import ExecutionResult, ScriptRun, execute
 from sms_plugin.limits import host_slot
 from sms_plugin.origin import run_origin
 from sms_plugin.reaper import ACTOR, heartbeat, reap_run
+from sms_plugin.telemetry.logs import OUTPUT, OutputSource, shipping
 from sms_plugin.transports.base import Stream
 
 _LEVELS: dict[Stream, int] = {"stdout": logging.INFO, "stderr": logging.WARNING}
@@ -117,8 +118,12 @@ async def run_script(
         logger.info(f"Started as process group {pid}")
         _update(catalog, str(flow_run.id), remote_pid=pid, started_at=datetime.now(UTC), exit_code=None)
 
+    # Output records are tagged so that the log shipper (docs/logs.md) picks them up.
+    source = OutputSource(run_id=str(flow_run.id), attempt=flow_run.run_count, script=script,
+                          version=chosen.number if chosen else None, host=target_host)
+
     async def output(stream: Stream, message: str) -> None:
-        logger.log(_LEVELS[stream], message)
+        logger.log(_LEVELS[stream], message, extra={OUTPUT: (source, stream)})
 
     try:
         host_block = await load_host(target_host)
@@ -126,7 +131,7 @@ async def run_script(
         async with host_slot(target_host, host_block.max_parallel_sessions, holder_id=flow_run.id, logger=logger):
             transport = await host_block.open_transport()
             try:
-                async with heartbeat(catalog, str(flow_run.id)):
+                async with heartbeat(catalog, str(flow_run.id)), shipping(source, logger.logger):
                     result = await execute(transport, run, on_started=started, on_output=output)
             finally:
                 await asyncio.shield(transport.close())

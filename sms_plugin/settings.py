@@ -5,6 +5,9 @@
 - ``SMS_DATABASE_URL``: the catalog's SQLAlchemy URL (default: SQLite file ``$SMS_HOME/catalog.db``),
   e.g. ``mysql+pymysql://sms:secret@db.example:3306/sms`` for MariaDB.
 - ``SMS_WORK_POOL``: the Prefect work pool that runs scripts (default ``sms``).
+- ``SMS_ELASTICSEARCH_URL``: where script output lines are shipped and read back (unset: no
+  shipping, no spool; ``sms logs`` reads Prefect's run log). ``SMS_LOG_RETENTION_DAYS`` (default
+  30): daily log indices older than this are deleted by ``sms log-shipper`` (docs/logs.md).
 """
 
 from __future__ import annotations
@@ -28,3 +31,20 @@ def database_url() -> str:
 def work_pool_name() -> str:
     """The Prefect work pool whose workers run the scripts."""
     return os.environ.get("SMS_WORK_POOL") or "sms"
+
+
+def elasticsearch_url() -> str | None:
+    """The Elasticsearch that receives script output, or None when log shipping is off."""
+    return os.environ.get("SMS_ELASTICSEARCH_URL") or None
+
+
+def log_retention_days() -> int:
+    """How many days of daily log indices ``sms log-shipper`` keeps."""
+    return int(os.environ.get("SMS_LOG_RETENTION_DAYS") or 30)
+
+
+def log_spool_dir() -> Path:
+    """Where output lines wait for Elasticsearch: ``$SMS_HOME/log-spool``."""
+    spool = sms_home() / "log-spool"
+    spool.mkdir(exist_ok=True)
+    return spool

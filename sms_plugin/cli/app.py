@@ -335,20 +335,6 @@ def stop(run_id: str) -> None:
     out.print(f"Run {run_id}: {state.lower()}", highlight=False)
 
 
-@app.command("logs")
-def logs(
-    run_id: str,
-    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing until the run ends.")] = False,
-) -> None:
-    """Print a run's log."""
-
-    async def show() -> None:
-        async for line in run_services.logs(run_id, follow=follow):
-            out.print(f"{line.timestamp:%H:%M:%S} {line.level:<7} {line.message}", markup=False, highlight=False)
-
-    _run(show())
-
-
 # ---------------------------------------------------------------- catalog as a whole
 
 
@@ -397,6 +383,10 @@ def up(
 from sms_plugin.cli.exporter import exporter as _exporter  # noqa: E402
 
 app.command("exporter")(_exporter)
+
+from sms_plugin.cli import logs as _logs  # noqa: E402
+
+_logs.register(app)
 
 
 def main() -> None:
