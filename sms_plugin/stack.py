@@ -23,7 +23,7 @@ from sms_plugin import apply as declarative
 from sms_plugin.catalog import Catalog
 from sms_plugin.deploy import ensure_work_pool, sync_housekeeping
 from sms_plugin.errors import Conflict, SMSError
-from sms_plugin.settings import database_url, sms_home, work_pool_name
+from sms_plugin.settings import database_url, elasticsearch_url, sms_home, work_pool_name
 from sms_plugin.telemetry.exporter import exporter_url
 
 _SERVER_START_SECONDS = 120
@@ -117,6 +117,8 @@ class EmbeddedStack:
                 asyncio.run(self._prepare())
             self._spawn("worker", "worker", "start", "--pool", work_pool_name(), "--type", "process")
             self._spawn("exporter", "exporter", program="sms")
+            if elasticsearch_url():  # delivers script output the runs could not deliver themselves
+                self._spawn("log-shipper", "log-shipper", program="sms")
             self._announce()
             while all(child.poll() is None for child in self._children):
                 time.sleep(1)
