@@ -11,7 +11,9 @@ die() {
     exit 1
 }
 
-packages=(mariadb-server openssh-server openssh-client ksh procps python3 python3-venv prometheus)
+# maven: the Elasticsearch test-bed peer fetches its distribution with `mvn dependency:get`
+# (Elasticsearch 9 also needs a Java 21+ JDK in /usr/lib/jvm, which Debian 12 does not ship).
+packages=(mariadb-server openssh-server openssh-client ksh procps python3 python3-venv prometheus maven)
 missing=()
 for package in "${packages[@]}"; do
     if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed"; then
