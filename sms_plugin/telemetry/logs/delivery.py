@@ -3,7 +3,7 @@ their writer has finished and everything is acknowledged.
 
 Three deliverers share the work (the spool's lock keeps them from sending the same file at once):
 
-- the flow process, while its script runs (:class:`LiveDelivery`, every 0.2 s) and once more,
+- the flow process, while its script runs (:class:`LiveDelivery`, every 0.1 s) and once more,
   bounded by FLUSH_SECONDS, when the script has ended;
 - the ``sms log-shipper`` service (:func:`serve`), which delivers whatever is left — lines of
   runs that ended while Elasticsearch was down or slow, of flow processes that crashed — and
@@ -23,7 +23,7 @@ from sms_plugin.settings import log_retention_days, log_spool_dir
 from sms_plugin.telemetry.logs.elastic import ShippingError, apply_retention, connect, ensure_template, send
 from sms_plugin.telemetry.logs.spool import SpoolFile, spool_files
 
-LIVE_INTERVAL = 0.2
+LIVE_INTERVAL = 0.1
 """How often the flow process sends new lines while its script runs."""
 FLUSH_SECONDS = 10.0
 """How long the flow process keeps trying to deliver when its script has ended."""

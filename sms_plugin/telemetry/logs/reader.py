@@ -25,7 +25,7 @@ from sms_plugin.telemetry.logs.documents import INDEX_PATTERN
 from sms_plugin.telemetry.logs.elastic import connect
 
 PAGE = 5000
-FOLLOW_POLL = 0.25
+FOLLOW_POLL = 0.15
 _SINCE = re.compile(r"^\d+[smhdw]$")
 _RUN_ORDER = [{"sms.attempt": "asc"}, {"sms.line": "asc"}]
 _NEWEST_FIRST = [{"@timestamp": "desc"}, {"sms.run_id": "desc"}, {"sms.attempt": "desc"}, {"sms.line": "desc"}]
