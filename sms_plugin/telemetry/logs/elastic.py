@@ -17,8 +17,8 @@ from sms_plugin.settings import elasticsearch_url
 from sms_plugin.telemetry.logs.documents import INDEX_PATTERN, INDEX_PREFIX, MAPPINGS
 
 TEMPLATE = "sms-logs"
-REFRESH_INTERVAL = "500ms"
-"""How soon an indexed line is searchable (``sms logs --follow`` wants under a second)."""
+REFRESH_INTERVAL = "1s"
+"""How soon an indexed line is searchable by itself (``sms logs --follow`` refreshes on each poll)."""
 REQUEST_TIMEOUT = 30.0
 
 log = logging.getLogger(__name__)

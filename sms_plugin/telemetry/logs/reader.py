@@ -63,8 +63,9 @@ async def run_output(
     after: list[Any] | None = None
     while True:
         finished = not follow or ended is None or await ended()
-        if finished:  # lines delivered in the last refresh interval become searchable too
-            await asyncio.to_thread(_refresh, client)
+        # Make lines delivered since the index's last refresh searchable now: a live tail sees
+        # them within a second, the final page misses none (costs one small segment per poll).
+        await asyncio.to_thread(_refresh, client)
         while hits := await asyncio.to_thread(_page, client, query, _RUN_ORDER, after, PAGE):
             for hit in hits:
                 yield _entry(hit)
