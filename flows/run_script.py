@@ -21,13 +21,15 @@ from prefect.logging.handlers import APILogHandler, APILogWorker
 from prefect.states import Failed, State
 
 from blocks.hosts import load_host
+from sms_plugin import run_events
 from sms_plugin.catalog import Catalog, get_script, get_version, record_run, update_run
-from sms_plugin.errors import NotFound, SMSError
+from sms_plugin.errors import NotFound, SMSError, TransportError
 from sms_plugin.execution import ExecutionResult, ScriptRun, execute
 from sms_plugin.limits import host_slot
 from sms_plugin.origin import run_origin
 from sms_plugin.reaper import ACTOR, heartbeat, reap_run
 from sms_plugin.settings import database_url
+from sms_plugin.telemetry.logs import OUTPUT, OutputSource, shipping
 from sms_plugin.transports.base import Stream
 from sms_plugin.worker.engine import in_shared_process
 
@@ -129,8 +131,12 @@ async def run_script(
         logger.info(f"Started as process group {pid}" if pid is not None else "Started (this host reports no process id)")
         _update(catalog, str(flow_run.id), remote_pid=pid, started_at=datetime.now(UTC), exit_code=None)
 
+    # Output records are tagged so that the log shipper (docs/logs.md) picks them up.
+    source = OutputSource(run_id=str(flow_run.id), attempt=flow_run.run_count, script=script,
+                          version=chosen.number if chosen else None, host=target_host)
+
     async def output(stream: Stream, message: str) -> None:
-        logger.log(_LEVELS[stream], message)
+        logger.log(_LEVELS[stream], message, extra={OUTPUT: (source, stream)})
 
     try:
         host_block = await load_host(target_host)
@@ -138,11 +144,13 @@ async def run_script(
         async with host_slot(target_host, host_block.max_parallel_sessions, holder_id=flow_run.id, logger=logger):
             transport = await host_block.open_transport()
             try:
-                async with heartbeat(catalog, str(flow_run.id)):
+                async with heartbeat(catalog, str(flow_run.id)), shipping(source, logger.logger):
                     result = await execute(transport, run, on_started=started, on_output=output)
             finally:
                 await asyncio.shield(transport.close())
     except SMSError as error:
+        if isinstance(error, TransportError):
+            run_events.transport_error(script=script, host=target_host, error=error)
         message = f"{script} could not run on {target_host}: {error}"
         if process_started:  # e.g. the connection died mid-run: kill what may still run there
             message += f"; {await _reap_quietly(catalog, str(flow_run.id), str(error))}"
@@ -158,6 +166,8 @@ async def run_script(
         ended_at=datetime.now(UTC),
         output_tail="\n".join(f"{line.stream}: {line.text}" for line in result.tail),
     )
+    run_events.run_finished(str(flow_run.id), script=script, host=target_host, exit_code=result.exit_code,
+                            timed_out=result.timed_out, lines=result.lines)
     if problem := _failure(script, result, run.timeout_seconds):
         return await _finish(logger, Failed(message=problem))
     return await _finish(logger, result.exit_code)

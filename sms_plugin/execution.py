@@ -57,6 +57,8 @@ class ExecutionResult:
     exit_code: int
     timed_out: bool
     tail: list[OutputLine]
+    lines: dict[Stream, int] = field(default_factory=dict)
+    """How many output lines each stream printed."""
 
     def stderr_tail(self, count: int = 5) -> list[str]:
         return [line.text for line in self.tail if line.stream == "stderr"][-count:]
@@ -109,12 +111,15 @@ async def execute(
         command = Command(argv=spec.argv(script_path, run.args), env=run.env, cwd=run.working_dir, run_id=run.run_id)
         process = await transport.start(command)
         tail: deque[OutputLine] = deque(maxlen=TAIL_LINES)
+        counts: dict[Stream, int] = {"stdout": 0, "stderr": 0}
         timed_out = False
         try:
             await on_started(process.pid)
             async with asyncio.timeout(run.timeout_seconds):
                 async for batch in process.batches():
                     tail.extend(batch)
+                    for line in batch:
+                        counts[line.stream] += 1
                     for stream, message in messages(batch):
                         await on_output(stream, message)
                 exit_code = await process.wait()
@@ -126,7 +131,7 @@ async def execute(
             with contextlib.suppress(TransportError):  # a lost connection: the reaper kills later
                 await asyncio.shield(process.kill(run.kill_grace_seconds))
             raise
-        return ExecutionResult(exit_code=exit_code, timed_out=timed_out, tail=list(tail))
+        return ExecutionResult(exit_code=exit_code, timed_out=timed_out, tail=list(tail), lines=counts)
     finally:
         if spec.uploads:
             with contextlib.suppress(Exception):

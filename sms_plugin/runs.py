@@ -22,6 +22,8 @@ from sms_plugin.deploy import deployment_name
 from sms_plugin.errors import Conflict, NotFound
 from sms_plugin.limits import refuse_second_run
 from sms_plugin.origin import origin_tags
+from sms_plugin.settings import elasticsearch_url
+from sms_plugin.telemetry.logs import reader as log_reader
 
 _LOG_PAGE = 200
 
@@ -134,7 +136,17 @@ async def stop(run_id: str) -> str:
 
 
 async def logs(run_id: str, *, follow: bool = False, poll: float = 1.0) -> AsyncIterator[LogLine]:
-    """The run's log lines from Prefect, oldest first; with ``follow``, until the run has ended."""
+    """The run's log lines, oldest first; with ``follow``, until the run has ended.
+
+    With ``SMS_ELASTICSEARCH_URL`` set: the script's output lines from Elasticsearch (every line,
+    paged); otherwise Prefect's run log (output and SMS's own messages, within Prefect's limits).
+    """
+    if elasticsearch_url():
+        async with get_client() as client:
+            await _read_flow_run(client, run_id)  # an unknown run is an error, not silence
+        async for entry in log_reader.run_output(run_id, follow=follow, ended=lambda: ended(run_id)):
+            yield LogLine(entry.timestamp, entry.level, entry.message)
+        return
     seen = 0
     while True:
         async with get_client() as client:
@@ -152,3 +164,10 @@ async def logs(run_id: str, *, follow: bool = False, poll: float = 1.0) -> Async
         if not follow or finished_now:
             return
         await asyncio.sleep(poll)
+
+
+async def ended(run_id: str) -> bool:
+    """True once the run is in a final state."""
+    async with get_client() as client:
+        state = (await _read_flow_run(client, run_id)).state
+    return state is not None and state.is_final()

@@ -31,6 +31,8 @@ from sms_plugin.catalog import Catalog, Script, ScriptSpec, ScriptVersion
 from sms_plugin.hosts import HostCheck, HostInfo, ScannedKey
 from sms_plugin.runs import LogLine, RunResult
 from sms_plugin.scripts import ScriptChange, SyncReport
+from sms_plugin.telemetry.logs import LogEntry
+from sms_plugin.telemetry.logs import reader as log_reader
 
 
 class AsyncSMSClient:
@@ -141,8 +143,21 @@ class AsyncSMSClient:
         return await run_services.stop(run_id)
 
     async def logs(self, run_id: str, *, follow: bool = False) -> AsyncIterator[LogLine]:
+        """The run's log: output lines from Elasticsearch when configured, else Prefect's run log."""
         async for line in run_services.logs(run_id, follow=follow):
             yield line
+
+    async def output(self, run_id: str, *, follow: bool = False) -> AsyncIterator[LogEntry]:
+        """Every output line of the run from Elasticsearch, with its stream, line number and run facts."""
+        async for entry in log_reader.run_output(run_id, follow=follow, ended=lambda: run_services.ended(run_id)):
+            yield entry
+
+    async def search_logs(
+        self, query: str, *, script: str | None = None, since: str | None = None, limit: int = 100
+    ) -> AsyncIterator[LogEntry]:
+        """Output lines of any run matching ``query`` (newest first), e.g. ``since="1h"``."""
+        async for entry in log_reader.search(query, script=script, since=since, limit=limit):
+            yield entry
 
     # catalog as a whole
     async def sync(self) -> SyncReport:
@@ -161,7 +176,7 @@ class AsyncSMSClient:
 class SMSClient:
     """The blocking SMS SDK: every method of :class:`AsyncSMSClient`, without ``await``.
 
-    ``logs`` returns a plain iterator.
+    ``logs``, ``output`` and ``search_logs`` return plain iterators.
     """
 
     def __init__(self, database_url: str | None = None, *, user: str | None = None) -> None:

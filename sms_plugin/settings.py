@@ -7,6 +7,9 @@
 - ``SMS_WORK_POOL``: the Prefect work pool that runs scripts (default ``sms``).
 - ``SMS_WORKER_TYPE``: the type of that pool when SMS creates it and of the worker ``sms up``
   starts: ``process`` (default, a process per run) or ``sms`` (in-process, docs/worker.md).
+- ``SMS_ELASTICSEARCH_URL``: where script output lines are shipped and read back (unset: no
+  shipping, no spool; ``sms logs`` reads Prefect's run log). ``SMS_LOG_RETENTION_DAYS`` (default
+  30): daily log indices older than this are deleted by ``sms log-shipper`` (docs/logs.md).
 """
 
 from __future__ import annotations
@@ -35,3 +38,18 @@ def work_pool_name() -> str:
 def worker_type() -> str:
     """The work pool type SMS creates and ``sms up`` starts a worker of: ``process`` or ``sms``."""
     return os.environ.get("SMS_WORKER_TYPE") or "process"
+def elasticsearch_url() -> str | None:
+    """The Elasticsearch that receives script output, or None when log shipping is off."""
+    return os.environ.get("SMS_ELASTICSEARCH_URL") or None
+
+
+def log_retention_days() -> int:
+    """How many days of daily log indices ``sms log-shipper`` keeps."""
+    return int(os.environ.get("SMS_LOG_RETENTION_DAYS") or 30)
+
+
+def log_spool_dir() -> Path:
+    """Where output lines wait for Elasticsearch: ``$SMS_HOME/log-spool``."""
+    spool = sms_home() / "log-spool"
+    spool.mkdir(exist_ok=True)
+    return spool

@@ -1,8 +1,10 @@
 """``sms up``: SMS on one machine, in the foreground.
 
 Starts a Prefect server (SQLite, UI included) under ``$SMS_HOME/prefect``, a worker for the SMS
-work pool (a process worker; an in-process ``sms`` worker with ``SMS_WORKER_TYPE=sms``), registers the local host and applies the sample catalog; Ctrl-C (or SIGTERM)
-stops the worker, then the server. Logs go to ``$SMS_HOME/logs/``.
+work pool (a process worker; an in-process ``sms`` worker with ``SMS_WORKER_TYPE=sms``), the
+metrics exporter (``sms exporter``, docs/metrics.md) and, with ``SMS_ELASTICSEARCH_URL``, the log
+shipper (docs/logs.md); registers the local host and applies the sample catalog. Ctrl-C (or
+SIGTERM) stops the children, then the server. Logs go to ``$SMS_HOME/logs/``.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ from sms_plugin import apply as declarative
 from sms_plugin.catalog import Catalog
 from sms_plugin.deploy import ensure_work_pool, sync_housekeeping
 from sms_plugin.errors import Conflict, SMSError
-from sms_plugin.settings import database_url, sms_home, work_pool_name, worker_type
+from sms_plugin.settings import database_url, elasticsearch_url, sms_home, work_pool_name, worker_type
+from sms_plugin.telemetry.exporter import exporter_url
 
 _SERVER_START_SECONDS = 120
 _STOP_GRACE_SECONDS = 15
@@ -53,12 +56,12 @@ class EmbeddedStack:
         )
         return env
 
-    def _spawn(self, name: str, *args: str) -> subprocess.Popen[bytes]:
+    def _spawn(self, name: str, *args: str, program: str = "prefect") -> subprocess.Popen[bytes]:
         self.logs.mkdir(parents=True, exist_ok=True)
         log = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115 - the child keeps it
-        prefect = str(Path(sys.executable).with_name("prefect"))
+        executable = str(Path(sys.executable).with_name(program))
         child = subprocess.Popen(
-            [prefect, *args], env=self._environment(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            [executable, *args], env=self._environment(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
         self._children.append(child)
         return child
@@ -114,6 +117,9 @@ class EmbeddedStack:
             with temporary_settings(updates={PREFECT_API_URL: self.api_url}):
                 asyncio.run(self._prepare())
             self._spawn("worker", "worker", "start", "--pool", work_pool_name(), "--type", worker_type())
+            self._spawn("exporter", "exporter", program="sms")
+            if elasticsearch_url():  # delivers script output the runs could not deliver themselves
+                self._spawn("log-shipper", "log-shipper", program="sms")
             self._announce()
             while all(child.poll() is None for child in self._children):
                 time.sleep(1)
@@ -128,6 +134,7 @@ class EmbeddedStack:
         self.console.print(
             f"\n[bold green]SMS is up.[/] Prefect UI: {ui}  (API {self.api_url})\n"
             f"Catalog: {database_url()}\n"
+            f"Metrics: {exporter_url()} (see {self.logs / 'exporter.log'})\n"
             f"In another shell: export PREFECT_API_URL={self.api_url}\n"
             f"  sms script list\n  sms run hello-bash --wait -- world\n"
             f"Press Ctrl-C to stop.\n"

@@ -30,11 +30,13 @@ _ROOT = str(Path(__file__).resolve().parents[1])
 if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
+from infra.testbed.elasticsearch import Elasticsearch  # noqa: E402
 from infra.testbed.mariadb import MariaDB  # noqa: E402
 from infra.testbed.postgresql import PostgreSQL  # noqa: E402
 from infra.testbed.prefect_server import PrefectServer  # noqa: E402
 from infra.testbed.prefect_worker import PrefectWorker  # noqa: E402
 from infra.testbed.process import Peer, PeerError  # noqa: E402
+from infra.testbed.prometheus import Prometheus  # noqa: E402
 from infra.testbed.sshd import SshServer  # noqa: E402
 from infra.testbed.winrm_host import WinRMHost  # noqa: E402
 
@@ -149,5 +151,22 @@ def prefect_worker(prefect_server: PrefectServer) -> Iterator[PrefectWorker]:
     """A process worker on pool ``sms`` with this process's SMS_HOME and SMS_DATABASE_URL."""
     extra_env = {k: os.environ[k] for k in ("SMS_HOME", "SMS_DATABASE_URL") if k in os.environ}
     peer = _started(PrefectWorker(prefect_server.api_url, extra_env=extra_env))
+    yield peer
+    peer.stop()
+
+
+@pytest.fixture(scope="session")
+def prometheus() -> Iterator[Prometheus]:
+    """A private Prometheus scraping every second, SMS's alert rules loaded; ``.scrape(job, targets)``."""
+    rules = Path(_ROOT) / "infra" / "prometheus" / "rules" / "sms.rules.yml"
+    peer = _started(Prometheus(rule_files=[rules]))
+    yield peer
+    peer.stop()
+
+
+@pytest.fixture(scope="session")
+def elasticsearch() -> Iterator[Elasticsearch]:
+    """A private single-node Elasticsearch (~15-30 s to start); ``.url``, ``.halt()``/``.resume()``."""
+    peer = _started(Elasticsearch())
     yield peer
     peer.stop()

@@ -23,7 +23,9 @@ from sms_plugin import hosts as host_services
 from sms_plugin import runs as run_services
 from sms_plugin import scripts as script_services
 from sms_plugin.catalog import Catalog, ScriptSpec
+from sms_plugin.cli import logs as _logs
 from sms_plugin.cli import windows as windows_cli
+from sms_plugin.cli.exporter import exporter as _exporter
 from sms_plugin.cli.worker import worker as worker_command
 from sms_plugin.errors import InvalidInput, SMSError
 
@@ -340,20 +342,6 @@ def stop(run_id: str) -> None:
     out.print(f"Run {run_id}: {state.lower()}", highlight=False)
 
 
-@app.command("logs")
-def logs(
-    run_id: str,
-    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing until the run ends.")] = False,
-) -> None:
-    """Print a run's log."""
-
-    async def show() -> None:
-        async for line in run_services.logs(run_id, follow=follow):
-            out.print(f"{line.timestamp:%H:%M:%S} {line.level:<7} {line.message}", markup=False, highlight=False)
-
-    _run(show())
-
-
 # ---------------------------------------------------------------- catalog as a whole
 
 
@@ -400,6 +388,7 @@ def up(
 
 
 app.command("worker")(worker_command)
+_logs.register(app)
 
 
 def main() -> None:

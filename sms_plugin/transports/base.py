@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import codecs
 import threading
+import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -145,6 +146,7 @@ class RemoteProcess(ABC):
         self._open_streams = 2
         self._streams_closed = asyncio.Event()
         self._abandoned = False
+        self._last_output = time.monotonic()
         self._supervisor: asyncio.Task[int] | None = None
 
     def _supervise(self) -> None:
@@ -155,10 +157,19 @@ class RemoteProcess(ABC):
         code = await self._main_exit()
         drained = await self._streams_close_within(self.drain_seconds)
         await self.kill(grace_seconds=self.drain_seconds)  # whatever of the run is still alive
-        if not drained and not await self._streams_close_within(self.drain_seconds):
+        if not drained and not await self._streams_close_while_output_flows(self.drain_seconds):
             await self._abandon_output()
             await self._streams_closed.wait()
         return code
+
+    async def _streams_close_while_output_flows(self, idle_seconds: float) -> bool:
+        """After the kill: True once both streams closed; False once the reader has taken every
+        queued line and no new output came for ``idle_seconds``. Output still buffered (a slow
+        reader draining a full queue) extends the wait, so a big output is never cut off."""
+        while not await self._streams_close_within(idle_seconds):
+            if self._queue.empty() and time.monotonic() - self._last_output >= idle_seconds:
+                return False
+        return True
 
     async def _streams_close_within(self, seconds: float) -> bool:
         try:
@@ -190,6 +201,7 @@ class RemoteProcess(ABC):
     async def _publish(self, stream: Stream, lines: list[str]) -> None:
         if lines and not self._abandoned:
             await self._queue.put([OutputLine(stream, text) for text in lines])
+            self._last_output = time.monotonic()
 
     async def _close_stream(self) -> None:
         if self._open_streams:

@@ -12,6 +12,7 @@ import time
 import uuid
 from pathlib import Path
 
+import httpx
 import pytest
 from prefect import get_client
 
@@ -171,9 +172,9 @@ def test_sms_up_runs_the_samples_and_stops_cleanly(tmp_path):
     """The README's main job: `sms up` on embedded defaults, a sample run, Ctrl-C."""
     from infra.testbed.ports import free_port
 
-    port = free_port()
+    port, metrics_port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "SMS_"))}
-    env.update(SMS_HOME=str(tmp_path / "home"), PREFECT_WORKER_QUERY_SECONDS="1")
+    env.update(SMS_HOME=str(tmp_path / "home"), PREFECT_WORKER_QUERY_SECONDS="1", SMS_EXPORTER_PORT=str(metrics_port))
     up = subprocess.Popen([SMS, "up", "--port", str(port)], cwd=REPO, env=env, stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
@@ -195,7 +196,12 @@ def test_sms_up_runs_the_samples_and_stops_cleanly(tmp_path):
         assert done.returncode == 0, done.stdout + done.stderr
         assert "stdout: hello, SMS" in done.stdout
         children = subprocess.run(["pgrep", "-P", str(up.pid)], capture_output=True, text=True).stdout.split()
-        assert len(children) == 2  # the Prefect server and the worker, each in a session of its own
+        assert len(children) == 3  # the Prefect server, the worker and the exporter, each in a session of its own
+        counted = 'sms_script_runs_total{host="local",script="hello-bash",state="completed"} 1.0'
+        deadline = time.monotonic() + 30
+        while counted not in (metrics := httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).text):
+            assert time.monotonic() < deadline, metrics
+            time.sleep(0.5)
     finally:
         up.send_signal(signal.SIGINT)
         assert up.wait(60) == 0

@@ -1,0 +1,34 @@
+"""``sms exporter``: the Prometheus metrics exporter (docs/metrics.md)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated
+
+import typer
+
+from sms_plugin.telemetry.exporter import ExporterSettings, serve
+
+
+def exporter(
+    port: Annotated[int | None, typer.Option("--port", help="Port of /metrics (env SMS_EXPORTER_PORT; default 9478).")] = None,
+    address: Annotated[
+        str | None, typer.Option("--address", help="Address to listen on (env SMS_EXPORTER_ADDRESS; default 127.0.0.1).")
+    ] = None,
+    probe_seconds: Annotated[
+        float | None, typer.Option("--probe-seconds", help="Host check period (env SMS_EXPORTER_PROBE_SECONDS; default 60).")
+    ] = None,
+) -> None:
+    """Serve SMS's Prometheus metrics, kept current from Prefect's event stream. Ctrl-C stops."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    defaults = ExporterSettings()
+    settings = ExporterSettings(
+        address=address or defaults.address,
+        port=defaults.port if port is None else port,
+        history_hours=defaults.history_hours,
+        probe_seconds=probe_seconds or defaults.probe_seconds,
+    )
+    try:
+        serve(settings)
+    except KeyboardInterrupt:
+        pass

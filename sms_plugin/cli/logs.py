@@ -1,0 +1,108 @@
+"""``sms logs``: read a run's log or search all runs' output; ``sms log-shipper``: the delivery
+service (docs/logs.md).
+
+``sms logs RUN_ID`` is short for ``sms logs show RUN_ID``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import threading
+from typing import Annotated, Any
+
+import click
+import typer
+from rich.console import Console
+from typer.core import TyperGroup
+
+from sms_plugin import runs as run_services
+from sms_plugin.errors import SMSError
+from sms_plugin.settings import elasticsearch_url
+from sms_plugin.telemetry.logs import reader
+
+
+class _ShowByDefault(TyperGroup):
+    """Arguments that do not start with a sub-command name go to ``show``."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] not in ("--help", "-h"):
+            args = ["show", *args]
+        return super().parse_args(ctx, args)
+
+
+logs_app = typer.Typer(
+    cls=_ShowByDefault,
+    help="A run's log (`sms logs RUN_ID [--follow]`), or a search across runs (`sms logs search`).",
+    no_args_is_help=True,
+)
+out = Console(highlight=False)
+
+
+@logs_app.command("show")
+def show(
+    run_id: str,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing until the run ends.")] = False,
+) -> None:
+    """Print a run's log: its output lines from Elasticsearch when SMS_ELASTICSEARCH_URL is set
+    (every line), else Prefect's run log."""
+
+    async def print_lines() -> None:
+        async for line in run_services.logs(run_id, follow=follow):
+            out.print(f"{line.timestamp:%H:%M:%S} {line.level:<7} {line.message}", markup=False, soft_wrap=True)
+
+    asyncio.run(print_lines())
+
+
+@logs_app.command("search")
+def search(
+    query: Annotated[str, typer.Argument(help='Words all required; "a phrase", -excluded, a|b, prefix*.')],
+    script: Annotated[str | None, typer.Option("--script", "-s", help="Only this script's runs.")] = None,
+    run_id: Annotated[str | None, typer.Option("--run", help="Only this run.")] = None,
+    since: Annotated[str | None, typer.Option("--since", help="Only lines this recent: 30s, 15m, 1h, 7d, 2w.")] = None,
+    limit: Annotated[int, typer.Option("--limit", "-n", help="At most this many lines.")] = 100,
+) -> None:
+    """Search the output of all runs in Elasticsearch, newest line first."""
+    if not elasticsearch_url():
+        raise SMSError("searching needs Elasticsearch: set SMS_ELASTICSEARCH_URL")
+
+    async def print_matches() -> None:
+        async for entry in reader.search(query, script=script, run_id=run_id, since=since, limit=limit):
+            out.print(
+                f"{entry.timestamp:%Y-%m-%d %H:%M:%S} {entry.script} {entry.run_id} "
+                f"{entry.stream}:{entry.line} {entry.message}",
+                markup=False,
+                soft_wrap=True,
+            )
+
+    asyncio.run(print_matches())
+
+
+def log_shipper() -> None:
+    """Deliver spooled script output to Elasticsearch and apply the retention, until stopped.
+
+    Needed for lines that the run could not deliver itself (Elasticsearch down or slow when the
+    run ended, a crashed flow process); `sms up` starts it when SMS_ELASTICSEARCH_URL is set.
+    """
+    from sms_plugin.telemetry.logs.delivery import serve
+
+    if not elasticsearch_url():
+        raise SMSError("the log shipper needs SMS_ELASTICSEARCH_URL")
+    console = logging.StreamHandler()
+    console.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    service_log = logging.getLogger("sms_plugin.telemetry.logs")
+    service_log.addHandler(console)
+    service_log.setLevel(logging.INFO)
+    service_log.propagate = False
+    logging.getLogger("elastic_transport").setLevel(logging.ERROR)  # one warning per failed request
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    serve(stop)
+
+
+def register(app: Any) -> None:
+    """Add ``logs`` and ``log-shipper`` to the ``sms`` command."""
+    app.add_typer(logs_app, name="logs")
+    app.command("log-shipper")(log_shipper)

@@ -1,0 +1,184 @@
+"""``sms exporter``: serves SMS's Prometheus metrics, kept current from Prefect's event stream.
+
+At start and after every lost subscription the run metrics are rebuilt from Prefect's API
+(:func:`~sms_plugin.telemetry.sources.rebuild`) into a fresh :class:`RunMetrics`, which then
+replaces the served one in one step; events are counted once (ids, see ``metrics``), so the
+stream's replay after a (re)connect adds nothing twice. Hosts are checked every
+``probe_seconds`` (``sms_plugin.hosts.check``).
+
+Settings (environment; ``sms exporter`` options override):
+
+- ``SMS_EXPORTER_ADDRESS`` / ``SMS_EXPORTER_PORT``: where ``/metrics`` is served (127.0.0.1:9478).
+- ``SMS_EXPORTER_HISTORY_HOURS``: how far back a rebuild reads (168, Prefect's default event retention).
+- ``SMS_EXPORTER_PROBE_SECONDS``: host check period (60).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from prefect import get_client
+from prefect.client.orchestration import PrefectClient
+from prefect.events import Event
+from prefect.events.clients import get_events_subscriber
+from prefect.events.filters import EventFilter, EventNameFilter
+from prefect.exceptions import ObjectNotFound
+from prefect.types._datetime import now
+from prometheus_client import CollectorRegistry, disable_created_metrics, start_http_server
+from prometheus_client.registry import Collector
+
+from sms_plugin import hosts, run_events
+from sms_plugin.errors import SMSError
+from sms_plugin.telemetry import sources
+from sms_plugin.telemetry.metrics import RunMetrics, ServiceMetrics
+
+log = logging.getLogger("sms.exporter")
+
+_RETRY_SECONDS = 2.0
+_CHECK_TIMEOUT_SECONDS = 30.0
+_PARALLEL_CHECKS = 4
+
+
+def _env_number(name: str, default: float) -> float:
+    value = os.environ.get(name)
+    try:
+        return float(value) if value else default
+    except ValueError:
+        raise SMSError(f"{name} must be a number, not {value!r}") from None
+
+
+@dataclass(frozen=True)
+class ExporterSettings:
+    address: str = field(default_factory=lambda: os.environ.get("SMS_EXPORTER_ADDRESS") or "127.0.0.1")
+    port: int = field(default_factory=lambda: int(_env_number("SMS_EXPORTER_PORT", 9478)))
+    history_hours: float = field(default_factory=lambda: _env_number("SMS_EXPORTER_HISTORY_HOURS", 168))
+    probe_seconds: float = field(default_factory=lambda: _env_number("SMS_EXPORTER_PROBE_SECONDS", 60))
+
+
+def exporter_url(settings: ExporterSettings | None = None) -> str:
+    """Where the exporter serves its metrics."""
+    settings = settings or ExporterSettings()
+    return f"http://{settings.address}:{settings.port}/metrics"
+
+
+class _Served(Collector):
+    """What ``/metrics`` shows: the current run metrics (swapped on rebuild) and the service metrics."""
+
+    def __init__(self, service: ServiceMetrics, runs: RunMetrics) -> None:
+        self.service = service
+        self.runs = runs
+
+    def collect(self) -> Iterable:
+        yield from self.runs.registry.collect()
+        yield from self.service.registry.collect()
+
+
+class Exporter:
+    def __init__(self, settings: ExporterSettings) -> None:
+        self.settings = settings
+        self.service = ServiceMetrics()
+        self.served = _Served(self.service, RunMetrics())
+
+    def listen(self) -> int:
+        """Starts serving ``/metrics`` (a background thread); returns the port."""
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(self.served)
+        try:
+            server, _ = start_http_server(self.settings.port, self.settings.address, registry=registry)
+        except OSError as error:
+            raise SMSError(
+                f"cannot serve metrics on {self.settings.address}:{self.settings.port}: {error.strerror or error}; "
+                f"choose another with --port or SMS_EXPORTER_PORT"
+            ) from None
+        return int(server.server_port)
+
+    async def run(self) -> None:
+        """Follows Prefect's event stream and probes the hosts until cancelled."""
+        probing = asyncio.create_task(self._probe_forever())
+        try:
+            await self._follow_forever()
+        finally:
+            probing.cancel()
+
+    async def _follow_forever(self) -> None:
+        while True:
+            try:
+                await self._follow()
+                log.warning("the event stream was closed; re-subscribing")
+            except Exception as error:  # noqa: BLE001 - whatever broke the subscription, subscribe again
+                log.warning("event stream lost (%s: %s); re-subscribing", type(error).__name__, error)
+            self.service.connected.set(0)
+            await asyncio.sleep(_RETRY_SECONDS)
+            self.service.reconnects.inc()
+
+    async def _follow(self) -> None:
+        """One subscription: subscribe, rebuild from the API, then count live events."""
+        event_filter = EventFilter(event=EventNameFilter(prefix=[sources.RUN_STATE_PREFIX, run_events.PREFIX]))
+        async with get_client() as client, get_events_subscriber(filter=event_filter) as subscriber:
+            fresh = RunMetrics(since=now("UTC") - timedelta(hours=self.settings.history_hours))
+            await sources.rebuild(fresh, client)
+            self.served.runs = fresh
+            self.service.rebuilds.inc()
+            self.service.connected.set(1)
+            log.info("run metrics rebuilt from Prefect's API; following its event stream")
+            async for event in subscriber:
+                try:
+                    counted = await self._count(client, fresh, event)
+                except (ValueError, KeyError, TypeError) as error:  # a malformed event: skip it, keep following
+                    log.warning("skipped event %s (%s): %s: %s", event.id, event.event, type(error).__name__, error)
+                    continue
+                if counted:
+                    self.service.counted(event.occurred, now("UTC"))
+
+    async def _count(self, client: PrefectClient, metrics: RunMetrics, event: Event) -> bool:
+        if not sources.is_run_script_state(event):
+            return sources.apply_sms_event(metrics, event)
+        try:
+            flow_run = await client.read_flow_run(sources.run_id_of(event))
+        except ObjectNotFound:  # deleted meanwhile
+            return False
+        return metrics.apply_state(sources.state_from_event(event, flow_run))
+
+    async def _probe_forever(self) -> None:
+        while True:
+            try:
+                await self.probe()
+            except Exception as error:  # noqa: BLE001 - keep probing; the next round may work
+                log.warning("host probe failed: %s: %s", type(error).__name__, error)
+            await asyncio.sleep(self.settings.probe_seconds)
+
+    async def probe(self) -> None:
+        """Checks every host (``sms_host_up``) and reads the scripts' schedules."""
+        limit = asyncio.Semaphore(_PARALLEL_CHECKS)
+
+        async def usable(name: str) -> float:
+            async with limit:
+                try:
+                    return float((await asyncio.wait_for(hosts.check(name), _CHECK_TIMEOUT_SECONDS)).usable)
+                except (SMSError, TimeoutError):
+                    return 0.0
+
+        async with get_client() as client:  # the schedules first: one quick call, while host checks may be slow
+            self.service.set_labelled(self.service.expected_interval, await sources.expected_intervals(client))
+        names = [host.name for host in await hosts.listing()]
+        results = await asyncio.gather(*(usable(name) for name in names))
+        self.service.set_labelled(self.service.host_up, dict(zip(names, results, strict=True)))
+
+
+def serve(settings: ExporterSettings) -> None:
+    """Runs the exporter in the foreground until interrupted."""
+    from prefect.settings import PREFECT_API_URL
+
+    if not PREFECT_API_URL.value():
+        raise SMSError("PREFECT_API_URL is not set; point it at the Prefect API the exporter should follow")
+    disable_created_metrics()  # no *_created series: they change at every restart and say nothing here
+    exporter = Exporter(settings)
+    port = exporter.listen()
+    print(f"SMS exporter: metrics on http://{settings.address}:{port}/metrics, "
+          f"following {PREFECT_API_URL.value()}", flush=True)
+    asyncio.run(exporter.run())
