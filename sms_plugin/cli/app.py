@@ -388,6 +388,7 @@ def up(
 
 
 app.command("worker")(worker_command)
+app.command("exporter")(_exporter)
 _logs.register(app)
 
 
