@@ -47,8 +47,14 @@ def labels_of(flow_run: FlowRun) -> tuple[str, str]:
     return str(parameters.get("script") or UNKNOWN), str(host)
 
 
-def _running_seconds(flow_run: FlowRun) -> float:
-    return flow_run.total_run_time.total_seconds()
+def _running_seconds(flow_run: FlowRun, until: datetime) -> float:
+    """Seconds from the run's start (its first Running) to ``until``; 0 if it never ran.
+
+    Computed from two stored timestamps, not ``total_run_time``, which Prefect may not have
+    updated yet when the state's event arrives: a live count and a rebuild must agree."""
+    if flow_run.start_time is None:
+        return 0.0
+    return max(0.0, (until - flow_run.start_time).total_seconds())
 
 
 def current_state(flow_run: FlowRun) -> RunState | None:
@@ -64,7 +70,7 @@ def current_state(flow_run: FlowRun) -> RunState | None:
         host=host,
         state_type=state.type.value,
         timestamp=state.timestamp,
-        duration_seconds=_running_seconds(flow_run),
+        duration_seconds=_running_seconds(flow_run, state.timestamp),
     )
 
 
@@ -79,14 +85,15 @@ def state_from_event(event: Event, flow_run: FlowRun) -> RunState:
     """The state a ``prefect.flow-run.<State>`` event announces; labels and duration from ``flow_run``."""
     script, host = labels_of(flow_run)
     stamp = event.resource.get("prefect.state-timestamp")
+    timestamp = datetime.fromisoformat(stamp) if stamp else event.occurred
     return RunState(
         state_id=str(event.id),  # Prefect uses the state's id as the event's id
         run_id=str(flow_run.id),
         script=script,
         host=host,
         state_type=event.resource["prefect.state-type"],
-        timestamp=datetime.fromisoformat(stamp) if stamp else event.occurred,
-        duration_seconds=_running_seconds(flow_run),
+        timestamp=timestamp,
+        duration_seconds=_running_seconds(flow_run, timestamp),
     )
 
 

@@ -137,11 +137,15 @@ def test_only_state_events_of_run_script_are_run_states():
 def test_a_state_event_becomes_a_fact_with_the_runs_labels_and_running_time():
     run_id = uuid.uuid4()
     event = _state_event("Failed", "FAILED", run_id=run_id)
-    flow_run = _flow_run(id=run_id, parameters={"script": "s", "host": "h"}, total_run_time=timedelta(seconds=3))
+    # Duration = the state's time minus the run's start, whatever total_run_time says yet.
+    flow_run = _flow_run(id=run_id, parameters={"script": "s", "host": "h"}, start_time=T0 - timedelta(seconds=3),
+                         total_run_time=timedelta(seconds=0))
     assert sources.run_id_of(event) == str(run_id)
     assert sources.state_from_event(event, flow_run) == RunState(
         state_id=str(event.id), run_id=str(run_id), script="s", host="h", state_type="FAILED", timestamp=T0,
         duration_seconds=3.0)
+    never_ran = _flow_run(id=run_id, parameters={"script": "s", "host": "h"})
+    assert sources.state_from_event(event, never_ran).duration_seconds == 0.0
 
 
 def test_sms_events_map_to_their_metrics():
