@@ -11,7 +11,7 @@ die() {
     exit 1
 }
 
-packages=(mariadb-server openssh-server openssh-client ksh procps python3 python3-venv)
+packages=(mariadb-server openssh-server openssh-client ksh procps python3 python3-venv openjdk-17-jre-headless maven)
 missing=()
 for package in "${packages[@]}"; do
     if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed"; then

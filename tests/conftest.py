@@ -30,6 +30,7 @@ _ROOT = str(Path(__file__).resolve().parents[1])
 if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
+from infra.testbed.keycloak import Keycloak  # noqa: E402
 from infra.testbed.mariadb import MariaDB  # noqa: E402
 from infra.testbed.prefect_server import PrefectServer  # noqa: E402
 from infra.testbed.prefect_worker import PrefectWorker  # noqa: E402
@@ -124,5 +125,14 @@ def prefect_worker(prefect_server: PrefectServer) -> Iterator[PrefectWorker]:
     """A process worker on pool ``sms`` with this process's SMS_HOME and SMS_DATABASE_URL."""
     extra_env = {k: os.environ[k] for k in ("SMS_HOME", "SMS_DATABASE_URL") if k in os.environ}
     peer = _started(PrefectWorker(prefect_server.api_url, extra_env=extra_env))
+    yield peer
+    peer.stop()
+
+
+@pytest.fixture(scope="session")
+def keycloak() -> Iterator[Keycloak]:
+    """A private Keycloak with realm ``sms`` (infra/keycloak/sms-realm.json); ``.issuer`` is the
+    realm's issuer URL, ``.token(user)`` a password-grant access token (password: user + "-pw")."""
+    peer = _started(Keycloak())
     yield peer
     peer.stop()
