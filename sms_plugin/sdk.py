@@ -55,20 +55,24 @@ class AsyncSMSClient:
         password: str | None = None,
         host_keys: list[str] | None = None,
         legacy: bool = False,
+        labels: list[str] | None = None,
         overwrite: bool = False,
     ) -> None:
         """Adds an SSH host; without ``host_keys`` it must be trusted before use (:meth:`trust_host`).
 
-        ``legacy`` allows the weak algorithms of old servers (SHA-1 kex, ssh-rsa, CBC, hmac-sha1).
+        ``legacy`` allows the weak algorithms of old servers (SHA-1 kex, ssh-rsa, CBC, hmac-sha1);
+        ``labels`` (e.g. ``["prod-eu"]``) are what access rules select hosts by.
         """
         block = host_services.ssh_host(
             address=address, port=port, username=username, private_key=private_key, password=password,
-            host_keys=host_keys, legacy=legacy,
+            host_keys=host_keys, legacy=legacy, labels=labels,
         )
         await host_services.add(name, block, overwrite=overwrite)
 
-    async def add_local_host(self, name: str = "local", *, overwrite: bool = False) -> None:
-        await host_services.add(name, LocalHost(), overwrite=overwrite)
+    async def add_local_host(
+        self, name: str = "local", *, labels: list[str] | None = None, overwrite: bool = False
+    ) -> None:
+        await host_services.add(name, LocalHost(labels=host_services.checked_labels(labels or [])), overwrite=overwrite)
 
     async def hosts(self) -> list[HostInfo]:
         return await host_services.listing()
