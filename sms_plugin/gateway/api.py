@@ -75,7 +75,11 @@ class Call:
 
     @asynccontextmanager
     async def action(self, name: str, object_type: str, object_name: str = "") -> AsyncIterator[dict[str, Any]]:
-        """Audit the block as action ``name``; turn refusals into 4xx/502. Yields the event's detail."""
+        """Audit the block as action ``api.<name>``; turn refusals into 4xx/502. Yields the event's detail.
+
+        The ``api.`` event records the request (who, from where, outcome); changes to scripts also
+        get the catalog's own event (e.g. ``script.add``), as from the CLI."""
+        name = f"api.{name}"
         detail: dict[str, Any] = {}
         status, message = 0, ""
         try:
