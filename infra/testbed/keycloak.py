@@ -125,6 +125,36 @@ class Keycloak(Peer):
         reply.raise_for_status()
         return str(reply.json()["access_token"])
 
+    def admin(self) -> httpx.Client:
+        """An HTTP client on the admin REST API of realm ``sms`` (bootstrap admin's token)."""
+        reply = httpx.post(
+            f"{self.url}/realms/master/protocol/openid-connect/token",
+            data={"grant_type": "password", "client_id": "admin-cli",
+                  "username": self.admin_user, "password": self.admin_password},
+            timeout=30,
+        )
+        reply.raise_for_status()
+        return httpx.Client(
+            base_url=f"{self.url}/admin/realms/{self.realm}",
+            headers={"Authorization": f"Bearer {reply.json()['access_token']}"},
+            timeout=30,
+        )
+
+    def add_signing_key(self, private_key_pem: str) -> str:
+        """Add an RS256 key to the realm's keys (lowest priority, so Keycloak keeps signing with
+        its own) and return its ``kid``: tokens signed with it pass the realm's JWKS."""
+        with self.admin() as admin:
+            realm_id = admin.get("").raise_for_status().json()["id"]
+            created = admin.post("/components", json={
+                "name": f"test-key-{os.urandom(4).hex()}", "providerId": "rsa",
+                "providerType": "org.keycloak.keys.KeyProvider", "parentId": realm_id,
+                "config": {"privateKey": [private_key_pem], "priority": ["-100"], "enabled": ["true"],
+                           "active": ["true"], "algorithm": ["RS256"]},
+            }).raise_for_status()
+            component_id = created.headers["location"].rsplit("/", 1)[1]
+            keys = admin.get("/keys").raise_for_status().json()["keys"]
+        return next(str(k["kid"]) for k in keys if k.get("providerId") == component_id)
+
     def _start(self) -> None:
         assert self.tmp is not None
         home = private_home(distribution(), self.tmp / "home")

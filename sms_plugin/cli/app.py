@@ -397,6 +397,12 @@ def up(
     EmbeddedStack(port=port, catalog_path=catalog_path, console=out).run()
 
 
+from sms_plugin.cli.gateway import gateway as _gateway, login as _login  # noqa: E402
+
+app.command("gateway")(_gateway)
+app.command("login")(_login)
+
+
 def main() -> None:
     """Entry point of the ``sms`` command."""
     try:

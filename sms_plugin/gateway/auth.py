@@ -54,11 +54,14 @@ def unauthorized(reason: str) -> HTTPException:
 
 
 def principal_from_claims(claims: dict[str, Any], client_id: str) -> Principal:
-    """Roles from ``realm_access`` and ``resource_access[client_id]``; groups without '/'."""
+    """Roles from ``realm_access`` and ``resource_access[client_id]``; groups without '/'; a
+    service account (client credentials) is named by its client id."""
     roles = set(claims.get("realm_access", {}).get("roles", []))
     roles |= set(claims.get("resource_access", {}).get(client_id, {}).get("roles", []))
     groups = frozenset(str(g).lstrip("/") for g in claims.get("groups", []))
-    username = claims.get("client_id") or claims.get("preferred_username") or claims["sub"]
+    username = claims.get("preferred_username") or claims["sub"]
+    if claims.get("client_id") or username == f"service-account-{claims.get('azp')}":  # a client's own token
+        username = claims.get("client_id") or claims["azp"]
     return Principal(
         subject=str(claims["sub"]), username=str(username), roles=frozenset(roles), groups=groups
     )
@@ -134,7 +137,7 @@ class TokenVerifier:
             )
             registry.validate(decoded.claims)
         except JoseError as exc:
-            raise AuthError(exc.description or exc.error) from exc
+            raise AuthError(exc.description or exc.error.replace("_", " ")) from exc
         except ValueError as exc:
             raise AuthError("malformed token") from exc
         return principal_from_claims(decoded.claims, self.settings.oidc_client_id)
@@ -301,6 +304,12 @@ async def logout(request: Request) -> RedirectResponse:
     if id_token:
         query["id_token_hint"] = id_token
     return RedirectResponse(f"{end_session}?{urlencode(query)}", status_code=303)
+
+
+@router.get("/config", summary="Where to log in (for `sms login`)")
+async def config(request: Request) -> dict[str, str]:
+    settings = _authenticator(request).settings
+    return {"issuer": settings.oidc_issuer, "cli_client_id": settings.oidc_cli_client_id}
 
 
 @router.get("/me", summary="Who the caller is")

@@ -21,6 +21,8 @@ class GatewaySettings(BaseSettings):
     #: The confidential client of the browser login (code + PKCE).
     oidc_client_id: str = Field("sms-gateway", validation_alias="SMS_OIDC_CLIENT_ID")
     oidc_client_secret: SecretStr | None = Field(None, validation_alias="SMS_OIDC_CLIENT_SECRET")
+    #: The public client ``sms login`` uses (device code / password grant).
+    oidc_cli_client_id: str = Field("sms-cli", validation_alias="SMS_OIDC_CLI_CLIENT_ID")
     #: Signature algorithms accepted on tokens (asymmetric only).
     oidc_algorithms: list[str] = Field(
         ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512"],
