@@ -19,7 +19,7 @@ import json
 import secrets
 import time
 from typing import Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import httpx
 from authlib.integrations.starlette_client import OAuth, OAuthError
@@ -291,9 +291,8 @@ async def logout_page(request: Request) -> HTMLResponse:
 
 @router.post("/logout", summary="End the session here and at Keycloak")
 async def logout(request: Request) -> RedirectResponse:
-    form = await request.form()
-    sent = form.get("csrf_token")
-    _check_csrf(request, sent if isinstance(sent, str) else None)
+    form = parse_qs((await request.body()).decode(errors="replace"))  # the logout page's urlencoded form
+    _check_csrf(request, form.get("csrf_token", [None])[0])
     auth = _authenticator(request)
     id_token = (request.session.get(SESSION_KEY) or {}).get("id_token")
     request.session.clear()
