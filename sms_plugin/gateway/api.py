@@ -73,6 +73,12 @@ class Call:
             if not decision.allowed:
                 raise Denied(decision.reason)
 
+    async def _record(self, action: str, object_type: str, object_name: str, outcome: str, detail: dict[str, Any]) -> None:
+        await audit.record(
+            self.catalog, self.caller, action=action, object_type=object_type, object_name=object_name,
+            outcome=outcome, detail=detail,
+        )
+
     @asynccontextmanager
     async def action(self, name: str, object_type: str, object_name: str = "") -> AsyncIterator[dict[str, Any]]:
         """Audit the block as action ``api.<name>``; turn refusals into 4xx/502. Yields the event's detail.
@@ -100,16 +106,12 @@ class Call:
             status, message = 502, f"the Prefect API failed: {error}"
         except Exception as error:
             detail["error"] = f"internal error: {type(error).__name__}"
-            audit.record(self.catalog, self.caller, action=name, object_type=object_type,
-                         object_name=object_name, outcome="error", detail=detail)
+            await self._record(name, object_type, object_name, "error", detail)
             raise
-        outcome = "ok" if not status else "denied" if status == 403 else "error"
         if status:
             detail["reason" if status == 403 else "error"] = message
-        audit.record(
-            self.catalog, self.caller, action=name, object_type=object_type,
-            object_name=object_name or detail.get("object_name", ""), outcome=outcome, detail=detail,
-        )
+        outcome = "ok" if not status else "denied" if status == 403 else "error"
+        await self._record(name, object_type, object_name or detail.get("object_name", ""), outcome, detail)
         if status:
             raise HTTPException(status, message)
 

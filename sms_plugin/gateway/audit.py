@@ -4,6 +4,7 @@ subject), what (action and object), when, from where (client address) and the ou
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,7 +33,7 @@ def client_address(request: Request) -> str:
     return request.client.host if request.client else ""
 
 
-def record(
+async def record(
     catalog: Catalog,
     caller: Caller,
     *,
@@ -42,16 +43,21 @@ def record(
     outcome: str,
     detail: dict[str, Any] | None = None,
 ) -> None:
-    """Write one audit event in its own transaction."""
-    with catalog.session() as session:
-        audit(
-            session,
-            actor=caller.actor,
-            action=action,
-            object_type=object_type,
-            object_name=object_name,
-            detail=detail,
-            outcome=outcome,
-            client=caller.client,
-            subject=caller.subject,
-        )
+    """Write one audit event in its own transaction (in a thread: a busy SQLite catalog makes
+    writers wait, which must not stall the event loop)."""
+
+    def write() -> None:
+        with catalog.session() as session:
+            audit(
+                session,
+                actor=caller.actor,
+                action=action,
+                object_type=object_type,
+                object_name=object_name,
+                detail=detail,
+                outcome=outcome,
+                client=caller.client,
+                subject=caller.subject,
+            )
+
+    await asyncio.to_thread(write)

@@ -145,12 +145,15 @@ async def deliver(hook_id: str, request: Request) -> Accepted:
                 else:
                     rows.update_delivery(session, stored, outcome=refusal.outcome, detail=str(refusal))
         outcome = "denied" if refusal.status in (401, 404, 409, 413, 429) else "error"
-        audit.record(catalog, caller, action="webhook.deliver", object_type="webhook", object_name=hook_id[:40],
-                     outcome=outcome, detail=detail)
+        await audit.record(catalog, caller, outcome=outcome, detail=detail, **_delivered(hook_id))
         raise HTTPException(refusal.status, str(refusal)) from None
     with catalog.session() as session:
         rows.update_delivery(session, stored, outcome="started", run_id=run_id)
     detail.update(run_id=run_id, script=hook.script)
-    audit.record(catalog, caller, action="webhook.deliver", object_type="webhook", object_name=hook.id,
-                 outcome="ok", detail=detail)
+    await audit.record(catalog, caller, outcome="ok", detail=detail, **_delivered(hook_id))
     return Accepted(delivery_id=delivery, run_id=run_id)
+
+
+def _delivered(hook_id: str) -> dict[str, str]:
+    """The audit event's what: a delivery to webhook ``hook_id``."""
+    return {"action": "webhook.deliver", "object_type": "webhook", "object_name": hook_id[:40]}
