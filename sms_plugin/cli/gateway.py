@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import getpass
 import webbrowser
 from pathlib import Path
 from typing import Annotated
@@ -62,7 +61,7 @@ def login(
     provider = credentials.discover(gateway_url)
     if password:
         name = username or typer.prompt("User name")
-        secret = getpass.getpass(f"Password for {name}: ")
+        secret = typer.prompt(f"Password for {name}", hide_input=True)
         stored = credentials.password_login(provider, name, secret)
     else:
         device = credentials.start_device_login(provider)

@@ -46,6 +46,23 @@ class Browser(httpx.Client):
         assert cookies is None
         return self.cookies.jar
 
+    def follow(self, reply: httpx.Response, until: str = "") -> httpx.Response:
+        """Follow redirects by hand (httpx's own redirects would bypass the cookie policy),
+        stopping at a location that starts with ``until``."""
+        while reply.is_redirect and not (until and reply.headers["location"].startswith(until)):
+            reply = self.get(httpx.URL(str(reply.url)).join(reply.headers["location"]))
+        return reply
+
+
+def login_form(browser: Browser, page: httpx.Response, username: str) -> httpx.Response:
+    """Fill in Keycloak's login form on ``page`` as ``username``; returns Keycloak's answer."""
+    assert page.status_code == 200, page.text[:500]
+    action = re.search(r'<form[^>]*id="kc-form-login"[^>]*action="([^"]+)"', page.text)
+    assert action, "Keycloak's login form not found"
+    return browser.post(
+        html.unescape(action.group(1)), data={"username": username, "password": f"{username}-pw", "credentialId": ""}
+    )
+
 
 def browser_login(gateway_url: str, username: str, next_path: str = "/auth/me") -> httpx.Client:
     """Log in like a browser: gateway → Keycloak's form → credentials → callback. Returns the
@@ -55,13 +72,7 @@ def browser_login(gateway_url: str, username: str, next_path: str = "/auth/me") 
     assert to_keycloak.status_code == 302, to_keycloak.text
     query = parse_qs(urlsplit(to_keycloak.headers["location"]).query)
     assert query["code_challenge_method"] == ["S256"] and query["code_challenge"][0], query
-    form_page = client.get(to_keycloak.headers["location"])
-    assert form_page.status_code == 200, form_page.text[:500]
-    action = re.search(r'<form[^>]*id="kc-form-login"[^>]*action="([^"]+)"', form_page.text)
-    assert action, "Keycloak's login form not found"
-    back = client.post(
-        html.unescape(action.group(1)), data={"username": username, "password": f"{username}-pw", "credentialId": ""}
-    )
+    back = login_form(client, client.get(to_keycloak.headers["location"]), username)
     assert back.status_code == 302, back.text[:500]
     assert back.headers["location"].startswith(f"{gateway_url}/auth/callback?")
     done = client.get(back.headers["location"])
