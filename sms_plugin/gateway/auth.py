@@ -18,11 +18,11 @@ import html
 import json
 import secrets
 import time
+import warnings
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import httpx
-from authlib.integrations.starlette_client import OAuth, OAuthError
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from joserfc import jws, jwt
@@ -32,6 +32,14 @@ from starlette.requests import HTTPConnection
 
 from sms_plugin.gateway.config import GatewaySettings
 from sms_plugin.gateway.principal import Principal
+
+import authlib.deprecate  # noqa: E402 - first, so that the filter below comes after its own
+
+with warnings.catch_warnings():
+    # Authlib >= 1.7 nags that it would prefer the `httpx2` package; the httpx it falls back to
+    # is the one Prefect ships, and it works.
+    warnings.filterwarnings("ignore", category=authlib.deprecate.AuthlibDeprecationWarning)
+    from authlib.integrations.starlette_client import OAuth, OAuthError
 
 SESSION_KEY = "principal"
 CSRF_KEY = "csrf"

@@ -8,11 +8,17 @@ import base64
 import hashlib
 import hmac
 import html
+import ipaddress
 import json
+import os
 import re
+import subprocess
+import sys
 import time
 from contextlib import closing
+from datetime import datetime, timedelta, timezone
 from http.cookiejar import Cookie, CookieJar, DefaultCookiePolicy
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -21,6 +27,7 @@ import pytest
 from joserfc import jwt
 from joserfc.jwk import RSAKey
 
+from infra.testbed.gateway import GatewayBed
 from sms_plugin.gateway.auth import AuthError, TokenVerifier
 from sms_plugin.gateway.config import GatewaySettings
 
@@ -277,3 +284,64 @@ async def test_unknown_kid_refetches_the_jwks_at_most_once_per_interval(keycloak
         with pytest.raises(AuthError, match="unknown signing key"):
             await verifier.verify(_sign(stranger, _claims(keycloak)))
         assert verifier.jwks_fetches == 3
+
+
+# ------------------------------------------------------------------ TLS, health, OpenAPI
+
+
+def _self_signed(folder: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and its key, as PEM files."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.now(timezone.utc)
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number()).not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = folder / "gateway.crt", folder / "gateway.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    key_path.chmod(0o600)
+    return cert_path, key_path
+
+
+def test_tls_health_readiness_openapi_and_secure_cookie(keycloak, tmp_path) -> None:
+    cert, key = _self_signed(tmp_path)
+    with GatewayBed(keycloak.issuer, with_prefect=False, tls=(cert, key)) as bed:
+        assert bed.url.startswith("https://")
+        with httpx.Client(base_url=bed.url, verify=bed.verify, timeout=30) as https:
+            assert https.get("/healthz").json() == {"status": "ok"}
+            ready = https.get("/readyz")
+            assert ready.status_code == 200 and ready.json() == {"ready": True, "checks": {"keycloak": "ok"}}
+            spec = https.get("/api/v1/openapi.json").json()
+            assert {"/healthz", "/readyz", "/auth/login", "/auth/me"} <= set(spec["paths"])
+            login = https.get("/auth/login")
+            cookie = next(h for h in login.headers.get_list("set-cookie") if h.startswith("sms_session="))
+            assert "secure" in cookie.lower() and "httponly" in cookie.lower()
+            assert login.headers["location"].startswith(keycloak.issuer)
+            assert "redirect_uri=https%3A%2F%2F127.0.0.1" in login.headers["location"]
+        with pytest.raises(httpx.HTTPError):
+            httpx.get(bed.url.replace("https://", "http://") + "/healthz", timeout=5)
+        with pytest.raises(httpx.ConnectError):  # an untrusted certificate is refused
+            httpx.get(f"{bed.url}/healthz", timeout=5)
+
+
+def test_gateway_refuses_half_a_tls_configuration(keycloak, tmp_path) -> None:
+    cert, _ = _self_signed(tmp_path)
+    env = {**os.environ, "SMS_OIDC_ISSUER": keycloak.issuer, "SMS_GATEWAY_TLS_CERT": str(cert), "COLUMNS": "300"}
+    done = subprocess.run(
+        [str(Path(sys.executable).with_name("sms")), "gateway"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 1
+    assert done.stderr.count("\n") == 1, done.stderr  # one line
+    assert "give both SMS_GATEWAY_TLS_CERT and SMS_GATEWAY_TLS_KEY" in done.stderr
