@@ -7,11 +7,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from pydantic import ValidationError
 from rich.console import Console
 
 from sms_plugin import credentials
-from sms_plugin.errors import InvalidInput
 
 out = Console()
 
@@ -29,14 +27,10 @@ def gateway(
 
     from sms_plugin.catalog import Catalog
     from sms_plugin.gateway.app import create_app
-    from sms_plugin.gateway.config import GatewaySettings
+    from sms_plugin.gateway.config import load_settings
 
     given = {k: v for k, v in {"host": host, "port": port, "tls_cert": tls_cert, "tls_key": tls_key}.items() if v is not None}
-    try:
-        settings = GatewaySettings(**given)
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in exc.errors())
-        raise InvalidInput(f"gateway settings: {problems} (see docs/gateway.md)") from None
+    settings = load_settings(**given)
     out.print(f"SMS gateway on {settings.base_url} (issuer {settings.oidc_issuer}, Prefect {settings.prefect_url or 'not proxied'})")
     catalog = Catalog()
     catalog.upgrade()

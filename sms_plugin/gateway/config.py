@@ -5,8 +5,10 @@ from __future__ import annotations
 import secrets
 from pathlib import Path
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from sms_plugin.errors import InvalidInput
 
 
 class GatewaySettings(BaseSettings):
@@ -73,3 +75,16 @@ class GatewaySettings(BaseSettings):
         if self.public_url:
             return self.public_url.rstrip("/")
         return f"{'https' if self.tls else 'http'}://{self.host}:{self.port}"
+
+
+def load_settings(**given: object) -> GatewaySettings:
+    """Settings from the environment, ``given`` values first; a bad or missing one is an
+    :class:`InvalidInput` naming it."""
+    try:
+        return GatewaySettings(**given)
+    except ValidationError as exc:
+        problems = "; ".join(
+            (f"{'.'.join(map(str, e['loc']))}: " if e["loc"] else "") + e["msg"].replace("Value error, ", "")
+            for e in exc.errors()
+        )
+        raise InvalidInput(f"gateway settings: {problems} (see docs/gateway.md)") from None

@@ -6,14 +6,21 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 import uuid
 from datetime import datetime, timezone
+from pathlib import Path
 
 import httpx
 import pytest
 import websockets
 
 pytestmark = pytest.mark.integration
+REPO = Path(__file__).resolve().parents[2]
 
 
 def bearer(keycloak, user: str) -> dict[str, str]:
@@ -192,3 +199,64 @@ async def test_viewer_may_not_open_the_event_intake_socket(gateway_bed, keycloak
         ):
             pass
     assert refused.value.response.status_code == 403
+
+
+def test_sms_up_puts_prefect_behind_the_gateway(keycloak, tmp_path) -> None:
+    """`sms up` with SMS_OIDC_ISSUER: Prefect under /prefect behind an auth string, the gateway in
+    front, a worker that still gets runs; Ctrl-C stops all three."""
+    from infra.testbed.ports import free_port
+
+    port, gateway_port = free_port(), free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "SMS_"))}
+    env.update(
+        SMS_HOME=str(tmp_path / "home"), PREFECT_WORKER_QUERY_SECONDS="1", SMS_OIDC_ISSUER=keycloak.issuer,
+        SMS_OIDC_CLIENT_SECRET="sms-gateway-secret", SMS_GATEWAY_PORT=str(gateway_port),
+    )
+    sms = str(Path(sys.executable).with_name("sms"))
+    up = subprocess.Popen([sms, "up", "--port", str(port)], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    gateway_url = f"http://127.0.0.1:{gateway_port}"
+    try:
+        assert up.stdout is not None
+        seen = ""
+        deadline = time.monotonic() + 180
+        while "SMS is up" not in seen and time.monotonic() < deadline and up.poll() is None:
+            seen += up.stdout.readline()
+        assert "SMS is up" in seen and gateway_url in seen, seen
+        direct = httpx.post(f"http://127.0.0.1:{port}/prefect/api/deployments/filter", json={}, timeout=10)
+        assert direct.status_code == 401  # Prefect itself wants the auth string
+        ready = _wait_ready(gateway_url)
+        assert ready == {"ready": True, "checks": {"keycloak": "ok", "prefect": "ok"}}
+        operator = {"Authorization": f"Bearer {keycloak.token('otto')}"}
+        deployments = httpx.post(f"{gateway_url}/prefect/api/deployments/filter", json={}, headers=operator, timeout=30)
+        hello = next(d for d in deployments.json() if d["name"] == "hello-bash")
+        run = httpx.post(f"{gateway_url}/prefect/api/deployments/{hello['id']}/create_flow_run", json={},
+                         headers=operator, timeout=30)
+        assert run.status_code == 201, run.text
+        state = ""
+        deadline = time.monotonic() + 120
+        while state not in ("COMPLETED", "FAILED", "CRASHED") and time.monotonic() < deadline:
+            time.sleep(1)
+            state = httpx.get(f"{gateway_url}/prefect/api/flow_runs/{run.json()['id']}", headers=operator,
+                              timeout=30).json()["state"]["type"]
+        assert state == "COMPLETED"
+        children = subprocess.run(["pgrep", "-P", str(up.pid)], capture_output=True, text=True).stdout.split()
+        assert len(children) == 3  # Prefect server, worker, gateway
+    finally:
+        up.send_signal(signal.SIGINT)
+        assert up.wait(60) == 0
+    left = subprocess.run(["pgrep", "-s", ",".join([str(up.pid), *children])], capture_output=True, text=True)
+    assert left.stdout.split() == []
+
+
+def _wait_ready(url: str) -> dict:
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            reply = httpx.get(f"{url}/readyz", timeout=5)
+            if reply.status_code == 200 or time.monotonic() > deadline:
+                return reply.json()
+        except httpx.HTTPError:
+            if time.monotonic() > deadline:
+                raise
+        time.sleep(0.5)
