@@ -8,7 +8,7 @@ is the UI's static files and needs ``read``.
 - ``POST /deployments/{id}/create_flow_run``: ``start``, on the deployment's script and host.
 - ``POST /flow_runs/{id}/set_state``: to ``CANCELLING``/``CANCELLED`` is ``stop``, to
   ``SCHEDULED`` (retry) is ``start``, on the flow run's script and host; other states ``admin``.
-- ``include_secrets=true`` anywhere, and every other change (deployments, blocks, variables,
+- ``include_secrets=true`` anywhere, dot segments in the path, and every other change (deployments, blocks, variables,
   automations, work pools, concurrency limits, ...): ``admin``. Unlisted means ``admin``.
 - Websockets: ``/events/out`` and ``/logs/out`` are ``read``; the rest (``/events/in``, task-run
   subscriptions, worker connections) ``admin``.
@@ -41,7 +41,7 @@ class RouteRule:
 
 _READ_POST = re.compile(
     r"^/(?:"
-    r"[a-z_]+(?:/[a-z_]+)?/(?:filter|count|paginate|history)"  # e.g. flow_runs/filter, block_types/filter
+    r"[a-z_]+(?:/[^/]+/[a-z_]+)?/(?:filter|count|paginate|history)"  # flow_runs/filter, work_pools/x/queues/filter
     r"|ui/.+"  # the UI's read-only aggregate queries
     r"|events/(?:filter|count-by/[a-z_]+)"
     r"|(?:flow_runs|task_runs)/(?:lateness|history)"
@@ -71,7 +71,7 @@ def _wants_secrets(query: dict[str, str]) -> bool:
 
 def http_rule(method: str, path: str, query: dict[str, str], body: bytes) -> RouteRule:
     """The rule for an HTTP request to ``/prefect/<path>`` (``body`` is read for set_state only)."""
-    if _wants_secrets(query):
+    if _wants_secrets(query) or any(part in (".", "..") for part in path.split("/")):
         return RouteRule("admin")
     method = method.upper()
     route = api_path(path)
