@@ -169,10 +169,10 @@ class Keycloak(Peer):
         env.update(
             KC_BOOTSTRAP_ADMIN_USERNAME=self.admin_user,
             KC_BOOTSTRAP_ADMIN_PASSWORD=self.admin_password,
-            # Small heap: the machine is shared with other peers. C1 only and serial GC: a faster
-            # start and less CPU on a small machine (a test realm needs no peak throughput).
+            # Small heap: the machine is shared with other peers. C1 only: a faster start and
+            # less CPU on a small machine (a test realm needs no peak throughput).
             JAVA_OPTS_KC_HEAP="-XX:MaxRAMPercentage=25 -XX:InitialRAMPercentage=5",
-            JAVA_OPTS_APPEND="-XX:TieredStopAtLevel=1 -XX:+UseSerialGC",
+            JAVA_OPTS_APPEND="-XX:TieredStopAtLevel=1",
         )
         if self.java_home:
             env["JAVA_HOME"] = self.java_home
