@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -65,12 +66,13 @@ def api_path(path: str) -> str | None:
     return None
 
 
-def _wants_secrets(query: dict[str, str]) -> bool:
-    return any(k.lower() == "include_secrets" and v.lower() not in ("false", "0", "") for k, v in query.items())
+def _wants_secrets(query: Iterable[tuple[str, str]]) -> bool:
+    return any(k.lower() == "include_secrets" and v.lower() not in ("false", "0", "") for k, v in query)
 
 
-def http_rule(method: str, path: str, query: dict[str, str], body: bytes) -> RouteRule:
-    """The rule for an HTTP request to ``/prefect/<path>`` (``body`` is read for set_state only)."""
+def http_rule(method: str, path: str, query: Iterable[tuple[str, str]], body: bytes) -> RouteRule:
+    """The rule for an HTTP request to ``/prefect/<path>`` with ``query`` (every name/value pair,
+    repeated names included); ``body`` is read for set_state only."""
     if _wants_secrets(query) or any(part in (".", "..") for part in path.split("/")):
         return RouteRule("admin")
     method = method.upper()

@@ -30,7 +30,7 @@ from starlette.background import BackgroundTask
 from starlette.status import WS_1008_POLICY_VIOLATION, WS_1011_INTERNAL_ERROR
 from starlette.websockets import WebSocketDisconnect
 
-from sms_plugin.gateway import prefect_routes
+from sms_plugin.gateway import audit, prefect_routes
 from sms_plugin.gateway.auth import AuthError, authenticate, require_principal
 from sms_plugin.gateway.principal import Principal
 from sms_plugin.gateway.rbac import Action, Decision
@@ -97,11 +97,30 @@ async def _target(upstream: PrefectUpstream, rule: prefect_routes.RouteRule, bod
     return prefect_routes.RunTarget(None, None)
 
 
-async def _check(conn: Request | WebSocket, principal: Principal, rule: prefect_routes.RouteRule, body: bytes) -> None:
+async def _check(
+    conn: Request | WebSocket, principal: Principal, rule: prefect_routes.RouteRule, body: bytes
+) -> dict[str, Any]:
+    """403 unless the policy allows ``rule``; returns what the audit event should say."""
     target = await _target(_upstream(conn), rule, body)
     decision: Decision = await conn.app.state.authorize(principal, rule.action, target.script, target.host)
+    detail = {"method": conn.scope.get("method", "WEBSOCKET"), "script": target.script, "host": target.host}
     if not decision.allowed:
+        await _audit(conn, principal, rule, "denied", {**detail, "reason": decision.reason})
         raise HTTPException(403, detail=f"forbidden: {decision.reason}")
+    return detail
+
+
+async def _audit(
+    conn: Request | WebSocket, principal: Principal, rule: prefect_routes.RouteRule, outcome: str, detail: dict[str, Any]
+) -> None:
+    """One audit event ``prefect.<action>`` for a denied request or an allowed change (reads are
+    not audited: the Prefect UI polls them several times a second)."""
+    path = conn.url.path
+    await audit.record(
+        conn.app.state.catalog, audit.Caller(principal.username, principal.subject, audit.client_address(conn)),
+        action=f"prefect.{rule.action}", object_type="prefect", object_name=path[:200], outcome=outcome,
+        detail={k: v for k, v in detail.items() if v is not None},
+    )
 
 
 def _forward_headers(request: Request) -> dict[str, str]:
@@ -123,8 +142,8 @@ async def proxy_http(request: Request, path: str) -> Response:
     principal = await require_principal(request)
     upstream = _upstream(request)
     body = await request.body() if prefect_routes.needs_body(request.method, path) else b""
-    rule = prefect_routes.http_rule(request.method, path, dict(request.query_params), body)
-    await _check(request, principal, rule, body)
+    rule = prefect_routes.http_rule(request.method, path, request.query_params.multi_items(), body)
+    detail = await _check(request, principal, rule, body)
     if path == "ui-settings" and request.method == "GET":
         return await _ui_settings(upstream)
     outgoing = upstream.http.build_request(
@@ -138,7 +157,13 @@ async def proxy_http(request: Request, path: str) -> Response:
     try:
         reply = await upstream.http.send(outgoing, stream=True)
     except httpx.HTTPError as exc:
-        return JSONResponse({"detail": f"Prefect is unreachable: {type(exc).__name__}"}, status_code=502)
+        reply = None
+        failure = f"Prefect is unreachable: {type(exc).__name__}"
+    if rule.action != "read":
+        status = reply.status_code if reply is not None else 502
+        await _audit(request, principal, rule, "ok" if status < 400 else "error", {**detail, "status": status})
+    if reply is None:
+        return JSONResponse({"detail": failure}, status_code=502)
     headers = {k: v for k, v in reply.headers.items() if k.lower() not in _DROP_FROM_RESPONSE}
     return StreamingResponse(
         reply.aiter_raw(), status_code=reply.status_code, headers=headers, background=BackgroundTask(reply.aclose)
@@ -197,11 +222,14 @@ async def proxy_websocket(websocket: WebSocket, path: str) -> None:
     if principal is None:
         await websocket.close(WS_1008_POLICY_VIOLATION, reason="not authenticated")
         return
+    rule = prefect_routes.RouteRule(prefect_routes.websocket_action(path))
     try:
-        await _check(websocket, principal, prefect_routes.RouteRule(prefect_routes.websocket_action(path)), b"")
+        detail = await _check(websocket, principal, rule, b"")
     except HTTPException as exc:
         await websocket.close(WS_1008_POLICY_VIOLATION, reason=str(exc.detail)[:120])
         return
+    if rule.action != "read":
+        await _audit(websocket, principal, rule, "ok", detail)
     try:
         upstream_socket = await _open_upstream(_upstream(websocket), path, websocket.url.query)
     except (OSError, ConnectionError, websockets.WebSocketException, asyncio.TimeoutError):

@@ -19,6 +19,8 @@ import httpx
 import pytest
 import websockets
 
+from sms_plugin.catalog import Catalog, list_audit
+
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
 
@@ -125,6 +127,21 @@ def test_operator_starts_and_cancels_a_run_viewer_may_not(as_user, deployment) -
     # Any other state change of a run stays with the admins.
     running = operator.post(f"/prefect/api/flow_runs/{run_id}/set_state", json={"state": {"type": "RUNNING"}})
     assert running.status_code == 403
+    # Each start, stop and denial is in the audit trail, with who, what, where from and why.
+    catalog = Catalog()
+    try:
+        with catalog.session() as session:
+            started = list_audit(session, action="prefect.start", limit=1000)
+            stopped = list_audit(session, action="prefect.stop", limit=1000)
+    finally:
+        catalog.dispose()
+    create_path = f"/prefect/api/deployments/{deployment}/create_flow_run"
+    assert {(e.actor, e.outcome) for e in started if e.object_name == create_path} == {("viola", "denied"), ("otto", "ok")}
+    ok = next(e for e in started if e.object_name == create_path and e.outcome == "ok")
+    assert ok.detail == {"method": "POST", "script": "pay-report", "host": "eu-1", "status": 201}
+    assert ok.client == "127.0.0.1" and ok.subject
+    denied = next(e for e in stopped if e.actor == "viola" and run_id in e.object_name)
+    assert denied.outcome == "denied" and "'stop' needs role" in denied.detail["reason"]
 
 
 def test_unknown_deployment_is_a_404_not_a_500(as_user) -> None:

@@ -35,6 +35,8 @@ def state(kind: str) -> bytes:
         ("GET", "api/block_documents/x", {"include_secrets": "true"}, b"", RouteRule("admin")),
         ("POST", "api/block_documents/filter", {"include_secrets": "True"}, b"", RouteRule("admin")),
         ("POST", "api/block_documents/filter", {"include_secrets": "false"}, b"", RouteRule("read")),
+        ("POST", "api/block_documents/filter", [("include_secrets", "false"), ("INCLUDE_SECRETS", "1")], b"",
+         RouteRule("admin")),
         ("POST", "api/variables/", {}, b"", RouteRule("admin")),
         ("PATCH", f"api/deployments/{ID}", {}, b"", RouteRule("admin")),
         ("DELETE", f"api/flow_runs/{ID}", {}, b"", RouteRule("admin")),
@@ -48,7 +50,8 @@ def state(kind: str) -> bytes:
     ],
 )
 def test_http_rule(method, path, query, body, expected) -> None:
-    assert http_rule(method, path, query, body) == expected
+    pairs = list(query.items()) if isinstance(query, dict) else query
+    assert http_rule(method, path, pairs, body) == expected
 
 
 def test_websocket_actions() -> None:
