@@ -214,17 +214,17 @@ def test_a_correctly_forged_token_with_a_realm_key_is_accepted(gateway_bed, keyc
 
 @pytest.mark.parametrize(
     ("attack", "changes", "reason"),
-    [
-        ("wrong issuer", {"iss": "http://127.0.0.1:1/realms/sms"}, "iss"),
-        ("wrong audience", {"aud": "someone-else"}, "aud"),
-        ("expired", {"exp": int(time.time()) - 120, "iat": int(time.time()) - 600}, "expired"),
-        ("not yet valid", {"nbf": int(time.time()) + 600}, "not yet valid"),
-        ("no expiry", {"exp": None}, "exp"),
+    [  # times relative to when the test runs (a long suite outlives anything fixed at collection)
+        ("wrong issuer", lambda now: {"iss": "http://127.0.0.1:1/realms/sms"}, "iss"),
+        ("wrong audience", lambda now: {"aud": "someone-else"}, "aud"),
+        ("expired", lambda now: {"exp": now - 120, "iat": now - 600}, "expired"),
+        ("not yet valid", lambda now: {"nbf": now + 600}, "not yet valid"),
+        ("no expiry", lambda now: {"exp": None}, "exp"),
     ],
 )
 def test_tokens_with_a_broken_claim_are_refused(gateway_bed, keycloak, realm_key, attack, changes, reason) -> None:
     assert _accepted_eventually(gateway_bed, _sign(realm_key, _claims(keycloak)))[0] == 200
-    status, detail = _status(gateway_bed, _sign(realm_key, _claims(keycloak, **changes)))
+    status, detail = _status(gateway_bed, _sign(realm_key, _claims(keycloak, **changes(int(time.time())))))
     assert status == 401, attack
     assert reason in detail, (attack, detail)
 

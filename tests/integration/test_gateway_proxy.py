@@ -247,8 +247,9 @@ def test_sms_up_puts_prefect_behind_the_gateway(keycloak, tmp_path) -> None:
         operator = {"Authorization": f"Bearer {keycloak.token('otto')}"}
         deployments = httpx.post(f"{gateway_url}/prefect/api/deployments/filter", json={}, headers=operator, timeout=30)
         hello = next(d for d in deployments.json() if d["name"] == "hello-bash")
-        run = httpx.post(f"{gateway_url}/prefect/api/deployments/{hello['id']}/create_flow_run", json={},
-                         headers=operator, timeout=30)
+        run = _retrying_503(lambda: httpx.post(
+            f"{gateway_url}/prefect/api/deployments/{hello['id']}/create_flow_run", json={}, headers=operator, timeout=30
+        ))
         assert run.status_code == 201, run.text
         state = ""
         deadline = time.monotonic() + 120
@@ -264,6 +265,16 @@ def test_sms_up_puts_prefect_behind_the_gateway(keycloak, tmp_path) -> None:
         assert up.wait(60) == 0
     left = subprocess.run(["pgrep", "-s", ",".join([str(up.pid), *children])], capture_output=True, text=True)
     assert left.stdout.split() == []
+
+
+def _retrying_503(send) -> httpx.Response:
+    """As Prefect's own client does: retry a 503 (Prefect's SQLite busy on a loaded machine)."""
+    for _ in range(5):
+        reply = send()
+        if reply.status_code != 503:
+            return reply
+        time.sleep(2)
+    return reply
 
 
 def _wait_ready(url: str) -> dict:
