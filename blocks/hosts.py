@@ -13,16 +13,26 @@ them masked; SMS never logs them.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
 from prefect.blocks.core import Block
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, StringConstraints, model_validator
 
 from sms_plugin.errors import NotFound
 from sms_plugin.transports.base import Transport
 from sms_plugin.transports.local import LocalTransport
 from sms_plugin.transports.psrp import WindowsTransport, WinRMTarget
 from sms_plugin.transports.ssh import SSHTarget, SSHTransport
+
+
+LABEL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"
+Labels = Annotated[
+    list[Annotated[str, StringConstraints(pattern=LABEL_PATTERN)]],
+    Field(
+        default_factory=list,
+        description="Labels such as 'prod-eu' that access rules select hosts by (letters, digits, '.', '_', '-').",
+    ),
+]
 
 
 def _reveal(secret: SecretStr | None) -> str | None:
@@ -70,6 +80,7 @@ class SSHHost(Block):
     max_parallel_sessions: int = Field(
         default=10, ge=1, description="How many scripts may run on this server at once."
     )
+    labels: Labels
 
     def target(self) -> SSHTarget:
         return SSHTarget(
@@ -106,6 +117,7 @@ class LocalHost(Block):
         default=None, description="Folder for uploaded scripts (default: $SMS_HOME/run on the worker)."
     )
     max_parallel_sessions: int = Field(default=10, ge=1, description="How many scripts may run here at once.")
+    labels: Labels
 
     async def open_transport(self) -> Transport:
         return LocalTransport(Path(self.scratch_dir) if self.scratch_dir else None)

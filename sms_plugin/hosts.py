@@ -16,13 +16,14 @@ from __future__ import annotations
 import asyncio
 import os
 import pwd
+import re
 import time
 from dataclasses import dataclass, field
 
 from prefect import get_client
 from pydantic import SecretStr
 
-from blocks.hosts import HOST_BLOCK_TYPES, HostBlock, SSHHost, WindowsHost, load_host
+from blocks.hosts import HOST_BLOCK_TYPES, LABEL_PATTERN, HostBlock, SSHHost, WindowsHost, load_host
 from sms_plugin.errors import (
     AuthenticationFailed,
     Conflict,
@@ -44,12 +45,21 @@ class HostInfo:
     where: str
     pinned_keys: int
     legacy: bool = False
+    labels: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
 class ScannedKey:
     line: str
     fingerprint: str
+
+
+def checked_labels(labels: list[str]) -> list[str]:
+    """``labels`` if each is 1-63 letters, digits, '.', '_' or '-' (starting with a letter or digit)."""
+    bad = [label for label in labels if not re.match(LABEL_PATTERN, label)]
+    if bad:
+        raise InvalidInput(f"invalid host label(s) {bad}: use 1-63 letters, digits, '.', '_' or '-'")
+    return labels
 
 
 def ssh_host(
@@ -61,6 +71,7 @@ def ssh_host(
     password: str | None = None,
     host_keys: list[str] | None = None,
     legacy: bool = False,
+    labels: list[str] | None = None,
 ) -> SSHHost:
     """An SSH host block from plain values (secrets are wrapped as ``SecretStr``)."""
     return SSHHost(
@@ -71,6 +82,7 @@ def ssh_host(
         password=SecretStr(password) if password else None,
         host_keys=host_keys or [],
         legacy=legacy,
+        labels=checked_labels(labels or []),
     )
 
 
@@ -100,7 +112,9 @@ async def listing() -> list[HostInfo]:
                 block = block_type.model_validate(document.data)
                 pinned = len(block.host_keys) if isinstance(block, SSHHost) else 0
                 legacy = isinstance(block, SSHHost) and block.legacy
-                hosts.append(HostInfo(document.name or "", block_type.kind, block.describe(), pinned, legacy))
+                hosts.append(
+                    HostInfo(document.name or "", block_type.kind, block.describe(), pinned, legacy, tuple(block.labels))
+                )
     return sorted(hosts, key=lambda host: host.name)
 
 

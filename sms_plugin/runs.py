@@ -91,6 +91,23 @@ async def _read_flow_run(client: PrefectClient, run_id: str) -> FlowRun:
         raise NotFound(f"no run with id {run_id!r}") from None
 
 
+async def script_and_host(catalog: Catalog, run_id: str) -> tuple[str, str]:
+    """The script a run runs and its host: the host asked for at start, else the script's own
+    (the empty string when the script was removed since). NotFound for a run that is no script's."""
+    async with get_client() as client:
+        flow_run = await _read_flow_run(client, run_id)
+    script, host = flow_run.parameters.get("script"), flow_run.parameters.get("host")
+    if not isinstance(script, str):
+        raise NotFound(f"run {run_id} does not run an SMS script")
+    if host is None:
+        try:
+            with catalog.session() as session:
+                host = get_script(session, script).host
+        except NotFound:
+            host = ""
+    return script, str(host)
+
+
 async def result(catalog: Catalog, run_id: str) -> RunResult:
     """The run's current state, exit code and output tail."""
     async with get_client() as client:

@@ -18,16 +18,21 @@ from __future__ import annotations
 import asyncio
 import getpass
 import inspect
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from blocks.hosts import LocalHost
 from sms_plugin import apply as declarative
+from sms_plugin import credentials
 from sms_plugin import hosts as host_services
 from sms_plugin import runs as run_services
 from sms_plugin import scripts as script_services
 from sms_plugin.catalog import Catalog, Script, ScriptSpec, ScriptVersion
+from sms_plugin.errors import InvalidInput, SMSError
 from sms_plugin.hosts import HostCheck, HostInfo, ScannedKey
 from sms_plugin.runs import LogLine, RunResult
 from sms_plugin.scripts import ScriptChange, SyncReport
@@ -57,20 +62,24 @@ class AsyncSMSClient:
         password: str | None = None,
         host_keys: list[str] | None = None,
         legacy: bool = False,
+        labels: list[str] | None = None,
         overwrite: bool = False,
     ) -> None:
         """Adds an SSH host; without ``host_keys`` it must be trusted before use (:meth:`trust_host`).
 
-        ``legacy`` allows the weak algorithms of old servers (SHA-1 kex, ssh-rsa, CBC, hmac-sha1).
+        ``legacy`` allows the weak algorithms of old servers (SHA-1 kex, ssh-rsa, CBC, hmac-sha1);
+        ``labels`` (e.g. ``["prod-eu"]``) are what access rules select hosts by.
         """
         block = host_services.ssh_host(
             address=address, port=port, username=username, private_key=private_key, password=password,
-            host_keys=host_keys, legacy=legacy,
+            host_keys=host_keys, legacy=legacy, labels=labels,
         )
         await host_services.add(name, block, overwrite=overwrite)
 
-    async def add_local_host(self, name: str = "local", *, overwrite: bool = False) -> None:
-        await host_services.add(name, LocalHost(), overwrite=overwrite)
+    async def add_local_host(
+        self, name: str = "local", *, labels: list[str] | None = None, overwrite: bool = False
+    ) -> None:
+        await host_services.add(name, LocalHost(labels=host_services.checked_labels(labels or [])), overwrite=overwrite)
 
     async def hosts(self) -> list[HostInfo]:
         return await host_services.listing()
@@ -173,11 +182,120 @@ class AsyncSMSClient:
         return planned
 
 
+class GatewayClient:
+    """SMS through the gateway's REST API (``/api/v1``), as the caller's Keycloak identity.
+
+    Credentials, first that applies: ``token`` (an access token), ``client_id`` + ``client_secret``
+    (client credentials grant, renewed when it expires), else the login ``sms login`` stored::
+
+        sms = SMSClient(gateway_url="https://sms.example:8443", client_id="ci-bot", client_secret="...")
+        run_id = sms.run("backup", ["--full"])
+        print(sms.run_status(run_id)["state"])
+
+    Errors are :class:`~sms_plugin.errors.SMSError` carrying the gateway's explanation.
+    """
+
+    def __init__(
+        self,
+        gateway_url: str,
+        *,
+        token: str | None = None,
+        client_id: str | None = None,
+        client_secret: str | None = None,
+        verify: bool | str = True,
+    ) -> None:
+        if (client_id is None) != (client_secret is None):
+            raise InvalidInput("give both client_id and client_secret, or neither")
+        self.gateway_url = gateway_url.rstrip("/")
+        self._token = token
+        self._client_credentials = (client_id, client_secret) if client_id and client_secret else None
+        self._expires_at = 0.0
+        self._http = httpx.Client(base_url=f"{self.gateway_url}/api/v1", timeout=60, verify=verify)
+
+    def _bearer(self) -> str:
+        if self._token and not self._client_credentials:
+            return self._token
+        if self._client_credentials:
+            if not self._token or time.time() > self._expires_at - 30:
+                provider = credentials.discover(self.gateway_url)
+                client_id, secret = self._client_credentials
+                reply = httpx.post(
+                    provider.token_endpoint,
+                    data={"grant_type": "client_credentials", "client_id": client_id, "client_secret": secret},
+                    timeout=30,
+                )
+                if reply.status_code >= 400:
+                    raise SMSError(f"client credentials refused: {reply.json().get('error_description', reply.text[:200])}")
+                self._token = reply.json()["access_token"]
+                self._expires_at = time.time() + float(reply.json().get("expires_in", 60))
+            return str(self._token)
+        stored = credentials.load()
+        if stored is None:
+            raise SMSError("not logged in: run `sms login --gateway URL`, or pass token= or client_id=/client_secret=")
+        return credentials.access_token(stored)
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        reply = self._http.request(method, path, headers={"Authorization": f"Bearer {self._bearer()}"}, **kwargs)
+        if reply.status_code >= 400:
+            try:
+                detail = reply.json().get("detail", reply.text)
+            except ValueError:
+                detail = reply.text[:300]
+            raise SMSError(f"the gateway answered {reply.status_code}: {detail}")
+        return reply.json() if reply.content else None
+
+    def hosts(self) -> list[dict[str, Any]]:
+        return self._call("GET", "/hosts")
+
+    def scripts(self, tag: str | None = None) -> list[dict[str, Any]]:
+        return self._call("GET", "/scripts", params={"tag": tag} if tag else None)
+
+    def script(self, name: str) -> dict[str, Any]:
+        return self._call("GET", f"/scripts/{name}")
+
+    def versions(self, name: str) -> list[dict[str, Any]]:
+        return self._call("GET", f"/scripts/{name}/versions")
+
+    def run(self, name: str, args: list[str] | None = None, *, host: str | None = None, version: int | None = None) -> str:
+        """Start the script; returns the run id at once."""
+        body = {k: v for k, v in {"args": args, "host": host, "version": version}.items() if v is not None}
+        return str(self._call("POST", f"/scripts/{name}/runs", json=body)["run_id"])
+
+    def run_status(self, run_id: str) -> dict[str, Any]:
+        """State, exit code and output tail of a run."""
+        return self._call("GET", f"/runs/{run_id}")
+
+    def runs(self, script: str | None = None) -> list[dict[str, Any]]:
+        return self._call("GET", "/runs", params={"script": script} if script else None)
+
+    def stop(self, run_id: str) -> str:
+        return str(self._call("POST", f"/runs/{run_id}/stop")["state"])
+
+    def logs(self, run_id: str) -> list[dict[str, Any]]:
+        return self._call("GET", f"/runs/{run_id}/logs")
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> GatewayClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
 class SMSClient:
     """The blocking SMS SDK: every method of :class:`AsyncSMSClient`, without ``await``.
 
-    ``logs``, ``output`` and ``search_logs`` return plain iterators.
+    ``logs``, ``output`` and ``search_logs`` return plain iterators. ``SMSClient(gateway_url=...,
+    token=... | client_id=..., client_secret=...)`` returns a :class:`GatewayClient` instead (SMS
+    through the gateway).
     """
+
+    def __new__(cls, *args: Any, gateway_url: str | None = None, **kwargs: Any) -> Any:
+        if gateway_url is not None:
+            return GatewayClient(gateway_url, **kwargs)
+        return super().__new__(cls)
 
     def __init__(self, database_url: str | None = None, *, user: str | None = None) -> None:
         self._runner = asyncio.Runner()

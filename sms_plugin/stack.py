@@ -5,12 +5,17 @@ work pool (a process worker; an in-process ``sms`` worker with ``SMS_WORKER_TYPE
 metrics exporter (``sms exporter``, docs/metrics.md) and, with ``SMS_ELASTICSEARCH_URL``, the log
 shipper (docs/logs.md); registers the local host and applies the sample catalog. Ctrl-C (or
 SIGTERM) stops the children, then the server. Logs go to ``$SMS_HOME/logs/``.
+
+With ``SMS_OIDC_ISSUER`` set, the gateway starts too (``sms gateway``, docs/gateway.md): Prefect
+then serves under ``/prefect`` on loopback behind a fresh random auth string that only the
+gateway, the worker and this process know, and people use Prefect through the gateway.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -24,6 +29,7 @@ from sms_plugin import apply as declarative
 from sms_plugin.catalog import Catalog
 from sms_plugin.deploy import ensure_work_pool, sync_housekeeping
 from sms_plugin.errors import Conflict, SMSError
+from sms_plugin.gateway.config import GatewaySettings, load_settings
 from sms_plugin.settings import database_url, elasticsearch_url, sms_home, work_pool_name, worker_type
 from sms_plugin.telemetry.exporter import exporter_url
 
@@ -31,12 +37,19 @@ _SERVER_START_SECONDS = 120
 _STOP_GRACE_SECONDS = 15
 
 
+def _gateway_settings() -> GatewaySettings | None:
+    """The gateway's settings when it is configured (SMS_OIDC_ISSUER set), else None."""
+    return load_settings() if os.environ.get("SMS_OIDC_ISSUER") else None
+
+
 class EmbeddedStack:
     def __init__(self, *, port: int, catalog_path: Path, console: Console) -> None:
         self.port = port
         self.catalog_path = catalog_path
         self.console = console
-        self.api_url = f"http://127.0.0.1:{port}/api"
+        self.gateway = _gateway_settings()
+        self.auth_string = secrets.token_urlsafe(24) if self.gateway else None
+        self.api_url = f"http://127.0.0.1:{port}{'/prefect' if self.gateway else ''}/api"
         self.logs = sms_home() / "logs"
         self._children: list[subprocess.Popen[bytes]] = []
 
@@ -54,6 +67,16 @@ class EmbeddedStack:
             PREFECT_SERVER_ANALYTICS_ENABLED="false",
             PREFECT_WORKER_QUERY_SECONDS=env.get("PREFECT_WORKER_QUERY_SECONDS", "2"),
         )
+        if self.gateway and self.auth_string:
+            env.update(
+                PREFECT_SERVER_API_BASE_PATH="/prefect/api",
+                PREFECT_UI_SERVE_BASE="/prefect",
+                PREFECT_UI_API_URL=f"{self.gateway.base_url}/prefect/api",
+                PREFECT_SERVER_API_AUTH_STRING=self.auth_string,
+                PREFECT_API_AUTH_STRING=self.auth_string,
+                SMS_GATEWAY_PREFECT_URL=f"http://127.0.0.1:{self.port}",
+                SMS_GATEWAY_PREFECT_AUTH_STRING=self.auth_string,
+            )
         return env
 
     def _spawn(self, name: str, *args: str, program: str = "prefect") -> subprocess.Popen[bytes]:
@@ -107,6 +130,8 @@ class EmbeddedStack:
         if self._port_taken():
             raise SMSError(f"something already answers on port {self.port}; stop it or use `sms up --port N`")
         os.environ.update(PREFECT_API_URL=self.api_url, PREFECT_HOME=self._environment()["PREFECT_HOME"])
+        if self.auth_string:
+            os.environ["PREFECT_API_AUTH_STRING"] = self.auth_string
         signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
         try:
             self.console.print(f"Starting the Prefect server on 127.0.0.1:{self.port} (logs in {self.logs})")
@@ -120,6 +145,8 @@ class EmbeddedStack:
             self._spawn("exporter", "exporter", program="sms")
             if elasticsearch_url():  # delivers script output the runs could not deliver themselves
                 self._spawn("log-shipper", "log-shipper", program="sms")
+            if self.gateway:
+                self._spawn("gateway", "gateway", program="sms")
             self._announce()
             while all(child.poll() is None for child in self._children):
                 time.sleep(1)
@@ -130,6 +157,13 @@ class EmbeddedStack:
             self._stop()
 
     def _announce(self) -> None:
+        if self.gateway:
+            self.console.print(
+                f"\n[bold green]SMS is up.[/] Gateway: {self.gateway.base_url}  (log in at /auth/login; "
+                f"Prefect UI at {self.gateway.base_url}/prefect/, REST API at /api/v1, logs in {self.logs})\n"
+                f"Catalog: {database_url()}\nPress Ctrl-C to stop.\n"
+            )
+            return
         ui = self.api_url.removesuffix("/api")
         self.console.print(
             f"\n[bold green]SMS is up.[/] Prefect UI: {ui}  (API {self.api_url})\n"

@@ -31,6 +31,8 @@ if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
 from infra.testbed.elasticsearch import Elasticsearch  # noqa: E402
+from infra.testbed.gateway import GatewayBed  # noqa: E402
+from infra.testbed.keycloak import Keycloak  # noqa: E402
 from infra.testbed.mariadb import MariaDB  # noqa: E402
 from infra.testbed.postgresql import PostgreSQL  # noqa: E402
 from infra.testbed.prefect_server import PrefectServer  # noqa: E402
@@ -165,8 +167,26 @@ def prometheus() -> Iterator[Prometheus]:
 
 
 @pytest.fixture(scope="session")
+def keycloak() -> Iterator[Keycloak]:
+    """A private Keycloak with realm ``sms`` (infra/keycloak/sms-realm.json); ``.issuer`` is the
+    realm's issuer URL, ``.token(user)`` a password-grant access token (password: user + "-pw")."""
+    peer = _started(Keycloak())
+    yield peer
+    peer.stop()
+
+
+@pytest.fixture(scope="session")
 def elasticsearch() -> Iterator[Elasticsearch]:
     """A private single-node Elasticsearch (~15-30 s to start); ``.url``, ``.halt()``/``.resume()``."""
     peer = _started(Elasticsearch())
+    yield peer
+    peer.stop()
+
+
+@pytest.fixture(scope="session")
+def gateway_bed(keycloak: Keycloak) -> Iterator[GatewayBed]:
+    """``sms gateway`` (``.url``) trusting the ``keycloak`` realm, in front of its own Prefect
+    server (``.prefect``, serving under /prefect with an auth string only the gateway knows)."""
+    peer = _started(GatewayBed(keycloak.issuer))
     yield peer
     peer.stop()

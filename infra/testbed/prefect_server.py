@@ -38,17 +38,36 @@ class PrefectServer(Peer):
 
     name = "prefect-server"
 
-    def __init__(self, *, port: int = 0, timeout: float = 90.0, database_url: str | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        port: int = 0,
+        timeout: float = 90.0,
+        database_url: str | None = None,
+        base_path: str = "",
+        auth_string: str | None = None,
+        ui_api_url: str | None = None,
+    ) -> None:
         """``port`` 0 picks a free loopback port at start; ``database_url`` (e.g. a
         :class:`~infra.testbed.postgresql.PostgreSQL` peer's ``prefect_url``) replaces the
-        private SQLite file."""
+        private SQLite file. Behind the gateway: ``base_path`` ``/prefect`` serves the UI there
+        and the API under ``/prefect/api``, ``auth_string`` is PREFECT_SERVER_API_AUTH_STRING, and
+        ``ui_api_url`` (the public API URL) turns the UI on."""
         super().__init__(timeout=timeout)
         self.port = port
         self.database_url = database_url
+        self.base_path = base_path.rstrip("/")
+        self.auth_string = auth_string
+        self.ui_api_url = ui_api_url
+
+    @property
+    def url(self) -> str:
+        """Base URL without the base path, e.g. ``http://127.0.0.1:PORT``."""
+        return f"http://{self.host}:{self.port}"
 
     @property
     def api_url(self) -> str:
-        return f"http://{self.host}:{self.port}/api"
+        return f"{self.url}{self.base_path}/api"
 
     def _start(self) -> None:
         assert self.tmp is not None
@@ -58,7 +77,7 @@ class PrefectServer(Peer):
             self.tmp / "prefect-home",
             {
                 "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-                "PREFECT_SERVER_UI_ENABLED": "false",
+                "PREFECT_SERVER_UI_ENABLED": "true" if self.ui_api_url else "false",
                 # A run of a "queue" script retries its deployment slot after this many seconds (default 30).
                 "PREFECT_SERVER_DEPLOYMENTS_CONCURRENCY_SLOT_WAIT_SECONDS": "1",
                 # As `sms up` does: slot leases on disk, so they survive a server restart.
@@ -68,6 +87,13 @@ class PrefectServer(Peer):
                 ),
             },
         )
+        if self.base_path:
+            env["PREFECT_SERVER_API_BASE_PATH"] = f"{self.base_path}/api"
+            env["PREFECT_UI_SERVE_BASE"] = self.base_path
+        if self.ui_api_url:
+            env["PREFECT_UI_API_URL"] = self.ui_api_url
+        if self.auth_string:
+            env["PREFECT_SERVER_API_AUTH_STRING"] = self.auth_string
         argv = [prefect, "server", "start", "--host", self.host, "--port", str(self.port)]
         self.spawn(argv, self._healthy, env=env)
 

@@ -1,4 +1,5 @@
-"""The catalog's tables: scripts, their immutable versions, run records and the audit log.
+"""The catalog's tables: scripts, their immutable versions, run records, the audit log, access rules,
+webhooks and their deliveries.
 
 Times are stored as naive UTC (MariaDB's DATETIME has no time zone) and always come back as
 timezone-aware UTC ``datetime`` objects.
@@ -174,9 +175,93 @@ class AuditEvent(Base):
     object_name: Mapped[str] = mapped_column(String(200), index=True)
     detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     outcome: Mapped[str] = mapped_column(String(16), default="ok")
+    """ok | denied (authorization) | error (refused or failed: bad input, not found, conflict...)."""
+    client: Mapped[str] = mapped_column(String(64), default="")
+    """Where the request came from (the gateway's client address); empty for CLI and flows."""
+    subject: Mapped[str] = mapped_column(String(200), default="")
+    """The caller's stable identity (the token's ``sub``) when ``actor`` came from a token."""
 
     def __repr__(self) -> str:
         return f"AuditEvent(action={self.action!r}, object_name={self.object_name!r})"
 
 
-__all__ = ["AuditEvent", "Base", "RunRecord", "Script", "ScriptVersion", "UTCDateTime", "utcnow"]
+class AccessRule(Base):
+    """Narrows what a group, user or role may do to scripts and hosts (see gateway/rbac.py)."""
+
+    __tablename__ = "access_rules"
+    __table_args__ = TABLE_OPTIONS
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    subject_kind: Mapped[str] = mapped_column(String(8))
+    subject: Mapped[str] = mapped_column(String(200))
+    actions: Mapped[list[str]] = mapped_column(JSON)
+    script_glob: Mapped[str | None] = mapped_column(String(200))
+    script_tag: Mapped[str | None] = mapped_column(String(100))
+    host_glob: Mapped[str | None] = mapped_column(String(200))
+    host_label: Mapped[str | None] = mapped_column(String(100))
+    description: Mapped[str] = mapped_column(LongText, default="")
+    created_by: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    def __repr__(self) -> str:
+        return f"AccessRule(id={self.id!r}, subject={self.subject_kind}:{self.subject})"
+
+
+class Webhook(Base):
+    """A signed endpoint ``/hooks/{id}`` that starts one script.
+
+    ``secret`` holds the HMAC key encrypted by the gateway (the catalog never sees it in clear).
+    ``arguments`` maps payload fields to the script's arguments:
+    ``[{"field": "ref", "pattern": "^[A-Za-z0-9/._-]+$"}, ...]``, in argument order.
+    """
+
+    __tablename__ = "webhooks"
+    __table_args__ = TABLE_OPTIONS
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    script: Mapped[str] = mapped_column(String(100), index=True)
+    description: Mapped[str] = mapped_column(LongText, default="")
+    secret: Mapped[str] = mapped_column(LongText)
+    arguments: Mapped[list[dict[str, str]]] = mapped_column(JSON, default=list)
+    max_per_minute: Mapped[int] = mapped_column(Integer, default=30)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_by: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    def __repr__(self) -> str:
+        return f"Webhook(id={self.id!r}, script={self.script!r})"
+
+
+class WebhookDelivery(Base):
+    """One call of a webhook and what came of it. ``nonce`` (the delivery id of a call whose
+    signature was valid) is unique per webhook: a replay cannot be stored twice."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (UniqueConstraint("webhook_id", "nonce"), TABLE_OPTIONS)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    webhook_id: Mapped[str] = mapped_column(String(40), index=True)
+    delivery_id: Mapped[str] = mapped_column(String(200))
+    nonce: Mapped[str | None] = mapped_column(String(200))
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    client: Mapped[str] = mapped_column(String(64), default="")
+    outcome: Mapped[str] = mapped_column(String(32))
+    detail: Mapped[str] = mapped_column(LongText, default="")
+    run_id: Mapped[str | None] = mapped_column(String(36))
+
+    def __repr__(self) -> str:
+        return f"WebhookDelivery(webhook_id={self.webhook_id!r}, delivery_id={self.delivery_id!r}, outcome={self.outcome!r})"
+
+
+__all__ = [
+    "AccessRule",
+    "AuditEvent",
+    "Base",
+    "RunRecord",
+    "Script",
+    "ScriptVersion",
+    "UTCDateTime",
+    "Webhook",
+    "WebhookDelivery",
+    "utcnow",
+]

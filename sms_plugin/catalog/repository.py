@@ -240,24 +240,42 @@ def audit(
     object_name: str,
     detail: dict[str, Any] | None = None,
     outcome: str = "ok",
+    client: str = "",
+    subject: str = "",
 ) -> AuditEvent:
-    """Record who did what to which object."""
+    """Record who did what to which object, from where (``client``), and whether it worked."""
     event = AuditEvent(
         actor=actor,
         action=action,
         object_type=object_type,
-        object_name=object_name,
+        object_name=object_name[:200],
         detail=detail or {},
         outcome=outcome,
+        client=client[:64],
+        subject=subject[:200],
     )
     s.add(event)
     s.flush()
     return event
 
 
-def list_audit(s: Session, *, object_name: str | None = None, limit: int = 100) -> list[AuditEvent]:
-    """Audit events, newest first, optionally about one object."""
+def list_audit(
+    s: Session,
+    *,
+    object_name: str | None = None,
+    actor: str | None = None,
+    action: str | None = None,
+    outcome: str | None = None,
+    limit: int = 100,
+) -> list[AuditEvent]:
+    """Audit events, newest first, optionally filtered by object, actor, action and outcome."""
     query = select(AuditEvent).order_by(AuditEvent.at.desc(), AuditEvent.id.desc()).limit(limit)
-    if object_name is not None:
-        query = query.where(AuditEvent.object_name == object_name)
+    for column, value in (
+        (AuditEvent.object_name, object_name),
+        (AuditEvent.actor, actor),
+        (AuditEvent.action, action),
+        (AuditEvent.outcome, outcome),
+    ):
+        if value is not None:
+            query = query.where(column == value)
     return list(s.scalars(query))

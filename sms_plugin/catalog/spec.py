@@ -17,6 +17,8 @@ if TYPE_CHECKING:
 
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,99}$")
 ENV_KEY_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+#: Seconds fit a 32-bit INTEGER column (MariaDB) and a Python timedelta: about 68 years.
+MAX_SECONDS = 2**31 - 1
 
 _CRON_FIELDS = (("minute", 0, 59), ("hour", 0, 23), ("day-of-month", 1, 31), ("month", 1, 12), ("day-of-week", 0, 7))
 _CRON_WORDS = {"L", "W", "LW"} | set(
@@ -47,7 +49,7 @@ class ScheduleSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     cron: str | None = None
-    interval_seconds: int | None = Field(default=None, gt=0)
+    interval_seconds: int | None = Field(default=None, gt=0, le=MAX_SECONDS)
     timezone: str = "UTC"
 
     @field_validator("cron")
@@ -84,9 +86,9 @@ class ScriptSpec(BaseModel):
     default_args: list[str] = []
     env: dict[str, str] = {}
     working_dir: str | None = Field(default=None, max_length=1024)
-    timeout_seconds: int | None = Field(default=None, gt=0)
+    timeout_seconds: int | None = Field(default=None, gt=0, le=MAX_SECONDS)
     retries: int = Field(default=0, ge=0, le=100)
-    retry_delay_seconds: int = Field(default=30, ge=0)
+    retry_delay_seconds: int = Field(default=30, ge=0, le=MAX_SECONDS)
     kill_grace_seconds: int = Field(default=5, ge=0, le=3600)
     single_instance: Literal["off", "queue", "reject"] = "off"
     schedules: list[ScheduleSpec] = []

@@ -26,6 +26,8 @@ from sms_plugin.catalog import Catalog, ScriptSpec
 from sms_plugin.cli import logs as _logs
 from sms_plugin.cli import windows as windows_cli
 from sms_plugin.cli.exporter import exporter as _exporter
+from sms_plugin.cli.gateway import gateway as _gateway
+from sms_plugin.cli.gateway import login as _login
 from sms_plugin.cli.worker import worker as worker_command
 from sms_plugin.errors import InvalidInput, SMSError
 
@@ -89,6 +91,9 @@ def host_add(
         bool,
         typer.Option("--legacy", help="Old server: allow SHA-1 kex, ssh-rsa, CBC ciphers, hmac-sha1 (weaker)."),
     ] = False,
+    label: Annotated[
+        list[str], typer.Option("--label", "-l", help="Label access rules select it by, e.g. prod-eu (repeatable).")
+    ] = [],  # noqa: B006
 ) -> None:
     """Add a host. SSH hosts must then be trusted: `sms host trust NAME`."""
     from blocks.hosts import HostBlock, LocalHost
@@ -97,14 +102,14 @@ def host_add(
         raise InvalidInput("give exactly one of --ssh ADDRESS or --local")
     block: HostBlock
     if local:
-        block = LocalHost()
+        block = LocalHost(labels=host_services.checked_labels(label))
     else:
         if not user:
             raise InvalidInput("an SSH host needs --user")
         key = key_file.expanduser().read_text() if key_file else None
         password = typer.prompt("Password", hide_input=True) if ask_password else None
         block = host_services.ssh_host(
-            address=ssh, port=port, username=user, private_key=key, password=password, legacy=legacy
+            address=ssh, port=port, username=user, private_key=key, password=password, legacy=legacy, labels=label
         )
     _run(host_services.add(name, block, overwrite=overwrite))
     hint = "" if local else f"; now check and pin its host key: sms host trust {name}"
@@ -117,12 +122,12 @@ host_app.command("add-windows")(windows_cli.host_add_windows)
 @host_app.command("list")
 def host_list() -> None:
     """List the hosts."""
-    table = Table("name", "kind", "where", "pinned keys", "algorithms")
+    table = Table("name", "kind", "where", "pinned keys", "algorithms", "labels")
     for host in _run(host_services.listing()):
         ssh = host.kind == "ssh"
         table.add_row(
             host.name, host.kind, host.where, str(host.pinned_keys) if ssh else "-",
-            ("[yellow]legacy[/]" if host.legacy else "modern") if ssh else "-",
+            ("[yellow]legacy[/]" if host.legacy else "modern") if ssh else "-", " ".join(host.labels),
         )
     out.print(table)
 
@@ -390,6 +395,8 @@ def up(
 app.command("worker")(worker_command)
 app.command("exporter")(_exporter)
 _logs.register(app)
+app.command("gateway")(_gateway)
+app.command("login")(_login)
 
 
 def main() -> None:

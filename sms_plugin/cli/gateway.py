@@ -1,0 +1,67 @@
+"""``sms gateway`` (serve the gateway) and ``sms login`` (get a token for the CLI and SDK)."""
+
+from __future__ import annotations
+
+import webbrowser
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from sms_plugin import credentials
+
+out = Console()
+
+
+def gateway(
+    host: Annotated[str | None, typer.Option(help="Address to listen on [env SMS_GATEWAY_HOST, default 127.0.0.1].")] = None,
+    port: Annotated[int | None, typer.Option(help="Port [env SMS_GATEWAY_PORT, default 8443].")] = None,
+    tls_cert: Annotated[Path | None, typer.Option(help="PEM certificate: serve HTTPS [env SMS_GATEWAY_TLS_CERT].")] = None,
+    tls_key: Annotated[Path | None, typer.Option(help="PEM private key of --tls-cert [env SMS_GATEWAY_TLS_KEY].")] = None,
+) -> None:
+    """Serve the gateway: Keycloak login, the SMS REST API, webhooks and Prefect under /prefect/.
+
+    Settings come from SMS_OIDC_* and SMS_GATEWAY_* variables (docs/gateway.md)."""
+    import uvicorn
+
+    from sms_plugin.catalog import Catalog
+    from sms_plugin.gateway.app import create_app
+    from sms_plugin.gateway.config import load_settings
+
+    given = {k: v for k, v in {"host": host, "port": port, "tls_cert": tls_cert, "tls_key": tls_key}.items() if v is not None}
+    settings = load_settings(**given)
+    out.print(f"SMS gateway on {settings.base_url} (issuer {settings.oidc_issuer}, Prefect {settings.prefect_url or 'not proxied'})")
+    catalog = Catalog()
+    catalog.upgrade()
+    uvicorn.run(
+        create_app(settings, catalog=catalog),
+        host=settings.host,
+        port=settings.port,
+        ssl_certfile=str(settings.tls_cert) if settings.tls_cert else None,
+        ssl_keyfile=str(settings.tls_key) if settings.tls_key else None,
+        log_level="info",
+        proxy_headers=False,
+    )
+
+
+def login(
+    gateway_url: Annotated[str, typer.Option("--gateway", envvar="SMS_GATEWAY_URL", help="The gateway's URL.")],
+    username: Annotated[str | None, typer.Option("--username", "-u", help="With --password: the user name.")] = None,
+    password: Annotated[bool, typer.Option("--password", help="Password grant (asks for the password) instead of the device code.")] = False,
+    open_browser: Annotated[bool, typer.Option("--browser/--no-browser", help="Open the verification page.")] = False,
+) -> None:
+    """Log in with Keycloak; the token is kept in $SMS_HOME/login.json (mode 0600) and refreshed."""
+    provider = credentials.discover(gateway_url)
+    if password:
+        name = username or typer.prompt("User name")
+        secret = typer.prompt(f"Password for {name}", hide_input=True)
+        stored = credentials.password_login(provider, name, secret)
+    else:
+        device = credentials.start_device_login(provider)
+        out.print(f"Open {device.verification_uri} and enter the code [bold]{device.user_code}[/]")
+        if open_browser:
+            webbrowser.open(device.verification_uri_complete or device.verification_uri)
+        stored = credentials.finish_device_login(provider, device)
+    path = credentials.save(stored)
+    out.print(f"Logged in to {gateway_url} as {stored.username}; token in {path}")

@@ -1,0 +1,1 @@
+"""The gateway: Keycloak login, authorization, the SMS REST API, webhooks and the Prefect proxy."""

@@ -1,0 +1,757 @@
+"""The SMS REST API, ``/api/v1``: a face over the same services as the CLI and the SDK.
+
+Every operation authorizes the caller with ``rbac.decide`` (roles, narrowed by the catalog's
+access rules) and writes one audit event: ``ok``, ``denied`` (403, the reason in the body) or
+``error`` (404 not found, 409 conflict, 422 invalid input, 502 Prefect or a host failed).
+List operations return only the items the caller may read.
+"""
+
+from __future__ import annotations
+
+import difflib
+import secrets
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+import httpx
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
+from prefect.exceptions import PrefectException
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, StringConstraints, field_validator
+
+from blocks.hosts import LABEL_PATTERN, HostBlock, LocalHost
+from sms_plugin import hosts as host_services
+from sms_plugin import runs as run_services
+from sms_plugin import scripts as script_services
+from sms_plugin.catalog import Catalog, ScriptSpec, list_audit, list_runs
+from sms_plugin.catalog import access as rows
+from sms_plugin.catalog.models import AccessRule, Script, ScriptVersion, Webhook
+from sms_plugin.catalog.spec import NAME_PATTERN
+from sms_plugin.errors import Conflict, InvalidInput, NotFound, SMSError, TransportError
+from sms_plugin.gateway import audit
+from sms_plugin.gateway.auth import require_principal
+from sms_plugin.gateway.principal import Principal
+from sms_plugin.gateway.rbac import ANY, RULE_ACTIONS, Action, SubjectKind, Target, decide
+from sms_plugin.gateway.targets import Targets, load_rules
+from sms_plugin.gateway.signing import ARGUMENT_PATTERN, check_argument_pattern, seal
+
+TRIGGER = "api"
+
+
+class Denied(Exception):
+    """The policy said no; the message is its reason."""
+
+
+def catalog_of(request: Request) -> Catalog:
+    """The app's catalog (``app.state.catalog``), opened and migrated on first use."""
+    catalog = getattr(request.app.state, "catalog", None)
+    if catalog is None:
+        catalog = Catalog()
+        catalog.upgrade()
+        request.app.state.catalog = catalog
+    return catalog
+
+
+class Call:
+    """One API request: the caller, the catalog, and the policy's inputs (read once)."""
+
+    def __init__(self, request: Request, principal: Principal) -> None:
+        self.principal = principal
+        self.caller = audit.Caller.of(principal, request)
+        self.catalog = catalog_of(request)
+        self.targets = Targets(self.catalog)
+        self.rules = load_rules(self.catalog)
+
+    def allows(self, action: Action, target: Target) -> bool:
+        return decide(self.principal, action, target, self.rules).allowed
+
+    def authorize(self, action: Action, target: Target = ANY) -> None:
+        """Raise Denied unless the caller may ``action`` the collection and then ``target``."""
+        for scope in dict.fromkeys((ANY, target)):
+            decision = decide(self.principal, action, scope, self.rules)
+            if not decision.allowed:
+                raise Denied(decision.reason)
+
+    async def _record(self, action: str, object_type: str, object_name: str, outcome: str, detail: dict[str, Any]) -> None:
+        await audit.record(
+            self.catalog, self.caller, action=action, object_type=object_type, object_name=object_name,
+            outcome=outcome, detail=detail,
+        )
+
+    @asynccontextmanager
+    async def action(self, name: str, object_type: str, object_name: str = "") -> AsyncIterator[dict[str, Any]]:
+        """Audit the block as action ``api.<name>``; turn refusals into 4xx/502. Yields the event's detail.
+
+        The ``api.`` event records the request (who, from where, outcome); changes to scripts also
+        get the catalog's own event (e.g. ``script.add``), as from the CLI."""
+        name = f"api.{name}"
+        detail: dict[str, Any] = {}
+        status, message = 0, ""
+        try:
+            yield detail
+        except Denied as denial:
+            status, message = 403, str(denial)
+        except NotFound as error:
+            status, message = 404, str(error)
+        except Conflict as error:
+            status, message = 409, str(error)
+        except InvalidInput as error:
+            status, message = 422, str(error)
+        except TransportError as error:
+            status, message = 502, f"the host failed: {error}"
+        except SMSError as error:
+            status, message = 400, str(error)
+        except (httpx.HTTPError, PrefectException) as error:
+            status, message = 502, f"the Prefect API failed: {error}"
+        except Exception as error:
+            detail["error"] = f"internal error: {type(error).__name__}"
+            await self._record(name, object_type, object_name, "error", detail)
+            raise
+        if status:
+            detail["reason" if status == 403 else "error"] = message
+        outcome = "ok" if not status else "denied" if status == 403 else "error"
+        await self._record(name, object_type, object_name or detail.get("object_name", ""), outcome, detail)
+        if status:
+            raise HTTPException(status, message)
+
+
+def call(request: Request, principal: Annotated[Principal, Depends(require_principal)]) -> Call:
+    return Call(request, principal)
+
+
+CallDep = Annotated[Call, Depends(call)]
+Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN.pattern)]
+HostName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9_-]{1,100}$")]
+Label = Annotated[str, StringConstraints(pattern=LABEL_PATTERN)]
+Limit = Annotated[int, Query(ge=1, le=1000)]
+
+router = APIRouter(prefix="/api/v1", responses={401: {"description": "Not authenticated"}})
+
+
+class Message(BaseModel):
+    detail: str
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": Message, "description": text}
+    for code, text in ((403, "Forbidden (the reason says why)"), (404, "Not found"), (409, "Conflict"), (502, "Prefect or a host failed"))
+}
+
+# ---------------------------------------------------------------- hosts
+
+
+class HostOut(BaseModel):
+    name: str
+    kind: str
+    where: str
+    pinned_keys: int
+    legacy: bool
+    labels: list[str]
+
+    @classmethod
+    def of(cls, info: host_services.HostInfo) -> HostOut:
+        return cls(name=info.name, kind=info.kind, where=info.where, pinned_keys=info.pinned_keys,
+                   legacy=info.legacy, labels=list(info.labels))
+
+
+class HostIn(BaseModel):
+    """A host to add: ``kind`` ssh (address, username, a key and/or password) or local."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: HostName
+    kind: Literal["ssh", "local"]
+    address: str | None = Field(default=None, min_length=1, max_length=255)
+    port: int = Field(default=22, ge=1, le=65535)
+    username: str | None = Field(default=None, min_length=1, max_length=100)
+    private_key: SecretStr | None = None
+    password: SecretStr | None = None
+    host_keys: list[str] = []
+    legacy: bool = False
+    labels: list[Label] = []
+    max_parallel_sessions: int = Field(default=10, ge=1, le=10_000)
+    overwrite: bool = False
+
+    def block(self) -> HostBlock:
+        if self.kind == "local":
+            return LocalHost(labels=self.labels, max_parallel_sessions=self.max_parallel_sessions)
+        if not (self.address and self.username):
+            raise InvalidInput("an SSH host needs 'address' and 'username'")
+        block = host_services.ssh_host(
+            address=self.address, port=self.port, username=self.username,
+            private_key=self.private_key.get_secret_value() if self.private_key else None,
+            password=self.password.get_secret_value() if self.password else None,
+            host_keys=self.host_keys, legacy=self.legacy, labels=self.labels,
+        )
+        block.max_parallel_sessions = self.max_parallel_sessions
+        return block
+
+
+async def _host_info(name: str) -> host_services.HostInfo:
+    for info in await host_services.listing():
+        if info.name == name:
+            return info
+    raise NotFound(f"no host named {name!r}")
+
+
+@router.get("/hosts", tags=["hosts"])
+async def list_hosts(c: CallDep) -> list[HostOut]:
+    """The hosts the caller may read."""
+    async with c.action("host.list", "host"):
+        c.authorize("read")
+        infos = await host_services.listing()
+        return [HostOut.of(i) for i in infos if c.allows("read", Target(host=i.name, host_labels=frozenset(i.labels)))]
+
+
+@router.get("/hosts/{name}", tags=["hosts"], responses=ERRORS)
+async def show_host(name: str, c: CallDep) -> HostOut:
+    async with c.action("host.show", "host", name):
+        c.authorize("read")
+        info = await _host_info(name)
+        c.authorize("read", await c.targets.host(name))
+        return HostOut.of(info)
+
+
+@router.post("/hosts", tags=["hosts"], status_code=201, responses=ERRORS)
+async def add_host(body: HostIn, c: CallDep) -> HostOut:
+    """Add (or with ``overwrite`` replace) a host; admins only. SSH hosts must then be trusted."""
+    async with c.action("host.add", "host", body.name) as detail:
+        c.authorize("admin")
+        detail.update(kind=body.kind, labels=body.labels)
+        await host_services.add(body.name, body.block(), overwrite=body.overwrite)
+        return HostOut.of(await _host_info(body.name))
+
+
+# ---------------------------------------------------------------- scripts and versions
+
+
+class ScriptOut(ScriptSpec):
+    model_config = ConfigDict(extra="ignore")
+
+    newest_version: int | None = None
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, script: Script, newest_version: int | None) -> ScriptOut:
+        spec = ScriptSpec.from_script(script).model_dump()
+        return cls(**spec, newest_version=newest_version, created_at=script.created_at, updated_at=script.updated_at)
+
+
+class ScriptIn(ScriptSpec):
+    """A new script: its settings, and its content (version 1) unless it runs an original file."""
+
+    content: str | None = Field(default=None, max_length=10_000_000)
+    comment: str = Field(default="", max_length=10_000)
+
+    def spec(self) -> ScriptSpec:
+        return ScriptSpec.model_validate(self.model_dump(exclude={"content", "comment"}))
+
+
+class VersionOut(BaseModel):
+    number: int
+    sha256: str
+    author: str
+    created_at: datetime
+    comment: str
+
+    @classmethod
+    def of(cls, version: ScriptVersion) -> VersionOut:
+        return cls(number=version.number, sha256=version.sha256, author=version.author,
+                   created_at=version.created_at, comment=version.comment)
+
+
+class VersionDetail(VersionOut):
+    content: str
+
+    @classmethod
+    def of(cls, version: ScriptVersion) -> VersionDetail:
+        return cls(**VersionOut.of(version).model_dump(), content=version.content)
+
+
+class VersionIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    content: str = Field(max_length=10_000_000)
+    comment: str = Field(default="", max_length=10_000)
+
+
+class PushOut(BaseModel):
+    created: bool
+    """False when the content equals the newest version (nothing was stored)."""
+    version: VersionOut
+
+
+class DiffOut(BaseModel):
+    script: str
+    from_version: int
+    to_version: int
+    diff: str
+    """A unified diff, empty when both versions are equal."""
+
+
+def _newest_number(c: Call, script: Script) -> int | None:
+    if script.interpreter == "original":
+        return None
+    return script_services.version(c.catalog, script.name).number
+
+
+@router.get("/scripts", tags=["scripts"])
+async def list_scripts(c: CallDep, tag: Annotated[str | None, Query(max_length=100)] = None) -> list[ScriptOut]:
+    """The scripts the caller may read, optionally those with ``tag``."""
+    async with c.action("script.list", "script"):
+        c.authorize("read")
+        scripts = script_services.listing(c.catalog, tag)
+        return [
+            ScriptOut.of(s, _newest_number(c, s)) for s in scripts if c.allows("read", await c.targets.script(s))
+        ]
+
+
+async def _readable_script(c: Call, name: str) -> Script:
+    c.authorize("read")
+    script = script_services.show(c.catalog, name)
+    c.authorize("read", await c.targets.script(script))
+    return script
+
+
+@router.get("/scripts/{name}", tags=["scripts"], responses=ERRORS)
+async def show_script(name: str, c: CallDep) -> ScriptOut:
+    async with c.action("script.show", "script", name):
+        script = await _readable_script(c, name)
+        return ScriptOut.of(script, _newest_number(c, script))
+
+
+@router.post("/scripts", tags=["scripts"], status_code=201, responses=ERRORS)
+async def add_script(body: ScriptIn, c: CallDep) -> ScriptOut:
+    """Add a script (authors); it becomes the Prefect deployment ``run-script/NAME``."""
+    async with c.action("script.add", "script", body.name) as detail:
+        spec = body.spec()
+        c.authorize("author", Target(spec.name, frozenset(spec.tags), spec.host, await c.targets.host_labels(spec.host)))
+        detail.update(interpreter=spec.interpreter, host=spec.host)
+        script = await script_services.add(c.catalog, spec, body.content, author=c.principal.username, comment=body.comment)
+        return ScriptOut.of(script, _newest_number(c, script))
+
+
+@router.post("/scripts/{name}/versions", tags=["scripts"], responses=ERRORS)
+async def push_version(name: str, body: VersionIn, c: CallDep) -> PushOut:
+    """Store new content as the script's next version (authors); equal content stores nothing."""
+    async with c.action("script.push", "script", name) as detail:
+        c.authorize("author")
+        script = script_services.show(c.catalog, name)
+        c.authorize("author", await c.targets.script(script))
+        change = await script_services.update(
+            c.catalog, ScriptSpec.from_script(script), body.content, author=c.principal.username, comment=body.comment
+        )
+        version = change.new_version or script_services.version(c.catalog, name)
+        detail.update(version=version.number, created=change.new_version is not None)
+        return PushOut(created=change.new_version is not None, version=VersionOut.of(version))
+
+
+@router.get("/scripts/{name}/versions", tags=["scripts"], responses=ERRORS)
+async def list_versions(name: str, c: CallDep) -> list[VersionOut]:
+    """A script's versions, newest first."""
+    async with c.action("version.list", "script", name):
+        await _readable_script(c, name)
+        return [VersionOut.of(v) for v in script_services.versions(c.catalog, name)]
+
+
+@router.get("/scripts/{name}/versions/{number}", tags=["scripts"], responses=ERRORS)
+async def show_version(name: str, number: Annotated[int, Path(ge=1, le=2**31)], c: CallDep) -> VersionDetail:
+    async with c.action("version.show", "script", name) as detail:
+        detail["version"] = number
+        await _readable_script(c, name)
+        return VersionDetail.of(script_services.version(c.catalog, name, number))
+
+
+@router.get("/scripts/{name}/diff", tags=["scripts"], responses=ERRORS)
+async def diff_versions(
+    name: str,
+    c: CallDep,
+    from_version: Annotated[int, Query(alias="from", ge=1, le=2**31)],
+    to_version: Annotated[int, Query(alias="to", ge=1, le=2**31)],
+) -> DiffOut:
+    """The unified diff from version ``from`` to version ``to``."""
+    async with c.action("version.diff", "script", name) as detail:
+        detail.update(from_version=from_version, to_version=to_version)
+        await _readable_script(c, name)
+        old = script_services.version(c.catalog, name, from_version)
+        new = script_services.version(c.catalog, name, to_version)
+        lines = difflib.unified_diff(
+            old.content.splitlines(keepends=True), new.content.splitlines(keepends=True),
+            fromfile=f"{name} v{from_version}", tofile=f"{name} v{to_version}",
+        )
+        return DiffOut(script=name, from_version=from_version, to_version=to_version, diff="".join(lines))
+
+
+# ---------------------------------------------------------------- runs
+
+
+class StartIn(BaseModel):
+    """Arguments replace the script's default arguments; ``host`` and ``version`` override its own."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    args: list[Annotated[str, StringConstraints(max_length=100_000)]] | None = Field(default=None, max_length=1000)
+    host: HostName | None = None
+    version: int | None = Field(default=None, ge=1, le=2**31)
+
+
+class StartOut(BaseModel):
+    run_id: str
+
+
+class StopOut(BaseModel):
+    run_id: str
+    state: str
+
+
+class RunOut(BaseModel):
+    run_id: str
+    script: str
+    version: int | None
+    host: str
+    trigger: str
+    requested_by: str
+    exit_code: int | None
+    created_at: datetime
+    started_at: datetime | None
+    ended_at: datetime | None
+
+
+class RunDetail(BaseModel):
+    run_id: str
+    script: str
+    host: str
+    state: str
+    """Prefect's state type: SCHEDULED, PENDING, RUNNING, COMPLETED, FAILED, CANCELLED, CRASHED..."""
+    message: str
+    exit_code: int | None
+    output_tail: list[str]
+
+
+class LogLineOut(BaseModel):
+    timestamp: datetime
+    level: str
+    message: str
+
+
+@router.post("/scripts/{name}/runs", tags=["runs"], status_code=201, responses=ERRORS)
+async def start_run(name: str, body: StartIn, c: CallDep) -> StartOut:
+    """Start the script (operators); returns the run id at once."""
+    async with c.action("run.start", "script", name) as detail:
+        c.authorize("start")
+        c.authorize("start", await c.targets.script_named(name, body.host))
+        run_id = await run_services.start(
+            c.catalog, name, args=body.args, host=body.host, version=body.version,
+            trigger=TRIGGER, user=c.principal.username,
+        )
+        detail.update(run_id=run_id, host=body.host, version=body.version)
+        return StartOut(run_id=run_id)
+
+
+async def _run_target(c: Call, action: Action, run_id: str) -> tuple[str, str]:
+    c.authorize(action)
+    script, host = await run_services.script_and_host(c.catalog, run_id)
+    c.authorize(action, await c.targets.run(script, host))
+    return script, host
+
+
+@router.post("/runs/{run_id}/stop", tags=["runs"], responses=ERRORS)
+async def stop_run(run_id: str, c: CallDep) -> StopOut:
+    """Stop a run (operators): its remote process tree is killed."""
+    async with c.action("run.stop", "run", run_id) as detail:
+        detail["script"], _ = await _run_target(c, "stop", run_id)
+        return StopOut(run_id=run_id, state=await run_services.stop(run_id))
+
+
+@router.get("/runs", tags=["runs"])
+async def list_runs_(
+    c: CallDep, script: Annotated[str | None, Query(max_length=100)] = None, limit: Limit = 50
+) -> list[RunOut]:
+    """Runs the caller may read, newest first (those that reached the flow)."""
+    async with c.action("run.list", "run"):
+        c.authorize("read")
+        with c.catalog.session() as session:
+            records = list_runs(session, script_name=script, limit=limit)
+        return [
+            RunOut(run_id=r.flow_run_id, script=r.script_name, version=r.version_number, host=r.host, trigger=r.trigger,
+                   requested_by=r.requested_by, exit_code=r.exit_code, created_at=r.created_at,
+                   started_at=r.started_at, ended_at=r.ended_at)
+            for r in records
+            if c.allows("read", await c.targets.run(r.script_name, r.host))
+        ]
+
+
+@router.get("/runs/{run_id}", tags=["runs"], responses=ERRORS)
+async def show_run(run_id: str, c: CallDep) -> RunDetail:
+    """A run's state, exit code and output tail."""
+    async with c.action("run.show", "run", run_id):
+        script, host = await _run_target(c, "read", run_id)
+        result = await run_services.result(c.catalog, run_id)
+        return RunDetail(run_id=run_id, script=script, host=host, state=result.state, message=result.message,
+                         exit_code=result.exit_code, output_tail=result.output_tail)
+
+
+@router.get("/runs/{run_id}/logs", tags=["runs"], responses=ERRORS)
+async def run_logs(run_id: str, c: CallDep, limit: Annotated[int, Query(ge=1, le=10_000)] = 1000) -> list[LogLineOut]:
+    """A run's log lines so far, oldest first (at most ``limit``)."""
+    async with c.action("run.logs", "run", run_id):
+        await _run_target(c, "read", run_id)
+        lines: list[LogLineOut] = []
+        async for line in run_services.logs(run_id):
+            lines.append(LogLineOut(timestamp=line.timestamp, level=line.level, message=line.message))
+            if len(lines) >= limit:
+                break
+        return lines
+
+
+# ---------------------------------------------------------------- access rules
+
+
+Glob = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+Word = Annotated[str, StringConstraints(min_length=1, max_length=100)]
+
+
+class RuleIn(BaseModel):
+    """``subject`` may do ``actions`` only on scripts and hosts matching every condition given."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    subject_kind: SubjectKind
+    subject: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    actions: list[Literal["read", "start", "stop", "author"]] = Field(min_length=1, max_length=len(RULE_ACTIONS))
+    script_glob: Glob | None = None
+    script_tag: Word | None = None
+    host_glob: Glob | None = None
+    host_label: Word | None = None
+    description: str = Field(default="", max_length=10_000)
+
+    @field_validator("actions")
+    @classmethod
+    def _unique(cls, actions: list[str]) -> list[str]:
+        return sorted(set(actions))
+
+
+class RuleOut(RuleIn):
+    id: int
+    created_by: str
+    created_at: datetime
+
+    @classmethod
+    def of(cls, rule: AccessRule) -> RuleOut:
+        return cls.model_validate(rule, from_attributes=True)
+
+
+RuleId = Annotated[int, Path(ge=1, le=2**31)]
+
+
+@router.get("/access-rules", tags=["access rules"], responses=ERRORS)
+async def list_access_rules(c: CallDep) -> list[RuleOut]:
+    async with c.action("rule.list", "access-rule"):
+        c.authorize("admin")
+        with c.catalog.session() as session:
+            return [RuleOut.of(rule) for rule in rows.list_rules(session)]
+
+
+@router.post("/access-rules", tags=["access rules"], status_code=201, responses=ERRORS)
+async def add_access_rule(body: RuleIn, c: CallDep) -> RuleOut:
+    async with c.action("rule.add", "access-rule") as detail:
+        c.authorize("admin")
+        detail.update(body.model_dump())
+        with c.catalog.session() as session:
+            rule = rows.add_rule(session, created_by=c.principal.username, **body.model_dump())
+        detail["object_name"] = str(rule.id)
+        return RuleOut.of(rule)
+
+
+@router.get("/access-rules/{rule_id}", tags=["access rules"], responses=ERRORS)
+async def show_access_rule(rule_id: RuleId, c: CallDep) -> RuleOut:
+    async with c.action("rule.show", "access-rule", str(rule_id)):
+        c.authorize("admin")
+        with c.catalog.session() as session:
+            return RuleOut.of(rows.get_rule(session, rule_id))
+
+
+@router.put("/access-rules/{rule_id}", tags=["access rules"], responses=ERRORS)
+async def replace_access_rule(rule_id: RuleId, body: RuleIn, c: CallDep) -> RuleOut:
+    async with c.action("rule.replace", "access-rule", str(rule_id)) as detail:
+        c.authorize("admin")
+        detail.update(body.model_dump())
+        with c.catalog.session() as session:
+            return RuleOut.of(rows.replace_rule(session, rule_id, **body.model_dump()))
+
+
+@router.delete("/access-rules/{rule_id}", tags=["access rules"], status_code=204, responses=ERRORS)
+async def remove_access_rule(rule_id: RuleId, c: CallDep) -> None:
+    async with c.action("rule.remove", "access-rule", str(rule_id)):
+        c.authorize("admin")
+        with c.catalog.session() as session:
+            rows.remove_rule(session, rule_id)
+
+
+# ---------------------------------------------------------------- audit
+
+
+class AuditOut(BaseModel):
+    id: int
+    at: datetime
+    actor: str
+    subject: str
+    client: str
+    action: str
+    object_type: str
+    object_name: str
+    outcome: str
+    detail: dict[str, Any]
+
+
+@router.get("/audit-events", tags=["audit"], responses=ERRORS)
+async def list_audit_events(
+    c: CallDep,
+    actor: Annotated[str | None, Query(max_length=200)] = None,
+    action: Annotated[str | None, Query(max_length=64)] = None,
+    outcome: Annotated[Literal["ok", "denied", "error"] | None, Query()] = None,
+    object_name: Annotated[str | None, Query(max_length=200)] = None,
+    limit: Limit = 100,
+) -> list[AuditOut]:
+    """Audit events, newest first (admins)."""
+    async with c.action("audit.list", "audit"):
+        c.authorize("admin")
+        with c.catalog.session() as session:
+            events = list_audit(session, actor=actor, action=action, outcome=outcome, object_name=object_name, limit=limit)
+            return [AuditOut.model_validate(event, from_attributes=True) for event in events]
+
+
+# ---------------------------------------------------------------- webhooks
+
+
+class ArgumentIn(BaseModel):
+    """Payload field ``field`` (dotted path, e.g. ``ref`` or ``pusher.name``) becomes the next
+    argument; its value must be a string, number or boolean matching ``pattern`` entirely."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    field: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,100}(\.[A-Za-z0-9_-]{1,100}){0,9}$")]
+    pattern: str = Field(default=ARGUMENT_PATTERN, min_length=1, max_length=500)
+
+    @field_validator("pattern")
+    @classmethod
+    def _compiles(cls, pattern: str) -> str:
+        return check_argument_pattern(pattern)
+
+
+class WebhookSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    description: str = Field(default="", max_length=10_000)
+    arguments: list[ArgumentIn] = Field(default=[], max_length=50)
+    max_per_minute: int = Field(default=30, ge=1, le=6000)
+    enabled: bool = True
+
+
+class WebhookIn(WebhookSettings):
+    script: Name
+
+
+class WebhookOut(WebhookIn):
+    id: str
+    path: str
+    created_by: str
+    created_at: datetime
+
+    @classmethod
+    def of(cls, hook: Webhook) -> WebhookOut:
+        return cls(id=hook.id, path=f"/hooks/{hook.id}", script=hook.script, description=hook.description,
+                   arguments=hook.arguments, max_per_minute=hook.max_per_minute, enabled=hook.enabled,
+                   created_by=hook.created_by, created_at=hook.created_at)
+
+
+class WebhookCreated(WebhookOut):
+    secret: str
+    """The signing secret, shown only now (stored encrypted)."""
+
+
+class DeliveryOut(BaseModel):
+    delivery_id: str
+    received_at: datetime
+    client: str
+    outcome: str
+    detail: str
+    run_id: str | None
+
+
+HookId = Annotated[str, StringConstraints(pattern=r"^wh_[0-9a-f]{16}$")]
+
+
+def _new_secret() -> str:
+    return secrets.token_urlsafe(32)
+
+
+@router.get("/webhooks", tags=["webhooks"], responses=ERRORS)
+async def list_webhooks(c: CallDep, script: Annotated[str | None, Query(max_length=100)] = None) -> list[WebhookOut]:
+    async with c.action("webhook.list", "webhook"):
+        c.authorize("admin")
+        with c.catalog.session() as session:
+            return [WebhookOut.of(hook) for hook in rows.list_webhooks(session, script=script)]
+
+
+@router.post("/webhooks", tags=["webhooks"], status_code=201, responses=ERRORS)
+async def add_webhook(body: WebhookIn, c: CallDep) -> WebhookCreated:
+    """Create a webhook for a script (admins); the answer holds its secret, shown only once."""
+    async with c.action("webhook.add", "webhook") as detail:
+        c.authorize("admin")
+        script_services.show(c.catalog, body.script)
+        secret, hook_id = _new_secret(), f"wh_{secrets.token_hex(8)}"
+        detail.update(object_name=hook_id, script=body.script)
+        with c.catalog.session() as session:
+            hook = rows.add_webhook(session, id=hook_id, created_by=c.principal.username, secret=seal(secret),
+                                    **body.model_dump())
+        return WebhookCreated(**WebhookOut.of(hook).model_dump(), secret=secret)
+
+
+@router.get("/webhooks/{hook_id}", tags=["webhooks"], responses=ERRORS)
+async def show_webhook(hook_id: HookId, c: CallDep) -> WebhookOut:
+    async with c.action("webhook.show", "webhook", hook_id):
+        c.authorize("admin")
+        with c.catalog.session() as session:
+            return WebhookOut.of(rows.get_webhook(session, hook_id))
+
+
+@router.put("/webhooks/{hook_id}", tags=["webhooks"], responses=ERRORS)
+async def update_webhook(hook_id: HookId, body: WebhookSettings, c: CallDep) -> WebhookOut:
+    """Replace a webhook's settings (its script and secret stay)."""
+    async with c.action("webhook.update", "webhook", hook_id) as detail:
+        c.authorize("admin")
+        detail.update(body.model_dump())
+        with c.catalog.session() as session:
+            return WebhookOut.of(rows.update_webhook(session, hook_id, **body.model_dump()))
+
+
+@router.post("/webhooks/{hook_id}/secret", tags=["webhooks"], responses=ERRORS)
+async def rotate_webhook_secret(hook_id: HookId, c: CallDep) -> WebhookCreated:
+    """Give the webhook a new secret (the old one stops working at once); shown only now."""
+    async with c.action("webhook.rotate", "webhook", hook_id):
+        c.authorize("admin")
+        secret = _new_secret()
+        with c.catalog.session() as session:
+            hook = rows.update_webhook(session, hook_id, secret=seal(secret))
+        return WebhookCreated(**WebhookOut.of(hook).model_dump(), secret=secret)
+
+
+@router.delete("/webhooks/{hook_id}", tags=["webhooks"], status_code=204, responses=ERRORS)
+async def remove_webhook(hook_id: HookId, c: CallDep) -> None:
+    async with c.action("webhook.remove", "webhook", hook_id):
+        c.authorize("admin")
+        with c.catalog.session() as session:
+            rows.remove_webhook(session, hook_id)
+
+
+@router.get("/webhooks/{hook_id}/deliveries", tags=["webhooks"], responses=ERRORS)
+async def list_deliveries(hook_id: HookId, c: CallDep, limit: Limit = 100) -> list[DeliveryOut]:
+    """The webhook's deliveries, newest first, with what came of each."""
+    async with c.action("webhook.deliveries", "webhook", hook_id):
+        c.authorize("admin")
+        with c.catalog.session() as session:
+            rows.get_webhook(session, hook_id)
+            return [DeliveryOut.model_validate(d, from_attributes=True) for d in rows.list_deliveries(session, hook_id, limit=limit)]

@@ -1,0 +1,354 @@
+"""Authentication: Keycloak access tokens (bearer JWT) and the browser session (code + PKCE).
+
+- :class:`TokenVerifier` checks a JWT against the realm: asymmetric algorithm from the allow-list,
+  a ``kid`` found in the realm's JWKS (cached; an unknown ``kid`` refetches it, at most once per
+  ``jwks_refresh_seconds``), signature, issuer, audience, ``exp``, ``nbf``, ``iat``.
+- :data:`router` serves ``/auth/login`` (redirect to Keycloak with PKCE S256), ``/auth/callback``
+  (code → tokens, the access token verified like a bearer token, the principal kept in the signed
+  session cookie), ``/auth/logout`` (form post with CSRF token; ends the Keycloak session too)
+  and ``/auth/me``.
+- :func:`require_principal` is the FastAPI dependency of every protected route.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import html
+import json
+import secrets
+import time
+import warnings
+from typing import Any
+from urllib.parse import parse_qs, urlencode, urlsplit
+
+import httpx
+from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
+from joserfc import jws, jwt
+from joserfc.errors import JoseError
+from joserfc.jwk import KeySet
+from starlette.requests import HTTPConnection
+
+from sms_plugin.gateway.config import GatewaySettings
+from sms_plugin.gateway.principal import Principal
+
+import authlib.deprecate  # noqa: E402 - first, so that the filter below comes after its own
+
+with warnings.catch_warnings():
+    # Authlib >= 1.7 nags that it would prefer the `httpx2` package; the httpx it falls back to
+    # is the one Prefect ships, and it works.
+    warnings.filterwarnings("ignore", category=authlib.deprecate.AuthlibDeprecationWarning)
+    from authlib.integrations.starlette_client import OAuth, OAuthError
+
+SESSION_KEY = "principal"
+CSRF_KEY = "csrf"
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+_FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data", "text/plain")
+
+
+class AuthError(Exception):
+    """A token or session that does not authenticate anybody; ``str()`` says why."""
+
+
+def unauthorized(reason: str) -> HTTPException:
+    """401 with a JSON ``detail`` and the bearer challenge."""
+    quoted = reason.replace('"', "'")
+    return HTTPException(
+        401,
+        detail=f"not authenticated: {reason}",
+        headers={"WWW-Authenticate": f'Bearer error="invalid_token", error_description="{quoted}"'},
+    )
+
+
+def principal_from_claims(claims: dict[str, Any], client_id: str) -> Principal:
+    """Roles from ``realm_access`` and ``resource_access[client_id]``; groups without '/'; a
+    service account (client credentials) is named by its client id."""
+    roles = set(claims.get("realm_access", {}).get("roles", []))
+    roles |= set(claims.get("resource_access", {}).get(client_id, {}).get("roles", []))
+    groups = frozenset(str(g).lstrip("/") for g in claims.get("groups", []))
+    username = claims.get("preferred_username") or claims["sub"]
+    if claims.get("client_id") or username == f"service-account-{claims.get('azp')}":  # a client's own token
+        username = claims.get("client_id") or claims["azp"]
+    return Principal(
+        subject=str(claims["sub"]), username=str(username), roles=frozenset(roles), groups=groups
+    )
+
+
+class TokenVerifier:
+    """Verifies Keycloak access tokens of one realm (see the module docstring)."""
+
+    def __init__(self, settings: GatewaySettings, http: httpx.AsyncClient) -> None:
+        self.settings = settings
+        self.http = http
+        self.keys: KeySet | None = None
+        self.jwks_fetches = 0
+        self._fetched_at = float("-inf")
+        self._lock = asyncio.Lock()
+        self._metadata: dict[str, Any] | None = None
+
+    async def metadata(self) -> dict[str, Any]:
+        """The realm's OpenID discovery document (fetched once)."""
+        if self._metadata is None:
+            url = f"{self.settings.oidc_issuer}/.well-known/openid-configuration"
+            reply = await self.http.get(url)
+            reply.raise_for_status()
+            self._metadata = reply.json()
+        return self._metadata
+
+    async def _refresh(self, *, force: bool) -> KeySet:
+        async with self._lock:
+            due = time.monotonic() - self._fetched_at >= self.settings.jwks_refresh_seconds
+            if self.keys is None or (force and due):
+                reply = await self.http.get((await self.metadata())["jwks_uri"])
+                reply.raise_for_status()
+                self.keys = KeySet.import_key_set(reply.json())
+                self.jwks_fetches += 1
+                self._fetched_at = time.monotonic()
+            return self.keys
+
+    async def keys_loaded(self) -> KeySet:
+        """The realm's keys (fetched on first use)."""
+        return await self._refresh(force=False)
+
+    async def _key_set(self, kid: str) -> KeySet:
+        keys = await self._refresh(force=False)
+        if not any(key.kid == kid for key in keys):
+            keys = await self._refresh(force=True)
+        if not any(key.kid == kid for key in keys):
+            raise AuthError(f"unknown signing key {kid!r}")
+        return keys
+
+    async def verify(self, token: str) -> Principal:
+        """The principal of a valid access token, or :class:`AuthError`."""
+        try:
+            header = jws.extract_compact(token.encode()).protected
+        except (JoseError, ValueError, UnicodeError) as exc:
+            raise AuthError("malformed token") from exc
+        alg, kid = header.get("alg"), header.get("kid")
+        if alg not in self.settings.oidc_algorithms:
+            raise AuthError(f"algorithm {alg!r} not allowed")
+        if not isinstance(kid, str):
+            raise AuthError("token has no key id")
+        try:
+            keys = await self._key_set(kid)
+        except httpx.HTTPError as exc:
+            raise AuthError("the identity provider's keys are unavailable") from exc
+        try:
+            decoded = jwt.decode(token, keys, algorithms=self.settings.oidc_algorithms)
+            registry = jwt.JWTClaimsRegistry(
+                leeway=self.settings.oidc_leeway,
+                iss={"essential": True, "value": self.settings.oidc_issuer},
+                aud={"essential": True, "value": self.settings.oidc_audience},
+                exp={"essential": True},
+                sub={"essential": True},
+            )
+            registry.validate(decoded.claims)
+        except JoseError as exc:
+            raise AuthError(exc.description or exc.error.replace("_", " ")) from exc
+        except ValueError as exc:
+            raise AuthError("malformed token") from exc
+        return principal_from_claims(decoded.claims, self.settings.oidc_client_id)
+
+
+class Authenticator:
+    """What the routes and dependencies need: settings, the verifier and the OAuth client."""
+
+    def __init__(self, settings: GatewaySettings, http: httpx.AsyncClient) -> None:
+        self.settings = settings
+        self.verifier = TokenVerifier(settings, http)
+        self.oauth = OAuth()
+        secret = settings.oidc_client_secret
+        self.oauth.register(
+            "keycloak",
+            client_id=settings.oidc_client_id,
+            client_secret=secret.get_secret_value() if secret else None,
+            server_metadata_url=f"{settings.oidc_issuer}/.well-known/openid-configuration",
+            client_kwargs={"scope": "openid profile email", "code_challenge_method": "S256"},
+        )
+
+    @property
+    def client(self) -> Any:
+        return self.oauth.keycloak
+
+
+def _authenticator(conn: HTTPConnection) -> Authenticator:
+    return conn.app.state.authenticator
+
+
+def _bearer(conn: HTTPConnection) -> str | None:
+    header = conn.headers.get("authorization")
+    if not header:
+        return None
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "bearer" or not value.strip():
+        raise unauthorized("the Authorization header must be 'Bearer <access token>'")
+    return value.strip()
+
+
+def session_principal(conn: HTTPConnection) -> Principal | None:
+    """The principal of a live browser session, if any."""
+    stored = conn.session.get(SESSION_KEY) if "session" in conn.scope else None
+    if not stored or stored.get("expires", 0) < time.time():
+        return None
+    return Principal(
+        subject=stored["subject"],
+        username=stored["username"],
+        roles=frozenset(stored["roles"]),
+        groups=frozenset(stored["groups"]),
+    )
+
+
+def csrf_token(conn: HTTPConnection) -> str:
+    """The session's CSRF token (created on first use)."""
+    if CSRF_KEY not in conn.session:
+        conn.session[CSRF_KEY] = secrets.token_urlsafe(24)
+    return str(conn.session[CSRF_KEY])
+
+
+def _check_csrf(request: Request, form_token: str | None = None) -> None:
+    """Cookie-authenticated state changes must come from this origin: a foreign ``Origin`` is
+    refused, and a body a foreign form could send must carry the session's CSRF token."""
+    origin = request.headers.get("origin")
+    if origin and urlsplit(origin).netloc != request.headers.get("host", ""):
+        raise HTTPException(403, detail="cross-origin request refused (CSRF protection)")
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type in _FORM_TYPES or not content_type:
+        sent = form_token or request.headers.get("x-csrf-token") or ""
+        expected = request.session.get(CSRF_KEY, "")
+        if not expected or not hmac.compare_digest(sent, expected):
+            raise HTTPException(403, detail="missing or wrong CSRF token")
+
+
+async def authenticate(conn: HTTPConnection) -> Principal:
+    """The caller of an HTTP request or websocket handshake: bearer token first, then the
+    session cookie; 401 otherwise. (No CSRF check; see :func:`require_principal`.)"""
+    token = _bearer(conn)
+    if token is not None:
+        try:
+            return await _authenticator(conn).verifier.verify(token)
+        except AuthError as exc:
+            raise unauthorized(str(exc)) from exc
+    principal = session_principal(conn)
+    if principal is None:
+        raise unauthorized("send a bearer access token or log in at /auth/login")
+    return principal
+
+
+async def require_principal(request: Request) -> Principal:
+    """FastAPI dependency: the verified caller (bearer JWT or session cookie), else 401; a
+    cookie-authenticated state change must also pass the CSRF check (403)."""
+    principal = await authenticate(request)
+    if _bearer(request) is None and request.method not in _SAFE_METHODS:
+        _check_csrf(request)
+    return principal
+
+
+router = APIRouter(prefix="/auth", tags=["auth"])
+
+
+def _safe_next(target: str | None) -> str:
+    """A local path to return to after login (never another site)."""
+    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
+        return "/"
+    return target
+
+
+def _callback_url(request: Request) -> str:
+    return f"{_authenticator(request).settings.base_url}/auth/callback"
+
+
+@router.get("/login", summary="Log in with Keycloak (authorization code + PKCE)")
+async def login(request: Request, next: str = "/") -> Any:
+    request.session["next"] = _safe_next(next)
+    return await _authenticator(request).client.authorize_redirect(request, _callback_url(request))
+
+
+@router.get("/callback", include_in_schema=False)
+async def callback(request: Request) -> Any:
+    auth = _authenticator(request)
+    try:
+        token = await auth.client.authorize_access_token(request)
+        principal = await auth.verifier.verify(token["access_token"])
+    except (OAuthError, AuthError, KeyError) as exc:
+        return JSONResponse({"detail": f"login failed: {exc}"}, status_code=400)
+    target = _safe_next(request.session.pop("next", "/"))
+    request.session.clear()
+    request.session[SESSION_KEY] = {
+        "subject": principal.subject,
+        "username": principal.username,
+        "roles": sorted(principal.roles),
+        "groups": sorted(principal.groups),
+        "expires": time.time() + auth.settings.session_seconds,
+        "id_token": token.get("id_token"),
+    }
+    request.session[CSRF_KEY] = secrets.token_urlsafe(24)
+    return RedirectResponse(target, status_code=303)
+
+
+@router.get("/logout", response_class=HTMLResponse, summary="A logout button (form with CSRF token)")
+async def logout_page(request: Request) -> HTMLResponse:
+    token = html.escape(csrf_token(request))
+    return HTMLResponse(
+        "<!doctype html><title>SMS: log out</title>"
+        '<form method="post" action="/auth/logout">'
+        f'<input type="hidden" name="csrf_token" value="{token}">'
+        '<button type="submit">Log out</button></form>'
+    )
+
+
+@router.post("/logout", summary="End the session here and at Keycloak")
+async def logout(request: Request) -> RedirectResponse:
+    form = parse_qs((await request.body()).decode(errors="replace"))  # the logout page's urlencoded form
+    _check_csrf(request, form.get("csrf_token", [None])[0])
+    auth = _authenticator(request)
+    id_token = (request.session.get(SESSION_KEY) or {}).get("id_token")
+    request.session.clear()
+    end_session = (await auth.verifier.metadata()).get("end_session_endpoint")
+    if not end_session:
+        return RedirectResponse("/", status_code=303)
+    query = {"client_id": auth.settings.oidc_client_id, "post_logout_redirect_uri": auth.settings.base_url + "/"}
+    if id_token:
+        query["id_token_hint"] = id_token
+    return RedirectResponse(f"{end_session}?{urlencode(query)}", status_code=303)
+
+
+@router.get("/config", summary="Where to log in (for `sms login`)")
+async def config(request: Request) -> dict[str, str]:
+    settings = _authenticator(request).settings
+    return {"issuer": settings.oidc_issuer, "cli_client_id": settings.oidc_cli_client_id}
+
+
+@router.get("/me", summary="Who the caller is")
+async def me(principal: Principal = Depends(require_principal)) -> dict[str, Any]:
+    return {
+        "subject": principal.subject,
+        "username": principal.username,
+        "roles": sorted(principal.roles),
+        "groups": sorted(principal.groups),
+    }
+
+
+@router.get("/register", summary="Keycloak's own registration page, then back here logged in")
+async def register(request: Request) -> Any:
+    request.session["next"] = "/"
+    return await _authenticator(request).client.authorize_redirect(
+        request, _callback_url(request), prompt="create"
+    )
+
+
+pages = APIRouter(include_in_schema=False)
+
+
+@pages.get("/", response_class=HTMLResponse)
+async def home(request: Request) -> HTMLResponse:
+    """Who is logged in, and links to log in, register, log out and the Prefect UI."""
+    principal = session_principal(request)
+    who = (
+        f"Logged in as <b>{html.escape(principal.username)}</b> "
+        f"({html.escape(json.dumps(sorted(principal.roles)))}). "
+        '<a href="/prefect/">Prefect UI</a> · <a href="/auth/logout">Log out</a>'
+        if principal
+        else '<a href="/auth/login">Log in</a> · <a href="/auth/register">Register</a>'
+    )
+    return HTMLResponse(f"<!doctype html><title>SMS</title><h1>SMS</h1><p>{who}</p>")

@@ -1,0 +1,159 @@
+"""Signed webhooks: ``POST /hooks/{id}`` starts the webhook's script once per valid delivery.
+
+In order: the webhook must exist and be enabled (404); the body must fit ``MAX_BODY_BYTES``
+(413); the signature must match (401; see ``signing``); at most ``max_per_minute`` signed
+deliveries per minute (429); a signed message is accepted once (409 for a replay); the payload's
+mapped fields must pass their allow-list patterns (422). Then one run starts (202) with trigger
+and user ``webhook:<id>``. Every delivery is stored with its outcome and audited.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import timedelta
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Request
+from pydantic import BaseModel
+
+from sms_plugin import runs as run_services
+from sms_plugin.catalog import Catalog
+from sms_plugin.catalog import access as rows
+from sms_plugin.catalog.models import Webhook, WebhookDelivery, utcnow
+from sms_plugin.errors import Conflict, InvalidInput, NotFound, SMSError
+from sms_plugin.gateway import audit
+from sms_plugin.gateway.api import ERRORS, catalog_of
+from sms_plugin.gateway.signing import (
+    MAX_BODY_BYTES,
+    SignatureError,
+    delivery_id,
+    map_arguments,
+    unseal,
+    verify,
+)
+
+router = APIRouter(tags=["webhooks"])
+
+
+class Accepted(BaseModel):
+    delivery_id: str
+    run_id: str
+
+
+class Refused(Exception):
+    """A delivery that starts nothing: HTTP status, outcome stored with the delivery, message."""
+
+    def __init__(self, status: int, outcome: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.outcome = status, outcome
+
+
+async def _body(request: Request) -> bytes:
+    """The body, refused (413) once it exceeds MAX_BODY_BYTES, declared or not."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise Refused(413, "too-large", f"the body exceeds {MAX_BODY_BYTES} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise Refused(413, "too-large", f"the body exceeds {MAX_BODY_BYTES} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _hook(catalog: Catalog, hook_id: str) -> Webhook:
+    try:
+        with catalog.session() as session:
+            hook = rows.get_webhook(session, hook_id[:40])
+    except NotFound:
+        raise Refused(404, "unknown", f"no webhook {hook_id[:40]}") from None
+    if not hook.enabled:
+        raise Refused(404, "disabled", f"webhook {hook.id} is disabled")
+    return hook
+
+
+def _claim(catalog: Catalog, hook: Webhook, nonce: str, delivery: str, client: str) -> WebhookDelivery:
+    """Store the signed delivery; refuse it over the rate limit (429) or as a replay (409)."""
+    with catalog.session() as session:
+        recent = rows.count_accepted_deliveries(session, hook.id, since=utcnow() - timedelta(minutes=1))
+        if recent >= hook.max_per_minute:
+            raise Refused(429, "rate-limited", f"webhook {hook.id} takes at most {hook.max_per_minute} deliveries a minute")
+        try:
+            return rows.record_delivery(
+                session, hook.id, delivery_id=delivery, nonce=nonce, outcome="accepted", client=client
+            )
+        except Conflict as error:
+            raise Refused(409, "replayed", str(error)) from None
+
+
+async def _start(catalog: Catalog, hook: Webhook, body: bytes) -> str:
+    args = None
+    if hook.arguments:
+        try:
+            payload: Any = json.loads(body)
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            raise Refused(422, "invalid-payload", "the body is not JSON, but the webhook maps payload fields") from None
+        try:
+            args = map_arguments(payload, hook.arguments)
+        except InvalidInput as error:
+            raise Refused(422, "invalid-payload", str(error)) from None
+    origin = f"webhook:{hook.id}"
+    try:
+        return await run_services.start(catalog, hook.script, args=args, trigger=origin, user=origin)
+    except NotFound as error:
+        raise Refused(404, "failed", str(error)) from None
+    except Conflict as error:
+        raise Refused(409, "failed", str(error)) from None
+    except SMSError as error:
+        raise Refused(400, "failed", str(error)) from None
+    except Exception as error:  # noqa: BLE001 - Prefect unreachable or failing: the sender may retry
+        raise Refused(502, "failed", f"the run could not be started: {type(error).__name__}") from None
+
+
+@router.post(
+    "/hooks/{hook_id}",
+    status_code=202,
+    responses={**ERRORS, 401: {"description": "Bad or missing signature"}, 413: {"description": "Body too large"},
+               422: {"description": "The payload does not fit the argument mapping"},
+               429: {"description": "Rate limit reached"}},
+)
+async def deliver(hook_id: str, request: Request) -> Accepted:
+    """Start the webhook's script, if the request is signed with its secret (see docs/access.md)."""
+    catalog = catalog_of(request)
+    caller = audit.Caller(actor=f"webhook:{hook_id[:40]}", subject="", client=audit.client_address(request))
+    delivery = delivery_id(request.headers, fallback=str(uuid.uuid4()))
+    detail: dict[str, Any] = {"delivery_id": delivery}
+    stored: WebhookDelivery | None = None
+    try:
+        hook = _hook(catalog, hook_id)
+        body = await _body(request)
+        try:
+            nonce = verify(unseal(hook.secret), request.headers, body)
+        except (SignatureError, InvalidInput) as error:
+            raise Refused(401, "bad-signature", str(error)) from None
+        stored = _claim(catalog, hook, nonce, delivery, caller.client)
+        run_id = await _start(catalog, hook, body)
+    except Refused as refusal:
+        detail["error"] = str(refusal)
+        if refusal.outcome != "unknown":
+            with catalog.session() as session:
+                if stored is None:
+                    rows.record_delivery(session, hook_id, delivery_id=delivery, outcome=refusal.outcome,
+                                         client=caller.client, detail=str(refusal))
+                else:
+                    rows.update_delivery(session, stored, outcome=refusal.outcome, detail=str(refusal))
+        outcome = "denied" if refusal.status in (401, 404, 409, 413, 429) else "error"
+        await audit.record(catalog, caller, outcome=outcome, detail=detail, **_delivered(hook_id))
+        raise HTTPException(refusal.status, str(refusal)) from None
+    with catalog.session() as session:
+        rows.update_delivery(session, stored, outcome="started", run_id=run_id)
+    detail.update(run_id=run_id, script=hook.script)
+    await audit.record(catalog, caller, outcome="ok", detail=detail, **_delivered(hook_id))
+    return Accepted(delivery_id=delivery, run_id=run_id)
+
+
+def _delivered(hook_id: str) -> dict[str, str]:
+    """The audit event's what: a delivery to webhook ``hook_id``."""
+    return {"action": "webhook.deliver", "object_type": "webhook", "object_name": hook_id[:40]}
