@@ -19,8 +19,9 @@ from sms_plugin.telemetry.metrics import RunMetrics
 
 
 def _run(state: State, run_id: uuid.UUID | None = None, seconds: float = 0.0) -> FlowRun:
+    """A run in ``state`` that started ``seconds`` before that state."""
     return FlowRun(id=run_id or uuid.uuid4(), flow_id=uuid.uuid4(), parameters={"script": "s", "host": "h"},
-                   state=state, total_run_time=timedelta(seconds=seconds))
+                   state=state, start_time=state.timestamp - timedelta(seconds=seconds))
 
 
 def _event(flow_run: FlowRun) -> Event:
