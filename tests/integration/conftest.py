@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import os
 from collections.abc import AsyncIterator, Iterator
 
@@ -35,6 +37,24 @@ def target_of(server, **overrides: object) -> SSHTarget:
 def block_of(server, **overrides: object) -> SSHHost:
     """A test bed sshd as an SSHHost block; keywords override."""
     return SSHHost(**{**login_of(server), **overrides})  # type: ignore[arg-type]
+
+
+def alive(ssh_server, pattern: str) -> list[str]:
+    """The test sshd's processes matching ``pattern`` that are not zombies."""
+    return [p for p in ssh_server.processes(pattern) if " Z" not in p]
+
+
+async def until(check, timeout: float, interval: float = 0.3):
+    """Polls ``check`` (a function, possibly async) until it returns something truthy or
+    ``timeout`` seconds pass; returns its last value."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        value = check()
+        if inspect.isawaitable(value):
+            value = await value
+        if value or asyncio.get_running_loop().time() > deadline:
+            return value
+        await asyncio.sleep(interval)
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,6 @@ the reaper killed it. Real Prefect server, real process workers, real sshd."""
 from __future__ import annotations
 
 import asyncio
-import inspect
 import os
 import signal
 import uuid
@@ -18,7 +17,7 @@ from infra.testbed.process import process_tree
 from infra.testbed.prefect_worker import PrefectWorker
 from sms_plugin import hosts, runs, scripts
 from sms_plugin.catalog import Catalog, ScriptSpec, get_run, list_audit
-from tests.integration.conftest import block_of
+from tests.integration.conftest import alive, block_of, until
 
 pytestmark = pytest.mark.integration
 
@@ -35,21 +34,6 @@ async def crash_host(ssh_server, prefect_server) -> str:
     return name
 
 
-def _alive(ssh_server, pattern: str) -> list[str]:
-    return [p for p in ssh_server.processes(pattern) if " Z" not in p]
-
-
-async def _until(check, timeout: float, interval: float = 0.3):
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        value = check()
-        if inspect.isawaitable(value):
-            value = await value
-        if value or asyncio.get_running_loop().time() > deadline:
-            return value
-        await asyncio.sleep(interval)
-
-
 async def _start(catalog: Catalog, host: str, ssh_server, marker: str) -> str:
     name = f"crashy-{uuid.uuid4().hex[:6]}"
     spec = ScriptSpec(name=name, interpreter="sh", host=host, kill_grace_seconds=1)
@@ -63,8 +47,8 @@ async def _start(catalog: Catalog, host: str, ssh_server, marker: str) -> str:
             except Exception:  # noqa: BLE001 - not recorded yet
                 return False
 
-    assert await _until(started, 90), "the run never started"
-    assert await _until(lambda: len(_alive(ssh_server, f"sleep {marker}")) >= 4, 10)
+    assert await until(started, 90), "the run never started"
+    assert await until(lambda: len(alive(ssh_server, f"sleep {marker}")) >= 4, 10)
     return run_id
 
 
@@ -98,10 +82,10 @@ async def test_sigkill_of_the_flow_process(catalog, crash_host, ssh_server, pref
     started = asyncio.get_running_loop().time()
     os.kill(await _flow_process(run_id), signal.SIGKILL)
 
-    assert await _until(lambda: not _alive(ssh_server, f"sleep {marker}"), 60), _alive(ssh_server, f"sleep {marker}")
+    assert await until(lambda: not alive(ssh_server, f"sleep {marker}"), 60), alive(ssh_server, f"sleep {marker}")
     gone = asyncio.get_running_loop().time() - started
-    state = await _until(lambda: _state_if_final(run_id), 30)
-    await _until(lambda: any("killed process group" in e.detail["outcome"] for e in _reaped(catalog, run_id)[0]), 30)
+    state = await until(lambda: _state_if_final(run_id), 30)
+    await until(lambda: any("killed process group" in e.detail["outcome"] for e in _reaped(catalog, run_id)[0]), 30)
     events, record = _reaped(catalog, run_id)
     print(f"flow process SIGKILL → script gone after {gone:.1f} s; state {state}")
     assert state == "CRASHED"
@@ -130,7 +114,7 @@ async def test_loss_of_the_worker_and_its_flow_process(catalog, crash_host, ssh_
         worker.stop()
     await asyncio.sleep(1)
     assert await _state(run_id) == "RUNNING"  # nobody is left to say otherwise
-    assert _alive(ssh_server, f"sleep {marker}")  # and the script runs on
+    assert alive(ssh_server, f"sleep {marker}")  # and the script runs on
 
     monkeypatch.setenv("SMS_HEARTBEAT_SECONDS", "1")  # the reaper uses the same staleness rule
 
@@ -138,9 +122,9 @@ async def test_loss_of_the_worker_and_its_flow_process(catalog, crash_host, ssh_
         await housekeeping()  # what the every-30s housekeeping deployment runs
         return await _state(run_id) == "CRASHED"
 
-    assert await _until(reaped, 60, interval=2)
+    assert await until(reaped, 60, interval=2)
     recovered = asyncio.get_running_loop().time() - lost_at
-    assert await _until(lambda: not _alive(ssh_server, f"sleep {marker}"), 15)
+    assert await until(lambda: not alive(ssh_server, f"sleep {marker}"), 15)
     events, record = _reaped(catalog, run_id)
     print(f"worker loss → run Crashed and script gone after {recovered:.1f} s")
     assert any(e.actor == "sms-reaper" and "no heartbeat" in e.detail["reason"] for e in events)

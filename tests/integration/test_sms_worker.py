@@ -25,7 +25,7 @@ from sms_plugin import hosts, runs, scripts
 from sms_plugin.catalog import Catalog, ScriptSpec, get_run, list_audit
 from infra.testbed.prefect_server import PrefectServer
 from tests.conftest import _started, talking_to
-from tests.integration.conftest import block_of
+from tests.integration.conftest import alive, block_of, until
 
 pytestmark = pytest.mark.integration
 
@@ -116,21 +116,6 @@ async def _until_final(ids: list[str], timeout: float) -> dict[str, FlowRun]:
         await asyncio.sleep(1)
 
 
-def _alive(ssh_server, pattern: str) -> list[str]:
-    return [p for p in ssh_server.processes(pattern) if " Z" not in p]
-
-
-async def _until(check, timeout: float, interval: float = 0.3):
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        value = check()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value or asyncio.get_running_loop().time() > deadline:
-            return value
-        await asyncio.sleep(interval)
-
-
 async def test_200_concurrent_runs_on_one_worker(catalog, ssh_server, sms_worker):
     host = await _host(ssh_server, 250)
     lines = 30
@@ -159,11 +144,11 @@ async def test_cancelling_one_of_50_runs(catalog, ssh_server, sms_worker):
     slow = await _script(catalog, host, f"sleep {marker} &\necho started\nsleep {marker}\n", kill_grace_seconds=1)
     victim = await runs.start(catalog, slow, trigger="cli", user="tests")
     rest = await _start_many(catalog, quick, 49)
-    assert await _until(lambda: len(_alive(ssh_server, f"sleep {marker}")) >= 2, 60), "the victim never started"
+    assert await until(lambda: len(alive(ssh_server, f"sleep {marker}")) >= 2, 60), "the victim never started"
 
     await runs.stop(victim)
 
-    assert await _until(lambda: not _alive(ssh_server, f"sleep {marker}"), 10), _alive(ssh_server, f"sleep {marker}")
+    assert await until(lambda: not alive(ssh_server, f"sleep {marker}"), 10), alive(ssh_server, f"sleep {marker}")
     final = await _until_final([victim, *rest], 120)
     assert final[victim].state.type.value == "CANCELLED", final[victim].state
     assert [final[i].state.type.value for i in rest] == ["COMPLETED"] * 49
@@ -185,21 +170,21 @@ async def test_sigkill_of_the_worker_with_20_runs(catalog, ssh_server, scale_pre
         marker = str(uuid.uuid4().int % 10**6 + 6 * 10**6)
         name = await _script(catalog, host, f"sleep {marker} &\necho started\nsleep {marker}\n", kill_grace_seconds=1)
         ids = await _start_many(catalog, name, 20)
-        assert await _until(lambda: len(_alive(ssh_server, f"sleep {marker}")) >= 40, 90), "not all 20 started"
+        assert await until(lambda: len(alive(ssh_server, f"sleep {marker}")) >= 40, 90), "not all 20 started"
         for pid in process_tree(worker.pid):
             os.kill(pid, signal.SIGKILL)
         lost_at = asyncio.get_running_loop().time()
     finally:
         worker.stop()
-    assert _alive(ssh_server, f"sleep {marker}"), "the scripts run on until reaped"
+    assert alive(ssh_server, f"sleep {marker}"), "the scripts run on until reaped"
 
     async def all_crashed() -> bool:
         await housekeeping()  # what the every-30s housekeeping deployment runs
         states = {r.state.type.value for r in (await _flow_runs(ids)).values()}
         return states == {"CRASHED"}
 
-    assert await _until(all_crashed, 90, interval=2)
-    assert await _until(lambda: not _alive(ssh_server, f"sleep {marker}"), 15), _alive(ssh_server, f"sleep {marker}")
+    assert await until(all_crashed, 90, interval=2)
+    assert await until(lambda: not alive(ssh_server, f"sleep {marker}"), 15), alive(ssh_server, f"sleep {marker}")
     print(f"sms worker SIGKILL → 20 runs Crashed, scripts gone after {asyncio.get_running_loop().time() - lost_at:.1f} s")
     for run_id in ids:
         with catalog.session() as session:
