@@ -6,7 +6,7 @@ the gateway's policy (``sms_plugin.gateway.rbac``), and webhook secrets arrive h
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
@@ -14,6 +14,8 @@ from sqlalchemy.orm import Session
 
 from sms_plugin.catalog.models import AccessRule, Webhook, WebhookDelivery
 from sms_plugin.errors import Conflict, NotFound
+
+RowT = TypeVar("RowT", AccessRule, Webhook)
 
 # Access rules
 
@@ -40,11 +42,7 @@ def list_rules(s: Session) -> list[AccessRule]:
 
 def replace_rule(s: Session, rule_id: int, **fields: Any) -> AccessRule:
     """Give rule ``rule_id`` new ``fields`` (the same keywords as ``add_rule``)."""
-    rule = get_rule(s, rule_id)
-    for name, value in fields.items():
-        setattr(rule, name, value)
-    s.flush()
-    return rule
+    return _assign(s, get_rule(s, rule_id), fields)
 
 
 def remove_rule(s: Session, rule_id: int) -> None:
@@ -81,11 +79,7 @@ def list_webhooks(s: Session, *, script: str | None = None) -> list[Webhook]:
 
 
 def update_webhook(s: Session, hook_id: str, **fields: Any) -> Webhook:
-    hook = get_webhook(s, hook_id)
-    for name, value in fields.items():
-        setattr(hook, name, value)
-    s.flush()
-    return hook
+    return _assign(s, get_webhook(s, hook_id), fields)
 
 
 def remove_webhook(s: Session, hook_id: str) -> None:
@@ -155,3 +149,11 @@ def list_deliveries(s: Session, webhook_id: str, *, limit: int = 100) -> list[We
         .limit(limit)
     )
     return list(s.scalars(query))
+
+
+def _assign(s: Session, row: RowT, fields: dict[str, Any]) -> RowT:
+    """Set ``fields`` on ``row`` and flush."""
+    for name, value in fields.items():
+        setattr(row, name, value)
+    s.flush()
+    return row
