@@ -223,11 +223,12 @@ def test_sms_up_puts_prefect_behind_the_gateway(keycloak, tmp_path) -> None:
     front, a worker that still gets runs; Ctrl-C stops all three."""
     from infra.testbed.ports import free_port
 
-    port, gateway_port = free_port(), free_port()
+    port, gateway_port, metrics_port = free_port(), free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "SMS_"))}
     env.update(
         SMS_HOME=str(tmp_path / "home"), PREFECT_WORKER_QUERY_SECONDS="1", SMS_OIDC_ISSUER=keycloak.issuer,
         SMS_OIDC_CLIENT_SECRET="sms-gateway-secret", SMS_GATEWAY_PORT=str(gateway_port),
+        SMS_EXPORTER_PORT=str(metrics_port),
     )
     sms = str(Path(sys.executable).with_name("sms"))
     up = subprocess.Popen([sms, "up", "--port", str(port)], cwd=REPO, env=env, stdout=subprocess.PIPE,
@@ -259,7 +260,13 @@ def test_sms_up_puts_prefect_behind_the_gateway(keycloak, tmp_path) -> None:
                               timeout=30).json()["state"]["type"]
         assert state == "COMPLETED"
         children = subprocess.run(["pgrep", "-P", str(up.pid)], capture_output=True, text=True).stdout.split()
-        assert len(children) == 3  # Prefect server, worker, gateway
+        assert len(children) == 4  # Prefect server, worker, metrics exporter, gateway
+        # The exporter reaches Prefect behind its auth string too: it counts the run.
+        counted = 'sms_script_runs_total{host="local",script="hello-bash",state="completed"} 1.0'
+        deadline = time.monotonic() + 60
+        while counted not in (metrics := httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).text):
+            assert time.monotonic() < deadline, metrics
+            time.sleep(1)
     finally:
         up.send_signal(signal.SIGINT)
         assert up.wait(60) == 0
