@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import inspect
 import os
+import time
 from collections.abc import AsyncIterator, Iterator
 
+import httpx
 import pytest
 
 from blocks.hosts import SSHHost
@@ -55,6 +57,15 @@ async def until(check, timeout: float, interval: float = 0.3):
         if value or asyncio.get_running_loop().time() > deadline:
             return value
         await asyncio.sleep(interval)
+
+
+def wait_for_metric(port: int, sample: str, timeout: float) -> None:
+    """Polls an exporter's ``/metrics`` on ``port`` until the exact ``sample`` line shows up;
+    fails with the last page otherwise."""
+    deadline = time.monotonic() + timeout
+    while sample not in (metrics := httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text):
+        assert time.monotonic() < deadline, metrics
+        time.sleep(0.5)
 
 
 @pytest.fixture(scope="module")

@@ -12,12 +12,12 @@ import time
 import uuid
 from pathlib import Path
 
-import httpx
 import pytest
 from prefect import get_client
 
 from sms_plugin import AsyncSMSClient
 from sms_plugin.deploy import deployment_name
+from tests.integration.conftest import wait_for_metric
 
 pytestmark = pytest.mark.integration
 
@@ -197,11 +197,7 @@ def test_sms_up_runs_the_samples_and_stops_cleanly(tmp_path):
         assert "stdout: hello, SMS" in done.stdout
         children = subprocess.run(["pgrep", "-P", str(up.pid)], capture_output=True, text=True).stdout.split()
         assert len(children) == 3  # the Prefect server, the worker and the exporter, each in a session of its own
-        counted = 'sms_script_runs_total{host="local",script="hello-bash",state="completed"} 1.0'
-        deadline = time.monotonic() + 30
-        while counted not in (metrics := httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).text):
-            assert time.monotonic() < deadline, metrics
-            time.sleep(0.5)
+        wait_for_metric(metrics_port, 'sms_script_runs_total{host="local",script="hello-bash",state="completed"} 1.0', 30)
     finally:
         up.send_signal(signal.SIGINT)
         assert up.wait(60) == 0

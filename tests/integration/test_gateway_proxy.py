@@ -20,6 +20,7 @@ import pytest
 import websockets
 
 from sms_plugin.catalog import Catalog, list_audit
+from tests.integration.conftest import wait_for_metric
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
@@ -262,11 +263,7 @@ def test_sms_up_puts_prefect_behind_the_gateway(keycloak, tmp_path) -> None:
         children = subprocess.run(["pgrep", "-P", str(up.pid)], capture_output=True, text=True).stdout.split()
         assert len(children) == 4  # Prefect server, worker, metrics exporter, gateway
         # The exporter reaches Prefect behind its auth string too: it counts the run.
-        counted = 'sms_script_runs_total{host="local",script="hello-bash",state="completed"} 1.0'
-        deadline = time.monotonic() + 60
-        while counted not in (metrics := httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).text):
-            assert time.monotonic() < deadline, metrics
-            time.sleep(1)
+        wait_for_metric(metrics_port, 'sms_script_runs_total{host="local",script="hello-bash",state="completed"} 1.0', 60)
     finally:
         up.send_signal(signal.SIGINT)
         assert up.wait(60) == 0
