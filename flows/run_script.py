@@ -17,7 +17,7 @@ from prefect import Flow, flow, get_client
 from prefect.client.schemas.objects import FlowRun, FlowRunPolicy
 from prefect.context import FlowRunContext
 from prefect.logging import get_run_logger
-from prefect.logging.handlers import APILogHandler, APILogWorker
+from prefect.logging.handlers import APILogHandler
 from prefect.states import Failed, State
 
 from blocks.hosts import load_host
@@ -27,10 +27,12 @@ from sms_plugin.errors import NotFound, SMSError, TransportError
 from sms_plugin.execution import ExecutionResult, ScriptRun, execute
 from sms_plugin.limits import host_slot
 from sms_plugin.origin import run_origin
-from sms_plugin.reaper import ACTOR, heartbeat, reap_run
+from sms_plugin.heartbeats import heartbeat
+from sms_plugin.reaper import ACTOR, reap_run
 from sms_plugin.settings import database_url
 from sms_plugin.telemetry.logs import OUTPUT, OutputSource, shipping
 from sms_plugin.transports.base import Stream
+from sms_plugin.worker import log_delivery
 from sms_plugin.worker.engine import in_shared_process
 
 _LEVELS: dict[Stream, int] = {"stdout": logging.INFO, "stderr": logging.WARNING}
@@ -202,12 +204,10 @@ async def _finish(logger: logging.LoggerAdapter, outcome: int | State) -> int | 
 
 
 async def _logs_sent() -> None:
-    """Waits until the log lines queued in this process have been sent (at most
-    LOG_WAIT_SECONDS), leaving Prefect's log service running for the other runs of the worker."""
-    queue = APILogWorker.instance()._queue  # noqa: SLF001 - Prefect offers only a draining flush
-    deadline = asyncio.get_running_loop().time() + LOG_WAIT_SECONDS
-    while queue.unfinished_tasks and asyncio.get_running_loop().time() < deadline:
-        await asyncio.sleep(0.05)
+    """Waits until this run's log lines have been sent (at most LOG_WAIT_SECONDS), leaving
+    Prefect's log service running for the other runs of the worker."""
+    if not await log_delivery.handled(log_delivery.queued(), LOG_WAIT_SECONDS):
+        get_run_logger().warning(f"log lines still on their way to Prefect after {LOG_WAIT_SECONDS:g} s")
 
 
 def _update(catalog: Catalog, flow_run_id: str, **fields: object) -> None:
@@ -216,8 +216,9 @@ def _update(catalog: Catalog, flow_run_id: str, **fields: object) -> None:
 
 
 async def _apply_retry_policy(flow_run_id: UUID, retries: int, delay: int, current: FlowRunPolicy) -> None:
-    """Prefect's server decides retries from the run's policy: give it the script's."""
-    if current.retries == retries and current.retry_delay == delay:
+    """Prefect's server decides retries from the run's policy: give it the script's (one request
+    fewer per run when nothing changes: no retries means the delay does not matter)."""
+    if (current.retries or 0) == retries and (retries == 0 or current.retry_delay == delay):
         return
     policy = current.model_copy(update={"retries": retries, "retry_delay": delay})
     async with get_client() as client:

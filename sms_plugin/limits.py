@@ -53,6 +53,8 @@ LEASE_SECONDS = 60.0
 """How long a slot outlives its run's last renewal; 60 s is the shortest lease Prefect accepts."""
 MAX_RETRY_SECONDS = 30.0
 """A run waiting for a full host asks again at the interval the server suggests, at most this."""
+SERVER_ERROR_RETRIES = 8
+"""How often a run asks again for a slot after the server answered 5xx (about 2 minutes in all)."""
 WAIT_NOTICE_SECONDS = 0.5
 """A slot not granted within this time means the host is full: the run says it is waiting."""
 
@@ -140,7 +142,7 @@ async def _leased_slot(
     Prefect's ``concurrency()`` does the same with a thread per lease and one acquisition at a time
     per process and limit; an sms worker starting hundreds of runs on one host needs neither."""
     async with get_client() as client:
-        lease_id = await _acquire(client, name, holder)
+        lease_id = await _acquire(client, name, holder, log)
         renewal = asyncio.create_task(_renew(client, lease_id, log))
         try:
             yield
@@ -152,17 +154,31 @@ async def _leased_slot(
                 log.warning(f"could not release the slot of {name} ({error}); it frees itself within {LEASE_SECONDS:g} s")
 
 
-async def _acquire(client: PrefectClient, name: str, holder: ConcurrencyLeaseHolder | None) -> UUID:
-    """Takes a slot, waiting as long as the limit is full (the server says how long to wait)."""
+async def _acquire(
+    client: PrefectClient, name: str, holder: ConcurrencyLeaseHolder | None, log: logging.Logger | logging.LoggerAdapter
+) -> UUID:
+    """Takes a slot, waiting as long as the limit is full (the server says how long to wait).
+
+    A server error (5xx) is retried too, after 1, 2, 4 … s (at most :data:`MAX_RETRY_SECONDS`),
+    at most :data:`SERVER_ERROR_RETRIES` times: an overloaded Prefect server times out on the
+    limit's row, which every run of the host updates, and the transaction is rolled back."""
+    failures = 0
     while True:
         try:
             response = await client.increment_concurrency_slots_with_lease(
                 names=[name], slots=1, mode="concurrency", lease_duration=LEASE_SECONDS, holder=holder
             )
         except httpx.HTTPStatusError as error:
-            if error.response.status_code != 423:
+            status = error.response.status_code
+            if status == 423:
+                await asyncio.sleep(min(float(error.response.headers.get("Retry-After", 1)), MAX_RETRY_SECONDS))
+                continue
+            if status < 500 or failures >= SERVER_ERROR_RETRIES:
                 raise
-            await asyncio.sleep(min(float(error.response.headers.get("Retry-After", 1)), MAX_RETRY_SECONDS))
+            delay = min(2.0**failures, MAX_RETRY_SECONDS)
+            failures += 1
+            log.warning(f"the Prefect server failed to grant a slot of {name} ({status}); asking again in {delay:g} s")
+            await asyncio.sleep(delay)
             continue
         body = response.json()
         if not body.get("limits"):

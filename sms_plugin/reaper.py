@@ -14,10 +14,6 @@ was done in the run record's notes and in the audit trail (actor ``sms-reaper``)
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import os
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from uuid import UUID
@@ -29,38 +25,15 @@ from prefect.states import Crashed
 from blocks.hosts import load_host
 from sms_plugin.catalog import Catalog, RunRecord, audit, get_run, get_script, list_runs, update_run
 from sms_plugin.errors import NotFound, SMSError
+from sms_plugin.heartbeats import heartbeat_seconds
 
 ACTOR = "sms-reaper"
 DEFAULT_KILL_GRACE_SECONDS = 5.0
 
 
-def heartbeat_seconds() -> float:
-    """How often a running flow writes its heartbeat (``SMS_HEARTBEAT_SECONDS``, default 10)."""
-    return float(os.environ.get("SMS_HEARTBEAT_SECONDS") or 10)
-
-
 def stale_after() -> timedelta:
     """A running run whose heartbeat is older than this has lost its flow process."""
     return timedelta(seconds=3 * heartbeat_seconds() + 5)
-
-
-@contextlib.asynccontextmanager
-async def heartbeat(catalog: Catalog, flow_run_id: str) -> AsyncIterator[None]:
-    """Writes the run's heartbeat into its record until the block ends."""
-
-    async def beat() -> None:
-        while True:
-            with catalog.session() as session:
-                update_run(session, flow_run_id, heartbeat_at=datetime.now(UTC))
-            await asyncio.sleep(heartbeat_seconds())
-
-    task = asyncio.create_task(beat())
-    try:
-        yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 async def reap_run(catalog: Catalog, flow_run_id: str, *, reason: str, actor: str = ACTOR) -> str:

@@ -26,6 +26,16 @@ def prefect_env(home: Path, updates: Mapping[str, str]) -> dict[str, str]:
     env.update(updates)
     return env
 
+POSTGRESQL_POOL = {
+    "PREFECT_SERVER_DATABASE_SQLALCHEMY_POOL_SIZE": "20",
+    "PREFECT_SERVER_DATABASE_SQLALCHEMY_MAX_OVERFLOW": "20",
+    "PREFECT_SERVER_DATABASE_SQLALCHEMY_POOL_TIMEOUT": "120",
+    "PREFECT_SERVER_DATABASE_TIMEOUT": "60",
+}
+"""Prefect's connection pool and statement timeout on PostgreSQL (default 5 + 10 connections,
+30 s to get one, 10 s a statement): with hundreds of runs starting, requests waited longer than
+that and were answered 500 (docs/worker.md)."""
+
 
 class PrefectServer(Peer):
     """``prefect server start`` with its own PREFECT_HOME and SQLite database (or PostgreSQL).
@@ -87,6 +97,8 @@ class PrefectServer(Peer):
                 ),
             },
         )
+        if self.database_url:
+            env.update(POSTGRESQL_POOL)
         if self.base_path:
             env["PREFECT_SERVER_API_BASE_PATH"] = f"{self.base_path}/api"
             env["PREFECT_UI_SERVE_BASE"] = self.base_path

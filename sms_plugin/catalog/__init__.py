@@ -24,6 +24,7 @@ from sms_plugin.catalog.repository import (
     list_versions,
     record_run,
     remove_script,
+    touch_heartbeats,
     update_run,
     update_script,
 )
@@ -49,6 +50,7 @@ __all__ = [
     "list_versions",
     "record_run",
     "remove_script",
+    "touch_heartbeats",
     "update_run",
     "update_script",
 ]

@@ -7,7 +7,10 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from sqlalchemy import func, select
+from collections.abc import Collection
+from datetime import datetime
+
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from sms_plugin.catalog.models import AuditEvent, RunRecord, Script, ScriptVersion
@@ -206,6 +209,18 @@ def update_run(s: Session, flow_run_id: str, **fields: Any) -> RunRecord:
         setattr(run, field, value)
     s.flush()
     return run
+
+
+HEARTBEATS_PER_STATEMENT = 500
+"""Run ids per UPDATE of :func:`touch_heartbeats` (old SQLite allows 999 parameters)."""
+
+
+def touch_heartbeats(s: Session, flow_run_ids: Collection[str], at: datetime) -> None:
+    """Sets ``heartbeat_at`` of these runs' records (missing records are ignored)."""
+    ids = sorted(flow_run_ids)
+    for start in range(0, len(ids), HEARTBEATS_PER_STATEMENT):
+        chunk = ids[start : start + HEARTBEATS_PER_STATEMENT]
+        s.execute(update(RunRecord).where(RunRecord.flow_run_id.in_(chunk)).values(heartbeat_at=at))
 
 
 def get_run(s: Session, flow_run_id: str) -> RunRecord:

@@ -12,9 +12,9 @@ own event loop and websocket, waits for it synchronously and polls it every 0.2 
 ``suspend_flow_run`` request. The run-script flow never suspends; in the sms worker that observer
 would cost a thread, a connection and a blocked run loop per run, so :func:`install` turns it off.
 
-The server's default result storage is read once a minute, not three times per run: the async
-engine reads it with a *synchronous* HTTP request while setting up each run, which stops every
-other run of the loop for a round trip. And every Prefect client (several per run) loads the CA
+The server's default result storage is read once a minute, not once or more per run (Prefect reads
+it while setting up each run, through its async or its synchronous client; the synchronous read
+stops every other run of the loop for a round trip). And every Prefect client (several per run) loads the CA
 bundle into a fresh SSL context (tens of ms of CPU each); the worker's clients share one context
 per CA file.
 """
@@ -35,11 +35,14 @@ import prefect.client.orchestration
 import prefect.flow_engine
 import prefect.results
 
+from sms_plugin.worker import log_delivery
+
 RESULT_STORAGE_CACHE_SECONDS = 60.0
 
 _CONTROL: ContextVar[RunControl | None] = ContextVar("sms_run_control", default=None)
 _process_intent = prefect.flow_engine._termination_intent
 _read_result_storage_id = prefect.results._read_server_default_result_storage_block_id
+_aread_result_storage_id = prefect.results._aread_server_default_result_storage_block_id
 _result_storage: tuple[float, UUID | None] | None = None
 
 
@@ -79,12 +82,22 @@ def _no_suspension_observer(*_args: object, **_kwargs: object) -> Iterator[None]
     yield
 
 
+def _result_storage_is_stale() -> bool:
+    return _result_storage is None or time.monotonic() - _result_storage[0] > RESULT_STORAGE_CACHE_SECONDS
+
+
 def _cached_result_storage_id() -> UUID | None:
     global _result_storage
-    now = time.monotonic()
-    if _result_storage is None or now - _result_storage[0] > RESULT_STORAGE_CACHE_SECONDS:
-        _result_storage = (now, _read_result_storage_id())
-    return _result_storage[1]
+    if _result_storage_is_stale():
+        _result_storage = (time.monotonic(), _read_result_storage_id())
+    return _result_storage[1]  # type: ignore[index]
+
+
+async def _acached_result_storage_id() -> UUID | None:
+    global _result_storage
+    if _result_storage_is_stale():
+        _result_storage = (time.monotonic(), await _aread_result_storage_id())
+    return _result_storage[1]  # type: ignore[index]
 
 
 class _SharedSSLContexts:
@@ -101,8 +114,10 @@ class _SharedSSLContexts:
 
 def install() -> None:
     """Per-run cancel intents, no per-run suspension observer, cached result storage and SSL
-    contexts (idempotent)."""
+    contexts, counted log delivery (idempotent)."""
     prefect.flow_engine._termination_intent = _termination_intent
     prefect.flow_engine.observe_flow_run_suspension = _no_suspension_observer
     prefect.results._read_server_default_result_storage_block_id = _cached_result_storage_id
+    prefect.results._aread_server_default_result_storage_block_id = _acached_result_storage_id
+    log_delivery.install()
     prefect.client.orchestration.ssl = _SharedSSLContexts()  # type: ignore[assignment]

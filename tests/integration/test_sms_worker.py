@@ -133,8 +133,10 @@ async def test_200_concurrent_runs_on_one_worker(catalog, ssh_server, sms_worker
         assert states[run_id] == ("COMPLETED" if expected == 0 else "FAILED"), (n, states[run_id], final[run_id].state.message)
         with catalog.session() as session:
             assert get_run(session, run_id).exit_code == expected
-        output = [text async for line in runs.logs(run_id) for text in line.message.splitlines() if text.startswith("line ")]
+        messages = [line.message async for line in runs.logs(run_id)]
+        output = [text for message in messages for text in message.splitlines() if text.startswith("line ")]
         assert output == [f"line {i} of {n}" for i in range(1, lines + 1)], (n, output)  # complete, in order, its own
+        assert not [m for m in messages if "still on their way" in m], n  # stored before the run ended
 
 
 async def test_cancelling_one_of_50_runs(catalog, ssh_server, sms_worker):

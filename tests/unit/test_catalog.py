@@ -31,6 +31,7 @@ from sms_plugin.catalog import (
     list_versions,
     record_run,
     remove_script,
+    touch_heartbeats,
     update_run,
     update_script,
 )
@@ -155,6 +156,18 @@ class CatalogBehaviour:
             assert len(list_audit(s, object_name="hello")) == 2
             add_script(s, spec(), content="echo new", author="bob")
             assert [v.content for v in list_versions(s, "hello")] == ["echo new"]
+
+    def test_heartbeats_of_many_runs_in_one_call(self, catalog: Catalog) -> None:
+        at = datetime(2026, 11, 28, 8, 0, tzinfo=UTC)
+        ids = [f"run-{n}" for n in range(1200)]  # more than one statement's worth
+        with catalog.session() as s:
+            for run_id in [*ids, "other"]:
+                record_run(s, run_id, **run_fields())
+        with catalog.session() as s:
+            touch_heartbeats(s, [*ids, "no-such-run"], at)
+        with catalog.session() as s:
+            assert {r.heartbeat_at for r in list_runs(s, limit=2000) if r.flow_run_id != "other"} == {at}
+            assert get_run(s, "other").heartbeat_at is None
 
     def test_run_records(self, catalog: Catalog) -> None:
         started = datetime(2025, 1, 2, 3, 4, 5, 678901, tzinfo=ZoneInfo("Europe/Paris"))

@@ -1,0 +1,46 @@
+"""The shared heartbeat writer of the runs of one process, on a real SQLite catalog."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from sms_plugin import heartbeats
+from sms_plugin.catalog import Catalog, get_run, record_run
+
+
+@pytest.fixture
+def catalog(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Catalog]:
+    monkeypatch.setenv("SMS_HEARTBEAT_SECONDS", "0.1")
+    catalog = Catalog(f"sqlite:///{tmp_path}/c.db")
+    catalog.upgrade()
+    with catalog.session() as s:
+        for run_id in ("first", "second"):
+            record_run(s, run_id, script_name="hello", version_number=1, host="web-1", trigger="cli", requested_by="alice")
+    yield catalog
+    catalog.dispose()
+
+
+def beat_of(catalog: Catalog, run_id: str) -> datetime | None:
+    with catalog.session() as s:
+        return get_run(s, run_id).heartbeat_at
+
+
+async def test_runs_share_one_writer_and_stop_being_stamped_when_they_end(catalog: Catalog) -> None:
+    async with heartbeats.heartbeat(catalog, "first"):
+        assert beat_of(catalog, "first") is not None  # stamped as soon as the run joins
+        async with heartbeats.heartbeat(catalog, "second"):
+            assert len(heartbeats._writers) == 1
+            before = (beat_of(catalog, "first"), beat_of(catalog, "second"))
+            await asyncio.sleep(0.35)
+            after = (beat_of(catalog, "first"), beat_of(catalog, "second"))
+            assert after[0] > before[0] and after[1] > before[1]
+        ended = beat_of(catalog, "second")
+        await asyncio.sleep(0.35)
+        assert beat_of(catalog, "second") == ended  # no longer stamped
+        assert beat_of(catalog, "first") > after[0]  # still stamped
+    assert heartbeats._writers == {}  # no writer left behind
