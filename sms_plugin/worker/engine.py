@@ -12,6 +12,9 @@ own event loop and websocket, waits for it synchronously and polls it every 0.2 
 ``suspend_flow_run`` request. The run-script flow never suspends; in the sms worker that observer
 would cost a thread, a connection and a blocked run loop per run, so :func:`install` turns it off.
 
+Prefect's flow-run heartbeats come from one thread for all runs, not a thread per run
+(:mod:`sms_plugin.worker.flow_heartbeats`).
+
 The server's default result storage is read once a minute, not once or more per run (Prefect reads
 it while setting up each run, through its async or its synchronous client; the synchronous read
 stops every other run of the loop for a round trip). And every Prefect client (several per run) loads the CA
@@ -35,7 +38,7 @@ import prefect.client.orchestration
 import prefect.flow_engine
 import prefect.results
 
-from sms_plugin.worker import log_delivery
+from sms_plugin.worker import flow_heartbeats, log_delivery
 
 RESULT_STORAGE_CACHE_SECONDS = 60.0
 
@@ -113,10 +116,11 @@ class _SharedSSLContexts:
 
 
 def install() -> None:
-    """Per-run cancel intents, no per-run suspension observer, cached result storage and SSL
-    contexts, counted log delivery (idempotent)."""
+    """Per-run cancel intents, no per-run suspension observer, one heartbeat thread for all
+    runs, cached result storage and SSL contexts, counted log delivery (idempotent)."""
     prefect.flow_engine._termination_intent = _termination_intent
     prefect.flow_engine.observe_flow_run_suspension = _no_suspension_observer
+    prefect.flow_engine._send_heartbeats = flow_heartbeats.send_heartbeats
     prefect.results._read_server_default_result_storage_block_id = _cached_result_storage_id
     prefect.results._aread_server_default_result_storage_block_id = _acached_result_storage_id
     log_delivery.install()

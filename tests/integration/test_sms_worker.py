@@ -10,6 +10,7 @@ import os
 import signal
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ from prefect import get_client
 from prefect.client.schemas.actions import WorkPoolCreate
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.client.schemas.objects import FlowRun
+from prefect.events.filters import EventFilter, EventNameFilter, EventOccurredFilter, EventResourceFilter
 
 from flows.housekeeping import housekeeping
 from infra.testbed.prefect_worker import PrefectWorker
@@ -158,6 +160,27 @@ async def test_cancelling_one_of_50_runs(catalog, ssh_server, sms_worker):
     with catalog.session() as session:
         actors = [e.actor for e in list_audit(session, object_name=victim) if e.action == "run.reap"]
     assert any("on_cancelling hook" in actor for actor in actors), actors
+    # Prefect's flow-run heartbeats (one emitter thread in the worker): the first is sent at start.
+    async def all_beat() -> bool:
+        return await _heartbeats([victim, *rest]) == 50
+
+    assert await until(all_beat, 30), f"{await _heartbeats([victim, *rest])} of 50 runs sent a heartbeat"
+
+
+async def _heartbeats(ids: list[str]) -> int:
+    """How many of these runs have sent a ``prefect.flow-run.heartbeat`` event."""
+    event_filter = EventFilter(
+        event=EventNameFilter(name=["prefect.flow-run.heartbeat"]),
+        resource=EventResourceFilter(id=[f"prefect.flow-run.{i}" for i in ids]),
+        occurred=EventOccurredFilter(since=datetime.now(UTC) - timedelta(hours=1)),
+    )
+    async with get_client() as client:
+        page = await client.read_events(filter=event_filter, limit=200)
+        seen = {event.resource.id for event in page.events}
+        while page.next_page:
+            page = await client.read_events_page(str(page.next_page))
+            seen |= {event.resource.id for event in page.events}
+    return len(seen)
 
 
 async def test_sigkill_of_the_worker_with_20_runs(catalog, ssh_server, scale_prefect, monkeypatch):
