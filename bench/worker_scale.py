@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import statistics
 import sys
 import tempfile
@@ -278,6 +279,9 @@ async def bench(ssh: SshServer, pg: PostgreSQL, server: PrefectServer, counts: l
 
 
 def main() -> None:
+    # Prefect replaces Python's SIGINT handling; make both signals unwind the peers' `with` blocks.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     args = sys.argv[1:]
     only = set(MEASURES)
     if args[:1] == ["--only"]:

@@ -33,10 +33,10 @@ from sms_plugin.settings import database_url
 from sms_plugin.telemetry.logs import OUTPUT, OutputSource, shipping
 from sms_plugin.transports.base import Stream
 from sms_plugin.worker import log_delivery
-from sms_plugin.worker.engine import in_shared_process
+from sms_plugin.worker.engine import in_shared_process, script_started
 
 _LEVELS: dict[Stream, int] = {"stdout": logging.INFO, "stderr": logging.WARNING}
-LOG_WAIT_SECONDS = 5.0
+LOG_WAIT_SECONDS = 30.0
 """In an sms worker, how long a run waits at its end for its log lines to reach Prefect."""
 
 
@@ -130,6 +130,7 @@ async def run_script(
     async def started(pid: int | None) -> None:
         nonlocal process_started
         process_started = True
+        script_started()
         logger.info(f"Started as process group {pid}" if pid is not None else "Started (this host reports no process id)")
         _update(catalog, str(flow_run.id), remote_pid=pid, started_at=datetime.now(UTC), exit_code=None)
 

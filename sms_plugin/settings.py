@@ -7,6 +7,8 @@
 - ``SMS_WORK_POOL``: the Prefect work pool that runs scripts (default ``sms``).
 - ``SMS_WORKER_TYPE``: the type of that pool when SMS creates it and of the worker ``sms up``
   starts: ``process`` (default, a process per run) or ``sms`` (in-process, docs/worker.md).
+- ``SMS_WORKER_STARTING``: in an ``sms`` worker, how many runs may be on their way to their
+  script's start at once (default 32); the others wait their turn (docs/worker.md).
 - ``SMS_ELASTICSEARCH_URL``: where script output lines are shipped and read back (unset: no
   shipping, no spool; ``sms logs`` reads Prefect's run log). ``SMS_LOG_RETENTION_DAYS`` (default
   30): daily log indices older than this are deleted by ``sms log-shipper`` (docs/logs.md).
@@ -38,6 +40,11 @@ def work_pool_name() -> str:
 def worker_type() -> str:
     """The work pool type SMS creates and ``sms up`` starts a worker of: ``process`` or ``sms``."""
     return os.environ.get("SMS_WORKER_TYPE") or "process"
+def worker_starting() -> int:
+    """How many runs an sms worker takes through claiming and starting at once (at least 1)."""
+    return max(1, int(os.environ.get("SMS_WORKER_STARTING") or 32))
+
+
 def elasticsearch_url() -> str | None:
     """The Elasticsearch that receives script output, or None when log shipping is off."""
     return os.environ.get("SMS_ELASTICSEARCH_URL") or None

@@ -28,7 +28,7 @@ import asyncio
 import contextlib
 import functools
 import ssl
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 import time
 from contextvars import ContextVar
 from uuid import UUID
@@ -55,6 +55,8 @@ class RunControl:
 
     task: asyncio.Task[object] | None = None
     cancel_requested: bool = field(default=False)
+    on_started: Callable[[], None] | None = None
+    """Called (in the run's loop) once the run's script runs on its host."""
 
     def bind(self) -> None:
         """Called inside the run's task: this task's interruptions are this run's."""
@@ -66,6 +68,14 @@ class RunControl:
         self.cancel_requested = True
         if self.task is not None:
             self.task.cancel("the run was cancelled in Prefect")
+
+
+def script_started() -> None:
+    """Tells the sms worker running this run that its script now runs on its host (a no-op in a
+    process of its own)."""
+    control = _CONTROL.get()
+    if control is not None and control.on_started is not None:
+        control.on_started()
 
 
 def in_shared_process() -> bool:

@@ -44,6 +44,7 @@ from prefect.settings import get_current_settings
 from prefect.states import Cancelled, State
 from prefect.workers.base import BaseJobConfiguration, BaseVariables, BaseWorker, BaseWorkerResult
 
+from sms_plugin.settings import worker_starting
 from sms_plugin.worker import engine
 from sms_plugin.worker.dispatch import watch_scheduled_runs
 from sms_plugin.worker.runloop import RunLoop
@@ -110,6 +111,10 @@ class SMSWorker(BaseWorker[SMSJobConfiguration, BaseVariables, SMSWorkerResult])
         self._run_loop: RunLoop | None = None
         self._wake = asyncio.Event()
         self._services: list[asyncio.Task[None]] = []
+        # Runs on their way to their script's start, at most SMS_WORKER_STARTING at a time in each
+        # phase: claiming (this loop) and starting (the run loop). See _submit_run and _execute.
+        self._claiming = asyncio.Semaphore(worker_starting())
+        self._starting = asyncio.Semaphore(worker_starting())
 
     @property
     def infrastructure_id(self) -> str:
@@ -190,6 +195,17 @@ class SMSWorker(BaseWorker[SMSJobConfiguration, BaseVariables, SMSWorkerResult])
 
     # ------------------------------------------------------------------ runs
 
+    async def _submit_run(self, flow_run: FlowRun) -> None:
+        """Claims the run (Pending) and hands it to :meth:`run`, a few runs at a time: when a
+        thousand runs are due at once, each one's requests would otherwise queue behind all the
+        others' at the Prefect server until they time out."""
+        async with self._claiming:
+            await super()._submit_run(flow_run)
+
+    async def _propose_submitting_state(self, flow_run: FlowRun) -> None:
+        """No Submitting state: the run starts in this process at once (Pending → Running), and
+        a state transition is the costliest request a run makes of Prefect's server."""
+
     async def run(
         self,
         flow_run: FlowRun,
@@ -207,7 +223,7 @@ class SMSWorker(BaseWorker[SMSJobConfiguration, BaseVariables, SMSWorkerResult])
             task_status.started(self.infrastructure_id)
         status = 0
         try:
-            await self._run_loop.run(_execute(flow, flow_run, control))
+            await self._run_loop.run(_execute(flow, flow_run, control, self._starting))
         except Exception:
             self.get_flow_run_logger(flow_run).exception("the flow run's engine failed")
             status = 1  # BaseWorker proposes Crashed
@@ -265,16 +281,40 @@ class _RunningObserver(FlowRunCancellingObserver):
             super().remove_in_flight_flow_run_id(flow_run_id)
 
 
-async def _execute(flow: Flow[..., Any], flow_run: FlowRun, control: engine.RunControl) -> State | None:
-    """The run's task on the run loop: Prefect's engine, with the run's parameters and states."""
+async def _execute(
+    flow: Flow[..., Any], flow_run: FlowRun, control: engine.RunControl, starting: asyncio.Semaphore
+) -> State | None:
+    """The run's task on the run loop: Prefect's engine, with the run's parameters and states.
+    It holds a place of ``starting`` until its script runs on the host (or the run ended)."""
     control.bind()
+    acquired = False
+    try:
+        if not control.cancel_requested:
+            await starting.acquire()
+            acquired = True
+    except asyncio.CancelledError:
+        if not control.cancel_requested:
+            raise
     if control.cancel_requested:  # cancelled between being claimed and starting
+        if acquired:
+            starting.release()
         async with get_client() as client:
             await client.set_flow_run_state(flow_run.id, Cancelled(message="Cancelled before it started"), force=True)
         return None
+    released = False
+
+    def release() -> None:
+        nonlocal released
+        if not released:
+            released = True
+            starting.release()
+
+    control.on_started = release
     try:
         return await run_flow(flow, flow_run=flow_run, return_type="state")  # type: ignore[misc]
     except TerminationSignal:
         if control.cancel_requested:  # the engine has reported Cancelled
             return None
         raise
+    finally:
+        release()

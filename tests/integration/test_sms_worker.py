@@ -175,7 +175,7 @@ async def _heartbeats(ids: list[str]) -> int:
         occurred=EventOccurredFilter(since=datetime.now(UTC) - timedelta(hours=1)),
     )
     async with get_client() as client:
-        page = await client.read_events(filter=event_filter, limit=200)
+        page = await client.read_events(filter=event_filter, limit=50)
         seen = {event.resource.id for event in page.events}
         while page.next_page:
             page = await client.read_events_page(str(page.next_page))
