@@ -31,7 +31,7 @@ from sms_plugin.errors import AuthenticationFailed, HostUnreachable, InvalidInpu
 from sms_plugin.execution import ScriptRun, execute
 from sms_plugin.transports.base import Command, OutputLine
 from sms_plugin.transports.interpreters import INTERPRETERS
-from sms_plugin.transports.psrp import WindowsProcess, WindowsTransport, WinRMTarget
+from sms_plugin.transports.psrp import PowerShellProcess, WindowsProcess, WindowsTransport, WinRMTarget
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
@@ -186,11 +186,51 @@ HOSTILE = ["a b", "it's", "'; Remove-Item C:\\ -Recurse; '", "$(calc)", "`n", '"
 
 
 async def test_hostile_arguments_arrive_intact_in_powershell(windows):
-    path = await _upload(windows, "powershell", "param($a)\nWrite-Output $a\n")
+    path = await _upload(windows, "powershell", "param($a)\n")
     process = await windows.start(Command(argv=INTERPRETERS["powershell"].argv(path, HOSTILE)))
+    assert isinstance(process, PowerShellProcess)
     texts = [line.text async for line in process.lines()]
     assert await process.wait() == 0
     assert texts == [f"arg[{i}]={value}" for i, value in enumerate(HOSTILE)]
+
+
+STREAMED_PS1 = "Write-Output 'first'\nStart-Sleep -Seconds 2\nWrite-Error 'went wrong'\nWrite-Output 'second'\nexit 4\n"
+
+
+async def test_ps1_runs_in_a_psrp_pipeline_streaming_output_and_the_error_stream(windows, winrm_host):
+    path = await _upload(windows, "powershell", STREAMED_PS1)
+    process = await windows.start(Command(argv=INTERPRETERS["powershell"].argv(path, ["a b"])))
+    assert isinstance(process, PowerShellProcess)
+    assert winrm_host.open_shells()["psrp"] == 1  # the run's own runspace pool
+    timed = await _timed_lines(process)
+    assert await process.wait() == 4  # the script's `exit 4`, carried by the wrapper's [int] object
+    by_stream = {stream: [line.text for _, line in timed if line.stream == stream] for stream in ("stdout", "stderr")}
+    assert by_stream == {"stdout": ["arg[0]=a b", "first", "second"], "stderr": ["went wrong"]}  # error records: stderr
+    arrival = {line.text: at for at, line in timed}
+    assert arrival["second"] - arrival["first"] > 1.0, timed  # "first" came before the pause ended
+    assert winrm_host.open_shells()["psrp"] == 0  # the runspace pool was closed after the run
+
+
+async def test_a_terminating_error_in_a_ps1_gives_exit_code_1(windows):
+    path = await _upload(windows, "powershell", "Write-Output 'before'\nthrow 'it broke'\nWrite-Output 'never'\n")
+    process = await windows.start(Command(argv=INTERPRETERS["powershell"].argv(path, [])))
+    lines = [(line.stream, line.text) async for line in process.lines()]
+    assert await process.wait() == 1
+    assert lines == [("stdout", "before"), ("stderr", "it broke")]
+
+
+async def test_stop_of_a_psrp_pipeline_ends_the_run_and_closes_its_runspace_pool(windows, winrm_host):
+    path = await _upload(windows, "powershell", "Write-Output 'started'\nStart-Sleep -Seconds 600\nWrite-Output 'too late'\n")
+    process = await windows.start(Command(argv=INTERPRETERS["powershell"].argv(path, []), run_id="ps-stop-test"))
+    lines = process.lines()
+    assert (await anext(lines)).text == "started"
+    began = time.monotonic()
+    await process.kill(grace_seconds=5)
+    assert await asyncio.wait_for(process.wait(), 30) == 1  # a stopped pipeline reports 1, like taskkill /F
+    assert time.monotonic() - began < 5, "the pipeline ignored the PowerShell stop signal"
+    # nothing after the stop but PowerShell's PipelineStoppedException from the Stopped state
+    assert [(line.stream, line.text) async for line in lines] == [("stderr", "The pipeline has been stopped.")]
+    assert winrm_host.open_shells()["psrp"] == 0
 
 
 @pytest.mark.parametrize("argument", ["%PATH%", "!x!", "a^b", 'say "hi"', "a&calc", "x|y", "(x)", "a\nb"])
