@@ -1,16 +1,22 @@
-"""The Windows transport: WinRM (WS-Management) with pypsrp, commands run in WinRS shells.
+"""The Windows transport: WinRM (WS-Management) with pypsrp — PSRP pipelines and WinRS shells.
 
 pypsrp carries authentication (Negotiate/NTLM, Kerberos, CredSSP, Basic over HTTPS), message
-encryption over HTTP and certificate checks; this module uses its WinRS layer (``WSMan`` +
-``WinRS``) to create shells, start commands, stream their output, send input and signals.
-PowerShell scripts run through ``powershell.exe -EncodedCommand`` inside a WinRS shell (see
-:mod:`sms_plugin.transports.windows_commands`); PSRP runspace pools are not used.
+encryption over HTTP and certificate checks. This module uses two of its layers:
+
+* ``.ps1`` scripts run in a **PSRP pipeline** (``RunspacePool`` + ``PowerShell``): a runspace
+  pool of their own, one pipeline whose script (``windows_commands.run_script``) invokes the file
+  with literal arguments; output objects arrive as lines of stdout, error records as lines of
+  stderr, and the wrapper's last ``[int]`` object is the exit code;
+* ``.bat``/``.cmd`` files and other programs run through ``cmd.exe /c`` in a **WinRS shell**
+  (``WSMan`` + ``WinRS``), which gives native stdout/stderr bytes and the process's exit code;
+  upload and remove are short ``powershell.exe -EncodedCommand`` commands in a WinRS utility shell.
 
 How old WinRM limits are handled:
 
-* each script runs in a WinRS shell of its own, started on a connection of its own; killing the
-  run signals ``terminate`` and deletes the shell — Windows then ends every process of the shell
-  (WinRS keeps a shell's processes in one job object), so the whole process tree goes;
+* each script runs in a WinRS shell or runspace pool of its own, started on a connection of its
+  own; killing a cmd.exe run signals ``terminate`` and deletes the shell — Windows then ends every
+  process of the shell (WinRS keeps a shell's processes in one job object), so the whole process
+  tree goes; killing a .ps1 run stops its pipeline and deletes its runspace pool;
 * short commands (temp folder, upload, remove) share a utility shell that is replaced before it
   has started ``commands_per_shell`` commands (``MaxProcessesPerShell``: 15 on Windows 2008 R2);
 * a Receive that sees no output within ``operation_timeout`` ends with a WS-Management TimedOut
