@@ -285,6 +285,19 @@ async def test_run_script_flow_maps_the_bat_exit_code_to_the_state(catalog, wind
     assert "stdout: first" in (record.output_tail or "")
 
 
+async def test_run_script_flow_maps_a_ps1_exit_code_and_error_stream_to_the_state(catalog, windows_host):
+    name = f"ps1-{uuid.uuid4().hex[:10]}"
+    with catalog.session() as session:
+        add_script(session, ScriptSpec(name=name, interpreter="powershell", host=windows_host), content=STREAMED_PS1, author="tests")
+    state = await run_script(script=name, args=[], return_state=True)
+    assert state.is_failed()
+    assert state.message == f"{name} failed with exit code 4; last stderr: went wrong"
+    with catalog.session() as session:
+        record = get_run(session, str(state.state_details.flow_run_id))
+    assert record.exit_code == 4
+    assert "stdout: second" in (record.output_tail or "")
+
+
 async def test_stopping_a_worker_run_of_a_bat_ends_cancelled_and_kills_the_wine_tree(
     catalog, windows_host, winrm_host, prefect_worker
 ):
