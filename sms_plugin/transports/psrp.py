@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import copy
 import hashlib
 import threading
@@ -430,7 +431,12 @@ class WindowsTransport(Transport):
                 _call(self.target, "opening a runspace pool", pool.open)
                 pipeline = PowerShell(pool)
                 pipeline.add_script(text)
-                _call(self.target, "starting a pipeline", pipeline.begin_invoke)
+                try:
+                    _call(self.target, "starting a pipeline", pipeline.begin_invoke)
+                except TransportError:
+                    with contextlib.suppress(WSManFaultError, WinRMError, WinRMTransportError, requests.exceptions.RequestException):
+                        pool.close()
+                    raise
                 return pool, pipeline
 
             pool, pipeline = await asyncio.to_thread(begin_pipeline)
