@@ -180,7 +180,7 @@ class WindowsHost(Block):
     )
     max_parallel_sessions: int = Field(
         default=2, ge=1,
-        description="How many scripts may run here at once. Each run holds two WinRS shells; WinRM 2.0 allows 5 per user (MaxShellsPerUser).",
+        description="How many scripts may run here at once. Each run holds two shells (its WinRS shell or runspace pool, and the utility shell); WinRM 2.0 allows 5 per user (MaxShellsPerUser).",
     )
 
     @model_validator(mode="after")

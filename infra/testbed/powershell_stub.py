@@ -7,8 +7,13 @@ test host decodes ``-EncodedCommand`` and recognises three shapes of script:
 * upload: ``$path = '...'`` and a loop over ``[Console]::In.ReadLine()`` → writes the decoded
   base64 lines to that path (through the Wine drive mapping) and prints the SHA-256;
 * remove: ``Remove-Item -LiteralPath '...'`` → deletes the file;
-* run: ``& 'script.ps1' 'arg' ...`` → does NOT run the script body; prints ``arg[N]=value`` for
-  every argument it parsed, so tests see what PowerShell's single-quote rules would hand over.
+* run (the PSRP pipeline wrapper, :func:`pipeline_body`): ``& 'script.ps1' 'arg' ...`` → prints
+  ``arg[N]=value`` for every argument it parsed, so tests see what PowerShell's single-quote rules
+  would hand over, then *plays* the script body, which must consist of these statements only:
+  ``Write-Output 'text'`` (stdout), ``Write-Error 'text'`` (stderr), ``Start-Sleep -Seconds N``,
+  ``exit N`` (the exit code), ``throw 'text'`` (a terminating error: stderr, exit code 1), blank
+  lines, ``#`` comments and ``param(...)``. Any other statement is refused (stderr, exit code 1):
+  this is not PowerShell, only enough of it to show streaming, the error stream and exit codes.
 
 Anything else fails with exit code 1 and a message on stderr. Single-quoted literals are parsed
 with PowerShell's rules: only the quote characters ``' ‘ ’ ‚ ‛`` are special, a doubled one is one
@@ -21,6 +26,7 @@ import base64
 import hashlib
 import os
 import re
+import select
 import signal
 import threading
 from collections.abc import Callable
@@ -118,10 +124,39 @@ def _remove(path: str) -> Callable[[BinaryIO, BinaryIO, BinaryIO], int]:
     return body
 
 
-def _report_arguments(args: list[str]) -> Callable[[BinaryIO, BinaryIO, BinaryIO], int]:
+_STATEMENT = re.compile(r"^(Write-Output|Write-Error|throw|Start-Sleep -Seconds|exit) +(.*)$", re.I)
+
+
+def _play(path: str, args: list[str]) -> Callable[[BinaryIO, BinaryIO, BinaryIO], int]:
+    """Prints the parsed arguments, then plays the script's few supported statements."""
+
     def body(stdin: BinaryIO, stdout: BinaryIO, stderr: BinaryIO) -> int:
         for number, value in enumerate(args):
             stdout.write(f"arg[{number}]={value}\r\n".encode())
+            stdout.flush()
+        text = wine.unix_path(path).read_text(encoding="utf-8-sig")
+        for line in (raw.strip() for raw in text.splitlines()):
+            if not line or line.startswith("#") or line.lower().startswith("param("):
+                continue
+            match = _STATEMENT.match(line)
+            if match is None:
+                stderr.write(f"test host: cannot play {line[:60]!r} (see infra/testbed/powershell_stub.py)\r\n".encode())
+                return 1
+            verb, operand = match.group(1).lower(), match.group(2).strip()
+            if verb in ("exit", "start-sleep -seconds"):
+                number = int(operand)
+                if verb == "exit":
+                    return number
+                if select.select([stdin], [], [], number)[0]:
+                    return 1  # stdin closed: the pipeline was stopped
+                continue
+            (value,), rest = literals(operand)
+            if rest.strip():
+                raise ValueError(f"unexpected text after the literal: {rest[:40]!r}")
+            (stdout if verb == "write-output" else stderr).write(value.encode() + b"\r\n")
+            (stdout if verb == "write-output" else stderr).flush()
+            if verb == "throw":
+                return 1
         return 0
 
     return body
@@ -154,9 +189,19 @@ def _interpret(script: str) -> Callable[[BinaryIO, BinaryIO, BinaryIO], int]:
         if line.startswith("Remove-Item -LiteralPath "):
             (path, *_), _ = literals(line.removeprefix("Remove-Item -LiteralPath "))
             return _remove(path)
-        if line.startswith("& "):
-            values, rest = literals(line.removeprefix("& "))
-            if rest.strip():
-                return _unsupported(f"unexpected text after the arguments: {rest[:40]!r}")
-            return _report_arguments(values[1:])
     return _unsupported("this PowerShell script is not one the SMS transport sends")
+
+
+_PIPED = "| Out-String -Stream -Width 4096"
+
+
+def pipeline_body(script: str) -> Callable[[BinaryIO, BinaryIO, BinaryIO], int]:
+    """The interpreter for a PSRP pipeline's script: the SMS run wrapper
+    (``windows_commands.run_script``), else the shapes :func:`job_for` knows."""
+    for line in (raw.strip() for raw in script.splitlines()):
+        if line.startswith("& ") and line.endswith(_PIPED):
+            values, rest = literals(line.removeprefix("& ").removesuffix(_PIPED))
+            if rest.strip() or not values:
+                return _unsupported(f"unexpected text after the arguments: {rest[:40]!r}")
+            return _play(values[0], values[1:])
+    return _interpret(script)

@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import argparse
 import base64
+import json
 import os
 import re
 import secrets
 import ssl
 import sys
 import threading
+import urllib.request
 import uuid
 import xml.etree.ElementTree as ET
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -29,6 +31,7 @@ import spnego.exceptions
 from infra.testbed import powershell_stub, wine
 from infra.testbed.ports import free_port
 from infra.testbed.process import Peer
+from infra.testbed.psrp_service import PsrpService
 from infra.testbed.tls import make_ca_and_server
 from infra.testbed.winrs_service import WinRSFault, WinRSService
 from infra.testbed.wsman_security import NtlmAcceptor, Users, unwrap, wrap
@@ -40,12 +43,14 @@ NS = {
     "rsp": "http://schemas.microsoft.com/wbem/wsman/1/windows/shell",
     "x": "http://schemas.xmlsoap.org/ws/2004/09/transfer",
     "f": "http://schemas.microsoft.com/wbem/wsman/1/wsmanfault",
+    "pwsh": "http://schemas.microsoft.com/powershell",
 }
 for _prefix, _uri in NS.items():
     ET.register_namespace(_prefix, _uri)
 SHELL = NS["rsp"]
 DONE = f"{SHELL}/CommandState/Done"
 RUNNING = f"{SHELL}/CommandState/Running"
+POWERSHELL = "http://schemas.microsoft.com/powershell/"
 _DURATION = re.compile(r"PT([\d.]+)S")
 
 
@@ -64,8 +69,9 @@ def _el(parent: ET.Element, tag: str, text: str | None = None, **attrs: str) -> 
 class WsmanApp:
     """Turns a SOAP request into a SOAP response (or fault) using the WinRS service."""
 
-    def __init__(self, service: WinRSService) -> None:
+    def __init__(self, service: WinRSService, psrp: PsrpService) -> None:
         self.service = service
+        self.psrp = psrp
 
     def handle(self, request: bytes) -> tuple[int, bytes]:
         envelope = ET.fromstring(request)
@@ -76,6 +82,7 @@ class WsmanApp:
         message_id = header.findtext("wsa:MessageID", "", NS)
         timeout = _seconds(header.findtext("w:OperationTimeout", None, NS), 60.0)
         shell_id = header.findtext("w:SelectorSet/w:Selector[@Name='ShellId']", "", NS)
+        resource = header.findtext("w:ResourceURI", "", NS)
         response = ET.Element(f"{{{NS['s']}}}Envelope")
         head = _el(response, "s:Header")
         _el(head, "wsa:To", "http://schemas.xmlsoap.org/ws/2004/08/addressing/role/anonymous")
@@ -85,7 +92,8 @@ class WsmanApp:
         try:
             name = action.rsplit("/", 1)[-1]
             _el(head, "wsa:Action", f"{action}Response")
-            getattr(self, f"_{name.lower()}")(shell_id, body, out, timeout)
+            kind = "psrp_" if resource.startswith(POWERSHELL) else ""
+            getattr(self, f"_{kind}{name.lower()}")(shell_id, body, out, timeout)
         except WinRSFault as fault:
             return 500, self._fault(message_id, fault)
         except (AttributeError, KeyError, ValueError) as error:
@@ -160,6 +168,51 @@ class WsmanApp:
         _el(out, "rsp:SignalResponse")
 
 
+    # PSRP: the PowerShell resource URI, runspace pools and pipelines (infra/testbed/psrp_service.py)
+
+    def _psrp_create(self, shell_id: str, body: ET.Element, out: ET.Element, timeout: float) -> None:
+        shell = body.find("rsp:Shell", NS)
+        assert shell is not None
+        idle = _seconds(shell.findtext("rsp:IdleTimeOut", None, NS), 0) or None
+        new_id = self.psrp.create(shell.attrib.get("ShellId"), shell.findtext("pwsh:creationXml", "", NS), idle)
+        created = _el(out, "x:ResourceCreated")
+        _el(created, "wsa:Address", "http://127.0.0.1/wsman")
+        reference = _el(created, "wsa:ReferenceParameters")
+        _el(reference, "w:ResourceURI", f"{POWERSHELL}Microsoft.PowerShell")
+        _el(_el(reference, "w:SelectorSet"), "w:Selector", new_id, Name="ShellId")
+        answer = _el(out, "rsp:Shell")
+        _el(answer, "rsp:ShellId", new_id)
+        _el(answer, "rsp:ResourceUri", f"{POWERSHELL}Microsoft.PowerShell")
+
+    def _psrp_delete(self, shell_id: str, body: ET.Element, out: ET.Element, timeout: float) -> None:
+        self.psrp.delete(shell_id)
+
+    def _psrp_command(self, shell_id: str, body: ET.Element, out: ET.Element, timeout: float) -> None:
+        line = body.find("rsp:CommandLine", NS)
+        assert line is not None
+        command_id = self.psrp.command(shell_id, line.attrib["CommandId"], line.findtext("rsp:Arguments", "", NS))
+        _el(_el(out, "rsp:CommandResponse"), "rsp:CommandId", command_id)
+
+    def _psrp_receive(self, shell_id: str, body: ET.Element, out: ET.Element, timeout: float) -> None:
+        command_id = body.find("rsp:Receive/rsp:DesiredStream", NS).attrib.get("CommandId")  # type: ignore[union-attr]
+        data = self.psrp.receive(shell_id, command_id, timeout)
+        answer = _el(out, "rsp:ReceiveResponse")
+        attrs = {"Name": "stdout", **({"CommandId": command_id} if command_id else {})}
+        _el(answer, "rsp:Stream", base64.b64encode(data).decode(), **attrs)
+
+    def _psrp_send(self, shell_id: str, body: ET.Element, out: ET.Element, timeout: float) -> None:
+        stream = body.find("rsp:Send/rsp:Stream", NS)
+        assert stream is not None
+        self.psrp.send(shell_id, stream.attrib.get("CommandId"), base64.b64decode(stream.text or ""))
+        _el(out, "rsp:SendResponse")
+
+    def _psrp_signal(self, shell_id: str, body: ET.Element, out: ET.Element, timeout: float) -> None:
+        signal = body.find("rsp:Signal", NS)
+        assert signal is not None
+        self.psrp.signal(shell_id, signal.attrib["CommandId"], signal.findtext("rsp:Code", "", NS))
+        _el(out, "rsp:SignalResponse")
+
+
 class Handler(BaseHTTPRequestHandler):
     """One TCP connection; NTLM state lives here, as NTLM authenticates connections."""
 
@@ -217,6 +270,16 @@ class Handler(BaseHTTPRequestHandler):
             return True
         self._challenge()
         return False
+
+    def do_GET(self) -> None:  # noqa: N802 - stdlib name
+        """``/testbed/shells``: how many WinRS shells and runspace pools are open (for tests; no
+        such page exists on Windows)."""
+        if self.path != "/testbed/shells":
+            self._reply(404)
+            return
+        app = self.server.app
+        counts = {"winrs": app.service.count, "psrp": app.psrp.count}
+        self._reply(200, json.dumps(counts).encode(), {"Content-Type": "application/json"})
 
     def do_POST(self) -> None:  # noqa: N802 - stdlib name
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
@@ -279,7 +342,7 @@ def main(argv: list[str] | None = None) -> None:
     options = parser.parse_args(argv)
     os.environ["NTLM_USER_FILE"] = options.users
     wine.ensure_prefix()
-    app = WsmanApp(WinRSService(options.root, options.commands_per_shell, powershell_stub.job_for))
+    app = WsmanApp(WinRSService(options.root, options.commands_per_shell, powershell_stub.job_for), PsrpService())
     users = Users.from_file(options.users)
     servers = [WinRMServer(options.port, app, users, None)]
     if options.tls_port:
@@ -331,6 +394,11 @@ class WinRMHost(Peer):
 
     def _listening(self) -> bool:
         return "listening" in self.log_path.read_text(errors="replace")
+
+    def open_shells(self) -> dict[str, int]:
+        """How many WinRS shells (``winrs``) and runspace pools (``psrp``) the host has open."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/testbed/shells", timeout=10) as answer:
+            return json.loads(answer.read())
 
     def wine_processes(self) -> list[int]:
         """Linux pids of Windows processes started in this host's shells (their cwd is below it)."""

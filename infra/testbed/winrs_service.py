@@ -148,6 +148,11 @@ class WinRSService:
         self._lock = threading.Lock()
         threading.Thread(target=self._expire_idle, daemon=True).start()
 
+    @property
+    def count(self) -> int:
+        with self._lock:
+            return len(self._shells)
+
     def _shell(self, shell_id: str) -> Shell:
         with self._lock:
             shell = self._shells.get(shell_id)

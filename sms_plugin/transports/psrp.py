@@ -1,16 +1,22 @@
-"""The Windows transport: WinRM (WS-Management) with pypsrp, commands run in WinRS shells.
+"""The Windows transport: WinRM (WS-Management) with pypsrp — PSRP pipelines and WinRS shells.
 
 pypsrp carries authentication (Negotiate/NTLM, Kerberos, CredSSP, Basic over HTTPS), message
-encryption over HTTP and certificate checks; this module uses its WinRS layer (``WSMan`` +
-``WinRS``) to create shells, start commands, stream their output, send input and signals.
-PowerShell scripts run through ``powershell.exe -EncodedCommand`` inside a WinRS shell (see
-:mod:`sms_plugin.transports.windows_commands`); PSRP runspace pools are not used.
+encryption over HTTP and certificate checks. This module uses two of its layers:
+
+* ``.ps1`` scripts run in a **PSRP pipeline** (``RunspacePool`` + ``PowerShell``): a runspace
+  pool of their own, one pipeline whose script (``windows_commands.run_script``) invokes the file
+  with literal arguments; output objects arrive as lines of stdout, error records as lines of
+  stderr, and the wrapper's last ``[int]`` object is the exit code;
+* ``.bat``/``.cmd`` files and other programs run through ``cmd.exe /c`` in a **WinRS shell**
+  (``WSMan`` + ``WinRS``), which gives native stdout/stderr bytes and the process's exit code;
+  upload and remove are short ``powershell.exe -EncodedCommand`` commands in a WinRS utility shell.
 
 How old WinRM limits are handled:
 
-* each script runs in a WinRS shell of its own, started on a connection of its own; killing the
-  run signals ``terminate`` and deletes the shell — Windows then ends every process of the shell
-  (WinRS keeps a shell's processes in one job object), so the whole process tree goes;
+* each script runs in a WinRS shell or runspace pool of its own, started on a connection of its
+  own; killing a cmd.exe run signals ``terminate`` and deletes the shell — Windows then ends every
+  process of the shell (WinRS keeps a shell's processes in one job object), so the whole process
+  tree goes; killing a .ps1 run stops its pipeline and deletes its runspace pool;
 * short commands (temp folder, upload, remove) share a utility shell that is replaced before it
   has started ``commands_per_shell`` commands (``MaxProcessesPerShell``: 15 on Windows 2008 R2);
 * a Receive that sees no output within ``operation_timeout`` ends with a WS-Management TimedOut
@@ -28,15 +34,18 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import copy
 import hashlib
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 import requests
+from pypsrp.complex_objects import PSInvocationState
 from pypsrp.exceptions import AuthenticationError, WinRMError, WinRMTransportError, WSManFaultError
+from pypsrp.powershell import PowerShell, RunspacePool
 from pypsrp.shell import SignalCode, WinRS
 from pypsrp.wsman import WSMan
 
@@ -209,8 +218,17 @@ class _UtilityShell:
                 pass  # already gone; Windows deletes idle shells itself
 
 
+Received = tuple[bool, int | None, bytes, bytes]
+"""One Receive: (done, exit code, stdout, stderr)."""
+
+
 class WindowsProcess(RemoteProcess):
-    """A command in a WinRS shell of its own; output is pumped by one Receive loop in a thread."""
+    """A command in a WinRS shell of its own; output is pumped by one Receive loop in a thread.
+
+    Stopping it sends Ctrl+C, then ``terminate``, then deletes the shell.
+    """
+
+    stop_signals: tuple[str, ...] = (SignalCode.CTRL_C, SignalCode.TERMINATE)
 
     def __init__(self, transport: WindowsTransport, shell: WinRS, command_id: str, run_id: str | None) -> None:
         super().__init__(transport, run_id)
@@ -228,6 +246,14 @@ class WindowsProcess(RemoteProcess):
     def running(self) -> bool:
         return not self._ended.is_set()
 
+    def _receive_once(self, target: WinRMTarget) -> Received:
+        return _receive(self.shell, self.command_id, target)
+
+    def _finish(self) -> None:
+        """After the last Receive, in the pump thread: closes the run's own connection (the shell
+        is deleted over the control one)."""
+        self.shell.wsman.close()
+
     def _start_pump(self) -> None:
         loop = asyncio.get_running_loop()
         target: WinRMTarget = self.transport.target  # type: ignore[attr-defined]
@@ -240,7 +266,7 @@ class WindowsProcess(RemoteProcess):
             outcome: int | BaseException
             try:
                 while True:
-                    done, code, out, err = _receive(self.shell, self.command_id, target)
+                    done, code, out, err = self._receive_once(target)
                     self.receives += 1
                     for stream, data in (("stdout", out), ("stderr", err)):
                         if data:
@@ -251,7 +277,7 @@ class WindowsProcess(RemoteProcess):
             except Exception as error:  # noqa: BLE001 - handed to wait()
                 mapped = _translated(target, "receiving output", error)
                 outcome = KILLED_EXIT_CODE if self._killed else mapped or TransportError(f"receiving output from {target.label} failed: {error}")
-            self.shell.wsman.close()  # the run's own connection; the shell is deleted over the control one
+            self._finish()
             for stream, splitter in splitters.items():
                 publish(stream, splitter.flush())  # type: ignore[arg-type]
             self._ended.set()
@@ -259,7 +285,7 @@ class WindowsProcess(RemoteProcess):
             for _ in range(2):
                 asyncio.run_coroutine_threadsafe(self._close_stream(), loop).result()
 
-        threading.Thread(target=pump, name=f"sms-winrs-{self.command_id[:8]}", daemon=True).start()
+        threading.Thread(target=pump, name=f"sms-winrm-{self.command_id[:8]}", daemon=True).start()
 
     def _settle(self, outcome: int | BaseException) -> None:
         if self._exit.done():
@@ -273,16 +299,74 @@ class WindowsProcess(RemoteProcess):
         return await asyncio.shield(self._exit)
 
     async def kill(self, grace_seconds: float = 5.0) -> None:
-        """Ctrl+C, then after ``grace_seconds`` terminate and delete the shell: Windows ends
-        every process of the shell (its job object), the whole tree of the script."""
+        """The first stop signal, then after ``grace_seconds`` the others, then the shell is
+        deleted: Windows ends every process of the shell (its job object), the script's tree."""
         transport: WindowsTransport = self.transport  # type: ignore[assignment]
+        first, *others = self.stop_signals
         if not self._ended.is_set():
             self._killed = True
-            await transport.signal_command(self, SignalCode.CTRL_C)
+            await transport.signal_command(self, first)
             await in_thread(lambda: self._ended.wait(grace_seconds))
-        if not self._ended.is_set():
-            await transport.signal_command(self, SignalCode.TERMINATE)
+        for code in others:
+            if not self._ended.is_set():
+                await transport.signal_command(self, code)
         await transport.delete_shell(self)
+
+
+class PowerShellProcess(WindowsProcess):
+    """A .ps1 run in a PSRP pipeline of a runspace pool of its own (pypsrp's ``RunspacePool`` and
+    ``PowerShell``); output objects are lines of stdout, error records lines of stderr, and the
+    wrapper's last ``[int]`` output is the exit code (see ``windows_commands.run_script``).
+
+    Stopping it sends the PowerShell stop signal (``powershell/signal/crtl_c``), then deletes the
+    runspace pool (its ``wsmprovhost.exe`` on Windows).
+    """
+
+    stop_signals = (SignalCode.PS_CTRL_C,)
+
+    def __init__(self, transport: WindowsTransport, pool: RunspacePool, pipeline: PowerShell, run_id: str | None) -> None:
+        self.pool = pool
+        self.pipeline = pipeline
+        self._seen_output = 0
+        self._seen_errors = 0
+        self._exit_code: int | None = None
+        super().__init__(transport, pool.shell, pipeline.id, run_id)
+
+    def _receive_once(self, target: WinRMTarget) -> Received:
+        self.pipeline.poll_invoke()  # a TimedOut fault is an empty answer here too
+        out, err = [], []
+        for value in self.pipeline.output[self._seen_output :]:
+            if isinstance(value, int) and not isinstance(value, bool):
+                self._exit_code = value  # the wrapper's exit code object
+            else:
+                out.append(str(value))
+        for record in self.pipeline.streams.error[self._seen_errors :]:
+            err.append(_error_text(record))
+        self._seen_output, self._seen_errors = len(self.pipeline.output), len(self.pipeline.streams.error)
+        state = self.pipeline.state
+        done = state != PSInvocationState.RUNNING
+        code = self._exit_code if state == PSInvocationState.COMPLETED and self._exit_code is not None else 1
+        return done, code if done else None, _lines_bytes(out), _lines_bytes(err)
+
+    def _finish(self) -> None:
+        """Closes the runspace pool (a Delete) on the run's own connection, then the connection."""
+        try:
+            self.pool.close()
+        except (WSManFaultError, WinRMError, WinRMTransportError, requests.exceptions.RequestException):
+            pass  # already deleted over the control connection by a stop
+        self.shell.wsman.close()
+
+
+def _error_text(record: Any) -> str:
+    """An error record as one line of stderr: what PowerShell's ToString gives, else the message."""
+    text = str(record)
+    if not text and getattr(record, "exception", None) is not None:
+        text = str(getattr(record.exception, "message", "") or "")
+    return text
+
+
+def _lines_bytes(lines: list[str]) -> bytes:
+    return "".join(f"{line}\n" for line in lines).encode("utf-8")
 
 
 class WindowsTransport(Transport):
@@ -337,15 +421,34 @@ class WindowsTransport(Transport):
         await self._run(windows_commands.remove(path))
 
     async def start(self, command: Command) -> RemoteProcess:
-        line = render(command.argv)
+        kind, text = render(command.argv, command.env, command.cwd)
         wsman = self.target.wsman()
+        process: WindowsProcess
+        if kind == "psrp":
 
-        def begin() -> tuple[WinRS, str]:
-            shell = _open_shell(wsman, self.target, command.env, command.cwd)
-            return shell, _start_command(shell, line, self.target)
+            def begin_pipeline() -> tuple[RunspacePool, PowerShell]:
+                pool = RunspacePool(wsman, idle_timeout=self.target.idle_timeout)
+                _call(self.target, "opening a runspace pool", pool.open)
+                pipeline = PowerShell(pool)
+                pipeline.add_script(text)
+                try:
+                    _call(self.target, "starting a pipeline", pipeline.begin_invoke)
+                except TransportError:
+                    with contextlib.suppress(WSManFaultError, WinRMError, WinRMTransportError, requests.exceptions.RequestException):
+                        pool.close()
+                    raise
+                return pool, pipeline
 
-        shell, command_id = await asyncio.to_thread(begin)
-        process = WindowsProcess(self, shell, command_id, command.run_id)
+            pool, pipeline = await asyncio.to_thread(begin_pipeline)
+            process = PowerShellProcess(self, pool, pipeline, command.run_id)
+        else:
+
+            def begin() -> tuple[WinRS, str]:
+                shell = _open_shell(wsman, self.target, command.env, command.cwd)
+                return shell, _start_command(shell, text, self.target)
+
+            shell, command_id = await asyncio.to_thread(begin)
+            process = WindowsProcess(self, shell, command_id, command.run_id)
         if command.run_id:
             self._runs[command.run_id] = process
         return process
@@ -401,21 +504,22 @@ class WindowsTransport(Transport):
         self.utility.wsman.close()
 
 
-def render(argv: list[str]) -> str:
-    """The WinRS command line for an argument vector (see :mod:`windows_commands`).
+def render(argv: list[str], env: dict[str, str] | None = None, cwd: str | None = None) -> tuple[Literal["psrp", "winrs"], str]:
+    """How an argument vector runs: ("psrp", pipeline script) or ("winrs", cmd.exe line).
 
-    ``powershell.exe ... -File script.ps1 args`` and bare ``*.ps1`` paths run through the encoded
-    PowerShell wrapper; ``cmd.exe /c ...``, ``*.bat``/``*.cmd`` and other programs through cmd.exe,
-    whose argument rules apply (InvalidInput for what it cannot carry).
+    ``powershell.exe ... -File script.ps1 args`` and bare ``*.ps1`` paths run in a PSRP pipeline
+    (see :func:`windows_commands.run_script`); ``cmd.exe /c ...``, ``*.bat``/``*.cmd`` and other
+    programs through cmd.exe in a WinRS shell, whose argument rules apply (InvalidInput for what
+    it cannot carry).
     """
     if not argv:
         raise InvalidInput("empty command")
     first = argv[0].lower()
     if first == "powershell.exe" and "-File" in argv:
         at = argv.index("-File")
-        return windows_commands.run_script(argv[at + 1], argv[at + 2 :])
+        return "psrp", windows_commands.run_script(argv[at + 1], argv[at + 2 :], env, cwd)
     if first.endswith(".ps1"):
-        return windows_commands.run_script(argv[0], argv[1:])
+        return "psrp", windows_commands.run_script(argv[0], argv[1:], env, cwd)
     if first == "cmd.exe" and argv[1:2] == ["/c"]:
-        return windows_commands.cmd_line(argv[2:])
-    return windows_commands.cmd_line(argv)
+        return "winrs", windows_commands.cmd_line(argv[2:])
+    return "winrs", windows_commands.cmd_line(argv)

@@ -3,9 +3,10 @@
 Everything here is PowerShell 2.0 / cmd.exe syntax, because the oldest supported servers
 (Windows Server 2008 R2) ship PowerShell 2.0.
 
-PowerShell: a script is run through ``powershell.exe -NoProfile -NonInteractive
--ExecutionPolicy Bypass -EncodedCommand <base64 of UTF-16LE>``. The encoded text invokes the
-script with ``&`` and each argument as a single-quoted literal, in which PowerShell interprets
+PowerShell: a script runs in a PSRP pipeline (:func:`run_script`); upload and remove run through
+``powershell.exe -NoProfile -NonInteractive -ExecutionPolicy Bypass -EncodedCommand <base64 of
+UTF-16LE>`` in a WinRS shell. The scripts invoke the script with ``&`` and each argument as a
+single-quoted literal, in which PowerShell interprets
 nothing but the quote characters themselves (``'`` and its typographic forms, doubled here):
 
 >>> ps_quote("it's $(calc) `n")
@@ -28,6 +29,8 @@ from sms_plugin.errors import InvalidInput
 
 POWERSHELL = "powershell.exe -NoProfile -NonInteractive -ExecutionPolicy Bypass -EncodedCommand "
 _PS_QUOTES = "'\u2018\u2019\u201a\u201b"
+PIPED = "| Out-String -Stream -Width 4096"
+"""Turns a script's output objects into lines of text, as PowerShell's console would show them."""
 CMD_FORBIDDEN = frozenset('%!^"&|<>()\r\n\t\x00\x1a')
 """Characters refused in arguments for cmd.exe (.bat/.cmd scripts and programs started through it)."""
 
@@ -60,15 +63,30 @@ def encoded(script: str) -> str:
     return POWERSHELL + base64.b64encode(script.encode("utf-16-le")).decode()
 
 
-def run_script(path: str, args: list[str]) -> str:
-    """Runs a .ps1 with literal arguments; the exit code is the script's ``exit N``, else the last
-    native program's ``$LASTEXITCODE``, else 0; a terminating error gives 1."""
+def run_script(path: str, args: list[str], env: dict[str, str] | None = None, cwd: str | None = None) -> str:
+    """The script of the PSRP pipeline that runs a .ps1 with literal arguments.
+
+    The script's output goes through ``Out-String -Stream`` (so every output object is a line of
+    text); its error stream stays the error stream. The last output object is the exit code as an
+    ``[int]``: the script's ``exit N``, else the last native program's ``$LASTEXITCODE``, else 0;
+    a terminating error is written to the error stream and gives 1. ``env`` and ``cwd`` are set
+    in the runspace first.
+    """
     call = " ".join(["&", ps_quote(path), *(ps_quote(a) for a in args)])
-    return encoded(
-        "trap { [Console]::Error.WriteLine($_.ToString()); exit 1 }\n"
+    setup = "".join(f"[Environment]::SetEnvironmentVariable({ps_quote(k)}, {ps_quote(v)})\n" for k, v in (env or {}).items())
+    if cwd:
+        setup += f"Set-Location -LiteralPath {ps_quote(cwd)}\n"
+    return setup + (
         "$global:LASTEXITCODE = 0\n"
-        f"{call}\n"
-        "exit $LASTEXITCODE\n"
+        "$sms_exit = 0\n"
+        "try {\n"
+        f"  {call} {PIPED}\n"
+        "  $sms_exit = $LASTEXITCODE\n"
+        "} catch {\n"
+        "  Write-Error -ErrorRecord $_\n"
+        "  $sms_exit = 1\n"
+        "}\n"
+        "[int]$sms_exit\n"
     )
 
 

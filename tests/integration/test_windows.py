@@ -31,7 +31,7 @@ from sms_plugin.errors import AuthenticationFailed, HostUnreachable, InvalidInpu
 from sms_plugin.execution import ScriptRun, execute
 from sms_plugin.transports.base import Command, OutputLine
 from sms_plugin.transports.interpreters import INTERPRETERS
-from sms_plugin.transports.psrp import WindowsProcess, WindowsTransport, WinRMTarget
+from sms_plugin.transports.psrp import PowerShellProcess, WindowsProcess, WindowsTransport, WinRMTarget
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
@@ -186,11 +186,51 @@ HOSTILE = ["a b", "it's", "'; Remove-Item C:\\ -Recurse; '", "$(calc)", "`n", '"
 
 
 async def test_hostile_arguments_arrive_intact_in_powershell(windows):
-    path = await _upload(windows, "powershell", "param($a)\nWrite-Output $a\n")
+    path = await _upload(windows, "powershell", "param($a)\n")
     process = await windows.start(Command(argv=INTERPRETERS["powershell"].argv(path, HOSTILE)))
+    assert isinstance(process, PowerShellProcess)
     texts = [line.text async for line in process.lines()]
     assert await process.wait() == 0
     assert texts == [f"arg[{i}]={value}" for i, value in enumerate(HOSTILE)]
+
+
+STREAMED_PS1 = "Write-Output 'first'\nStart-Sleep -Seconds 2\nWrite-Error 'went wrong'\nWrite-Output 'second'\nexit 4\n"
+
+
+async def test_ps1_runs_in_a_psrp_pipeline_streaming_output_and_the_error_stream(windows, winrm_host):
+    path = await _upload(windows, "powershell", STREAMED_PS1)
+    process = await windows.start(Command(argv=INTERPRETERS["powershell"].argv(path, ["a b"])))
+    assert isinstance(process, PowerShellProcess)
+    assert winrm_host.open_shells()["psrp"] == 1  # the run's own runspace pool
+    timed = await _timed_lines(process)
+    assert await process.wait() == 4  # the script's `exit 4`, carried by the wrapper's [int] object
+    by_stream = {stream: [line.text for _, line in timed if line.stream == stream] for stream in ("stdout", "stderr")}
+    assert by_stream == {"stdout": ["arg[0]=a b", "first", "second"], "stderr": ["went wrong"]}  # error records: stderr
+    arrival = {line.text: at for at, line in timed}
+    assert arrival["second"] - arrival["first"] > 1.0, timed  # "first" came before the pause ended
+    assert winrm_host.open_shells()["psrp"] == 0  # the runspace pool was closed after the run
+
+
+async def test_a_terminating_error_in_a_ps1_gives_exit_code_1(windows):
+    path = await _upload(windows, "powershell", "Write-Output 'before'\nthrow 'it broke'\nWrite-Output 'never'\n")
+    process = await windows.start(Command(argv=INTERPRETERS["powershell"].argv(path, [])))
+    lines = [(line.stream, line.text) async for line in process.lines()]
+    assert await process.wait() == 1
+    assert lines == [("stdout", "before"), ("stderr", "it broke")]
+
+
+async def test_stop_of_a_psrp_pipeline_ends_the_run_and_closes_its_runspace_pool(windows, winrm_host):
+    path = await _upload(windows, "powershell", "Write-Output 'started'\nStart-Sleep -Seconds 600\nWrite-Output 'too late'\n")
+    process = await windows.start(Command(argv=INTERPRETERS["powershell"].argv(path, []), run_id="ps-stop-test"))
+    lines = process.lines()
+    assert (await anext(lines)).text == "started"
+    began = time.monotonic()
+    await process.kill(grace_seconds=5)
+    assert await asyncio.wait_for(process.wait(), 30) == 1  # a stopped pipeline reports 1, like taskkill /F
+    assert time.monotonic() - began < 5, "the pipeline ignored the PowerShell stop signal"
+    # nothing after the stop but PowerShell's PipelineStoppedException from the Stopped state
+    assert [(line.stream, line.text) async for line in lines] == [("stderr", "The pipeline has been stopped.")]
+    assert winrm_host.open_shells()["psrp"] == 0
 
 
 @pytest.mark.parametrize("argument", ["%PATH%", "!x!", "a^b", 'say "hi"', "a&calc", "x|y", "(x)", "a\nb"])
@@ -243,6 +283,19 @@ async def test_run_script_flow_maps_the_bat_exit_code_to_the_state(catalog, wind
         record = get_run(session, str(state.state_details.flow_run_id))
     assert (record.exit_code, record.host) == (code, windows_host)
     assert "stdout: first" in (record.output_tail or "")
+
+
+async def test_run_script_flow_maps_a_ps1_exit_code_and_error_stream_to_the_state(catalog, windows_host):
+    name = f"ps1-{uuid.uuid4().hex[:10]}"
+    with catalog.session() as session:
+        add_script(session, ScriptSpec(name=name, interpreter="powershell", host=windows_host), content=STREAMED_PS1, author="tests")
+    state = await run_script(script=name, args=[], return_state=True)
+    assert state.is_failed()
+    assert state.message == f"{name} failed with exit code 4; last stderr: went wrong"
+    with catalog.session() as session:
+        record = get_run(session, str(state.state_details.flow_run_id))
+    assert record.exit_code == 4
+    assert "stdout: second" in (record.output_tail or "")
 
 
 async def test_stopping_a_worker_run_of_a_bat_ends_cancelled_and_kills_the_wine_tree(
