@@ -23,6 +23,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from uuid import UUID
 
 import httpx
@@ -142,14 +143,14 @@ async def _leased_slot(
     Prefect's ``concurrency()`` does the same with a thread per lease and one acquisition at a time
     per process and limit; an sms worker starting hundreds of runs on one host needs neither."""
     async with get_client() as client:
-        lease_id = await _acquire(client, name, holder, log)
-        renewal = asyncio.create_task(_renew(client, lease_id, log))
+        lease = _Lease(name, holder, await _acquire(client, name, holder, log))
+        renewal = asyncio.create_task(_renew(client, lease, log))
         try:
             yield
         finally:
             renewal.cancel()
             try:
-                await asyncio.shield(client.release_concurrency_slots_with_lease(lease_id))
+                await asyncio.shield(client.release_concurrency_slots_with_lease(lease.id))
             except Exception as error:  # noqa: BLE001 - the lease expires by itself
                 log.warning(f"could not release the slot of {name} ({error}); it frees itself within {LEASE_SECONDS:g} s")
 
@@ -186,15 +187,31 @@ async def _acquire(
         return UUID(body["lease_id"])
 
 
-async def _renew(client: PrefectClient, lease_id: UUID, log: logging.Logger | logging.LoggerAdapter) -> None:
+@dataclass
+class _Lease:
+    """The lease a run holds on a slot of limit ``name`` (a new one if the server dropped it)."""
+
+    name: str
+    holder: ConcurrencyLeaseHolder | None
+    id: UUID
+
+
+async def _renew(client: PrefectClient, lease: _Lease, log: logging.Logger | logging.LoggerAdapter) -> None:
     """Renews the lease at 3/4 of its duration; a failed renewal (e.g. the server restarting) is
-    logged and retried, never stops the script."""
+    logged and retried, never stops the script. A lease the server has already dropped (410 Gone:
+    a renewal came too late, e.g. from an overloaded server) is replaced by a new slot."""
     while True:
         await asyncio.sleep(LEASE_SECONDS * 0.75)
         try:
-            await client.renew_concurrency_lease(lease_id, lease_duration=LEASE_SECONDS)
+            await client.renew_concurrency_lease(lease.id, lease_duration=LEASE_SECONDS)
+        except httpx.HTTPStatusError as error:
+            if error.response.status_code != 410:
+                log.warning(f"could not renew the host slot lease {lease.id}: {error}")
+                continue
+            log.warning(f"the Prefect server dropped host slot lease {lease.id}; taking a slot of {lease.name} again")
+            lease.id = await _acquire(client, lease.name, lease.holder, log)
         except Exception as error:  # noqa: BLE001
-            log.warning(f"could not renew the host slot lease {lease_id}: {error}")
+            log.warning(f"could not renew the host slot lease {lease.id}: {error}")
 
 
 # ------------------------------------------------------------------ single-instance scripts

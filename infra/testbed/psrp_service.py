@@ -29,6 +29,7 @@ from psrpcore import PSRPPayload, StreamType
 from psrpcore.types import NETException, PSInvocationState
 
 from infra.testbed import powershell_stub
+from infra.testbed.idle_expiry import start_expiry
 from infra.testbed.winrs_service import SHELL_NOT_FOUND, TIMED_OUT, WinRSFault
 
 _DEFAULT_IDLE_SECONDS = 180.0
@@ -130,7 +131,7 @@ class PsrpService:
     def __init__(self) -> None:
         self._pools: dict[str, Pool] = {}
         self._lock = threading.Lock()
-        threading.Thread(target=self._expire_idle, daemon=True).start()
+        start_expiry(self._lock, self._pools, lambda item: item.close())
 
     @property
     def count(self) -> int:
@@ -175,15 +176,4 @@ class PsrpService:
         with self._lock:
             self._pools.pop(pool.id, None)
         pool.close()
-
-    def _expire_idle(self) -> None:
-        while True:
-            time.sleep(1.0)
-            now = time.monotonic()
-            with self._lock:
-                idle = [p for p in self._pools.values() if now - p.last_used > p.idle_seconds]
-                for pool in idle:
-                    del self._pools[pool.id]
-            for pool in idle:
-                pool.close()
 

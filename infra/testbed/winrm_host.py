@@ -23,6 +23,7 @@ import threading
 import urllib.request
 import uuid
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -64,6 +65,26 @@ def _el(parent: ET.Element, tag: str, text: str | None = None, **attrs: str) -> 
     element = ET.SubElement(parent, f"{{{NS[prefix]}}}{name}", attrs)
     element.text = text
     return element
+
+
+def _created(out: ET.Element, shell_id: str, resource_uri: str) -> None:
+    """The body of a Create response: the new shell's reference and id."""
+    created = _el(out, "x:ResourceCreated")
+    _el(created, "wsa:Address", "http://127.0.0.1/wsman")
+    reference = _el(created, "wsa:ReferenceParameters")
+    _el(reference, "w:ResourceURI", resource_uri)
+    _el(_el(reference, "w:SelectorSet"), "w:Selector", shell_id, Name="ShellId")
+    answer = _el(out, "rsp:Shell")
+    _el(answer, "rsp:ShellId", shell_id)
+    _el(answer, "rsp:ResourceUri", resource_uri)
+
+
+def _signalled(signal: Callable[[str, str, str], None], shell_id: str, body: ET.Element, out: ET.Element) -> None:
+    """Hands a Signal request (command id and code) to ``signal`` and answers it."""
+    request = body.find("rsp:Signal", NS)
+    assert request is not None
+    signal(shell_id, request.attrib["CommandId"], request.findtext("rsp:Code", "", NS))
+    _el(out, "rsp:SignalResponse")
 
 
 class WsmanApp:
@@ -123,15 +144,7 @@ class WsmanApp:
         assert shell is not None
         env = {v.attrib["Name"]: v.text or "" for v in shell.findall("rsp:Environment/rsp:Variable", NS)}
         idle = _seconds(shell.findtext("rsp:IdleTimeOut", None, NS), 0) or None
-        new_id = self.service.create(env, idle)
-        created = _el(out, "x:ResourceCreated")
-        _el(created, "wsa:Address", "http://127.0.0.1/wsman")
-        reference = _el(created, "wsa:ReferenceParameters")
-        _el(reference, "w:ResourceURI", f"{SHELL}/cmd")
-        _el(_el(reference, "w:SelectorSet"), "w:Selector", new_id, Name="ShellId")
-        answer = _el(out, "rsp:Shell")
-        _el(answer, "rsp:ShellId", new_id)
-        _el(answer, "rsp:ResourceUri", f"{SHELL}/cmd")
+        _created(out, self.service.create(env, idle), f"{SHELL}/cmd")
 
     def _delete(self, shell_id: str, body: ET.Element, out: ET.Element, timeout: float) -> None:
         self.service.delete(shell_id)
@@ -162,11 +175,7 @@ class WsmanApp:
         _el(out, "rsp:SendResponse")
 
     def _signal(self, shell_id: str, body: ET.Element, out: ET.Element, timeout: float) -> None:
-        signal = body.find("rsp:Signal", NS)
-        assert signal is not None
-        self.service.signal(shell_id, signal.attrib["CommandId"], signal.findtext("rsp:Code", "", NS))
-        _el(out, "rsp:SignalResponse")
-
+        _signalled(self.service.signal, shell_id, body, out)
 
     # PSRP: the PowerShell resource URI, runspace pools and pipelines (infra/testbed/psrp_service.py)
 
@@ -175,14 +184,7 @@ class WsmanApp:
         assert shell is not None
         idle = _seconds(shell.findtext("rsp:IdleTimeOut", None, NS), 0) or None
         new_id = self.psrp.create(shell.attrib.get("ShellId"), shell.findtext("pwsh:creationXml", "", NS), idle)
-        created = _el(out, "x:ResourceCreated")
-        _el(created, "wsa:Address", "http://127.0.0.1/wsman")
-        reference = _el(created, "wsa:ReferenceParameters")
-        _el(reference, "w:ResourceURI", f"{POWERSHELL}Microsoft.PowerShell")
-        _el(_el(reference, "w:SelectorSet"), "w:Selector", new_id, Name="ShellId")
-        answer = _el(out, "rsp:Shell")
-        _el(answer, "rsp:ShellId", new_id)
-        _el(answer, "rsp:ResourceUri", f"{POWERSHELL}Microsoft.PowerShell")
+        _created(out, new_id, f"{POWERSHELL}Microsoft.PowerShell")
 
     def _psrp_delete(self, shell_id: str, body: ET.Element, out: ET.Element, timeout: float) -> None:
         self.psrp.delete(shell_id)
@@ -207,10 +209,7 @@ class WsmanApp:
         _el(out, "rsp:SendResponse")
 
     def _psrp_signal(self, shell_id: str, body: ET.Element, out: ET.Element, timeout: float) -> None:
-        signal = body.find("rsp:Signal", NS)
-        assert signal is not None
-        self.psrp.signal(shell_id, signal.attrib["CommandId"], signal.findtext("rsp:Code", "", NS))
-        _el(out, "rsp:SignalResponse")
+        _signalled(self.psrp.signal, shell_id, body, out)
 
 
 class Handler(BaseHTTPRequestHandler):

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Protocol
 
 from infra.testbed import wine
+from infra.testbed.idle_expiry import start_expiry
 
 TIMED_OUT = 2150858793
 SHELL_NOT_FOUND = 2150858843
@@ -146,7 +147,7 @@ class WinRSService:
         self._stub_factory = stub_factory
         self._shells: dict[str, Shell] = {}
         self._lock = threading.Lock()
-        threading.Thread(target=self._expire_idle, daemon=True).start()
+        start_expiry(self._lock, self._shells, lambda item: item.kill_all())
 
     @property
     def count(self) -> int:
@@ -209,14 +210,3 @@ class WinRSService:
         with self._lock:
             self._shells.pop(shell_id, None)
         shell.kill_all()
-
-    def _expire_idle(self) -> None:
-        while True:
-            time.sleep(1.0)
-            now = time.monotonic()
-            with self._lock:
-                idle = [s for s in self._shells.values() if now - s.last_used > s.idle_seconds]
-                for shell in idle:
-                    del self._shells[shell.id]
-            for shell in idle:
-                shell.kill_all()

@@ -3,6 +3,7 @@ tests/integration/test_limits.py covers the real server)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 
@@ -61,3 +62,27 @@ async def test_a_client_error_is_not_retried():
     with pytest.raises(httpx.HTTPStatusError):
         await limits._acquire(server, "host:web-1", None, logging.getLogger("test"))  # type: ignore[arg-type]
     assert server.calls == 1
+
+
+class DroppingServer(SlotServer):
+    """Has dropped the run's lease (a late renewal): renewing answers 410 Gone once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.renewals = 0
+
+    async def renew_concurrency_lease(self, lease_id: uuid.UUID, lease_duration: float) -> httpx.Response:
+        self.renewals += 1
+        if self.renewals > 1:
+            raise asyncio.CancelledError  # ends the renewal loop of this test
+        request = httpx.Request("POST", f"http://prefect.test/api/v2/concurrency_limits/leases/{lease_id}/renew")
+        raise httpx.HTTPStatusError("gone", request=request, response=httpx.Response(410, request=request))
+
+
+async def test_a_dropped_lease_is_replaced_by_a_new_slot(caplog):
+    server = DroppingServer()
+    lease = limits._Lease("host:web-1", None, uuid.uuid4())
+    with caplog.at_level(logging.WARNING), pytest.raises(asyncio.CancelledError):
+        await limits._renew(server, lease, logging.getLogger("test"))  # type: ignore[arg-type]
+    assert lease.id == server.lease and server.calls == 1  # released at the end with the new id
+    assert any("dropped host slot lease" in r.message for r in caplog.records)
