@@ -157,6 +157,7 @@ async def memory(catalog: Catalog, ssh: SshServer, name: str | list[str], worker
     ok = await until(lambda: alive(ssh, marker) >= count, max(300, count), 1.0)
     during = rss_kb(pids())
     running = alive(ssh, marker)
+    print(f"  {count} runs: {running} running{'' if ok else ' (not all started)'}, RSS {before / 1024:.0f} → {during / 1024:.0f} MB", flush=True)
     gate = asyncio.Semaphore(16)
 
     async def stop(run_id: str) -> None:
@@ -165,7 +166,6 @@ async def memory(catalog: Catalog, ssh: SshServer, name: str | list[str], worker
 
     await asyncio.gather(*(stop(run_id) for run_id in ids))
     await until(lambda: all_final(ids), max(300, count), 1.0)
-    print(f"  {count} runs: {running} running{'' if ok else ' (not all started)'}, RSS {before / 1024:.0f} → {during / 1024:.0f} MB")
     return (during - before) / max(running, 1)
 
 
