@@ -101,22 +101,8 @@ class Rule:
 
     def describe(self) -> str:
         """E.g. ``rule 3 (group team-payments): start, stop on scripts tagged payments on hosts labelled prod-eu``."""
-        scripts = " ".join(
-            part
-            for part in (
-                f"named {self.script_glob}" if self.script_glob else "",
-                f"tagged {self.script_tag}" if self.script_tag else "",
-            )
-            if part
-        )
-        hosts = " ".join(
-            part
-            for part in (
-                f"named {self.host_glob}" if self.host_glob else "",
-                f"labelled {self.host_label}" if self.host_label else "",
-            )
-            if part
-        )
+        scripts = _narrowed(self.script_glob, "tagged", self.script_tag)
+        hosts = _narrowed(self.host_glob, "labelled", self.host_label)
         where = f"scripts {scripts or 'of any name'} on hosts {hosts or 'of any name'}"
         label = f"rule {self.id}" if self.id is not None else "rule"
         return f"{label} ({self.subject_kind} {self.subject}): {', '.join(sorted(self.actions))} on {where}"
@@ -179,3 +165,8 @@ def decide(principal: PrincipalLike, action: Action, target: Target, rules: Iter
     return Decision(
         False, f"{principal.username} may {action} only as access rules allow ({limits}); {describe_target(target)} matches none"
     )
+
+
+def _narrowed(glob: str | None, marked: str, mark: str | None) -> str:
+    """E.g. ``named pay-* tagged payments``: how a rule narrows scripts or hosts ("" if it does not)."""
+    return " ".join(part for part in (f"named {glob}" if glob else "", f"{marked} {mark}" if mark else "") if part)

@@ -123,3 +123,13 @@ def test_rule_description_without_conditions():
     assert Rule("role", "sms-operator", frozenset({"read"})).describe() == (
         "rule (role sms-operator): read on scripts of any name on hosts of any name"
     )
+
+
+def test_rule_description_with_every_condition_and_with_some():
+    full = Rule("group", "team-payments", frozenset({"start", "stop"}), "pay-*", "payments", "web-*", "prod-eu", id=3)
+    assert full.describe() == (
+        "rule 3 (group team-payments): start, stop on scripts named pay-* tagged payments"
+        " on hosts named web-* labelled prod-eu"
+    )
+    some = Rule("user", "otto", frozenset({"read"}), script_tag="payments", host_glob="db-*")
+    assert some.describe() == "rule (user otto): read on scripts tagged payments on hosts named db-*"
