@@ -3,6 +3,8 @@
 Three paths lead here:
 - the run-script flow's ``on_crashed`` and ``on_cancellation`` hooks (Prefect runs them in another
   process once the flow process is gone) reap that one run at once;
+- the run-script flow itself, when the connection to the host failed after the script started
+  (what may still run there is killed before the run ends Failed);
 - the ``sms-housekeeping`` flow (every 30 s) looks at every run record without an end time:
   if Prefect says the run has ended, or its heartbeat is stale (worker or machine lost), the run
   is marked Crashed in Prefect and reaped.
