@@ -20,7 +20,7 @@ from starlette.middleware.sessions import SessionMiddleware
 
 from sms_plugin.catalog import Catalog
 from sms_plugin.errors import NotFound
-from sms_plugin.gateway import auth, proxy
+from sms_plugin.gateway import auth, prefect_routes, proxy
 from sms_plugin.gateway.config import GatewaySettings
 from sms_plugin.gateway.principal import Principal
 from sms_plugin.gateway.rbac import ANY, Action, Decision, Target, decide
@@ -64,6 +64,7 @@ def create_app(settings: GatewaySettings, *, catalog: Catalog | None = None) -> 
                 app.state.prefect = proxy.PrefectUpstream(
                     settings.prefect_url, secret.get_secret_value() if secret else None, prefect_http
                 )
+                await asyncio.to_thread(prefect_routes.api_routes)  # Prefect's routes, before the first request
             yield
 
     app = FastAPI(
