@@ -1,8 +1,9 @@
 """What a non-admin may put in a proxied request: ``include_secrets`` and the body schemas of the
 two changes a non-admin may make through the proxy (start a run, stop or retry a run).
 
-A field set to ``null`` counts as absent (Prefect then uses its default). Every refusal is a
-:class:`Refused` naming the field, which the proxy answers with 403.
+Fields outside a schema are refused even when ``null`` (Prefect does not treat every ``null`` as
+absent); an allowed field set to ``null`` counts as absent. Every refusal is a :class:`Refused`
+naming the field, which the proxy answers with 403.
 
 - ``include_secrets`` (query parameter or body field, at any depth, in any case, ``-`` or ``_``)
   is for sms-admin only unless it is false as Prefect reads booleans.
@@ -75,27 +76,24 @@ def _false(value: Any) -> bool:
         return False
 
 
-def _given(body: dict[str, Any]) -> dict[str, Any]:
-    return {key: value for key, value in body.items() if value is not None}
-
-
-def _object(value: Any, what: str) -> dict[str, Any]:
+def _fields(value: Any, what: str, allowed: frozenset[str]) -> dict[str, Any]:
+    """The non-null fields of the JSON object ``value``; :class:`Refused` when it is no object or
+    holds a field outside ``allowed`` (even a null one)."""
     if not isinstance(value, dict):
         raise Refused(f"{what} must be a JSON object")
-    return _given(value)
+    for name in value:
+        if name not in allowed:
+            raise Refused(f"field {name!r} of {what} is for sms-admin only (allowed: {', '.join(sorted(allowed))})")
+    return {key: item for key, item in value.items() if item is not None}
 
 
 def check_create_flow_run(body: Any, deployment: dict[str, Any]) -> dict[str, Any]:
     """The run parameters of a create_flow_run ``body`` a non-admin may send for ``deployment``
     (as Prefect returns it); :class:`Refused` otherwise."""
-    fields = _object(body, "the create_flow_run body")
-    for name in fields:
-        if name not in _RUN_FIELDS:
-            raise Refused(
-                f"field {name!r} of create_flow_run is for sms-admin only; send only "
-                f"{', '.join(sorted(_RUN_FIELDS))}"
-            )
-    parameters = _object(fields.get("parameters", {}), "'parameters'")
+    fields = _fields(body, "the create_flow_run body", _RUN_FIELDS)
+    parameters = fields.get("parameters", {})
+    if not isinstance(parameters, dict):
+        raise Refused("field 'parameters' must be a JSON object")
     declared = ((deployment.get("parameter_openapi_schema") or {}).get("properties") or {}).keys()
     for name in parameters:
         if name not in declared:
@@ -123,10 +121,7 @@ def check_create_flow_run(body: Any, deployment: dict[str, Any]) -> dict[str, An
 def set_state_action(body: Any, run_state: str | None) -> Action:
     """What a set_state ``body`` is for a non-admin: ``stop`` or ``start`` (a retry of a run
     now in ``run_state``); :class:`Refused` otherwise."""
-    fields = _object(body, "the set_state body")
-    for name in fields:
-        if name not in ("state", "force"):
-            raise Refused(f"field {name!r} of set_state is for sms-admin only")
+    fields = _fields(body, "the set_state body", frozenset({"state", "force"}))
     state = _state(fields.get("state"))
     kind = state.get("type")
     if kind in _STOP_STATES:
@@ -146,17 +141,13 @@ def set_state_action(body: Any, run_state: str | None) -> Action:
 
 
 def _state(value: Any) -> dict[str, Any]:
-    state = _object(value, "field 'state'")
-    for name in state:
-        if name not in _STATE_FIELDS or name == "data":
-            raise Refused(f"field 'state.{name}' is for sms-admin only")
+    state = _fields(value, "field 'state'", _STATE_FIELDS)
+    if "data" in state:
+        raise Refused("field 'state.data' is for sms-admin only")
     if not isinstance(state.get("type"), str):
         raise Refused("field 'state.type' must be a state type")
     return state
 
 
 def _scheduled_time_only(state: dict[str, Any]) -> None:
-    details = _object(state.get("state_details", {}), "field 'state.state_details'")
-    for name in details:
-        if name != "scheduled_time":
-            raise Refused(f"field 'state.state_details.{name}' is for sms-admin only")
+    _fields(state.get("state_details", {}), "field 'state.state_details'", frozenset({"scheduled_time"}))

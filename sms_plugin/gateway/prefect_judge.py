@@ -93,10 +93,10 @@ def is_browser_page(request: Request, found: Endpoint) -> bool:
     return found.key == UI_KEY and request.method == "GET" and "text/html" in request.headers.get("accept", "")
 
 
-async def deny(conn: HTTPConnection, principal: Principal, action: Action, reason: str, status: int = 403) -> HTTPException:
-    """Audit a refusal and return the exception to raise."""
+async def deny(conn: HTTPConnection, principal: Principal, action: Action, reason: str) -> HTTPException:
+    """Audit a refusal and return the 403 to raise."""
     await audit_event(conn, principal, action, "denied", {"method": conn.scope.get("method", "WEBSOCKET"), "reason": reason})
-    return HTTPException(status, detail=f"forbidden: {reason}" if status == 403 else reason)
+    return HTTPException(403, detail=f"forbidden: {reason}")
 
 
 async def audit_event(conn: HTTPConnection, principal: Principal, action: Action, outcome: str, detail: dict[str, Any]) -> None:
