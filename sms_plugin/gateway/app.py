@@ -64,7 +64,9 @@ def create_app(settings: GatewaySettings, *, catalog: Catalog | None = None) -> 
                 app.state.prefect = proxy.PrefectUpstream(
                     settings.prefect_url, secret.get_secret_value() if secret else None, prefect_http
                 )
-                await asyncio.to_thread(prefect_routes.api_routes)  # Prefect's routes, before the first request
+                # Prefect's routes (importing its server takes seconds): read in the background,
+                # the proxy waits for them (proxy.routes_loaded).
+                app.state.prefect_routes = asyncio.create_task(asyncio.to_thread(prefect_routes.api_routes))
             yield
 
     app = FastAPI(

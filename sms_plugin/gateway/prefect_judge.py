@@ -49,7 +49,7 @@ class Upstream(Protocol):
 
 
 @dataclass(frozen=True)
-class Target:
+class Forwarded:
     """The exact request target forwarded: the decoded path, and the raw path + query."""
 
     path: str
@@ -66,7 +66,7 @@ class Verdict:
     body: bytes | None = None
 
 
-def forwarded_target(conn: HTTPConnection) -> Target:
+def forwarded_target(conn: HTTPConnection) -> Forwarded:
     """The canonical path of ``conn`` and the raw target to forward; 400 otherwise."""
     raw = conn.scope.get("raw_path") or conn.scope["path"].encode("utf-8")
     query: bytes = conn.scope.get("query_string", b"")
@@ -77,7 +77,7 @@ def forwarded_target(conn: HTTPConnection) -> Target:
     if not set(query) <= _QUERY_ALPHABET:
         raise HTTPException(400, detail="refused query: characters that must be percent-encoded")
     text = raw.decode("ascii")
-    return Target(path, f"{text}?{query.decode('ascii')}" if query else text)
+    return Forwarded(path, f"{text}?{query.decode('ascii')}" if query else text)
 
 
 def endpoint(conn: HTTPConnection, path: str, *, websocket: bool = False) -> Endpoint:

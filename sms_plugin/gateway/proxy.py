@@ -97,6 +97,13 @@ def _upstream(conn: Request | WebSocket) -> PrefectUpstream:
     return upstream
 
 
+async def routes_loaded(conn: Request | WebSocket) -> None:
+    """Wait until Prefect's routes, read in the background at start, are there."""
+    loading = getattr(conn.app.state, "prefect_routes", None)
+    if loading is not None:
+        await asyncio.shield(loading)
+
+
 def _forward_headers(request: Request) -> dict[str, str]:
     headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP}
     headers.setdefault("accept-encoding", "identity")  # never a body encoding the caller did not ask for
@@ -116,6 +123,7 @@ async def proxy_http(request: Request, path: str) -> Response:
     """Canonical path, endpoint, caller, verdict; then stream the judged request to Prefect and
     the answer back."""
     upstream = _upstream(request)
+    await routes_loaded(request)
     target_path = judge.forwarded_target(request)
     endpoint = judge.endpoint(request, target_path.path)
     try:
@@ -198,6 +206,7 @@ async def proxy_websocket(websocket: WebSocket, path: str) -> None:
     """Check the path and the caller as for HTTP (``/events/out`` and ``/logs/out`` are reads,
     refused to narrowed readers; the rest is admin), then relay frames to and from Prefect."""
     try:
+        await routes_loaded(websocket)
         target = judge.forwarded_target(websocket)
         found = judge.endpoint(websocket, target.path, websocket=True)
     except HTTPException as exc:
