@@ -31,6 +31,8 @@ from sms_plugin.gateway.prefect_route_table import ROUTES
 from sms_plugin.gateway.prefect_routes import UI_KEY, NoRoute, resolve
 
 EXAMPLES = 10_000
+#: 10,000 examples each: ~3 min per test on an idle 2-core machine, up to 10 under load.
+pytestmark = pytest.mark.timeout(1800)
 UI = "UI"
 _SETTINGS = settings(
     max_examples=EXAMPLES, deadline=None, database=None,
