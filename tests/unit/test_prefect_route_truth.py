@@ -31,7 +31,7 @@ from sms_plugin.gateway.prefect_route_table import ROUTES
 from sms_plugin.gateway.prefect_routes import UI_KEY, NoRoute, resolve
 
 EXAMPLES = 10_000
-#: 10,000 examples each: ~3 min per test on an idle 2-core machine, up to 10 under load.
+#: 10,000 examples each: several minutes per test (about 5 on the loaded 2-core machine here).
 pytestmark = pytest.mark.timeout(1800)
 UI = "UI"
 _SETTINGS = settings(
