@@ -110,7 +110,7 @@ async def audit_event(conn: HTTPConnection, principal: Principal, action: Action
 
 
 async def check_role(conn: HTTPConnection, principal: Principal, found: Endpoint) -> Action:
-    """The first action of ``found``'s class the caller's roles grant; 403 when none."""
+    """The action of ``found``'s class the caller's roles grant (``stop`` for set_state); 403 when none."""
     if found.route_class is None:
         raise await deny(conn, principal, "admin", f"Prefect route {found.key} is not classified; denied")
     action = prefect_routes.role_action(principal.roles, found.route_class)
