@@ -63,8 +63,8 @@ class GatewayBed(Peer):
         if self.tls:
             settings.update(SMS_GATEWAY_TLS_CERT=str(self.tls[0]), SMS_GATEWAY_TLS_KEY=str(self.tls[1]))
         if self.with_prefect:
-            self.prefect = PrefectServer(
-                base_path="/prefect", auth_string=self.auth_string, ui_api_url=f"{self.url}/prefect/api"
+            self.prefect = PrefectServer(  # UI files copied and migrations on SQLite: slow on a busy machine
+                base_path="/prefect", auth_string=self.auth_string, ui_api_url=f"{self.url}/prefect/api", timeout=240.0
             ).start()
             settings.update(
                 # The gateway's own Prefect client (host labels, SMS API) talks to the same server.

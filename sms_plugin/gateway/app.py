@@ -20,7 +20,7 @@ from starlette.middleware.sessions import SessionMiddleware
 
 from sms_plugin.catalog import Catalog
 from sms_plugin.errors import NotFound
-from sms_plugin.gateway import auth, proxy
+from sms_plugin.gateway import auth, prefect_routes, proxy
 from sms_plugin.gateway.config import GatewaySettings
 from sms_plugin.gateway.principal import Principal
 from sms_plugin.gateway.rbac import ANY, Action, Decision, Target, decide
@@ -64,6 +64,9 @@ def create_app(settings: GatewaySettings, *, catalog: Catalog | None = None) -> 
                 app.state.prefect = proxy.PrefectUpstream(
                     settings.prefect_url, secret.get_secret_value() if secret else None, prefect_http
                 )
+                # Prefect's routes (importing its server takes seconds): read in the background,
+                # the proxy waits for them (proxy.routes_loaded).
+                app.state.prefect_routes = asyncio.create_task(asyncio.to_thread(prefect_routes.api_routes))
             yield
 
     app = FastAPI(

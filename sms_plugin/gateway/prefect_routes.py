@@ -1,17 +1,11 @@
-"""Which SMS action each Prefect route needs (the proxy's part of the policy).
+"""Which Prefect endpoint a proxied request reaches, and the class of SMS action it needs.
 
-Paths are relative to Prefect's API base (``/prefect/api``); everything else under ``/prefect/``
-is the UI's static files and needs ``read``.
-
-- ``GET``/``HEAD`` and the read-only ``POST`` queries (``.../filter``, ``.../count``,
-  ``.../paginate``, ``.../history``, ``/ui/...``, ``/events/count-by/...``): ``read``.
-- ``POST /deployments/{id}/create_flow_run``: ``start``, on the deployment's script and host.
-- ``POST /flow_runs/{id}/set_state``: to ``CANCELLING``/``CANCELLED`` is ``stop``, to
-  ``SCHEDULED`` (retry) is ``start``, on the flow run's script and host; other states ``admin``.
-- ``include_secrets=true`` anywhere, dot segments in the path, and every other change (deployments, blocks, variables,
-  automations, work pools, concurrency limits, ...): ``admin``. Unlisted means ``admin``.
-- Websockets: ``/events/out`` and ``/logs/out`` are ``read``; the rest (``/events/in``, task-run
-  subscriptions, worker connections) ``admin``.
+The truth about which endpoint a path reaches is Prefect's own router: :func:`resolve` matches
+the (canonical, see :mod:`prefect_paths`) path with Starlette's route matching against the
+routes of Prefect's real server app (``prefect.server.api.server.create_app``), first full match
+wins as in Starlette's router, and looks the route up in the explicit table
+:data:`prefect_route_table.ROUTES`. Paths under ``/prefect/`` outside ``/prefect/api/`` are the
+UI's files (``GET``/``HEAD`` only, class ``meta``).
 
 A run-script deployment names its script in the parameter ``script`` and its host in ``host`` or
 in the tag ``host:<name>`` (``sms_plugin.deploy``); a run's own parameters override them.
@@ -19,99 +13,113 @@ in the tag ``host:<name>`` (``sms_plugin.deploy``); a run's own parameters overr
 
 from __future__ import annotations
 
-import json
-import re
+import functools
 from collections.abc import Iterable
-from dataclasses import dataclass
-from typing import Any, Literal
+from dataclasses import dataclass, field
+from typing import Any
 
-from sms_plugin.gateway.rbac import Action
+from fastapi.routing import RouteContext, iter_route_contexts
+from starlette.routing import Match, Mount, WebSocketRoute
 
-#: What a route's target is looked up from (None: the route has no script/host target).
-TargetKind = Literal["deployment", "flow_run"]
+from sms_plugin.gateway.prefect_route_table import ROUTES, RouteClass
+from sms_plugin.gateway.rbac import Action, granted_actions
+
+PREFIX = "/prefect"
+API_PREFIX = "/prefect/api"
+UI_KEY = "UI GET"
+
+#: The actions a caller's roles must grant before the gateway reads a body of that class.
+NEEDED: dict[RouteClass, frozenset[Action]] = {
+    "meta": frozenset({"read"}),
+    "read": frozenset({"read"}),
+    "start": frozenset({"start"}),
+    "set_state": frozenset({"stop", "start"}),
+    "admin": frozenset({"admin"}),
+}
+
+
+def role_action(roles: Iterable[str], route_class: RouteClass | None) -> Action | None:
+    """The action of ``route_class`` that ``roles`` grant (``stop`` before ``start`` for
+    set_state), or None: the roles may not call such a route (nor may anyone an unclassified one)."""
+    if route_class is None:
+        return None
+    granted = granted_actions(roles) & NEEDED[route_class]
+    return max(granted) if granted else None
+
+
+class NoRoute(Exception):
+    """No Prefect endpoint takes this request: ``status`` 404 (no route) or 405 (other method)."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
 
 
 @dataclass(frozen=True)
-class RouteRule:
-    """The action a request needs and, if it concerns one run, where its target comes from."""
+class Endpoint:
+    """The Prefect route a request reaches: its table key, class (None: unclassified, denied)
+    and path parameters."""
 
-    action: Action
-    target: TargetKind | None = None
-    object_id: str | None = None
-
-
-_READ_POST = re.compile(
-    r"^/(?:"
-    r"[a-z_]+(?:/[^/]+/[a-z_]+)?/(?:filter|count|paginate|history)"  # flow_runs/filter, work_pools/x/queues/filter
-    r"|ui/.+"  # the UI's read-only aggregate queries
-    r"|events/(?:filter|count-by/[a-z_]+)"
-    r"|(?:flow_runs|task_runs)/(?:lateness|history)"
-    r"|csrf-token"
-    r")$"
-)
-_CREATE_RUN = re.compile(r"^/deployments/(?P<id>[0-9a-fA-F-]{36})/create_flow_run$")
-_SET_STATE = re.compile(r"^/flow_runs/(?P<id>[0-9a-fA-F-]{36})/set_state$")
-_READ_SOCKETS = frozenset({"/events/out", "/logs/out"})
-_STOP_STATES = frozenset({"CANCELLING", "CANCELLED"})
-
-API_PREFIX = "api"
+    key: str
+    route_class: RouteClass | None
+    params: dict[str, str] = field(default_factory=dict)
 
 
-def api_path(path: str) -> str | None:
-    """``path`` (relative to ``/prefect/``) as an API path such as ``/flow_runs/filter``, or None
-    for a UI path."""
-    clean = "/" + path.strip("/")
-    if clean == f"/{API_PREFIX}" or clean.startswith(f"/{API_PREFIX}/"):
-        return clean[len(API_PREFIX) + 1 :] or "/"
-    return None
+@functools.cache
+def api_routes() -> tuple[RouteContext, ...]:
+    """The routes of Prefect's API app, in its router's order (built once per process)."""
+    from prefect.server.api.server import create_app
+
+    app = create_app(ephemeral=True, webserver_only=True, ignore_cache=True)
+    api = next(route.app for route in app.routes if isinstance(route, Mount) and route.name == "api")
+    return tuple(iter_route_contexts(api.routes))
 
 
-def _wants_secrets(query: Iterable[tuple[str, str]]) -> bool:
-    return any(k.lower() == "include_secrets" and v.lower() not in ("false", "0", "") for k, v in query)
+def route_keys(route: RouteContext) -> list[str]:
+    """The table keys of ``route``: one per method, ``WS path`` or ``MOUNT path``."""
+    if isinstance(route.original_route, Mount):
+        return [f"MOUNT {route.path}"]
+    if isinstance(route.original_route, WebSocketRoute):
+        return [f"WS {route.path}"]
+    return [f"{method} {route.path}" for method in sorted(route.methods or ())]
 
 
-def http_rule(method: str, path: str, query: Iterable[tuple[str, str]], body: bytes) -> RouteRule:
-    """The rule for an HTTP request to ``/prefect/<path>`` with ``query`` (every name/value pair,
-    repeated names included); ``body`` is read for set_state only."""
-    if _wants_secrets(query) or any(part in (".", "..") for part in path.split("/")):
-        return RouteRule("admin")
-    method = method.upper()
-    route = api_path(path)
-    if method in ("GET", "HEAD", "OPTIONS"):
-        return RouteRule("read")
-    if route is None:
-        return RouteRule("admin")
-    if method == "POST" and _READ_POST.match(route):
-        return RouteRule("read")
-    if method == "POST" and (match := _CREATE_RUN.match(route)):
-        return RouteRule("start", "deployment", match["id"])
-    if method == "POST" and (match := _SET_STATE.match(route)):
-        state = _state_type(body)
-        if state in _STOP_STATES:
-            return RouteRule("stop", "flow_run", match["id"])
-        if state == "SCHEDULED":
-            return RouteRule("start", "flow_run", match["id"])
-    return RouteRule("admin")
+def resolve(method: str, path: str, *, websocket: bool = False) -> Endpoint:
+    """The endpoint of ``method`` on the canonical decoded ``path`` (starting ``/prefect/``);
+    :class:`NoRoute` when Prefect has none."""
+    if path.startswith(API_PREFIX + "/"):
+        return _resolve_api(method.upper(), path[len(API_PREFIX) :], websocket)
+    if websocket or not path.startswith(PREFIX + "/"):
+        raise NoRoute(404, "no such Prefect route")
+    if method.upper() not in ("GET", "HEAD"):
+        raise NoRoute(405, "the Prefect UI's files are read with GET")
+    return Endpoint(UI_KEY, "meta")
 
 
-def needs_body(method: str, path: str) -> bool:
-    """Whether :func:`http_rule` must see the body (set_state) or the target lookup does
-    (create_flow_run parameters)."""
-    route = api_path(path) or ""
-    return method.upper() == "POST" and bool(_SET_STATE.match(route) or _CREATE_RUN.match(route))
+def _resolve_api(method: str, api_path: str, websocket: bool) -> Endpoint:
+    scope: dict[str, Any] = {
+        "type": "websocket" if websocket else "http", "path": api_path, "root_path": "",
+        "method": method, "path_params": {}, "headers": [],
+    }
+    partial = False
+    for route in api_routes():
+        match, child = route.matches(scope)
+        if match == Match.FULL:
+            params = {name: str(value) for name, value in child.get("path_params", {}).items()}
+            key = _key(route, method)
+            if websocket != key.startswith("WS "):
+                raise NoRoute(404, "no such Prefect websocket")
+            return Endpoint(key, ROUTES.get(key), params)
+        partial = partial or match == Match.PARTIAL
+    if partial:
+        raise NoRoute(405, f"Prefect's route does not take {method}")
+    raise NoRoute(404, "no such Prefect API route")
 
 
-def websocket_action(path: str) -> Action:
-    """The action a websocket under ``/prefect/<path>`` needs."""
-    return "read" if api_path(path) in _READ_SOCKETS else "admin"
-
-
-def _state_type(body: bytes) -> str | None:
-    try:
-        state = json.loads(body or b"{}").get("state") or {}
-        return str(state.get("type", "")).upper() or None
-    except (ValueError, AttributeError):
-        return None
+def _key(route: RouteContext, method: str) -> str:
+    first = route_keys(route)[0] if isinstance(route.original_route, (Mount, WebSocketRoute)) else None
+    return first or f"{method} {route.path}"
 
 
 @dataclass(frozen=True)
@@ -129,12 +137,3 @@ def run_target(parameters: dict[str, Any], tags: list[str], overrides: dict[str,
     host = merged.get("host") or next((t.split(":", 1)[1] for t in tags if t.startswith("host:")), None)
     script = merged.get("script")
     return RunTarget(str(script) if script else None, str(host) if host else None)
-
-
-def body_parameters(body: bytes) -> dict[str, Any]:
-    """The ``parameters`` of a create_flow_run body ({} when absent or unreadable)."""
-    try:
-        parameters = json.loads(body or b"{}").get("parameters") or {}
-    except (ValueError, AttributeError):
-        return {}
-    return parameters if isinstance(parameters, dict) else {}

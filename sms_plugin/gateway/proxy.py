@@ -3,9 +3,12 @@
 Prefect serves under the same base path (``PREFECT_UI_SERVE_BASE=/prefect``,
 ``PREFECT_SERVER_API_BASE_PATH=/prefect/api``) on loopback, protected by
 ``PREFECT_SERVER_API_AUTH_STRING``, which only the gateway knows. Each request is authenticated
-(bearer token or session cookie), checked (:mod:`sms_plugin.gateway.prefect_routes` names the
-action, ``app.state.authorize`` decides), then streamed to Prefect with the gateway's own
-``Authorization`` header; the caller's credentials and cookies never reach Prefect.
+(bearer token or session cookie), judged once (:mod:`sms_plugin.gateway.prefect_judge`: canonical
+path, Prefect's own router for the endpoint, role, body, policy), then the exact bytes judged are
+forwarded to Prefect with the gateway's own ``Authorization`` header; the caller's credentials and
+cookies never reach Prefect. Answers come back without Prefect's ``date``/``server`` headers, and
+in an encoding the caller asked for (``identity`` when it sent no ``Accept-Encoding``). A browser
+without a session asking for a UI page is sent to ``/auth/login``.
 
 Websockets: the caller is authenticated at the handshake (cookie or bearer header), or, for
 Prefect clients, by the access token in Prefect's first message ``{"type": "auth", "token": ...}``.
@@ -21,16 +24,17 @@ import contextlib
 import json
 from collections.abc import Awaitable, Callable
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import websockets
 from fastapi import APIRouter, HTTPException, Request, WebSocket
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
 from starlette.background import BackgroundTask
 from starlette.status import WS_1008_POLICY_VIOLATION, WS_1011_INTERNAL_ERROR
 from starlette.websockets import WebSocketDisconnect
 
-from sms_plugin.gateway import audit, prefect_routes
+from sms_plugin.gateway import prefect_judge as judge
 from sms_plugin.gateway.auth import AuthError, authenticate, require_principal
 from sms_plugin.gateway.principal import Principal
 from sms_plugin.gateway.rbac import Action, Decision
@@ -43,7 +47,11 @@ _HOP_BY_HOP = frozenset({
     "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
     "transfer-encoding", "upgrade", "host", "authorization", "cookie", "x-csrf-token",
 })
-_DROP_FROM_RESPONSE = frozenset({"connection", "keep-alive", "transfer-encoding", "set-cookie", "www-authenticate"})
+#: Dropped from Prefect's answers: hop-by-hop, Prefect's cookies and auth prompts, and the
+#: headers the gateway's own server sets (no duplicate ``date``/``server``).
+_DROP_FROM_RESPONSE = frozenset({
+    "connection", "keep-alive", "transfer-encoding", "set-cookie", "www-authenticate", "date", "server",
+})
 
 
 class PrefectUpstream:
@@ -62,16 +70,20 @@ class PrefectUpstream:
     def url(self, path: str) -> str:
         return f"{self.base_url}{PREFIX}/{path.lstrip('/')}"
 
-    def websocket_url(self, path: str, query: str) -> str:
-        url = self.url(path).replace("http://", "ws://", 1).replace("https://", "wss://", 1)
-        return f"{url}?{query}" if query else url
+    def websocket_url(self, target: str) -> str:
+        """The websocket URL of ``target``, a raw path (with query) starting ``/prefect/``."""
+        return (self.base_url + target).replace("http://", "ws://", 1).replace("https://", "wss://", 1)
 
     async def get_json(self, path: str) -> Any:
-        """GET ``/prefect/<path>`` (404 from Prefect becomes a 404 here)."""
-        reply = await self.http.get(self.url(path), headers=self.headers())
+        """GET ``/prefect/<path>`` (404 from Prefect becomes a 404 here, other failures a 502)."""
+        try:
+            reply = await self.http.get(self.url(path), headers=self.headers())
+        except httpx.HTTPError as exc:
+            raise HTTPException(502, detail=f"Prefect is unreachable: {type(exc).__name__}") from None
         if reply.status_code == 404:
             raise HTTPException(404, detail=f"not found in Prefect: {path}")
-        reply.raise_for_status()
+        if reply.status_code >= 400:
+            raise HTTPException(502, detail=f"Prefect answered {reply.status_code} for {path}")
         return reply.json()
 
 
@@ -85,46 +97,16 @@ def _upstream(conn: Request | WebSocket) -> PrefectUpstream:
     return upstream
 
 
-async def _target(upstream: PrefectUpstream, rule: prefect_routes.RouteRule, body: bytes) -> prefect_routes.RunTarget:
-    if rule.target == "deployment":
-        deployment = await upstream.get_json(f"api/deployments/{rule.object_id}")
-        return prefect_routes.run_target(
-            deployment.get("parameters") or {}, deployment.get("tags") or [], prefect_routes.body_parameters(body)
-        )
-    if rule.target == "flow_run":
-        run = await upstream.get_json(f"api/flow_runs/{rule.object_id}")
-        return prefect_routes.run_target(run.get("parameters") or {}, run.get("tags") or [])
-    return prefect_routes.RunTarget(None, None)
-
-
-async def _check(
-    conn: Request | WebSocket, principal: Principal, rule: prefect_routes.RouteRule, body: bytes
-) -> dict[str, Any]:
-    """403 unless the policy allows ``rule``; returns what the audit event should say."""
-    target = await _target(_upstream(conn), rule, body)
-    decision: Decision = await conn.app.state.authorize(principal, rule.action, target.script, target.host)
-    detail = {"method": conn.scope.get("method", "WEBSOCKET"), "script": target.script, "host": target.host}
-    if not decision.allowed:
-        await _audit(conn, principal, rule, "denied", {**detail, "reason": decision.reason})
-        raise HTTPException(403, detail=f"forbidden: {decision.reason}")
-    return detail
-
-
-async def _audit(
-    conn: Request | WebSocket, principal: Principal, rule: prefect_routes.RouteRule, outcome: str, detail: dict[str, Any]
-) -> None:
-    """One audit event ``prefect.<action>`` for a denied request or an allowed change (reads are
-    not audited: the Prefect UI polls them several times a second)."""
-    path = conn.url.path
-    await audit.record(
-        conn.app.state.catalog, audit.Caller(principal.username, principal.subject, audit.client_address(conn)),
-        action=f"prefect.{rule.action}", object_type="prefect", object_name=path[:200], outcome=outcome,
-        detail={k: v for k, v in detail.items() if v is not None},
-    )
+async def routes_loaded(conn: Request | WebSocket) -> None:
+    """Wait until Prefect's routes, read in the background at start, are there."""
+    loading = getattr(conn.app.state, "prefect_routes", None)
+    if loading is not None:
+        await asyncio.shield(loading)
 
 
 def _forward_headers(request: Request) -> dict[str, str]:
     headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP}
+    headers.setdefault("accept-encoding", "identity")  # never a body encoding the caller did not ask for
     headers["x-forwarded-for"] = request.client.host if request.client else ""
     headers["x-forwarded-proto"] = request.url.scheme
     headers["x-forwarded-host"] = request.headers.get("host", "")
@@ -138,20 +120,26 @@ async def prefect_root() -> Response:
 
 @router.api_route("/prefect/{path:path}", methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"])
 async def proxy_http(request: Request, path: str) -> Response:
-    """Authenticate, authorize, then stream the request to Prefect and the answer back."""
-    principal = await require_principal(request)
+    """Canonical path, endpoint, caller, verdict; then stream the judged request to Prefect and
+    the answer back."""
     upstream = _upstream(request)
-    body = await request.body() if prefect_routes.needs_body(request.method, path) else b""
-    rule = prefect_routes.http_rule(request.method, path, request.query_params.multi_items(), body)
-    detail = await _check(request, principal, rule, body)
+    await routes_loaded(request)
+    target_path = judge.forwarded_target(request)
+    endpoint = judge.endpoint(request, target_path.path)
+    try:
+        principal = await require_principal(request)
+    except HTTPException as exc:
+        if exc.status_code == 401 and judge.is_browser_page(request, endpoint):
+            return RedirectResponse(f"/auth/login?next={quote(target_path.target, safe='/')}", status_code=303)
+        raise
+    verdict = await judge.verdict(request, principal, endpoint, upstream)
     if path == "ui-settings" and request.method == "GET":
         return await _ui_settings(upstream)
     outgoing = upstream.http.build_request(
         request.method,
-        upstream.url(path),
-        params=request.query_params.multi_items(),
+        upstream.base_url + target_path.target,
         headers={**_forward_headers(request), **upstream.headers()},
-        content=body if body else request.stream(),
+        content=verdict.body if verdict.body is not None else request.stream(),
         timeout=httpx.Timeout(30.0, read=None),
     )
     try:
@@ -159,9 +147,9 @@ async def proxy_http(request: Request, path: str) -> Response:
     except httpx.HTTPError as exc:
         reply = None
         failure = f"Prefect is unreachable: {type(exc).__name__}"
-    if rule.action != "read":
+    if verdict.action != "read":
         status = reply.status_code if reply is not None else 502
-        await _audit(request, principal, rule, "ok" if status < 400 else "error", {**detail, "status": status})
+        await judge.audit_event(request, principal, verdict.action, "ok" if status < 400 else "error", {**verdict.detail, "status": status})
     if reply is None:
         return JSONResponse({"detail": failure}, status_code=502)
     headers = {k: v for k, v in reply.headers.items() if k.lower() not in _DROP_FROM_RESPONSE}
@@ -196,10 +184,11 @@ async def _websocket_principal(websocket: WebSocket, speaks_prefect: bool) -> Pr
         return None
 
 
-async def _open_upstream(upstream: PrefectUpstream, path: str, query: str) -> Any:
-    """A websocket to Prefect that has passed Prefect's auth handshake."""
+async def _open_upstream(upstream: PrefectUpstream, target: str) -> Any:
+    """A websocket to Prefect's ``target`` (raw path and query) that has passed Prefect's auth
+    handshake."""
     connection = await websockets.connect(
-        upstream.websocket_url(path, query),
+        upstream.websocket_url(target),
         subprotocols=[websockets.Subprotocol("prefect")],
         additional_headers=upstream.headers(),
         open_timeout=15,
@@ -214,7 +203,15 @@ async def _open_upstream(upstream: PrefectUpstream, path: str, query: str) -> An
 
 @router.websocket("/prefect/{path:path}")
 async def proxy_websocket(websocket: WebSocket, path: str) -> None:
-    """Authenticate and authorize the caller, then relay frames to and from Prefect."""
+    """Check the path and the caller as for HTTP (``/events/out`` and ``/logs/out`` are reads,
+    refused to narrowed readers; the rest is admin), then relay frames to and from Prefect."""
+    try:
+        await routes_loaded(websocket)
+        target = judge.forwarded_target(websocket)
+        found = judge.endpoint(websocket, target.path, websocket=True)
+    except HTTPException as exc:
+        await websocket.close(WS_1008_POLICY_VIOLATION, reason=str(exc.detail)[:120])
+        return
     offered = {p.strip() for h in websocket.headers.getlist("sec-websocket-protocol") for p in h.split(",")}
     speaks_prefect = "prefect" in offered
     principal = await _websocket_principal(websocket, speaks_prefect)
@@ -222,16 +219,16 @@ async def proxy_websocket(websocket: WebSocket, path: str) -> None:
     if principal is None:
         await websocket.close(WS_1008_POLICY_VIOLATION, reason="not authenticated")
         return
-    rule = prefect_routes.RouteRule(prefect_routes.websocket_action(path))
     try:
-        detail = await _check(websocket, principal, rule, b"")
+        action = await judge.check_role(websocket, principal, found)
+        await judge.check_narrowed_read(websocket, principal, found)
     except HTTPException as exc:
         await websocket.close(WS_1008_POLICY_VIOLATION, reason=str(exc.detail)[:120])
         return
-    if rule.action != "read":
-        await _audit(websocket, principal, rule, "ok", detail)
+    if action != "read":
+        await judge.audit_event(websocket, principal, action, "ok", {"method": "WEBSOCKET"})
     try:
-        upstream_socket = await _open_upstream(_upstream(websocket), path, websocket.url.query)
+        upstream_socket = await _open_upstream(_upstream(websocket), target.target)
     except (OSError, ConnectionError, websockets.WebSocketException, asyncio.TimeoutError):
         await websocket.close(WS_1011_INTERNAL_ERROR, reason="Prefect is unreachable")
         return

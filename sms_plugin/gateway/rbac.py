@@ -143,6 +143,13 @@ def describe_target(target: Target) -> str:
     return " on ".join(parts)
 
 
+def narrowing_rules(principal: PrincipalLike, action: Action, rules: Iterable[Rule]) -> list[Rule]:
+    """The rules that narrow ``action`` for ``principal`` (none for sms-admin, who is never narrowed)."""
+    if ADMIN_ROLE in principal.roles:
+        return []
+    return [rule for rule in rules if action in rule.actions and rule.applies_to(principal)]
+
+
 def decide(principal: PrincipalLike, action: Action, target: Target, rules: Iterable[Rule]) -> Decision:
     """May ``principal`` do ``action`` on ``target`` under ``rules``? The reason says why (not)."""
     if action not in ACTIONS:
@@ -155,7 +162,7 @@ def decide(principal: PrincipalLike, action: Action, target: Target, rules: Iter
         needed = " or ".join(role for role, actions in ROLE_ACTIONS.items() if action in actions)
         have = ", ".join(sms_roles) or "no SMS role"
         return Decision(False, f"{action!r} needs role {needed}; {principal.username} has {have}")
-    narrowing = [rule for rule in rules if action in rule.actions and rule.applies_to(principal)]
+    narrowing = narrowing_rules(principal, action, rules)
     if not narrowing:
         return Decision(True, f"role {granting[0]} allows {action}")
     for rule in narrowing:

@@ -1,65 +1,313 @@
-"""The action each Prefect route needs, and the script/host a run is about (pure functions)."""
+"""The proxy's judgement, in-process on Prefect's real app routes (no server): canonical paths,
+the route table covering every Prefect route, the roles x routes matrix, body schemas."""
 
 from __future__ import annotations
 
-import json
 import uuid
 
 import pytest
 
-from sms_plugin.gateway.prefect_routes import RouteRule, RunTarget, http_rule, run_target, websocket_action
+from sms_plugin.gateway import prefect_bodies
+from sms_plugin.gateway.prefect_bodies import Refused, check_create_flow_run, secrets_requested, set_state_action
+from sms_plugin.gateway.prefect_paths import BadPath, canonical_path
+from sms_plugin.gateway.prefect_route_table import ROUTES
+from sms_plugin.gateway.prefect_routes import (
+    NoRoute,
+    RunTarget,
+    api_routes,
+    resolve,
+    role_action,
+    route_keys,
+    run_target,
+)
 
 ID = str(uuid.uuid4())
 
 
-def state(kind: str) -> bytes:
-    return json.dumps({"state": {"type": kind}, "force": True}).encode()
+def prefect_route_keys() -> list[str]:
+    return [key for route in api_routes() for key in route_keys(route)]
+
+
+def test_every_prefect_route_is_classified_and_only_those() -> None:
+    keys = prefect_route_keys()
+    assert len(keys) == len(set(keys)) > 190
+    assert sorted(set(keys) - ROUTES.keys()) == [], "Prefect routes the table does not classify"
+    assert sorted(ROUTES.keys() - set(keys)) == [], "table entries Prefect no longer has"
+
+
+# ------------------------------------------------------------------ paths
 
 
 @pytest.mark.parametrize(
-    ("method", "path", "query", "body", "expected"),
+    "raw",
     [
-        ("GET", "", {}, b"", RouteRule("read")),  # the UI
-        ("GET", "runs/abc", {}, b"", RouteRule("read")),  # a UI route
-        ("GET", f"api/deployments/{ID}", {}, b"", RouteRule("read")),
-        ("POST", "api/flow_runs/filter", {}, b"", RouteRule("read")),
-        ("POST", "api/work_pools/sms/queues/filter", {}, b"", RouteRule("read")),
-        ("POST", "api/ui/flow_runs/history", {}, b"", RouteRule("read")),
-        ("POST", "api/events/count-by/event", {}, b"", RouteRule("read")),
-        ("POST", f"api/deployments/{ID}/create_flow_run", {}, b"{}", RouteRule("start", "deployment", ID)),
-        ("POST", f"api/flow_runs/{ID}/set_state", {}, state("CANCELLING"), RouteRule("stop", "flow_run", ID)),
-        ("POST", f"api/flow_runs/{ID}/set_state", {}, state("cancelled"), RouteRule("stop", "flow_run", ID)),
-        ("POST", f"api/flow_runs/{ID}/set_state", {}, state("SCHEDULED"), RouteRule("start", "flow_run", ID)),
-        ("POST", f"api/flow_runs/{ID}/set_state", {}, state("COMPLETED"), RouteRule("admin")),
-        ("POST", f"api/flow_runs/{ID}/set_state", {}, b"not json", RouteRule("admin")),
-        ("GET", "api/block_documents/x", {"include_secrets": "true"}, b"", RouteRule("admin")),
-        ("POST", "api/block_documents/filter", {"include_secrets": "True"}, b"", RouteRule("admin")),
-        ("POST", "api/block_documents/filter", {"include_secrets": "false"}, b"", RouteRule("read")),
-        ("POST", "api/block_documents/filter", [("include_secrets", "false"), ("INCLUDE_SECRETS", "1")], b"",
-         RouteRule("admin")),
-        ("POST", "api/variables/", {}, b"", RouteRule("admin")),
-        ("PATCH", f"api/deployments/{ID}", {}, b"", RouteRule("admin")),
-        ("DELETE", f"api/flow_runs/{ID}", {}, b"", RouteRule("admin")),
-        ("POST", "api/automations/", {}, b"", RouteRule("admin")),
-        ("POST", "api/events", {}, b"", RouteRule("admin")),
-        ("POST", "api/deployments/filter/../../variables", {}, b"", RouteRule("admin")),
-        ("POST", "api/variables/x/../filter", {}, b"", RouteRule("admin")),
-        ("GET", "api/../api/flows", {}, b"", RouteRule("admin")),
-        ("POST", "somewhere-in-the-ui", {}, b"", RouteRule("admin")),
-        ("PUT", "api/flows/filter", {}, b"", RouteRule("admin")),
+        b"/prefect/api/variables/%3Fx=/a/filter",  # encoded ?
+        b"/prefect/api/variables/%3fx=/a/filter",  # ... lower case
+        b"/prefect/api/variables/%23x/a/filter",  # encoded #
+        b"/prefect/api/deployments/filter%2F..%2F..%2Fvariables",  # encoded /
+        b"/prefect/api/variables/a%5Cb/filter",  # encoded backslash
+        b"/prefect/api/variables/a\\b/filter",  # raw backslash
+        b"/prefect/api/variables/%253F/filter",  # double encoding
+        b"/prefect/api/variables/%C0%AF/filter",  # overlong UTF-8 for /
+        b"/prefect/api/variables/%E0%80%AF/filter",  # overlong, 3 bytes
+        b"/prefect/api/variables/%FF/filter",  # invalid UTF-8
+        b"/prefect/api/%66lows/filter",  # needless escape
+        b"/prefect/api/variables/../flows/filter",
+        b"/prefect/api/variables/./filter",
+        b"/prefect/api//variables/",
+        b"/prefect/api/flows/filter%20",  # trailing space
+        b"/prefect/api/flows/filter%09",  # tab
+        b"/prefect/api/flows/filter%00",  # NUL
+        b"/prefect/api/flows/fil%E2%80%8Bter",  # zero-width space
+        b"/prefect/api/flows/filter\x7f",
+        b"/prefect/api/flows/filter ",
+        b"/prefect/api/fl\xc3\xb6ws/filter",  # raw non-ASCII
+        b"prefect/api/flows/filter",
     ],
 )
-def test_http_rule(method, path, query, body, expected) -> None:
-    pairs = list(query.items()) if isinstance(query, dict) else query
-    assert http_rule(method, path, pairs, body) == expected
+def test_non_canonical_paths_are_refused(raw: bytes) -> None:
+    with pytest.raises(BadPath):
+        canonical_path(raw)
 
 
-def test_websocket_actions() -> None:
-    assert websocket_action("api/events/out") == "read"
-    assert websocket_action("api/logs/out") == "read"
-    assert websocket_action("api/events/in") == "admin"
-    assert websocket_action("api/task_runs/subscriptions/scheduled") == "admin"
-    assert websocket_action("api/work_pools/sms/workers/connect") == "admin"
+@pytest.mark.parametrize(
+    ("raw", "decoded"),
+    [
+        (b"/prefect/api/flows/filter", "/prefect/api/flows/filter"),
+        (b"/prefect/api/flows/", "/prefect/api/flows/"),
+        (b"/prefect/api/deployments/name/run-script/pay%20report", "/prefect/api/deployments/name/run-script/pay report"),
+        (b"/prefect/api/variables/name/caf%C3%A9", "/prefect/api/variables/name/caf\u00e9"),
+        (b"/prefect/runs/flow-run/abc", "/prefect/runs/flow-run/abc"),
+    ],
+)
+def test_canonical_paths_pass_decoded(raw: bytes, decoded: str) -> None:
+    assert canonical_path(raw) == decoded
+
+
+# ------------------------------------------------------------------ endpoints
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "key", "cls"),
+    [
+        ("GET", "/prefect/", "UI GET", "meta"),
+        ("GET", "/prefect/runs/flow-run/abc", "UI GET", "meta"),
+        ("GET", "/prefect/api/health", "GET /health", "meta"),
+        ("POST", "/prefect/api/flow_runs/filter", "POST /flow_runs/filter", "read"),
+        ("POST", "/prefect/api/work_pools/sms/queues/filter", "POST /work_pools/{work_pool_name}/queues/filter", "read"),
+        ("POST", "/prefect/api/block_documents/filter", "POST /block_documents/filter", "read"),
+        ("GET", f"/prefect/api/deployments/{ID}", "GET /deployments/{id:uuid}", "read"),
+        ("POST", f"/prefect/api/deployments/{ID}/create_flow_run", "POST /deployments/{id:uuid}/create_flow_run", "start"),
+        ("POST", f"/prefect/api/flow_runs/{ID}/set_state", "POST /flow_runs/{id:uuid}/set_state", "set_state"),
+        ("POST", "/prefect/api/flow_runs/bulk_set_state", "POST /flow_runs/bulk_set_state", "admin"),
+        ("POST", "/prefect/api/variables/", "POST /variables/", "admin"),
+        ("POST", f"/prefect/api/deployments/{ID}/create_flow_run/bulk", "POST /deployments/{id:uuid}/create_flow_run/bulk", "admin"),
+        ("GET", "/prefect/api/admin/settings", "GET /admin/settings", "admin"),
+        ("GET", "/prefect/api/static/x.css", "MOUNT /static", "meta"),
+    ],
+)
+def test_resolve_names_prefects_route(method: str, path: str, key: str, cls: str) -> None:
+    found = resolve(method, path)
+    assert (found.key, found.route_class) == (key, cls)
+
+
+def test_resolve_path_parameters() -> None:
+    assert resolve("POST", f"/prefect/api/deployments/{ID}/create_flow_run").params == {"id": ID}
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status"),
+    [
+        ("POST", "/prefect/api/variables/x/a/filter", 404),  # what %3F would have been decoded to
+        ("POST", "/prefect/api/flows", 404),
+        ("POST", "/prefect/api/deployments/not-a-uuid/create_flow_run", 404),
+        ("PUT", "/prefect/api/flows/filter", 405),
+        ("HEAD", "/prefect/api/health", 405),
+        ("POST", "/prefect/somewhere-in-the-ui", 405),
+        ("GET", "/prefectx/api/flows/", 404),
+    ],
+)
+def test_no_endpoint(method: str, path: str, status: int) -> None:
+    with pytest.raises(NoRoute) as refused:
+        resolve(method, path)
+    assert refused.value.status == status
+
+
+def test_websocket_endpoints() -> None:
+    assert resolve("GET", "/prefect/api/events/out", websocket=True).route_class == "read"
+    assert resolve("GET", "/prefect/api/logs/out", websocket=True).route_class == "read"
+    assert resolve("GET", "/prefect/api/events/in", websocket=True).route_class == "admin"
+    assert resolve("GET", "/prefect/api/task_runs/subscriptions/scheduled", websocket=True).route_class == "admin"
+    assert resolve("GET", "/prefect/api/work_pools/sms/workers/connect", websocket=True).route_class == "admin"
+    for path in ("/prefect/api/flows/filter", "/prefect/api/static/x", "/prefect/"):
+        with pytest.raises(NoRoute):
+            resolve("GET", path, websocket=True)
+
+
+# ------------------------------------------------------------------ roles x routes
+
+ROLES = {
+    "viewer": {"sms-viewer"},
+    "operator": {"sms-operator"},
+    "author": {"sms-author"},
+    "admin": {"sms-admin"},
+    "nobody": set(),
+}
+#: The expected action per role and route class (None: refused before any body is read).
+EXPECTED = {
+    "viewer": {"meta": "read", "read": "read", "start": None, "set_state": None, "admin": None},
+    "operator": {"meta": "read", "read": "read", "start": "start", "set_state": "stop", "admin": None},
+    "author": {"meta": "read", "read": "read", "start": None, "set_state": None, "admin": None},
+    "admin": {"meta": "read", "read": "read", "start": "start", "set_state": "stop", "admin": "admin"},
+    "nobody": {"meta": None, "read": None, "start": None, "set_state": None, "admin": None},
+}
+
+
+@pytest.mark.parametrize("role", sorted(ROLES))
+def test_roles_by_every_prefect_route(role: str) -> None:
+    """Generated from Prefect's app: every route, each role, the verdict of its class."""
+    for key in prefect_route_keys():
+        assert role_action(ROLES[role], ROUTES[key]) == EXPECTED[role][ROUTES[key]], (role, key)
+    assert role_action(ROLES["admin"], None) is None  # unclassified: nobody
+
+
+def test_every_route_a_non_admin_may_change_has_a_body_schema() -> None:
+    """Only start and set_state change something and are open to non-admins; both are judged by
+    prefect_bodies. Every other non-GET route a non-admin may call is a read-only query."""
+    for key, cls in ROUTES.items():
+        method, _, template = key.partition(" ")
+        if cls in ("meta", "read") and method not in ("GET", "HEAD", "WS", "MOUNT"):
+            assert template.endswith(("filter", "count", "paginate", "history", "lateness", "concurrency_status",
+                                      "validate", "next-runs", "count-deployments", "count-task-runs", "counts")) \
+                or template.startswith("/events/count-by/"), key
+
+
+# ------------------------------------------------------------------ bodies
+
+
+@pytest.mark.parametrize(
+    ("query", "body"),
+    [
+        ([("include_secrets", "true")], None),
+        ([("include_secrets", "1")], None),
+        ([("INCLUDE_SECRETS", "yes")], None),
+        ([("include-secrets", "on")], None),
+        ([("include_secrets", "false"), ("include_secrets", "true")], None),
+        ([], {"include_secrets": True}),
+        ([], {"Include_Secrets": "true"}),
+        ([], {"include_secrets": 1}),
+        ([], {"include_secrets": None}),
+        ([], {"block_documents": {"include_secrets": True}}),
+        ([], [{"x": [{"include_secrets": "t"}]}]),
+    ],
+)
+def test_include_secrets_anywhere_is_found(query, body) -> None:
+    assert secrets_requested(query, body) is not None
+
+
+@pytest.mark.parametrize(
+    ("query", "body"),
+    [([], None), ([("include_secrets", "false")], None), ([("include_secrets", "0")], None),
+     ([], {"include_secrets": False}), ([], {"limit": 10, "offset": 0})],
+)
+def test_include_secrets_false_is_fine(query, body) -> None:
+    assert secrets_requested(query, body) is None
+
+
+DEPLOYMENT = {
+    "parameters": {"script": "pay-report"},
+    "parameter_openapi_schema": {"properties": {"script": {}, "host": {}, "args": {}}},
+    "enforce_parameter_schema": False,
+}
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {},
+        {"parameters": {"args": ["x"], "host": "eu-1"}, "name": "mine", "tags": ["t"], "idempotency_key": "k"},
+        {"parameters": {"script": "pay-report"}},
+        {"state": {"type": "SCHEDULED", "message": "Run from the Prefect UI",
+                   "state_details": {"scheduled_time": "2030-01-01T00:00:00Z"}}, "enforce_parameter_schema": False},
+        {"name": None, "idempotency_key": None, "state": None},  # an allowed field's null is absent
+    ],
+)
+def test_create_flow_run_bodies_an_operator_may_send(body) -> None:
+    assert isinstance(check_create_flow_run(body, DEPLOYMENT), dict)
+
+
+@pytest.mark.parametrize(
+    ("body", "named"),
+    [
+        ({"job_variables": {"command": "sh -c id"}}, "job_variables"),
+        ({"job_variables": {}}, "job_variables"),
+        ({"job_variables": None}, "job_variables"),  # outside the schema, even null
+        ({"empirical_policy": None}, "empirical_policy"),  # Prefect would fail on it (500)
+        ({"work_queue_name": "other"}, "work_queue_name"),
+        ({"infrastructure_document_id": ID}, "infrastructure_document_id"),
+        ({"context": {}}, "context"),
+        ({"empirical_policy": {"retries": 9}}, "empirical_policy"),
+        ({"parent_task_run_id": ID}, "parent_task_run_id"),
+        ({"parameters": {"env": {"BASH_ENV": "/tmp/x"}}}, "env"),
+        ({"parameters": {"script": "backup"}}, "script"),
+        ({"parameters": []}, "parameters"),
+        ({"tags": "a"}, "tags"),
+        ({"enforce_parameter_schema": "no"}, "enforce_parameter_schema"),
+        ({"state": {"type": "RUNNING"}}, "state"),
+        ({"state": {"type": "SCHEDULED", "name": "Late"}}, "state"),
+        ({"state": {"type": "SCHEDULED", "data": {"x": 1}}}, "state.data"),
+        ({"state": {"type": "SCHEDULED", "state_details": {"pause_key": "x"}}}, "pause_key"),
+        ([], "object"),
+    ],
+)
+def test_create_flow_run_refusals_name_the_field(body, named: str) -> None:
+    with pytest.raises(Refused, match=named):
+        check_create_flow_run(body, DEPLOYMENT)
+
+
+def test_create_flow_run_enforce_false_only_where_the_deployment_says_so() -> None:
+    with pytest.raises(Refused, match="enforce_parameter_schema"):
+        check_create_flow_run({"enforce_parameter_schema": False}, {**DEPLOYMENT, "enforce_parameter_schema": True})
+
+
+@pytest.mark.parametrize(
+    ("body", "run_state", "action"),
+    [
+        ({"state": {"type": "CANCELLING"}, "force": True}, "RUNNING", "stop"),
+        ({"state": {"type": "CANCELLED", "name": "Cancelled", "message": "m"}}, "SCHEDULED", "stop"),
+        ({"state": {"type": "SCHEDULED", "name": "AwaitingRetry", "message": "Retry from the UI"}, "force": False},
+         "FAILED", "start"),
+        ({"state": {"type": "SCHEDULED"}}, "COMPLETED", "start"),
+    ],
+)
+def test_set_state_for_operators(body, run_state: str, action: str) -> None:
+    assert set_state_action(body, run_state) == action
+
+
+@pytest.mark.parametrize(
+    ("body", "run_state", "named"),
+    [
+        ({"state": {"type": "COMPLETED"}}, "RUNNING", "COMPLETED"),
+        ({"state": {"type": "RUNNING"}, "force": True}, "FAILED", "RUNNING"),
+        ({"state": {"type": "SCHEDULED"}}, "RUNNING", "ended"),
+        ({"state": {"type": "SCHEDULED"}, "force": True}, "FAILED", "force"),
+        ({"state": {"type": "SCHEDULED", "name": "Late"}}, "FAILED", "name"),
+        ({"state": {"type": "CANCELLING", "data": {"x": 1}}}, "RUNNING", "data"),
+        ({"state": {"type": "CANCELLING", "state_details": {"flow_run_id": ID}}}, "RUNNING", "state_details"),
+        ({"state": {"type": "CANCELLING"}, "orchestration": 1}, "RUNNING", "orchestration"),
+        ({"state": "CANCELLING"}, "RUNNING", "state"),
+        (None, "RUNNING", "object"),
+    ],
+)
+def test_set_state_refusals(body, run_state: str, named: str) -> None:
+    with pytest.raises(Refused, match=named):
+        set_state_action(body, run_state)
+
+
+def test_final_states_are_prefects() -> None:
+    from prefect.client.schemas.objects import TERMINAL_STATES
+
+    assert prefect_bodies.FINAL_STATES == {state.value for state in TERMINAL_STATES}
 
 
 def test_run_target_from_parameters_tags_and_overrides() -> None:
