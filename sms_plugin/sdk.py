@@ -21,7 +21,7 @@ import inspect
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
@@ -38,6 +38,8 @@ from sms_plugin.runs import LogLine, RunResult
 from sms_plugin.scripts import ScriptChange, SyncReport
 from sms_plugin.telemetry.logs import LogEntry
 from sms_plugin.telemetry.logs import reader as log_reader
+
+T = TypeVar("T")
 
 
 class AsyncSMSClient:
@@ -180,6 +182,15 @@ class AsyncSMSClient:
         planned = await declarative.plan(self.catalog, Path(path))
         await declarative.apply(self.catalog, planned, author=self.user)
         return planned
+
+
+def blocking_iterator(runner: asyncio.Runner, stream: AsyncIterator[T]) -> Iterator[T]:
+    """The items of an async iterator, each awaited on ``runner``."""
+    while True:
+        try:
+            yield runner.run(stream.__anext__())  # type: ignore[arg-type]
+        except StopAsyncIteration:
+            return
 
 
 def gateway_error(reply: httpx.Response) -> SMSError:
@@ -345,12 +356,7 @@ class SMSClient:
 
     def _blocking_iterator(self, member: Callable[..., AsyncIterator[Any]]) -> Callable[..., Iterator[Any]]:
         def iterate(*args: Any, **kwargs: Any) -> Iterator[Any]:
-            stream = member(*args, **kwargs)
-            while True:
-                try:
-                    yield self._runner.run(stream.__anext__())
-                except StopAsyncIteration:
-                    return
+            return blocking_iterator(self._runner, member(*args, **kwargs))
 
         return iterate
 

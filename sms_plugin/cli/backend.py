@@ -29,7 +29,7 @@ from sms_plugin.errors import SMSError
 from sms_plugin.hosts import HostCheck, HostInfo, ScannedKey
 from sms_plugin.runs import LogLine, RunResult
 from sms_plugin.scripts import SyncReport
-from sms_plugin.sdk import GatewayClient
+from sms_plugin.sdk import GatewayClient, blocking_iterator
 
 T = TypeVar("T")
 TRIGGER = "cli"
@@ -153,12 +153,7 @@ class LocalBackend:
 
     def logs(self, run_id: str, *, follow: bool) -> Iterator[LogLine]:
         with asyncio.Runner() as runner:
-            stream = run_services.logs(run_id, follow=follow)
-            while True:
-                try:
-                    yield runner.run(stream.__anext__())
-                except StopAsyncIteration:
-                    return
+            yield from blocking_iterator(runner, run_services.logs(run_id, follow=follow))
 
     def plan(self, path: Path) -> declarative.Plan:
         return _blocking(declarative.plan(self.catalog, path))
