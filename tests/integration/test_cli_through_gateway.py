@@ -17,7 +17,7 @@ import pytest
 from prefect import get_client
 from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
 
-from blocks.hosts import LocalHost
+from blocks.hosts import LocalHost, load_host
 from sms_plugin import hosts as host_services
 from sms_plugin import scripts as script_services
 from sms_plugin.catalog import ScriptSpec, list_audit
@@ -174,3 +174,16 @@ def test_after_logout_the_cli_is_local_again(gateway, scripts, fresh):  # noqa: 
     assert not fresh.login_file.exists()
     assert HELLO not in fresh.ok("script", "list")  # the fresh home's own, empty catalog
     assert f"no script named {HELLO!r}" in fresh.refused("run", HELLO)
+
+
+async def test_hosts_through_the_gateway_admins_add_others_are_refused(gateway, scripts, fresh):  # noqa: F811
+    name = f"door-host-{SUFFIX}"
+    fresh.login(gateway.url, "otto")
+    error = fresh.refused("host", "add", name, "--local", "--label", "lab")
+    assert "403" in error and "'admin' needs role sms-admin" in error
+    with pytest.raises(NotFound):
+        await load_host(name)
+    fresh.login(gateway.url, "adam")
+    assert f"Host {name} saved" in fresh.ok("host", "add", name, "--local", "--label", "lab")
+    [row] = [line for line in fresh.ok("host", "list").splitlines() if name in line]
+    assert "local" in row and "lab" in row
