@@ -168,6 +168,16 @@ def save(login: StoredLogin) -> Path:
     return path
 
 
+def forget() -> StoredLogin | None:
+    """Remove ``login.json``; returns the login it held (None when there was none)."""
+    try:
+        stored = load()
+    except SMSError:
+        stored = None
+    login_path().unlink(missing_ok=True)
+    return stored
+
+
 def load() -> StoredLogin | None:
     """The stored login, or None."""
     try:

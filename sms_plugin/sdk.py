@@ -21,7 +21,7 @@ import inspect
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
@@ -32,12 +32,14 @@ from sms_plugin import hosts as host_services
 from sms_plugin import runs as run_services
 from sms_plugin import scripts as script_services
 from sms_plugin.catalog import Catalog, Script, ScriptSpec, ScriptVersion
-from sms_plugin.errors import InvalidInput, SMSError
+from sms_plugin.errors import Conflict, InvalidInput, NotFound, SMSError
 from sms_plugin.hosts import HostCheck, HostInfo, ScannedKey
 from sms_plugin.runs import LogLine, RunResult
 from sms_plugin.scripts import ScriptChange, SyncReport
 from sms_plugin.telemetry.logs import LogEntry
 from sms_plugin.telemetry.logs import reader as log_reader
+
+T = TypeVar("T")
 
 
 class AsyncSMSClient:
@@ -182,6 +184,30 @@ class AsyncSMSClient:
         return planned
 
 
+def blocking_iterator(runner: asyncio.Runner, stream: AsyncIterator[T]) -> Iterator[T]:
+    """The items of an async iterator, each awaited on ``runner``."""
+    while True:
+        try:
+            yield runner.run(stream.__anext__())  # type: ignore[arg-type]
+        except StopAsyncIteration:
+            return
+
+
+def gateway_error(reply: httpx.Response) -> SMSError:
+    """The SMS error for a gateway's error answer, carrying its status and reason."""
+    try:
+        detail: Any = reply.json().get("detail", reply.text)
+    except (ValueError, AttributeError):
+        detail = reply.text[:300]
+    if isinstance(detail, list):  # request validation: [{"loc": [...], "msg": ...}, ...]
+        detail = "; ".join(f"{'.'.join(map(str, e.get('loc', [])[1:]))}: {e.get('msg')}" for e in detail)
+    message = f"the gateway answered {reply.status_code}: {detail}"
+    kind = {404: NotFound, 409: Conflict, 422: InvalidInput}.get(reply.status_code, SMSError)
+    if reply.status_code == 401:
+        message += "; run `sms login` again"
+    return kind(message)
+
+
 class GatewayClient:
     """SMS through the gateway's REST API (``/api/v1``), as the caller's Keycloak identity.
 
@@ -235,17 +261,20 @@ class GatewayClient:
         return credentials.access_token(stored)
 
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:
-        reply = self._http.request(method, path, headers={"Authorization": f"Bearer {self._bearer()}"}, **kwargs)
+        try:
+            reply = self._http.request(method, path, headers={"Authorization": f"Bearer {self._bearer()}"}, **kwargs)
+        except httpx.TransportError as error:
+            raise SMSError(f"cannot reach the gateway at {self.gateway_url}: {type(error).__name__}") from None
         if reply.status_code >= 400:
-            try:
-                detail = reply.json().get("detail", reply.text)
-            except ValueError:
-                detail = reply.text[:300]
-            raise SMSError(f"the gateway answered {reply.status_code}: {detail}")
+            raise gateway_error(reply)
         return reply.json() if reply.content else None
 
     def hosts(self) -> list[dict[str, Any]]:
         return self._call("GET", "/hosts")
+
+    def add_host(self, host: dict[str, Any]) -> dict[str, Any]:
+        """Add a host (admins): the fields of ``POST /hosts`` (name, kind, address, username, ...)."""
+        return self._call("POST", "/hosts", json=host)
 
     def scripts(self, tag: str | None = None) -> list[dict[str, Any]]:
         return self._call("GET", "/scripts", params={"tag": tag} if tag else None)
@@ -253,8 +282,23 @@ class GatewayClient:
     def script(self, name: str) -> dict[str, Any]:
         return self._call("GET", f"/scripts/{name}")
 
+    def add_script(self, spec: dict[str, Any], content: str | None = None, comment: str = "") -> dict[str, Any]:
+        """Add a script (authors): its settings (the fields of a catalog entry) and its content."""
+        return self._call("POST", "/scripts", json={**spec, "content": content, "comment": comment})
+
+    def push(self, name: str, content: str, comment: str = "") -> dict[str, Any]:
+        """Store ``content`` as the script's next version; ``created`` is False when it is unchanged."""
+        return self._call("POST", f"/scripts/{name}/versions", json={"content": content, "comment": comment})
+
+    def remove_script(self, name: str) -> None:
+        self._call("DELETE", f"/scripts/{name}")
+
     def versions(self, name: str) -> list[dict[str, Any]]:
         return self._call("GET", f"/scripts/{name}/versions")
+
+    def version(self, name: str, number: int) -> dict[str, Any]:
+        """One version, with its content."""
+        return self._call("GET", f"/scripts/{name}/versions/{number}")
 
     def run(self, name: str, args: list[str] | None = None, *, host: str | None = None, version: int | None = None) -> str:
         """Start the script; returns the run id at once."""
@@ -271,8 +315,9 @@ class GatewayClient:
     def stop(self, run_id: str) -> str:
         return str(self._call("POST", f"/runs/{run_id}/stop")["state"])
 
-    def logs(self, run_id: str) -> list[dict[str, Any]]:
-        return self._call("GET", f"/runs/{run_id}/logs")
+    def logs(self, run_id: str, *, offset: int = 0) -> list[dict[str, Any]]:
+        """The run's log lines from ``offset`` on, oldest first (one page)."""
+        return self._call("GET", f"/runs/{run_id}/logs", params={"offset": offset} if offset else None)
 
     def close(self) -> None:
         self._http.close()
@@ -311,12 +356,7 @@ class SMSClient:
 
     def _blocking_iterator(self, member: Callable[..., AsyncIterator[Any]]) -> Callable[..., Iterator[Any]]:
         def iterate(*args: Any, **kwargs: Any) -> Iterator[Any]:
-            stream = member(*args, **kwargs)
-            while True:
-                try:
-                    yield self._runner.run(stream.__anext__())
-                except StopAsyncIteration:
-                    return
+            return blocking_iterator(self._runner, member(*args, **kwargs))
 
         return iterate
 

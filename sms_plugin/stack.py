@@ -65,6 +65,9 @@ class EmbeddedStack:
             SMS_HOME=str(sms_home()),
             SMS_DATABASE_URL=database_url(),
             PREFECT_SERVER_ANALYTICS_ENABLED="false",
+            # The v2 UI starts an analytics client at every page load whatever that setting says;
+            # the v1 UI has none (docs/decisions.md#the-prefect-ui-calls-no-analytics-host).
+            PREFECT_SERVER_UI_V2_ENABLED="false",
             PREFECT_WORKER_QUERY_SECONDS=env.get("PREFECT_WORKER_QUERY_SECONDS", "2"),
         )
         if self.gateway and self.auth_string:
@@ -72,6 +75,7 @@ class EmbeddedStack:
                 PREFECT_SERVER_API_BASE_PATH="/prefect/api",
                 PREFECT_UI_SERVE_BASE="/prefect",
                 PREFECT_UI_API_URL=f"{self.gateway.base_url}/prefect/api",
+                PREFECT_UI_URL=f"{self.gateway.base_url}/prefect",  # the workers' "View at" links
                 PREFECT_SERVER_API_AUTH_STRING=self.auth_string,
                 PREFECT_API_AUTH_STRING=self.auth_string,
                 SMS_GATEWAY_PREFECT_URL=f"http://127.0.0.1:{self.port}",
@@ -161,7 +165,10 @@ class EmbeddedStack:
             self.console.print(
                 f"\n[bold green]SMS is up.[/] Gateway: {self.gateway.base_url}  (log in at /auth/login; "
                 f"Prefect UI at {self.gateway.base_url}/prefect/, REST API at /api/v1, logs in {self.logs})\n"
-                f"Catalog: {database_url()}\nPress Ctrl-C to stop.\n"
+                f"Catalog: {database_url()}\n"
+                f"The CLI, from any machine, needs no database or Prefect settings:\n"
+                f"  sms login --gateway {self.gateway.base_url}\n  sms script list\n  sms run hello-bash --wait -- world\n"
+                f"Press Ctrl-C to stop.\n"
             )
             return
         ui = self.api_url.removesuffix("/api")

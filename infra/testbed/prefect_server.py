@@ -88,6 +88,7 @@ class PrefectServer(Peer):
             {
                 "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
                 "PREFECT_SERVER_UI_ENABLED": "true" if self.ui_api_url else "false",
+                "PREFECT_SERVER_UI_V2_ENABLED": "false",  # as `sms up`: the v1 UI, which calls no analytics host
                 # A run of a "queue" script retries its deployment slot after this many seconds (default 30).
                 "PREFECT_SERVER_DEPLOYMENTS_CONCURRENCY_SLOT_WAIT_SECONDS": "1",
                 # As `sms up` does: slot leases on disk, so they survive a server restart.

@@ -5,12 +5,9 @@ Errors are one line on stderr and a non-zero exit status, never a traceback.
 
 from __future__ import annotations
 
-import asyncio
-import getpass
 import sys
-from collections.abc import Coroutine
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import click
 import httpx
@@ -18,20 +15,17 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from sms_plugin import apply as declarative
 from sms_plugin import hosts as host_services
-from sms_plugin import runs as run_services
-from sms_plugin import scripts as script_services
-from sms_plugin.catalog import Catalog, ScriptSpec
+from sms_plugin.catalog import ScriptSpec
+from sms_plugin.cli import backend
 from sms_plugin.cli import logs as _logs
 from sms_plugin.cli import windows as windows_cli
 from sms_plugin.cli.exporter import exporter as _exporter
 from sms_plugin.cli.gateway import gateway as _gateway
 from sms_plugin.cli.gateway import login as _login
+from sms_plugin.cli.gateway import logout as _logout
 from sms_plugin.cli.worker import worker as worker_command
 from sms_plugin.errors import InvalidInput, SMSError
-
-T = TypeVar("T")
 
 app = typer.Typer(
     name="sms",
@@ -47,21 +41,17 @@ app.add_typer(script_app, name="script")
 
 out = Console()
 err = Console(stderr=True)
-TRIGGER = "cli"
 
 
-def _user() -> str:
-    return getpass.getuser()
-
-
-def _run(coroutine: Coroutine[Any, Any, T]) -> T:
-    return asyncio.run(coroutine)
-
-
-def _catalog() -> Catalog:
-    catalog = Catalog()
-    catalog.upgrade()
-    return catalog
+@app.callback()
+def _options(
+    local: Annotated[
+        bool,
+        typer.Option("--local", envvar="SMS_LOCAL", help="Use this machine's catalog and Prefect even after `sms login`."),
+    ] = False,
+) -> None:
+    """After `sms login`, every verb goes through the gateway; `sms logout` or --local use the local catalog."""
+    backend.force_local(local)
 
 
 def _pairs(values: list[str], what: str) -> dict[str, str]:
@@ -111,7 +101,7 @@ def host_add(
         block = host_services.ssh_host(
             address=ssh, port=port, username=user, private_key=key, password=password, legacy=legacy, labels=label
         )
-    _run(host_services.add(name, block, overwrite=overwrite))
+    backend.current().add_host(name, block, overwrite=overwrite)
     hint = "" if local else f"; now check and pin its host key: sms host trust {name}"
     out.print(f"Host {name} saved ({block.describe()}){hint}")
 
@@ -123,7 +113,7 @@ host_app.command("add-windows")(windows_cli.host_add_windows)
 def host_list() -> None:
     """List the hosts."""
     table = Table("name", "kind", "where", "pinned keys", "algorithms", "labels")
-    for host in _run(host_services.listing()):
+    for host in backend.current().hosts():
         ssh = host.kind == "ssh"
         table.add_row(
             host.name, host.kind, host.where, str(host.pinned_keys) if ssh else "-",
@@ -135,7 +125,7 @@ def host_list() -> None:
 @host_app.command("check")
 def host_check(name: str) -> None:
     """Check a host: reachable, login, host key, SSH algorithms, login shell, interpreters. Exit 1 if unusable."""
-    result = _run(host_services.check(name))
+    result = backend.current().check_host(name)
 
     def row(label: str, value: str) -> None:
         out.print(f"  {label:<13} {value}", markup=False, highlight=False)
@@ -173,12 +163,13 @@ def host_trust(
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Pin without asking.")] = False,
 ) -> None:
     """Show an SSH host's key fingerprint and pin the key after you confirm it."""
-    key = _run(host_services.scan_host_key(name))
+    door = backend.current()
+    key = door.scan_host_key(name)
     out.print(f"{name} shows the host key {key.line.split()[0]} {key.fingerprint}")
     if not yes and not typer.confirm("Is this the server's real key? Pin it", default=False):
         err.print("Not pinned.")
         raise typer.Exit(1)
-    _run(host_services.pin_host_key(name, key.line))
+    door.pin_host_key(name, key.line)
     out.print(f"Pinned; SMS now connects to {name} and refuses any other key.")
 
 
@@ -239,8 +230,8 @@ def script_add(
         }
     )
     content = file.read_text(encoding="utf-8") if file else None
-    script = _run(script_services.add(_catalog(), spec, content, author=_user()))
-    out.print(f"Script {script.name} added; deployment run-script/{script.name} is ready")
+    backend.current().add_script(spec, content)
+    out.print(f"Script {spec.name} added; deployment run-script/{spec.name} is ready")
 
 
 @script_app.command("push")
@@ -250,13 +241,9 @@ def script_push(
     comment: Annotated[str, typer.Option("--comment", "-m")] = "",
 ) -> None:
     """Store a new version of a script's source (nothing happens if it is unchanged)."""
-    catalog = _catalog()
-    spec = ScriptSpec.from_script(script_services.show(catalog, name))
-    change = _run(
-        script_services.update(catalog, spec, file.read_text(encoding="utf-8"), author=_user(), comment=comment)
-    )
-    if change.new_version:
-        out.print(f"{name}: version {change.new_version.number} stored")
+    number = backend.current().push(name, file.read_text(encoding="utf-8"), comment)
+    if number:
+        out.print(f"{name}: version {number} stored")
     else:
         out.print(f"{name}: unchanged, same content as the newest version")
 
@@ -265,8 +252,8 @@ def script_push(
 def script_list(tag: Annotated[str | None, typer.Option("--tag", help="Only scripts with this tag.")] = None) -> None:
     """List the scripts."""
     table = Table("name", "interpreter", "host", "schedules", "enabled", "tags")
-    for script in script_services.listing(_catalog(), tag):
-        schedules = ", ".join(s.get("cron") or f"every {s['interval_seconds']}s" for s in script.schedules)
+    for script in backend.current().scripts(tag):
+        schedules = ", ".join(s.cron or f"every {s.interval_seconds}s" for s in script.schedules)
         table.add_row(
             script.name, script.interpreter, script.host, schedules, "yes" if script.enabled else "no", " ".join(script.tags)
         )
@@ -276,12 +263,10 @@ def script_list(tag: Annotated[str | None, typer.Option("--tag", help="Only scri
 @script_app.command("show")
 def script_show(name: str) -> None:
     """Show a script's settings and newest version."""
-    catalog = _catalog()
-    script = script_services.show(catalog, name)
-    for key, value in ScriptSpec.from_script(script).model_dump().items():
+    spec, newest = backend.current().script(name)
+    for key, value in spec.model_dump().items():
         out.print(f"[bold]{key}[/]: {value}")
-    if script.interpreter != "original":
-        newest = script_services.version(catalog, name)
+    if newest:
         out.print(f"[bold]version[/]: {newest.number} ({newest.sha256[:12]}, {newest.author}, {newest.created_at:%Y-%m-%d %H:%M} UTC)")
         out.print(newest.content, markup=False, highlight=False)
 
@@ -290,7 +275,7 @@ def script_show(name: str) -> None:
 def script_versions(name: str) -> None:
     """List a script's versions, newest first."""
     table = Table("version", "sha256", "author", "created (UTC)", "comment")
-    for version in script_services.versions(_catalog(), name):
+    for version in backend.current().versions(name):
         table.add_row(str(version.number), version.sha256[:12], version.author, f"{version.created_at:%Y-%m-%d %H:%M}", version.comment)
     out.print(table)
 
@@ -303,7 +288,7 @@ def script_rm(
     """Remove a script and its deployment (run records and the audit trail stay)."""
     if not yes and not typer.confirm(f"Remove script {name} and its deployment?", default=False):
         raise typer.Exit(1)
-    _run(script_services.remove(_catalog(), name, author=_user()))
+    backend.current().remove_script(name)
     out.print(f"Script {name} removed")
 
 
@@ -321,17 +306,12 @@ def run(
     timeout: Annotated[float | None, typer.Option("--wait-timeout", help="Give up waiting after N s.")] = None,
 ) -> None:
     """Start a script: sms run NAME [--wait] -- ARGS..."""
-    catalog = _catalog()
-    run_id = _run(
-        run_services.start(
-            catalog, name, args=args or None, env=_pairs(env, "--env") or None, host=host, version=version,
-            trigger=TRIGGER, user=_user(),
-        )
-    )
+    door = backend.current()
+    run_id = door.start(name, args=args or None, env=_pairs(env, "--env") or None, host=host, version=version)
     out.print(f"Run {run_id} started", highlight=False)
     if not wait:
         return
-    result = _run(run_services.wait(catalog, run_id, timeout=timeout))
+    result = door.wait(run_id, timeout)
     for line in result.output_tail:
         out.print(line, markup=False, highlight=False)
     out.print(f"{result.state}" + (f": {result.message}" if result.message else ""), markup=False, highlight=False)
@@ -343,7 +323,7 @@ def run(
 @app.command("stop")
 def stop(run_id: str) -> None:
     """Stop a run: Prefect cancels it and the remote process tree is killed."""
-    state = _run(run_services.stop(run_id))
+    state = backend.current().stop(run_id)
     out.print(f"Run {run_id}: {state.lower()}", highlight=False)
 
 
@@ -357,8 +337,8 @@ def apply(
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Apply without asking.")] = False,
 ) -> None:
     """Show what a declarative catalog would change, then apply it (idempotent)."""
-    catalog = _catalog()
-    planned = _run(declarative.plan(catalog, path))
+    door = backend.current()
+    planned = door.plan(path)
     for change in planned.changes:
         colour = {"add": "green", "update": "yellow", "unchanged": "dim"}[change.action]
         detail = f" ({change.detail})" if change.detail else ""
@@ -370,14 +350,14 @@ def apply(
         return
     if not yes and not typer.confirm(f"Apply {len(planned.pending)} change(s)?", default=True):
         raise typer.Exit(1)
-    _run(declarative.apply(catalog, planned, author=_user()))
+    door.apply(planned)
     out.print(f"Applied {len(planned.pending)} change(s).")
 
 
 @app.command("sync")
 def sync() -> None:
     """Make Prefect's deployments match the catalog."""
-    report = _run(script_services.sync(_catalog()))
+    report = backend.current().sync()
     out.print(f"{len(report.deployed)} deployment(s) in place; removed: {', '.join(report.removed) or 'none'}")
 
 
@@ -397,6 +377,7 @@ app.command("exporter")(_exporter)
 _logs.register(app)
 app.command("gateway")(_gateway)
 app.command("login")(_login)
+app.command("logout")(_logout)
 
 
 def main() -> None:

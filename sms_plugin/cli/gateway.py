@@ -1,4 +1,4 @@
-"""``sms gateway`` (serve the gateway) and ``sms login`` (get a token for the CLI and SDK)."""
+"""``sms gateway`` (serve the gateway), ``sms login`` (get a token for the CLI and SDK) and ``sms logout``."""
 
 from __future__ import annotations
 
@@ -65,3 +65,13 @@ def login(
         stored = credentials.finish_device_login(provider, device)
     path = credentials.save(stored)
     out.print(f"Logged in to {gateway_url} as {stored.username}; token in {path}")
+    out.print("Every sms command now goes through the gateway; `sms logout` returns to the local catalog.")
+
+
+def logout() -> None:
+    """Forget the stored login: sms commands use the local catalog and Prefect again."""
+    stored = credentials.forget()
+    if stored is None:
+        out.print("Not logged in; sms commands use the local catalog.")
+        return
+    out.print(f"Logged out of {stored.gateway_url} ({stored.username}); sms commands use the local catalog again.")

@@ -17,7 +17,7 @@ import typer
 from rich.console import Console
 from typer.core import TyperGroup
 
-from sms_plugin import runs as run_services
+from sms_plugin.cli import backend
 from sms_plugin.errors import SMSError
 from sms_plugin.settings import elasticsearch_url
 from sms_plugin.telemetry.logs import reader
@@ -47,12 +47,8 @@ def show(
 ) -> None:
     """Print a run's log: its output lines from Elasticsearch when SMS_ELASTICSEARCH_URL is set
     (every line), else Prefect's run log."""
-
-    async def print_lines() -> None:
-        async for line in run_services.logs(run_id, follow=follow):
-            out.print(f"{line.timestamp:%H:%M:%S} {line.level:<7} {line.message}", markup=False, soft_wrap=True)
-
-    asyncio.run(print_lines())
+    for line in backend.current().logs(run_id, follow=follow):
+        out.print(f"{line.timestamp:%H:%M:%S} {line.level:<7} {line.message}", markup=False, soft_wrap=True)
 
 
 @logs_app.command("search")
@@ -64,6 +60,8 @@ def search(
     limit: Annotated[int, typer.Option("--limit", "-n", help="At most this many lines.")] = 100,
 ) -> None:
     """Search the output of all runs in Elasticsearch, newest line first."""
+    if not isinstance(backend.current(), backend.LocalBackend):
+        raise SMSError("`sms logs search` is not available through the gateway; use `sms --local logs search` on the server")
     if not elasticsearch_url():
         raise SMSError("searching needs Elasticsearch: set SMS_ELASTICSEARCH_URL")
 

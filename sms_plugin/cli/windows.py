@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Annotated
 
@@ -10,7 +9,7 @@ import typer
 from pydantic import SecretStr, ValidationError
 from rich.console import Console
 
-from sms_plugin import hosts as host_services
+from sms_plugin.cli import backend
 from sms_plugin.errors import InvalidInput
 
 
@@ -41,7 +40,7 @@ def host_add_windows(
     except ValidationError as error:
         raise InvalidInput("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())) from None
     block.target()  # refuses Basic over HTTP before anything is saved
-    asyncio.run(host_services.add(name, block, overwrite=overwrite))
+    backend.current().add_host(name, block, overwrite=overwrite)
     Console().print(f"Host {name} saved ({block.describe()}); check it with: sms host check {name}")
 
 

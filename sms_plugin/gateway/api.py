@@ -348,6 +348,15 @@ async def push_version(name: str, body: VersionIn, c: CallDep) -> PushOut:
         return PushOut(created=change.new_version is not None, version=VersionOut.of(version))
 
 
+@router.delete("/scripts/{name}", tags=["scripts"], status_code=204, responses=ERRORS)
+async def remove_script(name: str, c: CallDep) -> None:
+    """Remove a script and its deployment (authors); its run records and audit trail stay."""
+    async with c.action("script.remove", "script", name):
+        c.authorize("author")
+        c.authorize("author", await c.targets.script(script_services.show(c.catalog, name)))
+        await script_services.remove(c.catalog, name, author=c.principal.username)
+
+
 @router.get("/scripts/{name}/versions", tags=["scripts"], responses=ERRORS)
 async def list_versions(name: str, c: CallDep) -> list[VersionOut]:
     """A script's versions, newest first."""
@@ -494,12 +503,21 @@ async def show_run(run_id: str, c: CallDep) -> RunDetail:
 
 
 @router.get("/runs/{run_id}/logs", tags=["runs"], responses=ERRORS)
-async def run_logs(run_id: str, c: CallDep, limit: Annotated[int, Query(ge=1, le=10_000)] = 1000) -> list[LogLineOut]:
-    """A run's log lines so far, oldest first (at most ``limit``)."""
+async def run_logs(
+    run_id: str,
+    c: CallDep,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+    offset: Annotated[int, Query(ge=0, le=2**31)] = 0,
+) -> list[LogLineOut]:
+    """A run's log lines so far, oldest first: at most ``limit``, after the first ``offset``."""
     async with c.action("run.logs", "run", run_id):
         await _run_target(c, "read", run_id)
         lines: list[LogLineOut] = []
+        seen = 0
         async for line in run_services.logs(run_id):
+            seen += 1
+            if seen <= offset:
+                continue
             lines.append(LogLineOut(timestamp=line.timestamp, level=line.level, message=line.message))
             if len(lines) >= limit:
                 break

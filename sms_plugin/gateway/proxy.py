@@ -159,9 +159,10 @@ async def proxy_http(request: Request, path: str) -> Response:
 
 
 async def _ui_settings(upstream: PrefectUpstream) -> Response:
-    """Prefect's UI settings without its basic-auth prompt: the gateway authenticates instead."""
+    """Prefect's UI settings without its basic-auth prompt (the gateway authenticates instead), and
+    the v1 UI only: the v2 UI starts an analytics client whatever the analytics setting says."""
     settings = await upstream.get_json("ui-settings")
-    settings["auth"] = None
+    settings.update(auth=None, default_ui="v1", available_uis=["v1"], v2_base_url=None)  # v2 calls an analytics host
     return JSONResponse(settings)
 
 

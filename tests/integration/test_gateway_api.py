@@ -58,6 +58,12 @@ class World:
     async def make_run(self, script: str) -> str:
         return await run_services.start(self.gateway.catalog, script, trigger="test", user="setup")
 
+    async def make_script(self) -> str:
+        name = f"gw-rm-{uuid.uuid4().hex[:8]}"
+        await script_services.add(self.gateway.catalog, ScriptSpec(name=name, interpreter="sh", host=EU), "echo x\n",
+                                  author="setup")
+        return name
+
     def make_rule(self) -> int:
         with self.gateway.catalog.session() as s:
             return rows.add_rule(s, created_by="setup", subject_kind="user", subject="nobody", actions=["read"]).id
@@ -102,6 +108,10 @@ def run_of(script: str) -> Params:
         return {"run_id": await world.make_run(script)}
 
     return params
+
+
+async def a_script(world: World) -> dict[str, Any]:
+    return {"name": await world.make_script()}
 
 
 async def a_rule(world: World) -> dict[str, Any]:
@@ -164,6 +174,7 @@ CASES = [
          body=lambda u: {"name": unique("gw-new", u), "interpreter": "sh", "host": EU, "content": "echo new\n"}),
     Case("POST", "/api/v1/scripts/{name}/versions", only(AUTHORS, 200), fixed(name=OPS_EU),
          body=lambda u: {"content": f"echo {u}\n", "comment": "matrix"}),
+    Case("DELETE", "/api/v1/scripts/{name}", only(AUTHORS, 204), a_script),
     Case("GET", "/api/v1/scripts/{name}/versions", everyone(200), fixed(name=PAY_EU)),
     Case("GET", "/api/v1/scripts/{name}/versions/{number}", everyone(200), fixed(name=PAY_EU, number=1)),
     Case("GET", "/api/v1/scripts/{name}/diff", everyone(200), fixed(name=PAY_EU), query={"from": 1, "to": 2}),

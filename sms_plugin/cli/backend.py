@@ -1,0 +1,300 @@
+"""Where the ``sms`` command's verbs are carried out: the local catalog and Prefect (``LocalBackend``),
+or the gateway's REST API with the token ``sms login`` stored (``GatewayBackend``).
+
+The CLI formats, a backend fetches: both answer with the same plain values (``ScriptSpec``,
+``Version``, ``HostInfo``, ``RunResult``, ``LogLine``). :func:`current` picks one: the gateway
+when a login is stored, unless ``--local`` / ``SMS_LOCAL=1`` asks for the local catalog.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import time
+from collections.abc import Coroutine, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+from blocks.hosts import HostBlock, LocalHost, SSHHost
+from sms_plugin import apply as declarative
+from sms_plugin import credentials
+from sms_plugin import hosts as host_services
+from sms_plugin import runs as run_services
+from sms_plugin import scripts as script_services
+from sms_plugin.catalog import Catalog, ScriptSpec, ScriptVersion
+from sms_plugin.errors import SMSError
+from sms_plugin.hosts import HostCheck, HostInfo, ScannedKey
+from sms_plugin.runs import LogLine, RunResult
+from sms_plugin.scripts import SyncReport
+from sms_plugin.sdk import GatewayClient, blocking_iterator
+
+T = TypeVar("T")
+TRIGGER = "cli"
+_FINAL_STATES = {"COMPLETED", "FAILED", "CANCELLED", "CRASHED"}
+
+
+@dataclass(frozen=True)
+class Version:
+    """One stored version of a script (``content`` only where it was asked for)."""
+
+    number: int
+    sha256: str
+    author: str
+    created_at: datetime
+    comment: str
+    content: str | None = None
+
+
+class Backend(Protocol):
+    """What the CLI's verbs need; see the two implementations below."""
+
+    where: str
+
+    def hosts(self) -> list[HostInfo]: ...
+    def add_host(self, name: str, block: HostBlock, *, overwrite: bool) -> None: ...
+    def check_host(self, name: str) -> HostCheck: ...
+    def scan_host_key(self, name: str) -> ScannedKey: ...
+    def pin_host_key(self, name: str, line: str) -> None: ...
+    def scripts(self, tag: str | None) -> list[ScriptSpec]: ...
+    def script(self, name: str) -> tuple[ScriptSpec, Version | None]: ...
+    def versions(self, name: str) -> list[Version]: ...
+    def add_script(self, spec: ScriptSpec, content: str | None) -> None: ...
+    def push(self, name: str, content: str, comment: str) -> int | None: ...
+    def remove_script(self, name: str) -> None: ...
+    def start(
+        self, name: str, *, args: list[str] | None, env: dict[str, str] | None, host: str | None, version: int | None
+    ) -> str: ...
+    def wait(self, run_id: str, timeout: float | None) -> RunResult: ...
+    def stop(self, run_id: str) -> str: ...
+    def logs(self, run_id: str, *, follow: bool) -> Iterator[LogLine]: ...
+    def plan(self, path: Path) -> declarative.Plan: ...
+    def apply(self, planned: declarative.Plan) -> None: ...
+    def sync(self) -> SyncReport: ...
+
+
+def _blocking(coroutine: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(coroutine)
+
+
+def _version(version: ScriptVersion, *, content: bool = False) -> Version:
+    return Version(version.number, version.sha256, version.author, version.created_at, version.comment,
+                   version.content if content else None)
+
+
+class LocalBackend:
+    """The catalog (``SMS_DATABASE_URL``) and Prefect (``PREFECT_API_URL``) of this machine's settings."""
+
+    def __init__(self) -> None:
+        self.user = getpass.getuser()
+
+    @property
+    def where(self) -> str:
+        return "the local catalog"
+
+    @cached_property
+    def catalog(self) -> Catalog:
+        catalog = Catalog()
+        catalog.upgrade()
+        return catalog
+
+    def hosts(self) -> list[HostInfo]:
+        return _blocking(host_services.listing())
+
+    def add_host(self, name: str, block: HostBlock, *, overwrite: bool) -> None:
+        _blocking(host_services.add(name, block, overwrite=overwrite))
+
+    def check_host(self, name: str) -> HostCheck:
+        return _blocking(host_services.check(name))
+
+    def scan_host_key(self, name: str) -> ScannedKey:
+        return _blocking(host_services.scan_host_key(name))
+
+    def pin_host_key(self, name: str, line: str) -> None:
+        _blocking(host_services.pin_host_key(name, line))
+
+    def scripts(self, tag: str | None) -> list[ScriptSpec]:
+        return [ScriptSpec.from_script(s) for s in script_services.listing(self.catalog, tag)]
+
+    def script(self, name: str) -> tuple[ScriptSpec, Version | None]:
+        spec = ScriptSpec.from_script(script_services.show(self.catalog, name))
+        if spec.interpreter == "original":
+            return spec, None
+        return spec, _version(script_services.version(self.catalog, name), content=True)
+
+    def versions(self, name: str) -> list[Version]:
+        return [_version(v) for v in script_services.versions(self.catalog, name)]
+
+    def add_script(self, spec: ScriptSpec, content: str | None) -> None:
+        _blocking(script_services.add(self.catalog, spec, content, author=self.user))
+
+    def push(self, name: str, content: str, comment: str) -> int | None:
+        spec = ScriptSpec.from_script(script_services.show(self.catalog, name))
+        change = _blocking(script_services.update(self.catalog, spec, content, author=self.user, comment=comment))
+        return change.new_version.number if change.new_version else None
+
+    def remove_script(self, name: str) -> None:
+        _blocking(script_services.remove(self.catalog, name, author=self.user))
+
+    def start(
+        self, name: str, *, args: list[str] | None, env: dict[str, str] | None, host: str | None, version: int | None
+    ) -> str:
+        return _blocking(run_services.start(
+            self.catalog, name, args=args, env=env, host=host, version=version, trigger=TRIGGER, user=self.user
+        ))
+
+    def wait(self, run_id: str, timeout: float | None) -> RunResult:
+        return _blocking(run_services.wait(self.catalog, run_id, timeout=timeout))
+
+    def stop(self, run_id: str) -> str:
+        return _blocking(run_services.stop(run_id))
+
+    def logs(self, run_id: str, *, follow: bool) -> Iterator[LogLine]:
+        with asyncio.Runner() as runner:
+            yield from blocking_iterator(runner, run_services.logs(run_id, follow=follow))
+
+    def plan(self, path: Path) -> declarative.Plan:
+        return _blocking(declarative.plan(self.catalog, path))
+
+    def apply(self, planned: declarative.Plan) -> None:
+        _blocking(declarative.apply(self.catalog, planned, author=self.user))
+
+    def sync(self) -> SyncReport:
+        return _blocking(script_services.sync(self.catalog))
+
+
+def _host_body(name: str, block: HostBlock, overwrite: bool) -> dict[str, Any]:
+    """``POST /hosts`` for an SSH or local host block."""
+    body: dict[str, Any] = {"name": name, "kind": block.kind, "labels": list(block.labels), "overwrite": overwrite,
+                            "max_parallel_sessions": block.max_parallel_sessions}
+    if isinstance(block, SSHHost):
+        body.update(
+            address=block.address, port=block.port, username=block.username, host_keys=list(block.host_keys),
+            legacy=block.legacy,
+            private_key=block.private_key.get_secret_value() if block.private_key else None,
+            password=block.password.get_secret_value() if block.password else None,
+        )
+    elif not isinstance(block, LocalHost):
+        raise SMSError(f"the gateway adds SSH and local hosts only, not {block.kind} hosts")
+    return body
+
+
+def _spec(data: dict[str, Any]) -> ScriptSpec:
+    return ScriptSpec.model_validate({k: v for k, v in data.items() if k in ScriptSpec.model_fields})
+
+
+def _api_version(data: dict[str, Any]) -> Version:
+    return Version(data["number"], data["sha256"], data["author"], datetime.fromisoformat(data["created_at"]),
+                   data["comment"], data.get("content"))
+
+
+class GatewayBackend:
+    """The gateway's REST API (``/api/v1``) as the user of the stored login."""
+
+    def __init__(self, login: credentials.StoredLogin) -> None:
+        self.url = login.gateway_url
+        self.where = f"the gateway {login.gateway_url} (as {login.username})"
+        self.client = GatewayClient(login.gateway_url)
+
+    def _not_here(self, verb: str) -> SMSError:
+        return SMSError(
+            f"`sms {verb}` is not available through the gateway {self.url}; run `sms --local {verb}` where the "
+            "catalog and Prefect are configured, or ask an admin"
+        )
+
+    def hosts(self) -> list[HostInfo]:
+        return [HostInfo(h["name"], h["kind"], h["where"], h["pinned_keys"], h["legacy"], tuple(h["labels"]))
+                for h in self.client.hosts()]
+
+    def add_host(self, name: str, block: HostBlock, *, overwrite: bool) -> None:
+        self.client.add_host(_host_body(name, block, overwrite))
+
+    def check_host(self, name: str) -> HostCheck:
+        raise self._not_here(f"host check {name}")
+
+    def scan_host_key(self, name: str) -> ScannedKey:
+        raise self._not_here(f"host trust {name}")
+
+    def pin_host_key(self, name: str, line: str) -> None:
+        raise self._not_here(f"host trust {name}")
+
+    def scripts(self, tag: str | None) -> list[ScriptSpec]:
+        return [_spec(s) for s in self.client.scripts(tag)]
+
+    def script(self, name: str) -> tuple[ScriptSpec, Version | None]:
+        data = self.client.script(name)
+        newest = data.get("newest_version")
+        return _spec(data), _api_version(self.client.version(name, newest)) if newest else None
+
+    def versions(self, name: str) -> list[Version]:
+        return [_api_version(v) for v in self.client.versions(name)]
+
+    def add_script(self, spec: ScriptSpec, content: str | None) -> None:
+        self.client.add_script(spec.model_dump(mode="json"), content)
+
+    def push(self, name: str, content: str, comment: str) -> int | None:
+        answer = self.client.push(name, content, comment)
+        return int(answer["version"]["number"]) if answer["created"] else None
+
+    def remove_script(self, name: str) -> None:
+        self.client.remove_script(name)
+
+    def start(
+        self, name: str, *, args: list[str] | None, env: dict[str, str] | None, host: str | None, version: int | None
+    ) -> str:
+        if env:
+            raise SMSError("a run started through the gateway takes no --env; set environment values on the script")
+        return self.client.run(name, args, host=host, version=version)
+
+    def _result(self, run_id: str) -> RunResult:
+        data = self.client.run_status(run_id)
+        return RunResult(run_id, data["state"], data["message"], data["exit_code"], list(data["output_tail"]))
+
+    def wait(self, run_id: str, timeout: float | None) -> RunResult:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while (result := self._result(run_id)).state not in _FINAL_STATES:
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(run_id)
+            time.sleep(1)
+        return result
+
+    def stop(self, run_id: str) -> str:
+        return self.client.stop(run_id)
+
+    def logs(self, run_id: str, *, follow: bool) -> Iterator[LogLine]:
+        seen = 0
+        while True:
+            ended = not follow or self._result(run_id).state in _FINAL_STATES
+            while page := self.client.logs(run_id, offset=seen):
+                seen += len(page)
+                for line in page:
+                    yield LogLine(datetime.fromisoformat(line["timestamp"]), line["level"], line["message"])
+            if ended:
+                return
+            time.sleep(1)
+
+    def plan(self, path: Path) -> declarative.Plan:
+        raise self._not_here(f"apply {path}")
+
+    def apply(self, planned: declarative.Plan) -> None:
+        raise self._not_here("apply")
+
+    def sync(self) -> SyncReport:
+        raise self._not_here("sync")
+
+
+_force_local = False
+
+
+def force_local(local: bool) -> None:
+    """``sms --local``: use the local catalog even when a login is stored."""
+    global _force_local
+    _force_local = local
+
+
+def current() -> Backend:
+    """The gateway when ``sms login`` stored a login (and ``--local`` is not given), else the local catalog."""
+    login = None if _force_local else credentials.load()
+    return GatewayBackend(login) if login else LocalBackend()

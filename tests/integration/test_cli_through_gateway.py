@@ -1,0 +1,189 @@
+"""`sms` as a new user runs it: a fresh home with no database or Prefect settings, `sms login` to the
+real gateway (real Keycloak, real Prefect, a real worker), then every verb through the gateway's
+REST API; refusals carry the gateway's reason and change nothing; `sms logout` makes it local again."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+from uuid import UUID
+
+import pytest
+from prefect import get_client
+from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
+
+from blocks.hosts import LocalHost, load_host
+from sms_plugin import hosts as host_services
+from sms_plugin import scripts as script_services
+from sms_plugin.catalog import ScriptSpec, list_audit
+from sms_plugin.deploy import deployment_name
+from sms_plugin.errors import NotFound
+from tests.integration.conftest import until
+from tests.integration.gateway_fixtures import Gateway, gateway  # noqa: F401 - fixture
+
+pytestmark = pytest.mark.integration
+
+SMS = str(Path(sys.executable).with_name("sms"))
+SUFFIX = uuid.uuid4().hex[:6]
+HELLO, SLOW, NEW = f"door-hello-{SUFFIX}", f"door-slow-{SUFFIX}", f"door-new-{SUFFIX}"
+
+
+class FreshHome:
+    """The `sms` command in a home of its own: no SMS_*, no PREFECT_* settings, no terminal."""
+
+    def __init__(self, home: Path) -> None:
+        self.home = home
+        self.env = {"PATH": os.environ["PATH"], "HOME": str(home), "LANG": "C.UTF-8", "NO_COLOR": "1",
+                    "COLUMNS": "250", "TERM": "dumb"}
+
+    def __call__(self, *args: str, input: str | None = None, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run([SMS, *args], env=self.env, input=input, capture_output=True, text=True,
+                              timeout=timeout, start_new_session=True)
+        assert "Traceback" not in done.stderr, done.stderr
+        return done
+
+    def login(self, gateway_url: str, user: str) -> None:
+        done = self("login", "--gateway", gateway_url, "--password", "-u", user, input=f"{user}-pw\n")
+        assert done.returncode == 0, done.stderr
+        assert f"as {user}" in done.stdout
+
+    def ok(self, *args: str) -> str:
+        done = self(*args)
+        assert done.returncode == 0, f"sms {' '.join(args)}: {done.stdout}\n{done.stderr}"
+        return done.stdout
+
+    def refused(self, *args: str) -> str:
+        done = self(*args)
+        assert done.returncode != 0, done.stdout
+        assert done.stderr.startswith("error: ") and done.stderr.count("\n") == 1, done.stderr
+        return done.stderr
+
+    @property
+    def login_file(self) -> Path:
+        return self.home / ".sms" / "login.json"
+
+
+@pytest.fixture
+def fresh(tmp_path: Path) -> FreshHome:
+    return FreshHome(tmp_path)
+
+
+@pytest.fixture(scope="module")
+async def scripts(gateway: Gateway, prefect_worker) -> None:  # noqa: F811
+    """Two scripts in the gateway's catalog; the worker serves their pool."""
+    await host_services.add("local", LocalHost(), overwrite=True)
+    for name, content in ((HELLO, 'echo "hello $1"\n'), (SLOW, "echo started\nsleep 300\n")):
+        await script_services.add(gateway.catalog, ScriptSpec(name=name, interpreter="sh", host="local"), content,
+                                  author="setup")
+
+
+def run_id_of(output: str) -> str:
+    found = re.search(r"Run (\S+) started", output)
+    assert found, output
+    return found.group(1)
+
+
+async def state_of(run_id: str) -> str:
+    async with get_client() as client:
+        state = (await client.read_flow_run(UUID(run_id))).state
+    return state.type.value if state else ""
+
+
+async def reaches(run_id: str, wanted: str, timeout: float) -> bool:
+    async def there() -> bool:
+        return await state_of(run_id) == wanted
+
+    return bool(await until(there, timeout))
+
+
+async def runs_of(script: str) -> int:
+    async with get_client() as client:
+        return len(await client.read_flow_runs(
+            deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=[deployment_name(script).split("/")[1]]))
+        ))
+
+
+async def test_an_operator_lists_runs_stops_and_reads_logs_through_the_gateway(gateway, scripts, fresh):  # noqa: F811
+    fresh.login(gateway.url, "otto")
+    listing = fresh.ok("script", "list")
+    assert HELLO in listing and SLOW in listing
+    assert 'echo "hello $1"' in fresh.ok("script", "show", HELLO)
+
+    done = fresh("run", HELLO, "--wait", "--", "world")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "stdout: hello world" in done.stdout and "COMPLETED" in done.stdout
+    async with get_client() as client:
+        tags = set((await client.read_flow_run(UUID(run_id_of(done.stdout)))).tags)
+    assert {"sms-trigger:api", "sms-user:otto"} <= tags  # started by the gateway, as otto
+
+    slow = run_id_of(fresh.ok("run", SLOW))
+    assert await reaches(slow, "RUNNING", 120), await state_of(slow)
+    assert f"Run {slow}: cancelling" in fresh.ok("stop", slow)
+    assert await reaches(slow, "CANCELLED", 60), await state_of(slow)
+    assert "started" in fresh.ok("logs", slow)
+    assert "already ended" in fresh.refused("stop", slow)
+
+    assert "is not available through the gateway" in fresh.refused("host", "check", "local")
+    assert not (fresh.home / ".sms" / "catalog.db").exists()  # nothing local was used
+
+
+async def test_a_viewer_is_refused_with_the_gateways_reason_and_nothing_runs(gateway, scripts, fresh):  # noqa: F811
+    fresh.login(gateway.url, "viola")
+    assert HELLO in fresh.ok("script", "list")
+    before = await runs_of(HELLO)
+    error = fresh.refused("run", HELLO, "--wait")
+    assert "403" in error and "'start' needs role" in error and "viola has sms-viewer" in error
+    assert await runs_of(HELLO) == before
+    with gateway.catalog.session() as session:
+        [event] = list_audit(session, actor="viola", action="api.run.start", limit=1)
+    assert event.outcome == "denied" and event.object_name == HELLO
+
+
+async def test_an_author_adds_pushes_and_removes_a_script(gateway, scripts, fresh, tmp_path):  # noqa: F811
+    fresh.login(gateway.url, "anna")
+    source = tmp_path / "new.sh"
+    source.write_text("echo one\n")
+    fresh.ok("script", "add", NEW, "-t", "sh", "-h", "local", "-f", str(source), "--tag", "door")
+    source.write_text("echo two\n")
+    assert f"{NEW}: version 2 stored" in fresh.ok("script", "push", NEW, str(source), "-m", "second")
+    versions = fresh.ok("script", "versions", NEW)
+    assert "second" in versions and versions.count("anna") == 2
+    assert script_services.version(gateway.catalog, NEW).content == "echo two\n"
+    assert f"Script {NEW} removed" in fresh.ok("script", "rm", NEW, "--yes")
+    with pytest.raises(NotFound):
+        script_services.show(gateway.catalog, NEW)
+
+
+def test_an_expired_login_says_log_in_again(gateway, scripts, fresh):  # noqa: F811
+    fresh.login(gateway.url, "otto")
+    stored = json.loads(fresh.login_file.read_text())
+    fresh.login_file.write_text(json.dumps({**stored, "access_token": "not-a-token"}))
+    error = fresh.refused("script", "list")
+    assert "401" in error and "run `sms login` again" in error
+
+
+def test_after_logout_the_cli_is_local_again(gateway, scripts, fresh):  # noqa: F811
+    fresh.login(gateway.url, "otto")
+    assert HELLO in fresh.ok("script", "list")
+    assert "Logged out" in fresh.ok("logout")
+    assert not fresh.login_file.exists()
+    assert HELLO not in fresh.ok("script", "list")  # the fresh home's own, empty catalog
+    assert f"no script named {HELLO!r}" in fresh.refused("run", HELLO)
+
+
+async def test_hosts_through_the_gateway_admins_add_others_are_refused(gateway, scripts, fresh):  # noqa: F811
+    name = f"door-host-{SUFFIX}"
+    fresh.login(gateway.url, "otto")
+    error = fresh.refused("host", "add", name, "--local", "--label", "lab")
+    assert "403" in error and "'admin' needs role sms-admin" in error
+    with pytest.raises(NotFound):
+        await load_host(name)
+    fresh.login(gateway.url, "adam")
+    assert f"Host {name} saved" in fresh.ok("host", "add", name, "--local", "--label", "lab")
+    [row] = [line for line in fresh.ok("host", "list").splitlines() if name in line]
+    assert "local" in row and "lab" in row

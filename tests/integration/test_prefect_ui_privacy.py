@@ -1,0 +1,51 @@
+"""The Prefect UI behind the gateway calls no analytics host: its settings point only at the
+gateway, analytics are off, and the UI served is v1, whose code has no analytics client (the v2
+UI starts one at every page load whatever the analytics setting says)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+pytestmark = pytest.mark.integration
+
+ANALYTICS_HOST = "amplitude.com"
+
+
+def strings(value: Any) -> Iterator[str]:
+    """Every string inside a JSON value."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from strings(item)
+
+
+def entry_script(client: httpx.Client, page_path: str) -> str:
+    """The JavaScript entry point of the UI page at ``page_path``, as a browser would load it."""
+    page = client.get(page_path, headers={"accept": "text/html"})
+    assert page.status_code == 200, page.text[:300]
+    [src] = re.findall(r'<script type="module" crossorigin src="([^"]+)"', page.text)
+    return client.get(src).text
+
+
+def test_ui_settings_through_the_gateway_call_no_analytics_host(gateway_bed, keycloak) -> None:
+    headers = {"Authorization": f"Bearer {keycloak.token('adam')}"}
+    with httpx.Client(base_url=gateway_bed.url, headers=headers, timeout=30) as client:
+        settings = client.get("/prefect/ui-settings").json()
+        assert settings["auth"] is None
+        assert (settings["default_ui"], settings["available_uis"], settings["v2_base_url"]) == ("v1", ["v1"], None)
+        urls = [value for value in strings(settings) if "://" in value]
+        assert urls and all(url.startswith(f"{gateway_bed.url}/prefect") for url in urls), urls
+
+        assert client.get("/prefect/api/admin/settings").json()["server"]["analytics_enabled"] is False
+
+        assert ANALYTICS_HOST not in entry_script(client, "/prefect/")  # what a browser gets: v1
+        assert ANALYTICS_HOST in entry_script(client, "/prefect/v2/")  # why v2 is not offered
