@@ -11,22 +11,25 @@ import asyncio
 import functools
 import logging
 from datetime import UTC, datetime
+from typing import Any
 from uuid import UUID
 
 from prefect import Flow, flow, get_client
 from prefect.client.schemas.objects import FlowRun, FlowRunPolicy
 from prefect.context import FlowRunContext
+from prefect.exceptions import TerminationSignal
 from prefect.logging import get_run_logger
 from prefect.logging.handlers import APILogHandler
-from prefect.states import Failed, State
+from prefect.states import Cancelled, Failed, State
 
 from blocks.hosts import load_host
 from sms_plugin import run_events
 from sms_plugin.catalog import Catalog, get_script, get_version, record_run, update_run
-from sms_plugin.errors import NotFound, SMSError, TransportError
+from sms_plugin.errors import InvalidInput, NotFound, SMSError, TransportError
 from sms_plugin.execution import ExecutionResult, ScriptRun, execute
 from sms_plugin.limits import host_slot
 from sms_plugin.origin import run_origin
+from sms_plugin.parameters import resolve
 from sms_plugin.heartbeats import heartbeat
 from sms_plugin.reaper import ACTOR, reap_run
 from sms_plugin.settings import database_url
@@ -114,8 +117,8 @@ async def run_script(
         interpreter=entry.interpreter,
         content=chosen.content if chosen else None,
         path=entry.path,
-        args=list(entry.default_args if args is None else args),
-        env={**entry.env, **(env or {})},
+        args=inputs.args,
+        env={**entry.env, **inputs.env},
         working_dir=entry.working_dir,
         timeout_seconds=entry.timeout_seconds,
         kill_grace_seconds=entry.kill_grace_seconds,
@@ -126,10 +129,11 @@ async def run_script(
     logger.info(f"Running {script} ({version_text}, {entry.interpreter}) on {target_host}")
 
     process_started = False
+    process_group: int | None = None
 
     async def started(pid: int | None) -> None:
-        nonlocal process_started
-        process_started = True
+        nonlocal process_started, process_group
+        process_started, process_group = True, pid
         script_started()
         logger.info(f"Started as process group {pid}" if pid is not None else "Started (this host reports no process id)")
         _update(catalog, str(flow_run.id), remote_pid=pid, started_at=datetime.now(UTC), exit_code=None)
@@ -159,8 +163,13 @@ async def run_script(
             message += f"; {await _reap_quietly(catalog, str(flow_run.id), str(error))}"
         _update(catalog, str(flow_run.id), ended_at=datetime.now(UTC))
         return await _finish(logger, Failed(message=message))
-    except BaseException:  # cancelled or terminated: execute() has killed the process group
+    except TerminationSignal:  # the process worker's stop: execute() has killed the process group
         _update(catalog, str(flow_run.id), ended_at=datetime.now(UTC))
+        return await _finish(logger, Cancelled(message=_stopped(process_group, target_host)))
+    except BaseException:  # cancelled in process (sms worker): execute() has killed the process group
+        _update(catalog, str(flow_run.id), ended_at=datetime.now(UTC))
+        if process_started:
+            logger.warning(_stopped(process_group, target_host))
         raise
     _update(
         catalog,
@@ -174,6 +183,12 @@ async def run_script(
     if problem := _failure(script, result, run.timeout_seconds):
         return await _finish(logger, Failed(message=problem))
     return await _finish(logger, result.exit_code)
+
+
+def _stopped(process_group: int | None, host: str) -> str:
+    if process_group is None:
+        return f"stopped before the script started on {host}"
+    return f"stopped: process group {process_group} killed on {host}"
 
 
 def _failure(script: str, result: ExecutionResult, timeout: float | None) -> str | None:
@@ -194,7 +209,7 @@ async def _finish(logger: logging.LoggerAdapter, outcome: int | State) -> int | 
     """Logs the outcome and sends every pending log line to Prefect before the state is final,
     so that whoever sees the run end can read its whole output at once."""
     if isinstance(outcome, State):
-        logger.error(outcome.message)
+        logger.log(logging.WARNING if outcome.is_cancelled() else logging.ERROR, outcome.message)
     else:
         logger.info(f"finished with exit code {outcome}")
     if in_shared_process():
