@@ -107,8 +107,8 @@ class ParameterSpec(BaseModel):
                 self.default = self.check(self.default)
         except InvalidInput as error:
             raise ValueError(f"parameter {self.name}: default or choice {error}") from None
-        if self.secret and (self.type != "string" or self.choices):
-            raise ValueError(f"parameter {self.name}: a secret is a string without choices")
+        if self.secret and (self.type != "string" or self.choices or self.default is not None):
+            raise ValueError(f"parameter {self.name}: a secret is a string without choices or default")
         return self
 
     def check(self, value: object) -> Value:

@@ -127,6 +127,9 @@ class ScriptSpec(BaseModel):
             raise ValueError(str(error)) from None
         if self.parameters and self.default_args:
             raise ValueError("a script that declares parameters takes no default_args (give parameters defaults)")
+        needed = [p.name for p in self.parameters if p.required and p.default is None]
+        if needed and self.schedules:
+            raise ValueError(f"a scheduled run cannot give required parameters {needed}: give them defaults")
         return self
 
     @model_validator(mode="after")
