@@ -4,8 +4,8 @@ A name must match ``[A-Za-z_][A-Za-z0-9_]*`` and must not be one that an interpr
 dynamic loader or SMS itself reads at start-up, whatever a script declares: such a variable runs
 code before the approved script does (``BASH_ENV``, ``PYTHONSTARTUP``, ``LD_PRELOAD``...) or
 changes how the launcher works (``PATH``, ``IFS``, ``SMS_RUN_ID``). Names are compared in upper
-case (Windows treats ``ComSpec`` and ``COMSPEC`` alike). Values and arguments must not contain NUL,
-which no POSIX ``execve`` can carry. Reasons per name: docs/catalog.md.
+case (Windows treats ``ComSpec`` and ``COMSPEC`` alike). Values and arguments must be UTF-8 text
+without NUL, which no POSIX ``execve`` can carry. Reasons per name: docs/catalog.md.
 
 >>> env_name_problem("REPORT_DIR") is None
 True
@@ -84,9 +84,14 @@ def check_env(env: Mapping[str, str], *, sms_sets: bool = False) -> None:
 
 
 def check_words(words: Iterable[str], what: str = "argument") -> None:
-    """InvalidInput if any of ``words`` is not a string or contains NUL."""
+    """InvalidInput if any of ``words`` is not text that a host can receive: a string, without
+    NUL, that encodes as UTF-8 (a lone surrogate does not)."""
     for index, word in enumerate(words):
         if not isinstance(word, str):
             raise InvalidInput(f"{what} {index + 1} must be text, not {type(word).__name__}")
         if "\0" in word:
             raise InvalidInput(f"{what} {index + 1} contains a NUL byte, which no program can receive")
+        try:
+            word.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidInput(f"{what} {index + 1} is not valid Unicode text (a lone surrogate)") from None
