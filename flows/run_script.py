@@ -29,7 +29,7 @@ from sms_plugin.errors import InvalidInput, NotFound, SMSError, TransportError
 from sms_plugin.execution import ExecutionResult, ScriptRun, execute
 from sms_plugin.limits import host_slot
 from sms_plugin.origin import run_origin
-from sms_plugin.parameters import resolve
+from sms_plugin.parameters import masked, resolve
 from sms_plugin.heartbeats import heartbeat
 from sms_plugin.reaper import ACTOR, reap_run
 from sms_plugin.settings import database_url
@@ -83,15 +83,17 @@ async def run_script(
     args: list[str] | None = None,
     env: dict[str, str] | None = None,
     host: str | None = None,
+    parameters: dict[str, Any] | None = None,
 ) -> int | State:
     """Runs catalog script ``script``: Completed with its exit code 0, or Failed saying why.
 
     Args:
         script: the script's name in the catalog.
         version: which version to run; the newest when empty.
-        args: arguments for the script; the script's default arguments when empty.
-        env: extra environment variables, added to the script's own.
+        args: arguments for a script that declares no parameters; its default arguments when empty.
+        env: extra environment variables (only names the script allows), added to the script's own.
         host: run on this host block instead of the script's own host.
+        parameters: values of the script's declared parameters, by name.
     """
     context = FlowRunContext.get()
     assert context is not None and context.flow_run is not None
@@ -100,6 +102,13 @@ async def run_script(
     catalog = _catalog()
     with catalog.session() as session:
         entry = get_script(session, script)
+    try:  # whatever created the run (Prefect UI or API, a schedule), its inputs are checked here
+        inputs = resolve(entry, args=args, env=env, parameters=parameters)
+    except InvalidInput as error:
+        return await _finish(logger, Failed(message=f"{script} refused its inputs, nothing ran: {error}"))
+    if parameters and (hidden := masked(parameters, entry)) != parameters:
+        await _mask_secrets(flow_run, hidden)
+    with catalog.session() as session:
         chosen = get_version(session, script, version) if entry.interpreter != "original" else None
         target_host = host or entry.host
         trigger, requested_by = run_origin(flow_run)
@@ -165,11 +174,11 @@ async def run_script(
         return await _finish(logger, Failed(message=message))
     except TerminationSignal:  # the process worker's stop: execute() has killed the process group
         _update(catalog, str(flow_run.id), ended_at=datetime.now(UTC))
-        return await _finish(logger, Cancelled(message=_stopped(process_group, target_host)))
+        return await _finish(logger, Cancelled(message=_stopped(process_started, process_group, target_host)))
     except BaseException:  # cancelled in process (sms worker): execute() has killed the process group
         _update(catalog, str(flow_run.id), ended_at=datetime.now(UTC))
         if process_started:
-            logger.warning(_stopped(process_group, target_host))
+            logger.warning(_stopped(process_started, process_group, target_host))
         raise
     _update(
         catalog,
@@ -185,9 +194,11 @@ async def run_script(
     return await _finish(logger, result.exit_code)
 
 
-def _stopped(process_group: int | None, host: str) -> str:
-    if process_group is None:
+def _stopped(started: bool, process_group: int | None, host: str) -> str:
+    if not started:
         return f"stopped before the script started on {host}"
+    if process_group is None:
+        return f"stopped: the script's processes were killed on {host}"
     return f"stopped: process group {process_group} killed on {host}"
 
 
@@ -229,6 +240,13 @@ async def _logs_sent() -> None:
 def _update(catalog: Catalog, flow_run_id: str, **fields: object) -> None:
     with catalog.session() as session:
         update_run(session, flow_run_id, **fields)
+
+
+async def _mask_secrets(flow_run: FlowRun, hidden: dict[str, Any]) -> None:
+    """Replaces the secret values in the run's stored parameters (the Prefect UI shows them) once
+    this process holds them; a re-run from the UI then asks for the secret again."""
+    async with get_client() as client:
+        await client.update_flow_run(flow_run.id, parameters={**flow_run.parameters, "parameters": hidden})
 
 
 async def _apply_retry_policy(flow_run_id: UUID, retries: int, delay: int, current: FlowRunPolicy) -> None:

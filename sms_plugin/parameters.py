@@ -38,6 +38,9 @@ RESERVED = frozenset({"script", "version", "args", "env", "host", "parameters"})
 NO_NUL = r"^[^\x00]*$"
 """A JSON-schema pattern: text without NUL (written as an escape: PostgreSQL's JSON refuses a raw NUL)."""
 
+MASK = "********"
+"""What a secret's value is replaced by wherever it is shown (Prefect's stored parameters, audit)."""
+
 _INTEGER = re.compile(r"-?[0-9]{1,18}")
 _NUMBER = re.compile(r"-?[0-9]{1,18}(\.[0-9]{1,18})?([eE][-+]?[0-9]{1,3})?")
 _BOOLEANS = {"true": True, "false": False, "yes": True, "no": False, "1": True, "0": False}
@@ -178,6 +181,8 @@ def resolve_arguments(
             if value is None:
                 continue
         checked = typed[spec.name] = spec.check(value)
+        if spec.secret and checked == MASK:
+            raise InvalidInput(f"secret parameter {spec.name!r} was masked after its first use: start a new run with its value")
         if spec.secret:
             secrets[SECRET_PREFIX + spec.name.upper()] = str(checked)
         else:
@@ -271,6 +276,6 @@ def deployment_schema(script: Declaration) -> dict[str, Any]:
 
 
 def masked(parameters: Mapping[str, object], script: Declaration) -> dict[str, object]:
-    """``parameters`` with every secret value replaced by ``********`` (for logs, records and audit)."""
+    """``parameters`` with every secret value replaced by :data:`MASK`."""
     secret = {s.name for s in declared(script) if s.secret}
-    return {k: "********" if k in secret else v for k, v in parameters.items()}
+    return {k: MASK if k in secret and v is not None else v for k, v in parameters.items()}
