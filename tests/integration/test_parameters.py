@@ -115,7 +115,9 @@ async def test_a_valid_run_passes_the_values_byte_for_byte_and_the_secret_stays_
         assert SECRET not in json.dumps({c: str(getattr(record, c)) for c in record.__table__.columns.keys()})
     async with get_client() as client:
         logs = await client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[state.state_details.flow_run_id])))
+        stored = (await client.read_flow_run(state.state_details.flow_run_id)).parameters
     assert logs and not [log.message for log in logs if SECRET in log.message]
+    assert stored["parameters"]["token"] == "********" and SECRET not in json.dumps(stored)
 
 
 async def test_starting_a_run_checks_values_before_prefect_is_asked(catalog, script_name):
