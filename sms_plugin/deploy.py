@@ -16,7 +16,6 @@ from prefect.client.schemas.actions import DeploymentUpdate, WorkPoolCreate
 from prefect.deployments.runner import EntrypointType, RunnerDeployment
 from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 from prefect.schedules import Cron, Interval, Schedule
-from prefect.utilities.callables import ParameterSchema
 
 from flows.housekeeping import housekeeping
 from flows.run_script import run_script
@@ -74,8 +73,7 @@ async def sync_script(script: Script) -> str:
     )
     deployment_id = await deployment.apply()
     async with get_client() as client:
-        schema = ParameterSchema.model_validate(deployment_schema(script))
-        await client.update_deployment(deployment_id, DeploymentUpdate(parameter_openapi_schema=schema))
+        await client.update_deployment(deployment_id, DeploymentUpdate(parameter_openapi_schema=deployment_schema(script)))
         existing = await client.read_deployment(deployment_id)
         if existing.schedules and not script.schedules:
             for schedule in existing.schedules:
