@@ -128,8 +128,7 @@ class ParameterSpec(BaseModel):
 
     def schema(self) -> dict[str, Any]:
         """This parameter as a JSON-schema property (what Prefect's UI form and server use)."""
-        kind = {"string": "string", "integer": "integer", "number": "number", "boolean": "boolean"}[self.type]
-        prop: dict[str, Any] = {"type": kind, "title": self.name}
+        prop: dict[str, Any] = {"type": self.type, "title": self.name}
         if self.description:
             prop["description"] = self.description
         if self.default is not None and not self.secret:
