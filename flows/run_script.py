@@ -17,10 +17,9 @@ from uuid import UUID
 from prefect import Flow, flow, get_client
 from prefect.client.schemas.objects import FlowRun, FlowRunPolicy
 from prefect.context import FlowRunContext
-from prefect.exceptions import TerminationSignal
 from prefect.logging import get_run_logger
 from prefect.logging.handlers import APILogHandler
-from prefect.states import Cancelled, Failed, State
+from prefect.states import Failed, State
 
 from blocks.hosts import load_host
 from sms_plugin import run_events
@@ -172,13 +171,10 @@ async def run_script(
             message += f"; {await _reap_quietly(catalog, str(flow_run.id), str(error))}"
         _update(catalog, str(flow_run.id), ended_at=datetime.now(UTC))
         return await _finish(logger, Failed(message=message))
-    except TerminationSignal:  # the process worker's stop: execute() has killed the process group
+    except BaseException:  # cancelled or terminated: execute() has killed the process group
         _update(catalog, str(flow_run.id), ended_at=datetime.now(UTC))
-        return await _finish(logger, Cancelled(message=_stopped(process_started, process_group, target_host)))
-    except BaseException:  # cancelled in process (sms worker): execute() has killed the process group
-        _update(catalog, str(flow_run.id), ended_at=datetime.now(UTC))
-        if process_started:
-            logger.warning(_stopped(process_started, process_group, target_host))
+        logger.warning(_stopped(process_started, process_group, target_host))
+        _STOPPED.runs.add(str(flow_run.id))
         raise
     _update(
         catalog,
@@ -192,6 +188,26 @@ async def run_script(
     if problem := _failure(script, result, run.timeout_seconds):
         return await _finish(logger, Failed(message=problem))
     return await _finish(logger, result.exit_code)
+
+
+class _StoppedRunLine(logging.Filter):
+    """Drops the engine's "Finished in state Running()" of a run SMS has just stopped: the worker,
+    not the engine, moves a stopped run to Cancelled, so that line is false (docs/decisions.md)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.runs: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        run_id = str(getattr(record, "flow_run_id", ""))
+        if run_id in self.runs and record.getMessage().startswith("Finished in state Running"):
+            self.runs.discard(run_id)
+            return False
+        return True
+
+
+_STOPPED = _StoppedRunLine()
+logging.getLogger("prefect.flow_runs").addFilter(_STOPPED)
 
 
 def _stopped(started: bool, process_group: int | None, host: str) -> str:
@@ -220,7 +236,7 @@ async def _finish(logger: logging.LoggerAdapter, outcome: int | State) -> int | 
     """Logs the outcome and sends every pending log line to Prefect before the state is final,
     so that whoever sees the run end can read its whole output at once."""
     if isinstance(outcome, State):
-        logger.log(logging.WARNING if outcome.is_cancelled() else logging.ERROR, outcome.message)
+        logger.error(outcome.message)
     else:
         logger.info(f"finished with exit code {outcome}")
     if in_shared_process():
