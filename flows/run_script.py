@@ -11,6 +11,7 @@ import asyncio
 import functools
 import logging
 from datetime import UTC, datetime
+from typing import Any
 from uuid import UUID
 
 from prefect import Flow, flow, get_client
@@ -23,10 +24,11 @@ from prefect.states import Failed, State
 from blocks.hosts import load_host
 from sms_plugin import run_events
 from sms_plugin.catalog import Catalog, get_script, get_version, record_run, update_run
-from sms_plugin.errors import NotFound, SMSError, TransportError
+from sms_plugin.errors import InvalidInput, NotFound, SMSError, TransportError
 from sms_plugin.execution import ExecutionResult, ScriptRun, execute
 from sms_plugin.limits import host_slot
 from sms_plugin.origin import run_origin
+from sms_plugin.parameters import masked, resolve
 from sms_plugin.heartbeats import heartbeat
 from sms_plugin.reaper import ACTOR, reap_run
 from sms_plugin.settings import database_url
@@ -80,15 +82,17 @@ async def run_script(
     args: list[str] | None = None,
     env: dict[str, str] | None = None,
     host: str | None = None,
+    parameters: dict[str, Any] | None = None,
 ) -> int | State:
     """Runs catalog script ``script``: Completed with its exit code 0, or Failed saying why.
 
     Args:
         script: the script's name in the catalog.
         version: which version to run; the newest when empty.
-        args: arguments for the script; the script's default arguments when empty.
-        env: extra environment variables, added to the script's own.
+        args: arguments for a script that declares no parameters; its default arguments when empty.
+        env: extra environment variables (only names the script allows), added to the script's own.
         host: run on this host block instead of the script's own host.
+        parameters: values of the script's declared parameters, by name.
     """
     context = FlowRunContext.get()
     assert context is not None and context.flow_run is not None
@@ -97,6 +101,13 @@ async def run_script(
     catalog = _catalog()
     with catalog.session() as session:
         entry = get_script(session, script)
+    try:  # whatever created the run (Prefect UI or API, a schedule), its inputs are checked here
+        inputs = resolve(entry, args=args, env=env, parameters=parameters)
+    except InvalidInput as error:
+        return await _finish(logger, Failed(message=f"{script} refused its inputs, nothing ran: {error}"))
+    if parameters and (hidden := masked(parameters, entry)) != parameters:
+        await _mask_secrets(flow_run, hidden)
+    with catalog.session() as session:
         chosen = get_version(session, script, version) if entry.interpreter != "original" else None
         target_host = host or entry.host
         trigger, requested_by = run_origin(flow_run)
@@ -114,8 +125,8 @@ async def run_script(
         interpreter=entry.interpreter,
         content=chosen.content if chosen else None,
         path=entry.path,
-        args=list(entry.default_args if args is None else args),
-        env={**entry.env, **(env or {})},
+        args=inputs.args,
+        env={**entry.env, **inputs.env},
         working_dir=entry.working_dir,
         timeout_seconds=entry.timeout_seconds,
         kill_grace_seconds=entry.kill_grace_seconds,
@@ -126,10 +137,11 @@ async def run_script(
     logger.info(f"Running {script} ({version_text}, {entry.interpreter}) on {target_host}")
 
     process_started = False
+    process_group: int | None = None
 
     async def started(pid: int | None) -> None:
-        nonlocal process_started
-        process_started = True
+        nonlocal process_started, process_group
+        process_started, process_group = True, pid
         script_started()
         logger.info(f"Started as process group {pid}" if pid is not None else "Started (this host reports no process id)")
         _update(catalog, str(flow_run.id), remote_pid=pid, started_at=datetime.now(UTC), exit_code=None)
@@ -161,6 +173,8 @@ async def run_script(
         return await _finish(logger, Failed(message=message))
     except BaseException:  # cancelled or terminated: execute() has killed the process group
         _update(catalog, str(flow_run.id), ended_at=datetime.now(UTC))
+        logger.warning(_stopped(process_started, process_group, target_host))
+        _STOPPED.runs.add(str(flow_run.id))
         raise
     _update(
         catalog,
@@ -174,6 +188,34 @@ async def run_script(
     if problem := _failure(script, result, run.timeout_seconds):
         return await _finish(logger, Failed(message=problem))
     return await _finish(logger, result.exit_code)
+
+
+class _StoppedRunLine(logging.Filter):
+    """Drops the engine's "Finished in state Running()" of a run SMS has just stopped: the worker,
+    not the engine, moves a stopped run to Cancelled, so that line is false (docs/decisions.md)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.runs: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        run_id = str(getattr(record, "flow_run_id", ""))
+        if run_id in self.runs and record.getMessage().startswith("Finished in state Running"):
+            self.runs.discard(run_id)
+            return False
+        return True
+
+
+_STOPPED = _StoppedRunLine()
+logging.getLogger("prefect.flow_runs").addFilter(_STOPPED)
+
+
+def _stopped(started: bool, process_group: int | None, host: str) -> str:
+    if not started:
+        return f"stopped before the script started on {host}"
+    if process_group is None:
+        return f"stopped: the script's processes were killed on {host}"
+    return f"stopped: process group {process_group} killed on {host}"
 
 
 def _failure(script: str, result: ExecutionResult, timeout: float | None) -> str | None:
@@ -214,6 +256,13 @@ async def _logs_sent() -> None:
 def _update(catalog: Catalog, flow_run_id: str, **fields: object) -> None:
     with catalog.session() as session:
         update_run(session, flow_run_id, **fields)
+
+
+async def _mask_secrets(flow_run: FlowRun, hidden: dict[str, Any]) -> None:
+    """Replaces the secret values in the run's stored parameters (the Prefect UI shows them) once
+    this process holds them; a re-run from the UI then asks for the secret again."""
+    async with get_client() as client:
+        await client.update_flow_run(flow_run.id, parameters={**flow_run.parameters, "parameters": hidden})
 
 
 async def _apply_retry_policy(flow_run_id: UUID, retries: int, delay: int, current: FlowRunPolicy) -> None:

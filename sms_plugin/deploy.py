@@ -1,8 +1,10 @@
 """Catalog → Prefect: each script is the deployment ``run-script/<script>`` in the SMS work pool.
 
 The deployment points at the installed flow by module path (no code storage, no pull steps),
-carries the script name as its parameter default (so the Prefect UI's Run form works), the
-script's tags plus ``host:<host>``, and its schedules. A disabled script's deployment is paused.
+carries the script name as its parameter default, the script's own parameter schema (its
+declared parameters and allowed environment, enforced by Prefect's server; the Prefect UI's Run
+form shows them), the script's tags plus ``host:<host>``, and its schedules. A disabled script's
+deployment is paused.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from prefect import get_client
-from prefect.client.schemas.actions import WorkPoolCreate
+from prefect.client.schemas.actions import DeploymentUpdate, WorkPoolCreate
 from prefect.deployments.runner import EntrypointType, RunnerDeployment
 from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 from prefect.schedules import Cron, Interval, Schedule
@@ -19,6 +21,7 @@ from flows.housekeeping import housekeeping
 from flows.run_script import run_script
 from sms_plugin.catalog import Script
 from sms_plugin.limits import deployment_concurrency
+from sms_plugin.parameters import deployment_schema
 from sms_plugin.settings import work_pool_name, worker_type
 
 FLOW_NAME = "run-script"
@@ -66,9 +69,11 @@ async def sync_script(script: Script) -> str:
         work_pool_name=work_pool_name(),
         entrypoint_type=EntrypointType.MODULE_PATH,
         concurrency_limit=deployment_concurrency(script.single_instance),
+        enforce_parameter_schema=True,
     )
     deployment_id = await deployment.apply()
     async with get_client() as client:
+        await client.update_deployment(deployment_id, DeploymentUpdate(parameter_openapi_schema=deployment_schema(script)))
         existing = await client.read_deployment(deployment_id)
         if existing.schedules and not script.schedules:
             for schedule in existing.schedules:

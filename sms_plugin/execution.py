@@ -19,6 +19,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 
+from sms_plugin.environment import check_env, check_words
 from sms_plugin.errors import TransportError
 from sms_plugin.transports.base import Command, OutputLine, Stream, Transport
 from sms_plugin.transports.interpreters import interpreter as find_interpreter
@@ -102,6 +103,8 @@ async def execute(
     killed before the exception goes on; a timeout kills it too and sets ``timed_out``.
     """
     spec = find_interpreter(run.interpreter)
+    check_words(run.args)  # refused before anything is uploaded (Command checks again)
+    check_env(run.env, sms_sets=True)
     script_path = run.path
     if spec.uploads:
         script_path = transport.join(await transport.scratch_dir(), f"{run.name}-{_token()}{spec.suffix}")

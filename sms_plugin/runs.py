@@ -22,6 +22,7 @@ from sms_plugin.deploy import deployment_name
 from sms_plugin.errors import Conflict, NotFound
 from sms_plugin.limits import refuse_second_run
 from sms_plugin.origin import origin_tags
+from sms_plugin.parameters import resolve
 from sms_plugin.settings import elasticsearch_url
 from sms_plugin.telemetry.logs import reader as log_reader
 
@@ -59,18 +60,25 @@ async def start(
     env: dict[str, str] | None = None,
     host: str | None = None,
     version: int | None = None,
+    parameters: dict[str, object] | None = None,
     trigger: str,
     user: str,
 ) -> str:
-    """Creates a flow run of the script's deployment (as the Prefect UI does); returns its id."""
+    """Creates a flow run of the script's deployment (as the Prefect UI does); returns its id.
+
+    The inputs are checked against the script's declaration first (InvalidInput: nothing is created).
+    """
     with catalog.session() as session:
-        single_instance = get_script(session, name).single_instance
+        script = get_script(session, name)
+        inputs = resolve(script, args=args, env=env, parameters=parameters)
+        single_instance = script.single_instance
         if version is not None:
             get_version(session, name, version)
-    parameters: dict[str, object] = {"script": name}
-    for key, value in {"args": args, "env": env, "host": host, "version": version}.items():
+    run_parameters: dict[str, object] = {"script": name}
+    given = {"args": args, "env": env or None, "host": host, "version": version, "parameters": inputs.parameters or None}
+    for key, value in given.items():
         if value is not None:
-            parameters[key] = value
+            run_parameters[key] = value
     async with get_client() as client:
         try:
             deployment = await client.read_deployment_by_name(deployment_name(name))
@@ -79,7 +87,7 @@ async def start(
         if single_instance == "reject":
             await refuse_second_run(client, name, deployment.id)
         flow_run = await client.create_flow_run_from_deployment(
-            deployment.id, parameters=parameters, tags=origin_tags(trigger, user)
+            deployment.id, parameters=run_parameters, tags=origin_tags(trigger, user)
         )
     return str(flow_run.id)
 

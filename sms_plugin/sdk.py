@@ -132,12 +132,15 @@ class AsyncSMSClient:
         env: dict[str, str] | None = None,
         host: str | None = None,
         version: int | None = None,
+        parameters: dict[str, Any] | None = None,
         wait: bool = True,
         timeout: float | None = None,
     ) -> RunResult:
-        """Starts the script's deployment; with ``wait`` returns once the run has ended."""
+        """Starts the script's deployment; with ``wait`` returns once the run has ended.
+        ``parameters`` are the script's declared parameters, by name (instead of ``args``)."""
         run_id = await run_services.start(
-            self.catalog, name, args=args, env=env, host=host, version=version, trigger=self.trigger, user=self.user
+            self.catalog, name, args=args, env=env, host=host, version=version, parameters=parameters,
+            trigger=self.trigger, user=self.user,
         )
         if wait:
             return await run_services.wait(self.catalog, run_id, timeout=timeout)
@@ -300,9 +303,13 @@ class GatewayClient:
         """One version, with its content."""
         return self._call("GET", f"/scripts/{name}/versions/{number}")
 
-    def run(self, name: str, args: list[str] | None = None, *, host: str | None = None, version: int | None = None) -> str:
+    def run(
+        self, name: str, args: list[str] | None = None, *, host: str | None = None, version: int | None = None,
+        parameters: dict[str, Any] | None = None, env: dict[str, str] | None = None,
+    ) -> str:
         """Start the script; returns the run id at once."""
-        body = {k: v for k, v in {"args": args, "host": host, "version": version}.items() if v is not None}
+        given = {"args": args, "host": host, "version": version, "parameters": parameters, "env": env}
+        body = {k: v for k, v in given.items() if v is not None}
         return str(self._call("POST", f"/scripts/{name}/runs", json=body)["run_id"])
 
     def run_status(self, run_id: str) -> dict[str, Any]:

@@ -88,6 +88,10 @@ class Script(Base):
     path: Mapped[str | None] = mapped_column(String(1024))
     default_args: Mapped[list[str]] = mapped_column(JSON, default=list)
     env: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
+    parameters: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    """Declared parameters (sms_plugin.parameters.ParameterSpec fields), in argument order."""
+    allowed_env: Mapped[list[str]] = mapped_column(JSON, default=list)
+    """Environment variable names a run may set."""
     working_dir: Mapped[str | None] = mapped_column(String(1024))
     timeout_seconds: Mapped[int | None] = mapped_column(Integer)
     retries: Mapped[int] = mapped_column(Integer, default=0)

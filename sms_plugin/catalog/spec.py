@@ -3,20 +3,22 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import PurePosixPath, PureWindowsPath
-from typing import Literal, TYPE_CHECKING, Any, Self
+from typing import Literal, TYPE_CHECKING, Any, Self, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from sms_plugin.environment import check_env, check_words
 from sms_plugin.errors import InvalidInput
+from sms_plugin.parameters import ParameterSpec, check_declaration
 
 if TYPE_CHECKING:
     from sms_plugin.catalog.models import Script
 
+T = TypeVar("T")
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,99}$")
-ENV_KEY_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 #: Seconds fit a 32-bit INTEGER column (MariaDB) and a Python timedelta: about 68 years.
 MAX_SECONDS = 2**31 - 1
 
@@ -85,6 +87,8 @@ class ScriptSpec(BaseModel):
     path: str | None = Field(default=None, max_length=1024)
     default_args: list[str] = []
     env: dict[str, str] = {}
+    parameters: list[ParameterSpec] = Field(default=[], max_length=100)
+    allowed_env: list[str] = Field(default=[], max_length=100)
     working_dir: str | None = Field(default=None, max_length=1024)
     timeout_seconds: int | None = Field(default=None, gt=0, le=MAX_SECONDS)
     retries: int = Field(default=0, ge=0, le=100)
@@ -108,10 +112,25 @@ class ScriptSpec(BaseModel):
     @field_validator("env")
     @classmethod
     def _env(cls, value: dict[str, str]) -> dict[str, str]:
-        bad = [key for key in value if not ENV_KEY_PATTERN.match(key)]
-        if bad:
-            raise ValueError(f"invalid environment variable name(s) {bad}: use letters, digits and '_'")
-        return value
+        return _checked(check_env, value)
+
+    @field_validator("default_args")
+    @classmethod
+    def _args(cls, value: list[str]) -> list[str]:
+        return _checked(check_words, value)
+
+    @model_validator(mode="after")
+    def _declaration(self) -> Self:
+        try:
+            check_declaration(self.parameters, self.allowed_env)
+        except InvalidInput as error:
+            raise ValueError(str(error)) from None
+        if self.parameters and self.default_args:
+            raise ValueError("a script that declares parameters takes no default_args (give parameters defaults)")
+        needed = [p.name for p in self.parameters if p.required and p.default is None]
+        if needed and self.schedules:
+            raise ValueError(f"a scheduled run cannot give required parameters {needed}: give them defaults")
+        return self
 
     @model_validator(mode="after")
     def _original_path(self) -> Self:
@@ -136,9 +155,19 @@ class ScriptSpec(BaseModel):
 
     def columns(self) -> dict[str, Any]:
         """The values to store in a ``scripts`` row; schedules without their empty fields."""
-        values = self.model_dump(exclude={"schedules"})
+        values = self.model_dump(exclude={"schedules", "parameters"})
         values["schedules"] = [schedule.model_dump(exclude_none=True) for schedule in self.schedules]
+        values["parameters"] = [parameter.model_dump(exclude_defaults=True) for parameter in self.parameters]
         return values
+
+
+def _checked(check: Callable[[Any], None], value: T) -> T:
+    """``value`` if ``check`` accepts it; its InvalidInput as the ValueError pydantic reports."""
+    try:
+        check(value)
+    except InvalidInput as error:
+        raise ValueError(str(error)) from None
+    return value
 
 
 def _describe(exc: ValidationError) -> str:

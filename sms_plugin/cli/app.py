@@ -5,6 +5,8 @@ Errors are one line on stderr and a non-zero exit status, never a traceback.
 
 from __future__ import annotations
 
+import json
+import re
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -62,6 +64,35 @@ def _pairs(values: list[str], what: str) -> dict[str, str]:
             raise InvalidInput(f"{what} must look like NAME=VALUE, not {value!r}")
         result[key] = rest
     return result
+
+
+PARAM_HELP = (
+    "Declared parameter NAME[:TYPE][!][=DEFAULT] (TYPE string|integer|number|boolean|secret; '!' required), "
+    "or a JSON object of its fields (choices, pattern, description); repeatable, in argument order."
+)
+_PARAM = re.compile(r"(?P<name>[^:!=]+)(?::(?P<type>[a-z]+))?(?P<required>!)?(?:=(?P<default>.*))?", re.DOTALL)
+
+
+def _declared(values: list[str]) -> list[dict[str, Any]]:
+    """``--param`` values as ParameterSpec fields: ``days:integer=7``, ``token:secret!`` or JSON."""
+    declared = []
+    for value in values:
+        if value.lstrip().startswith("{"):
+            try:
+                declared.append(json.loads(value))
+            except json.JSONDecodeError as error:
+                raise InvalidInput(f"--param {value!r} is not valid JSON: {error}") from None
+            continue
+        match = _PARAM.fullmatch(value)
+        if match is None:
+            raise InvalidInput(f"--param must look like NAME[:TYPE][!][=DEFAULT], not {value!r}")
+        kind = match["type"] or "string"
+        fields: dict[str, Any] = {"name": match["name"], "type": "string" if kind == "secret" else kind,
+                                  "secret": kind == "secret", "required": bool(match["required"])}
+        if match["default"] is not None:
+            fields["default"] = match["default"]
+        declared.append(fields)
+    return declared
 
 
 # ---------------------------------------------------------------- hosts
@@ -186,6 +217,10 @@ def script_add(
     description: Annotated[str, typer.Option("--description", "-d")] = "",
     arg: Annotated[list[str], typer.Option("--arg", "-a", help="Default argument (repeatable).")] = [],  # noqa: B006
     env: Annotated[list[str], typer.Option("--env", "-e", help="NAME=VALUE (repeatable).")] = [],  # noqa: B006
+    param: Annotated[list[str], typer.Option("--param", help=PARAM_HELP)] = [],  # noqa: B006
+    allow_env: Annotated[
+        list[str], typer.Option("--allow-env", metavar="NAME", help="A variable a run may set (repeatable).")
+    ] = [],  # noqa: B006
     workdir: Annotated[str | None, typer.Option("--workdir", help="Working directory on the host.")] = None,
     timeout: Annotated[int | None, typer.Option("--timeout", help="Seconds before the run is killed.")] = None,
     retries: Annotated[int, typer.Option("--retries", help="Prefect retries after a failure.")] = 0,
@@ -219,6 +254,8 @@ def script_add(
             "description": description,
             "default_args": arg,
             "env": _pairs(env, "--env"),
+            "parameters": _declared(param),
+            "allowed_env": allow_env,
             "working_dir": workdir,
             "timeout_seconds": timeout,
             "retries": retries,
@@ -303,11 +340,17 @@ def run(
     host: Annotated[str | None, typer.Option("--host", help="Run on another host.")] = None,
     version: Annotated[int | None, typer.Option("--version", help="Run this version.")] = None,
     env: Annotated[list[str], typer.Option("--env", "-e", help="NAME=VALUE (repeatable).")] = [],  # noqa: B006
+    param: Annotated[
+        list[str], typer.Option("--param", "-p", help="A declared parameter: NAME=VALUE (repeatable).")
+    ] = [],  # noqa: B006
     timeout: Annotated[float | None, typer.Option("--wait-timeout", help="Give up waiting after N s.")] = None,
 ) -> None:
-    """Start a script: sms run NAME [--wait] -- ARGS..."""
+    """Start a script: sms run NAME [--wait] [-p NAME=VALUE]... [-- ARGS...]"""
     door = backend.current()
-    run_id = door.start(name, args=args or None, env=_pairs(env, "--env") or None, host=host, version=version)
+    run_id = door.start(
+        name, args=args or None, env=_pairs(env, "--env") or None, host=host, version=version,
+        parameters=_pairs(param, "--param") or None,
+    )
     out.print(f"Run {run_id} started", highlight=False)
     if not wait:
         return

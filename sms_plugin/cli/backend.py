@@ -65,7 +65,8 @@ class Backend(Protocol):
     def push(self, name: str, content: str, comment: str) -> int | None: ...
     def remove_script(self, name: str) -> None: ...
     def start(
-        self, name: str, *, args: list[str] | None, env: dict[str, str] | None, host: str | None, version: int | None
+        self, name: str, *, args: list[str] | None, env: dict[str, str] | None, host: str | None, version: int | None,
+        parameters: dict[str, object] | None,
     ) -> str: ...
     def wait(self, run_id: str, timeout: float | None) -> RunResult: ...
     def stop(self, run_id: str) -> str: ...
@@ -139,10 +140,12 @@ class LocalBackend:
         _blocking(script_services.remove(self.catalog, name, author=self.user))
 
     def start(
-        self, name: str, *, args: list[str] | None, env: dict[str, str] | None, host: str | None, version: int | None
+        self, name: str, *, args: list[str] | None, env: dict[str, str] | None, host: str | None, version: int | None,
+        parameters: dict[str, object] | None,
     ) -> str:
         return _blocking(run_services.start(
-            self.catalog, name, args=args, env=env, host=host, version=version, trigger=TRIGGER, user=self.user
+            self.catalog, name, args=args, env=env, host=host, version=version, parameters=parameters,
+            trigger=TRIGGER, user=self.user,
         ))
 
     def wait(self, run_id: str, timeout: float | None) -> RunResult:
@@ -242,11 +245,10 @@ class GatewayBackend:
         self.client.remove_script(name)
 
     def start(
-        self, name: str, *, args: list[str] | None, env: dict[str, str] | None, host: str | None, version: int | None
+        self, name: str, *, args: list[str] | None, env: dict[str, str] | None, host: str | None, version: int | None,
+        parameters: dict[str, object] | None,
     ) -> str:
-        if env:
-            raise SMSError("a run started through the gateway takes no --env; set environment values on the script")
-        return self.client.run(name, args, host=host, version=version)
+        return self.client.run(name, args, host=host, version=version, parameters=parameters, env=env)
 
     def _result(self, run_id: str) -> RunResult:
         data = self.client.run_status(run_id)

@@ -35,6 +35,7 @@ from sms_plugin.gateway.principal import Principal
 from sms_plugin.gateway.rbac import ANY, RULE_ACTIONS, Action, SubjectKind, Target, decide
 from sms_plugin.gateway.targets import Targets, load_rules
 from sms_plugin.gateway.signing import ARGUMENT_PATTERN, check_argument_pattern, seal
+from sms_plugin.parameters import PARAMETER_NAME
 
 TRIGGER = "api"
 
@@ -397,11 +398,19 @@ async def diff_versions(
 
 
 class StartIn(BaseModel):
-    """Arguments replace the script's default arguments; ``host`` and ``version`` override its own."""
+    """Arguments replace the script's default arguments; ``host`` and ``version`` override its own.
+    A script that declares parameters takes ``parameters`` by name instead of ``args``; ``env``
+    may set only the variables the script allows."""
 
     model_config = ConfigDict(extra="forbid")
 
     args: list[Annotated[str, StringConstraints(max_length=100_000)]] | None = Field(default=None, max_length=1000)
+    parameters: dict[Annotated[str, StringConstraints(max_length=64)], str | int | float | bool] | None = Field(
+        default=None, max_length=100
+    )
+    env: dict[Annotated[str, StringConstraints(max_length=200)], Annotated[str, StringConstraints(max_length=100_000)]] | None = Field(
+        default=None, max_length=100
+    )
     host: HostName | None = None
     version: int | None = Field(default=None, ge=1, le=2**31)
 
@@ -451,9 +460,10 @@ async def start_run(name: str, body: StartIn, c: CallDep) -> StartOut:
     async with c.action("run.start", "script", name) as detail:
         c.authorize("start")
         c.authorize("start", await c.targets.script_named(name, body.host))
+        detail.update(parameters=sorted(body.parameters or {}), env=sorted(body.env or {}))  # names, never values
         run_id = await run_services.start(
-            c.catalog, name, args=body.args, host=body.host, version=body.version,
-            trigger=TRIGGER, user=c.principal.username,
+            c.catalog, name, args=body.args, env=body.env, host=body.host, version=body.version,
+            parameters=body.parameters, trigger=TRIGGER, user=c.principal.username,
         )
         detail.update(run_id=run_id, host=body.host, version=body.version)
         return StartOut(run_id=run_id)
@@ -652,6 +662,8 @@ class ArgumentIn(BaseModel):
 
     field: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,100}(\.[A-Za-z0-9_-]{1,100}){0,9}$")]
     pattern: str = Field(default=ARGUMENT_PATTERN, min_length=1, max_length=500)
+    parameter: Annotated[str, StringConstraints(pattern=PARAMETER_NAME.pattern)] | None = None
+    """For a script that declares parameters: the parameter this field's value goes to."""
 
     @field_validator("pattern")
     @classmethod

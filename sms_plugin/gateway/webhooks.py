@@ -89,19 +89,25 @@ def _claim(catalog: Catalog, hook: Webhook, nonce: str, delivery: str, client: s
 
 
 async def _start(catalog: Catalog, hook: Webhook, body: bytes) -> str:
-    args = None
+    args: list[str] | None = None
+    parameters: dict[str, object] | None = None
     if hook.arguments:
         try:
             payload: Any = json.loads(body)
         except (UnicodeDecodeError, json.JSONDecodeError):
             raise Refused(422, "invalid-payload", "the body is not JSON, but the webhook maps payload fields") from None
         try:
-            args = map_arguments(payload, hook.arguments)
+            values = map_arguments(payload, hook.arguments)
         except InvalidInput as error:
             raise Refused(422, "invalid-payload", str(error)) from None
+        pairs = list(zip(hook.arguments, values, strict=True))
+        args = [value for argument, value in pairs if not argument.get("parameter")] or None
+        parameters = {a["parameter"]: value for a, value in pairs if a.get("parameter")} or None
     origin = f"webhook:{hook.id}"
     try:
-        return await run_services.start(catalog, hook.script, args=args, trigger=origin, user=origin)
+        return await run_services.start(catalog, hook.script, args=args, parameters=parameters, trigger=origin, user=origin)
+    except InvalidInput as error:  # the mapped values do not fit the script's declared parameters
+        raise Refused(422, "invalid-payload", str(error)) from None
     except NotFound as error:
         raise Refused(404, "failed", str(error)) from None
     except Conflict as error:

@@ -26,6 +26,8 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Literal, Self, TypeVar
 
+from sms_plugin.environment import check_env, check_words
+
 Stream = Literal["stdout", "stderr"]
 
 MAX_LINE_BYTES = 1024 * 1024
@@ -92,6 +94,12 @@ class Command:
     cwd: str | None = None
     run_id: str | None = None
     """Marks every process of the run (``SMS_RUN_ID``) and names its state file on the host."""
+
+    def __post_init__(self) -> None:
+        """Refuses (InvalidInput) what no transport may carry: NUL bytes, and environment names that
+        are not plain names or that an interpreter, the loader or SMS reads at start-up."""
+        check_words(self.argv)
+        check_env(self.env, sms_sets=True)
 
 
 class LineSplitter:

@@ -18,8 +18,11 @@ How a run is stopped: :func:`signal_run_line` signals the process group and ever
 environment carries the run's marker (read from ``/proc/<pid>/environ`` where the system has it),
 so children that left the group with ``setsid`` or a double fork are found too.
 
->>> render(Command(argv=["bash", "/tmp/x.sh", "it's $(here)"], env={"A": "1"}))[-44:]
-"'...' - env A=1 bash /tmp/x.sh 'it'\\"'\\"'s $(here)'"
+>>> line = render(Command(argv=["bash", "/tmp/x.sh", "it's $(here)"], env={"A": "1"}))
+>>> line[:24]
+'exec env -- A=1 /bin/sh '
+>>> line.rsplit(" - ", 1)[1][:15]
+'bash /tmp/x.sh '
 """
 
 from __future__ import annotations
@@ -62,10 +65,12 @@ def render(command: Command, shell: str = "/bin/sh") -> str:
 
     ``shell`` is the POSIX shell the launcher uses (``/usr/xpg4/bin/sh`` on old Solaris, say).
     """
+    # The run's variables are set by ``env`` before the launcher, after ``--`` (no name can be an
+    # option), so the leader's SMS_RUN_ID wins and "$@" is exactly the approved command.
     words = [f"{name}={value}" for name, value in command.env.items()]
-    prefix = ["env", *words] if words else []
-    argv = " ".join(quote(w) for w in [command.run_id or "-", *prefix, *command.argv])
-    line = f"exec {quote(shell)} -c {quote(_launcher(quote(shell)))} {quote(_LEADER)} {argv}"
+    prefix = "".join(f"{quote(w)} " for w in ["env", "--", *words]) if words else ""
+    argv = " ".join(quote(w) for w in [command.run_id or "-", *command.argv])
+    line = f"exec {prefix}{quote(shell)} -c {quote(_launcher(quote(shell)))} {quote(_LEADER)} {argv}"
     return f"cd {quote(command.cwd)} && {line}" if command.cwd else line
 
 

@@ -415,6 +415,11 @@ async def test_cancelling_a_worker_run_kills_every_process_of_the_script(
         with catalog.session() as session:
             record = get_run(session, run_id)
         assert record.ended_at is not None and record.exit_code is None
+        # The log says what was killed, and nothing claims the run was still running.
+        stopped = ("WARNING", f"stopped: process group {record.remote_pid} killed on {ssh_host}")
+        lines = await _logs_containing(run_id, stopped)
+        assert stopped in lines, lines[-5:]
+        assert not [message for _, message in lines if "Finished in state Running" in message], lines[-5:]
     finally:
         for line in _alive(ssh_server, pattern):  # leave nothing behind for the next test
             os.kill(int(line.split()[0]), 9)

@@ -62,8 +62,8 @@ async def test_hostile_arguments_arrive_byte_for_byte(transport, interpreter):
 
 async def test_environment_values_and_working_dir_arrive_unchanged(transport):
     value = "x'; $(id) `id` \"q\" \n ü *"
-    script = 'printf "%s" "$SMS_VALUE" | od -An -v -tx1 | tr -d " \\n"; echo; pwd\n'
-    code, lines = await run(transport, "sh", script, [], env={"SMS_VALUE": value}, cwd="/")
+    script = 'printf "%s" "$TEST_VALUE" | od -An -v -tx1 | tr -d " \\n"; echo; pwd\n'
+    code, lines = await run(transport, "sh", script, [], env={"TEST_VALUE": value}, cwd="/")
     assert code == 0
     assert [bytes.fromhex(lines[0].text).decode(), lines[1].text] == [value, "/"]
 

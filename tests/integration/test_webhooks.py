@@ -163,3 +163,23 @@ async def test_secrets_are_sealed_in_the_catalog(gateway, script):  # noqa: F811
     with gateway.catalog.session() as s:
         stored = rows.get_webhook(s, hook_id).secret
     assert secret not in stored and len(stored) > len(secret)
+
+
+async def test_payload_fields_map_to_declared_parameters_and_are_checked_against_them(gateway, script):  # noqa: F811
+    name = f"gw-hook-params-{uuid.uuid4().hex[:6]}"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SMS_WORK_POOL", "sms-webhook-params-idle")  # no worker: the run stays Scheduled
+        spec = ScriptSpec.parse({"name": name, "interpreter": "sh", "host": HOST,
+                                 "parameters": [{"name": "ref"}, {"name": "count", "type": "integer"}]})
+        await script_services.add(gateway.catalog, spec, 'echo "$@"\n', author="setup")
+    hook_id, secret = new_hook(gateway, name, arguments=[{"field": "ref", "parameter": "ref"},
+                                                         {"field": "n", "parameter": "count"}])
+    good = json.dumps({"ref": "main", "n": 3}).encode()
+    bad = json.dumps({"ref": "main", "n": "three"}).encode()
+    accepted = post(gateway, hook_id, good, signed(secret, good))
+    refused = post(gateway, hook_id, bad, signed(secret, bad))
+    assert accepted.status_code == 202, accepted.text
+    assert refused.status_code == 422 and "parameter 'count'" in refused.json()["detail"], refused.text
+    started = await runs_of(hook_id)
+    assert [run.parameters.get("parameters") for run in started] == [{"ref": "main", "count": 3}]
+    assert outcomes(gateway, hook_id) == ["started", "invalid-payload"]
