@@ -31,7 +31,7 @@ from starlette.status import WS_1008_POLICY_VIOLATION, WS_1011_INTERNAL_ERROR
 from starlette.websockets import WebSocketDisconnect
 
 from sms_plugin.gateway import audit, prefect_routes
-from sms_plugin.gateway.auth import AuthError, authenticate, require_principal
+from sms_plugin.gateway.auth import AuthError, authenticate, require_principal, websocket_origin_allowed
 from sms_plugin.gateway.principal import Principal
 from sms_plugin.gateway.rbac import Action, Decision
 
@@ -215,6 +215,8 @@ async def _open_upstream(upstream: PrefectUpstream, path: str, query: str) -> An
 @router.websocket("/prefect/{path:path}")
 async def proxy_websocket(websocket: WebSocket, path: str) -> None:
     """Authenticate and authorize the caller, then relay frames to and from Prefect."""
+    if not await websocket_origin_allowed(websocket):
+        return
     offered = {p.strip() for h in websocket.headers.getlist("sec-websocket-protocol") for p in h.split(",")}
     speaks_prefect = "prefect" in offered
     principal = await _websocket_principal(websocket, speaks_prefect)
