@@ -21,4 +21,4 @@ def plain_http_refusal(what: str, host: str, *, tls: bool, allowed: bool, remedy
     the operator did not explicitly allow it (``remedy`` says how to fix or allow it); else None."""
     if tls or allowed or is_loopback(host):
         return None
-    return f"{what} refuses to serve plain HTTP on {host}, which is not a loopback address: {remedy}"
+    return f"{what} will not serve plain HTTP on {host} (not a loopback address): {remedy}"

@@ -161,7 +161,7 @@ class Keycloak(Peer):
         home = private_home(distribution(), self.tmp / "home")
         import_dir = home / "data" / "import"
         import_dir.mkdir(parents=True)
-        shutil.copy2(REALM_FILE, import_dir / REALM_FILE.name)
+        shutil.copy2(REALM_FILE, import_dir / f"{self.realm}-realm.json")  # the name Keycloak's import demands
         self.port = free_port()
         self.management_port = free_port()
         self.admin_password = os.urandom(12).hex()

@@ -91,8 +91,8 @@ class Exporter:
         """Starts serving ``/metrics`` (a background thread); returns the port."""
         refusal = plain_http_refusal(
             "the exporter", self.settings.address, tls=False, allowed=self.settings.allow_plain_http,
-            remedy="listen on 127.0.0.1 (behind a TLS proxy), or accept clear text with "
-            "SMS_EXPORTER_ALLOW_PLAIN_HTTP=1 (--insecure-http)",
+            remedy="keep it on 127.0.0.1 behind a TLS proxy, "
+            "or allow clear text with SMS_EXPORTER_ALLOW_PLAIN_HTTP=1 (--insecure-http)",
         )
         if refusal:
             raise SMSError(refusal)

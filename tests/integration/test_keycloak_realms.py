@@ -45,6 +45,11 @@ def imported(keycloak) -> Iterator[tuple[str, str]]:
         admin.delete("").raise_for_status()
 
 
+def _client_secret(admin: httpx.Client, client_id: str) -> str:
+    [client] = admin.get("/clients", params={"clientId": client_id}).raise_for_status().json()
+    return str(admin.get(f"/clients/{client['id']}/client-secret").raise_for_status().json()["value"])
+
+
 def test_the_template_refuses_password_grants(keycloak, imported) -> None:
     issuer, name = imported
     with _admin(keycloak, name) as admin:

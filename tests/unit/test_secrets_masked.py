@@ -75,7 +75,7 @@ def test_plain_http_beyond_loopback_needs_tls_or_an_explicit_yes() -> None:
     assert plain_http_refusal("x", "0.0.0.0", tls=False, allowed=True, remedy="r") is None
     assert plain_http_refusal("x", "127.0.0.1", tls=False, allowed=False, remedy="r") is None
     assert plain_http_refusal("x", "0.0.0.0", tls=False, allowed=False, remedy="r") == (
-        "x refuses to serve plain HTTP on 0.0.0.0, which is not a loopback address: r"
+        "x will not serve plain HTTP on 0.0.0.0 (not a loopback address): r"
     )
     with pytest.raises(InvalidInput, match="SMS_GATEWAY_ALLOW_PLAIN_HTTP=1"):
         load_settings(oidc_issuer="https://kc.example/realms/sms", host="0.0.0.0")

@@ -27,7 +27,7 @@ from sqlalchemy import select
 from infra.testbed.gateway import GatewayBed
 from infra.testbed.ports import free_port
 from sms_plugin.catalog import Catalog
-from sms_plugin.catalog.models import GatewaySession
+from sms_plugin.catalog.models import AccessRule, GatewaySession
 from tests.integration.test_gateway_auth import Browser, LoopbackIsSecure, browser_login, login_form
 
 pytestmark = pytest.mark.integration
@@ -35,10 +35,17 @@ pytestmark = pytest.mark.integration
 RECHECK_SECONDS = 3
 
 
+@pytest.fixture
+def bed(gateway_bed) -> GatewayBed:
+    """The test bed's gateway, in front of its own Prefect."""
+    return gateway_bed
+
+
 @pytest.fixture(scope="module")
-def bed(keycloak) -> Iterator[GatewayBed]:
-    """The gateway in front of its own Prefect, re-reading session roles every few seconds."""
-    with GatewayBed(keycloak.issuer, settings={"SMS_GATEWAY_SESSION_RECHECK_SECONDS": str(RECHECK_SECONDS)}) as peer:
+def rechecking(keycloak) -> Iterator[GatewayBed]:
+    """A gateway (no Prefect behind it) that re-reads session roles every few seconds."""
+    settings = {"SMS_GATEWAY_SESSION_RECHECK_SECONDS": str(RECHECK_SECONDS)}
+    with GatewayBed(keycloak.issuer, with_prefect=False, settings=settings) as peer:
         yield peer
 
 
@@ -193,26 +200,42 @@ def _refused_within(bed: GatewayBed, copied: dict[str, str], seconds: float) -> 
         time.sleep(0.5)
 
 
+def _add_rule(bed: GatewayBed, headers: dict[str, str], subject: str, description: str) -> httpx.Response:
+    """An admin-only change through the REST API: a (harmless) access rule for ``subject``."""
+    rule = {"subject_kind": "user", "subject": subject, "actions": ["read"], "description": description}
+    return httpx.post(f"{bed.url}/api/v1/access-rules", json=rule, headers=headers, timeout=30)
+
+
+def _rules_described(description: str) -> int:
+    catalog = Catalog()
+    try:
+        with catalog.session() as s:
+            return len(s.scalars(select(AccessRule).where(AccessRule.description == description)).all())
+    finally:
+        catalog.dispose()
+
+
 @pytest.mark.parametrize("change", ["role removed", "user disabled"])
-def test_a_change_in_keycloak_ends_the_session_within_the_recheck_period(bed, keycloak, realm_user, change) -> None:
+def test_a_change_in_keycloak_ends_the_session_within_the_recheck_period(rechecking, keycloak, realm_user, change) -> None:
     name, user_id = realm_user
-    with closing(browser_login(bed.url, name)) as browser:
+    with closing(browser_login(rechecking.url, name)) as browser:
         copied = {"Cookie": f"sms_session={browser.cookies.get('sms_session')}"}
-        assert _create_variable(bed, f"before_{uuid.uuid4().hex[:8]}", headers=copied).status_code == 201  # control
+        before = f"before {uuid.uuid4()}"
+        assert _add_rule(rechecking, copied, name, before).status_code == 201, "the control"
         with keycloak.admin() as admin:
             if change == "role removed":
                 role = admin.get("/roles/sms-admin").raise_for_status().json()
                 admin.request("DELETE", f"/users/{user_id}/role-mappings/realm", json=[role]).raise_for_status()
             else:
                 admin.put(f"/users/{user_id}", json={"enabled": False}).raise_for_status()
-        took, refused = _refused_within(bed, copied, RECHECK_SECONDS + 10)
+        took, refused = _refused_within(rechecking, copied, RECHECK_SECONDS + 10)
     assert refused.status_code == 401, refused.text
     assert took <= RECHECK_SECONDS + 5, took
     reason = "your roles changed" if change == "role removed" else "the session ended at the identity provider"
     assert reason in refused.json()["detail"]
-    name = f"after_change_{uuid.uuid4().hex[:8]}"
-    assert _create_variable(bed, name, headers=copied).status_code == 401  # the session is gone for good
-    assert not _variable_exists(bed, keycloak, name)
+    after = f"after {uuid.uuid4()}"
+    assert _add_rule(rechecking, copied, name, after).status_code == 401  # the session is gone for good
+    assert _rules_described(before) == 1 and _rules_described(after) == 0
 
 
 def _ws_url(bed: GatewayBed, path: str) -> str:
@@ -254,7 +277,7 @@ def test_a_plain_http_gateway_beyond_loopback_refuses_to_start(keycloak, how) ->
         done = _sms("gateway", env={**env, "SMS_GATEWAY_HOST": "0.0.0.0"})
     assert done.returncode == 1, done.stdout + done.stderr
     assert done.stderr.count("\n") == 1, done.stderr
-    assert "refuses to serve plain HTTP on 0.0.0.0" in done.stderr and "SMS_GATEWAY_ALLOW_PLAIN_HTTP=1" in done.stderr
+    assert "will not serve plain HTTP on 0.0.0.0" in done.stderr and "SMS_GATEWAY_ALLOW_PLAIN_HTTP=1" in done.stderr
     with pytest.raises(httpx.ConnectError):  # nothing listens
         httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5)
 
@@ -264,6 +287,6 @@ def test_a_plain_http_exporter_beyond_loopback_refuses_to_start() -> None:
     env = {**os.environ, "PREFECT_API_URL": "http://127.0.0.1:9/api", "COLUMNS": "300"}
     done = _sms("exporter", "--address", "0.0.0.0", "--port", str(port), env=env)
     assert done.returncode == 1, done.stdout + done.stderr
-    assert "refuses to serve plain HTTP on 0.0.0.0" in done.stderr and "SMS_EXPORTER_ALLOW_PLAIN_HTTP=1" in done.stderr
+    assert "will not serve plain HTTP on 0.0.0.0" in done.stderr and "SMS_EXPORTER_ALLOW_PLAIN_HTTP=1" in done.stderr
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5)
