@@ -102,6 +102,8 @@ def _catalog_dump(catalog: Catalog) -> str:
 
 
 def _elasticsearch_documents(url: str, run_id: str) -> list[dict[str, Any]]:
+    """Every document of the run (after a refresh, so that the last lines are searchable too)."""
+    httpx.post(f"{url}/sms-logs-*/_refresh", timeout=30).raise_for_status()
     reply = httpx.post(
         f"{url}/sms-logs-*/_search", json={"size": 1000, "query": {"term": {"sms.run_id": run_id}}}, timeout=30
     )
@@ -127,7 +129,7 @@ async def test_a_run_leaves_no_host_secret_anywhere(catalog, ssh_server, prefect
     documents = _elasticsearch_documents(shipping, run_id)
     assert {doc["message"] for doc in documents} >= {"start one", "done"}  # the search does find the run
     assert any("/.sms/run/" in line and line.endswith(" one ") for line in processes.seen)  # seen while it ran
-    stored = await SSHHost.load(host)
+    stored = await SSHHost.aload(host)
     with catalog.session() as s:
         audit = [repr(event) + json.dumps(event.detail) for event in list_audit(s)]
     places = {
