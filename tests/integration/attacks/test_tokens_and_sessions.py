@@ -15,6 +15,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from typing import Any
 from contextlib import closing
 from http.cookiejar import CookieJar
 from pathlib import Path
@@ -121,15 +122,19 @@ def test_a_token_of_another_client_is_refused(bed, keycloak, other_client) -> No
     assert not _variable_exists(bed, keycloak, name)
 
 
-def _stored_sessions(cookie: str) -> int:
-    """How many catalog rows hold the session of this cookie value (the gateway shares SMS_HOME)."""
+def _rows(model: Any, condition: Any) -> int:
+    """How many rows of ``model`` match ``condition`` (the test bed's gateways share this SMS_HOME)."""
     catalog = Catalog()
     try:
         with catalog.session() as s:
-            key = hashlib.sha256(cookie.encode()).hexdigest()
-            return len(s.scalars(select(GatewaySession).where(GatewaySession.id == key)).all())
+            return len(s.scalars(select(model).where(condition)).all())
     finally:
         catalog.dispose()
+
+
+def _stored_sessions(cookie: str) -> int:
+    """How many catalog rows hold the session of this cookie value."""
+    return _rows(GatewaySession, GatewaySession.id == hashlib.sha256(cookie.encode()).hexdigest())
 
 
 def _logout(browser: httpx.Client, url: str) -> None:
@@ -206,15 +211,6 @@ def _add_rule(bed: GatewayBed, headers: dict[str, str], subject: str, descriptio
     return httpx.post(f"{bed.url}/api/v1/access-rules", json=rule, headers=headers, timeout=30)
 
 
-def _rules_described(description: str) -> int:
-    catalog = Catalog()
-    try:
-        with catalog.session() as s:
-            return len(s.scalars(select(AccessRule).where(AccessRule.description == description)).all())
-    finally:
-        catalog.dispose()
-
-
 @pytest.mark.parametrize("change", ["role removed", "user disabled"])
 def test_a_change_in_keycloak_ends_the_session_within_the_recheck_period(rechecking, keycloak, realm_user, change) -> None:
     name, user_id = realm_user
@@ -235,7 +231,8 @@ def test_a_change_in_keycloak_ends_the_session_within_the_recheck_period(recheck
     assert reason in refused.json()["detail"]
     after = f"after {uuid.uuid4()}"
     assert _add_rule(rechecking, copied, name, after).status_code == 401  # the session is gone for good
-    assert _rules_described(before) == 1 and _rules_described(after) == 0
+    assert _rows(AccessRule, AccessRule.description == before) == 1
+    assert _rows(AccessRule, AccessRule.description == after) == 0
 
 
 def _ws_url(bed: GatewayBed, path: str) -> str:
