@@ -32,6 +32,13 @@ def database_url() -> str:
     return os.environ.get("SMS_DATABASE_URL") or f"sqlite:///{sms_home() / 'catalog.db'}"
 
 
+def shown_database_url(url: str | None = None) -> str:
+    """``url`` (default: the catalog's) fit to print: its password replaced by ``***``."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(url or database_url()).render_as_string(hide_password=True)
+
+
 def work_pool_name() -> str:
     """The Prefect work pool whose workers run the scripts."""
     return os.environ.get("SMS_WORK_POOL") or "sms"

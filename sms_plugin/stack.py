@@ -30,7 +30,7 @@ from sms_plugin.catalog import Catalog
 from sms_plugin.deploy import ensure_work_pool, sync_housekeeping
 from sms_plugin.errors import Conflict, SMSError
 from sms_plugin.gateway.config import GatewaySettings, load_settings
-from sms_plugin.settings import database_url, elasticsearch_url, sms_home, work_pool_name, worker_type
+from sms_plugin.settings import database_url, elasticsearch_url, shown_database_url, sms_home, work_pool_name, worker_type
 from sms_plugin.telemetry.exporter import exporter_url
 
 _SERVER_START_SECONDS = 120
@@ -165,7 +165,7 @@ class EmbeddedStack:
             self.console.print(
                 f"\n[bold green]SMS is up.[/] Gateway: {self.gateway.base_url}  (log in at /auth/login; "
                 f"Prefect UI at {self.gateway.base_url}/prefect/, REST API at /api/v1, logs in {self.logs})\n"
-                f"Catalog: {database_url()}\n"
+                f"Catalog: {shown_database_url()}\n"
                 f"The CLI, from any machine, needs no database or Prefect settings:\n"
                 f"  sms login --gateway {self.gateway.base_url}\n  sms script list\n  sms run hello-bash --wait -- world\n"
                 f"Press Ctrl-C to stop.\n"
@@ -174,7 +174,7 @@ class EmbeddedStack:
         ui = self.api_url.removesuffix("/api")
         self.console.print(
             f"\n[bold green]SMS is up.[/] Prefect UI: {ui}  (API {self.api_url})\n"
-            f"Catalog: {database_url()}\n"
+            f"Catalog: {shown_database_url()}\n"
             f"Metrics: {exporter_url()} (see {self.logs / 'exporter.log'})\n"
             f"In another shell: export PREFECT_API_URL={self.api_url}\n"
             f"  sms script list\n  sms run hello-bash --wait -- world\n"

@@ -168,7 +168,7 @@ def prometheus() -> Iterator[Prometheus]:
 
 @pytest.fixture(scope="session")
 def keycloak() -> Iterator[Keycloak]:
-    """A private Keycloak with realm ``sms`` (infra/keycloak/sms-realm.json); ``.issuer`` is the
+    """A private Keycloak with realm ``sms`` (the demo realm, infra/keycloak/sms-demo-realm.json); ``.issuer`` is the
     realm's issuer URL, ``.token(user)`` a password-grant access token (password: user + "-pw")."""
     peer = _started(Keycloak())
     yield peer

@@ -31,10 +31,13 @@ class GatewayBed(Peer):
     name = "sms-gateway"
 
     def __init__(
-        self, issuer: str, *, timeout: float = 60.0, with_prefect: bool = True, tls: tuple[Path, Path] | None = None
+        self, issuer: str, *, timeout: float = 60.0, with_prefect: bool = True, tls: tuple[Path, Path] | None = None,
+        settings: dict[str, str] | None = None,
     ) -> None:
-        """``tls`` (certificate, key): serve HTTPS; ``with_prefect`` False: no Prefect behind it."""
+        """``tls`` (certificate, key): serve HTTPS; ``with_prefect`` False: no Prefect behind it;
+        ``settings``: more SMS_* variables for the gateway."""
         super().__init__(timeout=timeout)
+        self.settings = settings or {}
         self.issuer = issuer
         self.with_prefect = with_prefect
         self.tls = tls
@@ -59,6 +62,7 @@ class GatewayBed(Peer):
             "SMS_GATEWAY_SESSION_SECRET": secrets.token_urlsafe(32),
             # Tests add signing keys to the realm; pick them up without a long wait.
             "SMS_OIDC_JWKS_REFRESH_SECONDS": "1",
+            **self.settings,
         }
         if self.tls:
             settings.update(SMS_GATEWAY_TLS_CERT=str(self.tls[0]), SMS_GATEWAY_TLS_KEY=str(self.tls[1]))

@@ -20,7 +20,7 @@ from infra.testbed.ports import free_port
 from infra.testbed.process import Peer, PeerError, find_binary, run
 
 GROUP, ARTIFACT, VERSION = "org.keycloak", "keycloak-quarkus-dist", "26.4.7"
-REALM_FILE = Path(__file__).resolve().parents[1] / "keycloak" / "sms-realm.json"
+REALM_FILE = Path(__file__).resolve().parents[1] / "keycloak" / "sms-demo-realm.json"
 CACHE = Path.home() / ".cache" / "sms-testbed"
 #: Large, read-only parts of the distribution that a private home links instead of copying.
 _SHARED = ("lib/lib", "themes")
@@ -83,7 +83,7 @@ def private_home(dist: Path, home: Path) -> Path:
 
 
 class Keycloak(Peer):
-    """Keycloak in dev mode with realm ``sms`` (infra/keycloak/sms-realm.json) imported.
+    """Keycloak in dev mode with demo realm ``sms`` (infra/keycloak/sms-demo-realm.json) imported.
 
     Example::
 
@@ -161,7 +161,7 @@ class Keycloak(Peer):
         home = private_home(distribution(), self.tmp / "home")
         import_dir = home / "data" / "import"
         import_dir.mkdir(parents=True)
-        shutil.copy2(REALM_FILE, import_dir / REALM_FILE.name)
+        shutil.copy2(REALM_FILE, import_dir / f"{self.realm}-realm.json")  # the name Keycloak's import demands
         self.port = free_port()
         self.management_port = free_port()
         self.admin_password = os.urandom(12).hex()

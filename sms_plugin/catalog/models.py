@@ -257,10 +257,27 @@ class WebhookDelivery(Base):
         return f"WebhookDelivery(webhook_id={self.webhook_id!r}, delivery_id={self.delivery_id!r}, outcome={self.outcome!r})"
 
 
+class GatewaySession(Base):
+    """A browser session of the gateway. ``id`` is the SHA-256 of the cookie's random value (the
+    catalog never holds a usable cookie); ``data`` is sealed by the gateway (principal, tokens)."""
+
+    __tablename__ = "gateway_sessions"
+    __table_args__ = TABLE_OPTIONS
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    data: Mapped[str] = mapped_column(LongText)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+
+    def __repr__(self) -> str:
+        return f"GatewaySession(expires_at={self.expires_at!r})"
+
+
 __all__ = [
     "AccessRule",
     "AuditEvent",
     "Base",
+    "GatewaySession",
     "RunRecord",
     "Script",
     "ScriptVersion",

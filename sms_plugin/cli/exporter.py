@@ -18,6 +18,9 @@ def exporter(
     probe_seconds: Annotated[
         float | None, typer.Option("--probe-seconds", help="Host check period (env SMS_EXPORTER_PROBE_SECONDS; default 60).")
     ] = None,
+    insecure_http: Annotated[
+        bool, typer.Option("--insecure-http", help="Serve plain HTTP beyond loopback (env SMS_EXPORTER_ALLOW_PLAIN_HTTP=1).")
+    ] = False,
 ) -> None:
     """Serve SMS's Prometheus metrics, kept current from Prefect's event stream. Ctrl-C stops."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -27,6 +30,7 @@ def exporter(
         port=defaults.port if port is None else port,
         history_hours=defaults.history_hours,
         probe_seconds=probe_seconds or defaults.probe_seconds,
+        allow_plain_http=insecure_http or defaults.allow_plain_http,
     )
     try:
         serve(settings)

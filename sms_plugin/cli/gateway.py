@@ -19,6 +19,9 @@ def gateway(
     port: Annotated[int | None, typer.Option(help="Port [env SMS_GATEWAY_PORT, default 8443].")] = None,
     tls_cert: Annotated[Path | None, typer.Option(help="PEM certificate: serve HTTPS [env SMS_GATEWAY_TLS_CERT].")] = None,
     tls_key: Annotated[Path | None, typer.Option(help="PEM private key of --tls-cert [env SMS_GATEWAY_TLS_KEY].")] = None,
+    insecure_http: Annotated[
+        bool, typer.Option("--insecure-http", help="Serve plain HTTP beyond loopback [env SMS_GATEWAY_ALLOW_PLAIN_HTTP].")
+    ] = False,
 ) -> None:
     """Serve the gateway: Keycloak login, the SMS REST API, webhooks and Prefect under /prefect/.
 
@@ -30,6 +33,8 @@ def gateway(
     from sms_plugin.gateway.config import load_settings
 
     given = {k: v for k, v in {"host": host, "port": port, "tls_cert": tls_cert, "tls_key": tls_key}.items() if v is not None}
+    if insecure_http:
+        given["allow_plain_http"] = True
     settings = load_settings(**given)
     out.print(f"SMS gateway on {settings.base_url} (issuer {settings.oidc_issuer}, Prefect {settings.prefect_url or 'not proxied'})")
     catalog = Catalog()

@@ -16,17 +16,15 @@ from typing import Any
 import httpx
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
-from starlette.middleware.sessions import SessionMiddleware
 
 from sms_plugin.catalog import Catalog
 from sms_plugin.errors import NotFound
-from sms_plugin.gateway import auth, prefect_routes, proxy
+from sms_plugin.gateway import auth, prefect_routes, proxy, sessions
 from sms_plugin.gateway.config import GatewaySettings
 from sms_plugin.gateway.principal import Principal
 from sms_plugin.gateway.rbac import ANY, Action, Decision, Target, decide
 from sms_plugin.gateway.targets import Targets, load_rules
 
-SESSION_COOKIE = "sms_session"
 #: Routers of the SMS REST API and the webhooks, included when their modules exist.
 _OPTIONAL_ROUTERS = ("sms_plugin.gateway.api", "sms_plugin.gateway.webhooks")
 
@@ -83,12 +81,9 @@ def create_app(settings: GatewaySettings, *, catalog: Catalog | None = None) -> 
     app.state.authorize = catalog_authorize(catalog)
     app.state.prefect = None
     app.add_middleware(
-        SessionMiddleware,
-        secret_key=settings.session_secret.get_secret_value(),
-        session_cookie=SESSION_COOKIE,
-        max_age=settings.session_seconds,
-        same_site="lax",
-        https_only=settings.tls,
+        sessions.SessionMiddleware,
+        store=sessions.SessionStore(catalog, settings.session_secret.get_secret_value()),
+        secure=settings.tls,
     )
 
     @app.get("/healthz", tags=["health"], summary="The gateway process is alive")

@@ -2,12 +2,16 @@
 
 - :class:`TokenVerifier` checks a JWT against the realm: asymmetric algorithm from the allow-list,
   a ``kid`` found in the realm's JWKS (cached; an unknown ``kid`` refetches it, at most once per
-  ``jwks_refresh_seconds``), signature, issuer, audience, ``exp``, ``nbf``, ``iat``.
+  ``jwks_refresh_seconds``), signature, issuer, audience, ``exp``, ``nbf``, ``iat``; then that it
+  is an access token (``typ`` Bearer: no ID or refresh token) issued to one of SMS's clients (``azp``).
 - :data:`router` serves ``/auth/login`` (redirect to Keycloak with PKCE S256), ``/auth/callback``
-  (code → tokens, the access token verified like a bearer token, the principal kept in the signed
-  session cookie), ``/auth/logout`` (form post with CSRF token; ends the Keycloak session too)
-  and ``/auth/me``.
-- :func:`require_principal` is the FastAPI dependency of every protected route.
+  (code → tokens, the access token verified like a bearer token, the principal and tokens kept in
+  the server-side session, :mod:`sms_plugin.gateway.sessions`), ``/auth/logout`` (form post with
+  CSRF token; deletes the session and ends the Keycloak session too) and ``/auth/me``.
+- A session's roles are re-read at Keycloak (refresh grant) every ``session_recheck_seconds``; a
+  refused refresh (user disabled, Keycloak session ended) or a lost role ends the session.
+- :func:`require_principal` is the FastAPI dependency of every protected route;
+  :func:`websocket_origin_allowed` guards cookie-authenticated websocket handshakes.
 """
 
 from __future__ import annotations
@@ -29,7 +33,10 @@ from joserfc import jws, jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 from starlette.requests import HTTPConnection
+from starlette.status import WS_1008_POLICY_VIOLATION
+from starlette.websockets import WebSocket
 
+from sms_plugin.gateway import sessions
 from sms_plugin.gateway.config import GatewaySettings
 from sms_plugin.gateway.principal import Principal
 
@@ -148,7 +155,12 @@ class TokenVerifier:
             raise AuthError(exc.description or exc.error.replace("_", " ")) from exc
         except ValueError as exc:
             raise AuthError("malformed token") from exc
-        return principal_from_claims(decoded.claims, self.settings.oidc_client_id)
+        claims = decoded.claims
+        if claims.get("typ") != "Bearer":
+            raise AuthError(f"not an access token (typ {claims.get('typ')!r}): send the access token")
+        if claims.get("azp") not in self.settings.oidc_allowed_clients:
+            raise AuthError(f"token issued to client {claims.get('azp')!r}, which is not one of SMS's clients")
+        return principal_from_claims(claims, self.settings.oidc_client_id)
 
 
 class Authenticator:
@@ -186,17 +198,66 @@ def _bearer(conn: HTTPConnection) -> str | None:
     return value.strip()
 
 
-def session_principal(conn: HTTPConnection) -> Principal | None:
-    """The principal of a live browser session, if any."""
-    stored = conn.session.get(SESSION_KEY) if "session" in conn.scope else None
-    if not stored or stored.get("expires", 0) < time.time():
-        return None
+def _stored_principal(stored: dict[str, Any]) -> Principal:
     return Principal(
         subject=stored["subject"],
         username=stored["username"],
         roles=frozenset(stored["roles"]),
         groups=frozenset(stored["groups"]),
     )
+
+
+def _session_entry(principal: Principal, tokens: dict[str, Any]) -> dict[str, Any]:
+    """What a session keeps of a login or a refresh: the principal, when its roles were read,
+    and the tokens (server-side only)."""
+    return {
+        "subject": principal.subject,
+        "username": principal.username,
+        "roles": sorted(principal.roles),
+        "groups": sorted(principal.groups),
+        "checked_at": time.time(),
+        "id_token": tokens.get("id_token"),
+        "refresh_token": tokens.get("refresh_token"),
+    }
+
+
+async def _reread(auth: Authenticator, stored: dict[str, Any]) -> dict[str, Any]:
+    """The session entry with roles read again at Keycloak (refresh grant); :class:`AuthError`
+    when Keycloak refuses (user disabled, session ended) or the user lost a role."""
+    settings = auth.settings
+    form = {"grant_type": "refresh_token", "refresh_token": stored.get("refresh_token") or "",
+            "client_id": settings.oidc_client_id}
+    if settings.oidc_client_secret:
+        form["client_secret"] = settings.oidc_client_secret.get_secret_value()
+    try:
+        reply = await auth.verifier.http.post((await auth.verifier.metadata())["token_endpoint"], data=form)
+    except httpx.HTTPError as exc:
+        raise HTTPException(503, detail="the identity provider is unreachable; try again") from exc
+    if reply.status_code >= 500:
+        raise HTTPException(503, detail="the identity provider is unavailable; try again")
+    if reply.status_code != 200:
+        raise AuthError("the session ended at the identity provider; log in again")
+    tokens = reply.json()
+    principal = await auth.verifier.verify(str(tokens.get("access_token")))
+    if not principal.roles >= frozenset(stored["roles"]):
+        raise AuthError("your roles changed; log in again")
+    return _session_entry(principal, {"id_token": stored.get("id_token"), **tokens})
+
+
+async def session_principal(conn: HTTPConnection) -> Principal | None:
+    """The principal of the browser session, if any; its roles are re-read when due. A session
+    that cannot continue is deleted and raises :class:`AuthError` saying why."""
+    stored = conn.session.get(SESSION_KEY) if "session" in conn.scope else None
+    if not stored:
+        return None
+    auth = _authenticator(conn)
+    if time.time() - stored["checked_at"] >= auth.settings.session_recheck_seconds:
+        try:
+            stored = conn.session[SESSION_KEY] = await _reread(auth, stored)
+        except AuthError:
+            conn.session.clear()
+            raise
+    return _stored_principal(stored)
 
 
 def csrf_token(conn: HTTPConnection) -> str:
@@ -206,11 +267,17 @@ def csrf_token(conn: HTTPConnection) -> str:
     return str(conn.session[CSRF_KEY])
 
 
+def _trusted_origin(conn: HTTPConnection, origin: str) -> bool:
+    """``origin`` is the gateway's own (the request's ``Host``) or in SMS_GATEWAY_ALLOWED_ORIGINS."""
+    allowed = _authenticator(conn).settings.allowed_origins
+    return urlsplit(origin).netloc == conn.headers.get("host", "") or origin.rstrip("/") in allowed
+
+
 def _check_csrf(request: Request, form_token: str | None = None) -> None:
-    """Cookie-authenticated state changes must come from this origin: a foreign ``Origin`` is
+    """Cookie-authenticated state changes must come from a trusted origin: a foreign ``Origin`` is
     refused, and a body a foreign form could send must carry the session's CSRF token."""
     origin = request.headers.get("origin")
-    if origin and urlsplit(origin).netloc != request.headers.get("host", ""):
+    if origin and not _trusted_origin(request, origin):
         raise HTTPException(403, detail="cross-origin request refused (CSRF protection)")
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type in _FORM_TYPES or not content_type:
@@ -229,10 +296,26 @@ async def authenticate(conn: HTTPConnection) -> Principal:
             return await _authenticator(conn).verifier.verify(token)
         except AuthError as exc:
             raise unauthorized(str(exc)) from exc
-    principal = session_principal(conn)
+    try:
+        principal = await session_principal(conn)
+    except AuthError as exc:
+        raise unauthorized(str(exc)) from exc
     if principal is None:
         raise unauthorized("send a bearer access token or log in at /auth/login")
     return principal
+
+
+async def websocket_origin_allowed(websocket: WebSocket) -> bool:
+    """False, after refusing the handshake (403), when the browser session's cookie would
+    authenticate it but its ``Origin`` is missing or not trusted (cross-site websocket hijacking).
+    Handshakes with a bearer header or without a session need no ``Origin``."""
+    if websocket.headers.get("authorization") or not websocket.session.get(SESSION_KEY):
+        return True
+    origin = websocket.headers.get("origin")
+    if origin and _trusted_origin(websocket, origin):
+        return True
+    await websocket.close(WS_1008_POLICY_VIOLATION, reason="cross-origin websocket refused")
+    return False
 
 
 async def require_principal(request: Request) -> Principal:
@@ -274,15 +357,10 @@ async def callback(request: Request) -> Any:
         return JSONResponse({"detail": f"login failed: {exc}"}, status_code=400)
     target = _safe_next(request.session.pop("next", "/"))
     request.session.clear()
-    request.session[SESSION_KEY] = {
-        "subject": principal.subject,
-        "username": principal.username,
-        "roles": sorted(principal.roles),
-        "groups": sorted(principal.groups),
-        "expires": time.time() + auth.settings.session_seconds,
-        "id_token": token.get("id_token"),
-    }
+    request.session[SESSION_KEY] = _session_entry(principal, token)
+    request.session[sessions.EXPIRES] = time.time() + auth.settings.session_seconds
     request.session[CSRF_KEY] = secrets.token_urlsafe(24)
+    sessions.renew(request)
     return RedirectResponse(target, status_code=303)
 
 
@@ -343,7 +421,10 @@ pages = APIRouter(include_in_schema=False)
 @pages.get("/", response_class=HTMLResponse)
 async def home(request: Request) -> HTMLResponse:
     """Who is logged in, and links to log in, register, log out and the Prefect UI."""
-    principal = session_principal(request)
+    try:
+        principal = await session_principal(request)
+    except AuthError:
+        principal = None
     who = (
         f"Logged in as <b>{html.escape(principal.username)}</b> "
         f"({html.escape(json.dumps(sorted(principal.roles)))}). "

@@ -9,6 +9,10 @@ from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from sms_plugin.errors import InvalidInput
+from sms_plugin.listening import plain_http_refusal
+
+#: Longest interval between two re-reads of a browser session's roles (the issue's 5 minutes).
+MAX_SESSION_RECHECK_SECONDS = 300
 
 
 class GatewaySettings(BaseSettings):
@@ -25,6 +29,8 @@ class GatewaySettings(BaseSettings):
     oidc_client_secret: SecretStr | None = Field(None, validation_alias="SMS_OIDC_CLIENT_SECRET")
     #: The public client ``sms login`` uses (device code / password grant).
     oidc_cli_client_id: str = Field("sms-cli", validation_alias="SMS_OIDC_CLI_CLIENT_ID")
+    #: Clients whose access tokens are accepted (``azp``); default: the two above.
+    oidc_allowed_clients: list[str] = Field([], validation_alias="SMS_OIDC_ALLOWED_CLIENTS")
     #: Signature algorithms accepted on tokens (asymmetric only).
     oidc_algorithms: list[str] = Field(
         ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512"],
@@ -47,6 +53,15 @@ class GatewaySettings(BaseSettings):
         validation_alias="SMS_GATEWAY_SESSION_SECRET",
     )
     session_seconds: int = Field(3600, validation_alias="SMS_GATEWAY_SESSION_SECONDS")
+    #: Seconds between two re-reads of a session's roles at Keycloak (refresh grant); at most 300.
+    session_recheck_seconds: float = Field(
+        MAX_SESSION_RECHECK_SECONDS, gt=0, le=MAX_SESSION_RECHECK_SECONDS,
+        validation_alias="SMS_GATEWAY_SESSION_RECHECK_SECONDS",
+    )
+    #: Other origins (``https://host[:port]``) whose pages may open cookie-authenticated websockets.
+    allowed_origins: list[str] = Field([], validation_alias="SMS_GATEWAY_ALLOWED_ORIGINS")
+    #: Serve plain HTTP on a non-loopback address (behind a TLS-terminating proxy, say).
+    allow_plain_http: bool = Field(False, validation_alias="SMS_GATEWAY_ALLOW_PLAIN_HTTP")
 
     #: The Prefect server behind the gateway (loopback), serving under ``/prefect``.
     prefect_url: str | None = Field(None, validation_alias="SMS_GATEWAY_PREFECT_URL")
@@ -63,6 +78,14 @@ class GatewaySettings(BaseSettings):
         if unsafe:
             raise ValueError(f"SMS_OIDC_ALGORITHMS must not contain {sorted(unsafe)}")
         self.oidc_issuer = self.oidc_issuer.rstrip("/")
+        self.oidc_allowed_clients = self.oidc_allowed_clients or [self.oidc_client_id, self.oidc_cli_client_id]
+        refusal = plain_http_refusal(
+            "the gateway", self.host, tls=self.tls, allowed=self.allow_plain_http,
+            remedy="give it --tls-cert/--tls-key, or keep it on 127.0.0.1 behind a TLS proxy, "
+            "or allow clear text with SMS_GATEWAY_ALLOW_PLAIN_HTTP=1 (--insecure-http)",
+        )
+        if refusal:
+            raise ValueError(refusal)
         return self
 
     @property

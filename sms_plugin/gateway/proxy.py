@@ -35,7 +35,7 @@ from starlette.status import WS_1008_POLICY_VIOLATION, WS_1011_INTERNAL_ERROR
 from starlette.websockets import WebSocketDisconnect
 
 from sms_plugin.gateway import prefect_judge as judge
-from sms_plugin.gateway.auth import AuthError, authenticate, require_principal
+from sms_plugin.gateway.auth import AuthError, authenticate, require_principal, websocket_origin_allowed
 from sms_plugin.gateway.principal import Principal
 from sms_plugin.gateway.rbac import Action, Decision
 
@@ -206,6 +206,8 @@ async def _open_upstream(upstream: PrefectUpstream, target: str) -> Any:
 async def proxy_websocket(websocket: WebSocket, path: str) -> None:
     """Check the path and the caller as for HTTP (``/events/out`` and ``/logs/out`` are reads,
     refused to narrowed readers; the rest is admin), then relay frames to and from Prefect."""
+    if not await websocket_origin_allowed(websocket):
+        return
     try:
         await routes_loaded(websocket)
         target = judge.forwarded_target(websocket)

@@ -34,6 +34,7 @@ from prometheus_client.registry import Collector
 
 from sms_plugin import hosts, run_events
 from sms_plugin.errors import SMSError
+from sms_plugin.listening import plain_http_refusal
 from sms_plugin.telemetry import sources
 from sms_plugin.telemetry.metrics import RunMetrics, ServiceMetrics
 
@@ -58,6 +59,8 @@ class ExporterSettings:
     port: int = field(default_factory=lambda: int(_env_number("SMS_EXPORTER_PORT", 9478)))
     history_hours: float = field(default_factory=lambda: _env_number("SMS_EXPORTER_HISTORY_HOURS", 168))
     probe_seconds: float = field(default_factory=lambda: _env_number("SMS_EXPORTER_PROBE_SECONDS", 60))
+    #: Serve plain HTTP on a non-loopback address (metrics name scripts and hosts).
+    allow_plain_http: bool = field(default_factory=lambda: os.environ.get("SMS_EXPORTER_ALLOW_PLAIN_HTTP") == "1")
 
 
 def exporter_url(settings: ExporterSettings | None = None) -> str:
@@ -86,6 +89,13 @@ class Exporter:
 
     def listen(self) -> int:
         """Starts serving ``/metrics`` (a background thread); returns the port."""
+        refusal = plain_http_refusal(
+            "the exporter", self.settings.address, tls=False, allowed=self.settings.allow_plain_http,
+            remedy="keep it on 127.0.0.1 behind a TLS proxy, "
+            "or allow clear text with SMS_EXPORTER_ALLOW_PLAIN_HTTP=1 (--insecure-http)",
+        )
+        if refusal:
+            raise SMSError(refusal)
         registry = CollectorRegistry(auto_describe=False)
         registry.register(self.served)
         try:

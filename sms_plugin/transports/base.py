@@ -23,8 +23,8 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
-from typing import Literal, Self, TypeVar
+from dataclasses import dataclass, field, fields
+from typing import ClassVar, Literal, Self, TypeVar
 
 from sms_plugin.environment import check_env, check_words
 
@@ -71,6 +71,21 @@ async def in_thread(call: Callable[[], T]) -> T:
 
     threading.Thread(target=run, name="sms-wait", daemon=True).start()
     return await future
+
+
+class SecretsMasked:
+    """Dataclass mixin (declare the dataclass with ``repr=False``): the repr shows the fields named
+    in ``SECRETS`` as ``'***'`` when set, so no log or message prints a password or key."""
+
+    SECRETS: ClassVar[frozenset[str]] = frozenset()
+
+    def __repr__(self) -> str:
+        def shown(name: str) -> str:
+            value = getattr(self, name)
+            return "'***'" if name in self.SECRETS and value else repr(value)
+
+        listed = ", ".join(f"{f.name}={shown(f.name)}" for f in fields(self))  # type: ignore[arg-type]
+        return f"{type(self).__name__}({listed})"
 
 
 @dataclass(frozen=True, slots=True)

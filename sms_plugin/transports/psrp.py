@@ -51,7 +51,7 @@ from pypsrp.wsman import WSMan
 
 from sms_plugin.errors import AuthenticationFailed, HostUnreachable, InvalidInput, TransportError
 from sms_plugin.transports import windows_commands
-from sms_plugin.transports.base import Command, LineSplitter, RemoteProcess, Stream, Transport, in_thread
+from sms_plugin.transports.base import Command, LineSplitter, RemoteProcess, SecretsMasked, Stream, Transport, in_thread
 
 Auth = Literal["negotiate", "ntlm", "kerberos", "basic", "credssp"]
 Encryption = Literal["auto", "always", "never"]
@@ -66,9 +66,11 @@ KILLED_EXIT_CODE = 1
 T = TypeVar("T")
 
 
-@dataclass(frozen=True)
-class WinRMTarget:
+@dataclass(frozen=True, repr=False)
+class WinRMTarget(SecretsMasked):
     """Everything needed to reach one Windows server over WinRM."""
+
+    SECRETS = frozenset({"password"})
 
     address: str
     username: str

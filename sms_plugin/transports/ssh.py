@@ -34,7 +34,7 @@ import paramiko
 
 from sms_plugin.errors import AuthenticationFailed, HostKeyError, HostUnreachable, IncompatibleHost, TransportError
 from sms_plugin.transports import posix
-from sms_plugin.transports.base import Command, RemoteProcess, Transport, in_thread
+from sms_plugin.transports.base import Command, RemoteProcess, SecretsMasked, Transport, in_thread
 
 _KEY_CLASSES: tuple[type[paramiko.PKey], ...] = (paramiko.Ed25519Key, paramiko.ECDSAKey, paramiko.RSAKey)
 _KEEPALIVE_SECONDS = 30
@@ -63,9 +63,11 @@ MODERN_DISABLED_ALGORITHMS: dict[str, list[str]] = {
 LEGACY_ALGORITHMS = frozenset(LEGACY_KEX + LEGACY_HOST_KEYS + LEGACY_PUBKEYS + LEGACY_CIPHERS + LEGACY_MACS)
 
 
-@dataclass(frozen=True)
-class SSHTarget:
+@dataclass(frozen=True, repr=False)
+class SSHTarget(SecretsMasked):
     """Everything needed to reach one SSH server."""
+
+    SECRETS = frozenset({"private_key", "private_key_passphrase", "password"})
 
     address: str
     port: int = 22

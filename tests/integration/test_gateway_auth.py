@@ -172,6 +172,7 @@ def _claims(keycloak, **changes: Any) -> dict[str, Any]:
     now = int(time.time())
     claims = {
         "iss": keycloak.issuer, "aud": "sms-gateway", "sub": "forged-1", "preferred_username": "mallory",
+        "typ": "Bearer", "azp": "sms-gateway",
         "iat": now, "exp": now + 300, "realm_access": {"roles": ["sms-admin"]},
     }
     claims.update(changes)
@@ -220,6 +221,10 @@ def test_a_correctly_forged_token_with_a_realm_key_is_accepted(gateway_bed, keyc
         ("expired", lambda now: {"exp": now - 120, "iat": now - 600}, "expired"),
         ("not yet valid", lambda now: {"nbf": now + 600}, "not yet valid"),
         ("no expiry", lambda now: {"exp": None}, "exp"),
+        ("an ID token", lambda now: {"typ": "ID"}, "not an access token (typ 'ID')"),
+        ("no token type", lambda now: {"typ": None}, "not an access token (typ None)"),
+        ("another client", lambda now: {"azp": "other-app"}, "client 'other-app', which is not one of SMS's clients"),
+        ("no client", lambda now: {"azp": None}, "client None, which is not one of SMS's clients"),
     ],
 )
 def test_tokens_with_a_broken_claim_are_refused(gateway_bed, keycloak, realm_key, attack, changes, reason) -> None:
