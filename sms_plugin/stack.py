@@ -1,7 +1,7 @@
 """``sms up``: SMS on one machine, in the foreground.
 
 Starts a Prefect server (SQLite, UI included) under ``$SMS_HOME/prefect``, a worker for the SMS
-work pool (a process worker; an in-process ``sms`` worker with ``SMS_WORKER_TYPE=sms``), the
+work pool (the in-process ``sms`` worker; a process per run with ``SMS_WORKER_TYPE=sms-process``), the
 metrics exporter (``sms exporter``, docs/metrics.md) and, with ``SMS_ELASTICSEARCH_URL``, the log
 shipper (docs/logs.md); registers the local host and applies the sample catalog. Ctrl-C (or
 SIGTERM) stops the children, then the server. Logs go to ``$SMS_HOME/logs/``.
