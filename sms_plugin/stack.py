@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import pwd
 import secrets
 import signal
 import subprocess
@@ -25,6 +26,7 @@ from pathlib import Path
 import httpx
 from rich.console import Console
 
+from blocks.hosts import LocalHost
 from sms_plugin import apply as declarative
 from sms_plugin.catalog import Catalog
 from sms_plugin.deploy import ensure_work_pool, sync_housekeeping
@@ -109,8 +111,19 @@ class EmbeddedStack:
             return False
         return True
 
+    def _local_host(self) -> LocalHost:
+        """Host ``local``: scripts run as ``sms-run`` (infra/bootstrap.sh creates it); a worker that
+        is not root cannot switch accounts, so they then run as its own account, with a warning."""
+        if os.geteuid() == 0:
+            return LocalHost()
+        account = pwd.getpwuid(os.geteuid()).pw_name
+        self.console.print(
+            f"[yellow]Host local runs scripts as {account}, the worker's own account: they can read the "
+            "worker's environment and files. Run sms up as root to run them as sms-run.[/]"
+        )
+        return LocalHost(run_as=account)
+
     async def _prepare(self) -> None:
-        from blocks.hosts import LocalHost
         from sms_plugin import hosts
 
         catalog = Catalog()
@@ -118,7 +131,7 @@ class EmbeddedStack:
         await ensure_work_pool()
         await sync_housekeeping()
         try:
-            await hosts.add("local", LocalHost())
+            await hosts.add("local", self._local_host())
         except Conflict:
             pass
         if self.catalog_path.exists():

@@ -327,7 +327,10 @@ async def add_script(body: ScriptIn, c: CallDep) -> ScriptOut:
     """Add a script (authors); it becomes the Prefect deployment ``run-script/NAME``."""
     async with c.action("script.add", "script", body.name) as detail:
         spec = body.spec()
-        c.authorize("author", Target(spec.name, frozenset(spec.tags), spec.host, await c.targets.host_labels(spec.host)))
+        target = await c.targets.script(spec)
+        c.authorize("author", target)
+        if spec.schedules:  # a schedule starts the script: it needs start too
+            c.authorize("start", target)
         detail.update(interpreter=spec.interpreter, host=spec.host)
         script = await script_services.add(c.catalog, spec, body.content, author=c.principal.username, comment=body.comment)
         return ScriptOut.of(script, _newest_number(c, script))
@@ -701,7 +704,7 @@ async def add_webhook(body: WebhookIn, c: CallDep) -> WebhookCreated:
     """Create a webhook for a script (admins); the answer holds its secret, shown only once."""
     async with c.action("webhook.add", "webhook") as detail:
         c.authorize("admin")
-        script_services.show(c.catalog, body.script)
+        c.authorize("start", await c.targets.script_named(body.script))  # a webhook starts the script
         secret, hook_id = _new_secret(), f"wh_{secrets.token_hex(8)}"
         detail.update(object_name=hook_id, script=body.script)
         with c.catalog.session() as session:
