@@ -684,6 +684,17 @@ class DeliveryOut(BaseModel):
     run_id: str | None
 
 
+class RefusalOut(BaseModel):
+    """Deliveries refused before a valid signature was stored, counted per reason and hour."""
+
+    reason: str
+    hour: datetime
+    count: int
+    last_at: datetime
+    last_client: str
+    last_detail: str
+
+
 HookId = Annotated[str, StringConstraints(pattern=r"^wh_[0-9a-f]{16}$")]
 
 
@@ -758,3 +769,13 @@ async def list_deliveries(hook_id: HookId, c: CallDep, limit: Limit = 100) -> li
         with c.catalog.session() as session:
             rows.get_webhook(session, hook_id)
             return [DeliveryOut.model_validate(d, from_attributes=True) for d in rows.list_deliveries(session, hook_id, limit=limit)]
+
+
+@router.get("/webhooks/{hook_id}/refusals", tags=["webhooks"], responses=ERRORS)
+async def list_refusals(hook_id: HookId, c: CallDep, limit: Limit = 100) -> list[RefusalOut]:
+    """How many deliveries the webhook refused, per reason and hour, newest hour first."""
+    async with c.action("webhook.refusals", "webhook", hook_id):
+        c.authorize("admin")
+        with c.catalog.session() as session:
+            rows.get_webhook(session, hook_id)
+            return [RefusalOut.model_validate(r, from_attributes=True) for r in rows.list_refusals(session, hook_id, limit=limit)]

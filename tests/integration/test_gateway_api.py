@@ -197,6 +197,7 @@ CASES = [
     Case("POST", "/api/v1/webhooks/{hook_id}/secret", only(ADMIN, 200), a_hook),
     Case("DELETE", "/api/v1/webhooks/{hook_id}", only(ADMIN, 204), a_hook),
     Case("GET", "/api/v1/webhooks/{hook_id}/deliveries", only(ADMIN, 200), a_hook),
+    Case("GET", "/api/v1/webhooks/{hook_id}/refusals", only(ADMIN, 200), a_hook),
 ]
 #: Signed by its secret, not by a token: an unsigned call is refused whoever's token it carries.
 WEBHOOK = Case("POST", "/hooks/{hook_id}", everyone(401), a_hook, body=lambda u: {"x": 1})
