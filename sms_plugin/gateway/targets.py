@@ -10,7 +10,6 @@ from sms_plugin.catalog import Catalog, get_script
 from sms_plugin.catalog.access import list_rules
 from sms_plugin.errors import NotFound
 from sms_plugin.gateway.rbac import Rule, Target
-from sms_plugin.hosts import HostInfo
 
 
 def load_rules(catalog: Catalog) -> list[Rule]:
@@ -44,17 +43,12 @@ class Targets:
 
     def __init__(self, catalog: Catalog) -> None:
         self.catalog = catalog
-        self._hosts: dict[str, HostInfo] | None = None
+        self._hosts: dict[str, host_services.HostInfo] | None = None
 
-    async def _host(self, name: str) -> HostInfo | None:
+    async def _host(self, name: str) -> host_services.HostInfo | None:
         if self._hosts is None:
             self._hosts = {info.name: info for info in await host_services.listing()}
         return self._hosts.get(name)
-
-    async def host_labels(self, host: str) -> frozenset[str]:
-        """The labels of host ``host`` (none for a host that does not exist)."""
-        info = await self._host(host)
-        return frozenset(info.labels) if info else frozenset()
 
     async def host(self, name: str) -> Target:
         return await self._target(None, frozenset(), name)
@@ -77,6 +71,7 @@ class Targets:
             return await self._target(script, frozenset(), host)
 
     async def _target(self, script: str | None, tags: frozenset[str], host: str) -> Target:
+        """``script`` (with ``tags``) on ``host``, with the host's labels; a missing host has none."""
         info = await self._host(host)
         labels = frozenset(info.labels) if info else frozenset()
         return Target(script, tags, host, labels, host_admins_only=bool(info and info.admins_only))
