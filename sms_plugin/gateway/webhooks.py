@@ -157,7 +157,8 @@ async def deliver(hook_id: str, request: Request) -> Accepted:
         stored = _claim(catalog, hook, nonce, delivery, caller.client)
         run_id = await _start(catalog, hook, body)
     except Refused as refusal:
-        if hook is not None and stored is None and windows.count(hook_key(hook.id)) >= hook.max_per_minute:
+        over = hook is not None and stored is None and windows.count(hook_key(hook.id)) >= hook.max_per_minute
+        if over and not refusal.flood:
             refusal = Refused(429, "rate-limited", f"webhook {hook.id} refused {hook.max_per_minute} deliveries "
                               "within a minute; wait", flood=True)
         _remember(catalog, windows, refusal, hook, stored, caller.client)

@@ -110,7 +110,7 @@ async def test_a_local_script_runs_unprivileged_and_cannot_read_the_worker(catal
     run_id = await run_services.start(catalog, name, args=[str(prefect_worker.pid), str(secrets_file)], trigger="test", user="tests")
     result = await run_services.wait(catalog, run_id, timeout=120)
     assert result.state == "COMPLETED", result
-    output = [line for message in result.output_tail for line in message.splitlines()]
+    output = [line.removeprefix("stdout: ") for message in result.output_tail for line in message.splitlines()]
     lines = dict(line.split("=", 1) for line in output if line.split("=", 1)[0] in {"uid", "names", "cwd"})
     assert lines.keys() == {"uid", "names", "cwd"}, result.output_tail
     account = pwd.getpwnam(run_account)
