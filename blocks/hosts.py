@@ -20,7 +20,7 @@ from pydantic import Field, SecretStr, StringConstraints, model_validator
 
 from sms_plugin.errors import NotFound
 from sms_plugin.transports.base import Transport
-from sms_plugin.transports.local import LocalTransport
+from sms_plugin.transports.local import Account, LocalTransport
 from sms_plugin.transports.psrp import WindowsTransport, WinRMTarget
 from sms_plugin.transports.ssh import SSHTarget, SSHTransport
 
@@ -104,26 +104,47 @@ class SSHHost(Block):
 
 
 class LocalHost(Block):
-    """The worker's own machine: scripts run as child processes of the worker, with a clean
-    environment (the worker's own variables are not passed on).
+    """The worker's own machine: scripts run as child processes of the worker, as the unprivileged
+    account ``run_as`` (default ``sms-run``), with a clean environment (the worker's own variables
+    are not passed on) in that account's private folder. Only sms-admin may start or add scripts
+    here unless ``admins_only`` is off (docs/access.md).
     """
 
     _block_type_name = "SMS Local Host"
     _block_type_slug = "sms-local-host"
-    _description = "The machine of the Prefect worker itself: SMS runs scripts there as local processes."
+    _description = (
+        "The machine of the Prefect worker itself: SMS runs scripts there as local processes of an "
+        "unprivileged account (run_as)."
+    )
     kind: ClassVar[str] = "local"
 
     scratch_dir: str | None = Field(
-        default=None, description="Folder for uploaded scripts (default: $SMS_HOME/run on the worker)."
+        default=None, description="Folder for uploaded scripts (default: ~/.sms/run of the run_as account)."
+    )
+    run_as: str = Field(
+        default="sms-run",
+        pattern=r"^[a-z_][a-z0-9_-]{0,31}$",
+        description=(
+            "The account scripts run as. An unprivileged account cannot read the worker's environment or "
+            "files; the worker must run as root to switch to it (or run as this account itself)."
+        ),
+    )
+    allow_root: bool = Field(
+        default=False, description="Allow run_as to be root: scripts then control the worker's machine and its secrets."
+    )
+    admins_only: bool = Field(
+        default=True,
+        description="Only sms-admin may start or add scripts here. Off: roles and access rules decide, as for other hosts.",
     )
     max_parallel_sessions: int = Field(default=10, ge=1, description="How many scripts may run here at once.")
     labels: Labels
 
     async def open_transport(self) -> Transport:
-        return LocalTransport(Path(self.scratch_dir) if self.scratch_dir else None)
+        account = Account.named(self.run_as, allow_root=self.allow_root)
+        return LocalTransport(Path(self.scratch_dir) if self.scratch_dir else None, account)
 
     def describe(self) -> str:
-        return "the worker's own machine"
+        return f"the worker's own machine, as {self.run_as}"
 
 
 class WindowsHost(Block):

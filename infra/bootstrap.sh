@@ -43,6 +43,12 @@ if ((${#missing[@]})); then
     ((status == 0)) || die "apt-get could not install: ${missing[*]} (exit $status)"
 fi
 
+# The unprivileged account scripts on the worker's own machine run as (LocalHost.run_as, docs/hosts.md).
+if [[ $(id -u) -eq 0 ]] && ! id -u sms-run >/dev/null 2>&1; then
+    useradd --system --create-home --home-dir /var/lib/sms-run --shell /usr/sbin/nologin sms-run ||
+        die "useradd sms-run failed"
+fi
+
 if [[ ! -x .venv/bin/python ]]; then
     echo "bootstrap: creating .venv"
     python3 -m venv .venv || die "python3 -m venv .venv failed"

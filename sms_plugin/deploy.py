@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from prefect import get_client
-from prefect.client.schemas.actions import DeploymentUpdate, WorkPoolCreate
+from prefect.client.schemas.actions import DeploymentUpdate, WorkPoolCreate, WorkPoolUpdate
 from prefect.deployments.runner import EntrypointType, RunnerDeployment
 from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 from prefect.schedules import Cron, Interval, Schedule
@@ -23,6 +23,7 @@ from sms_plugin.catalog import Script
 from sms_plugin.limits import deployment_concurrency
 from sms_plugin.parameters import deployment_schema
 from sms_plugin.settings import work_pool_name, worker_type
+from sms_plugin.worker.guard import base_job_template
 
 FLOW_NAME = "run-script"
 
@@ -44,15 +45,23 @@ def _schedules(script: Script) -> list[Schedule]:
 
 
 async def ensure_work_pool() -> None:
-    """Creates the SMS work pool (type ``SMS_WORKER_TYPE``, default process) unless it exists."""
+    """Creates the SMS work pool (type ``SMS_WORKER_TYPE``, default sms) unless it exists, and
+    gives it (an existing one too) SMS's base job template, in which no caller can set a command
+    or an environment (docs/worker.md#no-command-from-a-caller)."""
+    template = base_job_template()
     async with get_client() as client:
         try:
-            await client.read_work_pool(work_pool_name())
+            pool = await client.read_work_pool(work_pool_name())
         except ObjectNotFound:
             try:
-                await client.create_work_pool(WorkPoolCreate(name=work_pool_name(), type=worker_type()))
+                await client.create_work_pool(
+                    WorkPoolCreate(name=work_pool_name(), type=worker_type(), base_job_template=template)
+                )
             except ObjectAlreadyExists:
                 pass
+            return
+        if pool.base_job_template != template:
+            await client.update_work_pool(work_pool_name(), WorkPoolUpdate(base_job_template=template))
 
 
 async def sync_script(script: Script) -> str:

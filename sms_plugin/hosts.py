@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from prefect import get_client
 from pydantic import SecretStr
 
-from blocks.hosts import HOST_BLOCK_TYPES, LABEL_PATTERN, HostBlock, SSHHost, WindowsHost, load_host
+from blocks.hosts import HOST_BLOCK_TYPES, LABEL_PATTERN, HostBlock, LocalHost, SSHHost, WindowsHost, load_host
 from sms_plugin.errors import (
     AuthenticationFailed,
     Conflict,
@@ -46,6 +46,8 @@ class HostInfo:
     pinned_keys: int
     legacy: bool = False
     labels: tuple[str, ...] = ()
+    admins_only: bool = False
+    """Only sms-admin may start or add scripts here (a local host, docs/access.md)."""
 
 
 @dataclass(frozen=True)
@@ -112,8 +114,12 @@ async def listing() -> list[HostInfo]:
                 block = block_type.model_validate(document.data)
                 pinned = len(block.host_keys) if isinstance(block, SSHHost) else 0
                 legacy = isinstance(block, SSHHost) and block.legacy
+                admins_only = isinstance(block, LocalHost) and block.admins_only
                 hosts.append(
-                    HostInfo(document.name or "", block_type.kind, block.describe(), pinned, legacy, tuple(block.labels))
+                    HostInfo(
+                        document.name or "", block_type.kind, block.describe(), pinned, legacy, tuple(block.labels),
+                        admins_only,
+                    )
                 )
     return sorted(hosts, key=lambda host: host.name)
 

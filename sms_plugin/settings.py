@@ -6,7 +6,7 @@
   e.g. ``mysql+pymysql://sms:secret@db.example:3306/sms`` for MariaDB.
 - ``SMS_WORK_POOL``: the Prefect work pool that runs scripts (default ``sms``).
 - ``SMS_WORKER_TYPE``: the type of that pool when SMS creates it and of the worker ``sms up``
-  starts: ``process`` (default, a process per run) or ``sms`` (in-process, docs/worker.md).
+  starts: ``sms`` (default, in-process, docs/worker.md) or ``sms-process`` (a process per run).
 - ``SMS_WORKER_STARTING``: in an ``sms`` worker, how many runs may be on their way to their
   script's start at once (default 32); the others wait their turn (docs/worker.md).
 - ``SMS_ELASTICSEARCH_URL``: where script output lines are shipped and read back (unset: no
@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+
+from sms_plugin.errors import SMSError
 
 
 def sms_home() -> Path:
@@ -44,9 +46,21 @@ def work_pool_name() -> str:
     return os.environ.get("SMS_WORK_POOL") or "sms"
 
 
+WORKER_TYPES = ("sms", "sms-process")
+"""SMS's worker types: in-process (the default) and one process per run; both refuse job variables."""
+
+
 def worker_type() -> str:
-    """The work pool type SMS creates and ``sms up`` starts a worker of: ``process`` or ``sms``."""
-    return os.environ.get("SMS_WORKER_TYPE") or "process"
+    """The work pool type SMS creates and ``sms up`` starts a worker of (``SMS_WORKER_TYPE``)."""
+    chosen = os.environ.get("SMS_WORKER_TYPE") or "sms"
+    if chosen not in WORKER_TYPES:
+        raise SMSError(
+            f"SMS_WORKER_TYPE={chosen!r}: use sms (in-process, the default) or sms-process (a process per run); "
+            "Prefect's own process worker would run a command a caller puts in a flow run's job variables"
+        )
+    return chosen
+
+
 def worker_starting() -> int:
     """How many runs an sms worker takes through claiming and starting at once (at least 1)."""
     return max(1, int(os.environ.get("SMS_WORKER_STARTING") or 32))

@@ -1,7 +1,7 @@
 """``sms up``: SMS on one machine, in the foreground.
 
 Starts a Prefect server (SQLite, UI included) under ``$SMS_HOME/prefect``, a worker for the SMS
-work pool (a process worker; an in-process ``sms`` worker with ``SMS_WORKER_TYPE=sms``), the
+work pool (the in-process ``sms`` worker; a process per run with ``SMS_WORKER_TYPE=sms-process``), the
 metrics exporter (``sms exporter``, docs/metrics.md) and, with ``SMS_ELASTICSEARCH_URL``, the log
 shipper (docs/logs.md); registers the local host and applies the sample catalog. Ctrl-C (or
 SIGTERM) stops the children, then the server. Logs go to ``$SMS_HOME/logs/``.
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import pwd
 import secrets
 import signal
 import subprocess
@@ -25,6 +26,7 @@ from pathlib import Path
 import httpx
 from rich.console import Console
 
+from blocks.hosts import LocalHost
 from sms_plugin import apply as declarative
 from sms_plugin.catalog import Catalog
 from sms_plugin.deploy import ensure_work_pool, sync_housekeeping
@@ -113,8 +115,19 @@ class EmbeddedStack:
             return False
         return True
 
+    def _local_host(self) -> LocalHost:
+        """Host ``local``: scripts run as ``sms-run`` (infra/bootstrap.sh creates it); a worker that
+        is not root cannot switch accounts, so they then run as its own account, with a warning."""
+        if os.geteuid() == 0:
+            return LocalHost()
+        account = pwd.getpwuid(os.geteuid()).pw_name
+        self.console.print(
+            f"[yellow]Host local runs scripts as {account}, the worker's own account: they can read the "
+            "worker's environment and files. Run sms up as root to run them as sms-run.[/]"
+        )
+        return LocalHost(run_as=account)
+
     async def _prepare(self) -> None:
-        from blocks.hosts import LocalHost
         from sms_plugin import hosts
 
         catalog = Catalog()
@@ -122,7 +135,7 @@ class EmbeddedStack:
         await ensure_work_pool()
         await sync_housekeeping()
         try:
-            await hosts.add("local", LocalHost())
+            await hosts.add("local", self._local_host())
         except Conflict:
             pass
         if self.catalog_path.exists():

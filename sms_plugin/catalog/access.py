@@ -5,14 +5,14 @@ the gateway's policy (``sms_plugin.gateway.rbac``), and webhook secrets arrive h
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from sms_plugin.catalog.models import AccessRule, Webhook, WebhookDelivery
+from sms_plugin.catalog.models import AccessRule, Webhook, WebhookDelivery, WebhookRefusal, utcnow
 from sms_plugin.errors import Conflict, NotFound
 
 RowT = TypeVar("RowT", AccessRule, Webhook)
@@ -146,6 +146,44 @@ def list_deliveries(s: Session, webhook_id: str, *, limit: int = 100) -> list[We
         select(WebhookDelivery)
         .where(WebhookDelivery.webhook_id == webhook_id)
         .order_by(WebhookDelivery.received_at.desc(), WebhookDelivery.id.desc())
+        .limit(limit)
+    )
+    return list(s.scalars(query))
+
+
+REFUSAL_RETENTION = timedelta(days=30)
+"""Refusal counts older than this are deleted when a new hour's row is stored."""
+
+
+def count_refusal(s: Session, webhook_id: str, *, reason: str, client: str, detail: str) -> WebhookRefusal:
+    """Add one refused delivery to its webhook's count for ``reason`` this hour (one row per
+    webhook, reason and hour, whatever the number of refusals), atomically across processes."""
+    now = utcnow()
+    hour = now.replace(minute=0, second=0, microsecond=0)
+    key = (WebhookRefusal.webhook_id == webhook_id, WebhookRefusal.reason == reason, WebhookRefusal.hour == hour)
+    for _ in range(2):
+        row = s.scalars(select(WebhookRefusal).where(*key).with_for_update()).first()
+        if row is not None:
+            return _assign(s, row, {"count": row.count + 1, "last_at": now, "last_client": client[:64],
+                                    "last_detail": detail[:500]})
+        s.execute(delete(WebhookRefusal).where(WebhookRefusal.hour < hour - REFUSAL_RETENTION))
+        row = WebhookRefusal(webhook_id=webhook_id, reason=reason, hour=hour, count=1, last_at=now,
+                             last_client=client[:64], last_detail=detail[:500])
+        try:
+            with s.begin_nested():
+                s.add(row)
+            return row
+        except IntegrityError:  # another process stored this hour's row first: count on it
+            continue
+    raise Conflict(f"could not count a refusal of webhook {webhook_id}")
+
+
+def list_refusals(s: Session, webhook_id: str, *, limit: int = 100) -> list[WebhookRefusal]:
+    """A webhook's refusal counts, newest hour first."""
+    query = (
+        select(WebhookRefusal)
+        .where(WebhookRefusal.webhook_id == webhook_id)
+        .order_by(WebhookRefusal.hour.desc(), WebhookRefusal.reason)
         .limit(limit)
     )
     return list(s.scalars(query))

@@ -273,6 +273,24 @@ class GatewaySession(Base):
         return f"GatewaySession(expires_at={self.expires_at!r})"
 
 
+class WebhookRefusal(Base):
+    """Refused deliveries of a webhook, counted per reason and hour: a flood adds to a count, not rows."""
+
+    __tablename__ = "webhook_refusals"
+    __table_args__ = (UniqueConstraint("webhook_id", "reason", "hour"), TABLE_OPTIONS)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    webhook_id: Mapped[str] = mapped_column(String(40), index=True)
+    reason: Mapped[str] = mapped_column(String(32))
+    hour: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    count: Mapped[int] = mapped_column(Integer, default=0)
+    last_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_client: Mapped[str] = mapped_column(String(64), default="")
+    last_detail: Mapped[str] = mapped_column(String(500), default="")
+
+    def __repr__(self) -> str:
+        return f"WebhookRefusal(webhook_id={self.webhook_id!r}, reason={self.reason!r}, count={self.count})"
+
 __all__ = [
     "AccessRule",
     "AuditEvent",
@@ -284,5 +302,6 @@ __all__ = [
     "UTCDateTime",
     "Webhook",
     "WebhookDelivery",
+    "WebhookRefusal",
     "utcnow",
 ]

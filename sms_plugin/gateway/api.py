@@ -328,7 +328,10 @@ async def add_script(body: ScriptIn, c: CallDep) -> ScriptOut:
     """Add a script (authors); it becomes the Prefect deployment ``run-script/NAME``."""
     async with c.action("script.add", "script", body.name) as detail:
         spec = body.spec()
-        c.authorize("author", Target(spec.name, frozenset(spec.tags), spec.host, await c.targets.host_labels(spec.host)))
+        target = await c.targets.script(spec)
+        c.authorize("author", target)
+        if spec.schedules:  # a schedule starts the script: it needs start too
+            c.authorize("start", target)
         detail.update(interpreter=spec.interpreter, host=spec.host)
         script = await script_services.add(c.catalog, spec, body.content, author=c.principal.username, comment=body.comment)
         return ScriptOut.of(script, _newest_number(c, script))
@@ -711,6 +714,17 @@ class DeliveryOut(BaseModel):
     run_id: str | None
 
 
+class RefusalOut(BaseModel):
+    """Deliveries refused before a valid signature was stored, counted per reason and hour."""
+
+    reason: str
+    hour: datetime
+    count: int
+    last_at: datetime
+    last_client: str
+    last_detail: str
+
+
 HookId = Annotated[str, StringConstraints(pattern=r"^wh_[0-9a-f]{16}$")]
 
 
@@ -731,7 +745,7 @@ async def add_webhook(body: WebhookIn, c: CallDep) -> WebhookCreated:
     """Create a webhook for a script (admins); the answer holds its secret, shown only once."""
     async with c.action("webhook.add", "webhook") as detail:
         c.authorize("admin")
-        script_services.show(c.catalog, body.script)
+        c.authorize("start", await c.targets.script_named(body.script))  # a webhook starts the script
         secret, hook_id = _new_secret(), f"wh_{secrets.token_hex(8)}"
         detail.update(object_name=hook_id, script=body.script)
         with c.catalog.session() as session:
@@ -785,3 +799,13 @@ async def list_deliveries(hook_id: HookId, c: CallDep, limit: Limit = 100) -> li
         with c.catalog.session() as session:
             rows.get_webhook(session, hook_id)
             return [DeliveryOut.model_validate(d, from_attributes=True) for d in rows.list_deliveries(session, hook_id, limit=limit)]
+
+
+@router.get("/webhooks/{hook_id}/refusals", tags=["webhooks"], responses=ERRORS)
+async def list_refusals(hook_id: HookId, c: CallDep, limit: Limit = 100) -> list[RefusalOut]:
+    """How many deliveries the webhook refused, per reason and hour, newest hour first."""
+    async with c.action("webhook.refusals", "webhook", hook_id):
+        c.authorize("admin")
+        with c.catalog.session() as session:
+            rows.get_webhook(session, hook_id)
+            return [RefusalOut.model_validate(r, from_attributes=True) for r in rows.list_refusals(session, hook_id, limit=limit)]

@@ -22,6 +22,9 @@ Semantics (docs/access.md has examples):
    A condition on a script or host the target does not name fails, except for :data:`ANY`, the
    target of a collection (a list request): it is allowed when the role grants the action and some
    rule for it applies, and the caller filters the items with one decision each.
+6. An *admin-only host* (the worker's own machine: a local host block, unless an admin turned
+   its ``admins_only`` off) takes starts and scripts from ``sms-admin`` only: ``start`` and
+   ``author`` on it are denied to every other role, whatever the rules say.
 """
 
 from __future__ import annotations
@@ -63,7 +66,12 @@ class Target:
     script_tags: frozenset[str] = frozenset()
     host: str | None = None
     host_labels: frozenset[str] = frozenset()
+    host_admins_only: bool = False
+    """The host runs scripts on the worker's own machine: see the module docstring, point 6."""
 
+
+#: Actions only sms-admin may do on an admin-only host (point 6).
+ADMIN_ONLY_HOST_ACTIONS: frozenset[Action] = frozenset({"start", "author"})
 
 #: The target of a collection (list requests); see the module docstring, point 5.
 ANY = Target()
@@ -162,6 +170,12 @@ def decide(principal: PrincipalLike, action: Action, target: Target, rules: Iter
         needed = " or ".join(role for role, actions in ROLE_ACTIONS.items() if action in actions)
         have = ", ".join(sms_roles) or "no SMS role"
         return Decision(False, f"{action!r} needs role {needed}; {principal.username} has {have}")
+    if target.host_admins_only and action in ADMIN_ONLY_HOST_ACTIONS:
+        return Decision(
+            False,
+            f"{principal.username} may not {action} on host {target.host}: it is the worker's own machine, "
+            f"where only {ADMIN_ROLE} may {action}",
+        )
     narrowing = narrowing_rules(principal, action, rules)
     if not narrowing:
         return Decision(True, f"role {granting[0]} allows {action}")

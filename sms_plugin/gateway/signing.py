@@ -29,8 +29,10 @@ from sms_plugin.errors import InvalidInput
 
 TOLERANCE_SECONDS = 300
 MAX_BODY_BYTES = 256 * 1024
-#: Default allow-list of an argument value: no spaces, quotes, `$`, `;`, `|`, `&`, `<`, `>` or newlines.
-ARGUMENT_PATTERN = r"[A-Za-z0-9._:/@+=,-]{0,256}"
+#: Default allow-list of an argument value: ASCII letters, digits and ``._:/@+=,-`` only (no spaces,
+#: quotes, `$`, `;`, `|`, `&`, `<`, `>` or newlines), not starting with `-` (an option) and without `..`.
+ARGUMENT_PATTERN = r"(?!-)(?!.*\.\.)[A-Za-z0-9._:/@+=,-]{0,256}"
+_ASCII_NUMBER = re.compile(r"[0-9]{1,18}")
 SMS_TIMESTAMP, SMS_SIGNATURE, SMS_DELIVERY = "x-sms-timestamp", "x-sms-signature", "x-sms-delivery"
 GITHUB_SIGNATURE, GITHUB_DELIVERY = "x-hub-signature-256", "x-github-delivery"
 
@@ -53,13 +55,24 @@ def github_signature(secret: str, body: bytes) -> str:
     return "sha256=" + hmac_hex(secret, body)
 
 
+def ascii_number(text: str, digits: int = 18) -> int | None:
+    """``text`` as a number if it is 1 to ``digits`` ASCII digits and nothing else, else None
+    (``str.isdigit`` and ``int`` also take other scripts' digits, superscripts and fullwidth forms).
+
+    >>> ascii_number("1700000000"), ascii_number("١٧٠٠"), ascii_number("²"), ascii_number("1 ")
+    (1700000000, None, None, None)
+    """
+    return int(text) if len(text) <= digits and _ASCII_NUMBER.fullmatch(text) else None
+
+
 def verify(secret: str, headers: Mapping[str, str], body: bytes, *, now: float | None = None) -> str:
     """Check the request's signature; return the nonce (the signature's hex). Raise SignatureError."""
     if SMS_SIGNATURE in headers:
         stamp = headers.get(SMS_TIMESTAMP, "")
-        if not stamp.isdigit() or len(stamp) > 12:
-            raise SignatureError(f"{SMS_TIMESTAMP} must be the sending time in Unix seconds")
-        skew = abs((time.time() if now is None else now) - int(stamp))
+        sent = ascii_number(stamp, digits=12)
+        if sent is None:
+            raise SignatureError(f"{SMS_TIMESTAMP} must be the sending time in Unix seconds (ASCII digits)")
+        skew = abs((time.time() if now is None else now) - sent)
         if skew > TOLERANCE_SECONDS:
             raise SignatureError(f"the timestamp is {skew:.0f} s away from now (tolerance {TOLERANCE_SECONDS} s)")
         expected, given = sms_signature(secret, stamp, body), headers[SMS_SIGNATURE]

@@ -3,8 +3,10 @@ labels of the script and host an action is about (for ``rbac.decide``)."""
 
 from __future__ import annotations
 
+from typing import Protocol
+
 from sms_plugin import hosts as host_services
-from sms_plugin.catalog import Catalog, Script, get_script
+from sms_plugin.catalog import Catalog, get_script
 from sms_plugin.catalog.access import list_rules
 from sms_plugin.errors import NotFound
 from sms_plugin.gateway.rbac import Rule, Target
@@ -28,26 +30,32 @@ def load_rules(catalog: Catalog) -> list[Rule]:
         ]
 
 
+class ScriptLike(Protocol):
+    """What a target needs of a script: a catalog row or a spec about to be added."""
+
+    name: str
+    tags: list[str]
+    host: str
+
+
 class Targets:
-    """Builds targets for one request; host labels are read from Prefect once and kept."""
+    """Builds targets for one request; hosts (labels, admin-only) are read from Prefect once and kept."""
 
     def __init__(self, catalog: Catalog) -> None:
         self.catalog = catalog
-        self._labels: dict[str, frozenset[str]] | None = None
+        self._hosts: dict[str, host_services.HostInfo] | None = None
 
-    async def host_labels(self, host: str) -> frozenset[str]:
-        """The labels of host ``host`` (none for a host that does not exist)."""
-        if self._labels is None:
-            self._labels = {info.name: frozenset(info.labels) for info in await host_services.listing()}
-        return self._labels.get(host, frozenset())
+    async def _host(self, name: str) -> host_services.HostInfo | None:
+        if self._hosts is None:
+            self._hosts = {info.name: info for info in await host_services.listing()}
+        return self._hosts.get(name)
 
     async def host(self, name: str) -> Target:
-        return Target(host=name, host_labels=await self.host_labels(name))
+        return await self._target(None, frozenset(), name)
 
-    async def script(self, script: Script, host: str | None = None) -> Target:
+    async def script(self, script: ScriptLike, host: str | None = None) -> Target:
         """``script`` on ``host`` (default: the script's own host)."""
-        where = host or script.host
-        return Target(script.name, frozenset(script.tags), where, await self.host_labels(where))
+        return await self._target(script.name, frozenset(script.tags), host or script.host)
 
     async def script_named(self, name: str, host: str | None = None) -> Target:
         """Like :meth:`script` for a script known by name; NotFound if there is none."""
@@ -60,4 +68,10 @@ class Targets:
         try:
             return await self.script_named(script, host)
         except NotFound:
-            return Target(script, frozenset(), host, await self.host_labels(host))
+            return await self._target(script, frozenset(), host)
+
+    async def _target(self, script: str | None, tags: frozenset[str], host: str) -> Target:
+        """``script`` (with ``tags``) on ``host``, with the host's labels; a missing host has none."""
+        info = await self._host(host)
+        labels = frozenset(info.labels) if info else frozenset()
+        return Target(script, tags, host, labels, host_admins_only=bool(info and info.admins_only))

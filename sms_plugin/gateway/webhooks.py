@@ -4,7 +4,12 @@ In order: the webhook must exist and be enabled (404); the body must fit ``MAX_B
 (413); the signature must match (401; see ``signing``); at most ``max_per_minute`` signed
 deliveries per minute (429); a signed message is accepted once (409 for a replay); the payload's
 mapped fields must pass their allow-list patterns (422). Then one run starts (202) with trigger
-and user ``webhook:<id>``. Every delivery is stored with its outcome and audited.
+and user ``webhook:<id>``. A delivery with a valid signature is stored with its outcome; refusals
+before that are counted per webhook, reason and hour (``count_refusal``), so a flood adds to a
+count, not rows. Refusals also count per client address and per webhook (``refusals``): an address
+refused ``ADDRESS_LIMIT`` times in a minute gets 429 for everything, and once a webhook refused
+``max_per_minute`` deliveries in a minute, a delivery it would refuse gets 429; these are not
+audited one by one. Every other delivery is audited.
 """
 
 from __future__ import annotations
@@ -24,9 +29,11 @@ from sms_plugin.catalog.models import Webhook, WebhookDelivery, utcnow
 from sms_plugin.errors import Conflict, InvalidInput, NotFound, SMSError
 from sms_plugin.gateway import audit
 from sms_plugin.gateway.api import ERRORS, catalog_of
+from sms_plugin.gateway.refusals import ADDRESS_LIMIT, RefusalWindows, address_key, hook_key
 from sms_plugin.gateway.signing import (
     MAX_BODY_BYTES,
     SignatureError,
+    ascii_number,
     delivery_id,
     map_arguments,
     unseal,
@@ -42,17 +49,26 @@ class Accepted(BaseModel):
 
 
 class Refused(Exception):
-    """A delivery that starts nothing: HTTP status, outcome stored with the delivery, message."""
+    """A delivery that starts nothing: HTTP status, outcome stored with the delivery, message.
+    ``flood``: refused for the sender's earlier refusals (answered 429, counted, not audited)."""
 
-    def __init__(self, status: int, outcome: str, message: str) -> None:
+    def __init__(self, status: int, outcome: str, message: str, *, flood: bool = False) -> None:
         super().__init__(message)
-        self.status, self.outcome = status, outcome
+        self.status, self.outcome, self.flood = status, outcome, flood
+
+
+def _windows(request: Request) -> RefusalWindows:
+    """The app's refusal windows (``app.state.webhook_refusals``), made on first use."""
+    windows = getattr(request.app.state, "webhook_refusals", None)
+    if windows is None:
+        windows = request.app.state.webhook_refusals = RefusalWindows()
+    return windows
 
 
 async def _body(request: Request) -> bytes:
     """The body, refused (413) once it exceeds MAX_BODY_BYTES, declared or not."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+    declared = ascii_number(request.headers.get("content-length", ""))
+    if declared is not None and declared > MAX_BODY_BYTES:
         raise Refused(413, "too-large", f"the body exceeds {MAX_BODY_BYTES} bytes")
     chunks, size = [], 0
     async for chunk in request.stream():
@@ -63,15 +79,12 @@ async def _body(request: Request) -> bytes:
     return b"".join(chunks)
 
 
-def _hook(catalog: Catalog, hook_id: str) -> Webhook:
+def _hook(catalog: Catalog, hook_id: str) -> Webhook | None:
     try:
         with catalog.session() as session:
-            hook = rows.get_webhook(session, hook_id[:40])
+            return rows.get_webhook(session, hook_id[:40])
     except NotFound:
-        raise Refused(404, "unknown", f"no webhook {hook_id[:40]}") from None
-    if not hook.enabled:
-        raise Refused(404, "disabled", f"webhook {hook.id} is disabled")
-    return hook
+        return None
 
 
 def _claim(catalog: Catalog, hook: Webhook, nonce: str, delivery: str, client: str) -> WebhookDelivery:
@@ -127,13 +140,21 @@ async def _start(catalog: Catalog, hook: Webhook, body: bytes) -> str:
 )
 async def deliver(hook_id: str, request: Request) -> Accepted:
     """Start the webhook's script, if the request is signed with its secret (see docs/access.md)."""
-    catalog = catalog_of(request)
+    catalog, windows = catalog_of(request), _windows(request)
     caller = audit.Caller(actor=f"webhook:{hook_id[:40]}", subject="", client=audit.client_address(request))
     delivery = delivery_id(request.headers, fallback=str(uuid.uuid4()))
     detail: dict[str, Any] = {"delivery_id": delivery}
+    hook: Webhook | None = None
     stored: WebhookDelivery | None = None
     try:
         hook = _hook(catalog, hook_id)
+        if windows.count(address_key(caller.client)) >= ADDRESS_LIMIT:
+            raise Refused(429, "rate-limited", f"{caller.client} was refused {ADDRESS_LIMIT} deliveries within a minute; "
+                          "wait", flood=True)
+        if hook is None:
+            raise Refused(404, "unknown", f"no webhook {hook_id[:40]}")
+        if not hook.enabled:
+            raise Refused(404, "disabled", f"webhook {hook.id} is disabled")
         body = await _body(request)
         try:
             nonce = verify(unseal(hook.secret), request.headers, body)
@@ -142,22 +163,38 @@ async def deliver(hook_id: str, request: Request) -> Accepted:
         stored = _claim(catalog, hook, nonce, delivery, caller.client)
         run_id = await _start(catalog, hook, body)
     except Refused as refusal:
-        detail["error"] = str(refusal)
-        if refusal.outcome != "unknown":
-            with catalog.session() as session:
-                if stored is None:
-                    rows.record_delivery(session, hook_id, delivery_id=delivery, outcome=refusal.outcome,
-                                         client=caller.client, detail=str(refusal))
-                else:
-                    rows.update_delivery(session, stored, outcome=refusal.outcome, detail=str(refusal))
-        outcome = "denied" if refusal.status in (401, 404, 409, 413, 429) else "error"
-        await audit.record(catalog, caller, outcome=outcome, detail=detail, **_delivered(hook_id))
+        over = hook is not None and stored is None and windows.count(hook_key(hook.id)) >= hook.max_per_minute
+        if over and not refusal.flood:
+            refusal = Refused(429, "rate-limited", f"webhook {hook.id} refused {hook.max_per_minute} deliveries "
+                              "within a minute; wait", flood=True)
+        _remember(catalog, windows, refusal, hook, stored, caller.client)
+        if not refusal.flood:
+            detail["error"] = str(refusal)
+            outcome = "denied" if refusal.status in (401, 404, 409, 413, 429) else "error"
+            await audit.record(catalog, caller, outcome=outcome, detail=detail, **_delivered(hook_id))
         raise HTTPException(refusal.status, str(refusal)) from None
     with catalog.session() as session:
         rows.update_delivery(session, stored, outcome="started", run_id=run_id)
     detail.update(run_id=run_id, script=hook.script)
     await audit.record(catalog, caller, outcome="ok", detail=detail, **_delivered(hook_id))
     return Accepted(delivery_id=delivery, run_id=run_id)
+
+
+def _remember(
+    catalog: Catalog, windows: RefusalWindows, refusal: Refused, hook: Webhook | None,
+    stored: WebhookDelivery | None, client: str,
+) -> None:
+    """Count the refusal against the address and the webhook, and store it: on the delivery when
+    its signature was valid (stored), else in the webhook's count for its reason this hour."""
+    windows.add(address_key(client), ADDRESS_LIMIT)
+    if hook is None:
+        return
+    windows.add(hook_key(hook.id), hook.max_per_minute)
+    with catalog.session() as session:
+        if stored is not None:
+            rows.update_delivery(session, stored, outcome=refusal.outcome, detail=str(refusal))
+        else:
+            rows.count_refusal(session, hook.id, reason=refusal.outcome, client=client, detail=str(refusal))
 
 
 def _delivered(hook_id: str) -> dict[str, str]:

@@ -2,6 +2,10 @@
 
 Scripts get a small, clean environment (``PATH``, ``HOME``, ``LANG``... plus the script's own
 variables), never the worker's: the worker's environment may hold database URLs and API keys.
+With an :class:`Account` (what the ``LocalHost`` block gives), scripts run as that account (its
+uid, gid and groups), in its private folder ``~/.sms/run`` (uploads and working folder), with
+its ``HOME``, ``USER``, ``LOGNAME`` and ``SHELL``: another uid cannot read the worker's
+``/proc/<pid>/environ`` or its files. Root is refused unless explicitly allowed.
 Each run is a session of its own, marked with ``SMS_RUN_ID``; its state file lives in
 ``$SMS_HOME/state/<run id>`` while it runs.
 """
@@ -9,9 +13,11 @@ Each run is a session of its own, marked with ``SMS_RUN_ID``; its state file liv
 from __future__ import annotations
 
 import os
+import pwd
 import signal
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from sms_plugin.errors import TransportError
@@ -19,6 +25,8 @@ from sms_plugin.transports.base import Command, RemoteProcess, Transport, in_thr
 from sms_plugin.transports.posix import RUN_MARKER
 
 _INHERITED_ENV = ("PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LC_ALL", "TZ", "TMPDIR")
+#: What a script running as an :class:`Account` keeps of the worker's environment (the rest is the account's).
+_SYSTEM_ENV = ("PATH", "LANG", "LC_ALL", "TZ")
 _SIGNALS = {"TERM": signal.SIGTERM, "KILL": signal.SIGKILL, "0": 0}
 
 
@@ -50,6 +58,51 @@ def _group_alive(pgid: int) -> bool:
     return False
 
 
+@dataclass(frozen=True)
+class Account:
+    """The account local scripts run as: ``Account.named("sms-run")``."""
+
+    name: str
+    uid: int
+    gid: int
+    groups: tuple[int, ...]
+    home: str
+    shell: str
+
+    @classmethod
+    def named(cls, name: str, *, allow_root: bool = False) -> Account:
+        """The account ``name``; TransportError if it does not exist, or is root without ``allow_root``."""
+        try:
+            entry = pwd.getpwnam(name)
+        except KeyError:
+            raise TransportError(
+                f"local scripts run as {name!r}, but the worker's machine has no such account: create it "
+                f"(useradd --system --create-home --home-dir /var/lib/{name} --shell /usr/sbin/nologin {name}) "
+                "or change the host's run_as"
+            ) from None
+        if entry.pw_uid == 0 and not allow_root:
+            raise TransportError(
+                f"refusing to run local scripts as {name!r} (uid 0): set the host's run_as to an unprivileged "
+                "account, or allow_root if scripts must control the worker's machine"
+            )
+        groups = tuple(os.getgrouplist(name, entry.pw_gid))
+        return cls(name, entry.pw_uid, entry.pw_gid, groups, entry.pw_dir, entry.pw_shell)
+
+    @property
+    def is_worker(self) -> bool:
+        """Whether this is the worker's own account (nothing to switch)."""
+        return self.uid == os.geteuid()
+
+    def environment(self) -> dict[str, str]:
+        """The identity part of a script's environment."""
+        return {"HOME": self.home, "USER": self.name, "LOGNAME": self.name, "SHELL": self.shell}
+
+    def own(self, path: Path) -> None:
+        """Give ``path`` to this account (the worker creates it, the script uses it)."""
+        if not self.is_worker:
+            os.chown(path, self.uid, self.gid)
+
+
 class LocalProcess(RemoteProcess):
     """A child process in a session of its own; its pid is its process group id."""
 
@@ -72,17 +125,26 @@ class LocalProcess(RemoteProcess):
 class LocalTransport(Transport):
     """Runs commands as child processes of the worker, each in a new session.
 
-    ``scratch`` is where uploaded scripts go (default: ``$SMS_HOME/run``).
+    ``scratch`` is where uploaded scripts go (default: ``~/.sms/run`` of ``account``, else
+    ``$SMS_HOME/run``); ``account`` is who runs them (default: the worker itself).
     """
 
-    def __init__(self, scratch: Path | None = None) -> None:
+    def __init__(self, scratch: Path | None = None, account: Account | None = None) -> None:
         from sms_plugin.settings import sms_home
 
-        self._scratch = scratch or sms_home() / "run"
+        self._account = account
+        self._private = scratch is None and account is not None
+        self._scratch = scratch or (Path(account.home) / ".sms" / "run" if account else sms_home() / "run")
         self._states = sms_home() / "state"
 
     async def scratch_dir(self) -> str:
-        self._scratch.mkdir(mode=0o700, parents=True, exist_ok=True)
+        account = self._account
+        if self._private and account is not None and not Path(account.home).is_dir():
+            raise TransportError(f"account {account.name!r} has no home folder {account.home}; create it or set scratch_dir")
+        for folder in [self._scratch.parent, self._scratch] if self._private else [self._scratch]:
+            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+            if account is not None:
+                account.own(folder)
         return str(self._scratch.resolve())
 
     async def upload(self, content: bytes, path: str, mode: int = 0o700) -> None:
@@ -91,15 +153,27 @@ class LocalTransport(Transport):
         fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
         with os.fdopen(fd, "wb") as file:
             file.write(content)
+        if self._account is not None:
+            self._account.own(target)
 
     async def remove(self, path: str) -> None:
         Path(path).unlink(missing_ok=True)
 
     async def start(self, command: Command) -> RemoteProcess:
-        env = {k: os.environ[k] for k in _INHERITED_ENV if k in os.environ}
+        account = self._account
+        if account is None:
+            env = {k: os.environ[k] for k in _INHERITED_ENV if k in os.environ}
+        else:
+            if not account.is_worker and os.geteuid() != 0:
+                raise TransportError(
+                    f"the worker runs as uid {os.geteuid()} and cannot start scripts as {account.name!r}: "
+                    "run the worker as root, or set the host's run_as to the worker's own account"
+                )
+            env = {k: os.environ[k] for k in _SYSTEM_ENV if k in os.environ} | account.environment()
         env.update(command.env)
         if command.run_id:
             env[RUN_MARKER] = command.run_id
+        switch = account is not None and not account.is_worker
         try:
             process = subprocess.Popen(
                 command.argv,
@@ -107,8 +181,11 @@ class LocalTransport(Transport):
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 env=env,
-                cwd=command.cwd,
+                cwd=command.cwd or (await self.scratch_dir() if account else None),
                 start_new_session=True,
+                user=account.uid if switch else None,
+                group=account.gid if switch else None,
+                extra_groups=list(account.groups) if switch else None,
             )
         except OSError as error:
             raise TransportError(f"the script could not be started: {error}") from None

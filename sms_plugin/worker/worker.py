@@ -47,6 +47,7 @@ from prefect.workers.base import BaseJobConfiguration, BaseVariables, BaseWorker
 from sms_plugin.settings import worker_starting
 from sms_plugin.worker import engine
 from sms_plugin.worker.dispatch import watch_scheduled_runs
+from sms_plugin.worker.guard import base_job_template, check_job_variables
 from sms_plugin.worker.runloop import RunLoop
 
 STOP_WAIT_SECONDS = 30.0
@@ -63,8 +64,8 @@ class SMSJobConfiguration(BaseJobConfiguration):
     Runs execute in the worker's own process: Prefect's settings are not rendered as environment
     variables for each run (a tenth of the worker's CPU per run when measured), and the run's
     deployment and flow are not read again for their job variables (two requests per run on the
-    way to the script's start). The pool's template and the run's own job variables still apply;
-    the worker's "submitted" event then names the flow run and work pool, not the deployment.
+    way to the script's start); the worker's "submitted" event then names the flow run and work
+    pool, not the deployment. A run carrying job variables is refused (:mod:`sms_plugin.worker.guard`).
     """
 
     @classmethod
@@ -82,6 +83,7 @@ class SMSJobConfiguration(BaseJobConfiguration):
         worker_id: UUID | None = None,
         deployment: DeploymentResponse | None = None,
     ) -> SMSJobConfiguration:
+        check_job_variables(flow_run)
         configuration = await cls.from_template_and_values(
             base_job_template=work_pool.base_job_template, values=dict(flow_run.job_variables or {}), client=client
         )
@@ -115,6 +117,11 @@ class SMSWorker(BaseWorker[SMSJobConfiguration, BaseVariables, SMSWorkerResult])
         # phase: claiming (this loop) and starting (the run loop). See _submit_run and _execute.
         self._claiming = asyncio.Semaphore(worker_starting())
         self._starting = asyncio.Semaphore(worker_starting())
+
+    @classmethod
+    def get_default_base_job_template(cls) -> dict[str, Any]:
+        """The template ``prefect work-pool create --type sms`` gives a pool: no variables."""
+        return base_job_template()
 
     @property
     def infrastructure_id(self) -> str:

@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from blocks.hosts import SSHHost
+from infra.testbed.run_account import ensure_run_account
 from sms_plugin.catalog import Catalog
 
 from sms_plugin.transports.base import Transport
@@ -66,6 +67,12 @@ def wait_for_metric(port: int, sample: str, timeout: float) -> None:
     while sample not in (metrics := httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text):
         assert time.monotonic() < deadline, metrics
         time.sleep(0.5)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def run_account() -> str:
+    """The unprivileged account local scripts run as (``LocalHost.run_as``), created if missing."""
+    return ensure_run_account().pw_name
 
 
 @pytest.fixture(scope="module")

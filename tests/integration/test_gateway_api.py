@@ -79,8 +79,9 @@ class World:
 async def world(gateway: Gateway) -> World:  # noqa: F811
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("SMS_WORK_POOL", IDLE_POOL)  # no worker serves it: runs stay Scheduled
-        await host_services.add(EU, LocalHost(labels=["prod-eu"]))
-        await host_services.add(US, LocalHost(labels=["prod-us"]))
+        # Local hosts opened to roles and rules (admins_only off), like any other host.
+        await host_services.add(EU, LocalHost(labels=["prod-eu"], admins_only=False))
+        await host_services.add(US, LocalHost(labels=["prod-us"], admins_only=False))
         for name, host, tags in ((PAY_EU, EU, ["payments"]), (PAY_US, US, ["payments"]), (OPS_EU, EU, ["ops"])):
             spec = ScriptSpec(name=name, interpreter="sh", host=host, tags=tags)
             await script_services.add(gateway.catalog, spec, "echo one\n", author="setup")
@@ -207,6 +208,7 @@ CASES = [
     Case("POST", "/api/v1/webhooks/{hook_id}/secret", only(ADMIN, 200), a_hook),
     Case("DELETE", "/api/v1/webhooks/{hook_id}", only(ADMIN, 204), a_hook),
     Case("GET", "/api/v1/webhooks/{hook_id}/deliveries", only(ADMIN, 200), a_hook),
+    Case("GET", "/api/v1/webhooks/{hook_id}/refusals", only(ADMIN, 200), a_hook),
 ]
 #: Signed by its secret, not by a token: an unsigned call is refused whoever's token it carries.
 WEBHOOK = Case("POST", "/hooks/{hook_id}", everyone(401), a_hook, body=lambda u: {"x": 1})

@@ -133,3 +133,21 @@ def test_rule_description_with_every_condition_and_with_some():
     )
     some = Rule("user", "otto", frozenset({"read"}), script_tag="payments", host_glob="db-*")
     assert some.describe() == "rule (user otto): read on scripts tagged payments on hosts named db-*"
+
+
+LOCAL = Target("tidy", frozenset(), "local", frozenset(), host_admins_only=True)
+
+
+@pytest.mark.parametrize("action", ["start", "author"])
+def test_an_admin_only_host_takes_starts_and_scripts_from_admins_only(action):
+    open_rule = Rule("role", "sms-operator", frozenset({action}), host_glob="local")
+    for roles in (("sms-operator", "sms-author"), ("sms-operator",), ("sms-author",)):
+        decision = decide(who(*roles, username="olga"), action, LOCAL, [open_rule])
+        assert not decision.allowed
+        assert decision.reason.endswith(f"where only sms-admin may {action}") or "needs role" in decision.reason
+    assert decide(who("sms-admin"), action, LOCAL, []).allowed
+
+
+def test_an_admin_only_host_can_still_be_read_and_stopped():
+    assert decide(who("sms-viewer"), "read", LOCAL, []).allowed
+    assert decide(who("sms-operator"), "stop", LOCAL, []).allowed

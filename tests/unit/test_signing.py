@@ -42,6 +42,10 @@ def test_sms_signature_is_hmac_sha256_of_timestamp_dot_body():
         ({"x-sms-signature": sms_signature("k", NOW, BODY)}, NOW, "Unix seconds"),
         ({"x-sms-timestamp": str(NOW + 1), "x-sms-signature": sms_signature("k", NOW, BODY)}, NOW, "does not match"),
         ({}, NOW, "unsigned"),
+        ({"x-sms-timestamp": "١٧٦٤٥٤٦٠٠٠", "x-sms-signature": "sha256=00"}, NOW, "ASCII digits"),
+        ({"x-sms-timestamp": "１７６４５４６０００", "x-sms-signature": "sha256=00"}, NOW, "ASCII digits"),
+        ({"x-sms-timestamp": "¹²³", "x-sms-signature": "sha256=00"}, NOW, "ASCII digits"),
+        ({"x-sms-timestamp": f"{NOW}\n", "x-sms-signature": "sha256=00"}, NOW, "ASCII digits"),
         ({"x-hub-signature-256": github_signature("other", BODY)}, NOW, "does not match"),
     ],
 )
@@ -93,3 +97,14 @@ def test_host_labels():
         checked_labels(["has space"])
     with pytest.raises(ValueError):
         LocalHost(labels=["-leading"])
+
+
+@pytest.mark.parametrize("value", ["-rf", "--x", "-", "..", "../x", "a/../b", "a..b", "x y", "é"])
+def test_the_default_pattern_refuses_options_parent_paths_and_other_characters(value):
+    with pytest.raises(InvalidInput, match="allowed pattern"):
+        map_arguments({"v": value}, [{"field": "v"}])
+
+
+@pytest.mark.parametrize("value", ["refs/heads/main", "v1.2.3", "a-b", "user@example.org", "k=v,w", ""])
+def test_the_default_pattern_keeps_ordinary_values(value):
+    assert map_arguments({"v": value}, [{"field": "v"}]) == [value]

@@ -1,0 +1,59 @@
+"""``SMSProcessWorker`` (type ``sms-process``): Prefect's process worker, one process per run,
+that refuses job variables (:mod:`sms_plugin.worker.guard`).
+
+Prefect's own ``process`` worker runs a flow run's ``job_variables.command`` instead of the flow
+and passes ``env`` to it; this type runs SMS's flow and nothing else. Opt in with
+``SMS_WORKER_TYPE=sms-process`` (docs/worker.md).
+
+Example::
+
+    prefect work-pool create scripts --type sms-process
+    prefect worker start --pool scripts --type sms-process
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+from prefect.client.orchestration import PrefectClient
+from prefect.client.schemas.objects import FlowRun, WorkPool
+from prefect.client.schemas.responses import DeploymentResponse
+from prefect.workers.process import ProcessJobConfiguration, ProcessWorker
+
+from sms_plugin.worker.guard import base_job_template, check_job_variables
+
+
+class SMSProcessJobConfiguration(ProcessJobConfiguration):
+    """The process worker's job configuration, for runs without job variables only."""
+
+    @classmethod
+    async def resolve_for_flow_run(
+        cls,
+        flow_run: FlowRun,
+        *,
+        client: PrefectClient,
+        work_pool: WorkPool,
+        worker_name: str,
+        worker_id: UUID | None = None,
+        deployment: DeploymentResponse | None = None,
+    ) -> SMSProcessJobConfiguration:
+        check_job_variables(flow_run)
+        return await super().resolve_for_flow_run(  # type: ignore[return-value]
+            flow_run, client=client, work_pool=work_pool, worker_name=worker_name, worker_id=worker_id,
+            deployment=deployment,
+        )
+
+
+class SMSProcessWorker(ProcessWorker):
+    """Runs each flow run of its pool in a process of its own, refusing job variables."""
+
+    type = "sms-process"
+    job_configuration = SMSProcessJobConfiguration
+    _display_name = "SMS (process per run)"
+    _description = "Prefect's process worker for SMS pools: one process per run, no command or env from callers."
+
+    @classmethod
+    def get_default_base_job_template(cls) -> dict[str, Any]:
+        """The template ``prefect work-pool create --type sms-process`` gives a pool: no variables."""
+        return base_job_template()
