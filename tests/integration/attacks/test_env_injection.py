@@ -243,7 +243,7 @@ async def test_the_rest_api_answers_422_and_starts_nothing(gateway: Gateway, tra
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("SMS_WORK_POOL", IDLE_POOL)
         host = f"attack-local-{uuid.uuid4().hex[:6]}"
-        await hosts.add(host, LocalHost())
+        await hosts.add(host, LocalHost(admins_only=False))  # opened: the env check must refuse, not the host
         name = f"attack-rest-{uuid.uuid4().hex[:8]}"
         await scripts.add(gateway.catalog, ScriptSpec(name=name, interpreter="sh", host=host, allowed_env=["REPORT_DIR"]),
                           "echo approved\n", author="tests")
