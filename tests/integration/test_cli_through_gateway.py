@@ -31,6 +31,7 @@ pytestmark = pytest.mark.integration
 SMS = str(Path(sys.executable).with_name("sms"))
 SUFFIX = uuid.uuid4().hex[:6]
 HELLO, SLOW, NEW = f"door-hello-{SUFFIX}", f"door-slow-{SUFFIX}", f"door-new-{SUFFIX}"
+HOST = f"door-local-{SUFFIX}"
 
 
 class FreshHome:
@@ -76,9 +77,10 @@ def fresh(tmp_path: Path) -> FreshHome:
 @pytest.fixture(scope="module")
 async def scripts(gateway: Gateway, prefect_worker) -> None:  # noqa: F811
     """Two scripts in the gateway's catalog; the worker serves their pool."""
-    await host_services.add("local", LocalHost(), overwrite=True)
+    # A local host opened to roles and rules (local hosts are admin-only by default).
+    await host_services.add(HOST, LocalHost(admins_only=False), overwrite=True)
     for name, content in ((HELLO, 'echo "hello $1"\n'), (SLOW, "echo started\nsleep 300\n")):
-        await script_services.add(gateway.catalog, ScriptSpec(name=name, interpreter="sh", host="local"), content,
+        await script_services.add(gateway.catalog, ScriptSpec(name=name, interpreter="sh", host=HOST), content,
                                   author="setup")
 
 
@@ -128,7 +130,7 @@ async def test_an_operator_lists_runs_stops_and_reads_logs_through_the_gateway(g
     assert "started" in fresh.ok("logs", slow)
     assert "already ended" in fresh.refused("stop", slow)
 
-    assert "is not available through the gateway" in fresh.refused("host", "check", "local")
+    assert "is not available through the gateway" in fresh.refused("host", "check", HOST)
     assert not (fresh.home / ".sms" / "catalog.db").exists()  # nothing local was used
 
 
@@ -148,7 +150,7 @@ async def test_an_author_adds_pushes_and_removes_a_script(gateway, scripts, fres
     fresh.login(gateway.url, "anna")
     source = tmp_path / "new.sh"
     source.write_text("echo one\n")
-    fresh.ok("script", "add", NEW, "-t", "sh", "-h", "local", "-f", str(source), "--tag", "door")
+    fresh.ok("script", "add", NEW, "-t", "sh", "-h", HOST, "-f", str(source), "--tag", "door")
     source.write_text("echo two\n")
     assert f"{NEW}: version 2 stored" in fresh.ok("script", "push", NEW, str(source), "-m", "second")
     versions = fresh.ok("script", "versions", NEW)
