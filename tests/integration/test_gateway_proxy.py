@@ -247,11 +247,16 @@ def test_sms_up_puts_prefect_behind_the_gateway(keycloak, tmp_path) -> None:
         ready = _wait_ready(gateway_url)
         assert ready == {"ready": True, "checks": {"keycloak": "ok", "prefect": "ok"}}
         operator = {"Authorization": f"Bearer {keycloak.token('otto')}"}
+        admin = {"Authorization": f"Bearer {keycloak.token('adam')}"}
         deployments = httpx.post(f"{gateway_url}/prefect/api/deployments/filter", json={}, headers=operator, timeout=30)
         hello = next(d for d in deployments.json() if d["name"] == "hello-bash")
-        run = _retrying_503(lambda: httpx.post(
-            f"{gateway_url}/prefect/api/deployments/{hello['id']}/create_flow_run", json={}, headers=operator, timeout=30
-        ))
+        start = f"{gateway_url}/prefect/api/deployments/{hello['id']}/create_flow_run"
+        # The samples run on host local, the worker's own machine: admins only.
+        refused = _retrying_503(lambda: httpx.post(start, json={}, headers=operator, timeout=30))
+        assert refused.status_code == 403 and "worker's own machine" in refused.text, refused.text
+        runs = httpx.post(f"{gateway_url}/prefect/api/flow_runs/filter", json={}, headers=admin, timeout=30).json()
+        assert not [r for r in runs if r["deployment_id"] == hello["id"]]  # nothing was started
+        run = _retrying_503(lambda: httpx.post(start, json={}, headers=admin, timeout=30))
         assert run.status_code == 201, run.text
         state = ""
         deadline = time.monotonic() + 120
