@@ -22,13 +22,13 @@ from prefect.logging.handlers import APILogHandler
 from prefect.states import Failed, State
 
 from blocks.hosts import load_host
-from sms_plugin import run_events
+from sms_plugin import run_events, run_secrets
 from sms_plugin.catalog import Catalog, get_script, get_version, record_run, update_run
 from sms_plugin.errors import InvalidInput, NotFound, SMSError, TransportError
 from sms_plugin.execution import ExecutionResult, ScriptRun, execute
 from sms_plugin.limits import host_slot
 from sms_plugin.origin import run_origin
-from sms_plugin.parameters import masked, resolve
+from sms_plugin.parameters import declared, masked, resolve
 from sms_plugin.heartbeats import heartbeat
 from sms_plugin.reaper import ACTOR, reap_run
 from sms_plugin.settings import database_url
@@ -102,6 +102,7 @@ async def run_script(
     with catalog.session() as session:
         entry = get_script(session, script)
     try:  # whatever created the run (Prefect UI or API, a schedule), its inputs are checked here
+        parameters = await _claimed_secrets(script, entry, parameters)
         inputs = resolve(entry, args=args, env=env, parameters=parameters)
     except InvalidInput as error:
         return await _finish(logger, Failed(message=f"{script} refused its inputs, nothing ran: {error}"))
@@ -256,6 +257,15 @@ async def _logs_sent() -> None:
 def _update(catalog: Catalog, flow_run_id: str, **fields: object) -> None:
     with catalog.session() as session:
         update_run(session, flow_run_id, **fields)
+
+
+async def _claimed_secrets(script: str, entry: Any, parameters: dict[str, Any] | None) -> dict[str, Any] | None:
+    """``parameters`` with the secret values their creator stashed (:mod:`sms_plugin.run_secrets`)."""
+    secret_names = {spec.name for spec in declared(entry) if spec.secret}
+    if not parameters or not secret_names & set(parameters):
+        return parameters
+    async with get_client() as client:
+        return await run_secrets.claim(client, script, parameters, secret_names)
 
 
 async def _mask_secrets(flow_run: FlowRun, hidden: dict[str, Any]) -> None:

@@ -29,6 +29,7 @@ class Provider:
     client_id: str
     token_endpoint: str
     device_endpoint: str | None
+    end_session_endpoint: str | None = None
 
 
 @dataclass(frozen=True)
@@ -78,7 +79,7 @@ def discover(gateway_url: str) -> Provider:
     )
     return Provider(
         gateway_url, config["issuer"], config["cli_client_id"], metadata["token_endpoint"],
-        metadata.get("device_authorization_endpoint"),
+        metadata.get("device_authorization_endpoint"), metadata.get("end_session_endpoint"),
     )
 
 
@@ -176,6 +177,22 @@ def forget() -> StoredLogin | None:
         stored = None
     login_path().unlink(missing_ok=True)
     return stored
+
+
+def end_session(login: StoredLogin) -> None:
+    """End ``login``'s session at Keycloak (its refresh token stops working); SMSError when that
+    cannot be done."""
+    if not login.refresh_token:
+        raise SMSError("the stored login has no refresh token to end")
+    try:
+        endpoint = discover(login.gateway_url).end_session_endpoint
+        if not endpoint:
+            raise SMSError("the realm names no end-session endpoint")
+        reply = httpx.post(endpoint, data={"client_id": login.client_id, "refresh_token": login.refresh_token}, timeout=30)
+    except httpx.HTTPError as exc:
+        raise SMSError(f"the gateway or Keycloak is unreachable ({type(exc).__name__})") from None
+    if reply.status_code >= 400:
+        _json(reply, "ending the Keycloak session")
 
 
 def load() -> StoredLogin | None:

@@ -135,8 +135,8 @@ class ParameterSpec(BaseModel):
             prop["default"] = self.default
         if self.choices is not None:
             prop["enum"] = list(self.choices)
-        if self.type == "string":
-            prop["pattern"] = f"^(?:{self.pattern})$" if self.pattern else NO_NUL
+        if self.type == "string":  # a secret's own pattern is checked by the flow: Prefect sees a reference
+            prop["pattern"] = f"^(?:{self.pattern})$" if self.pattern and not self.secret else NO_NUL
         if self.secret:
             prop.update(format="password", writeOnly=True)
         return prop

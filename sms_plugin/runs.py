@@ -22,7 +22,8 @@ from sms_plugin.deploy import deployment_name
 from sms_plugin.errors import Conflict, NotFound
 from sms_plugin.limits import refuse_second_run
 from sms_plugin.origin import origin_tags
-from sms_plugin.parameters import resolve
+from sms_plugin import run_secrets
+from sms_plugin.parameters import declared, resolve
 from sms_plugin.settings import elasticsearch_url
 from sms_plugin.telemetry.logs import reader as log_reader
 
@@ -71,6 +72,7 @@ async def start(
     with catalog.session() as session:
         script = get_script(session, name)
         inputs = resolve(script, args=args, env=env, parameters=parameters)
+        secret_names = {spec.name for spec in declared(script) if spec.secret}
         single_instance = script.single_instance
         if version is not None:
             get_version(session, name, version)
@@ -86,6 +88,8 @@ async def start(
             raise NotFound(f"script {name!r} has no Prefect deployment; run `sms sync`") from None
         if single_instance == "reject":
             await refuse_second_run(client, name, deployment.id)
+        if inputs.parameters:
+            run_parameters["parameters"] = await run_secrets.stash(client, name, inputs.parameters, secret_names)
         flow_run = await client.create_flow_run_from_deployment(
             deployment.id, parameters=run_parameters, tags=origin_tags(trigger, user)
         )

@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 
 from sms_plugin import credentials
+from sms_plugin.errors import SMSError
 
 out = Console()
 
@@ -74,9 +75,14 @@ def login(
 
 
 def logout() -> None:
-    """Forget the stored login: sms commands use the local catalog and Prefect again."""
+    """End the login's Keycloak session and forget the stored token: sms commands use the local
+    catalog and Prefect again."""
     stored = credentials.forget()
     if stored is None:
         out.print("Not logged in; sms commands use the local catalog.")
         return
+    try:
+        credentials.end_session(stored)
+    except SMSError as exc:
+        out.print(f"[yellow]The Keycloak session could not be ended ({exc}); it ends when it expires.[/]")
     out.print(f"Logged out of {stored.gateway_url} ({stored.username}); sms commands use the local catalog again.")

@@ -10,8 +10,10 @@ naming the field, which the proxy answers with 403.
 - ``create_flow_run``: ``parameters`` (names among the deployment's parameter schema; ``script``
   only the deployment's own), ``name``, ``tags``, ``idempotency_key``, ``enforce_parameter_schema``
   (true, or the deployment's own value) and ``state``: a scheduled start (type ``SCHEDULED``,
-  optional name ``Scheduled``, a message, ``state_details.scheduled_time``). Nothing else:
-  no ``job_variables``, ``work_queue_name``, ``infrastructure_document_id``, ``context``, ...
+  optional name ``Scheduled``, a message, ``state_details.scheduled_time``). What the Prefect UI's
+  custom-run form adds is accepted when it changes nothing: ``job_variables`` ``{}``,
+  ``work_queue_name`` the deployment's own, ``empirical_policy`` with every field null. Nothing
+  else: no ``infrastructure_document_id``, ``context``, ``labels``, ``parent_task_run_id``, ...
 - ``set_state``: ``state`` (type, name, message, ``state_details``) and ``force``. To
   ``CANCELLING``/``CANCELLED`` is a ``stop`` (no state details). To ``SCHEDULED`` is a retry, a
   ``start``: name ``AwaitingRetry`` or ``Scheduled``, at most a ``scheduled_time``, no ``force``
@@ -29,7 +31,12 @@ from pydantic import TypeAdapter, ValidationError
 from sms_plugin.gateway.rbac import Action
 
 _BOOL = TypeAdapter(bool)
-_RUN_FIELDS = frozenset({"parameters", "name", "tags", "idempotency_key", "state", "enforce_parameter_schema"})
+_RUN_FIELDS = frozenset({
+    "parameters", "name", "tags", "idempotency_key", "state", "enforce_parameter_schema",
+    "job_variables", "work_queue_name", "empirical_policy",
+})
+#: The fields of Prefect's ``empirical_policy`` the UI's run form sends, all null when unchanged.
+_POLICY_FIELDS = frozenset({"retries", "retry_delay", "max_retries", "retry_delay_seconds", "retry_jitter_factor"})
 _STATE_FIELDS = frozenset({"type", "name", "message", "state_details", "data"})
 _STOP_STATES = frozenset({"CANCELLING", "CANCELLED"})
 _RETRY_NAMES = frozenset({"AwaitingRetry", "Scheduled"})
@@ -91,6 +98,8 @@ def check_create_flow_run(body: Any, deployment: dict[str, Any]) -> dict[str, An
     """The run parameters of a create_flow_run ``body`` a non-admin may send for ``deployment``
     (as Prefect returns it); :class:`Refused` otherwise."""
     fields = _fields(body, "the create_flow_run body", _RUN_FIELDS)
+    if body.get("empirical_policy", {}) is None:
+        raise Refused("field 'empirical_policy' may not be null (leave it out)")
     parameters = fields.get("parameters", {})
     if not isinstance(parameters, dict):
         raise Refused("field 'parameters' must be a JSON object")
@@ -110,12 +119,26 @@ def check_create_flow_run(body: Any, deployment: dict[str, Any]) -> dict[str, An
     enforce = fields.get("enforce_parameter_schema")
     if enforce is not None and enforce is not True and enforce != deployment.get("enforce_parameter_schema"):
         raise Refused("field 'enforce_parameter_schema' may only be true or the deployment's own value")
+    _unchanged_run_settings(fields, deployment)
     if "state" in fields:
         state = _state(fields["state"])
         if state.get("type") != "SCHEDULED" or state.get("name", "Scheduled") != "Scheduled":
             raise Refused("field 'state' may only be a scheduled start (type SCHEDULED)")
         _scheduled_time_only(state)
     return parameters
+
+
+def _unchanged_run_settings(fields: dict[str, Any], deployment: dict[str, Any]) -> None:
+    """Refuse the run settings the UI's run form sends unless they change nothing."""
+    if fields.get("job_variables", {}) != {}:
+        raise Refused("field 'job_variables' is for sms-admin only (only {} is accepted)")
+    own_queue = deployment.get("work_queue_name")
+    if fields.get("work_queue_name", own_queue) != own_queue:
+        raise Refused(f"field 'work_queue_name' may only be the deployment's own queue ({own_queue!r})")
+    if "empirical_policy" in fields:
+        policy = _fields(fields["empirical_policy"], "field 'empirical_policy'", _POLICY_FIELDS)
+        if policy:
+            raise Refused(f"field 'empirical_policy.{min(policy)}' is for sms-admin only (retries come from the script)")
 
 
 def set_state_action(body: Any, run_state: str | None) -> Action:

@@ -25,6 +25,9 @@ from typing import Any, Protocol
 from fastapi import HTTPException, Request
 from starlette.requests import HTTPConnection
 
+from prefect import get_client
+
+from sms_plugin import run_secrets
 from sms_plugin.gateway import audit, prefect_bodies, prefect_paths, prefect_routes
 from sms_plugin.gateway.prefect_routes import Endpoint, RunTarget
 from sms_plugin.gateway.principal import Principal
@@ -134,7 +137,12 @@ async def verdict(request: Request, principal: Principal, found: Endpoint, upstr
     first = await check_role(request, principal, found)
     is_admin = "admin" in granted_actions(principal.roles)
     if is_admin:
-        return Verdict("read" if found.route_class in ("meta", "read") else "admin", {"method": request.method})
+        detail = {"method": request.method}
+        if found.route_class != "start":
+            return Verdict("read" if found.route_class in ("meta", "read") else "admin", detail)
+        body = await read_body(request)
+        deployment = await upstream.get_json(f"api/deployments/{found.params['id']}")
+        return Verdict("admin", detail, await _secrets_stashed(body, deployment))
     body = await read_body(request)
     data = _json(body)
     where = prefect_bodies.secrets_requested(request.query_params.multi_items(), data)
@@ -147,6 +155,7 @@ async def verdict(request: Request, principal: Principal, found: Endpoint, upstr
             deployment = await upstream.get_json(f"api/deployments/{found.params['id']}")
             overrides = prefect_bodies.check_create_flow_run(data if data is not None else {}, deployment)
             target = prefect_routes.run_target(deployment.get("parameters") or {}, deployment.get("tags") or [], overrides)
+            body = await _secrets_stashed(body, deployment)
         elif found.route_class == "set_state":
             run = await upstream.get_json(f"api/flow_runs/{found.params['id']}")
             action = prefect_bodies.set_state_action(data, ((run.get("state") or {}).get("type")))
@@ -159,6 +168,22 @@ async def verdict(request: Request, principal: Principal, found: Endpoint, upstr
         await audit_event(request, principal, action, "denied", {**detail, "reason": decision.reason})
         raise HTTPException(403, detail=f"forbidden: {decision.reason}")
     return Verdict(action, detail, body)
+
+
+async def _secrets_stashed(body: bytes, deployment: dict[str, Any]) -> bytes:
+    """The create_flow_run ``body`` to forward: the values of the script's secret parameters
+    replaced by references to Prefect Secret blocks (:mod:`sms_plugin.run_secrets`), so that no
+    reader of the run sees them; ``body`` itself when it holds none."""
+    data = _json(body)
+    run_parameters = data.get("parameters") if isinstance(data, dict) else None
+    script_values = run_parameters.get("parameters") if isinstance(run_parameters, dict) else None
+    secret_names = prefect_routes.secret_parameters(deployment)
+    if not isinstance(script_values, dict) or not secret_names & set(script_values):
+        return body
+    script = str((deployment.get("parameters") or {}).get("script") or "")
+    async with get_client() as client:
+        stashed = await run_secrets.stash(client, script, script_values, secret_names)
+    return json.dumps({**data, "parameters": {**run_parameters, "parameters": stashed}}).encode()
 
 
 async def read_body(request: Request) -> bytes:

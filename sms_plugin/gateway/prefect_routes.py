@@ -5,7 +5,9 @@ the (canonical, see :mod:`prefect_paths`) path with Starlette's route matching a
 routes of Prefect's real server app (``prefect.server.api.server.create_app``), first full match
 wins as in Starlette's router, and looks the route up in the explicit table
 :data:`prefect_route_table.ROUTES`. Paths under ``/prefect/`` outside ``/prefect/api/`` are the
-UI's files (``GET``/``HEAD`` only, class ``meta``).
+UI's files (``GET``/``HEAD`` only, class ``meta``), except the v2 UI under ``/prefect/v2``: Prefect
+mounts it whatever its settings say, and it starts an analytics client, so the gateway has no route
+to it.
 
 A run-script deployment names its script in the parameter ``script`` and its host in ``host`` or
 in the tag ``host:<name>`` (``sms_plugin.deploy``); a run's own parameters override them.
@@ -27,6 +29,7 @@ from sms_plugin.gateway.rbac import Action, granted_actions
 PREFIX = "/prefect"
 API_PREFIX = "/prefect/api"
 UI_KEY = "UI GET"
+V2_UI_PREFIX = "/prefect/v2"
 
 #: The actions a caller's roles must grant before the gateway reads a body of that class.
 NEEDED: dict[RouteClass, frozenset[Action]] = {
@@ -92,6 +95,8 @@ def resolve(method: str, path: str, *, websocket: bool = False) -> Endpoint:
         return _resolve_api(method.upper(), path[len(API_PREFIX) :], websocket)
     if websocket or not path.startswith(PREFIX + "/"):
         raise NoRoute(404, "no such Prefect route")
+    if path == V2_UI_PREFIX or path.startswith(V2_UI_PREFIX + "/"):
+        raise NoRoute(404, "the v2 Prefect UI is not served (it calls an analytics host): use /prefect/")
     if method.upper() not in ("GET", "HEAD"):
         raise NoRoute(405, "the Prefect UI's files are read with GET")
     return Endpoint(UI_KEY, "meta")
@@ -137,3 +142,11 @@ def run_target(parameters: dict[str, Any], tags: list[str], overrides: dict[str,
     host = merged.get("host") or next((t.split(":", 1)[1] for t in tags if t.startswith("host:")), None)
     script = merged.get("script")
     return RunTarget(str(script) if script else None, str(host) if host else None)
+
+
+def secret_parameters(deployment: dict[str, Any]) -> set[str]:
+    """The names of a run-script deployment's secret script parameters (``format: password`` in
+    its parameter schema)."""
+    schema = (deployment.get("parameter_openapi_schema") or {}).get("properties") or {}
+    declared = (schema.get("parameters") or {}).get("properties") or {}
+    return {name for name, prop in declared.items() if isinstance(prop, dict) and prop.get("format") == "password"}

@@ -135,10 +135,13 @@ async def proxy_http(request: Request, path: str) -> Response:
     verdict = await judge.verdict(request, principal, endpoint, upstream)
     if path == "ui-settings" and request.method == "GET":
         return await _ui_settings(upstream)
+    forwarded = {**_forward_headers(request), **upstream.headers()}
+    if verdict.body is not None:
+        forwarded.pop("content-length", None)  # the judged body may differ in length (secrets stashed)
     outgoing = upstream.http.build_request(
         request.method,
         upstream.base_url + target_path.target,
-        headers={**_forward_headers(request), **upstream.headers()},
+        headers=forwarded,
         content=verdict.body if verdict.body is not None else request.stream(),
         timeout=httpx.Timeout(30.0, read=None),
     )

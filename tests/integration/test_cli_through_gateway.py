@@ -13,6 +13,7 @@ import uuid
 from pathlib import Path
 from uuid import UUID
 
+import httpx
 import pytest
 from prefect import get_client
 from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
@@ -172,8 +173,13 @@ def test_an_expired_login_says_log_in_again(gateway, scripts, fresh):  # noqa: F
 def test_after_logout_the_cli_is_local_again(gateway, scripts, fresh):  # noqa: F811
     fresh.login(gateway.url, "otto")
     assert HELLO in fresh.ok("script", "list")
+    stored = json.loads(fresh.login_file.read_text())
     assert "Logged out" in fresh.ok("logout")
     assert not fresh.login_file.exists()
+    # The Keycloak session ended too: a copy of the refresh token no longer works.
+    refused = httpx.post(stored["token_endpoint"], data={
+        "grant_type": "refresh_token", "client_id": stored["client_id"], "refresh_token": stored["refresh_token"]})
+    assert refused.status_code == 400 and refused.json()["error"] == "invalid_grant", refused.text
     assert HELLO not in fresh.ok("script", "list")  # the fresh home's own, empty catalog
     assert f"no script named {HELLO!r}" in fresh.refused("run", HELLO)
 

@@ -13,9 +13,9 @@ from prefect import get_client
 from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId, LogFilter, LogFilterFlowRunId
 
 from flows.run_script import run_script
-from sms_plugin import deploy, hosts, runs, scripts
+from sms_plugin import deploy, hosts, run_secrets, runs, scripts
 from sms_plugin.catalog import ScriptSpec, get_run, list_audit
-from sms_plugin.errors import InvalidInput
+from sms_plugin.errors import InvalidInput, NotFound
 from tests.integration.conftest import block_of
 from tests.integration.gateway_fixtures import Gateway, gateway  # noqa: F401 - fixture
 
@@ -142,3 +142,30 @@ async def test_the_rest_api_refuses_naming_the_parameter_and_audits_no_secret(ga
         events = list_audit(session, action="api.run.start", object_name=script_name, limit=10)
     assert len(events) == 3 and all(SECRET not in json.dumps(e.detail) for e in events)
     assert events[0].detail["parameters"] == ["days", "mode", "token"]
+    # The run waits in a pool no worker serves: what Prefect stores holds a reference, not the secret.
+    async with get_client() as client:
+        stored = (await client.read_flow_run(uuid.UUID(good.json()["id"]))).model_dump_json()
+        reference = json.loads(stored)["parameters"]["parameters"]["token"]
+        block_name = reference.removeprefix(run_secrets.REFERENCE_PREFIX)
+        masked = await client.read_block_document_by_name(block_name, "secret", include_secrets=False)
+        revealed = await client.read_block_document_by_name(block_name, "secret", include_secrets=True)
+    assert reference.startswith(run_secrets.REFERENCE_PREFIX) and SECRET not in stored
+    assert SECRET not in masked.model_dump_json() and revealed.data["value"]["value"] == SECRET
+
+
+async def test_a_stashed_secret_reaches_the_script_once_and_only_its_own(catalog, script_name):
+    async with get_client() as client:
+        [first] = (await run_secrets.stash(client, script_name, {"token": SECRET}, {"token"})).values()
+        [foreign] = (await run_secrets.stash(client, "another-script", {"token": SECRET}, {"token"})).values()
+    state = await run_script(script=script_name, parameters={"mode": "full", "token": first}, return_state=True)
+    assert state.is_completed(), state.message
+    with catalog.session() as session:
+        record = get_run(session, str(state.state_details.flow_run_id))
+    assert bytes.fromhex(record.output_tail.splitlines()[-1].split(": ", 1)[1]).decode() == SECRET
+    again = await run_script(script=script_name, parameters={"mode": "full", "token": first}, return_state=True)
+    assert again.is_failed() and "gone" in again.message, again.message
+    stolen = await run_script(script=script_name, parameters={"mode": "full", "token": foreign}, return_state=True)
+    assert stolen.is_failed() and "another script" in stolen.message, stolen.message
+    for state in (again, stolen):  # nothing ran: no run record
+        with catalog.session() as session, pytest.raises(NotFound):
+            get_run(session, str(state.state_details.flow_run_id))

@@ -4,6 +4,7 @@ UI starts one at every page load whatever the analytics setting says)."""
 
 from __future__ import annotations
 
+import base64
 import re
 from collections.abc import Iterator
 from typing import Any
@@ -48,4 +49,11 @@ def test_ui_settings_through_the_gateway_call_no_analytics_host(gateway_bed, key
         assert client.get("/prefect/api/admin/settings").json()["server"]["analytics_enabled"] is False
 
         assert ANALYTICS_HOST not in entry_script(client, "/prefect/")  # what a browser gets: v1
-        assert ANALYTICS_HOST in entry_script(client, "/prefect/v2/")  # why v2 is not offered
+        for v2_path in ("/prefect/v2/", "/prefect/v2", "/prefect/v2/runs", "/prefect/v2/assets/index.js"):
+            reply = client.get(v2_path, headers={"accept": "text/html"})
+            assert reply.status_code == 404 and "v2" in reply.json()["detail"], (v2_path, reply.text[:200])
+    # Why: Prefect itself serves the v2 UI whatever PREFECT_SERVER_UI_V2_ENABLED says, and it
+    # starts an analytics client.
+    auth = base64.b64encode(gateway_bed.auth_string.encode()).decode()
+    with httpx.Client(base_url=gateway_bed.prefect.url, headers={"Authorization": f"Basic {auth}"}, timeout=30) as direct:
+        assert ANALYTICS_HOST in entry_script(direct, "/prefect/v2/")

@@ -125,6 +125,9 @@ def test_resolve_path_parameters() -> None:
         ("HEAD", "/prefect/api/health", 405),
         ("POST", "/prefect/somewhere-in-the-ui", 405),
         ("GET", "/prefectx/api/flows/", 404),
+        ("GET", "/prefect/v2", 404),  # the v2 UI, which Prefect mounts whatever its settings say
+        ("GET", "/prefect/v2/", 404),
+        ("HEAD", "/prefect/v2/assets/index.js", 404),
     ],
 )
 def test_no_endpoint(method: str, path: str, status: int) -> None:
@@ -218,6 +221,15 @@ DEPLOYMENT = {
     "parameters": {"script": "pay-report"},
     "parameter_openapi_schema": {"properties": {"script": {}, "host": {}, "args": {}}},
     "enforce_parameter_schema": False,
+    "work_queue_name": "default",
+}
+#: The body the Prefect UI's custom-run form sends with its defaults (read from its mapper).
+UI_CUSTOM_RUN = {
+    "state": {"type": "SCHEDULED", "message": "", "state_details": {"scheduled_time": None}},
+    "tags": [], "work_queue_name": "default", "name": "brave-otter",
+    "empirical_policy": {"retries": None, "retry_delay": None, "max_retries": None,
+                         "retry_delay_seconds": None, "retry_jitter_factor": None},
+    "parameters": {"script": "pay-report"}, "job_variables": {}, "enforce_parameter_schema": False,
 }
 
 
@@ -240,9 +252,12 @@ def test_create_flow_run_bodies_an_operator_may_send(body) -> None:
     ("body", "named"),
     [
         ({"job_variables": {"command": "sh -c id"}}, "job_variables"),
-        ({"job_variables": {}}, "job_variables"),
-        ({"job_variables": None}, "job_variables"),  # outside the schema, even null
+        ({"job_variables": {"env": {}}}, "job_variables"),
+        ({"job_variables": []}, "job_variables"),
         ({"empirical_policy": None}, "empirical_policy"),  # Prefect would fail on it (500)
+        ({"empirical_policy": {"retry_type": "in_process"}}, "empirical_policy"),
+        ({"empirical_policy": {"pause_keys": ["k"]}}, "empirical_policy"),
+        ({"empirical_policy": []}, "empirical_policy"),
         ({"work_queue_name": "other"}, "work_queue_name"),
         ({"infrastructure_document_id": ID}, "infrastructure_document_id"),
         ({"context": {}}, "context"),

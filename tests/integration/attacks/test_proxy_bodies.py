@@ -121,6 +121,63 @@ def test_operator_starts_a_plain_or_scheduled_run(bed, deployment) -> None:
     assert bed.prefect.get(f"/flow_runs/{plain.json()['id']}").json()["job_variables"] in ({}, None)
 
 
+def test_operator_may_use_the_prefect_ui_custom_run_form(bed, deployment) -> None:
+    """The run form sends job_variables {}, the deployment's own queue and an empty retry policy:
+    those change nothing, so the gateway lets them through; a changed queue stays refused."""
+    operator = bed.client("otto")
+    url = f"/prefect/api/deployments/{deployment['id']}/create_flow_run"
+    form = {
+        "state": {"type": "SCHEDULED", "message": "", "state_details": {"scheduled_time": None}},
+        "tags": [], "work_queue_name": deployment["work_queue_name"], "name": "from-the-form",
+        "empirical_policy": {"retries": None, "retry_delay": None},
+        "parameters": {"args": ["a"]}, "job_variables": {}, "enforce_parameter_schema": True,
+    }
+    before = _runs_of(bed, deployment)
+    reply = operator.post(url, json=form)
+    assert reply.status_code == 201, reply.text
+    created = bed.prefect.get(f"/flow_runs/{reply.json()['id']}").json()
+    assert created["job_variables"] in ({}, None) and created["work_queue_name"] == deployment["work_queue_name"]
+    assert _runs_of(bed, deployment) == before + 1
+    for changed in ({"job_variables": {"env": {"X": "1"}}}, {"work_queue_name": "elsewhere"},
+                    {"empirical_policy": {"retries": 3}}):
+        reply = operator.post(url, json={**form, **changed})
+        assert reply.status_code == 403 and next(iter(changed)) in reply.json()["detail"], reply.text
+    assert _runs_of(bed, deployment) == before + 1
+
+
+def test_secret_parameters_are_stashed_before_prefect_stores_the_run(bed) -> None:
+    """A secret script parameter given to Prefect's create_flow_run (the UI's run form does that)
+    is replaced by a reference to a Prefect Secret block before Prefect sees the body, for operators
+    and admins alike: a viewer reading runs and blocks never meets the value."""
+    flow = bed.prefect.post("/flows/", json={"name": "run-script"}).raise_for_status().json()
+    deployment = bed.prefect.post("/deployments/", json={
+        "name": f"pay-secret-{uuid.uuid4().hex[:6]}", "flow_id": flow["id"],
+        "parameters": {"script": "pay-report"}, "tags": ["payments", "host:eu-1", "sms"],
+        "parameter_openapi_schema": {"type": "object", "properties": {
+            "script": {"type": "string"},
+            "parameters": {"type": "object", "properties": {
+                "token": {"type": "string", "format": "password", "writeOnly": True}, "mode": {"type": "string"}}}}},
+        "work_pool_name": None,
+    }).raise_for_status().json()
+    viewer = bed.client("viola")
+    for user in ("otto", "adam"):
+        reply = bed.client(user).post(f"/prefect/api/deployments/{deployment['id']}/create_flow_run",
+                                      json={"parameters": {"parameters": {"token": SECRET, "mode": "full"}}})
+        assert reply.status_code == 201, reply.text
+        _no_secret(reply)
+        stored = bed.prefect.get(f"/flow_runs/{reply.json()['id']}").json()
+        given = stored["parameters"]["parameters"]
+        assert given["mode"] == "full" and given["token"].startswith("sms-secret:") and SECRET not in json.dumps(stored)
+        for read in (viewer.post("/prefect/api/flow_runs/filter", json={}),
+                     viewer.post("/prefect/api/block_documents/filter", json={}),
+                     viewer.get("/prefect/api/block_types/slug/secret/block_documents")):
+            assert read.status_code == 200, read.text
+            _no_secret(read)
+        name = given["token"].removeprefix("sms-secret:")
+        kept = bed.prefect.get(f"/block_types/slug/secret/block_documents/name/{name}", params={"include_secrets": "true"})
+        assert kept.json()["data"]["value"]["value"] == SECRET  # kept for the run to claim, in Prefect's secret store
+
+
 def test_bulk_starts_and_direct_runs_are_for_admins(bed, deployment) -> None:
     before = bed.counts()
     operator = bed.client("otto")

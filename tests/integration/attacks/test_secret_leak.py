@@ -1,5 +1,5 @@
-"""No host secret leaks: a run on a real sshd host whose block holds a known password and private
-key, then every place a secret could end up is searched for them — Prefect's logs, the run and
+"""No secret leaks: a run on a real sshd host whose block holds a known password and private key,
+with a secret script parameter of known value, then every place a secret could end up is searched for them — Prefect's logs, the run and
 the block as Prefect's API shows them, every table of the catalog (the audit trail included),
 Elasticsearch's documents, the command lines of every process while the run ran, and the reprs of
 the objects involved. Zero hits."""
@@ -30,12 +30,16 @@ from tests.integration.test_logs_elasticsearch import _delivered
 pytestmark = pytest.mark.integration
 
 
+TOKEN = f"tk-{uuid.uuid4().hex}"
+
+
 def _needles(ssh_server: Any) -> dict[str, str]:
-    """What must never appear: the password, and every line of the private key's body (so that
-    a key printed in part, or JSON-escaped, is found too)."""
+    """What must never appear: the password, every line of the private key's body (so that a key
+    printed in part, or JSON-escaped, is found too) and the secret parameter's value."""
     body = [line for line in ssh_server.private_key_pem.splitlines() if line and not line.startswith("-----")]
     assert ssh_server.password and body
-    return {"password": ssh_server.password, **{f"private key line {i}": line for i, line in enumerate(body, 1)}}
+    return {"password": ssh_server.password, "secret parameter": TOKEN,
+            **{f"private key line {i}": line for i, line in enumerate(body, 1)}}
 
 
 def _hits(needles: dict[str, str], where: str, text: str) -> list[str]:
@@ -118,17 +122,20 @@ async def test_a_run_leaves_no_host_secret_anywhere(catalog, ssh_server, prefect
     await hosts.add(host, block)
     name = f"leak-{uuid.uuid4().hex[:8]}"
     with catalog.session() as s:
-        add_script(s, ScriptSpec(name=name, interpreter="bash", host=host), author="tests",
-                   content='echo "start $1"; sleep 2; env | grep -c . ; echo done >&2\n')
+        spec = ScriptSpec.parse({"name": name, "interpreter": "bash", "host": host,
+                                 "parameters": [{"name": "word"}, {"name": "token", "secret": True}]})
+        add_script(s, spec, author="tests",
+                   content='echo "start $1"; echo "token of ${#SMS_SECRET_TOKEN}"; sleep 2; env | grep -c . ; echo done >&2\n')
     with CommandLines() as processes:
-        state: State = await run_script(script=name, args=["one"], return_state=True)
+        state: State = await run_script(script=name, parameters={"word": "one", "token": TOKEN}, return_state=True)
     assert state.is_completed(), state.message
     run_id = str(state.state_details.flow_run_id)
     await _delivered(run_id)
 
     documents = _elasticsearch_documents(shipping, run_id)
-    assert {doc["message"] for doc in documents} >= {"start one", "done"}  # the search does find the run
-    assert any("/.sms/run/" in line and line.endswith(" one ") for line in processes.seen)  # seen while it ran
+    # The search does find the run, and the secret reached the script (by its length only).
+    assert {doc["message"] for doc in documents} >= {"start --word=one", f"token of {len(TOKEN)}", "done"}
+    assert any("/.sms/run/" in line and line.endswith(" --word=one ") for line in processes.seen)  # seen while it ran
     stored = await SSHHost.aload(host)
     with catalog.session() as s:
         audit = [repr(event) + json.dumps(event.detail) for event in list_audit(s)]
