@@ -10,6 +10,7 @@ was made for this script, and deletes the block, so a reference works once.
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Mapping
 from typing import Any
@@ -32,7 +33,9 @@ async def stash(client: PrefectClient, script: str, values: Mapping[str, Any], s
         if values[name] is None:
             continue
         block_name = f"{BLOCK_PREFIX}{uuid.uuid4().hex}"
-        await Secret(value={"script": script, "value": values[name]}).asave(block_name, client=client)
+        # A string: Prefect masks a Secret whose stored value is a JSON object only per key it knows.
+        content = json.dumps({"script": script, "value": values[name]})
+        await Secret(value=content).asave(block_name, client=client)
         stashed[name] = REFERENCE_PREFIX + block_name
     return stashed
 
@@ -50,7 +53,7 @@ async def claim(client: PrefectClient, script: str, values: Mapping[str, Any], s
             block = await Secret.aload(block_name, client=client)
         except (ObjectNotFound, ValueError):
             raise InvalidInput(f"secret parameter {name!r}: its stored value is gone (used already?): start a new run") from None
-        content = block.get()
+        content = block.get()  # Secret.get() parses the JSON text back
         if not isinstance(content, dict) or content.get("script") != script:
             raise InvalidInput(f"secret parameter {name!r}: its stored value was given for another script")
         await Secret.adelete(block_name, client=client)

@@ -10,12 +10,15 @@ Classes:
 - ``meta``: needs ``read``; describes Prefect itself (health, version, block types and schemas,
   the OpenAPI spec), nothing about scripts or runs, so access rules that narrow ``read`` do not
   apply.
-- ``read``: needs ``read``; returns scripts' deployments, runs, logs, artifacts, events, blocks, ...
+- ``read``: needs ``read``; returns scripts' deployments, runs, logs, artifacts, events, ...
   A caller whose ``read`` is narrowed by an access rule is refused (see docs/access.md).
 - ``start``: ``POST /deployments/{id}/create_flow_run`` (body schema in ``prefect_bodies``).
 - ``set_state``: ``POST /flow_runs/{id}/set_state``: ``stop`` (cancel) or ``start`` (retry).
 - ``admin``: everything else, including every route Prefect's workers and clients use to change
-  things (they talk to Prefect directly, not through the gateway).
+  things (they talk to Prefect directly, not through the gateway), and the block documents
+  themselves: Prefect masks a secret field only where its stored value is not a JSON object (a
+  ``Secret`` block holding ``{"password": ...}`` comes back in clear), so no block document
+  leaves the gateway for anyone but an admin.
 """
 
 from __future__ import annotations
@@ -132,13 +135,13 @@ ROUTES: dict[str, RouteClass] = {
     "POST /block_types/filter": "meta",
     "PATCH /block_types/{id:uuid}": "admin",
     "DELETE /block_types/{id:uuid}": "admin",
-    "GET /block_types/slug/{slug}/block_documents": "read",
-    "GET /block_types/slug/{slug}/block_documents/name/{block_document_name}": "read",
+    "GET /block_types/slug/{slug}/block_documents": "admin",
+    "GET /block_types/slug/{slug}/block_documents/name/{block_document_name}": "admin",
     "POST /block_types/install_system_block_types": "admin",
     "POST /block_documents/": "admin",
-    "POST /block_documents/filter": "read",
+    "POST /block_documents/filter": "admin",
     "POST /block_documents/count": "read",
-    "GET /block_documents/{id:uuid}": "read",
+    "GET /block_documents/{id:uuid}": "admin",
     "DELETE /block_documents/{id:uuid}": "admin",
     "PATCH /block_documents/{id:uuid}": "admin",
     "POST /work_pools/": "admin",

@@ -144,7 +144,7 @@ async def test_the_rest_api_refuses_naming_the_parameter_and_audits_no_secret(ga
     assert events[0].detail["parameters"] == ["days", "mode", "token"]
     # The run waits in a pool no worker serves: what Prefect stores holds a reference, not the secret.
     async with get_client() as client:
-        stored = (await client.read_flow_run(uuid.UUID(good.json()["id"]))).model_dump_json()
+        stored = (await client.read_flow_run(uuid.UUID(good.json()["run_id"]))).model_dump_json()
         reference = json.loads(stored)["parameters"]["parameters"]["token"]
         block_name = reference.removeprefix(run_secrets.REFERENCE_PREFIX)
         masked = await client.read_block_document_by_name(block_name, "secret", include_secrets=False)
