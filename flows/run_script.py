@@ -34,8 +34,10 @@ from sms_plugin.reaper import ACTOR, reap_run
 from sms_plugin.settings import database_url
 from sms_plugin.telemetry.logs import OUTPUT, OutputSource, shipping
 from sms_plugin.transports.base import Stream
-from sms_plugin.worker import log_delivery
+from sms_plugin.worker import log_delivery, prefect_hooks
 from sms_plugin.worker.engine import in_shared_process, script_started
+
+prefect_hooks.check()  # Prefect's engine loads this flow: refuse a Prefect SMS does not fit
 
 _LEVELS: dict[Stream, int] = {"stdout": logging.INFO, "stderr": logging.WARNING}
 LOG_WAIT_SECONDS = 30.0
