@@ -37,8 +37,6 @@ from sms_plugin.transports.base import Stream
 from sms_plugin.worker import log_delivery, prefect_hooks
 from sms_plugin.worker.engine import in_shared_process, script_started
 
-prefect_hooks.check()  # Prefect's engine loads this flow: refuse a Prefect SMS does not fit
-
 _LEVELS: dict[Stream, int] = {"stdout": logging.INFO, "stderr": logging.WARNING}
 LOG_WAIT_SECONDS = 30.0
 """In an sms worker, how long a run waits at its end for its log lines to reach Prefect."""
@@ -96,6 +94,7 @@ async def run_script(
         host: run on this host block instead of the script's own host.
         parameters: values of the script's declared parameters, by name.
     """
+    prefect_hooks.check()  # nothing runs on a Prefect SMS does not fit (once per process)
     context = FlowRunContext.get()
     assert context is not None and context.flow_run is not None
     flow_run = context.flow_run
