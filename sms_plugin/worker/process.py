@@ -14,10 +14,9 @@ Example::
 from __future__ import annotations
 
 from typing import Any
-
-import anyio.abc
 from uuid import UUID
 
+import anyio.abc
 from prefect.client.orchestration import PrefectClient
 from prefect.client.schemas.objects import FlowRun, WorkPool
 from prefect.client.schemas.responses import DeploymentResponse

@@ -50,6 +50,7 @@ from sms_plugin.worker.dispatch import watch_scheduled_runs
 from sms_plugin.worker.guard import base_job_template, check_job_variables
 from sms_plugin.worker.runloop import RunLoop
 
+
 class SMSWorkerResult(BaseWorkerResult):
     """How a run's task ended: status 0 when Prefect's engine reported the run's final state."""
 
