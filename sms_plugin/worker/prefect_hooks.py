@@ -5,8 +5,8 @@ renames or reshapes one of these objects, SMS would silently lose what the patch
 object is listed here with the parameter names SMS expects (:data:`TARGETS`), and :func:`check`
 refuses to go on, naming every object that is missing or changed and the Prefect version, when
 the sms and sms-process workers start (in their constructor, before they talk to the API) and
-as the run-script flow's first step. :func:`install` (the sms worker, at
-set-up) checks, then applies :data:`PATCHES`. Why each exists and what upstream change would let
+as the run-script flow's first step. :func:`install` (the sms worker, at set-up) checks, then
+applies :data:`PATCHES`. Why each exists and what upstream change would let
 it go: docs/worker.md#prefect-internals. The canary tests (tests/unit/test_prefect_canaries.py)
 check each target's signature and each patch's effect against the installed Prefect.
 
