@@ -34,7 +34,7 @@ from sms_plugin.reaper import ACTOR, reap_run
 from sms_plugin.settings import database_url
 from sms_plugin.telemetry.logs import OUTPUT, OutputSource, shipping
 from sms_plugin.transports.base import Stream
-from sms_plugin.worker import log_delivery
+from sms_plugin.worker import log_delivery, prefect_hooks
 from sms_plugin.worker.engine import in_shared_process, script_started
 
 _LEVELS: dict[Stream, int] = {"stdout": logging.INFO, "stderr": logging.WARNING}
@@ -94,6 +94,7 @@ async def run_script(
         host: run on this host block instead of the script's own host.
         parameters: values of the script's declared parameters, by name.
     """
+    prefect_hooks.check()  # nothing runs on a Prefect SMS does not fit (once per process)
     context = FlowRunContext.get()
     assert context is not None and context.flow_run is not None
     flow_run = context.flow_run

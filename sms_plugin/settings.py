@@ -66,6 +66,11 @@ def worker_starting() -> int:
     return max(1, int(os.environ.get("SMS_WORKER_STARTING") or 32))
 
 
+def worker_stop_seconds() -> float:
+    """How long ``sms worker`` (and ``sms up``) waits, when stopped, for its runs to end Cancelled."""
+    return float(os.environ.get("SMS_WORKER_STOP_SECONDS") or 30)
+
+
 def elasticsearch_url() -> str | None:
     """The Elasticsearch that receives script output, or None when log shipping is off."""
     return os.environ.get("SMS_ELASTICSEARCH_URL") or None

@@ -4,7 +4,9 @@ Starts a Prefect server (SQLite, UI included) under ``$SMS_HOME/prefect``, a wor
 work pool (the in-process ``sms`` worker; a process per run with ``SMS_WORKER_TYPE=sms-process``), the
 metrics exporter (``sms exporter``, docs/metrics.md) and, with ``SMS_ELASTICSEARCH_URL``, the log
 shipper (docs/logs.md); registers the local host and applies the sample catalog. Ctrl-C (or
-SIGTERM) stops the children, then the server. Logs go to ``$SMS_HOME/logs/``.
+SIGTERM) stops the children, then the server: the worker first cancels its runs in flight and
+waits (at most SMS_WORKER_STOP_SECONDS) until their process groups are killed on their hosts and
+the runs are Cancelled. Logs go to ``$SMS_HOME/logs/``.
 
 With ``SMS_OIDC_ISSUER`` set, the gateway starts too (``sms gateway``, docs/gateway.md): Prefect
 then serves under ``/prefect`` on loopback behind a fresh random auth string that only the
@@ -32,7 +34,15 @@ from sms_plugin.catalog import Catalog
 from sms_plugin.deploy import ensure_work_pool, sync_housekeeping
 from sms_plugin.errors import Conflict, SMSError
 from sms_plugin.gateway.config import GatewaySettings, load_settings
-from sms_plugin.settings import database_url, elasticsearch_url, shown_database_url, sms_home, work_pool_name, worker_type
+from sms_plugin.settings import (
+    database_url,
+    elasticsearch_url,
+    shown_database_url,
+    sms_home,
+    work_pool_name,
+    worker_stop_seconds,
+    worker_type,
+)
 from sms_plugin.telemetry.exporter import exporter_url
 
 _SERVER_START_SECONDS = 120
@@ -54,6 +64,7 @@ class EmbeddedStack:
         self.api_url = f"http://127.0.0.1:{port}{'/prefect' if self.gateway else ''}/api"
         self.logs = sms_home() / "logs"
         self._children: list[subprocess.Popen[bytes]] = []
+        self._worker: subprocess.Popen[bytes] | None = None
 
     def _environment(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -158,7 +169,7 @@ class EmbeddedStack:
 
             with temporary_settings(updates={PREFECT_API_URL: self.api_url}):
                 asyncio.run(self._prepare())
-            self._spawn("worker", "worker", "start", "--pool", work_pool_name(), "--type", worker_type())
+            self._worker = self._spawn("worker", "worker", "--pool", work_pool_name(), "--type", worker_type(), program="sms")
             self._spawn("exporter", "exporter", program="sms")
             if elasticsearch_url():  # delivers script output the runs could not deliver themselves
                 self._spawn("log-shipper", "log-shipper", program="sms")
@@ -195,11 +206,18 @@ class EmbeddedStack:
         )
 
     def _stop(self) -> None:
+        """Stops the children, the server last: SIGTERM to each one's process group, SIGKILL if it
+        outlives its grace. The worker alone gets SIGTERM (its runs' processes are not to be
+        signalled) and more time: it cancels its runs first, which needs the server."""
         for child in reversed(self._children):
             if child.poll() is None:
-                os.killpg(child.pid, signal.SIGTERM)
+                is_worker = child is self._worker
+                if is_worker:
+                    child.send_signal(signal.SIGTERM)
+                else:
+                    os.killpg(child.pid, signal.SIGTERM)
                 try:
-                    child.wait(_STOP_GRACE_SECONDS)
+                    child.wait(_STOP_GRACE_SECONDS + (worker_stop_seconds() if is_worker else 0))
                 except subprocess.TimeoutExpired:
                     os.killpg(child.pid, signal.SIGKILL)
                     child.wait()

@@ -1,4 +1,8 @@
-"""``sms worker``: start an in-process ``sms`` worker on the SMS work pool (docs/worker.md)."""
+"""``sms worker``: start an SMS worker on the SMS work pool (docs/worker.md).
+
+SIGINT or SIGTERM cancels the runs in flight and waits (at most SMS_WORKER_STOP_SECONDS) until
+each one's process group is killed on its host and the run is Cancelled, then stops.
+"""
 
 from __future__ import annotations
 
@@ -8,20 +12,28 @@ from typing import Annotated
 import typer
 
 from sms_plugin.errors import SMSError
-from sms_plugin.settings import work_pool_name
+from sms_plugin.settings import WORKER_TYPES, work_pool_name, worker_stop_seconds, worker_type
 
 
 def worker(
     pool: Annotated[str | None, typer.Option("--pool", help="Work pool (default: SMS_WORK_POOL or sms).")] = None,
     limit: Annotated[int, typer.Option("--limit", min=1, help="Most runs executing at once in this worker.")] = 500,
     name: Annotated[str | None, typer.Option("--name", help="Worker name (default: a random one).")] = None,
+    kind: Annotated[
+        str | None, typer.Option("--type", help="sms (runs in this process) or sms-process (default: SMS_WORKER_TYPE or sms).")
+    ] = None,
 ) -> None:
-    """Run script runs of the work pool inside this process, many at once (Ctrl-C stops)."""
+    """Run script runs of the work pool, many at once (Ctrl-C cancels the runs in flight and stops)."""
     from prefect.settings import PREFECT_API_URL
 
-    from sms_plugin.worker import SMSWorker
+    from sms_plugin.worker import SMSProcessWorker, SMSWorker
+    from sms_plugin.worker.shutdown import serve
 
     if not PREFECT_API_URL.value():
         raise SMSError("PREFECT_API_URL is not set: point it at the Prefect API the worker should serve")
-    chosen = pool or work_pool_name()
-    asyncio.run(SMSWorker(work_pool_name=chosen, limit=limit, name=name).start(printer=typer.echo))
+    chosen_type = kind or worker_type()
+    if chosen_type not in WORKER_TYPES:
+        raise SMSError(f"--type {chosen_type!r}: use sms or sms-process")
+    worker_class = SMSWorker if chosen_type == "sms" else SMSProcessWorker
+    instance = worker_class(work_pool_name=pool or work_pool_name(), limit=limit, name=name)
+    asyncio.run(serve(instance, stop_seconds=worker_stop_seconds(), printer=typer.echo))

@@ -20,7 +20,7 @@ import logging
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from prefect import get_client
 from prefect.client.orchestration import PrefectClient
@@ -28,7 +28,6 @@ from prefect.events import Event
 from prefect.events.clients import get_events_subscriber
 from prefect.events.filters import EventFilter, EventNameFilter
 from prefect.exceptions import ObjectNotFound
-from prefect.types._datetime import now
 from prometheus_client import CollectorRegistry, disable_created_metrics, start_http_server
 from prometheus_client.registry import Collector
 
@@ -130,7 +129,7 @@ class Exporter:
         """One subscription: subscribe, rebuild from the API, then count live events."""
         event_filter = EventFilter(event=EventNameFilter(prefix=[sources.RUN_STATE_PREFIX, run_events.PREFIX]))
         async with get_client() as client, get_events_subscriber(filter=event_filter) as subscriber:
-            fresh = RunMetrics(since=now("UTC") - timedelta(hours=self.settings.history_hours))
+            fresh = RunMetrics(since=datetime.now(UTC) - timedelta(hours=self.settings.history_hours))
             await sources.rebuild(fresh, client)
             self.served.runs = fresh
             self.service.rebuilds.inc()
@@ -143,7 +142,7 @@ class Exporter:
                     log.warning("skipped event %s (%s): %s: %s", event.id, event.event, type(error).__name__, error)
                     continue
                 if counted:
-                    self.service.counted(event.occurred, now("UTC"))
+                    self.service.counted(event.occurred, datetime.now(UTC))
 
     async def _count(self, client: PrefectClient, metrics: RunMetrics, event: Event) -> bool:
         if not sources.is_run_script_state(event):

@@ -7,7 +7,7 @@ A run's ``script`` is its ``script`` parameter; its ``host`` the ``host`` parame
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from cronsim import CronSim
 from prefect.client.orchestration import PrefectClient
@@ -26,7 +26,6 @@ from prefect.client.schemas.schedules import CronSchedule, IntervalSchedule
 from prefect.client.schemas.sorting import FlowRunSort
 from prefect.events import Event
 from prefect.events.filters import EventFilter, EventNameFilter, EventOccurredFilter
-from prefect.types._datetime import now
 
 from sms_plugin import run_events
 from sms_plugin.deploy import FLOW_NAME
@@ -134,7 +133,7 @@ async def _flow_runs(client: PrefectClient, run_filter: FlowRunFilter) -> AsyncI
 async def _events(client: PrefectClient, prefix: str, since: datetime) -> AsyncIterator[Event]:
     event_filter = EventFilter(
         event=EventNameFilter(prefix=[prefix]),
-        occurred=EventOccurredFilter(since=since, until=now("UTC") + timedelta(days=1)),
+        occurred=EventOccurredFilter(since=since, until=datetime.now(UTC) + timedelta(days=1)),
     )
     page = await client.read_events(filter=event_filter, limit=_EVENT_PAGE)
     while True:
@@ -194,7 +193,7 @@ def _interval_seconds(schedule: object, at: datetime) -> float | None:
 async def expected_intervals(client: PrefectClient) -> dict[str, float]:
     """Script → shortest interval of its active schedules (unpaused scripts with schedules only)."""
     found: dict[str, float] = {}
-    at = now("UTC")
+    at = datetime.now(UTC)
     for deployment in await _deployments(client):
         if deployment.paused:
             continue

@@ -1,16 +1,17 @@
-"""Prefect's flow engine made fit for hundreds of runs in one process (installed by the sms worker).
+"""Prefect's flow engine made fit for hundreds of runs in one process: SMS's replacements of private
+Prefect functions, applied by the sms worker through :mod:`sms_plugin.worker.prefect_hooks`.
 
 Cancelled, not Crashed: Prefect's engine ends a run Cancelled (through Cancelling, running its ``on_cancellation`` hooks)
 when the run is interrupted while the process-wide "cancel intent" is set; otherwise an
 interrupted run is Crashed. That flag belongs to the whole process, while the sms worker cancels
-one run among hundreds. :func:`install` makes the engine ask the *run's own* intent first: every
+one run among hundreds. The replaced ``_termination_intent`` asks the *run's own* intent first: every
 run task carries a :class:`RunControl` in a context variable, and :meth:`RunControl.cancel`
 marks it before the task is cancelled.
 
 No suspension observer per run: for every run of a deployment the engine starts a thread with its
 own event loop and websocket, waits for it synchronously and polls it every 0.2 s, to notice a
 ``suspend_flow_run`` request. The run-script flow never suspends; in the sms worker that observer
-would cost a thread, a connection and a blocked run loop per run, so :func:`install` turns it off.
+would cost a thread, a connection and a blocked run loop per run, so it is turned off.
 
 Prefect's flow-run heartbeats come from one thread for all runs, not a thread per run
 (:mod:`sms_plugin.worker.flow_heartbeats`).
@@ -28,24 +29,16 @@ import asyncio
 import contextlib
 import functools
 import ssl
-from collections.abc import Callable, Iterator
 import time
+from collections.abc import Awaitable, Callable, Iterator
 from contextvars import ContextVar
-from uuid import UUID
 from dataclasses import dataclass, field
-
-import prefect.client.orchestration
-import prefect.flow_engine
-import prefect.results
-
-from sms_plugin.worker import flow_heartbeats, log_delivery
+from types import ModuleType
+from uuid import UUID
 
 RESULT_STORAGE_CACHE_SECONDS = 60.0
 
 _CONTROL: ContextVar[RunControl | None] = ContextVar("sms_run_control", default=None)
-_process_intent = prefect.flow_engine._termination_intent
-_read_result_storage_id = prefect.results._read_server_default_result_storage_block_id
-_aread_result_storage_id = prefect.results._aread_server_default_result_storage_block_id
 _result_storage: tuple[float, UUID | None] | None = None
 
 
@@ -83,11 +76,19 @@ def in_shared_process() -> bool:
     return _CONTROL.get() is not None
 
 
-def _termination_intent() -> str | None:
-    control = _CONTROL.get()
-    if control is not None and control.cancel_requested:
-        return "cancel"
-    return _process_intent()
+# The replacements below take Prefect's object and return SMS's (sms_plugin.worker.prefect_hooks).
+
+
+def per_run_termination_intent(process_intent: Callable[[], str | None]) -> Callable[[], str | None]:
+    """Prefect's ``_termination_intent``, asking the current run's own intent first."""
+
+    def termination_intent() -> str | None:
+        control = _CONTROL.get()
+        if control is not None and control.cancel_requested:
+            return "cancel"
+        return process_intent()
+
+    return termination_intent
 
 
 @contextlib.contextmanager
@@ -95,22 +96,38 @@ def _no_suspension_observer(*_args: object, **_kwargs: object) -> Iterator[None]
     yield
 
 
+def no_suspension_observer(_prefect_observer: object) -> Callable[..., contextlib.AbstractContextManager[None]]:
+    """Prefect's ``observe_flow_run_suspension`` replaced by a context that observes nothing."""
+    return _no_suspension_observer
+
+
 def _result_storage_is_stale() -> bool:
     return _result_storage is None or time.monotonic() - _result_storage[0] > RESULT_STORAGE_CACHE_SECONDS
 
 
-def _cached_result_storage_id() -> UUID | None:
-    global _result_storage
-    if _result_storage_is_stale():
-        _result_storage = (time.monotonic(), _read_result_storage_id())
-    return _result_storage[1]  # type: ignore[index]
+def cached_result_storage_id(read: Callable[[], UUID | None]) -> Callable[[], UUID | None]:
+    """Prefect's synchronous read of the server's default result storage, at most once a minute."""
+
+    def cached() -> UUID | None:
+        global _result_storage
+        if _result_storage_is_stale():
+            _result_storage = (time.monotonic(), read())
+        return _result_storage[1]  # type: ignore[index]
+
+    return cached
 
 
-async def _acached_result_storage_id() -> UUID | None:
-    global _result_storage
-    if _result_storage_is_stale():
-        _result_storage = (time.monotonic(), await _aread_result_storage_id())
-    return _result_storage[1]  # type: ignore[index]
+def acached_result_storage_id(aread: Callable[[], Awaitable[UUID | None]]) -> Callable[[], Awaitable[UUID | None]]:
+    """Prefect's asynchronous read of the server's default result storage, at most once a minute
+    (sharing the synchronous read's cache)."""
+
+    async def cached() -> UUID | None:
+        global _result_storage
+        if _result_storage_is_stale():
+            _result_storage = (time.monotonic(), await aread())
+        return _result_storage[1]  # type: ignore[index]
+
+    return cached
 
 
 class _SharedSSLContexts:
@@ -125,13 +142,6 @@ class _SharedSSLContexts:
         return ssl.create_default_context(purpose, cafile=cafile)
 
 
-def install() -> None:
-    """Per-run cancel intents, no per-run suspension observer, one heartbeat thread for all
-    runs, cached result storage and SSL contexts, counted log delivery (idempotent)."""
-    prefect.flow_engine._termination_intent = _termination_intent
-    prefect.flow_engine.observe_flow_run_suspension = _no_suspension_observer
-    prefect.flow_engine._send_heartbeats = flow_heartbeats.send_heartbeats
-    prefect.results._read_server_default_result_storage_block_id = _cached_result_storage_id
-    prefect.results._aread_server_default_result_storage_block_id = _acached_result_storage_id
-    log_delivery.install()
-    prefect.client.orchestration.ssl = _SharedSSLContexts()  # type: ignore[assignment]
+def shared_ssl_contexts(_ssl_module: ModuleType) -> _SharedSSLContexts:
+    """The ``ssl`` module of Prefect's client module replaced by one sharing its default contexts."""
+    return _SharedSSLContexts()

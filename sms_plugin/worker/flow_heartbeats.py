@@ -4,8 +4,8 @@ Prefect 3.9 sends a ``prefect.flow-run.heartbeat`` event for a running flow ever
 ``PREFECT_FLOWS_HEARTBEAT_FREQUENCY`` seconds (default 180) from a thread of the run's own that
 wakes every second. With 1,000 runs in one worker that is 1,000 threads taking the GIL a thousand
 times a second: a fifth of the worker's samples in a py-spy profile of 200 sleeping runs.
-:func:`send_heartbeats` (installed in place of Prefect's ``_send_heartbeats``) registers the run
-with one emitter thread instead, which sends the same events at the same interval::
+:func:`send_heartbeats` (put in place of Prefect's ``_send_heartbeats`` by
+:mod:`sms_plugin.worker.prefect_hooks`) registers the run with one emitter thread instead, which sends the same events at the same interval::
 
     with send_heartbeats(engine):   # what Prefect's engine does around the flow's body
         ...
@@ -90,3 +90,8 @@ def send_heartbeats(engine: Any, join_on_exit: bool = True) -> Iterator[None]:  
         yield
     finally:
         _EMITTER.remove(engine)
+
+
+def one_thread_for_all_runs(_prefect_send_heartbeats: object) -> object:
+    """Prefect's ``_send_heartbeats`` replaced by :func:`send_heartbeats`."""
+    return send_heartbeats

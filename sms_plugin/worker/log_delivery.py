@@ -5,12 +5,13 @@ end can read its whole output. A process of its own simply drains Prefect's log 
 worker cannot, the service is shared by hundreds of runs. And the queue's own counter cannot tell
 either: Prefect's batched services never mark items done.
 
-:func:`install` counts the records queued for Prefect's API log service and the records it has
-handled (sent, or given up on). The service handles its queue in order, so a run whose last line
+:mod:`sms_plugin.worker.prefect_hooks` wraps the service's ``send`` and ``_handle_batch`` with
+:func:`_count_queued` and :func:`_count_handled`, which count the records queued for Prefect's API
+log service and the records it has handled (sent, or given up on). The service handles its queue in order, so a run whose last line
 was record number *n* has all its lines stored once *n* records are handled::
 
     target = queued()          # after the run's last log line
-    await handled(target, timeout=5)
+    await handled(target, timeout=30)
 """
 
 from __future__ import annotations
@@ -63,9 +64,3 @@ def _count_handled(handle_batch):  # noqa: ANN001, ANN202 - wraps Prefect's meth
 
     return counting
 
-
-def install() -> None:
-    """Starts counting (idempotent)."""
-    if getattr(APILogWorker.send, "__wrapped__", None) is None:
-        APILogWorker.send = _count_queued(APILogWorker.send)  # type: ignore[method-assign]
-        APILogWorker._handle_batch = _count_handled(APILogWorker._handle_batch)  # type: ignore[method-assign]

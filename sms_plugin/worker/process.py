@@ -16,11 +16,13 @@ from __future__ import annotations
 from typing import Any
 from uuid import UUID
 
+import anyio.abc
 from prefect.client.orchestration import PrefectClient
 from prefect.client.schemas.objects import FlowRun, WorkPool
 from prefect.client.schemas.responses import DeploymentResponse
-from prefect.workers.process import ProcessJobConfiguration, ProcessWorker
+from prefect.workers.process import ProcessJobConfiguration, ProcessWorker, ProcessWorkerResult
 
+from sms_plugin.worker import prefect_hooks
 from sms_plugin.worker.guard import base_job_template, check_job_variables
 
 
@@ -50,8 +52,29 @@ class SMSProcessWorker(ProcessWorker):
 
     type = "sms-process"
     job_configuration = SMSProcessJobConfiguration
-    _display_name = "SMS (process per run)"
     _description = "Prefect's process worker for SMS pools: one process per run, no command or env from callers."
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        prefect_hooks.check()  # before anything talks to Prefect: refuse a Prefect SMS does not fit
+        super().__init__(*args, **kwargs)
+        self._in_flight: set[UUID] = set()
+
+    def runs_in_flight(self) -> list[UUID]:
+        """The flow runs whose process this worker has started and not yet seen end."""
+        return list(self._in_flight)
+
+    async def run(
+        self,
+        flow_run: FlowRun,
+        configuration: ProcessJobConfiguration,
+        task_status: anyio.abc.TaskStatus[int] | None = None,
+    ) -> ProcessWorkerResult:
+        """Prefect's process worker's ``run``, remembering the run while its process lives."""
+        self._in_flight.add(flow_run.id)
+        try:
+            return await super().run(flow_run, configuration, task_status)
+        finally:
+            self._in_flight.discard(flow_run.id)
 
     @classmethod
     def get_default_base_job_template(cls) -> dict[str, Any]:

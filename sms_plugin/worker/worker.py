@@ -44,14 +44,11 @@ from prefect.settings import get_current_settings
 from prefect.states import Cancelled, State
 from prefect.workers.base import BaseJobConfiguration, BaseVariables, BaseWorker, BaseWorkerResult
 
-from sms_plugin.settings import worker_starting
-from sms_plugin.worker import engine
+from sms_plugin.settings import worker_starting, worker_stop_seconds
+from sms_plugin.worker import engine, prefect_hooks
 from sms_plugin.worker.dispatch import watch_scheduled_runs
 from sms_plugin.worker.guard import base_job_template, check_job_variables
 from sms_plugin.worker.runloop import RunLoop
-
-STOP_WAIT_SECONDS = 30.0
-"""At shutdown, how long the worker waits for its interrupted runs to report Crashed."""
 
 
 class SMSWorkerResult(BaseWorkerResult):
@@ -99,14 +96,15 @@ class SMSWorker(BaseWorker[SMSJobConfiguration, BaseVariables, SMSWorkerResult])
     type = "sms"
     job_configuration = SMSJobConfiguration
     job_configuration_variables = BaseVariables
-    _display_name = "SMS (in-process)"
     _description = (
         "Runs SMS script runs as asyncio tasks inside the worker process: hundreds at once, "
         "no process per run. The flows must be importable in the worker's environment."
     )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        prefect_hooks.check()  # before anything talks to Prefect: refuse a Prefect SMS does not fit
         super().__init__(*args, **kwargs)
+        prefect_hooks.check_worker(self)
         self._controls: dict[UUID, engine.RunControl] = {}
         self._entrypoints: dict[UUID, str] = {}
         self._flows: dict[str, Flow[..., Any]] = {}
@@ -136,7 +134,7 @@ class SMSWorker(BaseWorker[SMSJobConfiguration, BaseVariables, SMSWorkerResult])
     # ------------------------------------------------------------------ lifecycle
 
     async def setup(self) -> None:
-        engine.install()
+        prefect_hooks.install()
         self._run_loop = RunLoop(f"sms-runs-{self.name}")
         await super().setup()
 
@@ -174,16 +172,20 @@ class SMSWorker(BaseWorker[SMSJobConfiguration, BaseVariables, SMSWorkerResult])
             await self._stop_runs()
         await super().teardown(*exc_info)
 
+    def runs_in_flight(self) -> list[UUID]:
+        """The flow runs this worker is executing now."""
+        return list(self._controls)
+
     async def _stop_runs(self) -> None:
-        """Interrupts the runs still going (Prefect reports them Crashed and runs ``on_crashed``
-        hooks, which kill what is left on the hosts) and waits a bounded time for them."""
+        """Cancels the runs still going (``sms worker`` has cancelled them already; this is for a
+        worker stopped otherwise): the engine kills each one's process group on its host and ends
+        it Cancelled. Waits at most SMS_WORKER_STOP_SECONDS for them."""
         loop = self._run_loop
         if loop is None:
             return
         for control in list(self._controls.values()):
-            if control.task is not None:
-                loop.loop.call_soon_threadsafe(control.task.cancel, "the sms worker is stopping")
-        deadline = asyncio.get_running_loop().time() + STOP_WAIT_SECONDS
+            loop.loop.call_soon_threadsafe(control.cancel)
+        deadline = asyncio.get_running_loop().time() + worker_stop_seconds()
         while loop.tasks() and asyncio.get_running_loop().time() < deadline:
             await asyncio.sleep(0.1)
         loop.close()

@@ -50,11 +50,3 @@ async def test_a_refused_batch_counts_as_handled():
         await service._handle_batch(service.queue)
     assert await log_delivery.handled(mine, timeout=0.05)
 
-
-def test_install_wraps_prefects_service_once():
-    from prefect.logging.handlers import APILogWorker
-
-    log_delivery.install()
-    wrapped = APILogWorker.send
-    log_delivery.install()
-    assert APILogWorker.send is wrapped and wrapped.__wrapped__ is not None

@@ -8,12 +8,12 @@ import threading
 
 import prefect.flow_engine
 
-from sms_plugin.worker import engine
+from sms_plugin.worker import engine, prefect_hooks
 from sms_plugin.worker.runloop import RunLoop
 
 
 async def test_cancel_intent_is_the_runs_own():
-    engine.install()
+    prefect_hooks.install()
     seen: dict[str, object] = {}
     cancel_first = engine.RunControl()
 
