@@ -57,10 +57,13 @@ class ScannedKey:
 
 
 def checked_labels(labels: list[str]) -> list[str]:
-    """``labels`` if each is 1-63 letters, digits, '.', '_' or '-' (starting with a letter or digit)."""
+    """``labels`` if each is 1-63 letters, digits, '.', '_' or '-' (starting with a letter or digit),
+    optionally followed by ``=`` and a value of 1-63 of those (``role=web``)."""
     bad = [label for label in labels if not re.match(LABEL_PATTERN, label)]
     if bad:
-        raise InvalidInput(f"invalid host label(s) {bad}: use 1-63 letters, digits, '.', '_' or '-'")
+        raise InvalidInput(
+            f"invalid host label(s) {bad}: use 1-63 letters, digits, '.', '_' or '-', or KEY=VALUE of those"
+        )
     return labels
 
 
