@@ -7,11 +7,12 @@ from sms_plugin import host_groups
 from sms_plugin import hosts as host_services
 from sms_plugin.catalog import Catalog
 from sms_plugin.hosts import HostInfo
-from sms_plugin.selectors import HostRecord, select
+from sms_plugin.selectors import HostRecord, parse, select
 
 
 async def selected_hosts(catalog: Catalog, selector: str) -> list[HostInfo]:
     """The hosts ``selector`` picks, by name; SelectorError (with the column) for a bad selector."""
+    parse(selector)  # a malformed selector is refused before any host is read
     hosts = await host_services.listing()
     records = [HostRecord(host.name, host.kind, frozenset(host.labels)) for host in hosts]
     picked = {record.name for record in select(selector, records, host_groups.stored_selectors(catalog))}
