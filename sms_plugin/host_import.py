@@ -9,42 +9,25 @@ Any problem in the file refuses the whole import before anything is created.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
-
 from pydantic import SecretStr
 
 from blocks.hosts import SSHHost, load_host
+from sms_plugin import apply as declarative
 from sms_plugin import host_groups
+from sms_plugin.apply import Action, Change, Plan
 from sms_plugin import hosts as host_services
 from sms_plugin.catalog import Catalog
 from sms_plugin.errors import InvalidInput, NotFound
 from sms_plugin.inventory import Inventory, InventoryGroup, InventoryHost
 from sms_plugin.selectors import SelectorError, parse
 
-Action = Literal["add", "update", "unchanged"]
-
-
-@dataclass(frozen=True)
-class ImportChange:
-    """One line of the plan, e.g. ``update host web-01: address, labels``."""
-
-    kind: Literal["host", "group"]
-    name: str
-    action: Action
-    detail: str = ""
-
-
 @dataclass
-class ImportPlan:
-    changes: list[ImportChange] = field(default_factory=list)
-    hosts: dict[str, SSHHost] = field(default_factory=dict)
+class ImportPlan(Plan):
+    """What an import would do: ``changes`` for hosts and groups (``scripts`` stays empty)."""
+
     groups: list[InventoryGroup] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-
-    @property
-    def pending(self) -> list[ImportChange]:
-        return [change for change in self.changes if change.action != "unchanged"]
 
 
 async def _existing(name: str) -> SSHHost | None:
@@ -115,11 +98,11 @@ async def plan(
         result.hosts[entry.name] = block
         result.notes.extend(f"{entry.name}: {note}" for note in entry.notes)
         if existing is None:
-            result.changes.append(ImportChange("host", entry.name, "add", f"{block.describe()}, labels {' '.join(block.labels) or '-'}"))
+            result.changes.append(Change("host", entry.name, "add", f"{block.describe()}, labels {' '.join(block.labels) or '-'}"))
             continue
         old, new = existing.model_dump(), block.model_dump()
         changed = [name for name in SSHHost.model_fields if old.get(name) != new.get(name)]
-        result.changes.append(ImportChange("host", entry.name, "update" if changed else "unchanged", ", ".join(changed)))
+        result.changes.append(Change("host", entry.name, "update" if changed else "unchanged", ", ".join(changed)))
     stored = host_groups.stored_selectors(catalog)
     for group in inventory.groups:
         try:
@@ -127,18 +110,16 @@ async def plan(
         except SelectorError as error:
             problems.append(f"group {group.name}: {error}")
         action: Action = "add" if group.name not in stored else "unchanged" if stored[group.name] == group.selector else "update"
-        result.changes.append(ImportChange("group", group.name, action, group.selector))
+        result.changes.append(Change("group", group.name, action, group.selector))
     if problems:
         raise InvalidInput("the inventory cannot be imported; nothing was changed:\n  " + "\n  ".join(problems))
     return result
 
 
 async def apply(catalog: Catalog, planned: ImportPlan, *, author: str) -> None:
-    """Carries out a plan made by :func:`plan`: hosts first, then host groups in file order."""
+    """Carries out a plan made by :func:`plan`: hosts first (as ``sms apply`` does), then host groups in file order."""
+    await declarative.apply(catalog, planned, author=author)
     actions = {(change.kind, change.name): change.action for change in planned.changes}
-    for name, block in planned.hosts.items():
-        if actions[("host", name)] != "unchanged":
-            await host_services.add(name, block, overwrite=True)
     for group in planned.groups:
         action = actions[("group", group.name)]
         if action == "add":

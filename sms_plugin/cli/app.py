@@ -21,6 +21,7 @@ from sms_plugin import hosts as host_services
 from sms_plugin.catalog import ScriptSpec
 from sms_plugin.cli import backend
 from sms_plugin.cli import fleet as fleet_cli
+from sms_plugin.cli.plans import confirm_plan
 from sms_plugin.cli import logs as _logs
 from sms_plugin.cli import windows as windows_cli
 from sms_plugin.cli.exporter import exporter as _exporter
@@ -393,17 +394,8 @@ def apply(
     """Show what a declarative catalog would change, then apply it (idempotent)."""
     door = backend.current()
     planned = door.plan(path)
-    for change in planned.changes:
-        colour = {"add": "green", "update": "yellow", "unchanged": "dim"}[change.action]
-        detail = f" ({change.detail})" if change.detail else ""
-        out.print(f"[{colour}]{change.action:<9}[/] {change.kind} {change.name}{detail}")
-    if not planned.pending:
-        out.print("Nothing to change.")
+    if not confirm_plan(planned, out, verb="Apply", dry_run=dry_run, yes=yes):
         return
-    if dry_run:
-        return
-    if not yes and not typer.confirm(f"Apply {len(planned.pending)} change(s)?", default=True):
-        raise typer.Exit(1)
     door.apply(planned)
     out.print(f"Applied {len(planned.pending)} change(s).")
 

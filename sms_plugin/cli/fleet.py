@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from sms_plugin.cli import backend
+from sms_plugin.cli.plans import confirm_plan
 
 group_app = typer.Typer(help="Named host groups: selectors kept in the catalog, used as @NAME.", no_args_is_help=True)
 out = Console(highlight=False)
@@ -79,21 +80,10 @@ def host_import(
         raise InvalidInput(f"--format must be one of {', '.join(FORMATS)}, not {format!r}")
     door = backend.current()
     planned = door.import_plan(file, format, user=user, credentials_from=credentials_from)  # type: ignore[arg-type]
-    for change in planned.changes:
-        colour = {"add": "green", "update": "yellow", "unchanged": "dim"}[change.action]
-        detail = f" ({change.detail})" if change.detail else ""
-        out.print(f"[{colour}]{change.action:<9}[/] {change.kind} {change.name}{detail}")
-    for source, reason in planned.skipped:
-        out.print(f"skipped   {source}: {reason}", markup=False)
-    for note in planned.notes:
-        out.print(f"note: {note}", markup=False)
-    if not planned.pending:
-        out.print("Nothing to change.")
+    notes = [f"skipped   {source}: {reason}" for source, reason in planned.skipped]
+    if not confirm_plan(planned, out, verb="Import", dry_run=dry_run, yes=yes,
+                        notes=[*notes, *(f"note: {note}" for note in planned.notes)]):
         return
-    if dry_run:
-        return
-    if not yes and not typer.confirm(f"Import {len(planned.pending)} change(s)?", default=True):
-        raise typer.Exit(1)
     door.import_apply(planned)
     added = [c.name for c in planned.pending if c.kind == "host" and c.action == "add"]
     out.print(f"Imported {len(planned.pending)} change(s).")

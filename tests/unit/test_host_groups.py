@@ -3,23 +3,13 @@ a group in use kept, every change audited."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 
 from sms_plugin import host_groups
 from sms_plugin.catalog import Catalog, list_audit
 from sms_plugin.errors import Conflict, InvalidInput, NotFound
 from sms_plugin.selectors import SelectorError
-
-
-@pytest.fixture
-def catalog(tmp_path: Path) -> Iterator[Catalog]:
-    catalog = Catalog(f"sqlite:///{tmp_path}/c.db")
-    catalog.upgrade()
-    yield catalog
-    catalog.dispose()
+from tests.unit.test_catalog import catalog  # noqa: F401 - fixture: a migrated SQLite catalog
 
 
 def test_add_show_list_replace_remove(catalog: Catalog) -> None:
