@@ -61,6 +61,7 @@ async def _credentials(entry: InventoryHost, existing: SSHHost | None, shared_fr
 
 
 async def _block(entry: InventoryHost, existing: SSHHost | None, *, user: str | None, shared_from: str | None) -> SSHHost:
+    host_services.checked_name(entry.name)
     username = entry.username or user or (existing.username if existing else None)
     if not username:
         raise InvalidInput("no user name: set ansible_user / username, or give --user")

@@ -67,6 +67,13 @@ def checked_labels(labels: list[str]) -> list[str]:
     return labels
 
 
+def checked_name(name: str) -> str:
+    """``name`` if it is a valid host name: lower-case letters, digits, '-' or '_'."""
+    if not name or not name.replace("-", "").replace("_", "").isalnum() or name != name.lower():
+        raise InvalidInput(f"host name {name!r} must be lower-case letters, digits, '-' or '_'")
+    return name
+
+
 def ssh_host(
     *,
     address: str,
@@ -93,8 +100,7 @@ def ssh_host(
 
 async def add(name: str, block: HostBlock, *, overwrite: bool = False) -> None:
     """Saves ``block`` as host ``name``; Conflict if the name is taken and ``overwrite`` is off."""
-    if not name or not name.replace("-", "").replace("_", "").isalnum() or name != name.lower():
-        raise InvalidInput(f"host name {name!r} must be lower-case letters, digits, '-' or '_'")
+    checked_name(name)
     if not overwrite:
         try:
             await load_host(name)

@@ -144,7 +144,7 @@ def _from_ansible(hosts: list[ansible.AnsibleHost], base: Path) -> Inventory:
         inventory.hosts.append(InventoryHost(
             name=str(values.get("sms_name") or sms_name(host.name)),
             address=str(values.get("ansible_host") or values.get("ansible_ssh_host") or host.name),
-            port=int(values.get("ansible_port") or values.get("ansible_ssh_port") or 22),
+            port=_port(host.name, values.get("ansible_port") or values.get("ansible_ssh_port") or 22),
             username=_text(values.get("ansible_user") or values.get("ansible_ssh_user")),
             labels=tuple(sorted(host.groups)),
             key_file=(base / Path(str(key_file)).expanduser()) if key_file else None,
@@ -153,6 +153,12 @@ def _from_ansible(hosts: list[ansible.AnsibleHost], base: Path) -> Inventory:
             notes=(f"{', '.join(ignored)} ignored: secrets are not taken from inventories",) if ignored else (),
         ))
     return inventory
+
+
+def _port(host: str, value: Any) -> int:
+    if isinstance(value, int) or (isinstance(value, str) and value.isascii() and value.isdigit()):
+        return int(value)
+    raise InvalidInput(f"{host}: ansible_port must be a number, not {value!r}")
 
 
 def _text(value: Any) -> str | None:

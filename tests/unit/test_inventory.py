@@ -165,3 +165,10 @@ def test_broken_ansible_inventories_are_refused_clearly(tmp_path: Path) -> None:
 def test_sms_names_from_inventory_names() -> None:
     assert sms_name("Web01.Example.com") == "web01-example-com"
     assert sms_name("10.0.0.1") == "10-0-0-1"
+
+
+def test_a_port_that_is_no_number_is_refused_naming_the_host(tmp_path: Path) -> None:
+    path = tmp_path / "hosts.ini"
+    path.write_text("web1 ansible_port=ssh\n")
+    with pytest.raises(InvalidInput, match="web1: ansible_port must be a number, not 'ssh'"):
+        read(path)
