@@ -25,7 +25,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from fnmatch import fnmatchcase
+from fnmatch import translate
 
 from sms_plugin.errors import SMSError
 
@@ -270,12 +270,18 @@ def cycle_through(name: str, node: Selector, groups: Mapping[str, Selector]) -> 
     return None
 
 
-def _matches(node: Pattern | Label, host: HostRecord) -> bool:
+def _picked(node: Pattern | Label, hosts: list[HostRecord]) -> frozenset[str]:
+    """The names of the hosts a term picks (its glob compiled once)."""
     if isinstance(node, Label):
-        wanted = f"{node.key}="
-        return any(label.startswith(wanted) and fnmatchcase(label[len(wanted):], node.value) for label in host.labels)
-    return fnmatchcase(host.name, node.glob) or any(
-        "=" not in label and fnmatchcase(label, node.glob) for label in host.labels
+        key, value = f"{node.key}=", re.compile(translate(node.value))
+        return frozenset(
+            host.name for host in hosts
+            if any(label.startswith(key) and value.match(label, len(key)) for label in host.labels)
+        )
+    glob = re.compile(translate(node.glob))
+    return frozenset(
+        host.name for host in hosts
+        if glob.match(host.name) or any("=" not in label and glob.match(label) for label in host.labels)
     )
 
 
@@ -297,7 +303,7 @@ def select(text: str, hosts: Iterable[HostRecord], groups: Mapping[str, str]) ->
 
     def names(node: Selector, source: str, through: tuple[str, ...]) -> frozenset[str]:
         if isinstance(node, Pattern | Label):
-            return frozenset(host.name for host in fleet if _matches(node, host))
+            return _picked(node, fleet)
         if isinstance(node, Group):
             return group_names(node, source, through)
         if isinstance(node, Not):
