@@ -35,6 +35,10 @@ _LABEL_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _TOKEN = re.compile(r"\s*(?:(?P<punct>[(),])|@(?P<group>[A-Za-z0-9_-]*)|(?P<word>[A-Za-z0-9._*?\[\]!=-]+))")
 KEYWORDS = ("AND", "OR", "NOT")
 MAX_LENGTH = 2000
+MAX_TERMS = 200
+"""Terms in one selector: bounds the depth of its tree (evaluated recursively)."""
+MAX_NESTING = 50
+"""Parentheses and NOTs inside each other."""
 
 
 class SelectorError(SMSError):
@@ -136,6 +140,13 @@ class _Parser:
         self.text = text
         self.tokens = _tokens(text)
         self.at = 0
+        self.terms = 0
+        self.nesting = 0
+
+    def deeper(self, token: _Token) -> None:
+        self.nesting += 1
+        if self.nesting > MAX_NESTING:
+            raise SelectorError(self.text, token.column, f"more than {MAX_NESTING} parentheses and NOTs inside each other")
 
     def peek(self) -> _Token:
         return self.tokens[self.at]
@@ -167,15 +178,20 @@ class _Parser:
 
     def negation(self) -> Selector:
         if self.peek().kind == "NOT":
+            self.deeper(self.peek())
             self.at += 1
-            return Not(self.negation())
+            node = Not(self.negation())
+            self.nesting -= 1
+            return node
         return self.atom()
 
     def atom(self) -> Selector:
         if self.peek().kind == "(":
+            self.deeper(self.peek())
             self.at += 1
             node = self.selector()
             self.take(")")
+            self.nesting -= 1
             return node
         node = self.term()
         while self.peek().kind == ",":
@@ -185,6 +201,9 @@ class _Parser:
 
     def term(self) -> Selector:
         token = self.peek()
+        self.terms += 1
+        if self.terms > MAX_TERMS:
+            raise SelectorError(self.text, token.column, f"a selector has at most {MAX_TERMS} terms")
         if token.kind == "group":
             self.at += 1
             return Group(token.text, token.column)
@@ -312,5 +331,8 @@ def select(text: str, hosts: Iterable[HostRecord], groups: Mapping[str, str]) ->
             return names(node.left, source, through) & names(node.right, source, through)
         return names(node.left, source, through) | names(node.right, source, through)
 
-    picked = names(parse(text), text, ())
+    try:
+        picked = names(parse(text), text, ())
+    except RecursionError:  # groups within groups, each near the limits: refused, never a crash
+        raise SelectorError(text, 1, "the selector and its host groups nest too deeply") from None
     return [host for host in fleet if host.name in picked]

@@ -152,3 +152,18 @@ def test_a_comma_is_an_or_of_names(fleet: list[HostRecord]) -> None:
     listed = [host.name for host in fleet[:3]]
     if listed:
         assert [host.name for host in select(",".join(listed), fleet, {})] == [host.name for host in fleet[:3]]
+
+
+def test_huge_or_deep_selectors_are_refused_not_crashed() -> None:
+    with pytest.raises(SelectorError, match="at most 200 terms") as many:
+        parse(",".join(["a"] * 201))
+    assert many.value.position == 401
+    with pytest.raises(SelectorError, match="more than 50 parentheses and NOTs") as deep:
+        parse("(" * 60 + "a" + ")" * 60)
+    assert deep.value.position == 51
+    with pytest.raises(SelectorError, match="more than 50"):
+        parse("NOT " * 51 + "a")
+    assert picked(" AND ".join(["NOT db-01"] + ["web-0?"] * 150)) == ["web-01", "web-02"]
+    chain = {f"g{n}": " OR ".join([f"@g{n + 1}"] + ["x"] * 199) for n in range(30)} | {"g30": "web-01"}
+    with pytest.raises(SelectorError, match="nest too deeply"):
+        select("@g0", FLEET, chain)
