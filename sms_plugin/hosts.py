@@ -67,10 +67,14 @@ def checked_labels(labels: list[str]) -> list[str]:
     return labels
 
 
+HOST_NAME = re.compile(r"[a-z0-9-]{1,100}")
+"""Host names are Prefect block document names: lower-case letters, digits and '-' (no '_')."""
+
+
 def checked_name(name: str) -> str:
-    """``name`` if it is a valid host name: lower-case letters, digits, '-' or '_'."""
-    if not name or not name.replace("-", "").replace("_", "").isalnum() or name != name.lower():
-        raise InvalidInput(f"host name {name!r} must be lower-case letters, digits, '-' or '_'")
+    """``name`` if it is a valid host name (:data:`HOST_NAME`)."""
+    if not HOST_NAME.fullmatch(name):
+        raise InvalidInput(f"host name {name!r} must be 1-100 lower-case letters, digits or '-'")
     return name
 
 

@@ -127,8 +127,8 @@ def _sms(document: Any, base: Path) -> Inventory:
 
 
 def sms_name(inventory_name: str) -> str:
-    """An SMS host name for an inventory host name: lower case, other characters as '-' (``Web01.eu`` → ``web01-eu``)."""
-    return re.sub(r"[^a-z0-9_-]", "-", inventory_name.lower())
+    """An SMS host name for an inventory host name: lower case, other characters as '-' (``Web_01.eu`` → ``web-01-eu``)."""
+    return re.sub(r"[^a-z0-9-]", "-", inventory_name.lower())
 
 
 def _from_ansible(hosts: list[ansible.AnsibleHost], base: Path) -> Inventory:

@@ -165,6 +165,8 @@ def test_broken_ansible_inventories_are_refused_clearly(tmp_path: Path) -> None:
 def test_sms_names_from_inventory_names() -> None:
     assert sms_name("Web01.Example.com") == "web01-example-com"
     assert sms_name("10.0.0.1") == "10-0-0-1"
+    assert sms_name("db_01") == "db-01"  # Prefect block names take no '_'
+
 
 
 def test_a_port_that_is_no_number_is_refused_naming_the_host(tmp_path: Path) -> None:
