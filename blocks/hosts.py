@@ -25,12 +25,15 @@ from sms_plugin.transports.psrp import WindowsTransport, WinRMTarget
 from sms_plugin.transports.ssh import SSHTarget, SSHTransport
 
 
-LABEL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"
+LABEL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}(=[A-Za-z0-9._-]{1,63})?$"
 Labels = Annotated[
     list[Annotated[str, StringConstraints(pattern=LABEL_PATTERN)]],
     Field(
         default_factory=list,
-        description="Labels such as 'prod-eu' that access rules select hosts by (letters, digits, '.', '_', '-').",
+        description=(
+            "Labels such as 'prod-eu' or 'role=web' that access rules and selectors pick hosts by "
+            "(letters, digits, '.', '_', '-'; at most one '=' between a key and a value)."
+        ),
     ),
 ]
 

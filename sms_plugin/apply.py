@@ -55,7 +55,7 @@ class DeclaredScript:
 class Change:
     """One line of a plan, e.g. ``update script backup: timeout_seconds, new version``."""
 
-    kind: Literal["host", "script"]
+    kind: Literal["host", "script", "group"]
     name: str
     action: Action
     detail: str = ""

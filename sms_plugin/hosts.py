@@ -57,11 +57,25 @@ class ScannedKey:
 
 
 def checked_labels(labels: list[str]) -> list[str]:
-    """``labels`` if each is 1-63 letters, digits, '.', '_' or '-' (starting with a letter or digit)."""
+    """``labels`` if each is 1-63 letters, digits, '.', '_' or '-' (starting with a letter or digit),
+    optionally followed by ``=`` and a value of 1-63 of those (``role=web``)."""
     bad = [label for label in labels if not re.match(LABEL_PATTERN, label)]
     if bad:
-        raise InvalidInput(f"invalid host label(s) {bad}: use 1-63 letters, digits, '.', '_' or '-'")
+        raise InvalidInput(
+            f"invalid host label(s) {bad}: use 1-63 letters, digits, '.', '_' or '-', or KEY=VALUE of those"
+        )
     return labels
+
+
+HOST_NAME = re.compile(r"[a-z0-9-]{1,100}")
+"""Host names are Prefect block document names: lower-case letters, digits and '-' (no '_')."""
+
+
+def checked_name(name: str) -> str:
+    """``name`` if it is a valid host name (:data:`HOST_NAME`)."""
+    if not HOST_NAME.fullmatch(name):
+        raise InvalidInput(f"host name {name!r} must be 1-100 lower-case letters, digits or '-'")
+    return name
 
 
 def ssh_host(
@@ -90,8 +104,7 @@ def ssh_host(
 
 async def add(name: str, block: HostBlock, *, overwrite: bool = False) -> None:
     """Saves ``block`` as host ``name``; Conflict if the name is taken and ``overwrite`` is off."""
-    if not name or not name.replace("-", "").replace("_", "").isalnum() or name != name.lower():
-        raise InvalidInput(f"host name {name!r} must be lower-case letters, digits, '-' or '_'")
+    checked_name(name)
     if not overwrite:
         try:
             await load_host(name)

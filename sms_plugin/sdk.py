@@ -27,13 +27,17 @@ import httpx
 
 from blocks.hosts import LocalHost
 from sms_plugin import apply as declarative
-from sms_plugin import credentials
+from sms_plugin import credentials, host_groups, host_import, selection
 from sms_plugin import hosts as host_services
 from sms_plugin import runs as run_services
 from sms_plugin import scripts as script_services
 from sms_plugin.catalog import Catalog, Script, ScriptSpec, ScriptVersion
 from sms_plugin.errors import Conflict, InvalidInput, NotFound, SMSError
+from sms_plugin.host_groups import HostGroupInfo
+from sms_plugin.host_import import ImportPlan
 from sms_plugin.hosts import HostCheck, HostInfo, ScannedKey
+from sms_plugin.inventory import Format
+from sms_plugin.inventory import read as read_inventory
 from sms_plugin.runs import LogLine, RunResult
 from sms_plugin.scripts import ScriptChange, SyncReport
 from sms_plugin.telemetry.logs import LogEntry
@@ -83,8 +87,36 @@ class AsyncSMSClient:
     ) -> None:
         await host_services.add(name, LocalHost(labels=host_services.checked_labels(labels or [])), overwrite=overwrite)
 
-    async def hosts(self) -> list[HostInfo]:
-        return await host_services.listing()
+    async def hosts(self, select: str | None = None) -> list[HostInfo]:
+        """All hosts, or those the host selector ``select`` picks (``"role=web AND NOT legacy"``, docs/fleet.md)."""
+        if select is None:
+            return await host_services.listing()
+        return await selection.selected_hosts(self.catalog, select)
+
+    async def host_groups(self) -> list[HostGroupInfo]:
+        return host_groups.listing(self.catalog)
+
+    async def host_group(self, name: str) -> HostGroupInfo:
+        return host_groups.show(self.catalog, name)
+
+    async def add_host_group(self, name: str, selector: str, description: str = "", *, overwrite: bool = False) -> HostGroupInfo:
+        """Stores a named selector, usable as ``@name``; ``overwrite`` replaces the group's selector."""
+        save = host_groups.replace if overwrite else host_groups.add
+        return save(self.catalog, name, selector, description, author=self.user)
+
+    async def remove_host_group(self, name: str) -> None:
+        host_groups.remove(self.catalog, name, author=self.user)
+
+    async def import_hosts(
+        self, path: str | Path, *, format: Format | None = None, dry_run: bool = False, user: str | None = None,
+        credentials_from: str | None = None,
+    ) -> ImportPlan:
+        """Creates or updates SSH hosts (and groups) from an SMS or Ansible inventory file; returns the plan."""
+        inventory = read_inventory(Path(path), format)
+        planned = await host_import.plan(self.catalog, inventory, user=user, credentials_from=credentials_from)
+        if not dry_run:
+            await host_import.apply(self.catalog, planned, author=self.user)
+        return planned
 
     async def scan_host_key(self, name: str) -> ScannedKey:
         """The key the host shows now: compare its fingerprint before trusting it."""
@@ -272,8 +304,30 @@ class GatewayClient:
             raise gateway_error(reply)
         return reply.json() if reply.content else None
 
-    def hosts(self) -> list[dict[str, Any]]:
-        return self._call("GET", "/hosts")
+    def hosts(self, select: str | None = None) -> list[dict[str, Any]]:
+        """The hosts the caller may read; with ``select``, those the host selector picks."""
+        return self._call("GET", "/hosts", params={"select": select} if select is not None else None)
+
+    def host_groups(self) -> list[dict[str, Any]]:
+        return self._call("GET", "/host-groups")
+
+    def host_group(self, name: str) -> dict[str, Any]:
+        return self._call("GET", f"/host-groups/{name}")
+
+    def add_host_group(self, name: str, selector: str, description: str = "") -> dict[str, Any]:
+        """Add a host group (admins)."""
+        return self._call("POST", "/host-groups", json={"name": name, "selector": selector, "description": description})
+
+    def replace_host_group(self, name: str, selector: str, description: str = "") -> dict[str, Any]:
+        return self._call("PUT", f"/host-groups/{name}", json={"selector": selector, "description": description})
+
+    def remove_host_group(self, name: str) -> None:
+        self._call("DELETE", f"/host-groups/{name}")
+
+    def judge_selection(self, selector: str, *, script: str | None = None, action: str = "start") -> dict[str, Any]:
+        """Whether the caller may ``action`` (``script``) on every host ``selector`` picks; a refusal names the hosts."""
+        body = {"selector": selector, "action": action, **({"script": script} if script else {})}
+        return self._call("POST", "/selections/judge", json=body)
 
     def add_host(self, host: dict[str, Any]) -> dict[str, Any]:
         """Add a host (admins): the fields of ``POST /hosts`` (name, kind, address, username, ...)."""

@@ -291,11 +291,31 @@ class WebhookRefusal(Base):
     def __repr__(self) -> str:
         return f"WebhookRefusal(webhook_id={self.webhook_id!r}, reason={self.reason!r}, count={self.count})"
 
+class HostGroup(Base):
+    """A named host selector (``@name`` in selectors, docs/fleet.md); it may refer to other groups, never
+    to itself (directly or through others)."""
+
+    __tablename__ = "host_groups"
+    __table_args__ = TABLE_OPTIONS
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    description: Mapped[str] = mapped_column(LongText, default="")
+    selector: Mapped[str] = mapped_column(String(2000))
+    created_by: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+    def __repr__(self) -> str:
+        return f"HostGroup(name={self.name!r}, selector={self.selector!r})"
+
+
 __all__ = [
     "AccessRule",
     "AuditEvent",
     "Base",
     "GatewaySession",
+    "HostGroup",
     "RunRecord",
     "Script",
     "ScriptVersion",

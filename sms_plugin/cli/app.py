@@ -20,6 +20,8 @@ from rich.table import Table
 from sms_plugin import hosts as host_services
 from sms_plugin.catalog import ScriptSpec
 from sms_plugin.cli import backend
+from sms_plugin.cli import fleet as fleet_cli
+from sms_plugin.cli.plans import confirm_plan
 from sms_plugin.cli import logs as _logs
 from sms_plugin.cli import windows as windows_cli
 from sms_plugin.cli.exporter import exporter as _exporter
@@ -28,6 +30,7 @@ from sms_plugin.cli.gateway import login as _login
 from sms_plugin.cli.gateway import logout as _logout
 from sms_plugin.cli.worker import worker as worker_command
 from sms_plugin.errors import InvalidInput, SMSError
+from sms_plugin.selectors import SelectorError
 
 app = typer.Typer(
     name="sms",
@@ -138,13 +141,22 @@ def host_add(
 
 
 host_app.command("add-windows")(windows_cli.host_add_windows)
+fleet_cli.register(host_app)
 
 
 @host_app.command("list")
-def host_list() -> None:
-    """List the hosts."""
+def host_list(
+    select: Annotated[
+        str | None, typer.Option("--select", "-s", help="Only the hosts this selector picks, e.g. 'role=web AND NOT legacy'.")
+    ] = None,
+) -> None:
+    """List the hosts, or preview what a host selector picks (docs/fleet.md)."""
+    hosts = backend.current().hosts(select)
+    if select is not None and not hosts:
+        out.print(f"No host matches the selector {select!r}.", markup=False, highlight=False)
+        return
     table = Table("name", "kind", "where", "pinned keys", "algorithms", "labels")
-    for host in backend.current().hosts():
+    for host in hosts:
         ssh = host.kind == "ssh"
         table.add_row(
             host.name, host.kind, host.where, str(host.pinned_keys) if ssh else "-",
@@ -382,17 +394,8 @@ def apply(
     """Show what a declarative catalog would change, then apply it (idempotent)."""
     door = backend.current()
     planned = door.plan(path)
-    for change in planned.changes:
-        colour = {"add": "green", "update": "yellow", "unchanged": "dim"}[change.action]
-        detail = f" ({change.detail})" if change.detail else ""
-        out.print(f"[{colour}]{change.action:<9}[/] {change.kind} {change.name}{detail}")
-    if not planned.pending:
-        out.print("Nothing to change.")
+    if not confirm_plan(planned, out, verb="Apply", dry_run=dry_run, yes=yes):
         return
-    if dry_run:
-        return
-    if not yes and not typer.confirm(f"Apply {len(planned.pending)} change(s)?", default=True):
-        raise typer.Exit(1)
     door.apply(planned)
     out.print(f"Applied {len(planned.pending)} change(s).")
 
@@ -433,6 +436,9 @@ def main() -> None:
     except click.exceptions.Abort:
         err.print("Aborted.")
         code = 130
+    except SelectorError as error:  # a usage error, like click's; unwrapped, so that the caret points right
+        err.print(f"error: {error}", markup=False, highlight=False, soft_wrap=True)
+        code = 2
     except SMSError as error:
         err.print(f"error: {error}", markup=False, highlight=False)
         code = 1

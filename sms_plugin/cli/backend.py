@@ -20,13 +20,17 @@ from typing import Any, Protocol, TypeVar
 
 from blocks.hosts import HostBlock, LocalHost, SSHHost
 from sms_plugin import apply as declarative
-from sms_plugin import credentials
+from sms_plugin import credentials, host_groups, host_import, selection
 from sms_plugin import hosts as host_services
 from sms_plugin import runs as run_services
 from sms_plugin import scripts as script_services
 from sms_plugin.catalog import Catalog, ScriptSpec, ScriptVersion
 from sms_plugin.errors import SMSError
+from sms_plugin.host_groups import HostGroupInfo
+from sms_plugin.host_import import ImportPlan
 from sms_plugin.hosts import HostCheck, HostInfo, ScannedKey
+from sms_plugin.inventory import Format
+from sms_plugin.inventory import read as read_inventory
 from sms_plugin.runs import LogLine, RunResult
 from sms_plugin.scripts import SyncReport
 from sms_plugin.sdk import GatewayClient, blocking_iterator
@@ -53,7 +57,15 @@ class Backend(Protocol):
 
     where: str
 
-    def hosts(self) -> list[HostInfo]: ...
+    def hosts(self, select: str | None = None) -> list[HostInfo]: ...
+    def host_groups(self) -> list[HostGroupInfo]: ...
+    def host_group(self, name: str) -> HostGroupInfo: ...
+    def save_host_group(self, name: str, selector: str, description: str, *, replace: bool) -> None: ...
+    def remove_host_group(self, name: str) -> None: ...
+    def import_plan(
+        self, path: Path, format: Format | None, *, user: str | None, credentials_from: str | None
+    ) -> ImportPlan: ...
+    def import_apply(self, planned: ImportPlan) -> None: ...
     def add_host(self, name: str, block: HostBlock, *, overwrite: bool) -> None: ...
     def check_host(self, name: str) -> HostCheck: ...
     def scan_host_key(self, name: str) -> ScannedKey: ...
@@ -101,8 +113,32 @@ class LocalBackend:
         catalog.upgrade()
         return catalog
 
-    def hosts(self) -> list[HostInfo]:
-        return _blocking(host_services.listing())
+    def hosts(self, select: str | None = None) -> list[HostInfo]:
+        if select is None:
+            return _blocking(host_services.listing())
+        return _blocking(selection.selected_hosts(self.catalog, select))
+
+    def host_groups(self) -> list[HostGroupInfo]:
+        return host_groups.listing(self.catalog)
+
+    def host_group(self, name: str) -> HostGroupInfo:
+        return host_groups.show(self.catalog, name)
+
+    def save_host_group(self, name: str, selector: str, description: str, *, replace: bool) -> None:
+        save = host_groups.replace if replace else host_groups.add
+        save(self.catalog, name, selector, description, author=self.user)
+
+    def remove_host_group(self, name: str) -> None:
+        host_groups.remove(self.catalog, name, author=self.user)
+
+    def import_plan(
+        self, path: Path, format: Format | None, *, user: str | None, credentials_from: str | None
+    ) -> ImportPlan:
+        inventory = read_inventory(path, format)
+        return _blocking(host_import.plan(self.catalog, inventory, user=user, credentials_from=credentials_from))
+
+    def import_apply(self, planned: ImportPlan) -> None:
+        _blocking(host_import.apply(self.catalog, planned, author=self.user))
 
     def add_host(self, name: str, block: HostBlock, *, overwrite: bool) -> None:
         _blocking(host_services.add(name, block, overwrite=overwrite))
@@ -184,6 +220,11 @@ def _host_body(name: str, block: HostBlock, overwrite: bool) -> dict[str, Any]:
     return body
 
 
+def _group(data: dict[str, Any]) -> HostGroupInfo:
+    return HostGroupInfo(data["name"], data["selector"], data["description"], data["created_by"],
+                         datetime.fromisoformat(data["created_at"]), datetime.fromisoformat(data["updated_at"]))
+
+
 def _spec(data: dict[str, Any]) -> ScriptSpec:
     return ScriptSpec.model_validate({k: v for k, v in data.items() if k in ScriptSpec.model_fields})
 
@@ -207,9 +248,32 @@ class GatewayBackend:
             "catalog and Prefect are configured, or ask an admin"
         )
 
-    def hosts(self) -> list[HostInfo]:
+    def hosts(self, select: str | None = None) -> list[HostInfo]:
         return [HostInfo(h["name"], h["kind"], h["where"], h["pinned_keys"], h["legacy"], tuple(h["labels"]))
-                for h in self.client.hosts()]
+                for h in self.client.hosts(select)]
+
+    def host_groups(self) -> list[HostGroupInfo]:
+        return [_group(data) for data in self.client.host_groups()]
+
+    def host_group(self, name: str) -> HostGroupInfo:
+        return _group(self.client.host_group(name))
+
+    def save_host_group(self, name: str, selector: str, description: str, *, replace: bool) -> None:
+        if replace:
+            self.client.replace_host_group(name, selector, description)
+        else:
+            self.client.add_host_group(name, selector, description)
+
+    def remove_host_group(self, name: str) -> None:
+        self.client.remove_host_group(name)
+
+    def import_plan(
+        self, path: Path, format: Format | None, *, user: str | None, credentials_from: str | None
+    ) -> ImportPlan:
+        raise self._not_here(f"host import {path}")
+
+    def import_apply(self, planned: ImportPlan) -> None:
+        raise self._not_here("host import")
 
     def add_host(self, name: str, block: HostBlock, *, overwrite: bool) -> None:
         self.client.add_host(_host_body(name, block, overwrite))

@@ -24,6 +24,7 @@ from blocks.hosts import LABEL_PATTERN, HostBlock, LocalHost
 from sms_plugin import hosts as host_services
 from sms_plugin import runs as run_services
 from sms_plugin import scripts as script_services
+from sms_plugin import selection
 from sms_plugin.catalog import Catalog, ScriptSpec, list_audit, list_runs
 from sms_plugin.catalog import access as rows
 from sms_plugin.catalog.models import AccessRule, Script, ScriptVersion, Webhook
@@ -36,6 +37,7 @@ from sms_plugin.gateway.rbac import ANY, RULE_ACTIONS, Action, SubjectKind, Targ
 from sms_plugin.gateway.targets import Targets, load_rules
 from sms_plugin.gateway.signing import ARGUMENT_PATTERN, check_argument_pattern, seal
 from sms_plugin.parameters import PARAMETER_NAME
+from sms_plugin.selectors import MAX_LENGTH as MAX_SELECTOR
 
 TRIGGER = "api"
 
@@ -196,12 +198,16 @@ async def _host_info(name: str) -> host_services.HostInfo:
     raise NotFound(f"no host named {name!r}")
 
 
-@router.get("/hosts", tags=["hosts"])
-async def list_hosts(c: CallDep) -> list[HostOut]:
-    """The hosts the caller may read."""
-    async with c.action("host.list", "host"):
+@router.get("/hosts", tags=["hosts"], responses={400: {"model": Message, "description": "Malformed selector"}})
+async def list_hosts(
+    c: CallDep, select: Annotated[str | None, Query(min_length=1, max_length=MAX_SELECTOR)] = None
+) -> list[HostOut]:
+    """The hosts the caller may read; with ``select``, those the host selector picks (docs/fleet.md)."""
+    async with c.action("host.list", "host") as detail:
         c.authorize("read")
-        infos = await host_services.listing()
+        if select is not None:
+            detail["select"] = select
+        infos = await (host_services.listing() if select is None else selection.selected_hosts(c.catalog, select))
         return [HostOut.of(i) for i in infos if c.allows("read", Target(host=i.name, host_labels=frozenset(i.labels)))]
 
 

@@ -25,6 +25,9 @@ Semantics (docs/access.md has examples):
 6. An *admin-only host* (the worker's own machine: a local host block, unless an admin turned
    its ``admins_only`` off) takes starts and scripts from ``sms-admin`` only: ``start`` and
    ``author`` on it are denied to every other role, whatever the rules say.
+7. A *selection* (the hosts a selector picks, a fleet target) is judged host by host with
+   :func:`decide_selection`: it is refused as a whole if the principal may not act on any one of
+   them, and the refusal names those hosts.
 """
 
 from __future__ import annotations
@@ -185,6 +188,33 @@ def decide(principal: PrincipalLike, action: Action, target: Target, rules: Iter
     limits = "; ".join(rule.describe() for rule in narrowing)
     return Decision(
         False, f"{principal.username} may {action} only as access rules allow ({limits}); {describe_target(target)} matches none"
+    )
+
+
+@dataclass(frozen=True)
+class SelectionDecision(Decision):
+    refused: tuple[str, ...] = ()
+    """The selected hosts the principal may not act on (empty when allowed)."""
+
+
+def decide_selection(
+    principal: PrincipalLike, action: Action, targets: Iterable[Target], rules: Iterable[Rule]
+) -> SelectionDecision:
+    """May ``principal`` do ``action`` on every one of ``targets`` (one per selected host)? All or nothing:
+    one refused host refuses the selection, and the reason names every refused host."""
+    rules = list(rules)
+    judged = [(target, decide(principal, action, target, rules)) for target in targets]
+    if not judged:
+        return SelectionDecision(False, "the selection picks no host: there is nothing to " + action)
+    refused = [(target, decision) for target, decision in judged if not decision.allowed]
+    if not refused:
+        return SelectionDecision(True, f"{principal.username} may {action} on all {len(judged)} selected host(s)")
+    names = tuple(str(target.host) for target, _ in refused)
+    return SelectionDecision(
+        False,
+        f"{principal.username} may not {action} on {len(names)} of the {len(judged)} selected host(s): "
+        f"{', '.join(names)}; the selection is refused as a whole (first reason: {refused[0][1].reason})",
+        names,
     )
 
 

@@ -19,6 +19,7 @@ import pytest
 from fastapi.routing import iter_route_contexts
 
 from blocks.hosts import LocalHost
+from sms_plugin import host_groups
 from sms_plugin import hosts as host_services
 from sms_plugin import runs as run_services
 from sms_plugin import scripts as script_services
@@ -67,6 +68,11 @@ class World:
     def make_rule(self) -> int:
         with self.gateway.catalog.session() as s:
             return rows.add_rule(s, created_by="setup", subject_kind="user", subject="nobody", actions=["read"]).id
+
+    def make_group(self) -> str:
+        name = f"gw-group-{uuid.uuid4().hex[:8]}"
+        host_groups.add(self.gateway.catalog, name, f"{EU} OR {US}", author="setup")
+        return name
 
     def make_hook(self) -> str:
         hook_id = f"wh_{uuid.uuid4().hex[:16]}"
@@ -119,6 +125,10 @@ async def a_rule(world: World) -> dict[str, Any]:
     return {"rule_id": world.make_rule()}
 
 
+async def a_group(world: World) -> dict[str, Any]:
+    return {"name": world.make_group()}
+
+
 async def a_hook(world: World) -> dict[str, Any]:
     return {"hook_id": world.make_hook()}
 
@@ -166,7 +176,17 @@ def unique(prefix: str, user: str) -> str:
 
 CASES = [
     Case("GET", "/api/v1/hosts", everyone(200)),
+    Case("GET", "/api/v1/hosts", everyone(200), query={"select": f"{EU},{US}"}, label="with a selector"),
     Case("GET", "/api/v1/hosts/{name}", everyone(200), fixed(name=EU)),
+    Case("GET", "/api/v1/host-groups", everyone(200)),
+    Case("GET", "/api/v1/host-groups/{name}", everyone(200), a_group),
+    Case("POST", "/api/v1/host-groups", only(ADMIN, 201), body=lambda u: {"name": unique("gw-g", u), "selector": EU}),
+    Case("PUT", "/api/v1/host-groups/{name}", only(ADMIN, 200), a_group, body=lambda u: {"selector": US}),
+    Case("DELETE", "/api/v1/host-groups/{name}", only(ADMIN, 204), a_group),
+    Case("POST", "/api/v1/selections/judge", only(OPERATORS, 200),
+         body=lambda u: {"selector": EU, "script": PAY_EU}, label="payments on prod-eu"),
+    Case("POST", "/api/v1/selections/judge", only(UNNARROWED_OPERATORS, 200),
+         body=lambda u: {"selector": f"{EU},{US}", "script": PAY_EU}, label="payments on prod-eu and prod-us"),
     Case("POST", "/api/v1/hosts", only(ADMIN, 201), body=lambda u: {"name": unique("gw-h", u), "kind": "local",
                                                                       "labels": ["lab"]}),
     Case("GET", "/api/v1/scripts", everyone(200)),

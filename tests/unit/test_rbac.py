@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from sms_plugin.gateway.principal import Principal
-from sms_plugin.gateway.rbac import ACTIONS, ANY, Rule, Target, decide, granted_actions
+from sms_plugin.gateway.rbac import ACTIONS, ANY, Rule, Target, decide, decide_selection, granted_actions
 
 
 def who(*roles: str, groups: tuple[str, ...] = (), username: str = "someone") -> Principal:
@@ -151,3 +151,40 @@ def test_an_admin_only_host_takes_starts_and_scripts_from_admins_only(action):
 def test_an_admin_only_host_can_still_be_read_and_stopped():
     assert decide(who("sms-viewer"), "read", LOCAL, []).allowed
     assert decide(who("sms-operator"), "stop", LOCAL, []).allowed
+
+
+# ---------------------------------------------------------------- selections (fleet targets)
+
+WEB_EU = [Target("rotate-logs", frozenset({"ops"}), f"web-0{n}", frozenset({"role=web", "prod-eu"})) for n in (1, 2)]
+WEB_US = Target("rotate-logs", frozenset({"ops"}), "web-09", frozenset({"role=web", "prod-us"}))
+EU_ONLY = Rule("group", "team-eu", frozenset({"start"}), host_label="prod-eu", id=4)
+
+
+def test_a_selection_inside_the_rules_is_allowed_as_a_whole():
+    erik = who("sms-operator", groups=("team-eu",), username="erik")
+    decision = decide_selection(erik, "start", WEB_EU, [EU_ONLY])
+    assert (decision.allowed, decision.refused) == (True, ())
+    assert decision.reason == "erik may start on all 2 selected host(s)"
+
+
+def test_one_forbidden_host_refuses_the_whole_selection_and_is_named():
+    erik = who("sms-operator", groups=("team-eu",), username="erik")
+    decision = decide_selection(erik, "start", [*WEB_EU, WEB_US], [EU_ONLY])
+    assert not decision.allowed
+    assert decision.refused == ("web-09",)
+    assert decision.reason.startswith("erik may not start on 1 of the 3 selected host(s): web-09; the selection is refused")
+    assert "rule 4 (group team-eu)" in decision.reason
+
+
+def test_admin_only_hosts_and_roles_refuse_a_selection_too():
+    local = Target("rotate-logs", frozenset(), "local", frozenset(), host_admins_only=True)
+    operator = who("sms-operator", username="otto")
+    assert decide_selection(operator, "start", [*WEB_EU, local], []).refused == ("local",)
+    assert decide_selection(who("sms-admin"), "start", [*WEB_EU, local], []).allowed
+    assert decide_selection(who("sms-viewer"), "start", WEB_EU, []).refused == ("web-01", "web-02")
+
+
+def test_an_empty_selection_starts_nothing():
+    decision = decide_selection(who("sms-admin"), "start", [], [])
+    assert not decision.allowed
+    assert decision.reason == "the selection picks no host: there is nothing to start"

@@ -1,0 +1,130 @@
+"""Fleet targets in the REST API: host groups (``/api/v1/host-groups``) and the judge of a start on
+a selection (``/api/v1/selections/judge``). Viewers read groups, admins change them; a selector
+that cannot be parsed is a 400 naming its column (docs/fleet.md).
+
+The fleet run itself is not built yet: the judge answers what a start on a selection would be
+told, host by host, all or nothing (``rbac.decide_selection``).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Path
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from sms_plugin import host_groups, selection
+from sms_plugin.catalog import get_script
+from sms_plugin.gateway.api import ERRORS, CallDep, Denied, Message, Name
+from sms_plugin.gateway.rbac import decide_selection
+from sms_plugin.selectors import GROUP_NAME, MAX_LENGTH
+
+router = APIRouter(prefix="/api/v1", responses={401: {"description": "Not authenticated"}})
+SELECTOR_ERRORS = {**ERRORS, 400: {"model": Message, "description": "The selector is malformed (its column is named)"}}
+
+GroupName = Annotated[str, StringConstraints(pattern=f"^{GROUP_NAME.pattern}$")]
+SelectorText = Annotated[str, StringConstraints(min_length=1, max_length=MAX_LENGTH)]
+
+
+class HostGroupSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    selector: SelectorText
+    description: str = Field(default="", max_length=10_000)
+
+
+class HostGroupIn(HostGroupSettings):
+    name: GroupName
+
+
+class HostGroupOut(HostGroupIn):
+    created_by: str
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, info: host_groups.HostGroupInfo) -> HostGroupOut:
+        return cls(name=info.name, selector=info.selector, description=info.description, created_by=info.created_by,
+                   created_at=info.created_at, updated_at=info.updated_at)
+
+
+@router.get("/host-groups", tags=["host groups"], responses=ERRORS)
+async def list_host_groups(c: CallDep) -> list[HostGroupOut]:
+    async with c.action("host-group.list", "host-group"):
+        c.authorize("read")
+        return [HostGroupOut.of(info) for info in host_groups.listing(c.catalog)]
+
+
+@router.get("/host-groups/{name}", tags=["host groups"], responses=ERRORS)
+async def show_host_group(name: Annotated[GroupName, Path()], c: CallDep) -> HostGroupOut:
+    async with c.action("host-group.show", "host-group", name):
+        c.authorize("read")
+        return HostGroupOut.of(host_groups.show(c.catalog, name))
+
+
+@router.post("/host-groups", tags=["host groups"], status_code=201, responses=SELECTOR_ERRORS)
+async def add_host_group(body: HostGroupIn, c: CallDep) -> HostGroupOut:
+    """Add a host group (admins); its selector may name other groups, never lead back to itself."""
+    async with c.action("host-group.add", "host-group", body.name) as detail:
+        c.authorize("admin")
+        detail["selector"] = body.selector
+        info = host_groups.add(c.catalog, body.name, body.selector, body.description, author=c.principal.username)
+        return HostGroupOut.of(info)
+
+
+@router.put("/host-groups/{name}", tags=["host groups"], responses=SELECTOR_ERRORS)
+async def replace_host_group(name: Annotated[GroupName, Path()], body: HostGroupSettings, c: CallDep) -> HostGroupOut:
+    async with c.action("host-group.replace", "host-group", name) as detail:
+        c.authorize("admin")
+        detail["selector"] = body.selector
+        info = host_groups.replace(c.catalog, name, body.selector, body.description, author=c.principal.username)
+        return HostGroupOut.of(info)
+
+
+@router.delete("/host-groups/{name}", tags=["host groups"], status_code=204, responses=ERRORS)
+async def remove_host_group(name: Annotated[GroupName, Path()], c: CallDep) -> None:
+    """Remove a host group (admins); refused (409) while another group refers to it."""
+    async with c.action("host-group.remove", "host-group", name):
+        c.authorize("admin")
+        host_groups.remove(c.catalog, name, author=c.principal.username)
+
+
+class JudgeIn(BaseModel):
+    """A start (or stop) of ``script`` on every host ``selector`` picks; without a script, on the hosts alone."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    selector: SelectorText
+    action: Literal["start", "stop"] = "start"
+    script: Name | None = None
+
+
+class JudgeOut(BaseModel):
+    selector: str
+    action: str
+    script: str | None
+    hosts: list[str]
+    """Every host the selector picks, each one allowed."""
+    reason: str
+
+
+@router.post("/selections/judge", tags=["host groups"], responses=SELECTOR_ERRORS)
+async def judge_selection(body: JudgeIn, c: CallDep) -> JudgeOut:
+    """Would the caller be allowed ``action`` on every selected host? 200 naming them, or 403 naming the
+    hosts that refuse the selection as a whole. Nothing is started (the fleet run is not built yet)."""
+    async with c.action("selection.judge", "selection", body.selector[:200]) as detail:
+        c.authorize(body.action)
+        hosts = await selection.selected_hosts(c.catalog, body.selector)
+        if body.script:
+            with c.catalog.session() as session:
+                script = get_script(session, body.script)
+            targets = [await c.targets.script(script, host.name) for host in hosts]
+        else:
+            targets = [await c.targets.host(host.name) for host in hosts]
+        decision = decide_selection(c.principal, body.action, targets, c.rules)
+        detail.update(script=body.script, action=body.action, hosts=len(hosts), refused=list(decision.refused))
+        if not decision.allowed:
+            raise Denied(decision.reason)
+        return JudgeOut(selector=body.selector, action=body.action, script=body.script,
+                        hosts=[host.name for host in hosts], reason=decision.reason)

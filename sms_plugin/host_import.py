@@ -1,0 +1,129 @@
+"""``sms host import``: create or update SSH hosts (and host groups) from an inventory file.
+
+``plan`` reads the inventory and says, host by host, what importing would do; ``apply`` does it.
+An existing host keeps what the inventory does not say: its pinned host keys, its credentials
+(unless the entry names a key file or another host's credentials), its shell and limits.
+Any problem in the file refuses the whole import before anything is created.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pydantic import SecretStr
+
+from blocks.hosts import SSHHost, load_host
+from sms_plugin import apply as declarative
+from sms_plugin import host_groups
+from sms_plugin.apply import Action, Change, Plan
+from sms_plugin import hosts as host_services
+from sms_plugin.catalog import Catalog
+from sms_plugin.errors import InvalidInput, NotFound
+from sms_plugin.inventory import Inventory, InventoryGroup, InventoryHost
+from sms_plugin.selectors import SelectorError, parse
+
+@dataclass
+class ImportPlan(Plan):
+    """What an import would do: ``changes`` for hosts and groups (``scripts`` stays empty)."""
+
+    groups: list[InventoryGroup] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+async def _existing(name: str) -> SSHHost | None:
+    try:
+        host = await load_host(name)
+    except NotFound:
+        return None
+    if not isinstance(host, SSHHost):
+        raise InvalidInput(f"host {name!r} exists and is a {host.kind} host: an import only creates and updates SSH hosts")
+    return host
+
+
+async def _credentials(entry: InventoryHost, existing: SSHHost | None, shared_from: str | None) -> dict[str, SecretStr | None]:
+    """The key and password of the new block: the key file's, another host's, or the existing host's own."""
+    if entry.key_file is not None:
+        try:
+            return {"private_key": SecretStr(entry.key_file.read_text(encoding="utf-8"))}
+        except OSError as error:
+            raise InvalidInput(f"cannot read the key file {entry.key_file}: {error.strerror}") from None
+    source_name = entry.credentials_from or shared_from
+    source = await _existing(source_name) if source_name else existing
+    if source_name and source is None:
+        raise InvalidInput(f"credentials_from names host {source_name!r}, which does not exist")
+    if source is None:
+        raise InvalidInput("no credentials: give a key file, credentials_from (an existing host) or --credentials-from")
+    return {
+        "private_key": source.private_key,
+        "private_key_passphrase": source.private_key_passphrase,
+        "password": source.password,
+    }
+
+
+async def _block(entry: InventoryHost, existing: SSHHost | None, *, user: str | None, shared_from: str | None) -> SSHHost:
+    host_services.checked_name(entry.name)
+    username = entry.username or user or (existing.username if existing else None)
+    if not username:
+        raise InvalidInput("no user name: set ansible_user / username, or give --user")
+    fields = {
+        "address": entry.address,
+        "port": entry.port,
+        "username": username,
+        "labels": host_services.checked_labels(list(entry.labels)),
+        "legacy": entry.legacy,
+        **await _credentials(entry, existing, shared_from),
+    }
+    if entry.host_keys:
+        fields["host_keys"] = list(entry.host_keys)
+    if existing is None:
+        return SSHHost(**fields)
+    return existing.model_copy(update=fields)
+
+
+async def plan(
+    catalog: Catalog, inventory: Inventory, *, user: str | None = None, credentials_from: str | None = None
+) -> ImportPlan:
+    """What importing ``inventory`` would change; nothing is changed. InvalidInput lists every problem."""
+    result = ImportPlan(groups=list(inventory.groups), skipped=list(inventory.skipped))
+    problems: list[str] = []
+    for entry in inventory.hosts:
+        if entry.name in result.hosts:
+            problems.append(f"{entry.source}: the host name {entry.name!r} is given twice")
+            continue
+        try:
+            existing = await _existing(entry.name)
+            block = await _block(entry, existing, user=user, shared_from=credentials_from)
+        except InvalidInput as error:
+            problems.append(f"{entry.source}: {error}")
+            continue
+        result.hosts[entry.name] = block
+        result.notes.extend(f"{entry.name}: {note}" for note in entry.notes)
+        if existing is None:
+            result.changes.append(Change("host", entry.name, "add", f"{block.describe()}, labels {' '.join(block.labels) or '-'}"))
+            continue
+        old, new = existing.model_dump(), block.model_dump()
+        changed = [name for name in SSHHost.model_fields if old.get(name) != new.get(name)]
+        result.changes.append(Change("host", entry.name, "update" if changed else "unchanged", ", ".join(changed)))
+    stored = host_groups.stored_selectors(catalog)
+    for group in inventory.groups:
+        try:
+            parse(group.selector)
+        except SelectorError as error:
+            problems.append(f"group {group.name}: {error}")
+        action: Action = "add" if group.name not in stored else "unchanged" if stored[group.name] == group.selector else "update"
+        result.changes.append(Change("group", group.name, action, group.selector))
+    if problems:
+        raise InvalidInput("the inventory cannot be imported; nothing was changed:\n  " + "\n  ".join(problems))
+    return result
+
+
+async def apply(catalog: Catalog, planned: ImportPlan, *, author: str) -> None:
+    """Carries out a plan made by :func:`plan`: hosts first (as ``sms apply`` does), then host groups in file order."""
+    await declarative.apply(catalog, planned, author=author)
+    actions = {(change.kind, change.name): change.action for change in planned.changes}
+    for group in planned.groups:
+        action = actions[("group", group.name)]
+        if action == "add":
+            host_groups.add(catalog, group.name, group.selector, group.description, author=author)
+        elif action == "update":
+            host_groups.replace(catalog, group.name, group.selector, group.description, author=author)
