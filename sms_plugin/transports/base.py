@@ -236,6 +236,8 @@ class RemoteProcess(ABC):
     def _supervise(self) -> None:
         """Subclasses call this once the process runs and its producers are started."""
         self._supervisor = asyncio.create_task(self._lifecycle())
+        # A run stopped before anyone waited for it may end with the transport's error: taken here.
+        self._supervisor.add_done_callback(lambda task: task.cancelled() or task.exception())
 
     async def _lifecycle(self) -> int:
         code = await self._main_exit()

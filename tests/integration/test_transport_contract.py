@@ -10,6 +10,7 @@ import pwd
 import signal
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -20,7 +21,9 @@ from sms_plugin.errors import InvalidInput, NotFound
 from sms_plugin.execution import ScriptRun, execute
 from sms_plugin.transports.base import Transport
 from sms_plugin.transports.psrp import WindowsTransport, WinRMTarget
-from tests.integration.conftest import alive, block_of, until
+from sms_plugin.transports.recovery import reap
+from sms_plugin.transports.ssh import SSHTransport
+from tests.integration.conftest import alive, block_of, target_of, until
 
 pytestmark = pytest.mark.integration
 
@@ -72,13 +75,37 @@ async def test_the_upload_folder_is_removed_however_the_run_ends(transport, endi
     assert Path(folder).parent.is_dir()  # the scratch folder itself stays
 
 
+@pytest.mark.parametrize("ending", ["completed", "stopped"])
+async def test_the_upload_folder_is_removed_on_a_legacy_sshd_with_ksh(legacy_ssh_server, ending):
+    async with await SSHTransport.connect(target_of(legacy_ssh_server, legacy=True)) as ssh:
+        folder = await _run_to_its_end(ssh, ("ksh", POSIX[ending][1]), ending, Path)
+    assert not Path(folder).exists()
+
+
+def _windows_target(winrm_host: Any) -> WinRMTarget:
+    return WinRMTarget(address="127.0.0.1", port=winrm_host.port, username=winrm_host.username,
+                       password=winrm_host.password, auth="ntlm", operation_timeout=5)
+
+
 @pytest.mark.parametrize("ending", list(WINDOWS))
 async def test_the_upload_folder_is_removed_on_windows(winrm_host, ending):
-    target = WinRMTarget(address="127.0.0.1", port=winrm_host.port, username=winrm_host.username,
-                         password=winrm_host.password, auth="ntlm", operation_timeout=5)
-    async with await WindowsTransport.connect(target) as windows:
+    async with await WindowsTransport.connect(_windows_target(winrm_host)) as windows:
         folder = await _run_to_its_end(windows, WINDOWS[ending], ending, wine.unix_path)
         assert not wine.unix_path(folder).exists()
+
+
+async def test_the_reaper_removes_a_dead_windows_runs_upload_from_a_new_connection(winrm_host):
+    """What the reaper does for a Windows run after its worker died: no recovery capability, so
+    it ends nothing itself (the shell's idle timeout does) but removes the upload."""
+    run_id = str(uuid.uuid4())
+    async with await WindowsTransport.connect(_windows_target(winrm_host)) as crashed:
+        script = crashed.join(await crashed.uploads_of(run_id), "left.bat")
+        await crashed.upload(b"@echo off\r\n", script)
+    assert wine.unix_path(script).is_file()
+    async with await WindowsTransport.connect(_windows_target(winrm_host)) as fresh:
+        reaped = await reap(fresh, run_id, None, 1)
+    assert reaped.found is None and "idle timeout" in str(reaped)
+    assert not wine.unix_path(script).parent.exists()
 
 
 # --------------------------------------------------------------------------- a stop on a dying connection
@@ -114,6 +141,44 @@ def _unread_bytes(server_port: int, client_port: int) -> int:
         if (local, remote) == (server_port, client_port):
             return int(fields[4].split(":")[1], 16)
     return 0
+
+
+async def test_a_stop_stays_a_stop_when_the_connection_dies_under_it(ssh_target, ssh_server):
+    """execute() itself: the kill meets a dead connection (paramiko raises), the caller still gets
+    its cancellation, not the transport's error."""
+    marker = str(uuid.uuid4().int % 10**6 + 6 * 10**6)
+    run = ScriptRun(interpreter="sh", content=f"echo started\nsleep {marker}\n", run_id=str(uuid.uuid4()),
+                    name="dying", kill_grace_seconds=1)
+    transport = await SSHTransport.connect(ssh_target)
+    leaders: list[int] = []
+    seen: list[str] = []
+
+    async def started(pid: int | None) -> None:
+        leaders.append(pid or 0)
+
+    async def output(stream: str, message: str) -> None:
+        seen.append(message)
+
+    task = asyncio.create_task(execute(transport, run, on_started=started, on_output=output))
+    try:
+        assert await until(lambda: "started" in seen, 30)
+        client_port = int(_environ(leaders[0])["SSH_CONNECTION"].split()[1])
+        serving = _session_processes(leaders[0])
+        assert serving, "no sshd process found for the connection"
+        for pid in serving:
+            os.kill(pid, signal.SIGSTOP)
+        try:
+            task.cancel()  # the stop asks the frozen server for a channel ...
+            assert await until(lambda: _unread_bytes(ssh_server.port, client_port) > 0, 30), "the stop never began"
+        finally:
+            for pid in serving:  # ... and the connection dies under it
+                os.kill(pid, signal.SIGKILL)
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(task, 30)
+    finally:
+        await transport.close()
+        for line in alive(ssh_server, f"sleep {marker}"):  # what the reaper would end
+            os.kill(int(line.split()[0]), signal.SIGKILL)
 
 
 async def test_a_stop_ends_cancelled_when_the_connection_dies_under_it(catalog, ssh_server, prefect_worker):
