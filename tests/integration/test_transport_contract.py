@@ -8,22 +8,25 @@ import asyncio
 import os
 import pwd
 import signal
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from flows.run_script import run_script
 from infra.testbed import wine
 from sms_plugin import hosts, runs, scripts
-from sms_plugin.catalog import ScriptSpec, get_run, list_audit
+from sms_plugin.catalog import ScriptSpec, add_script, get_run, list_audit
 from sms_plugin.errors import InvalidInput, NotFound
 from sms_plugin.execution import ScriptRun, execute
-from sms_plugin.transports.base import Transport
+from sms_plugin.transports.base import MAX_LINE_CHARS, Transport
 from sms_plugin.transports.psrp import WindowsTransport, WinRMTarget
 from sms_plugin.transports.recovery import reap
 from sms_plugin.transports.ssh import SSHTransport
-from tests.integration.conftest import alive, block_of, target_of, until
+from tests.integration.conftest import alive, block_of, long_line_pieces, target_of, until
 
 pytestmark = pytest.mark.integration
 
@@ -106,6 +109,32 @@ async def test_the_reaper_removes_a_dead_windows_runs_upload_from_a_new_connecti
         reaped = await reap(fresh, run_id, None, 1)
     assert reaped.found is None and "idle timeout" in str(reaped)
     assert not wine.unix_path(script).parent.exists()
+
+
+# --------------------------------------------------------------------------- long lines
+
+LONG_LINE = "head -c {length} /dev/zero | tr '\\0' x; echo; echo after\n"
+"""A bash script printing one line of ``length`` "x", then the line "after"."""
+
+
+async def test_a_line_over_the_limit_reads_back_in_marked_pieces_from_prefects_run_log(catalog, ssh_server):
+    """Without Elasticsearch `sms logs` reads Prefect's run log (test_logs_elasticsearch.py reads
+    the same pieces from Elasticsearch)."""
+    host = f"long-{uuid.uuid4().hex[:6]}"
+    await hosts.add(host, block_of(ssh_server))
+    name = f"long-{uuid.uuid4().hex[:6]}"
+    length = 2 * MAX_LINE_CHARS + 1000
+    with catalog.session() as session:
+        add_script(session, ScriptSpec(name=name, interpreter="bash", host=host), content=LONG_LINE.format(length=length),
+                   author="tests")
+    state = await run_script(script=name, return_state=True)
+    assert state.is_completed(), state.message
+    env = {k: v for k, v in os.environ.items() if k != "SMS_ELASTICSEARCH_URL"}
+    sms = str(Path(sys.executable).with_name("sms"))
+    cli = subprocess.run([sms, "logs", str(state.state_details.flow_run_id)], env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert cli.returncode == 0, cli.stderr
+    assert len(long_line_pieces(cli.stdout, length)) == 3
 
 
 # --------------------------------------------------------------------------- a stop on a dying connection
