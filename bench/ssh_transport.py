@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import paramiko  # noqa: E402
 
 from infra.testbed.sshd import SshServer  # noqa: E402
-from sms_plugin.transports.base import Command  # noqa: E402
+from sms_plugin.transports.base import Plan  # noqa: E402
 from sms_plugin.transports.ssh import ConnectionPool, SSHTarget, SSHTransport, _connect  # noqa: E402
 
 
@@ -65,7 +65,7 @@ def raw_stop(client: paramiko.SSHClient, marker: str) -> tuple[float, int]:
 
 async def sms_first_line(transport: SSHTransport) -> float:
     started = time.perf_counter()
-    process = await transport.start(Command(argv=["sh", "-c", "echo ready"], run_id=str(uuid.uuid4())))
+    process = await transport.launch(Plan(program=("sh", "-c", "echo ready"), run_id=str(uuid.uuid4())))
     await anext(process.lines())
     elapsed = time.perf_counter() - started
     async for _ in process.lines():
@@ -76,12 +76,12 @@ async def sms_first_line(transport: SSHTransport) -> float:
 
 async def sms_stop(transport: SSHTransport, client: paramiko.SSHClient, marker: str) -> tuple[float, int]:
     script = f"sleep {marker} & setsid sleep {marker} & echo ready; sleep {marker}"
-    process = await transport.start(Command(argv=["sh", "-c", script], run_id=str(uuid.uuid4())))
+    process = await transport.launch(Plan(program=("sh", "-c", script), run_id=str(uuid.uuid4())))
     await anext(process.lines())
     while alive(client, marker) < 3:
         await asyncio.sleep(0.01)
     started = time.perf_counter()
-    await process.kill(grace_seconds=5)
+    await process.stop(grace_seconds=5)
     elapsed = time.perf_counter() - started
     await process.wait()
     return elapsed, alive(client, marker)

@@ -138,7 +138,7 @@ async def run_script(
     version_text = f"version {chosen.number}" if chosen else entry.path
     logger.info(f"Running {script} ({version_text}, {entry.interpreter}) on {target_host}")
 
-    process_started = False
+    process_started = connected = False
     process_group: int | None = None
 
     async def started(pid: int | None) -> None:
@@ -160,6 +160,7 @@ async def run_script(
         # One slot of the host's limit (max_parallel_sessions) from before connecting until closed.
         async with host_slot(target_host, host_block.max_parallel_sessions, holder_id=flow_run.id, logger=logger):
             transport = await host_block.open_transport()
+            connected = True
             try:
                 async with heartbeat(catalog, str(flow_run.id)), shipping(source, logger.logger):
                     result = await execute(transport, run, on_started=started, on_output=output)
@@ -169,7 +170,8 @@ async def run_script(
         if isinstance(error, TransportError):
             run_events.transport_error(script=script, host=target_host, error=error)
         message = f"{script} could not run on {target_host}: {error}"
-        if process_started:  # e.g. the connection died mid-run: kill what may still run there
+        if process_started or (connected and isinstance(error, TransportError)):
+            # e.g. the connection died mid-run: kill what may still run there, remove the upload
             message += f"; {await _reap_quietly(catalog, str(flow_run.id), str(error))}"
         _update(catalog, str(flow_run.id), ended_at=datetime.now(UTC))
         return await _finish(logger, Failed(message=message))

@@ -13,15 +13,13 @@ Example::
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 
 from sms_plugin.environment import check_env, check_words
-from sms_plugin.errors import TransportError
-from sms_plugin.transports.base import Command, OutputLine, Stream, Transport
+from sms_plugin.transports.base import MAX_LINE_CHARS, OutputLine, Stream, Transport
 from sms_plugin.transports.interpreters import interpreter as find_interpreter
 
 TAIL_LINES = 20
@@ -30,8 +28,9 @@ TAIL_LINES = 20
 KILL_GRACE_SECONDS = 5.0
 """Time between TERM and KILL when a run is stopped or times out."""
 
-MESSAGE_CHARS = 256 * 1024
-"""Consecutive lines of one stream are forwarded together, in messages of at most this size."""
+MESSAGE_CHARS = MAX_LINE_CHARS
+"""Consecutive lines of one stream are forwarded together, in messages of at most this size (a
+line is never longer: the transport splits longer ones, marking the splits)."""
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +49,7 @@ class ScriptRun:
     kill_grace_seconds: float = KILL_GRACE_SECONDS
     name: str = "script"
     run_id: str | None = None
-    """Marks the run's processes and names its state file on the host (see transports.posix)."""
+    """Marks the run's processes, names its state file and its upload folder on the host."""
 
 
 @dataclass(frozen=True)
@@ -75,19 +74,14 @@ def messages(batch: list[OutputLine]) -> Iterator[tuple[Stream, str]]:
     parts: list[str] = []
     size = 0
     for line in batch:
-        for piece in _pieces(line.text):
-            if parts and (line.stream != stream or size + len(piece) > MESSAGE_CHARS):
-                yield stream, "\n".join(parts)  # type: ignore[misc]
-                parts, size = [], 0
-            stream = line.stream
-            parts.append(piece)
-            size += len(piece) + 1
+        if parts and (line.stream != stream or size + len(line.text) > MESSAGE_CHARS):
+            yield stream, "\n".join(parts)  # type: ignore[misc]
+            parts, size = [], 0
+        stream = line.stream
+        parts.append(line.text)
+        size += len(line.text) + 1
     if parts:
         yield stream, "\n".join(parts)  # type: ignore[misc]
-
-
-def _pieces(text: str) -> list[str]:
-    return [text[i : i + MESSAGE_CHARS] for i in range(0, len(text), MESSAGE_CHARS)] or [""]
 
 
 async def execute(
@@ -99,20 +93,22 @@ async def execute(
 ) -> ExecutionResult:
     """Runs ``run`` on ``transport`` and returns its exit code and output tail.
 
-    If the caller is cancelled (or any exception interrupts the run) the remote process group is
-    killed before the exception goes on; a timeout kills it too and sets ``timed_out``.
+    If the caller is cancelled (or any exception interrupts the run) the run is stopped before the
+    exception goes on, whatever the stop itself raises; a timeout stops it too and sets
+    ``timed_out``. The run's upload folder is removed in every case (if that fails, the reaper
+    removes it).
     """
     spec = find_interpreter(run.interpreter)
-    check_words(run.args)  # refused before anything is uploaded (Command checks again)
+    check_words(run.args)  # refused before anything is uploaded (the Plan checks again)
     check_env(run.env, sms_sets=True)
-    script_path = run.path
-    if spec.uploads:
-        script_path = transport.join(await transport.scratch_dir(), f"{run.name}-{_token()}{spec.suffix}")
-        await transport.upload(spec.encode(run.content or ""), script_path)
-    assert script_path is not None, "an 'original' script needs its path"
+    uploads = await transport.uploads_of(run.run_id or _token()) if spec.uploads else None
     try:
-        command = Command(argv=spec.argv(script_path, run.args), env=run.env, cwd=run.working_dir, run_id=run.run_id)
-        process = await transport.start(command)
+        script = transport.join(uploads, f"{run.name}{spec.suffix}") if uploads else run.path
+        assert script is not None, "an 'original' script needs its path"
+        if uploads:
+            await transport.upload(spec.encode(run.content or ""), script)
+        plan = spec.plan(script, run.args, env=run.env, cwd=run.working_dir, run_id=run.run_id)
+        process = await transport.launch(plan)
         tail: deque[OutputLine] = deque(maxlen=TAIL_LINES)
         counts: dict[Stream, int] = {"stdout": 0, "stderr": 0}
         timed_out = False
@@ -128,17 +124,25 @@ async def execute(
                 exit_code = await process.wait()
         except TimeoutError:
             timed_out = True
-            await process.kill(run.kill_grace_seconds)
+            await process.stop(run.kill_grace_seconds)
             exit_code = await process.wait()
         except BaseException:
-            with contextlib.suppress(TransportError):  # a lost connection: the reaper kills later
-                await asyncio.shield(process.kill(run.kill_grace_seconds))
+            await _clean_up(process.stop(run.kill_grace_seconds))
             raise
         return ExecutionResult(exit_code=exit_code, timed_out=timed_out, tail=list(tail), lines=counts)
     finally:
-        if spec.uploads:
-            with contextlib.suppress(Exception):
-                await asyncio.shield(transport.remove(script_path))
+        if uploads:
+            await _clean_up(transport.remove(uploads))
+
+
+async def _clean_up(step: Awaitable[None]) -> None:
+    """Runs a clean-up ``step`` to its end even if the caller is cancelled meanwhile; an error
+    of the step is logged, never raised: it must not replace why the run ended (a stop stays a
+    stop), and the reaper finishes what the step could not."""
+    try:
+        await asyncio.shield(step)
+    except Exception as error:  # noqa: BLE001 - whatever the transport raised
+        log.warning("clean-up after the run failed (the reaper finishes it): %s", error)
 
 
 def _token() -> str:

@@ -34,7 +34,7 @@ from sms_plugin.errors import (
     TransportError,
 )
 from sms_plugin.limits import ensure_host_limit
-from sms_plugin.transports.base import Command, RemoteProcess, Transport
+from sms_plugin.transports.base import Plan, RemoteProcess, Transport
 from sms_plugin.transports.ssh import SSHTransport, fetch_host_key, fingerprint, handshake, key_line
 
 
@@ -318,7 +318,7 @@ async def _probe_host(host: HostBlock, result: HostCheck) -> None:
                 agreed = transport.negotiated()
                 result.kex, result.cipher, result.mac = agreed.kex, agreed.cipher, agreed.mac
             timeout = max(getattr(host, "connect_timeout", 10.0), 10.0)
-            process = await asyncio.wait_for(transport.start(Command(argv=["/bin/sh", "-c", _PROBE])), timeout)
+            process = await asyncio.wait_for(transport.launch(Plan(program=("/bin/sh", "-c", _PROBE))), timeout)
             lines = await asyncio.wait_for(_collect(process), timeout)
     except (TransportError, TimeoutError, OSError) as error:
         result.problems.append(f"could not run /bin/sh on the host: {error or 'no answer'}")

@@ -47,7 +47,7 @@ from prefect.client.schemas.sorting import FlowRunSort
 from prefect.client.schemas.responses import GlobalConcurrencyLimitResponse
 from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 
-from sms_plugin.errors import Conflict, SMSError
+from sms_plugin.errors import Conflict, ErrorMap, ServiceError, SMSError
 
 PREFIX = "host:"
 LEASE_SECONDS = 60.0
@@ -61,6 +61,14 @@ WAIT_NOTICE_SECONDS = 0.5
 
 _log = logging.getLogger(__name__)
 
+PREFECT_ERRORS = ErrorMap(
+    (httpx.HTTPStatusError, lambda error, what: ServiceError(
+        f"{what}: the Prefect API answered {error.response.status_code} ({error.response.text[:200] or 'no detail'})"
+    )),
+    (httpx.HTTPError, lambda error, what: ServiceError(f"{what}: cannot reach the Prefect API ({error or type(error).__name__})")),
+)
+"""This module's one error table: what the Prefect client raises, as ServiceError."""
+
 
 def host_limit_name(host: str) -> str:
     """The name of host ``host``'s global concurrency limit, e.g. ``host:web-01``."""
@@ -72,20 +80,21 @@ async def ensure_host_limit(host: str, limit: int) -> GlobalConcurrencyLimitResp
     re-activates it and removes any slot decay, which would let slots vanish under a running
     script). Returns the limit as it is now."""
     name = host_limit_name(host)
-    async with get_client() as client:
-        try:
-            current = await client.read_global_concurrency_limit_by_name(name)
-        except ObjectNotFound:
+    with PREFECT_ERRORS.boundary(f"setting the limit {name}"):
+        async with get_client() as client:
             try:
-                await client.create_global_concurrency_limit(
-                    GlobalConcurrencyLimitCreate(name=name, limit=limit, slot_decay_per_second=0.0)
-                )
-            except ObjectAlreadyExists:  # another run created it meanwhile
-                pass
+                current = await client.read_global_concurrency_limit_by_name(name)
+            except ObjectNotFound:
+                try:
+                    await client.create_global_concurrency_limit(
+                        GlobalConcurrencyLimitCreate(name=name, limit=limit, slot_decay_per_second=0.0)
+                    )
+                except ObjectAlreadyExists:  # another run created it meanwhile
+                    pass
+                return await _matching(client, name, limit)
+            if current.limit == limit and current.active and not current.slot_decay_per_second:
+                return current
             return await _matching(client, name, limit)
-        if current.limit == limit and current.active and not current.slot_decay_per_second:
-            return current
-        return await _matching(client, name, limit)
 
 
 async def _matching(client, name: str, limit: int) -> GlobalConcurrencyLimitResponse:
@@ -143,7 +152,8 @@ async def _leased_slot(
     Prefect's ``concurrency()`` does the same with a thread per lease and one acquisition at a time
     per process and limit; an sms worker starting hundreds of runs on one host needs neither."""
     async with get_client() as client:
-        lease = _Lease(name, holder, await _acquire(client, name, holder, log))
+        with PREFECT_ERRORS.boundary(f"taking a slot of {name}"):
+            lease = _Lease(name, holder, await _acquire(client, name, holder, log))
         renewal = asyncio.create_task(_renew(client, lease, log))
         try:
             yield
@@ -158,7 +168,8 @@ async def _leased_slot(
 async def _acquire(
     client: PrefectClient, name: str, holder: ConcurrencyLeaseHolder | None, log: logging.Logger | logging.LoggerAdapter
 ) -> UUID:
-    """Takes a slot, waiting as long as the limit is full (the server says how long to wait).
+    """Takes a slot, waiting as long as the limit is full (the server says how long to wait); the
+    caller maps what the client raises at last.
 
     A server error (5xx) is retried too, after 1, 2, 4 … s (at most :data:`MAX_RETRY_SECONDS`),
     at most :data:`SERVER_ERROR_RETRIES` times: an overloaded Prefect server times out on the
@@ -238,12 +249,13 @@ _BUSY = [StateType.PENDING, StateType.RUNNING, StateType.CANCELLING]
 async def refuse_second_run(client: PrefectClient, script: str, deployment_id: UUID) -> None:
     """For a "reject" script: Conflict if a run of its deployment is Pending, Running or
     Cancelling, so that the CLI and SDK say why at once (Prefect itself would cancel the new run)."""
-    busy = await client.read_flow_runs(
-        deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id])),
-        flow_run_filter=FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=_BUSY))),
-        sort=FlowRunSort.START_TIME_ASC,
-        limit=1,
-    )
+    with PREFECT_ERRORS.boundary(f"looking for runs of {script}"):
+        busy = await client.read_flow_runs(
+            deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id])),
+            flow_run_filter=FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=_BUSY))),
+            sort=FlowRunSort.START_TIME_ASC,
+            limit=1,
+        )
     if busy:
         run = busy[0]
         state = run.state.name if run.state else "active"

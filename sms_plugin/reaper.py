@@ -9,9 +9,11 @@ Three paths lead here:
   if Prefect says the run has ended, or its heartbeat is stale (worker or machine lost), the run
   is marked Crashed in Prefect and reaped.
 
-Reaping a run kills what is left of it on its host, by process group and by the run's
-``SMS_RUN_ID`` marker (so daemonised children go too), removes its state file, and records what
-was done in the run record's notes and in the audit trail (actor ``sms-reaper``).
+Reaping a run (``transports.recovery.reap``) kills what is left of it on its host, by process
+group and by the run's ``SMS_RUN_ID`` marker (so daemonised children go too), removes its state
+file and its uploaded script, and records what was done in the run record's notes and in the audit
+trail (actor ``sms-reaper``). Hosts whose transport cannot re-find a run (Windows) only get their
+uploads removed: Windows ends a lost run's shell after the host's idle timeout.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from blocks.hosts import load_host
 from sms_plugin.catalog import Catalog, RunRecord, audit, get_run, get_script, list_runs, update_run
 from sms_plugin.errors import NotFound, SMSError
 from sms_plugin.heartbeats import heartbeat_seconds
+from sms_plugin.transports.recovery import reap
 
 ACTOR = "sms-reaper"
 DEFAULT_KILL_GRACE_SECONDS = 5.0
@@ -51,12 +54,10 @@ async def reap_run(catalog: Catalog, flow_run_id: str, *, reason: str, actor: st
         host = await load_host(record.host)
         transport = await host.open_transport()
         try:
-            pgid = pgid or await transport.run_state(flow_run_id)
-            found = await transport.kill_run(pgid, flow_run_id, grace)
+            reaped = await reap(transport, flow_run_id, pgid, grace)
         finally:
             await transport.close()
-        outcome = f"killed process group {pgid} and the processes marked with the run" if found else "found no process left"
-        result = "ok"
+        pgid, outcome, result = reaped.pgid, str(reaped), "ok"
     except SMSError as error:
         outcome, result = f"could not reach {record.host} to kill process group {pgid}: {error}", "error"
     note = f"{datetime.now(UTC):%Y-%m-%d %H:%M:%S} UTC {actor}: {reason}; {outcome} on {record.host}"

@@ -6,7 +6,7 @@ test host decodes ``-EncodedCommand`` and recognises three shapes of script:
 
 * upload: ``$path = '...'`` and a loop over ``[Console]::In.ReadLine()`` → writes the decoded
   base64 lines to that path (through the Wine drive mapping) and prints the SHA-256;
-* remove: ``Remove-Item -LiteralPath '...'`` → deletes the file;
+* remove: ``Remove-Item -LiteralPath '...' -Recurse`` → deletes the file or folder;
 * run (the PSRP pipeline wrapper, :func:`pipeline_body`): ``& 'script.ps1' 'arg' ...`` → prints
   ``arg[N]=value`` for every argument it parsed, so tests see what PowerShell's single-quote rules
   would hand over, then *plays* the script body, which must consist of these statements only:
@@ -27,6 +27,7 @@ import hashlib
 import os
 import re
 import select
+import shutil
 import signal
 import threading
 from collections.abc import Callable
@@ -118,7 +119,11 @@ def _upload(path: str) -> Callable[[BinaryIO, BinaryIO, BinaryIO], int]:
 
 def _remove(path: str) -> Callable[[BinaryIO, BinaryIO, BinaryIO], int]:
     def body(stdin: BinaryIO, stdout: BinaryIO, stderr: BinaryIO) -> int:
-        wine.unix_path(path).unlink(missing_ok=True)
+        target = wine.unix_path(path)
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target)  # Remove-Item -Recurse
+        else:
+            target.unlink(missing_ok=True)
         return 0
 
     return body

@@ -29,7 +29,7 @@ from sms_plugin.catalog import Catalog, ScriptSpec, list_audit, list_runs
 from sms_plugin.catalog import access as rows
 from sms_plugin.catalog.models import AccessRule, Script, ScriptVersion, Webhook
 from sms_plugin.catalog.spec import NAME_PATTERN
-from sms_plugin.errors import Conflict, InvalidInput, NotFound, SMSError, TransportError
+from sms_plugin.errors import Conflict, InvalidInput, NotFound, ServiceError, SMSError, TransportError
 from sms_plugin.gateway import audit
 from sms_plugin.gateway.auth import require_principal
 from sms_plugin.gateway.principal import Principal
@@ -103,6 +103,8 @@ class Call:
             status, message = 422, str(error)
         except TransportError as error:
             status, message = 502, f"the host failed: {error}"
+        except ServiceError as error:
+            status, message = 502, str(error)
         except SMSError as error:
             status, message = 400, str(error)
         except (httpx.HTTPError, PrefectException) as error:

@@ -1,24 +1,35 @@
-"""The transport interface: bytes and processes in, output lines and exit codes out.
+"""The transport contract: launch a plan, stream its output, wait for it, stop it.
 
-A transport is opened for one host, can ``upload``/``remove`` files and ``start`` a command.
-``start`` returns a :class:`RemoteProcess` whose output arrives line by line as the remote
-side writes it, which knows its process (group) id, ``wait``s for the exit code and can
-``kill`` the whole remote process tree.
+A transport is opened for one host. It can ``upload``/``remove`` files (a run's uploads live in a
+folder of their own, :meth:`Transport.uploads_of`) and ``launch`` a :class:`Plan`, a structured
+description of what to run (interpreter, script, arguments, environment) that each transport
+carries in its own way. ``launch`` returns a :class:`RemoteProcess` whose output arrives line by
+line as the remote side writes it, which ``wait``s for the exit code and can ``stop`` the whole run.
+
+Only SMS errors (``sms_plugin.errors``) leave a transport: each maps the exceptions of its
+libraries once, with an :class:`~sms_plugin.errors.ErrorMap`.
+
+Finding and ending a run from a connection that did not start it (after a crash) is a separate,
+optional capability: :class:`sms_plugin.transports.recovery.RunRecovery`.
 
 Example::
 
     async with LocalTransport() as transport:
-        path = await transport.upload(b"echo hi\\n", "hello.sh")
-        process = await transport.start(Command(argv=["sh", path]))
+        folder = await transport.uploads_of("example")
+        path = transport.join(folder, "hello.sh")
+        await transport.upload(b"echo hi\\n", path)
+        process = await transport.launch(INTERPRETERS["sh"].plan(path, []))
         async for line in process.lines():
             print(line.stream, line.text)
         print(await process.wait())   # 0
+        await transport.remove(folder)
 """
 
 from __future__ import annotations
 
 import asyncio
 import codecs
+import re
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -27,16 +38,19 @@ from dataclasses import dataclass, field, fields
 from typing import ClassVar, Literal, Self, TypeVar
 
 from sms_plugin.environment import check_env, check_words
+from sms_plugin.errors import InvalidInput
 
 Stream = Literal["stdout", "stderr"]
 
-MAX_LINE_BYTES = 1024 * 1024
-"""A longer line is delivered in pieces of this size, so one runaway line cannot exhaust memory."""
+MAX_LINE_CHARS = 256 * 1024
+"""A longer line is delivered in pieces of at most this many characters (marker included), so
+one runaway line cannot exhaust memory and every piece fits one log message."""
+
+CONTINUES = "[sms: line continues]"
+"""Ends every piece of a split line but the last (docs/logs.md), wherever the output is read."""
 
 _QUEUE_BATCHES = 64
 """How many output batches may wait for the reader before the producer blocks (back-pressure)."""
-
-_KILL_POLL_SECONDS = 0.1
 
 READ_BYTES = 64 * 1024
 
@@ -96,52 +110,99 @@ class OutputLine:
     text: str
 
 
-@dataclass(frozen=True)
-class Command:
-    """What to run: an argument vector, extra environment and a working directory.
+PlanKind = Literal["program", "powershell", "batch"]
+"""How a plan runs: "program" (an argument vector: the interpreter, the script, its arguments),
+"powershell" (a .ps1 script: Windows runs it in a PowerShell pipeline) or "batch" (a .bat/.cmd
+script: Windows runs it through cmd.exe). POSIX hosts run "program" plans only."""
 
-    Each transport carries ``argv`` to the host so that every element arrives byte for byte
-    (POSIX hosts: single-quoted for ``/bin/sh``; the local host: no shell at all).
+_SAFE_KEY = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What to run, as data; each transport decides how to carry it to its host.
+
+    Interpreters make plans (``INTERPRETERS["bash"].plan(path, args)``); a plain command is
+    ``Plan(program=("sh", "-c", "echo hi"))``.
     """
 
-    argv: list[str]
+    program: tuple[str, ...] = ()
+    """The interpreter and its options (e.g. ``("bash",)``); empty for a script run by its path."""
+    script: str | None = None
+    """The script file on the host (uploaded, or an "original" script's own path)."""
+    args: tuple[str, ...] = ()
+    kind: PlanKind = "program"
     env: dict[str, str] = field(default_factory=dict)
     cwd: str | None = None
     run_id: str | None = None
-    """Marks every process of the run (``SMS_RUN_ID``) and names its state file on the host."""
+    """Marks every process of the run (``SMS_RUN_ID``) and names its state file on POSIX hosts."""
 
     def __post_init__(self) -> None:
-        """Refuses (InvalidInput) what no transport may carry: NUL bytes, and environment names that
-        are not plain names or that an interpreter, the loader or SMS reads at start-up."""
+        """Refuses (InvalidInput) an empty plan, a PowerShell or batch plan without its script, NUL
+        bytes, and environment names that are not plain names or that an interpreter, the loader
+        or SMS reads at start-up."""
+        if not self.argv:
+            raise InvalidInput("nothing to run: the plan has no program and no script")
+        if self.kind != "program" and self.script is None:
+            raise InvalidInput(f"a {self.kind} plan needs its script")
         check_words(self.argv)
         check_env(self.env, sms_sets=True)
+
+    @property
+    def argv(self) -> list[str]:
+        """The argument vector of a "program" plan: program, script, arguments."""
+        return [*self.program, *([self.script] if self.script is not None else []), *self.args]
+
+
+def check_run_key(key: str) -> str:
+    """``key`` if it can name a run's upload folder (one plain path component), else InvalidInput."""
+    if not _SAFE_KEY.fullmatch(key) or key in {".", ".."}:
+        raise InvalidInput(f"unsafe run key {key!r}")
+    return key
 
 
 class LineSplitter:
     """Turns a byte stream into text lines, decoding UTF-8 across chunk boundaries.
 
+    A line longer than ``limit`` characters is delivered in pieces: each but the last holds
+    ``limit - len(CONTINUES)`` characters of the line and ends with :data:`CONTINUES`, the last
+    holds the rest (at most ``limit`` characters).
+
     >>> s = LineSplitter()
     >>> s.feed(b"a\\r\\nb") + s.flush()
     ['a', 'b']
+    >>> pieces = LineSplitter(limit=len(CONTINUES) + 10).feed(b"0123456789" * 4 + b"\\n")
+    >>> [p.replace(CONTINUES, "+") for p in pieces]
+    ['0123456789+', '012345678901234567890123456789']
     """
 
-    def __init__(self) -> None:
+    def __init__(self, limit: int = MAX_LINE_CHARS) -> None:
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self._pending = ""
+        self._limit = limit
+        self._piece = limit - len(CONTINUES)
 
     def feed(self, data: bytes) -> list[str]:
         text = self._pending + self._decoder.decode(data)
         *lines, self._pending = text.split("\n")
-        while len(self._pending) > MAX_LINE_BYTES:
-            lines.append(self._pending[:MAX_LINE_BYTES])
-            self._pending = self._pending[MAX_LINE_BYTES:]
-        return [line.removesuffix("\r") for line in lines]
+        pieces = [piece for line in lines for piece in self._split(line.removesuffix("\r"))]
+        while len(self._pending) > self._limit + 1:  # + 1: the line may still end with "\r\n"
+            pieces.append(self._pending[: self._piece] + CONTINUES)
+            self._pending = self._pending[self._piece :]
+        return pieces
 
     def flush(self) -> list[str]:
         """The last, unterminated line, if any."""
         rest = self._pending + self._decoder.decode(b"", final=True)
         self._pending = ""
-        return [rest.removesuffix("\r")] if rest else []
+        return self._split(rest.removesuffix("\r")) if rest else []
+
+    def _split(self, line: str) -> list[str]:
+        pieces = []
+        while len(line) > self._limit:
+            pieces.append(line[: self._piece] + CONTINUES)
+            line = line[self._piece :]
+        return [*pieces, line]
 
 
 class RemoteProcess(ABC):
@@ -175,11 +236,13 @@ class RemoteProcess(ABC):
     def _supervise(self) -> None:
         """Subclasses call this once the process runs and its producers are started."""
         self._supervisor = asyncio.create_task(self._lifecycle())
+        # A run stopped before anyone waited for it may end with the transport's error: taken here.
+        self._supervisor.add_done_callback(lambda task: task.cancelled() or task.exception())
 
     async def _lifecycle(self) -> int:
         code = await self._main_exit()
         drained = await self._streams_close_within(self.drain_seconds)
-        await self.kill(grace_seconds=self.drain_seconds)  # whatever of the run is still alive
+        await self.stop(grace_seconds=self.drain_seconds)  # whatever of the run is still alive
         if not drained and not await self._streams_close_while_output_flows(self.drain_seconds):
             await self._abandon_output()
             await self._streams_closed.wait()
@@ -259,9 +322,9 @@ class RemoteProcess(ABC):
         assert self._supervisor is not None, "the transport did not supervise this process"
         return await asyncio.shield(self._supervisor)
 
-    async def kill(self, grace_seconds: float = 5.0) -> None:
-        """Ends the whole run: TERM, then KILL whatever is left after ``grace_seconds``."""
-        await self.transport.kill_run(self.pid, self.run_id, grace_seconds)
+    @abstractmethod
+    async def stop(self, grace_seconds: float = 5.0) -> None:
+        """Ends the whole run: asks it to end, then forces whatever is left after ``grace_seconds``."""
 
     @abstractmethod
     async def _main_exit(self) -> int:
@@ -279,52 +342,26 @@ class Transport(ABC):
         """The path of ``name`` in ``folder`` on the host (POSIX here; Windows overrides)."""
         return f"{folder}/{name}"
 
+    async def uploads_of(self, run_key: str) -> str:
+        """The folder of one run's uploads, ``<scratch dir>/<run key>`` (the run key is the flow
+        run id): the run removes it when it ends, the reaper after a crash."""
+        return self.join(await self.scratch_dir(), check_run_key(run_key))
+
     @abstractmethod
     async def upload(self, content: bytes, path: str, mode: int = 0o700) -> None:
         """Writes ``content`` to ``path`` on the host (parent folders are created)."""
 
     @abstractmethod
     async def remove(self, path: str) -> None:
-        """Removes a file on the host; a missing file is not an error."""
+        """Removes a file, or a folder and the files in it; a missing one is not an error."""
 
     @abstractmethod
-    async def start(self, command: Command) -> RemoteProcess:
-        """Starts ``command`` in a process group of its own; returns once its id is known."""
-
-    @abstractmethod
-    async def signal_run(self, pgid: int | None, run_id: str | None, signal: str) -> bool:
-        """Sends ``signal`` ("TERM", "KILL" or "0" to probe) to process group ``pgid`` and to every
-        process marked with ``run_id``; False if no such process is left."""
-
-    @abstractmethod
-    async def run_state(self, run_id: str) -> int | None:
-        """The process group id in the run's state file on the host, or None if there is none."""
-
-    @abstractmethod
-    async def remove_state(self, run_id: str) -> None:
-        """Removes the run's state file (its leader was killed before it could)."""
-
-    async def kill_run(self, pgid: int | None, run_id: str | None, grace_seconds: float = 5.0) -> bool:
-        """TERM to the run's processes, KILL to what is left after ``grace_seconds``.
-
-        Works without a process handle (for a reaper after a crash). Returns whether any process
-        of the run was found.
-        """
-        found = await self.signal_run(pgid, run_id, "0")
-        if found:
-            await self.signal_run(pgid, run_id, "TERM")
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + grace_seconds
-            while loop.time() < deadline and await self.signal_run(pgid, run_id, "0"):
-                await asyncio.sleep(_KILL_POLL_SECONDS)
-            await self.signal_run(pgid, run_id, "KILL")
-        if run_id:
-            await self.remove_state(run_id)
-        return found
+    async def launch(self, plan: Plan) -> RemoteProcess:
+        """Starts ``plan`` as a run of its own (POSIX: a process group); returns once it runs."""
 
     @abstractmethod
     async def close(self) -> None:
-        """Closes the connection; processes started through it are not touched."""
+        """Closes the connection, never raising; processes started through it are not touched."""
 
     async def __aenter__(self) -> Self:
         return self

@@ -20,14 +20,20 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from sms_plugin.errors import TransportError
-from sms_plugin.transports.base import Command, RemoteProcess, Transport, in_thread
-from sms_plugin.transports.posix import RUN_MARKER
+from sms_plugin.errors import ErrorMap, TransportError
+from sms_plugin.transports.base import Plan, RemoteProcess, Transport, in_thread
+from sms_plugin.transports.posix import RUN_MARKER, program_argv
+from sms_plugin.transports.recovery import GroupProcess, RunRecovery, Signal
 
 _INHERITED_ENV = ("PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LC_ALL", "TZ", "TMPDIR")
 #: What a script running as an :class:`Account` keeps of the worker's environment (the rest is the account's).
 _SYSTEM_ENV = ("PATH", "LANG", "LC_ALL", "TZ")
 _SIGNALS = {"TERM": signal.SIGTERM, "KILL": signal.SIGKILL, "0": 0}
+
+LOCAL_ERRORS = ErrorMap(
+    (OSError, lambda error, what: TransportError(f"{what} failed on the worker's machine: {error}")),
+)
+"""The local transport's one error table: the operating system's errors as TransportError."""
 
 
 def _marked_pids(run_id: str) -> list[int]:
@@ -103,7 +109,7 @@ class Account:
             os.chown(path, self.uid, self.gid)
 
 
-class LocalProcess(RemoteProcess):
+class LocalProcess(GroupProcess):
     """A child process in a session of its own; its pid is its process group id."""
 
     def __init__(self, process: subprocess.Popen[bytes], transport: LocalTransport, run_id: str | None) -> None:
@@ -118,11 +124,11 @@ class LocalProcess(RemoteProcess):
     async def _main_exit(self) -> int:
         code = await in_thread(self._process.wait)
         if self.run_id:
-            await self._local.remove_state(self.run_id)
+            await self._local.forget_run(self.run_id)
         return 128 - code if code < 0 else code
 
 
-class LocalTransport(Transport):
+class LocalTransport(Transport, RunRecovery):
     """Runs commands as child processes of the worker, each in a new session.
 
     ``scratch`` is where uploaded scripts go (default: ``~/.sms/run`` of ``account``, else
@@ -141,25 +147,39 @@ class LocalTransport(Transport):
         account = self._account
         if self._private and account is not None and not Path(account.home).is_dir():
             raise TransportError(f"account {account.name!r} has no home folder {account.home}; create it or set scratch_dir")
-        for folder in [self._scratch.parent, self._scratch] if self._private else [self._scratch]:
-            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-            if account is not None:
-                account.own(folder)
-        return str(self._scratch.resolve())
+        with LOCAL_ERRORS.boundary("creating the scratch folder"):
+            for folder in [self._scratch.parent, self._scratch] if self._private else [self._scratch]:
+                self._make_folder(folder)
+            return str(self._scratch.resolve())
+
+    def _make_folder(self, folder: Path) -> None:
+        """Creates ``folder`` (private) if missing and gives it to the account."""
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if self._account is not None:
+            self._account.own(folder)
 
     async def upload(self, content: bytes, path: str, mode: int = 0o700) -> None:
         target = Path(path)
-        target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-        with os.fdopen(fd, "wb") as file:
-            file.write(content)
-        if self._account is not None:
-            self._account.own(target)
+        with LOCAL_ERRORS.boundary(f"upload of {path}"):
+            self._make_folder(target.parent)
+            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+            with os.fdopen(fd, "wb") as file:
+                file.write(content)
+            if self._account is not None:
+                self._account.own(target)
 
     async def remove(self, path: str) -> None:
-        Path(path).unlink(missing_ok=True)
+        target = Path(path)
+        with LOCAL_ERRORS.boundary(f"removing {path}"):
+            if target.is_dir() and not target.is_symlink():
+                for entry in target.iterdir():
+                    entry.unlink()
+                target.rmdir()
+            else:
+                target.unlink(missing_ok=True)
 
-    async def start(self, command: Command) -> RemoteProcess:
+    async def launch(self, plan: Plan) -> RemoteProcess:
+        argv = program_argv(plan)
         account = self._account
         if account is None:
             env = {k: os.environ[k] for k in _INHERITED_ENV if k in os.environ}
@@ -170,31 +190,30 @@ class LocalTransport(Transport):
                     "run the worker as root, or set the host's run_as to the worker's own account"
                 )
             env = {k: os.environ[k] for k in _SYSTEM_ENV if k in os.environ} | account.environment()
-        env.update(command.env)
-        if command.run_id:
-            env[RUN_MARKER] = command.run_id
+        env.update(plan.env)
+        if plan.run_id:
+            env[RUN_MARKER] = plan.run_id
         switch = account is not None and not account.is_worker
-        try:
+        cwd = plan.cwd or (await self.scratch_dir() if account else None)
+        with LOCAL_ERRORS.boundary("starting the script"):
             process = subprocess.Popen(
-                command.argv,
+                argv,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 env=env,
-                cwd=command.cwd or (await self.scratch_dir() if account else None),
+                cwd=cwd,
                 start_new_session=True,
                 user=account.uid if switch else None,
                 group=account.gid if switch else None,
                 extra_groups=list(account.groups) if switch else None,
             )
-        except OSError as error:
-            raise TransportError(f"the script could not be started: {error}") from None
-        if command.run_id:
-            self._states.mkdir(mode=0o700, parents=True, exist_ok=True)
-            (self._states / command.run_id).write_text(f"{command.run_id} {process.pid} {int(time.time())}\n")
-        return LocalProcess(process, self, command.run_id)
+            if plan.run_id:
+                self._states.mkdir(mode=0o700, parents=True, exist_ok=True)
+                (self._states / plan.run_id).write_text(f"{plan.run_id} {process.pid} {int(time.time())}\n")
+        return LocalProcess(process, self, plan.run_id)
 
-    async def signal_run(self, pgid: int | None, run_id: str | None, signal_name: str) -> bool:
+    async def signal_run(self, pgid: int | None, run_id: str | None, signal_name: Signal) -> bool:
         if signal_name == "0":
             return bool((pgid and _group_alive(pgid)) or (run_id and _marked_pids(run_id)))
         number = _SIGNALS[signal_name]
@@ -209,14 +228,15 @@ class LocalTransport(Transport):
                 continue
         return found
 
-    async def run_state(self, run_id: str) -> int | None:
+    async def recorded_group(self, run_id: str) -> int | None:
         try:
             return int((self._states / run_id).read_text().split()[1])
         except (OSError, IndexError, ValueError):
             return None
 
-    async def remove_state(self, run_id: str) -> None:
-        (self._states / run_id).unlink(missing_ok=True)
+    async def forget_run(self, run_id: str) -> None:
+        with LOCAL_ERRORS.boundary(f"removing the state of run {run_id}"):
+            (self._states / run_id).unlink(missing_ok=True)
 
     async def close(self) -> None:
         return None

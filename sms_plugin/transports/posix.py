@@ -14,11 +14,11 @@ How a run is started:
 - Where ``setsid`` exists, a launcher outside the group waits for the leader, so a killed run
   still reports 128 + signal as its exit code.
 
-How a run is stopped: :func:`signal_run_line` signals the process group and every process whose
+How a run is stopped (``transports.recovery``): :func:`signal_run_line` signals the process group and every process whose
 environment carries the run's marker (read from ``/proc/<pid>/environ`` where the system has it),
 so children that left the group with ``setsid`` or a double fork are found too.
 
->>> line = render(Command(argv=["bash", "/tmp/x.sh", "it's $(here)"], env={"A": "1"}))
+>>> line = render(Plan(program=("bash",), script="/tmp/x.sh", args=("it's $(here)",), env={"A": "1"}))
 >>> line[:24]
 'exec env -- A=1 /bin/sh '
 >>> line.rsplit(" - ", 1)[1][:15]
@@ -30,7 +30,8 @@ from __future__ import annotations
 import re
 import shlex
 
-from sms_plugin.transports.base import Command
+from sms_plugin.errors import InvalidInput
+from sms_plugin.transports.base import Plan
 
 PGID_MARKER = "sms-pgid:"
 RUN_MARKER = "SMS_RUN_ID"
@@ -60,18 +61,25 @@ def quote(word: str) -> str:
     return shlex.quote(word)
 
 
-def render(command: Command, shell: str = "/bin/sh") -> str:
-    """The whole shell line that runs ``command`` in a new process group on a POSIX host.
+def program_argv(plan: Plan) -> list[str]:
+    """The argument vector of ``plan`` on a POSIX host, which runs "program" plans only."""
+    if plan.kind != "program":
+        raise InvalidInput(f"a {plan.kind} script runs on Windows hosts only")
+    return plan.argv
+
+
+def render(plan: Plan, shell: str = "/bin/sh") -> str:
+    """The whole shell line that runs ``plan`` in a new process group on a POSIX host.
 
     ``shell`` is the POSIX shell the launcher uses (``/usr/xpg4/bin/sh`` on old Solaris, say).
     """
     # The run's variables are set by ``env`` before the launcher, after ``--`` (no name can be an
     # option), so the leader's SMS_RUN_ID wins and "$@" is exactly the approved command.
-    words = [f"{name}={value}" for name, value in command.env.items()]
+    words = [f"{name}={value}" for name, value in plan.env.items()]
     prefix = "".join(f"{quote(w)} " for w in ["env", "--", *words]) if words else ""
-    argv = " ".join(quote(w) for w in [command.run_id or "-", *command.argv])
+    argv = " ".join(quote(w) for w in [plan.run_id or "-", *program_argv(plan)])
     line = f"exec {prefix}{quote(shell)} -c {quote(_launcher(quote(shell)))} {quote(_LEADER)} {argv}"
-    return f"cd {quote(command.cwd)} && {line}" if command.cwd else line
+    return f"cd {quote(plan.cwd)} && {line}" if plan.cwd else line
 
 
 def signal_run_line(pgid: int | None, run_id: str | None, signal: str) -> str:
@@ -88,7 +96,7 @@ def signal_run_line(pgid: int | None, run_id: str | None, signal: str) -> str:
         parts.append(f"kill -{signal} -{int(pgid)} 2>/dev/null && f=0")
     if run_id:
         if not re.fullmatch(r"[A-Za-z0-9._-]+", run_id):
-            raise ValueError(f"unsafe run id {run_id!r}")
+            raise InvalidInput(f"unsafe run id {run_id!r}")
         parts.append(
             f"for p in $(grep -l -a -F -e '{RUN_MARKER}={run_id}' /proc/[0-9]*/environ 2>/dev/null "
             f"| sed 's,^/proc/,,;s,/environ$,,'); do kill -{signal} $p 2>/dev/null && f=0; done"

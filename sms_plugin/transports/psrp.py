@@ -27,7 +27,11 @@ How old WinRM limits are handled:
 Example::
 
     async with await WindowsTransport.connect(WinRMTarget("10.0.0.7", username="ops", password=pw)) as win:
-        process = await win.start(Command(argv=["cmd.exe", "/c", "C:\\\\jobs\\\\nightly.bat"]))
+        process = await win.launch(INTERPRETERS["original"].plan("C:\\\\jobs\\\\nightly.bat", []))
+
+Errors: every pypsrp and requests error is mapped once, by :func:`winrm_errors`. Runs are not
+re-found from another connection (no ``RunRecovery``): a crashed worker's shell is deleted by
+Windows after ``idle_timeout``, with its processes.
 """
 
 from __future__ import annotations
@@ -44,14 +48,14 @@ from typing import Any, Literal, TypeVar
 
 import requests
 from pypsrp.complex_objects import PSInvocationState
-from pypsrp.exceptions import AuthenticationError, WinRMError, WinRMTransportError, WSManFaultError
+from pypsrp.exceptions import AuthenticationError, WinRMError, WSManFaultError
 from pypsrp.powershell import PowerShell, RunspacePool
 from pypsrp.shell import SignalCode, WinRS
 from pypsrp.wsman import WSMan
 
-from sms_plugin.errors import AuthenticationFailed, HostUnreachable, InvalidInput, TransportError
+from sms_plugin.errors import AuthenticationFailed, ErrorMap, HostUnreachable, InvalidInput, TransportError
 from sms_plugin.transports import windows_commands
-from sms_plugin.transports.base import Command, LineSplitter, RemoteProcess, SecretsMasked, Stream, Transport, in_thread
+from sms_plugin.transports.base import LineSplitter, Plan, RemoteProcess, SecretsMasked, Stream, Transport, in_thread
 
 Auth = Literal["negotiate", "ntlm", "kerberos", "basic", "credssp"]
 Encryption = Literal["auto", "always", "never"]
@@ -116,35 +120,28 @@ class WinRMTarget(SecretsMasked):
         )
 
 
-def _translated(target: WinRMTarget, what: str, error: BaseException) -> TransportError | None:
-    """SMS's error for a pypsrp/requests error, or None for anything else."""
-    if isinstance(error, TransportError):
-        return error
-    if isinstance(error, AuthenticationError):
-        return AuthenticationFailed(f"{target.label} refused the credentials ({target.auth})")
-    if isinstance(error, requests.exceptions.SSLError):
-        return HostUnreachable(
-            f"{target.label}: TLS certificate not trusted or invalid ({error.__context__ or error}); "
-            f"give the server's CA with ca_path"
-        )
-    if isinstance(error, (requests.exceptions.ConnectionError, requests.exceptions.Timeout)):
-        return HostUnreachable(f"cannot reach {target.label}: {error}")
-    if isinstance(error, WSManFaultError):
-        return TransportError(f"{what} on {target.label} failed: WinRM fault {error.code}: {error.reason}")
-    if isinstance(error, (WinRMTransportError, WinRMError)):
-        return TransportError(f"{what} on {target.label} failed: {error}")
-    return None
+def winrm_errors(target: WinRMTarget) -> ErrorMap:
+    """The Windows transport's one error table: pypsrp and requests errors as SMS errors."""
+    where = target.label
+    return ErrorMap(
+        (AuthenticationError, lambda error, what: AuthenticationFailed(f"{where} refused the credentials ({target.auth})")),
+        (requests.exceptions.SSLError, lambda error, what: HostUnreachable(
+            f"{where}: TLS certificate not trusted or invalid ({error.__context__ or error}); give the server's CA with ca_path"
+        )),
+        ((requests.exceptions.ConnectionError, requests.exceptions.Timeout),
+         lambda error, what: HostUnreachable(f"cannot reach {where}: {error}")),
+        (WSManFaultError, lambda error, what: TransportError(
+            f"{what} on {where} failed: WinRM fault {error.code}: {error.reason}"
+        )),
+        ((WinRMError, requests.exceptions.RequestException),
+         lambda error, what: TransportError(f"{what} on {where} failed: {error}")),
+    )
 
 
 def _call(target: WinRMTarget, what: str, call: Callable[[], T]) -> T:
     """Runs a pypsrp call, turning its errors into SMS's."""
-    try:
+    with winrm_errors(target).boundary(what):
         return call()
-    except Exception as error:
-        mapped = _translated(target, what, error)
-        if mapped is None:
-            raise
-        raise mapped from None
 
 
 def _open_shell(wsman: WSMan, target: WinRMTarget, env: dict[str, str] | None = None, cwd: str | None = None) -> WinRS:
@@ -214,10 +211,8 @@ class _UtilityShell:
     def close(self) -> None:
         if self._shell is not None:
             shell, self._shell = self._shell, None
-            try:
-                shell.close()
-            except (WinRMError, WinRMTransportError, WSManFaultError, requests.exceptions.RequestException):
-                pass  # already gone; Windows deletes idle shells itself
+            with contextlib.suppress(*winrm_errors(self.target).caught):
+                shell.close()  # if already gone: Windows deletes idle shells itself
 
 
 Received = tuple[bool, int | None, bytes, bytes]
@@ -277,8 +272,8 @@ class WindowsProcess(RemoteProcess):
                         outcome = KILLED_EXIT_CODE if self._killed else (code or 0)
                         break
             except Exception as error:  # noqa: BLE001 - handed to wait()
-                mapped = _translated(target, "receiving output", error)
-                outcome = KILLED_EXIT_CODE if self._killed else mapped or TransportError(f"receiving output from {target.label} failed: {error}")
+                mapped = winrm_errors(target).translate(error, "receiving output")
+                outcome = KILLED_EXIT_CODE if self._killed else mapped or error
             self._finish()
             for stream, splitter in splitters.items():
                 publish(stream, splitter.flush())  # type: ignore[arg-type]
@@ -300,19 +295,19 @@ class WindowsProcess(RemoteProcess):
     async def _main_exit(self) -> int:
         return await asyncio.shield(self._exit)
 
-    async def kill(self, grace_seconds: float = 5.0) -> None:
+    async def stop(self, grace_seconds: float = 5.0) -> None:
         """The first stop signal, then after ``grace_seconds`` the others, then the shell is
         deleted: Windows ends every process of the shell (its job object), the script's tree."""
         transport: WindowsTransport = self.transport  # type: ignore[assignment]
         first, *others = self.stop_signals
         if not self._ended.is_set():
             self._killed = True
-            await transport.signal_command(self, first)
+            await transport.on_control(self, lambda shell: shell.signal(first, self.command_id))
             await in_thread(lambda: self._ended.wait(grace_seconds))
         for code in others:
             if not self._ended.is_set():
-                await transport.signal_command(self, code)
-        await transport.delete_shell(self)
+                await transport.on_control(self, lambda shell, code=code: shell.signal(code, self.command_id))
+        await transport.on_control(self, lambda shell: shell.close())
 
 
 class PowerShellProcess(WindowsProcess):
@@ -352,10 +347,9 @@ class PowerShellProcess(WindowsProcess):
 
     def _finish(self) -> None:
         """Closes the runspace pool (a Delete) on the run's own connection, then the connection."""
-        try:
-            self.pool.close()
-        except (WSManFaultError, WinRMError, WinRMTransportError, requests.exceptions.RequestException):
-            pass  # already deleted over the control connection by a stop
+        target: WinRMTarget = self.transport.target  # type: ignore[attr-defined]
+        with contextlib.suppress(*winrm_errors(target).caught):
+            self.pool.close()  # unless a stop already deleted it over the control connection
         self.shell.wsman.close()
 
 
@@ -378,7 +372,6 @@ class WindowsTransport(Transport):
         self.target = target
         self.utility = _UtilityShell(target)
         self._scratch: str | None = None
-        self._runs: dict[str, WindowsProcess] = {}
 
     @classmethod
     async def connect(cls, target: WinRMTarget) -> WindowsTransport:
@@ -422,10 +415,9 @@ class WindowsTransport(Transport):
     async def remove(self, path: str) -> None:
         await self._run(windows_commands.remove(path))
 
-    async def start(self, command: Command) -> RemoteProcess:
-        kind, text = render(command.argv, command.env, command.cwd)
+    async def launch(self, plan: Plan) -> RemoteProcess:
+        kind, text = render(plan)
         wsman = self.target.wsman()
-        process: WindowsProcess
         if kind == "psrp":
 
             def begin_pipeline() -> tuple[RunspacePool, PowerShell]:
@@ -436,92 +428,46 @@ class WindowsTransport(Transport):
                 try:
                     _call(self.target, "starting a pipeline", pipeline.begin_invoke)
                 except TransportError:
-                    with contextlib.suppress(WSManFaultError, WinRMError, WinRMTransportError, requests.exceptions.RequestException):
+                    with contextlib.suppress(*winrm_errors(self.target).caught):
                         pool.close()
                     raise
                 return pool, pipeline
 
             pool, pipeline = await asyncio.to_thread(begin_pipeline)
-            process = PowerShellProcess(self, pool, pipeline, command.run_id)
-        else:
+            return PowerShellProcess(self, pool, pipeline, plan.run_id)
 
-            def begin() -> tuple[WinRS, str]:
-                shell = _open_shell(wsman, self.target, command.env, command.cwd)
-                return shell, _start_command(shell, text, self.target)
+        def begin() -> tuple[WinRS, str]:
+            shell = _open_shell(wsman, self.target, plan.env, plan.cwd)
+            return shell, _start_command(shell, text, self.target)
 
-            shell, command_id = await asyncio.to_thread(begin)
-            process = WindowsProcess(self, shell, command_id, command.run_id)
-        if command.run_id:
-            self._runs[command.run_id] = process
-        return process
+        shell, command_id = await asyncio.to_thread(begin)
+        return WindowsProcess(self, shell, command_id, plan.run_id)
 
-    async def _on_control(self, process: WindowsProcess, action: Callable[[WinRS], object]) -> None:
+    async def on_control(self, process: WindowsProcess, action: Callable[[WinRS], object]) -> None:
         """Runs ``action`` on the process's shell over the control connection (the run's own
         connection may be blocked in a Receive); a shell or command already gone is no error."""
 
         def call() -> None:
             shell = copy.copy(process.shell)  # same shell id and selectors, other connection
             shell.wsman = self.utility.wsman
-            with self.utility.lock:
-                try:
-                    action(shell)
-                except (WSManFaultError, WinRMError, WinRMTransportError, requests.exceptions.RequestException):
-                    pass
+            with self.utility.lock, contextlib.suppress(*winrm_errors(self.target).caught):
+                action(shell)
 
         await asyncio.to_thread(call)
-
-    async def signal_command(self, process: WindowsProcess, code: str) -> None:
-        await self._on_control(process, lambda shell: shell.signal(code, process.command_id))
-
-    async def delete_shell(self, process: WindowsProcess) -> None:
-        await self._on_control(process, lambda shell: shell.close())
-        if process.run_id:
-            self._runs.pop(process.run_id, None)
-
-    async def signal_run(self, pgid: int | None, run_id: str | None, signal: str) -> bool:
-        """Windows has no process groups here: runs started through this transport are found by
-        run id (a crashed worker's runs end with their shell's idle timeout instead)."""
-        process = self._runs.get(run_id or "")
-        if process is None:
-            return False
-        if signal != "0":
-            await process.kill(0)
-        return process.running
-
-    async def run_state(self, run_id: str) -> int | None:
-        return None  # no state file on Windows: see signal_run
-
-    async def remove_state(self, run_id: str) -> None:
-        return None
-
-    async def kill_run(self, pgid: int | None, run_id: str | None, grace_seconds: float = 5.0) -> bool:
-        process = self._runs.get(run_id or "")
-        if process is None:
-            return False
-        await process.kill(grace_seconds)
-        return True
 
     async def close(self) -> None:
         await asyncio.to_thread(self.utility.close)
         self.utility.wsman.close()
 
 
-def render(argv: list[str], env: dict[str, str] | None = None, cwd: str | None = None) -> tuple[Literal["psrp", "winrs"], str]:
-    """How an argument vector runs: ("psrp", pipeline script) or ("winrs", cmd.exe line).
+def render(plan: Plan) -> tuple[Literal["psrp", "winrs"], str]:
+    """How a plan runs: ("psrp", pipeline script) or ("winrs", cmd.exe line).
 
-    ``powershell.exe ... -File script.ps1 args`` and bare ``*.ps1`` paths run in a PSRP pipeline
-    (see :func:`windows_commands.run_script`); ``cmd.exe /c ...``, ``*.bat``/``*.cmd`` and other
-    programs through cmd.exe in a WinRS shell, whose argument rules apply (InvalidInput for what
-    it cannot carry).
+    PowerShell plans run in a PSRP pipeline (see :func:`windows_commands.run_script`); batch
+    and program plans through cmd.exe in a WinRS shell, whose argument rules apply (InvalidInput
+    for what it cannot carry).
     """
-    if not argv:
-        raise InvalidInput("empty command")
-    first = argv[0].lower()
-    if first == "powershell.exe" and "-File" in argv:
-        at = argv.index("-File")
-        return "psrp", windows_commands.run_script(argv[at + 1], argv[at + 2 :], env, cwd)
-    if first.endswith(".ps1"):
-        return "psrp", windows_commands.run_script(argv[0], argv[1:], env, cwd)
-    if first == "cmd.exe" and argv[1:2] == ["/c"]:
-        return "winrs", windows_commands.cmd_line(argv[2:])
-    return "winrs", windows_commands.cmd_line(argv)
+    if plan.kind == "powershell":
+        assert plan.script is not None  # a Plan checks it
+        return "psrp", windows_commands.run_script(plan.script, list(plan.args), plan.env, plan.cwd)
+    return "winrs", windows_commands.cmd_line(plan.argv)

@@ -13,7 +13,9 @@ Example::
 
     async with await SSHTransport.connect(SSHTarget("10.0.0.5", username="ops",
             private_key=pem, host_keys=["ssh-ed25519 AAAAC3..."])) as ssh:
-        process = await ssh.start(Command(argv=["ksh", "/opt/jobs/nightly.ksh"]))
+        process = await ssh.launch(INTERPRETERS["ksh"].plan("/opt/jobs/nightly.ksh", []))
+
+Errors: every paramiko, socket and EOF error is mapped once, by :func:`ssh_errors`.
 """
 
 from __future__ import annotations
@@ -25,20 +27,33 @@ import hashlib
 import io
 import posixpath
 import socket
+import stat
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import astuple, dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import paramiko
 
-from sms_plugin.errors import AuthenticationFailed, HostKeyError, HostUnreachable, IncompatibleHost, TransportError
+from sms_plugin.errors import (
+    AuthenticationFailed,
+    ErrorMap,
+    HostKeyError,
+    HostUnreachable,
+    IncompatibleHost,
+    TransportError,
+)
 from sms_plugin.transports import posix
-from sms_plugin.transports.base import Command, RemoteProcess, SecretsMasked, Transport, in_thread
+from sms_plugin.transports.base import Plan, RemoteProcess, SecretsMasked, Transport, in_thread
+from sms_plugin.transports.recovery import GroupProcess, RunRecovery, Signal
 
+T = TypeVar("T")
 _KEY_CLASSES: tuple[type[paramiko.PKey], ...] = (paramiko.Ed25519Key, paramiko.ECDSAKey, paramiko.RSAKey)
 _KEEPALIVE_SECONDS = 30
 _START_TIMEOUT_SECONDS = 30.0
+CONTROL_TIMEOUT_SECONDS = 15.0
+"""How long a short command (a kill, a probe, a state file read) may wait for the server: a stop
+on a connection that stopped answering fails after this instead of hanging."""
 
 # What modern hosts never negotiate, taken from paramiko 4.0's Transport._preferred_* lists
 # (tests/unit/test_ssh_algorithms.py checks that nothing weak is left in those lists).
@@ -191,23 +206,20 @@ def _handshake(
     address: str, port: int, timeout: float, legacy: bool, prefer_key_type: str | None = None
 ) -> _ProfiledTransport:
     """A transport that completed key exchange (no login); the caller closes it."""
-    try:
+    errors = ssh_errors(f"{address}:{port}", (address, port, timeout, legacy), connecting=True)
+    with errors.boundary("connecting"):
         sock = socket.create_connection((address, port), timeout=timeout)
-    except OSError as error:
-        raise HostUnreachable(f"cannot connect to {address}:{port}: {error}") from None
     transport = _ProfiledTransport(sock, legacy=legacy)
     if prefer_key_type:  # as SSHClient does for a pinned key, so the server shows that key
         options = transport.get_security_options()
         options.key_types = [prefer_key_type, *(k for k in options.key_types if k != prefer_key_type)]
     try:
-        transport.banner_timeout = timeout
-        transport.start_client(timeout=timeout)
-    except paramiko.IncompatiblePeer as error:
+        with errors.boundary("the SSH handshake"):
+            transport.banner_timeout = timeout
+            transport.start_client(timeout=timeout)
+    except TransportError:
         transport.close()
-        raise IncompatibleHost(_incompatible_message(f"{address}:{port}", error, address, port, timeout, legacy)) from None
-    except (paramiko.SSHException, EOFError, OSError) as error:
-        transport.close()
-        raise HostUnreachable(f"{address}:{port} did not complete an SSH handshake: {error}") from None
+        raise
     return transport
 
 
@@ -226,6 +238,45 @@ def _incompatible_message(label: str, error: Exception, address: str, port: int,
         f"{message}: the server only offers legacy algorithms ({agreed}), which SMS refuses for "
         f"modern hosts. Upgrade the server, or mark the host legacy (`legacy: true`, "
         f"`sms host add --legacy`) and accept the weaker security"
+    )
+
+
+Server = tuple[str, int, float, bool]
+"""(address, port, connect timeout, legacy): what an algorithm mismatch needs to probe the server."""
+
+
+def ssh_errors(where: str, server: Server, *, connecting: bool = False) -> ErrorMap:
+    """The SSH transport's one error table: paramiko, socket and EOF errors as SMS errors.
+
+    ``where`` names the server in messages (``user@address:port``). While ``connecting``, a
+    network error or a timeout means the host is unreachable (HostUnreachable); afterwards it is
+    a failure of the operation ``what`` (TransportError).
+    """
+    address, port, timeout, legacy = server
+    lost = HostUnreachable if connecting else TransportError
+
+    def changed_key(error: paramiko.BadHostKeyException, what: str) -> HostKeyError:
+        return HostKeyError(
+            f"host key of {address}:{port} has CHANGED: it shows {error.key.get_name()} {fingerprint(error.key)}, "
+            f"pinned is {fingerprint(error.expected_key)}; refusing to connect (possible man-in-the-middle). "
+            f"If the server was really re-keyed, check the new fingerprint and run `sms host trust <host>`"
+        )
+
+    def timed_out(error: TimeoutError, what: str) -> TransportError:
+        if connecting:
+            return HostUnreachable(f"{where} did not answer within {timeout:g} s ({error or 'timed out'})")
+        return TransportError(f"{what} on {where} failed: the server did not answer in time")
+
+    def failed(error: BaseException, what: str) -> TransportError:
+        reason = str(error) or "connection closed"
+        return lost(f"cannot connect to {where}: {reason}" if connecting else f"{what} on {where} failed: {reason}")
+
+    return ErrorMap(
+        (paramiko.BadHostKeyException, changed_key),
+        (paramiko.AuthenticationException, lambda error, what: AuthenticationFailed(f"{where} refused the credentials: {error}")),
+        (paramiko.IncompatiblePeer, lambda error, what: IncompatibleHost(_incompatible_message(where, error, *server))),
+        (TimeoutError, timed_out),
+        ((OSError, EOFError, paramiko.SSHException), failed),
     )
 
 
@@ -252,6 +303,10 @@ class _RefuseUnknownKeys(paramiko.MissingHostKeyPolicy):
         )
 
 
+def _server(target: SSHTarget) -> Server:
+    return (target.address, target.port, target.connect_timeout, target.legacy)
+
+
 def _connect(target: SSHTarget) -> paramiko.SSHClient:
     client = paramiko.SSHClient()
     known_name = target.address if target.port == 22 else f"[{target.address}]:{target.port}"
@@ -261,44 +316,23 @@ def _connect(target: SSHTarget) -> paramiko.SSHClient:
     client.set_missing_host_key_policy(_RefuseUnknownKeys(target))
     pkey = _load_private_key(target.private_key, target.private_key_passphrase) if target.private_key else None
     try:
-        client.connect(
-            target.address,
-            port=target.port,
-            username=target.username,
-            pkey=pkey,
-            password=target.password,
-            timeout=target.connect_timeout,
-            banner_timeout=target.connect_timeout,
-            auth_timeout=target.connect_timeout,
-            allow_agent=False,
-            look_for_keys=False,
-            transport_factory=_transport_factory(target.legacy),
-        )
-    except HostKeyError:
+        with ssh_errors(target.label, _server(target), connecting=True).boundary("connecting"):
+            client.connect(
+                target.address,
+                port=target.port,
+                username=target.username,
+                pkey=pkey,
+                password=target.password,
+                timeout=target.connect_timeout,
+                banner_timeout=target.connect_timeout,
+                auth_timeout=target.connect_timeout,
+                allow_agent=False,
+                look_for_keys=False,
+                transport_factory=_transport_factory(target.legacy),
+            )
+    except TransportError:
         client.close()
         raise
-    except paramiko.BadHostKeyException as error:
-        client.close()
-        raise HostKeyError(
-            f"host key of {target.address}:{target.port} has CHANGED: it shows "
-            f"{error.key.get_name()} {fingerprint(error.key)}, pinned is {fingerprint(error.expected_key)}; "
-            f"refusing to connect (possible man-in-the-middle). If the server was really re-keyed, "
-            f"check the new fingerprint and run `sms host trust <host>`"
-        ) from None
-    except paramiko.AuthenticationException as error:
-        client.close()
-        raise AuthenticationFailed(f"{target.label} refused the credentials: {error}") from None
-    except paramiko.IncompatiblePeer as error:
-        client.close()
-        raise IncompatibleHost(
-            _incompatible_message(target.label, error, target.address, target.port, target.connect_timeout, target.legacy)
-        ) from None
-    except (socket.timeout, TimeoutError) as error:
-        client.close()
-        raise HostUnreachable(f"{target.label} did not answer within {target.connect_timeout:g} s ({error})") from None
-    except (OSError, paramiko.SSHException, EOFError) as error:
-        client.close()
-        raise HostUnreachable(f"cannot connect to {target.label}: {error}") from None
     transport = client.get_transport()
     assert transport is not None
     transport.set_keepalive(_KEEPALIVE_SECONDS)
@@ -314,7 +348,7 @@ def fetch_host_key(address: str, port: int = 22, timeout: float = 10.0, *, legac
     return handshake(address, port, timeout, legacy=legacy)[0]
 
 
-class SSHProcess(RemoteProcess):
+class SSHProcess(GroupProcess):
     """A command on an exec channel, in a process group of its own on the server."""
 
     def __init__(self, transport: SSHTransport, channel: paramiko.Channel, run_id: str | None) -> None:
@@ -354,9 +388,11 @@ class SSHProcess(RemoteProcess):
             raise TransportError(f"the script could not be started (exit code {code}): {errors or 'no message'}")
 
     async def _main_exit(self) -> int:
-        status = await in_thread(self._channel.recv_exit_status)
+        transport: SSHTransport = self.transport  # type: ignore[assignment]
+        with transport.errors.boundary("waiting for the script"):
+            status = await in_thread(self._channel.recv_exit_status)
         if status == -1:  # the channel closed without an exit status: the connection died
-            label = self.transport.target.label  # type: ignore[attr-defined]
+            label = transport.target.label
             raise TransportError(
                 f"the SSH connection to {label} was lost while the script ran (process group {self.pid})"
             )
@@ -431,7 +467,7 @@ class ConnectionPool:
 POOL = ConnectionPool()
 
 
-class SSHTransport(Transport):
+class SSHTransport(Transport, RunRecovery):
     """A lease on a pooled SSH connection; open it with :meth:`connect`, ``close`` gives it back."""
 
     def __init__(self, target: SSHTarget, lease: _Shared, pool: ConnectionPool) -> None:
@@ -440,6 +476,7 @@ class SSHTransport(Transport):
         self._pool = pool
         self._client = lease.client
         self._released = False
+        self.errors = ssh_errors(target.label, _server(target))
 
     @classmethod
     async def connect(cls, target: SSHTarget, pool: ConnectionPool = POOL) -> SSHTransport:
@@ -453,13 +490,15 @@ class SSHTransport(Transport):
             raise TransportError(f"the SSH connection to {self.target.label} is closed")
         return transport.negotiated()
 
+    async def _io(self, what: str, call: Callable[[], T]) -> T:
+        """Runs blocking paramiko ``call`` in a thread; its errors leave as SMS errors."""
+        with self.errors.boundary(what):
+            return await asyncio.to_thread(call)
+
     @contextlib.contextmanager
     def _sftp(self) -> Iterator[paramiko.SFTPClient]:
         """An SFTP session for one operation (it holds a channel only while in use)."""
-        try:
-            sftp = self._client.open_sftp()
-        except (OSError, EOFError, paramiko.SSHException) as error:
-            raise TransportError(f"cannot open an SFTP session on {self.target.label}: {error or 'connection closed'}") from None
+        sftp = self._client.open_sftp()
         try:
             yield sftp
         finally:
@@ -472,7 +511,7 @@ class SSHTransport(Transport):
                 self._mkdirs(sftp, path)
             return path
 
-        return await asyncio.to_thread(make)
+        return await self._io("creating the scratch folder", make)
 
     @staticmethod
     def _mkdirs(sftp: paramiko.SFTPClient, path: str) -> None:
@@ -493,33 +532,34 @@ class SSHTransport(Transport):
                     file.chmod(mode)
                     file.write(content)
 
-        try:
-            await asyncio.to_thread(put)
-        except (OSError, paramiko.SSHException) as error:
-            raise TransportError(f"upload of {path} to {self.target.label} failed: {error}") from None
+        await self._io(f"upload of {path}", put)
 
     async def remove(self, path: str) -> None:
         def unlink() -> None:
-            try:
-                with self._sftp() as sftp:
-                    sftp.remove(path)
-            except FileNotFoundError:
-                pass
+            with self._sftp() as sftp:
+                try:
+                    if stat.S_ISDIR(sftp.lstat(path).st_mode or 0):
+                        for name in sftp.listdir(path):
+                            sftp.remove(posixpath.join(path, name))
+                        sftp.rmdir(path)
+                    else:
+                        sftp.remove(path)
+                except FileNotFoundError:
+                    pass
 
-        await asyncio.to_thread(unlink)
+        await self._io(f"removing {path}", unlink)
 
-    async def start(self, command: Command) -> RemoteProcess:
+    async def launch(self, plan: Plan) -> RemoteProcess:
+        line = posix.render(plan, self.target.shell)
+
         def open_channel() -> paramiko.Channel:
             channel = self._open_session()
-            channel.exec_command(posix.render(command, self.target.shell))
+            channel.exec_command(line)
             channel.shutdown_write()
             return channel
 
-        try:
-            channel = await asyncio.to_thread(open_channel)
-        except paramiko.SSHException as error:
-            raise TransportError(f"{self.target.label} refused to run the command: {error}") from None
-        process = SSHProcess(self, channel, command.run_id)
+        channel = await self._io("starting the script", open_channel)
+        process = SSHProcess(self, channel, plan.run_id)
         await process.started(_START_TIMEOUT_SECONDS)
         return process
 
@@ -528,29 +568,34 @@ class SSHTransport(Transport):
         transport = self._client.get_transport()
         if transport is None or not transport.is_active():
             raise TransportError(f"the SSH connection to {self.target.label} is closed")
-        return transport.open_session()
+        return transport.open_session(timeout=CONTROL_TIMEOUT_SECONDS)
 
     def _exec_status(self, line: str) -> tuple[int, str]:
-        """Runs a short shell line on its own channel; returns (exit status, stdout)."""
+        """Runs a short shell line on its own channel; returns (exit status, stdout). Each step
+        waits at most CONTROL_TIMEOUT_SECONDS for the server."""
         channel = self._open_session()
         try:
+            channel.settimeout(CONTROL_TIMEOUT_SECONDS)
             channel.exec_command(f"exec {posix.quote(self.target.shell)} -c {posix.quote(line)}")
             output = channel.makefile("rb").read().decode(errors="replace")
             return channel.recv_exit_status(), output
         finally:
             channel.close()
 
-    async def signal_run(self, pgid: int | None, run_id: str | None, signal: str) -> bool:
-        status, _ = await asyncio.to_thread(self._exec_status, posix.signal_run_line(pgid, run_id, signal))
+    async def signal_run(self, pgid: int | None, run_id: str | None, signal: Signal) -> bool:
+        line = posix.signal_run_line(pgid, run_id, signal)
+        status, _ = await self._io(f"signalling run {run_id or pgid}", lambda: self._exec_status(line))
         return status == 0
 
-    async def run_state(self, run_id: str) -> int | None:
-        _, output = await asyncio.to_thread(self._exec_status, posix.read_state_line(run_id))
+    async def recorded_group(self, run_id: str) -> int | None:
+        line = posix.read_state_line(run_id)
+        _, output = await self._io(f"reading the state of run {run_id}", lambda: self._exec_status(line))
         fields = output.split()
         return int(fields[1]) if len(fields) >= 2 and fields[1].isdigit() else None
 
-    async def remove_state(self, run_id: str) -> None:
-        await asyncio.to_thread(self._exec_status, posix.remove_state_line(run_id))
+    async def forget_run(self, run_id: str) -> None:
+        line = posix.remove_state_line(run_id)
+        await self._io(f"removing the state of run {run_id}", lambda: self._exec_status(line))
 
     async def close(self) -> None:
         """Gives the connection back to the pool (processes started through it are not touched)."""

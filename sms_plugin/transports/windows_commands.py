@@ -115,8 +115,8 @@ def upload(path: str) -> str:
 
 
 def remove(path: str) -> str:
-    """Deletes ``path``; a missing file is not an error."""
-    return encoded(f"Remove-Item -LiteralPath {ps_quote(path)} -Force -ErrorAction SilentlyContinue\nexit 0\n")
+    """Deletes the file or folder ``path`` (a folder with what is in it); a missing one is not an error."""
+    return encoded(f"Remove-Item -LiteralPath {ps_quote(path)} -Recurse -Force -ErrorAction SilentlyContinue\nexit 0\n")
 
 
 TEMP_DIR = "echo %TEMP%"

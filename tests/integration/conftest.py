@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import os
+import re
 import time
 from collections.abc import AsyncIterator, Iterator
 
@@ -58,6 +59,21 @@ async def until(check, timeout: float, interval: float = 0.3):
         if value or asyncio.get_running_loop().time() > deadline:
             return value
         await asyncio.sleep(interval)
+
+
+def long_line_pieces(sms_logs_output: str, length: int) -> list[str]:
+    """The pieces of a line of ``length`` "x" in what ``sms logs RUN_ID`` printed, checked: each
+    but the last ends with the continuation marker, none is over the limit, together they are
+    the line, and the next line printed is "after"."""
+    from sms_plugin.transports.base import CONTINUES, MAX_LINE_CHARS
+
+    texts = [re.sub(r"^\d\d:\d\d:\d\d \w+ +", "", line) for line in sms_logs_output.splitlines()]
+    pieces = [text for text in texts if text.startswith("xxxx")]
+    assert [piece.endswith(CONTINUES) for piece in pieces] == [True] * (len(pieces) - 1) + [False], pieces
+    assert max(len(piece) for piece in pieces) <= MAX_LINE_CHARS
+    assert "".join(piece.removesuffix(CONTINUES) for piece in pieces) == "x" * length
+    assert texts[texts.index(pieces[-1]) + 1] == "after"
+    return pieces
 
 
 def wait_for_metric(port: int, sample: str, timeout: float) -> None:

@@ -91,10 +91,10 @@ async def test_a_dead_connection_fails_only_its_runs_and_the_next_run_reconnects
     victim_transport = await SSHTransport.connect(ssh_target, pool=pool)
     survivor = asyncio.create_task(_run(pool, ssh_target, "sleep 2; echo survived\n"))
     marker = str(uuid.uuid4().int % 10**6 + 5 * 10**6)
-    from sms_plugin.transports.base import Command
+    from sms_plugin.transports.base import Plan
 
     run_id = str(uuid.uuid4())
-    process = await victim_transport.start(Command(argv=["sh", "-c", f"echo started; sleep {marker}"], run_id=run_id))
+    process = await victim_transport.launch(Plan(program=("sh", "-c", f"echo started; sleep {marker}"), run_id=run_id))
     lines = process.lines()
     assert (await anext(lines)).text == "started"
     os.kill(_sshd_session_of(process.pid), signal.SIGKILL)
@@ -106,8 +106,8 @@ async def test_a_dead_connection_fails_only_its_runs_and_the_next_run_reconnects
 
     cleaner = await SSHTransport.connect(ssh_target, pool=pool)  # the survivor's idle connection
     try:
-        assert await cleaner.run_state(run_id) == process.pid  # the script outlived its connection
-        assert await cleaner.kill_run(process.pid, run_id, grace_seconds=1)
+        assert await cleaner.recorded_group(run_id) == process.pid  # the script outlived its connection
+        assert await cleaner.end_run(process.pid, run_id, grace_seconds=1)
     finally:
         await cleaner.close()
     assert [p for p in ssh_server.processes(f"sleep {marker}") if " Z" not in p] == []

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import pwd
 import signal
 import uuid
+from pathlib import Path
 
 import pytest
 from prefect import get_client
@@ -69,6 +71,11 @@ async def _state_if_final(run_id: str) -> str | None:
     return state if state in {"CRASHED", "FAILED", "CANCELLED", "COMPLETED"} else None
 
 
+def _upload(ssh_server, run_id: str) -> Path:
+    """The run's upload folder on the SSH host (``~smstest/.sms/run/<run id>``)."""
+    return Path(pwd.getpwnam(ssh_server.username).pw_dir) / ".sms" / "run" / run_id
+
+
 def _reaped(catalog: Catalog, run_id: str):
     with catalog.session() as session:
         events = [e for e in list_audit(session, object_name=run_id) if e.action == "run.reap"]
@@ -79,6 +86,7 @@ def _reaped(catalog: Catalog, run_id: str):
 async def test_sigkill_of_the_flow_process(catalog, crash_host, ssh_server, prefect_worker):
     marker = str(uuid.uuid4().int % 10**6 + 3 * 10**6)
     run_id = await _start(catalog, crash_host, ssh_server, marker)
+    assert _upload(ssh_server, run_id).is_dir()
     started = asyncio.get_running_loop().time()
     os.kill(await _flow_process(run_id), signal.SIGKILL)
 
@@ -95,6 +103,7 @@ async def test_sigkill_of_the_flow_process(catalog, crash_host, ssh_server, pref
         [(e.actor, e.detail) for e in events], record.notes
     )
     assert record.ended_at is not None and "sms-reaper" in record.notes
+    assert not _upload(ssh_server, run_id).exists()  # the reaper removed the upload too
 
 
 async def test_loss_of_the_worker_and_its_flow_process(catalog, crash_host, ssh_server, prefect_server, monkeypatch):
@@ -107,6 +116,7 @@ async def test_loss_of_the_worker_and_its_flow_process(catalog, crash_host, ssh_
     try:
         marker = str(uuid.uuid4().int % 10**6 + 4 * 10**6)
         run_id = await _start(catalog, crash_host, ssh_server, marker)
+        assert _upload(ssh_server, run_id).is_dir()
         for pid in process_tree(worker.pid):
             os.kill(pid, signal.SIGKILL)
         lost_at = asyncio.get_running_loop().time()
@@ -132,4 +142,5 @@ async def test_loss_of_the_worker_and_its_flow_process(catalog, crash_host, ssh_
         flow_run = await client.read_flow_run(uuid.UUID(run_id))
     assert "no heartbeat" in flow_run.state.message
     assert record.ended_at is not None
+    assert not _upload(ssh_server, run_id).exists()  # the reaper removed the upload too
 

@@ -33,7 +33,9 @@ from sms_plugin.errors import SMSError
 from sms_plugin.settings import log_spool_dir
 from sms_plugin.telemetry.logs import LogEntry, run_output, search
 from sms_plugin.telemetry.logs.elastic import connect
-from tests.integration.conftest import block_of
+from sms_plugin.transports.base import MAX_LINE_CHARS
+from tests.integration.conftest import block_of, long_line_pieces
+from tests.integration.test_transport_contract import LONG_LINE
 
 pytestmark = pytest.mark.integration
 
@@ -230,3 +232,13 @@ async def test_search_across_runs_by_words_script_and_time(catalog, ssh_host):
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 1
     assert bad.stderr.strip() == "error: --since 'yesterday': use a number and a unit s, m, h, d or w (e.g. 1h)"
+
+
+async def test_a_line_over_the_limit_reads_back_in_marked_pieces_from_elasticsearch(catalog, ssh_host):
+    length = 2 * MAX_LINE_CHARS + 1000
+    name = _script(catalog, ssh_host, LONG_LINE.format(length=length))
+    run_id = await _run(name)
+    await _delivered(run_id)
+    cli = subprocess.run([SMS, "logs", run_id], env=os.environ, capture_output=True, text=True, timeout=120)
+    assert cli.returncode == 0, cli.stderr
+    assert len(long_line_pieces(cli.stdout, length)) == 3

@@ -177,11 +177,10 @@ async def test_exit_code_maps_to_state_record_logs_and_cleanup(
     tail = record.output_tail.splitlines()
     assert "stderr: err line" in tail
     [uploaded] = [line.removeprefix("stdout: out ") for line in tail if line.startswith("stdout: ")]
-    # The script ran from a temporary upload in ~smstest/.sms/run, which is gone now.
-    assert Path(uploaded).parent == smstest_scratch
-    assert Path(uploaded).name.startswith(f"{name}-")
-    assert not Path(uploaded).exists()
-    assert [p.name for p in smstest_scratch.iterdir() if p.name.startswith(f"{name}-")] == []
+    # The script ran from its run's upload folder ~smstest/.sms/run/<run id>, which is gone now.
+    assert Path(uploaded).parent == smstest_scratch / run_id
+    assert Path(uploaded).stem == name
+    assert not Path(uploaded).parent.exists()
 
     lines = await _logs_containing(run_id, ("INFO", f"out {uploaded}"), ("WARNING", "err line"))
     assert ("INFO", f"out {uploaded}") in lines

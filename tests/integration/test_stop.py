@@ -12,7 +12,7 @@ import uuid
 import pytest
 
 from sms_plugin.transports import posix
-from sms_plugin.transports.base import Command, Transport
+from sms_plugin.transports.base import Plan, Transport
 from sms_plugin.transports.interpreters import INTERPRETERS
 from sms_plugin.transports.ssh import SSHTransport
 
@@ -44,7 +44,7 @@ ESCAPING_CHILDREN = (
 async def _start(transport: Transport, content: str, run_id: str | None):
     path = f"{await transport.scratch_dir()}/{uuid.uuid4().hex}.sh"
     await transport.upload(content.encode(), path)
-    process = await transport.start(Command(argv=INTERPRETERS["sh"].argv(path, []), run_id=run_id))
+    process = await transport.launch(INTERPRETERS["sh"].plan(path, [], run_id=run_id))
     lines = process.lines()
     assert (await anext(lines)).text == "started"
     return process, path
@@ -59,25 +59,25 @@ async def test_stop_kills_daemonised_children_and_children_ignoring_term(transpo
         await asyncio.sleep(0.1)
     assert len(_alive(transport, request, f"sleep {marker}")) == 6  # 5 sleeps and one "sh -c ... sleep"
     started = asyncio.get_running_loop().time()
-    await process.kill(grace_seconds=1)
+    await process.stop(grace_seconds=1)
     await asyncio.wait_for(process.wait(), 10)
     assert _alive(transport, request, f"sleep {marker}") == []
     print(f"kill with a TERM-ignoring escaped child: {asyncio.get_running_loop().time() - started:.2f} s")
-    assert await transport.run_state(run_id) is None  # the state file is gone too
+    assert await transport.recorded_group(run_id) is None  # the state file is gone too
     await transport.remove(path)
 
 
 async def test_state_file_names_the_process_group_while_the_run_lives(transport, request):
     marker, run_id = _marker(), str(uuid.uuid4())
     process, path = await _start(transport, f"echo started\nsleep {marker}\n", run_id)
-    assert await transport.run_state(run_id) == process.pid
-    await process.kill(grace_seconds=1)
+    assert await transport.recorded_group(run_id) == process.pid
+    await process.stop(grace_seconds=1)
     await process.wait()
-    assert await transport.run_state(run_id) is None
-    quick = await transport.start(Command(argv=["sh", "-c", "echo started; exit 7"], run_id=str(uuid.uuid4())))
+    assert await transport.recorded_group(run_id) is None
+    quick = await transport.launch(Plan(program=("sh", "-c", "echo started; exit 7"), run_id=str(uuid.uuid4())))
     assert [line.text async for line in quick.lines()] == ["started"]
     assert await quick.wait() == 7
-    assert await transport.run_state(quick.run_id) is None  # removed by the leader itself
+    assert await transport.recorded_group(quick.run_id) is None  # removed by the leader itself
     await transport.remove(path)
 
 
@@ -90,11 +90,11 @@ async def test_a_new_connection_can_kill_a_run_it_did_not_start(transport, reque
     else:
         other = transport
     try:
-        pgid = await other.run_state(run_id)
+        pgid = await other.recorded_group(run_id)
         assert pgid == process.pid
-        assert await other.kill_run(pgid, run_id, grace_seconds=1) is True
+        assert await other.end_run(pgid, run_id, grace_seconds=1) is True
         assert _alive(transport, request, f"sleep {marker}") == []
-        assert await other.kill_run(pgid, run_id, grace_seconds=1) is False  # nothing left to find
+        assert await other.end_run(pgid, run_id, grace_seconds=1) is False  # nothing left to find
     finally:
         if other is not transport:
             await other.close()
@@ -118,7 +118,7 @@ def test_launcher_runs_on_plain_posix_shells_without_bash(tmp_path, shell, with_
     run_id = str(uuid.uuid4())
     script = tmp_path / "s.sh"
     script.write_text('command -v bash || echo "no bash"; echo "marker=$SMS_RUN_ID"; cat "$HOME/.sms/state/$SMS_RUN_ID"; exit 9\n')
-    line = posix.render(Command(argv=["sh", str(script), "a b"], run_id=run_id), shell=str(tools / shell))
+    line = posix.render(Plan(program=("sh", str(script), "a b"), run_id=run_id), shell=str(tools / shell))
     done = subprocess.run(
         [shutil.which("setsid"), "-w", str(tools / shell), "-c", line],
         env={"PATH": str(tools), "HOME": str(home)},
@@ -138,7 +138,7 @@ def test_launcher_refuses_to_run_outside_a_group_of_its_own(tmp_path):
     tools.mkdir()
     for tool in ["ps", "sh", "dash"]:
         os.symlink(shutil.which(tool), tools / tool)
-    line = posix.render(Command(argv=["sh", "-c", "echo ran"]), shell=str(tools / "dash"))
+    line = posix.render(Plan(program=("sh", "-c", "echo ran")), shell=str(tools / "dash"))
     # No setsid on PATH and not a session leader: the leader is not alone in its group.
     done = subprocess.run([str(tools / "dash"), "-c", line], env={"PATH": str(tools)},
                           capture_output=True, text=True, timeout=30)
@@ -155,19 +155,19 @@ async def test_stop_stays_fast_with_many_runs_in_flight(transport, request):
         ssh = isinstance(transport, SSHTransport)
         leases.append(await SSHTransport.connect(request.getfixturevalue("ssh_target")) if ssh else transport)
     processes = [
-        await lease.start(Command(argv=["sh", "-c", f"echo started; sleep {marker}"], run_id=str(uuid.uuid4())))
+        await lease.launch(Plan(program=("sh", "-c", f"echo started; sleep {marker}"), run_id=str(uuid.uuid4())))
         for lease in leases
     ]
     waits = [asyncio.create_task(process.wait()) for process in processes]
     await asyncio.sleep(0.5)
     loop = asyncio.get_running_loop()
     started = loop.time()
-    await asyncio.wait_for(processes[-1].kill(grace_seconds=1), 5)
+    await asyncio.wait_for(processes[-1].stop(grace_seconds=1), 5)
     assert await asyncio.wait_for(waits[-1], 5) == 128 + 15
     took = loop.time() - started
     print(f"stop with 12 runs in flight: {took:.2f} s")
     assert took < 2
-    await asyncio.gather(*(process.kill(grace_seconds=1) for process in processes[:-1]))
+    await asyncio.gather(*(process.stop(grace_seconds=1) for process in processes[:-1]))
     await asyncio.wait_for(asyncio.gather(*waits), 10)
     assert _alive(transport, request, f"sleep {marker}") == []
     for lease in {id(lease): lease for lease in leases}.values():
@@ -181,7 +181,7 @@ async def test_children_that_detach_their_output_do_not_outlive_the_run(transpor
         f"sleep {marker} >/dev/null 2>&1 &\nnohup sleep {marker} >/dev/null 2>&1 &\n"
         f"setsid sleep {marker} >/dev/null 2>&1 </dev/null &\necho bye\n"
     )
-    process = await transport.start(Command(argv=["sh", "-c", script], run_id=run_id))
+    process = await transport.launch(Plan(program=("sh", "-c", script), run_id=run_id))
     assert [line.text async for line in process.lines()] == ["bye"]
     assert await asyncio.wait_for(process.wait(), 15) == 0
     assert _alive(transport, request, f"sleep {marker}") == []

@@ -10,7 +10,7 @@ import uuid
 import pytest
 
 from sms_plugin.errors import AuthenticationFailed, HostKeyError, HostUnreachable, TransportError
-from sms_plugin.transports.base import Command, OutputLine, Transport
+from sms_plugin.transports.base import Plan, OutputLine, Transport
 from sms_plugin.transports.interpreters import INTERPRETERS
 from sms_plugin.transports.ssh import SSHTransport, fetch_host_key, fingerprint
 
@@ -37,7 +37,7 @@ async def run(transport: Transport, interpreter: str, content: str, args: list[s
     path = f"{await transport.scratch_dir()}/{uuid.uuid4().hex}{spec.suffix}"
     await transport.upload(content.encode(), path)
     try:
-        process = await transport.start(Command(argv=spec.argv(path, args), **kw))
+        process = await transport.launch(spec.plan(path, args, **kw))
         lines = [line async for line in process.lines()]
         return await process.wait(), lines
     finally:
@@ -98,7 +98,7 @@ async def test_kill_ends_the_whole_tree_including_backgrounded_grandchildren(tra
     spec = INTERPRETERS["bash"]
     path = f"{await transport.scratch_dir()}/{marker}.sh"
     await transport.upload(script.encode(), path)
-    process = await transport.start(Command(argv=spec.argv(path, [])))
+    process = await transport.launch(spec.plan(path, []))
     assert process.pid and process.pid > 1
     lines = process.lines()
     assert (await anext(lines)).text == "started"
@@ -107,7 +107,7 @@ async def test_kill_ends_the_whole_tree_including_backgrounded_grandchildren(tra
             break
         await asyncio.sleep(0.1)
     assert len(_alive(transport, ssh_server, f"sleep {marker}")) >= 5
-    await process.kill(grace_seconds=1)
+    await process.stop(grace_seconds=1)
     assert await asyncio.wait_for(process.wait(), 10) == 128 + 9  # the script ignored TERM
     await asyncio.sleep(0.2)
     assert _alive(transport, ssh_server, f"sleep {marker}") == []
@@ -123,8 +123,8 @@ async def test_children_left_behind_when_the_script_exits_are_stopped(transport,
 
 
 async def test_start_failure_is_reported_clearly(transport):
-    with pytest.raises(TransportError, match="could not be started"):
-        await transport.start(Command(argv=["sh", "-c", "true"], cwd="/no/such/folder"))
+    with pytest.raises(TransportError, match="could not be started|starting the script failed"):
+        await transport.launch(Plan(program=("sh", "-c", "true"), cwd="/no/such/folder"))
 
 
 async def test_unknown_host_key_is_refused(ssh_target):

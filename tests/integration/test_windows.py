@@ -29,7 +29,7 @@ from sms_plugin.catalog import ScriptSpec, add_script, get_run, get_script
 from sms_plugin.deploy import deployment_name
 from sms_plugin.errors import AuthenticationFailed, HostUnreachable, InvalidInput, TransportError
 from sms_plugin.execution import ScriptRun, execute
-from sms_plugin.transports.base import Command, OutputLine
+from sms_plugin.transports.base import OutputLine
 from sms_plugin.transports.interpreters import INTERPRETERS
 from sms_plugin.transports.psrp import PowerShellProcess, WindowsProcess, WindowsTransport, WinRMTarget
 
@@ -73,7 +73,7 @@ async def _timed_lines(process: Any) -> list[tuple[float, OutputLine]]:
 @pytest.mark.parametrize("code", [3, 0])
 async def test_bat_streams_lines_as_they_come_and_returns_its_exit_code(windows, code):
     path = await _upload(windows, "cmd", STREAMED_BAT)
-    process = await windows.start(Command(argv=INTERPRETERS["cmd"].argv(path, [str(code)])))
+    process = await windows.launch(INTERPRETERS["cmd"].plan(path, [str(code)]))
     timed = await _timed_lines(process)
     assert await process.wait() == code
     lines = [(line.stream, line.text) for _, line in timed]
@@ -86,13 +86,13 @@ async def test_bat_streams_lines_as_they_come_and_returns_its_exit_code(windows,
 
 async def test_stop_during_a_long_bat_kills_the_wine_process_tree(windows, winrm_host):
     path = await _upload(windows, "cmd", "@echo off\necho started\nping -n 1000 127.0.0.1\n")
-    process = await windows.start(Command(argv=INTERPRETERS["cmd"].argv(path, []), run_id="stop-test"))
+    process = await windows.launch(INTERPRETERS["cmd"].plan(path, [], run_id="stop-test"))
     lines = process.lines()
     assert (await anext(lines)).text == "started"
     before = winrm_host.wine_processes()
     assert before, "the .bat's Wine processes should be visible on the test host"
     assert any(b"ping" in _cmdline(pid) for pid in before), [_cmdline(pid) for pid in before]
-    await process.kill(grace_seconds=1)
+    await process.stop(grace_seconds=1)
     assert await asyncio.wait_for(process.wait(), 30) == 1
     deadline = time.monotonic() + 10
     while (left := [pid for pid in before if wine_alive(pid)]) and time.monotonic() < deadline:
@@ -145,7 +145,7 @@ async def test_long_output_and_quiet_phases_outlast_operation_quota_and_timeout(
     async with await WindowsTransport.connect(http_target(winrm_host, operation_timeout=1)) as transport:
         loop_bat = "@echo off\nfor /L %%i in (1,1,20) do (\n  echo line %%i\n  ping -n 1 127.0.0.1 >nul\n)\nping -n 4 127.0.0.1 >nul\necho end\n"
         path = await _upload(transport, "cmd", loop_bat)
-        process = await transport.start(Command(argv=INTERPRETERS["cmd"].argv(path, [])))
+        process = await transport.launch(INTERPRETERS["cmd"].plan(path, []))
         assert isinstance(process, WindowsProcess)
         texts = [line.text async for line in process.lines()]
         assert await process.wait() == 0
@@ -187,7 +187,7 @@ HOSTILE = ["a b", "it's", "'; Remove-Item C:\\ -Recurse; '", "$(calc)", "`n", '"
 
 async def test_hostile_arguments_arrive_intact_in_powershell(windows):
     path = await _upload(windows, "powershell", "param($a)\n")
-    process = await windows.start(Command(argv=INTERPRETERS["powershell"].argv(path, HOSTILE)))
+    process = await windows.launch(INTERPRETERS["powershell"].plan(path, HOSTILE))
     assert isinstance(process, PowerShellProcess)
     texts = [line.text async for line in process.lines()]
     assert await process.wait() == 0
@@ -199,7 +199,7 @@ STREAMED_PS1 = "Write-Output 'first'\nStart-Sleep -Seconds 2\nWrite-Error 'went 
 
 async def test_ps1_runs_in_a_psrp_pipeline_streaming_output_and_the_error_stream(windows, winrm_host):
     path = await _upload(windows, "powershell", STREAMED_PS1)
-    process = await windows.start(Command(argv=INTERPRETERS["powershell"].argv(path, ["a b"])))
+    process = await windows.launch(INTERPRETERS["powershell"].plan(path, ["a b"]))
     assert isinstance(process, PowerShellProcess)
     assert winrm_host.open_shells()["psrp"] == 1  # the run's own runspace pool
     timed = await _timed_lines(process)
@@ -213,7 +213,7 @@ async def test_ps1_runs_in_a_psrp_pipeline_streaming_output_and_the_error_stream
 
 async def test_a_terminating_error_in_a_ps1_gives_exit_code_1(windows):
     path = await _upload(windows, "powershell", "Write-Output 'before'\nthrow 'it broke'\nWrite-Output 'never'\n")
-    process = await windows.start(Command(argv=INTERPRETERS["powershell"].argv(path, [])))
+    process = await windows.launch(INTERPRETERS["powershell"].plan(path, []))
     lines = [(line.stream, line.text) async for line in process.lines()]
     assert await process.wait() == 1
     assert lines == [("stdout", "before"), ("stderr", "it broke")]
@@ -221,11 +221,11 @@ async def test_a_terminating_error_in_a_ps1_gives_exit_code_1(windows):
 
 async def test_stop_of_a_psrp_pipeline_ends_the_run_and_closes_its_runspace_pool(windows, winrm_host):
     path = await _upload(windows, "powershell", "Write-Output 'started'\nStart-Sleep -Seconds 600\nWrite-Output 'too late'\n")
-    process = await windows.start(Command(argv=INTERPRETERS["powershell"].argv(path, []), run_id="ps-stop-test"))
+    process = await windows.launch(INTERPRETERS["powershell"].plan(path, [], run_id="ps-stop-test"))
     lines = process.lines()
     assert (await anext(lines)).text == "started"
     began = time.monotonic()
-    await process.kill(grace_seconds=5)
+    await process.stop(grace_seconds=5)
     assert await asyncio.wait_for(process.wait(), 30) == 1  # a stopped pipeline reports 1, like taskkill /F
     assert time.monotonic() - began < 5, "the pipeline ignored the PowerShell stop signal"
     # nothing after the stop but PowerShell's PipelineStoppedException from the Stopped state
@@ -236,12 +236,12 @@ async def test_stop_of_a_psrp_pipeline_ends_the_run_and_closes_its_runspace_pool
 @pytest.mark.parametrize("argument", ["%PATH%", "!x!", "a^b", 'say "hi"', "a&calc", "x|y", "(x)", "a\nb"])
 async def test_arguments_cmd_cannot_carry_are_refused_before_anything_runs(windows, argument):
     with pytest.raises(InvalidInput, match="cmd.exe cannot pass on safely"):
-        await windows.start(Command(argv=INTERPRETERS["cmd"].argv("C:\\x.bat", ["ok", argument])))
+        await windows.launch(INTERPRETERS["cmd"].plan("C:\\x.bat", ["ok", argument]))
 
 
 async def test_bat_arguments_with_spaces_arrive_intact(windows):
     path = await _upload(windows, "cmd", "@echo off\necho [%~1] [%~2] [%~3]\n")
-    process = await windows.start(Command(argv=INTERPRETERS["cmd"].argv(path, ["a b", "", "c:\\dir with space\\x"])))
+    process = await windows.launch(INTERPRETERS["cmd"].plan(path, ["a b", "", "c:\\dir with space\\x"]))
     texts = [line.text async for line in process.lines()]
     assert await process.wait() == 0
     assert texts == ["[a b] [] [c:\\dir with space\\x]"]

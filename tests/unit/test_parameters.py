@@ -12,7 +12,7 @@ from sms_plugin.catalog import ScriptSpec
 from sms_plugin.environment import FORBIDDEN_NAMES, FORBIDDEN_PREFIXES, env_name_problem
 from sms_plugin.errors import InvalidInput
 from sms_plugin.parameters import deployment_schema, resolve
-from sms_plugin.transports.base import Command
+from sms_plugin.transports.base import Plan
 
 SPEC = ScriptSpec(
     name="report", interpreter="bash", host="h", allowed_env=["REPORT_DIR"],
@@ -115,7 +115,7 @@ def test_every_name_and_value_is_either_allowed_everywhere_or_refused_everywhere
     sms_sets = re.fullmatch(r"SMS_SECRET_[A-Za-z0-9_]*", name) is not None  # SMS's own, for secret parameters
     ok = (_allowed(name) or sms_sets) and _receivable(value)
     try:
-        Command(argv=["sh", "x"], env={name: value})
+        Plan(program=("sh", "x"), env={name: value})
     except InvalidInput:
         assert not ok
     else:
@@ -125,7 +125,7 @@ def test_every_name_and_value_is_either_allowed_everywhere_or_refused_everywhere
 @given(args=st.lists(st.text(max_size=10), max_size=4))
 def test_arguments_with_nul_are_refused_by_every_transport(args: list[str]) -> None:
     try:
-        Command(argv=["sh", "x", *args])
+        Plan(program=("sh", "x", *args))
     except InvalidInput:
         assert not all(map(_receivable, args))
     else:

@@ -25,29 +25,29 @@ def test_powershell_literals_round_trip_through_the_stub_parser():
 
 
 def test_powershell_scripts_run_in_a_pipeline_of_powershell_2_syntax():
-    kind, script = render(INTERPRETERS["powershell"].argv("C:\\t\\x.ps1", ["a b", "it's"]))
+    kind, script = render(INTERPRETERS["powershell"].plan("C:\\t\\x.ps1", ["a b", "it's"]))
     assert kind == "psrp"
     assert "  & 'C:\\t\\x.ps1' 'a b' 'it''s' | Out-String -Stream -Width 4096\n" in script
     assert script.endswith("[int]$sms_exit\n")
-    assert render(["C:\\t\\y.ps1", "z"]) == ("psrp", windows_commands.run_script("C:\\t\\y.ps1", ["z"]))  # an "original" .ps1
+    assert render(INTERPRETERS["original"].plan("C:\\t\\y.ps1", ["z"])) == ("psrp", windows_commands.run_script("C:\\t\\y.ps1", ["z"]))  # an "original" .ps1
     for newer in ("::new(", "[ordered]", "--%", "-Raw", "$PSItem"):
         assert newer not in script  # PowerShell 3+ only
 
 
 def test_pipeline_script_sets_environment_and_folder_literally():
-    _, script = render(["C:\\t\\y.ps1"], {"SMS_RUN_ID": "r'1"}, "C:\\work dir")
-    assert script.startswith("[Environment]::SetEnvironmentVariable('SMS_RUN_ID', 'r''1')\nSet-Location -LiteralPath 'C:\\work dir'\n")
+    _, script = render(INTERPRETERS["original"].plan("C:\\t\\y.ps1", [], env={"JOB_ID": "r'1"}, cwd="C:\\work dir"))
+    assert script.startswith("[Environment]::SetEnvironmentVariable('JOB_ID', 'r''1')\nSet-Location -LiteralPath 'C:\\work dir'\n")
 
 
 def test_cmd_lines_wrap_quoted_arguments_in_the_quotes_cmd_c_strips():
-    assert render(INTERPRETERS["cmd"].argv("C:\\t\\x.bat", ["a b", ""])) == ("winrs", 'cmd.exe /c ""C:\\t\\x.bat" "a b" """')
-    assert render(["D:\\tools\\job.exe", "--full"]) == ("winrs", 'cmd.exe /c ""D:\\tools\\job.exe" "--full""')
+    assert render(INTERPRETERS["cmd"].plan("C:\\t\\x.bat", ["a b", ""])) == ("winrs", 'cmd.exe /c ""C:\\t\\x.bat" "a b" """')
+    assert render(INTERPRETERS["original"].plan("D:\\tools\\job.exe", ["--full"])) == ("winrs", 'cmd.exe /c ""D:\\tools\\job.exe" "--full""')
 
 
 @pytest.mark.parametrize("bad", ["%x%", "!x!", "^", '"', "&", "|", "<", ">", "(", ")", "\n", "\x07"])
 def test_cmd_refuses_what_it_cannot_carry(bad):
     with pytest.raises(InvalidInput, match="cmd.exe cannot pass on safely"):
-        render(INTERPRETERS["cmd"].argv("C:\\x.bat", [f"a{bad}b"]))
+        render(INTERPRETERS["cmd"].plan("C:\\x.bat", [f"a{bad}b"]))
 
 
 def test_scripts_are_encoded_for_their_interpreter():
