@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
 import sqlite3
 import time
 import uuid
@@ -22,16 +21,13 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
-
 from flows.run_script import run_script
 from sms_plugin import hosts
 from sms_plugin.catalog import Catalog, ScriptSpec, add_script, get_run, list_audit, list_runs, list_scripts
 from sms_plugin.reaper import housekeeping
 from sms_plugin.worker.runloop import RunLoop
-from tests.integration.conftest import alive, block_of, until
-from tests.integration.gateway_fixtures import Gateway, gateway, serve  # noqa: F401 - fixture
+from tests.integration.conftest import alive, block_of, mariadb_database, until
+from tests.integration.gateway_fixtures import gateway, serve  # noqa: F401 - fixture
 from tests.integration.loop_guard import BlockingCatalogCall, catalog_off_loops, guarding  # noqa: F401 - fixture
 
 pytestmark = pytest.mark.integration
@@ -55,21 +51,11 @@ def run_loop() -> Iterator[RunLoop]:
 @pytest.fixture(scope="module")
 def mariadb_url(mariadb: Any) -> Iterator[str]:
     """A fresh, migrated MariaDB catalog database; dropped at the end."""
-    server_url = make_url(mariadb.url)
-    database = f"sms_loop_{secrets.token_hex(4)}"
-    server = create_engine(server_url)
-    with server.begin() as connection:
-        connection.execute(text(f"CREATE DATABASE `{database}`"))
-    url = server_url.set(database=database).render_as_string(hide_password=False)
-    migrated = Catalog(url)
-    migrated.upgrade()
-    migrated.dispose()
-    try:
+    with mariadb_database(mariadb, "sms_loop") as url:
+        migrated = Catalog(url)
+        migrated.upgrade()
+        migrated.dispose()
         yield url
-    finally:
-        with server.begin() as connection:
-            connection.execute(text(f"DROP DATABASE `{database}`"))
-        server.dispose()
 
 
 @pytest.fixture(params=["sqlite", "mariadb"])
