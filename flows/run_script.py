@@ -100,8 +100,7 @@ async def run_script(
     flow_run = context.flow_run
     logger = get_run_logger()
     catalog = _catalog()
-    with catalog.session() as session:
-        entry = get_script(session, script)
+    entry = await catalog.aio.run(get_script, script)
     try:  # whatever created the run (Prefect UI or API, a schedule), its inputs are checked here
         parameters = await _claimed_secrets(script, entry, parameters)
         inputs = resolve(entry, args=args, env=env, parameters=parameters)
@@ -109,19 +108,18 @@ async def run_script(
         return await _finish(logger, Failed(message=f"{script} refused its inputs, nothing ran: {error}"))
     if parameters and (hidden := masked(parameters, entry)) != parameters:
         await _mask_secrets(flow_run, hidden)
-    with catalog.session() as session:
-        chosen = get_version(session, script, version) if entry.interpreter != "original" else None
-        target_host = host or entry.host
-        trigger, requested_by = run_origin(flow_run)
-        record_run(
-            session,
-            str(flow_run.id),
-            script_name=script,
-            version_number=chosen.number if chosen else None,
-            host=target_host,
-            trigger=trigger,
-            requested_by=requested_by,
-        )
+    chosen = await catalog.aio.run(get_version, script, version) if entry.interpreter != "original" else None
+    target_host = host or entry.host
+    trigger, requested_by = run_origin(flow_run)
+    await catalog.aio.run(
+        record_run,
+        str(flow_run.id),
+        script_name=script,
+        version_number=chosen.number if chosen else None,
+        host=target_host,
+        trigger=trigger,
+        requested_by=requested_by,
+    )
     await _apply_retry_policy(flow_run.id, entry.retries, entry.retry_delay_seconds, flow_run.empirical_policy)
     run = ScriptRun(
         interpreter=entry.interpreter,
@@ -146,7 +144,7 @@ async def run_script(
         process_started, process_group = True, pid
         script_started()
         logger.info(f"Started as process group {pid}" if pid is not None else "Started (this host reports no process id)")
-        _update(catalog, str(flow_run.id), remote_pid=pid, started_at=datetime.now(UTC), exit_code=None)
+        await _update(catalog, str(flow_run.id), remote_pid=pid, started_at=datetime.now(UTC), exit_code=None)
 
     # Output records are tagged so that the log shipper (docs/logs.md) picks them up.
     source = OutputSource(run_id=str(flow_run.id), attempt=flow_run.run_count, script=script,
@@ -173,14 +171,14 @@ async def run_script(
         if process_started or (connected and isinstance(error, TransportError)):
             # e.g. the connection died mid-run: kill what may still run there, remove the upload
             message += f"; {await _reap_quietly(catalog, str(flow_run.id), str(error))}"
-        _update(catalog, str(flow_run.id), ended_at=datetime.now(UTC))
+        await _update(catalog, str(flow_run.id), ended_at=datetime.now(UTC))
         return await _finish(logger, Failed(message=message))
     except BaseException:  # cancelled or terminated: execute() has killed the process group
-        _update(catalog, str(flow_run.id), ended_at=datetime.now(UTC))
         logger.warning(_stopped(process_started, process_group, target_host))
         _STOPPED.runs.add(str(flow_run.id))
+        await _update(catalog, str(flow_run.id), ended_at=datetime.now(UTC))
         raise
-    _update(
+    await _update(
         catalog,
         str(flow_run.id),
         exit_code=result.exit_code,
@@ -257,9 +255,8 @@ async def _logs_sent() -> None:
         get_run_logger().warning(f"log lines still on their way to Prefect after {LOG_WAIT_SECONDS:g} s")
 
 
-def _update(catalog: Catalog, flow_run_id: str, **fields: object) -> None:
-    with catalog.session() as session:
-        update_run(session, flow_run_id, **fields)
+async def _update(catalog: Catalog, flow_run_id: str, **fields: object) -> None:
+    await catalog.aio.run(update_run, flow_run_id, **fields)
 
 
 async def _claimed_secrets(script: str, entry: Any, parameters: dict[str, Any] | None) -> dict[str, Any] | None:

@@ -35,6 +35,7 @@ from typing import Any, Literal
 
 import yaml
 from pydantic import SecretStr, ValidationError
+from sqlalchemy.orm import Session
 
 from blocks.hosts import HostBlock, LocalHost, SSHHost, WindowsHost, load_host
 from sms_plugin import hosts as host_services
@@ -136,22 +137,21 @@ async def _host_change(name: str, declared: HostBlock) -> Change:
     return Change("host", name, "update", declared.describe())
 
 
-def _script_change(catalog: Catalog, declared: DeclaredScript) -> Change:
+def _script_change(session: Session, declared: DeclaredScript) -> Change:
     name = declared.spec.name
-    with catalog.session() as session:
-        try:
-            existing = get_script(session, name)
-        except NotFound:
-            return Change("script", name, "add", f"{declared.spec.interpreter} on {declared.spec.host}")
-        changed = [
-            key
-            for key, value in declared.spec.model_dump().items()
-            if ScriptSpec.from_script(existing).model_dump()[key] != value
-        ]
-        if declared.content is not None and existing.interpreter != "original":
-            newest = get_version(session, name)
-            if newest.content != declared.content:
-                changed.append(f"new version (after {newest.number})")
+    try:
+        existing = get_script(session, name)
+    except NotFound:
+        return Change("script", name, "add", f"{declared.spec.interpreter} on {declared.spec.host}")
+    changed = [
+        key
+        for key, value in declared.spec.model_dump().items()
+        if ScriptSpec.from_script(existing).model_dump()[key] != value
+    ]
+    if declared.content is not None and existing.interpreter != "original":
+        newest = get_version(session, name)
+        if newest.content != declared.content:
+            changed.append(f"new version (after {newest.number})")
     return Change("script", name, "update" if changed else "unchanged", ", ".join(changed))
 
 
@@ -162,7 +162,7 @@ async def plan(catalog: Catalog, path: Path) -> Plan:
     for name, block in hosts.items():
         result.changes.append(await _host_change(name, block))
     for declared in scripts:
-        result.changes.append(_script_change(catalog, declared))
+        result.changes.append(await catalog.aio.run(_script_change, declared))
     return result
 
 

@@ -33,14 +33,13 @@ class _Writer:
         self.runs: set[str] = set()
         self.task: asyncio.Task[None] | None = None
 
-    def stamp(self, runs: set[str]) -> None:
-        with self.catalog.session() as session:
-            touch_heartbeats(session, runs, datetime.now(UTC))
+    async def stamp(self, runs: set[str]) -> None:
+        await self.catalog.aio.run(touch_heartbeats, set(runs), datetime.now(UTC))
 
     async def beat(self) -> None:
         while True:
             await asyncio.sleep(heartbeat_seconds())
-            self.stamp(self.runs)
+            await self.stamp(self.runs)
 
 
 _writers: dict[tuple[int, asyncio.AbstractEventLoop], _Writer] = {}
@@ -51,7 +50,7 @@ async def heartbeat(catalog: Catalog, flow_run_id: str) -> AsyncIterator[None]:
     """Keeps the run's heartbeat fresh until the block ends."""
     key = (id(catalog), asyncio.get_running_loop())
     writer = _writers.setdefault(key, _Writer(catalog))
-    writer.stamp({flow_run_id})
+    await writer.stamp({flow_run_id})
     writer.runs.add(flow_run_id)
     if writer.task is None:
         writer.task = asyncio.create_task(writer.beat())

@@ -25,6 +25,7 @@ from uuid import UUID
 from prefect import get_client
 from prefect.exceptions import ObjectNotFound
 from prefect.states import Crashed
+from sqlalchemy.orm import Session
 
 from blocks.hosts import load_host
 from sms_plugin.catalog import Catalog, RunRecord, audit, get_run, get_script, list_runs, update_run
@@ -43,12 +44,11 @@ def stale_after() -> timedelta:
 
 async def reap_run(catalog: Catalog, flow_run_id: str, *, reason: str, actor: str = ACTOR) -> str:
     """Kills what is left of a run on its host and records it; returns the note written."""
-    with catalog.session() as session:
-        record = get_run(session, flow_run_id)
-        try:
-            grace = float(get_script(session, record.script_name).kill_grace_seconds)
-        except NotFound:
-            grace = DEFAULT_KILL_GRACE_SECONDS
+    record = await catalog.aio.run(get_run, flow_run_id)
+    try:
+        grace = float((await catalog.aio.run(get_script, record.script_name)).kill_grace_seconds)
+    except NotFound:
+        grace = DEFAULT_KILL_GRACE_SECONDS
     pgid = record.remote_pid
     try:
         host = await load_host(record.host)
@@ -61,7 +61,8 @@ async def reap_run(catalog: Catalog, flow_run_id: str, *, reason: str, actor: st
     except SMSError as error:
         outcome, result = f"could not reach {record.host} to kill process group {pgid}: {error}", "error"
     note = f"{datetime.now(UTC):%Y-%m-%d %H:%M:%S} UTC {actor}: {reason}; {outcome} on {record.host}"
-    with catalog.session() as session:
+
+    def write(session: Session) -> None:
         current = get_run(session, flow_run_id)
         ended = current.ended_at or (datetime.now(UTC) if result == "ok" else None)
         update_run(session, flow_run_id, ended_at=ended, notes=f"{current.notes}{note}\n")
@@ -74,6 +75,8 @@ async def reap_run(catalog: Catalog, flow_run_id: str, *, reason: str, actor: st
             detail={"script": record.script_name, "host": record.host, "pgid": pgid, "reason": reason, "outcome": outcome},
             outcome=result,
         )
+
+    await catalog.aio.run(write)
     return note
 
 
@@ -104,8 +107,7 @@ async def _verdict(record: RunRecord, now: datetime) -> Verdict | None:
 
 async def housekeeping(catalog: Catalog) -> list[str]:
     """Reaps every unfinished run that has ended in Prefect or lost its flow process."""
-    with catalog.session() as session:
-        unfinished = list_runs(session, unfinished=True, limit=10_000)
+    unfinished = await catalog.aio.run(list_runs, unfinished=True, limit=10_000)
     notes = []
     now = datetime.now(UTC)
     for record in unfinished:

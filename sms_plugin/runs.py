@@ -69,13 +69,12 @@ async def start(
 
     The inputs are checked against the script's declaration first (InvalidInput: nothing is created).
     """
-    with catalog.session() as session:
-        script = get_script(session, name)
-        inputs = resolve(script, args=args, env=env, parameters=parameters)
-        secret_names = {spec.name for spec in declared(script) if spec.secret}
-        single_instance = script.single_instance
-        if version is not None:
-            get_version(session, name, version)
+    script = await catalog.aio.run(get_script, name)
+    inputs = resolve(script, args=args, env=env, parameters=parameters)
+    secret_names = {spec.name for spec in declared(script) if spec.secret}
+    single_instance = script.single_instance
+    if version is not None:
+        await catalog.aio.run(get_version, name, version)
     run_parameters: dict[str, object] = {"script": name}
     given = {"args": args, "env": env or None, "host": host, "version": version, "parameters": inputs.parameters or None}
     for key, value in given.items():
@@ -113,8 +112,7 @@ async def script_and_host(catalog: Catalog, run_id: str) -> tuple[str, str]:
         raise NotFound(f"run {run_id} does not run an SMS script")
     if host is None:
         try:
-            with catalog.session() as session:
-                host = get_script(session, script).host
+            host = (await catalog.aio.run(get_script, script)).host
         except NotFound:
             host = ""
     return script, str(host)
@@ -125,8 +123,7 @@ async def result(catalog: Catalog, run_id: str) -> RunResult:
     async with get_client() as client:
         flow_run = await _read_flow_run(client, run_id)
     try:
-        with catalog.session() as session:
-            record = get_run(session, run_id)
+        record = await catalog.aio.run(get_run, run_id)
         exit_code, tail = record.exit_code, record.output_tail.splitlines()
     except NotFound:
         exit_code, tail = None, []

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sqlalchemy.orm import Session
+
 from sms_plugin import deploy
 from sms_plugin.catalog import (
     Catalog,
@@ -38,8 +40,7 @@ class ScriptChange:
 async def add(catalog: Catalog, spec: ScriptSpec, content: str | None, *, author: str, comment: str = "") -> Script:
     """Adds a script (version 1 holds ``content``) and creates its deployment."""
     interpreter(spec.interpreter)
-    with catalog.session() as session:
-        script = add_script(session, spec, content=content, author=author, comment=comment)
+    script = await catalog.aio.run(add_script, spec, content=content, author=author, comment=comment)
     await deploy.sync_script(script)
     return script
 
@@ -49,22 +50,24 @@ async def update(
 ) -> ScriptChange:
     """Replaces a script's metadata with ``spec``; ``content`` makes a new version if it differs."""
     interpreter(spec.interpreter)
-    with catalog.session() as session:
+
+    def change(session: Session) -> ScriptChange:
         script, changed = update_script(session, spec.name, spec, author=author)
         version, created = (None, False)
         if content is not None:
             version, created = add_version(session, spec.name, content, author=author, comment=comment)
-    await deploy.sync_script(script)
-    return ScriptChange(script, changed, version if created else None)
+        return ScriptChange(script, changed, version if created else None)
+
+    made = await catalog.aio.run(change)
+    await deploy.sync_script(made.script)
+    return made
 
 
 async def remove(catalog: Catalog, name: str, *, author: str) -> None:
     """Removes a script and its deployment; its run records and audit trail stay."""
-    with catalog.session() as session:
-        get_script(session, name)
+    await catalog.aio.run(get_script, name)
     await deploy.remove_deployment(name)
-    with catalog.session() as session:
-        remove_script(session, name, author=author)
+    await catalog.aio.run(remove_script, name, author=author)
 
 
 def show(catalog: Catalog, name: str) -> Script:
@@ -97,7 +100,7 @@ async def sync(catalog: Catalog) -> SyncReport:
     """Makes Prefect's deployments match the catalog: one per script, none for removed scripts,
     plus the housekeeping deployment."""
     await deploy.sync_housekeeping()
-    scripts = listing(catalog)
+    scripts = await catalog.aio.run(list_scripts)
     for script in scripts:
         await deploy.sync_script(script)
     orphans = sorted(await deploy.deployed_script_names() - {s.name for s in scripts})

@@ -31,7 +31,7 @@ from sms_plugin import credentials, host_groups, host_import, selection
 from sms_plugin import hosts as host_services
 from sms_plugin import runs as run_services
 from sms_plugin import scripts as script_services
-from sms_plugin.catalog import Catalog, Script, ScriptSpec, ScriptVersion
+from sms_plugin.catalog import Catalog, Script, ScriptSpec, ScriptVersion, get_script, list_scripts, list_versions
 from sms_plugin.errors import Conflict, InvalidInput, NotFound, SMSError
 from sms_plugin.host_groups import HostGroupInfo
 from sms_plugin.host_import import ImportPlan
@@ -139,7 +139,7 @@ class AsyncSMSClient:
         self, name: str, *, content: str | None = None, comment: str = "", **spec: Any
     ) -> ScriptChange:
         """Changes the given fields; new ``content`` becomes a new version if it differs."""
-        current = ScriptSpec.from_script(script_services.show(self.catalog, name)).model_dump()
+        current = ScriptSpec.from_script(await self.catalog.aio.run(get_script, name)).model_dump()
         parsed = ScriptSpec.parse({**current, **spec, "name": name})
         return await script_services.update(self.catalog, parsed, content, author=self.user, comment=comment)
 
@@ -147,13 +147,13 @@ class AsyncSMSClient:
         await script_services.remove(self.catalog, name, author=self.user)
 
     async def scripts(self, tag: str | None = None) -> list[Script]:
-        return script_services.listing(self.catalog, tag)
+        return await self.catalog.aio.run(list_scripts, tag=tag)
 
     async def script(self, name: str) -> Script:
-        return script_services.show(self.catalog, name)
+        return await self.catalog.aio.run(get_script, name)
 
     async def versions(self, name: str) -> list[ScriptVersion]:
-        return script_services.versions(self.catalog, name)
+        return await self.catalog.aio.run(list_versions, name)
 
     # runs
     async def run(

@@ -7,8 +7,10 @@ Rows in, rows out; nothing here knows of transports, Prefect or HTTP::
     spec = ScriptSpec(name="hello", interpreter="bash", host="web-1")
     with catalog.session() as s:                  # commits on success, rolls back on error
         add_script(s, spec, content="echo hello", author="alice")
+    script = await catalog.aio.run(get_script, "hello")  # in async code: off the event loop
 """
 
+from sms_plugin.catalog.aio import AsyncCatalog
 from sms_plugin.catalog.database import Catalog
 from sms_plugin.catalog.models import AuditEvent, RunRecord, Script, ScriptVersion
 from sms_plugin.catalog.repository import (
@@ -31,6 +33,7 @@ from sms_plugin.catalog.repository import (
 from sms_plugin.catalog.spec import ScheduleSpec, ScriptSpec
 
 __all__ = [
+    "AsyncCatalog",
     "AuditEvent",
     "Catalog",
     "RunRecord",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from sms_plugin import settings
+from sms_plugin.catalog.aio import AsyncCatalog
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -46,7 +48,8 @@ class Catalog:
 
     ``url`` defaults to ``settings.database_url()`` (``SMS_DATABASE_URL`` or an SQLite file under
     ``SMS_HOME``). Objects returned from a session stay readable after it closes (no expiry on commit),
-    but relationships not loaded inside the session cannot be loaded afterwards.
+    but relationships not loaded inside the session cannot be loaded afterwards. Async code uses
+    ``aio`` (:class:`AsyncCatalog`), never ``session()``: a query must not block an event loop.
     """
 
     def __init__(self, url: str | None = None) -> None:
@@ -84,6 +87,13 @@ class Catalog:
         with self._sessions() as session, session.begin():
             yield session
 
+    @cached_property
+    def aio(self) -> AsyncCatalog:
+        """This catalog for async code: its transactions run in a bounded pool of threads."""
+        return AsyncCatalog(self)
+
     def dispose(self) -> None:
-        """Close every pooled connection."""
+        """Close every pooled connection (after the transactions of ``aio`` have ended)."""
+        if "aio" in self.__dict__:
+            self.__dict__.pop("aio").close()
         self.engine.dispose()

@@ -25,7 +25,7 @@ from sms_plugin import hosts as host_services
 from sms_plugin import runs as run_services
 from sms_plugin import scripts as script_services
 from sms_plugin import selection
-from sms_plugin.catalog import Catalog, ScriptSpec, list_audit, list_runs
+from sms_plugin.catalog import Catalog, ScriptSpec, repository
 from sms_plugin.catalog import access as rows
 from sms_plugin.catalog.models import AccessRule, Script, ScriptVersion, Webhook
 from sms_plugin.catalog.spec import NAME_PATTERN
@@ -33,7 +33,7 @@ from sms_plugin.errors import Conflict, InvalidInput, NotFound, ServiceError, SM
 from sms_plugin.gateway import audit
 from sms_plugin.gateway.auth import require_principal
 from sms_plugin.gateway.principal import Principal
-from sms_plugin.gateway.rbac import ANY, RULE_ACTIONS, Action, SubjectKind, Target, decide
+from sms_plugin.gateway.rbac import ANY, RULE_ACTIONS, Action, Rule, SubjectKind, Target, decide
 from sms_plugin.gateway.targets import Targets, load_rules
 from sms_plugin.gateway.signing import ARGUMENT_PATTERN, check_argument_pattern, seal
 from sms_plugin.parameters import PARAMETER_NAME
@@ -59,12 +59,12 @@ def catalog_of(request: Request) -> Catalog:
 class Call:
     """One API request: the caller, the catalog, and the policy's inputs (read once)."""
 
-    def __init__(self, request: Request, principal: Principal) -> None:
+    def __init__(self, request: Request, principal: Principal, rules: list[Rule]) -> None:
         self.principal = principal
         self.caller = audit.Caller.of(principal, request)
         self.catalog = catalog_of(request)
         self.targets = Targets(self.catalog)
-        self.rules = load_rules(self.catalog)
+        self.rules = rules
 
     def allows(self, action: Action, target: Target) -> bool:
         return decide(self.principal, action, target, self.rules).allowed
@@ -121,8 +121,8 @@ class Call:
             raise HTTPException(status, message)
 
 
-def call(request: Request, principal: Annotated[Principal, Depends(require_principal)]) -> Call:
-    return Call(request, principal)
+async def call(request: Request, principal: Annotated[Principal, Depends(require_principal)]) -> Call:
+    return Call(request, principal, await load_rules(catalog_of(request)))
 
 
 CallDep = Annotated[Call, Depends(call)]
@@ -300,10 +300,10 @@ class DiffOut(BaseModel):
     """A unified diff, empty when both versions are equal."""
 
 
-def _newest_number(c: Call, script: Script) -> int | None:
+async def _newest_number(c: Call, script: Script) -> int | None:
     if script.interpreter == "original":
         return None
-    return script_services.version(c.catalog, script.name).number
+    return (await c.catalog.aio.run(repository.get_version, script.name)).number
 
 
 @router.get("/scripts", tags=["scripts"])
@@ -311,15 +311,15 @@ async def list_scripts(c: CallDep, tag: Annotated[str | None, Query(max_length=1
     """The scripts the caller may read, optionally those with ``tag``."""
     async with c.action("script.list", "script"):
         c.authorize("read")
-        scripts = script_services.listing(c.catalog, tag)
+        scripts = await c.catalog.aio.run(repository.list_scripts, tag=tag)
         return [
-            ScriptOut.of(s, _newest_number(c, s)) for s in scripts if c.allows("read", await c.targets.script(s))
+            ScriptOut.of(s, await _newest_number(c, s)) for s in scripts if c.allows("read", await c.targets.script(s))
         ]
 
 
 async def _readable_script(c: Call, name: str) -> Script:
     c.authorize("read")
-    script = script_services.show(c.catalog, name)
+    script = await c.catalog.aio.run(repository.get_script, name)
     c.authorize("read", await c.targets.script(script))
     return script
 
@@ -328,7 +328,7 @@ async def _readable_script(c: Call, name: str) -> Script:
 async def show_script(name: str, c: CallDep) -> ScriptOut:
     async with c.action("script.show", "script", name):
         script = await _readable_script(c, name)
-        return ScriptOut.of(script, _newest_number(c, script))
+        return ScriptOut.of(script, await _newest_number(c, script))
 
 
 @router.post("/scripts", tags=["scripts"], status_code=201, responses=ERRORS)
@@ -342,7 +342,7 @@ async def add_script(body: ScriptIn, c: CallDep) -> ScriptOut:
             c.authorize("start", target)
         detail.update(interpreter=spec.interpreter, host=spec.host)
         script = await script_services.add(c.catalog, spec, body.content, author=c.principal.username, comment=body.comment)
-        return ScriptOut.of(script, _newest_number(c, script))
+        return ScriptOut.of(script, await _newest_number(c, script))
 
 
 @router.post("/scripts/{name}/versions", tags=["scripts"], responses=ERRORS)
@@ -350,12 +350,12 @@ async def push_version(name: str, body: VersionIn, c: CallDep) -> PushOut:
     """Store new content as the script's next version (authors); equal content stores nothing."""
     async with c.action("script.push", "script", name) as detail:
         c.authorize("author")
-        script = script_services.show(c.catalog, name)
+        script = await c.catalog.aio.run(repository.get_script, name)
         c.authorize("author", await c.targets.script(script))
         change = await script_services.update(
             c.catalog, ScriptSpec.from_script(script), body.content, author=c.principal.username, comment=body.comment
         )
-        version = change.new_version or script_services.version(c.catalog, name)
+        version = change.new_version or await c.catalog.aio.run(repository.get_version, name)
         detail.update(version=version.number, created=change.new_version is not None)
         return PushOut(created=change.new_version is not None, version=VersionOut.of(version))
 
@@ -365,7 +365,7 @@ async def remove_script(name: str, c: CallDep) -> None:
     """Remove a script and its deployment (authors); its run records and audit trail stay."""
     async with c.action("script.remove", "script", name):
         c.authorize("author")
-        c.authorize("author", await c.targets.script(script_services.show(c.catalog, name)))
+        c.authorize("author", await c.targets.script(await c.catalog.aio.run(repository.get_script, name)))
         await script_services.remove(c.catalog, name, author=c.principal.username)
 
 
@@ -374,7 +374,7 @@ async def list_versions(name: str, c: CallDep) -> list[VersionOut]:
     """A script's versions, newest first."""
     async with c.action("version.list", "script", name):
         await _readable_script(c, name)
-        return [VersionOut.of(v) for v in script_services.versions(c.catalog, name)]
+        return [VersionOut.of(v) for v in await c.catalog.aio.run(repository.list_versions, name)]
 
 
 @router.get("/scripts/{name}/versions/{number}", tags=["scripts"], responses=ERRORS)
@@ -382,7 +382,7 @@ async def show_version(name: str, number: Annotated[int, Path(ge=1, le=2**31)], 
     async with c.action("version.show", "script", name) as detail:
         detail["version"] = number
         await _readable_script(c, name)
-        return VersionDetail.of(script_services.version(c.catalog, name, number))
+        return VersionDetail.of(await c.catalog.aio.run(repository.get_version, name, number))
 
 
 @router.get("/scripts/{name}/diff", tags=["scripts"], responses=ERRORS)
@@ -396,8 +396,8 @@ async def diff_versions(
     async with c.action("version.diff", "script", name) as detail:
         detail.update(from_version=from_version, to_version=to_version)
         await _readable_script(c, name)
-        old = script_services.version(c.catalog, name, from_version)
-        new = script_services.version(c.catalog, name, to_version)
+        old = await c.catalog.aio.run(repository.get_version, name, from_version)
+        new = await c.catalog.aio.run(repository.get_version, name, to_version)
         lines = difflib.unified_diff(
             old.content.splitlines(keepends=True), new.content.splitlines(keepends=True),
             fromfile=f"{name} v{from_version}", tofile=f"{name} v{to_version}",
@@ -502,8 +502,7 @@ async def list_runs_(
     """Runs the caller may read, newest first (those that reached the flow)."""
     async with c.action("run.list", "run"):
         c.authorize("read")
-        with c.catalog.session() as session:
-            records = list_runs(session, script_name=script, limit=limit)
+        records = await c.catalog.aio.run(repository.list_runs, script_name=script, limit=limit)
         return [
             RunOut(run_id=r.flow_run_id, script=r.script_name, version=r.version_number, host=r.host, trigger=r.trigger,
                    requested_by=r.requested_by, exit_code=r.exit_code, created_at=r.created_at,
@@ -589,8 +588,7 @@ RuleId = Annotated[int, Path(ge=1, le=2**31)]
 async def list_access_rules(c: CallDep) -> list[RuleOut]:
     async with c.action("rule.list", "access-rule"):
         c.authorize("admin")
-        with c.catalog.session() as session:
-            return [RuleOut.of(rule) for rule in rows.list_rules(session)]
+        return [RuleOut.of(rule) for rule in await c.catalog.aio.run(rows.list_rules)]
 
 
 @router.post("/access-rules", tags=["access rules"], status_code=201, responses=ERRORS)
@@ -598,8 +596,7 @@ async def add_access_rule(body: RuleIn, c: CallDep) -> RuleOut:
     async with c.action("rule.add", "access-rule") as detail:
         c.authorize("admin")
         detail.update(body.model_dump())
-        with c.catalog.session() as session:
-            rule = rows.add_rule(session, created_by=c.principal.username, **body.model_dump())
+        rule = await c.catalog.aio.run(rows.add_rule, created_by=c.principal.username, **body.model_dump())
         detail["object_name"] = str(rule.id)
         return RuleOut.of(rule)
 
@@ -608,8 +605,7 @@ async def add_access_rule(body: RuleIn, c: CallDep) -> RuleOut:
 async def show_access_rule(rule_id: RuleId, c: CallDep) -> RuleOut:
     async with c.action("rule.show", "access-rule", str(rule_id)):
         c.authorize("admin")
-        with c.catalog.session() as session:
-            return RuleOut.of(rows.get_rule(session, rule_id))
+        return RuleOut.of(await c.catalog.aio.run(rows.get_rule, rule_id))
 
 
 @router.put("/access-rules/{rule_id}", tags=["access rules"], responses=ERRORS)
@@ -617,16 +613,14 @@ async def replace_access_rule(rule_id: RuleId, body: RuleIn, c: CallDep) -> Rule
     async with c.action("rule.replace", "access-rule", str(rule_id)) as detail:
         c.authorize("admin")
         detail.update(body.model_dump())
-        with c.catalog.session() as session:
-            return RuleOut.of(rows.replace_rule(session, rule_id, **body.model_dump()))
+        return RuleOut.of(await c.catalog.aio.run(rows.replace_rule, rule_id, **body.model_dump()))
 
 
 @router.delete("/access-rules/{rule_id}", tags=["access rules"], status_code=204, responses=ERRORS)
 async def remove_access_rule(rule_id: RuleId, c: CallDep) -> None:
     async with c.action("rule.remove", "access-rule", str(rule_id)):
         c.authorize("admin")
-        with c.catalog.session() as session:
-            rows.remove_rule(session, rule_id)
+        await c.catalog.aio.run(rows.remove_rule, rule_id)
 
 
 # ---------------------------------------------------------------- audit
@@ -657,9 +651,10 @@ async def list_audit_events(
     """Audit events, newest first (admins)."""
     async with c.action("audit.list", "audit"):
         c.authorize("admin")
-        with c.catalog.session() as session:
-            events = list_audit(session, actor=actor, action=action, outcome=outcome, object_name=object_name, limit=limit)
-            return [AuditOut.model_validate(event, from_attributes=True) for event in events]
+        events = await c.catalog.aio.run(
+            repository.list_audit, actor=actor, action=action, outcome=outcome, object_name=object_name, limit=limit
+        )
+        return [AuditOut.model_validate(event, from_attributes=True) for event in events]
 
 
 # ---------------------------------------------------------------- webhooks
@@ -744,8 +739,7 @@ def _new_secret() -> str:
 async def list_webhooks(c: CallDep, script: Annotated[str | None, Query(max_length=100)] = None) -> list[WebhookOut]:
     async with c.action("webhook.list", "webhook"):
         c.authorize("admin")
-        with c.catalog.session() as session:
-            return [WebhookOut.of(hook) for hook in rows.list_webhooks(session, script=script)]
+        return [WebhookOut.of(hook) for hook in await c.catalog.aio.run(rows.list_webhooks, script=script)]
 
 
 @router.post("/webhooks", tags=["webhooks"], status_code=201, responses=ERRORS)
@@ -756,9 +750,8 @@ async def add_webhook(body: WebhookIn, c: CallDep) -> WebhookCreated:
         c.authorize("start", await c.targets.script_named(body.script))  # a webhook starts the script
         secret, hook_id = _new_secret(), f"wh_{secrets.token_hex(8)}"
         detail.update(object_name=hook_id, script=body.script)
-        with c.catalog.session() as session:
-            hook = rows.add_webhook(session, id=hook_id, created_by=c.principal.username, secret=seal(secret),
-                                    **body.model_dump())
+        hook = await c.catalog.aio.run(rows.add_webhook, id=hook_id, created_by=c.principal.username,
+                                       secret=seal(secret), **body.model_dump())
         return WebhookCreated(**WebhookOut.of(hook).model_dump(), secret=secret)
 
 
@@ -766,8 +759,7 @@ async def add_webhook(body: WebhookIn, c: CallDep) -> WebhookCreated:
 async def show_webhook(hook_id: HookId, c: CallDep) -> WebhookOut:
     async with c.action("webhook.show", "webhook", hook_id):
         c.authorize("admin")
-        with c.catalog.session() as session:
-            return WebhookOut.of(rows.get_webhook(session, hook_id))
+        return WebhookOut.of(await c.catalog.aio.run(rows.get_webhook, hook_id))
 
 
 @router.put("/webhooks/{hook_id}", tags=["webhooks"], responses=ERRORS)
@@ -776,8 +768,7 @@ async def update_webhook(hook_id: HookId, body: WebhookSettings, c: CallDep) -> 
     async with c.action("webhook.update", "webhook", hook_id) as detail:
         c.authorize("admin")
         detail.update(body.model_dump())
-        with c.catalog.session() as session:
-            return WebhookOut.of(rows.update_webhook(session, hook_id, **body.model_dump()))
+        return WebhookOut.of(await c.catalog.aio.run(rows.update_webhook, hook_id, **body.model_dump()))
 
 
 @router.post("/webhooks/{hook_id}/secret", tags=["webhooks"], responses=ERRORS)
@@ -786,8 +777,7 @@ async def rotate_webhook_secret(hook_id: HookId, c: CallDep) -> WebhookCreated:
     async with c.action("webhook.rotate", "webhook", hook_id):
         c.authorize("admin")
         secret = _new_secret()
-        with c.catalog.session() as session:
-            hook = rows.update_webhook(session, hook_id, secret=seal(secret))
+        hook = await c.catalog.aio.run(rows.update_webhook, hook_id, secret=seal(secret))
         return WebhookCreated(**WebhookOut.of(hook).model_dump(), secret=secret)
 
 
@@ -795,8 +785,7 @@ async def rotate_webhook_secret(hook_id: HookId, c: CallDep) -> WebhookCreated:
 async def remove_webhook(hook_id: HookId, c: CallDep) -> None:
     async with c.action("webhook.remove", "webhook", hook_id):
         c.authorize("admin")
-        with c.catalog.session() as session:
-            rows.remove_webhook(session, hook_id)
+        await c.catalog.aio.run(rows.remove_webhook, hook_id)
 
 
 @router.get("/webhooks/{hook_id}/deliveries", tags=["webhooks"], responses=ERRORS)
@@ -804,9 +793,9 @@ async def list_deliveries(hook_id: HookId, c: CallDep, limit: Limit = 100) -> li
     """The webhook's deliveries, newest first, with what came of each."""
     async with c.action("webhook.deliveries", "webhook", hook_id):
         c.authorize("admin")
-        with c.catalog.session() as session:
-            rows.get_webhook(session, hook_id)
-            return [DeliveryOut.model_validate(d, from_attributes=True) for d in rows.list_deliveries(session, hook_id, limit=limit)]
+        await c.catalog.aio.run(rows.get_webhook, hook_id)
+        deliveries = await c.catalog.aio.run(rows.list_deliveries, hook_id, limit=limit)
+        return [DeliveryOut.model_validate(d, from_attributes=True) for d in deliveries]
 
 
 @router.get("/webhooks/{hook_id}/refusals", tags=["webhooks"], responses=ERRORS)
@@ -814,6 +803,6 @@ async def list_refusals(hook_id: HookId, c: CallDep, limit: Limit = 100) -> list
     """How many deliveries the webhook refused, per reason and hour, newest hour first."""
     async with c.action("webhook.refusals", "webhook", hook_id):
         c.authorize("admin")
-        with c.catalog.session() as session:
-            rows.get_webhook(session, hook_id)
-            return [RefusalOut.model_validate(r, from_attributes=True) for r in rows.list_refusals(session, hook_id, limit=limit)]
+        await c.catalog.aio.run(rows.get_webhook, hook_id)
+        refusals = await c.catalog.aio.run(rows.list_refusals, hook_id, limit=limit)
+        return [RefusalOut.model_validate(r, from_attributes=True) for r in refusals]

@@ -34,7 +34,7 @@ def catalog_authorize(catalog: Catalog) -> proxy.Authorize:
     and host (labels) of the request, or on the whole collection when there is none."""
 
     async def authorize(principal: Principal, action: Action, script: str | None, host: str | None) -> Decision:
-        rules = await asyncio.to_thread(load_rules, catalog)
+        rules = await load_rules(catalog)
         targets = Targets(catalog)
         target: Target = ANY
         if script and host:

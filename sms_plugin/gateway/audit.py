@@ -4,7 +4,6 @@ subject), what (action and object), when, from where (client address) and the ou
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,21 +42,16 @@ async def record(
     outcome: str,
     detail: dict[str, Any] | None = None,
 ) -> None:
-    """Write one audit event in its own transaction (in a thread: a busy SQLite catalog makes
-    writers wait, which must not stall the event loop)."""
-
-    def write() -> None:
-        with catalog.session() as session:
-            audit(
-                session,
-                actor=caller.actor,
-                action=action,
-                object_type=object_type,
-                object_name=object_name,
-                detail=detail,
-                outcome=outcome,
-                client=caller.client,
-                subject=caller.subject,
-            )
-
-    await asyncio.to_thread(write)
+    """Write one audit event in its own transaction (off the event loop: a busy SQLite catalog
+    makes writers wait)."""
+    await catalog.aio.run(
+        audit,
+        actor=caller.actor,
+        action=action,
+        object_type=object_type,
+        object_name=object_name,
+        detail=detail,
+        outcome=outcome,
+        client=caller.client,
+        subject=caller.subject,
+    )

@@ -8,6 +8,7 @@ told, host by host, all or nothing (``rbac.decide_selection``).
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime
 from typing import Annotated, Literal
 
@@ -53,14 +54,14 @@ class HostGroupOut(HostGroupIn):
 async def list_host_groups(c: CallDep) -> list[HostGroupOut]:
     async with c.action("host-group.list", "host-group"):
         c.authorize("read")
-        return [HostGroupOut.of(info) for info in host_groups.listing(c.catalog)]
+        return [HostGroupOut.of(info) for info in await asyncio.to_thread(host_groups.listing, c.catalog)]
 
 
 @router.get("/host-groups/{name}", tags=["host groups"], responses=ERRORS)
 async def show_host_group(name: Annotated[GroupName, Path()], c: CallDep) -> HostGroupOut:
     async with c.action("host-group.show", "host-group", name):
         c.authorize("read")
-        return HostGroupOut.of(host_groups.show(c.catalog, name))
+        return HostGroupOut.of(await asyncio.to_thread(host_groups.show, c.catalog, name))
 
 
 @router.post("/host-groups", tags=["host groups"], status_code=201, responses=SELECTOR_ERRORS)
@@ -69,7 +70,9 @@ async def add_host_group(body: HostGroupIn, c: CallDep) -> HostGroupOut:
     async with c.action("host-group.add", "host-group", body.name) as detail:
         c.authorize("admin")
         detail["selector"] = body.selector
-        info = host_groups.add(c.catalog, body.name, body.selector, body.description, author=c.principal.username)
+        info = await asyncio.to_thread(
+            host_groups.add, c.catalog, body.name, body.selector, body.description, author=c.principal.username
+        )
         return HostGroupOut.of(info)
 
 
@@ -78,7 +81,9 @@ async def replace_host_group(name: Annotated[GroupName, Path()], body: HostGroup
     async with c.action("host-group.replace", "host-group", name) as detail:
         c.authorize("admin")
         detail["selector"] = body.selector
-        info = host_groups.replace(c.catalog, name, body.selector, body.description, author=c.principal.username)
+        info = await asyncio.to_thread(
+            host_groups.replace, c.catalog, name, body.selector, body.description, author=c.principal.username
+        )
         return HostGroupOut.of(info)
 
 
@@ -87,7 +92,7 @@ async def remove_host_group(name: Annotated[GroupName, Path()], c: CallDep) -> N
     """Remove a host group (admins); refused (409) while another group refers to it."""
     async with c.action("host-group.remove", "host-group", name):
         c.authorize("admin")
-        host_groups.remove(c.catalog, name, author=c.principal.username)
+        await asyncio.to_thread(host_groups.remove, c.catalog, name, author=c.principal.username)
 
 
 class JudgeIn(BaseModel):
@@ -117,8 +122,7 @@ async def judge_selection(body: JudgeIn, c: CallDep) -> JudgeOut:
         c.authorize(body.action)
         hosts = await selection.selected_hosts(c.catalog, body.selector)
         if body.script:
-            with c.catalog.session() as session:
-                script = get_script(session, body.script)
+            script = await c.catalog.aio.run(get_script, body.script)
             targets = [await c.targets.script(script, host.name) for host in hosts]
         else:
             targets = [await c.targets.host(host.name) for host in hosts]

@@ -17,7 +17,6 @@ Admins' requests are judged on path, endpoint and role only; their bodies are st
 
 from __future__ import annotations
 
-import asyncio
 import json
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -127,7 +126,7 @@ async def check_narrowed_read(conn: HTTPConnection, principal: Principal, found:
     """403 for a ``read``-class route when access rules narrow the caller's ``read``."""
     if found.route_class != "read":
         return
-    rules = await asyncio.to_thread(load_rules, conn.app.state.catalog)
+    rules = await load_rules(conn.app.state.catalog)
     if narrowing_rules(principal, "read", rules):
         raise await deny(conn, principal, "read", _WHERE_INSTEAD)
 

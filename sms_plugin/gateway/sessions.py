@@ -14,7 +14,6 @@ sessions are purged at most once per :data:`PURGE_SECONDS` when a session is cre
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import json
@@ -65,11 +64,7 @@ class SessionStore:
         return f"SessionStore({self.catalog!r})"
 
     async def _call(self, action: Callable[..., T], *args: Any) -> T:
-        def run() -> T:
-            with self.catalog.session() as s:
-                return action(s, *args)
-
-        return await asyncio.to_thread(run)
+        return await self.catalog.aio.run(action, *args)
 
     @staticmethod
     def _row_id(session_id: str) -> str:

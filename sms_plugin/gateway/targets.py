@@ -12,10 +12,9 @@ from sms_plugin.errors import NotFound
 from sms_plugin.gateway.rbac import Rule, Target
 
 
-def load_rules(catalog: Catalog) -> list[Rule]:
+async def load_rules(catalog: Catalog) -> list[Rule]:
     """The catalog's access rules as the policy reads them."""
-    with catalog.session() as session:
-        return [
+    return [
             Rule(
                 subject_kind=row.subject_kind,  # type: ignore[arg-type]
                 subject=row.subject,
@@ -26,7 +25,7 @@ def load_rules(catalog: Catalog) -> list[Rule]:
                 host_label=row.host_label,
                 id=row.id,
             )
-            for row in list_rules(session)
+            for row in await catalog.aio.run(list_rules)
         ]
 
 
@@ -59,8 +58,7 @@ class Targets:
 
     async def script_named(self, name: str, host: str | None = None) -> Target:
         """Like :meth:`script` for a script known by name; NotFound if there is none."""
-        with self.catalog.session() as session:
-            script = get_script(session, name)
+        script = await self.catalog.aio.run(get_script, name)
         return await self.script(script, host)
 
     async def run(self, script: str, host: str) -> Target:

@@ -21,6 +21,7 @@ from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request
 from pydantic import BaseModel
+from sqlalchemy.orm import Session
 
 from sms_plugin import runs as run_services
 from sms_plugin.catalog import Catalog
@@ -79,17 +80,17 @@ async def _body(request: Request) -> bytes:
     return b"".join(chunks)
 
 
-def _hook(catalog: Catalog, hook_id: str) -> Webhook | None:
+async def _hook(catalog: Catalog, hook_id: str) -> Webhook | None:
     try:
-        with catalog.session() as session:
-            return rows.get_webhook(session, hook_id[:40])
+        return await catalog.aio.run(rows.get_webhook, hook_id[:40])
     except NotFound:
         return None
 
 
-def _claim(catalog: Catalog, hook: Webhook, nonce: str, delivery: str, client: str) -> WebhookDelivery:
+async def _claim(catalog: Catalog, hook: Webhook, nonce: str, delivery: str, client: str) -> WebhookDelivery:
     """Store the signed delivery; refuse it over the rate limit (429) or as a replay (409)."""
-    with catalog.session() as session:
+
+    def claim(session: Session) -> WebhookDelivery:
         recent = rows.count_accepted_deliveries(session, hook.id, since=utcnow() - timedelta(minutes=1))
         if recent >= hook.max_per_minute:
             raise Refused(429, "rate-limited", f"webhook {hook.id} takes at most {hook.max_per_minute} deliveries a minute")
@@ -99,6 +100,8 @@ def _claim(catalog: Catalog, hook: Webhook, nonce: str, delivery: str, client: s
             )
         except Conflict as error:
             raise Refused(409, "replayed", str(error)) from None
+
+    return await catalog.aio.run(claim)
 
 
 async def _start(catalog: Catalog, hook: Webhook, body: bytes) -> str:
@@ -147,7 +150,7 @@ async def deliver(hook_id: str, request: Request) -> Accepted:
     hook: Webhook | None = None
     stored: WebhookDelivery | None = None
     try:
-        hook = _hook(catalog, hook_id)
+        hook = await _hook(catalog, hook_id)
         if windows.count(address_key(caller.client)) >= ADDRESS_LIMIT:
             raise Refused(429, "rate-limited", f"{caller.client} was refused {ADDRESS_LIMIT} deliveries within a minute; "
                           "wait", flood=True)
@@ -160,27 +163,26 @@ async def deliver(hook_id: str, request: Request) -> Accepted:
             nonce = verify(unseal(hook.secret), request.headers, body)
         except (SignatureError, InvalidInput) as error:
             raise Refused(401, "bad-signature", str(error)) from None
-        stored = _claim(catalog, hook, nonce, delivery, caller.client)
+        stored = await _claim(catalog, hook, nonce, delivery, caller.client)
         run_id = await _start(catalog, hook, body)
     except Refused as refusal:
         over = hook is not None and stored is None and windows.count(hook_key(hook.id)) >= hook.max_per_minute
         if over and not refusal.flood:
             refusal = Refused(429, "rate-limited", f"webhook {hook.id} refused {hook.max_per_minute} deliveries "
                               "within a minute; wait", flood=True)
-        _remember(catalog, windows, refusal, hook, stored, caller.client)
+        await _remember(catalog, windows, refusal, hook, stored, caller.client)
         if not refusal.flood:
             detail["error"] = str(refusal)
             outcome = "denied" if refusal.status in (401, 404, 409, 413, 429) else "error"
             await audit.record(catalog, caller, outcome=outcome, detail=detail, **_delivered(hook_id))
         raise HTTPException(refusal.status, str(refusal)) from None
-    with catalog.session() as session:
-        rows.update_delivery(session, stored, outcome="started", run_id=run_id)
+    await catalog.aio.run(rows.update_delivery, stored, outcome="started", run_id=run_id)
     detail.update(run_id=run_id, script=hook.script)
     await audit.record(catalog, caller, outcome="ok", detail=detail, **_delivered(hook_id))
     return Accepted(delivery_id=delivery, run_id=run_id)
 
 
-def _remember(
+async def _remember(
     catalog: Catalog, windows: RefusalWindows, refusal: Refused, hook: Webhook | None,
     stored: WebhookDelivery | None, client: str,
 ) -> None:
@@ -190,11 +192,10 @@ def _remember(
     if hook is None:
         return
     windows.add(hook_key(hook.id), hook.max_per_minute)
-    with catalog.session() as session:
-        if stored is not None:
-            rows.update_delivery(session, stored, outcome=refusal.outcome, detail=str(refusal))
-        else:
-            rows.count_refusal(session, hook.id, reason=refusal.outcome, client=client, detail=str(refusal))
+    if stored is not None:
+        await catalog.aio.run(rows.update_delivery, stored, outcome=refusal.outcome, detail=str(refusal))
+    else:
+        await catalog.aio.run(rows.count_refusal, hook.id, reason=refusal.outcome, client=client, detail=str(refusal))
 
 
 def _delivered(hook_id: str) -> dict[str, str]:

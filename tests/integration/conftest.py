@@ -6,11 +6,15 @@ import asyncio
 import inspect
 import os
 import re
+import secrets
 import time
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 
 import httpx
 import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
 
 from blocks.hosts import SSHHost
 from infra.testbed.run_account import ensure_run_account
@@ -83,6 +87,22 @@ def wait_for_metric(port: int, sample: str, timeout: float) -> None:
     while sample not in (metrics := httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text):
         assert time.monotonic() < deadline, metrics
         time.sleep(0.5)
+
+
+@contextmanager
+def mariadb_database(mariadb, prefix: str) -> Iterator[str]:
+    """A new database (server default charset) on the test bed's MariaDB; yields its URL, drops it at the end."""
+    server_url = make_url(mariadb.url)
+    database = f"{prefix}_{secrets.token_hex(4)}"
+    server = create_engine(server_url)
+    with server.begin() as connection:
+        connection.execute(text(f"CREATE DATABASE `{database}`"))
+    try:
+        yield server_url.set(database=database).render_as_string(hide_password=False)
+    finally:
+        with server.begin() as connection:
+            connection.execute(text(f"DROP DATABASE `{database}`"))
+        server.dispose()
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -6,16 +6,14 @@ own utf8mb4 setting is what gets tested; every test starts from empty tables.
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
 
 from sms_plugin.catalog import Catalog
 from sms_plugin.catalog.models import Base
+from tests.integration.conftest import mariadb_database
 from tests.unit.test_catalog import CatalogBehaviour
 
 pytestmark = pytest.mark.integration
@@ -23,20 +21,13 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def mariadb_catalog(mariadb: Any) -> Iterator[Catalog]:
-    url = make_url(mariadb.url)
-    database = f"sms_cat_{secrets.token_hex(4)}"
-    server = create_engine(url)
-    with server.begin() as connection:
-        connection.execute(text(f"CREATE DATABASE `{database}`"))
-    catalog = Catalog(url.set(database=database).render_as_string(hide_password=False))
-    try:
-        catalog.upgrade()
-        yield catalog
-    finally:
-        catalog.dispose()
-        with server.begin() as connection:
-            connection.execute(text(f"DROP DATABASE `{database}`"))
-        server.dispose()
+    with mariadb_database(mariadb, "sms_cat") as url:
+        catalog = Catalog(url)
+        try:
+            catalog.upgrade()
+            yield catalog
+        finally:
+            catalog.dispose()
 
 
 @pytest.fixture

@@ -27,8 +27,9 @@ from sms_plugin.catalog import ScriptSpec, list_audit
 from sms_plugin.catalog import access as rows
 from sms_plugin.gateway.signing import seal
 from tests.integration.gateway_fixtures import USERS, Gateway, gateway  # noqa: F401 - fixture
+from tests.integration.loop_guard import catalog_off_loops  # noqa: F401 - fixture
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("catalog_off_loops")]
 
 SUFFIX = uuid.uuid4().hex[:6]
 EU, US = f"gw-eu-{SUFFIX}", f"gw-us-{SUFFIX}"

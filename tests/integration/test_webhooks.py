@@ -21,8 +21,9 @@ from sms_plugin.catalog import ScriptSpec, list_audit
 from sms_plugin.catalog import access as rows
 from sms_plugin.gateway.signing import MAX_BODY_BYTES, TOLERANCE_SECONDS, github_signature, sms_signature
 from tests.integration.gateway_fixtures import Gateway, gateway  # noqa: F401 - fixture
+from tests.integration.loop_guard import catalog_off_loops  # noqa: F401 - fixture
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("catalog_off_loops")]
 
 HOST = f"gw-hook-host-{uuid.uuid4().hex[:6]}"
 

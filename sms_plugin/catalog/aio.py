@@ -1,0 +1,56 @@
+"""The catalog for async code: each transaction runs in a thread of the catalog's own bounded pool.
+
+An event loop shared by many runs (the sms worker) or requests (the gateway) must never wait for
+the database: an SQLite writer may wait up to ``SQLITE_BUSY_SECONDS`` for another's lock, and
+every run's output and every kill on that loop would wait with it. The facade runs the same
+synchronous repository functions the CLI uses, so each query is written once::
+
+    script = await catalog.aio.run(get_script, "hello")          # one transaction
+    await catalog.aio.run(update_run, run_id, ended_at=now)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Concatenate, ParamSpec, TypeVar
+
+from sqlalchemy.orm import Session
+
+if TYPE_CHECKING:
+    from sms_plugin.catalog.database import Catalog
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+CATALOG_THREADS = 8
+"""Transactions of one process at once; the others queue without holding a thread or a connection
+(below the default connection pool of 5 + 10 overflow, so a thread never waits for a connection)."""
+
+
+class AsyncCatalog:
+    """Awaitable transactions on ``catalog`` (reach it as ``catalog.aio``; one pool per catalog)."""
+
+    def __init__(self, catalog: Catalog, threads: int = CATALOG_THREADS) -> None:
+        self.catalog = catalog
+        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="sms-catalog")
+
+    def __repr__(self) -> str:
+        return f"AsyncCatalog({self.catalog!r})"
+
+    async def run(self, work: Callable[Concatenate[Session, P], T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """``work(session, *args, **kwargs)`` in one transaction, committed when it returns and rolled
+        back when it raises (its exception is raised here). A caller cancelled while the transaction
+        runs returns at once; the transaction still ends, committed or rolled back, in its thread."""
+        transaction = functools.partial(self._transaction, work, *args, **kwargs)
+        return await asyncio.get_running_loop().run_in_executor(self._pool, transaction)
+
+    def _transaction(self, work: Callable[..., T], *args: object, **kwargs: object) -> T:
+        with self.catalog.session() as session:
+            return work(session, *args, **kwargs)
+
+    def close(self) -> None:
+        """Stop the pool's threads once their transactions have ended."""
+        self._pool.shutdown(wait=True)
