@@ -153,7 +153,7 @@ def resolve(groups: dict[str, _Group]) -> list[AnsibleHost]:
             raise InvalidInput(f"group {name!r} is its own child: {' -> '.join((*trail, name))}")
         if name not in members:
             found = set(groups[name].hosts)
-            for child in groups[name].children - {"all"}:
+            for child in sorted(groups[name].children - {"all"}):  # sorted: the same cycle is named each time
                 found |= hosts_of(child, (*trail, name))
             members[name] = found
         return members[name]
