@@ -24,10 +24,10 @@ from prefect import get_client
 from prefect.exceptions import ObjectNotFound
 from prefect.states import Crashed
 
-from blocks.hosts import load_host
 from sms_plugin.catalog import Catalog, RunRecord, audit, get_run, get_script, list_runs, update_run
 from sms_plugin.errors import NotFound, SMSError
 from sms_plugin.heartbeats import heartbeat_seconds
+from sms_plugin.host_kinds import load_host
 
 ACTOR = "sms-reaper"
 DEFAULT_KILL_GRACE_SECONDS = 5.0

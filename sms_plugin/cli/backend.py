@@ -18,7 +18,6 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from blocks.hosts import HostBlock, LocalHost, SSHHost
 from sms_plugin import apply as declarative
 from sms_plugin import credentials
 from sms_plugin import hosts as host_services
@@ -26,6 +25,7 @@ from sms_plugin import runs as run_services
 from sms_plugin import scripts as script_services
 from sms_plugin.catalog import Catalog, ScriptSpec, ScriptVersion
 from sms_plugin.errors import SMSError
+from sms_plugin.host_kinds import HostKind, request_fields
 from sms_plugin.hosts import HostCheck, HostInfo, ScannedKey
 from sms_plugin.runs import LogLine, RunResult
 from sms_plugin.scripts import SyncReport
@@ -54,7 +54,7 @@ class Backend(Protocol):
     where: str
 
     def hosts(self) -> list[HostInfo]: ...
-    def add_host(self, name: str, block: HostBlock, *, overwrite: bool) -> None: ...
+    def add_host(self, name: str, block: HostKind, *, overwrite: bool) -> None: ...
     def check_host(self, name: str) -> HostCheck: ...
     def scan_host_key(self, name: str) -> ScannedKey: ...
     def pin_host_key(self, name: str, line: str) -> None: ...
@@ -104,7 +104,7 @@ class LocalBackend:
     def hosts(self) -> list[HostInfo]:
         return _blocking(host_services.listing())
 
-    def add_host(self, name: str, block: HostBlock, *, overwrite: bool) -> None:
+    def add_host(self, name: str, block: HostKind, *, overwrite: bool) -> None:
         _blocking(host_services.add(name, block, overwrite=overwrite))
 
     def check_host(self, name: str) -> HostCheck:
@@ -168,22 +168,6 @@ class LocalBackend:
         return _blocking(script_services.sync(self.catalog))
 
 
-def _host_body(name: str, block: HostBlock, overwrite: bool) -> dict[str, Any]:
-    """``POST /hosts`` for an SSH or local host block."""
-    body: dict[str, Any] = {"name": name, "kind": block.kind, "labels": list(block.labels), "overwrite": overwrite,
-                            "max_parallel_sessions": block.max_parallel_sessions}
-    if isinstance(block, SSHHost):
-        body.update(
-            address=block.address, port=block.port, username=block.username, host_keys=list(block.host_keys),
-            legacy=block.legacy,
-            private_key=block.private_key.get_secret_value() if block.private_key else None,
-            password=block.password.get_secret_value() if block.password else None,
-        )
-    elif not isinstance(block, LocalHost):
-        raise SMSError(f"the gateway adds SSH and local hosts only, not {block.kind} hosts")
-    return body
-
-
 def _spec(data: dict[str, Any]) -> ScriptSpec:
     return ScriptSpec.model_validate({k: v for k, v in data.items() if k in ScriptSpec.model_fields})
 
@@ -208,11 +192,11 @@ class GatewayBackend:
         )
 
     def hosts(self) -> list[HostInfo]:
-        return [HostInfo(h["name"], h["kind"], h["where"], h["pinned_keys"], h["legacy"], tuple(h["labels"]))
-                for h in self.client.hosts()]
+        return [HostInfo(h["name"], h["kind"], h["where"], tuple(h["labels"]), h["admins_only"],
+                         h["max_parallel_sessions"], h["settings"]) for h in self.client.hosts()]
 
-    def add_host(self, name: str, block: HostBlock, *, overwrite: bool) -> None:
-        self.client.add_host(_host_body(name, block, overwrite))
+    def add_host(self, name: str, block: HostKind, *, overwrite: bool) -> None:
+        self.client.add_host(name, block.kind, overwrite=overwrite, **request_fields(block))
 
     def check_host(self, name: str) -> HostCheck:
         raise self._not_here(f"host check {name}")
