@@ -23,7 +23,9 @@ from sms_plugin import hosts as host_services
 from sms_plugin.telemetry.exporter import Exporter, ExporterSettings
 from tests.integration.gateway_fixtures import Gateway, gateway  # noqa: F401 - fixture
 
-pytestmark = pytest.mark.integration
+# The first test also starts Keycloak, the WinRM host (Wine), sshd and Prefect, and runs `sms`
+# three times (~25 s each on a busy 2-core machine): more than the suite's default 300 s.
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
 SMS = str(Path(sys.executable).with_name("sms"))
 SUFFIX = uuid.uuid4().hex[:6]
