@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from prefect import get_client
@@ -48,11 +48,11 @@ class HostInfo:
     name: str
     kind: str
     where: str
-    labels: tuple[str, ...] = ()
-    admins_only: bool = False
+    labels: tuple[str, ...]
+    admins_only: bool
     """Only sms-admin may start or add scripts here (by default a local host, docs/access.md)."""
-    max_parallel_sessions: int = 1
-    settings: dict[str, Any] = field(default_factory=dict)
+    max_parallel_sessions: int
+    settings: dict[str, Any]
 
     @classmethod
     def of(cls, name: str, block: HostKind) -> HostInfo:

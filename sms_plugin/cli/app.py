@@ -17,7 +17,6 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from sms_plugin import hosts as host_services
 from sms_plugin.catalog import ScriptSpec
 from sms_plugin.cli import backend
 from sms_plugin.cli import logs as _logs
@@ -143,10 +142,10 @@ def host_list() -> None:
     """List the hosts."""
     table = Table("name", "kind", "where", "pinned keys", "algorithms", "labels")
     for host in backend.current().hosts():
-        ssh = host.kind == "ssh"
-        table.add_row(
-            host.name, host.kind, host.where, str(host.pinned_keys) if ssh else "-",
-            ("[yellow]legacy[/]" if host.legacy else "modern") if ssh else "-", " ".join(host.labels),
+        table.add_row(  # host keys and algorithms where the kind has them (its public settings say)
+            host.name, host.kind, host.where, str(host.pinned_keys) if "host_keys" in host.settings else "-",
+            ("[yellow]legacy[/]" if host.legacy else "modern") if "legacy" in host.settings else "-",
+            " ".join(host.labels),
         )
     out.print(table)
 

@@ -18,7 +18,7 @@ from typing import Annotated, Any, Literal
 import httpx
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from prefect.exceptions import PrefectException
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, StringConstraints, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from sms_plugin import hosts as host_services
 from sms_plugin import runs as run_services

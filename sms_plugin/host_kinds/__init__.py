@@ -4,7 +4,6 @@ from sms_plugin.host_kinds.base import HOST_NAME_PATTERN, LABEL_PATTERN, HostKin
 from sms_plugin.host_kinds.checks import HostCheck
 from sms_plugin.host_kinds.local import LocalHost
 from sms_plugin.host_kinds.registry import (
-    HOST_BLOCK_TYPES,
     KINDS,
     HostRequest,
     Kind,
@@ -20,7 +19,7 @@ from sms_plugin.host_kinds.ssh import SSHHost
 from sms_plugin.host_kinds.windows import WindowsHost
 
 __all__ = [
-    "HOST_BLOCK_TYPES", "HOST_NAME_PATTERN", "KINDS", "LABEL_PATTERN", "HostCheck", "HostKind", "HostRequest", "Kind",
+    "HOST_NAME_PATTERN", "KINDS", "LABEL_PATTERN", "HostCheck", "HostKind", "HostRequest", "Kind",
     "LocalHost", "SSHHost", "WindowsHost", "build", "checked_labels", "from_request", "kind_named", "kind_of", "load_host",
     "public_view", "request_fields",
 ]

@@ -55,7 +55,7 @@ class Kind:
         request = create_model(
             f"{block.__name__}Request",
             __config__=ConfigDict(extra="forbid"),
-            __doc__=f"{block.__doc__.split(chr(10))[0] if block.__doc__ else block.kind} (``kind: {block.kind}``).",
+            __doc__=f"A host of kind {block.kind}: the fields of {block.__name__} but its worker-side ones.",
             name=(HostName, ...),
             kind=(Literal[block.kind], ...),  # type: ignore[valid-type]
             overwrite=(bool, False),
@@ -67,7 +67,6 @@ class Kind:
 
 
 KINDS: dict[str, Kind] = {kind.name: kind for kind in map(Kind.of, (SSHHost, LocalHost, WindowsHost))}
-HOST_BLOCK_TYPES: tuple[type[HostKind], ...] = tuple(kind.block for kind in KINDS.values())
 
 HostRequest = Annotated[
     Union[tuple(kind.request for kind in KINDS.values())],  # type: ignore[valid-type]  # noqa: UP007
@@ -106,8 +105,7 @@ def build(kind: str, fields: dict[str, Any]) -> HostKind:
 
 def from_request(request: BaseModel) -> HostKind:
     """The block a validated REST request describes."""
-    kind = kind_named(request.kind)  # type: ignore[attr-defined]
-    return build(kind.name, {name: getattr(request, name) for name in kind.block.model_fields if name in type(request).model_fields})
+    return build(request.kind, request.model_dump(exclude={"name", "kind", "overwrite"}))  # type: ignore[attr-defined]
 
 
 def request_fields(block: HostKind) -> dict[str, Any]:
