@@ -17,9 +17,11 @@ from typing import Any
 
 import httpx
 import pytest
+from prefect import get_client
 
 from sms_plugin import AsyncSMSClient
 from sms_plugin import hosts as host_services
+from sms_plugin.host_kinds import KINDS as REGISTRY
 from sms_plugin.telemetry.exporter import Exporter, ExporterSettings
 from tests.integration.gateway_fixtures import Gateway, gateway  # noqa: F401 - fixture
 
@@ -134,3 +136,13 @@ async def test_the_exporter_probes_every_kind(secrets_and_hosts):
     probed = {sample.labels["host"]: sample.value for metric in exporter.service.host_up.collect()
               for sample in metric.samples}
     assert {name: probed.get(name) for name in KINDS} == dict.fromkeys(KINDS, 1.0)
+
+
+async def test_prefect_registers_every_kind_from_blocks_hosts(prefect_server):
+    registered = subprocess.run([str(Path(sys.executable).with_name("prefect")), "block", "register", "-m", "blocks.hosts"],
+                                capture_output=True, text=True, timeout=180, env={**os.environ, "COLUMNS": "300"})
+    assert registered.returncode == 0, registered.stdout + registered.stderr
+    assert "Successfully registered 3 blocks" in registered.stdout, registered.stdout
+    async with get_client() as client:
+        slugs = {(await client.read_block_type_by_slug(kind.block.get_block_type_slug())).slug for kind in REGISTRY.values()}
+    assert slugs == {"sms-ssh-host", "sms-local-host", "sms-windows-host"}
