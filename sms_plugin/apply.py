@@ -5,7 +5,7 @@ A file looks like this (paths are relative to the file; secrets never live in it
 
     hosts:
       - name: web-01
-        type: ssh                      # or: local
+        type: ssh                      # or: local, windows (the kinds of sms_plugin.host_kinds)
         address: 10.0.0.5
         username: ops
         private_key_file: ~/.ssh/sms_ed25519   # read when applying
@@ -16,6 +16,7 @@ A file looks like this (paths are relative to the file; secrets never live in it
         address: 10.0.0.7
         username: CORP\\svc-sms
         password_env: WIN01_PASSWORD
+        labels: [prod-eu]              # every kind has labels
     scripts:
       - name: nightly-report
         interpreter: ksh
@@ -34,11 +35,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import SecretStr, ValidationError
+from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
-from blocks.hosts import HostBlock, LocalHost, SSHHost, WindowsHost, load_host
 from sms_plugin import hosts as host_services
+from sms_plugin.host_kinds import HostKind, build, load_host
 from sms_plugin import scripts as script_services
 from sms_plugin.catalog import Catalog, ScriptSpec, get_script, get_version
 from sms_plugin.errors import InvalidInput, NotFound
@@ -65,7 +66,7 @@ class Change:
 @dataclass
 class Plan:
     changes: list[Change] = field(default_factory=list)
-    hosts: dict[str, HostBlock] = field(default_factory=dict)
+    hosts: dict[str, HostKind] = field(default_factory=dict)
     scripts: list[DeclaredScript] = field(default_factory=list)
 
     @property
@@ -81,29 +82,30 @@ def _read_file(base: Path, name: str) -> str:
         raise InvalidInput(f"cannot read {path}: {error.strerror}") from None
 
 
-def _host_block(entry: dict[str, Any], base: Path) -> HostBlock:
+def _host_block(entry: dict[str, Any], base: Path) -> HostKind:
+    """A declared host: its kind's block fields, with ``private_key_file`` (read from a file next
+    to the declaration) and ``password_env`` (an environment variable's name) for the secrets."""
     fields = dict(entry)
     kind = fields.pop("type", "ssh")
     fields.pop("name")
-    if kind == "local":
-        return LocalHost(**fields)
-    if kind not in ("ssh", "windows"):
-        raise InvalidInput(f"host {entry['name']!r}: type must be 'ssh', 'windows' or 'local', not {kind!r}")
     if key_file := fields.pop("private_key_file", None):
-        fields["private_key"] = SecretStr(_read_file(base, key_file))
+        fields["private_key"] = _read_file(base, key_file)
     if password_env := fields.pop("password_env", None):
         if password_env not in os.environ:
             raise InvalidInput(f"host {entry['name']!r}: environment variable {password_env} is not set")
-        fields["password"] = SecretStr(os.environ[password_env])
-    return WindowsHost(**fields) if kind == "windows" else SSHHost(**fields)
+        fields["password"] = os.environ[password_env]
+    try:
+        return build(kind, fields)
+    except InvalidInput as error:
+        raise InvalidInput(f"host {entry['name']!r}: {error}") from None
 
 
-def load(path: Path) -> tuple[dict[str, HostBlock], list[DeclaredScript]]:
+def load(path: Path) -> tuple[dict[str, HostKind], list[DeclaredScript]]:
     """The hosts and scripts declared in a YAML file, or in every ``*.yaml`` of a folder."""
     files = sorted(path.glob("*.yaml")) if path.is_dir() else [path]
     if not files:
         raise InvalidInput(f"no *.yaml files in {path}")
-    hosts: dict[str, HostBlock] = {}
+    hosts: dict[str, HostKind] = {}
     scripts: list[DeclaredScript] = []
     for file in files:
         try:
@@ -120,18 +122,17 @@ def load(path: Path) -> tuple[dict[str, HostBlock], list[DeclaredScript]]:
     return hosts, scripts
 
 
-def _settings(block: HostBlock) -> dict[str, Any]:
+def _settings(block: HostKind) -> dict[str, Any]:
     """The block's own fields (a loaded block also carries its Prefect document's id and name)."""
     return {name: getattr(block, name) for name in type(block).model_fields}
 
 
-async def _host_change(name: str, declared: HostBlock) -> Change:
+async def _host_change(name: str, declared: HostKind) -> Change:
     try:
         existing = await load_host(name)
     except NotFound:
         return Change("host", name, "add", declared.describe())
-    if isinstance(declared, SSHHost) and isinstance(existing, SSHHost) and not declared.host_keys:
-        declared.host_keys = list(existing.host_keys)
+    declared.carry_over(existing)
     if type(existing) is type(declared) and _settings(existing) == _settings(declared):
         return Change("host", name, "unchanged")
     return Change("host", name, "update", declared.describe())

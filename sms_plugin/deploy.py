@@ -1,6 +1,8 @@
 """Catalog → Prefect: each script is the deployment ``run-script/<script>`` in the SMS work pool.
 
-The deployment points at the installed flow by module path (no code storage, no pull steps),
+The deployment points at the installed flow by module path (no code storage, no pull steps): SMS
+names the flows by entrypoint (``RUN_SCRIPT_ENTRYPOINT``, the same flows ``prefect.yaml`` names by
+file) and lets Prefect load them, so ``sms_plugin`` never imports ``flows``. The deployment
 carries the script name as its parameter default, the script's own parameter schema (its
 declared parameters and allowed environment, enforced by Prefect's server; the Prefect UI's Run
 form shows them), the script's tags plus ``host:<host>``, and its schedules. A disabled script's
@@ -10,15 +12,15 @@ deployment is paused.
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 from prefect import get_client
 from prefect.client.schemas.actions import DeploymentUpdate, WorkPoolCreate, WorkPoolUpdate
 from prefect.deployments.runner import EntrypointType, RunnerDeployment
 from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+from prefect.flows import Flow, load_flow_from_entrypoint
 from prefect.schedules import Cron, Interval, Schedule
 
-from flows.housekeeping import housekeeping
-from flows.run_script import run_script
 from sms_plugin.catalog import Script
 from sms_plugin.limits import deployment_concurrency
 from sms_plugin.parameters import deployment_schema
@@ -26,6 +28,14 @@ from sms_plugin.settings import work_pool_name, worker_type
 from sms_plugin.worker.guard import base_job_template
 
 FLOW_NAME = "run-script"
+RUN_SCRIPT_ENTRYPOINT = "flows.run_script.run_script"
+"""The flow every script's deployment runs, as the module path workers import it by."""
+HOUSEKEEPING_ENTRYPOINT = "flows.housekeeping.housekeeping"
+
+
+def _flow(entrypoint: str) -> Flow[..., Any]:
+    """The flow at a module-path entrypoint; an import error is raised, not replaced by a placeholder."""
+    return load_flow_from_entrypoint(entrypoint, use_placeholder_flow=False)
 
 
 def deployment_name(script_name: str) -> str:
@@ -68,7 +78,7 @@ async def sync_script(script: Script) -> str:
     """Creates or updates the script's deployment; returns its id."""
     await ensure_work_pool()
     deployment = RunnerDeployment.from_flow(
-        run_script,
+        _flow(RUN_SCRIPT_ENTRYPOINT),
         name=script.name,
         schedules=_schedules(script),
         paused=not script.enabled,
@@ -97,7 +107,7 @@ async def sync_housekeeping() -> str:
     """Creates or updates ``sms-housekeeping/every-30s``, which reaps runs whose worker died."""
     await ensure_work_pool()
     deployment = RunnerDeployment.from_flow(
-        housekeeping,
+        _flow(HOUSEKEEPING_ENTRYPOINT),
         name=f"every-{HOUSEKEEPING_SECONDS}s",
         interval=HOUSEKEEPING_SECONDS,
         tags=["sms"],

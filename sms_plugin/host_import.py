@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pydantic import SecretStr
 
-from blocks.hosts import SSHHost, load_host
+from sms_plugin.host_kinds import SSHHost, load_host
 from sms_plugin import apply as declarative
 from sms_plugin import host_groups
 from sms_plugin.apply import Action, Change, Plan

@@ -27,10 +27,10 @@ from prefect.exceptions import ObjectNotFound
 from prefect.states import Crashed
 from sqlalchemy.orm import Session
 
-from blocks.hosts import load_host
 from sms_plugin.catalog import Catalog, RunRecord, audit, get_run, get_script, list_runs, update_run
 from sms_plugin.errors import NotFound, SMSError
 from sms_plugin.heartbeats import heartbeat_seconds
+from sms_plugin.host_kinds import load_host
 from sms_plugin.transports.recovery import reap
 
 ACTOR = "sms-reaper"

@@ -5,7 +5,7 @@ Both talk to the catalog (``SMS_DATABASE_URL``) and to the Prefect API (``PREFEC
     from sms_plugin import SMSClient
 
     sms = SMSClient()
-    sms.add_local_host("local")
+    sms.add_host("local", "local")
     sms.add_script("hello", interpreter="bash", host="local", content='echo "hello $1"')
     result = sms.run("hello", ["world"])          # waits; RunResult(state='COMPLETED', exit_code=0, ...)
     print(result.output_tail)                     # ['stdout: hello world']
@@ -25,7 +25,6 @@ from typing import Any, TypeVar
 
 import httpx
 
-from blocks.hosts import LocalHost
 from sms_plugin import apply as declarative
 from sms_plugin import credentials, host_groups, host_import, selection
 from sms_plugin import hosts as host_services
@@ -35,6 +34,7 @@ from sms_plugin.catalog import Catalog, Script, ScriptSpec, ScriptVersion, get_s
 from sms_plugin.errors import Conflict, InvalidInput, NotFound, SMSError
 from sms_plugin.host_groups import HostGroupInfo
 from sms_plugin.host_import import ImportPlan
+from sms_plugin.host_kinds import build
 from sms_plugin.hosts import HostCheck, HostInfo, ScannedKey
 from sms_plugin.inventory import Format
 from sms_plugin.inventory import read as read_inventory
@@ -57,35 +57,16 @@ class AsyncSMSClient:
         self.user = user or getpass.getuser()
 
     # hosts
-    async def add_ssh_host(
-        self,
-        name: str,
-        *,
-        address: str,
-        username: str,
-        port: int = 22,
-        private_key: str | None = None,
-        password: str | None = None,
-        host_keys: list[str] | None = None,
-        legacy: bool = False,
-        labels: list[str] | None = None,
-        overwrite: bool = False,
-    ) -> None:
-        """Adds an SSH host; without ``host_keys`` it must be trusted before use (:meth:`trust_host`).
+    async def add_host(self, name: str, kind: str, *, overwrite: bool = False, **fields: Any) -> None:
+        """Adds a host of ``kind`` (``ssh``, ``local`` or ``windows``) with that kind's block fields
+        (docs/hosts.md), secrets as plain strings, e.g.::
 
-        ``legacy`` allows the weak algorithms of old servers (SHA-1 kex, ssh-rsa, CBC, hmac-sha1);
-        ``labels`` (e.g. ``["prod-eu"]``) are what access rules select hosts by.
+            add_host("web-01", "ssh", address="10.0.0.5", username="ops", private_key=key, labels=["prod-eu"])
+            add_host("win-01", "windows", address="10.0.0.7", username="CORP\\svc-sms", password=password)
+
+        An SSH host given no ``host_keys`` must be trusted before use (:meth:`trust_host`).
         """
-        block = host_services.ssh_host(
-            address=address, port=port, username=username, private_key=private_key, password=password,
-            host_keys=host_keys, legacy=legacy, labels=labels,
-        )
-        await host_services.add(name, block, overwrite=overwrite)
-
-    async def add_local_host(
-        self, name: str = "local", *, labels: list[str] | None = None, overwrite: bool = False
-    ) -> None:
-        await host_services.add(name, LocalHost(labels=host_services.checked_labels(labels or [])), overwrite=overwrite)
+        await host_services.add(name, build(kind, fields), overwrite=overwrite)
 
     async def hosts(self, select: str | None = None) -> list[HostInfo]:
         """All hosts, or those the host selector ``select`` picks (``"role=web AND NOT legacy"``, docs/fleet.md)."""
@@ -329,9 +310,9 @@ class GatewayClient:
         body = {"selector": selector, "action": action, **({"script": script} if script else {})}
         return self._call("POST", "/selections/judge", json=body)
 
-    def add_host(self, host: dict[str, Any]) -> dict[str, Any]:
-        """Add a host (admins): the fields of ``POST /hosts`` (name, kind, address, username, ...)."""
-        return self._call("POST", "/hosts", json=host)
+    def add_host(self, name: str, kind: str, *, overwrite: bool = False, **fields: Any) -> dict[str, Any]:
+        """Add a host (admins), as :meth:`AsyncSMSClient.add_host`: the kind's fields, secrets as strings."""
+        return self._call("POST", "/hosts", json={"name": name, "kind": kind, "overwrite": overwrite, **fields})
 
     def scripts(self, tag: str | None = None) -> list[dict[str, Any]]:
         return self._call("GET", "/scripts", params={"tag": tag} if tag else None)

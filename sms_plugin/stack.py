@@ -28,12 +28,12 @@ from pathlib import Path
 import httpx
 from rich.console import Console
 
-from blocks.hosts import LocalHost
 from sms_plugin import apply as declarative
 from sms_plugin.catalog import Catalog
 from sms_plugin.deploy import ensure_work_pool, sync_housekeeping
 from sms_plugin.errors import Conflict, SMSError
 from sms_plugin.gateway.config import GatewaySettings, load_settings
+from sms_plugin.host_kinds import LocalHost
 from sms_plugin.settings import (
     database_url,
     elasticsearch_url,

@@ -17,7 +17,6 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from sms_plugin import hosts as host_services
 from sms_plugin.catalog import ScriptSpec
 from sms_plugin.cli import backend
 from sms_plugin.cli import fleet as fleet_cli
@@ -119,22 +118,20 @@ def host_add(
         list[str], typer.Option("--label", "-l", help="Label access rules select it by, e.g. prod-eu (repeatable).")
     ] = [],  # noqa: B006
 ) -> None:
-    """Add a host. SSH hosts must then be trusted: `sms host trust NAME`."""
-    from blocks.hosts import HostBlock, LocalHost
+    """Add an SSH or local host (Windows: `sms host add-windows`). SSH hosts must then be trusted: `sms host trust NAME`."""
+    from sms_plugin.host_kinds import build
 
     if bool(ssh) == local:
         raise InvalidInput("give exactly one of --ssh ADDRESS or --local")
-    block: HostBlock
     if local:
-        block = LocalHost(labels=host_services.checked_labels(label))
+        block = build("local", {"labels": label})
     else:
         if not user:
             raise InvalidInput("an SSH host needs --user")
         key = key_file.expanduser().read_text() if key_file else None
         password = typer.prompt("Password", hide_input=True) if ask_password else None
-        block = host_services.ssh_host(
-            address=ssh, port=port, username=user, private_key=key, password=password, legacy=legacy, labels=label
-        )
+        block = build("ssh", {"address": ssh, "port": port, "username": user, "private_key": key, "password": password,
+                              "legacy": legacy, "labels": label})
     backend.current().add_host(name, block, overwrite=overwrite)
     hint = "" if local else f"; now check and pin its host key: sms host trust {name}"
     out.print(f"Host {name} saved ({block.describe()}){hint}")
@@ -157,10 +154,10 @@ def host_list(
         return
     table = Table("name", "kind", "where", "pinned keys", "algorithms", "labels")
     for host in hosts:
-        ssh = host.kind == "ssh"
-        table.add_row(
-            host.name, host.kind, host.where, str(host.pinned_keys) if ssh else "-",
-            ("[yellow]legacy[/]" if host.legacy else "modern") if ssh else "-", " ".join(host.labels),
+        table.add_row(  # host keys and algorithms where the kind has them (its public settings say)
+            host.name, host.kind, host.where, str(host.pinned_keys) if "host_keys" in host.settings else "-",
+            ("[yellow]legacy[/]" if host.legacy else "modern") if "legacy" in host.settings else "-",
+            " ".join(host.labels),
         )
     out.print(table)
 

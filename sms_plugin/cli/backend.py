@@ -18,7 +18,6 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from blocks.hosts import HostBlock, LocalHost, SSHHost
 from sms_plugin import apply as declarative
 from sms_plugin import credentials, host_groups, host_import, selection
 from sms_plugin import hosts as host_services
@@ -28,6 +27,7 @@ from sms_plugin.catalog import Catalog, ScriptSpec, ScriptVersion
 from sms_plugin.errors import SMSError
 from sms_plugin.host_groups import HostGroupInfo
 from sms_plugin.host_import import ImportPlan
+from sms_plugin.host_kinds import HostKind, request_fields
 from sms_plugin.hosts import HostCheck, HostInfo, ScannedKey
 from sms_plugin.inventory import Format
 from sms_plugin.inventory import read as read_inventory
@@ -66,7 +66,7 @@ class Backend(Protocol):
         self, path: Path, format: Format | None, *, user: str | None, credentials_from: str | None
     ) -> ImportPlan: ...
     def import_apply(self, planned: ImportPlan) -> None: ...
-    def add_host(self, name: str, block: HostBlock, *, overwrite: bool) -> None: ...
+    def add_host(self, name: str, block: HostKind, *, overwrite: bool) -> None: ...
     def check_host(self, name: str) -> HostCheck: ...
     def scan_host_key(self, name: str) -> ScannedKey: ...
     def pin_host_key(self, name: str, line: str) -> None: ...
@@ -140,7 +140,7 @@ class LocalBackend:
     def import_apply(self, planned: ImportPlan) -> None:
         _blocking(host_import.apply(self.catalog, planned, author=self.user))
 
-    def add_host(self, name: str, block: HostBlock, *, overwrite: bool) -> None:
+    def add_host(self, name: str, block: HostKind, *, overwrite: bool) -> None:
         _blocking(host_services.add(name, block, overwrite=overwrite))
 
     def check_host(self, name: str) -> HostCheck:
@@ -204,22 +204,6 @@ class LocalBackend:
         return _blocking(script_services.sync(self.catalog))
 
 
-def _host_body(name: str, block: HostBlock, overwrite: bool) -> dict[str, Any]:
-    """``POST /hosts`` for an SSH or local host block."""
-    body: dict[str, Any] = {"name": name, "kind": block.kind, "labels": list(block.labels), "overwrite": overwrite,
-                            "max_parallel_sessions": block.max_parallel_sessions}
-    if isinstance(block, SSHHost):
-        body.update(
-            address=block.address, port=block.port, username=block.username, host_keys=list(block.host_keys),
-            legacy=block.legacy,
-            private_key=block.private_key.get_secret_value() if block.private_key else None,
-            password=block.password.get_secret_value() if block.password else None,
-        )
-    elif not isinstance(block, LocalHost):
-        raise SMSError(f"the gateway adds SSH and local hosts only, not {block.kind} hosts")
-    return body
-
-
 def _group(data: dict[str, Any]) -> HostGroupInfo:
     return HostGroupInfo(data["name"], data["selector"], data["description"], data["created_by"],
                          datetime.fromisoformat(data["created_at"]), datetime.fromisoformat(data["updated_at"]))
@@ -249,8 +233,8 @@ class GatewayBackend:
         )
 
     def hosts(self, select: str | None = None) -> list[HostInfo]:
-        return [HostInfo(h["name"], h["kind"], h["where"], h["pinned_keys"], h["legacy"], tuple(h["labels"]))
-                for h in self.client.hosts(select)]
+        return [HostInfo(h["name"], h["kind"], h["where"], tuple(h["labels"]), h["admins_only"],
+                         h["max_parallel_sessions"], h["settings"]) for h in self.client.hosts(select)]
 
     def host_groups(self) -> list[HostGroupInfo]:
         return [_group(data) for data in self.client.host_groups()]
@@ -275,8 +259,8 @@ class GatewayBackend:
     def import_apply(self, planned: ImportPlan) -> None:
         raise self._not_here("host import")
 
-    def add_host(self, name: str, block: HostBlock, *, overwrite: bool) -> None:
-        self.client.add_host(_host_body(name, block, overwrite))
+    def add_host(self, name: str, block: HostKind, *, overwrite: bool) -> None:
+        self.client.add_host(name, block.kind, overwrite=overwrite, **request_fields(block))
 
     def check_host(self, name: str) -> HostCheck:
         raise self._not_here(f"host check {name}")

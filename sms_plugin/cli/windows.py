@@ -6,11 +6,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from pydantic import SecretStr, ValidationError
 from rich.console import Console
 
 from sms_plugin.cli import backend
-from sms_plugin.errors import InvalidInput
 
 
 def host_add_windows(
@@ -22,24 +20,18 @@ def host_add_windows(
     auth: Annotated[str, typer.Option("--auth", help="negotiate, ntlm, kerberos, credssp, or basic (https only).")] = "negotiate",
     ca_file: Annotated[Path | None, typer.Option("--ca-file", help="PEM of the CA that signed the server certificate.")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a host of the same name.")] = False,
+    label: Annotated[
+        list[str], typer.Option("--label", "-l", help="Label access rules select it by, e.g. prod-eu (repeatable).")
+    ] = [],  # noqa: B006
 ) -> None:
     """Add a Windows host (WinRM). The password is prompted for, never taken from the command line."""
-    from blocks.hosts import WindowsHost
+    from sms_plugin.host_kinds import build
 
     password = typer.prompt("Password", hide_input=True)
-    try:
-        block = WindowsHost(
-            address=address,
-            port=port,
-            scheme="https" if https else "http",
-            auth=auth,  # type: ignore[arg-type]  # validated by the block
-            username=user,
-            password=SecretStr(password),
-            ca_path=str(ca_file.expanduser().resolve()) if ca_file else None,
-        )
-    except ValidationError as error:
-        raise InvalidInput("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())) from None
-    block.target()  # refuses Basic over HTTP before anything is saved
+    block = build("windows", {  # refuses Basic over HTTP before anything is saved
+        "address": address, "port": port, "scheme": "https" if https else "http", "auth": auth, "username": user,
+        "password": password, "ca_path": str(ca_file.expanduser().resolve()) if ca_file else None, "labels": label,
+    })
     backend.current().add_host(name, block, overwrite=overwrite)
     Console().print(f"Host {name} saved ({block.describe()}); check it with: sms host check {name}")
 

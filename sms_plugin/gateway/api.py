@@ -18,9 +18,8 @@ from typing import Annotated, Any, Literal
 import httpx
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from prefect.exceptions import PrefectException
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, StringConstraints, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
-from blocks.hosts import LABEL_PATTERN, HostBlock, LocalHost
 from sms_plugin import hosts as host_services
 from sms_plugin import runs as run_services
 from sms_plugin import scripts as script_services
@@ -36,6 +35,7 @@ from sms_plugin.gateway.principal import Principal
 from sms_plugin.gateway.rbac import ANY, RULE_ACTIONS, Action, Rule, SubjectKind, Target, decide
 from sms_plugin.gateway.targets import Targets, load_rules
 from sms_plugin.gateway.signing import ARGUMENT_PATTERN, check_argument_pattern, seal
+from sms_plugin.host_kinds import HOST_NAME_PATTERN, LABEL_PATTERN, HostRequest, from_request
 from sms_plugin.parameters import PARAMETER_NAME
 from sms_plugin.selectors import MAX_LENGTH as MAX_SELECTOR
 
@@ -127,7 +127,7 @@ async def call(request: Request, principal: Annotated[Principal, Depends(require
 
 CallDep = Annotated[Call, Depends(call)]
 Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN.pattern)]
-HostName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9_-]{1,100}$")]
+HostName = Annotated[str, StringConstraints(pattern=HOST_NAME_PATTERN)]
 Label = Annotated[str, StringConstraints(pattern=LABEL_PATTERN)]
 Limit = Annotated[int, Query(ge=1, le=1000)]
 
@@ -147,50 +147,23 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 
 
 class HostOut(BaseModel):
+    """A host of any kind: what every kind has, and ``settings``, the kind's fields without its secrets."""
+
     name: str
     kind: str
     where: str
     pinned_keys: int
     legacy: bool
     labels: list[str]
+    admins_only: bool
+    max_parallel_sessions: int
+    settings: dict[str, Any]
 
     @classmethod
     def of(cls, info: host_services.HostInfo) -> HostOut:
         return cls(name=info.name, kind=info.kind, where=info.where, pinned_keys=info.pinned_keys,
-                   legacy=info.legacy, labels=list(info.labels))
-
-
-class HostIn(BaseModel):
-    """A host to add: ``kind`` ssh (address, username, a key and/or password) or local."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    name: HostName
-    kind: Literal["ssh", "local"]
-    address: str | None = Field(default=None, min_length=1, max_length=255)
-    port: int = Field(default=22, ge=1, le=65535)
-    username: str | None = Field(default=None, min_length=1, max_length=100)
-    private_key: SecretStr | None = None
-    password: SecretStr | None = None
-    host_keys: list[str] = []
-    legacy: bool = False
-    labels: list[Label] = []
-    max_parallel_sessions: int = Field(default=10, ge=1, le=10_000)
-    overwrite: bool = False
-
-    def block(self) -> HostBlock:
-        if self.kind == "local":
-            return LocalHost(labels=self.labels, max_parallel_sessions=self.max_parallel_sessions)
-        if not (self.address and self.username):
-            raise InvalidInput("an SSH host needs 'address' and 'username'")
-        block = host_services.ssh_host(
-            address=self.address, port=self.port, username=self.username,
-            private_key=self.private_key.get_secret_value() if self.private_key else None,
-            password=self.password.get_secret_value() if self.password else None,
-            host_keys=self.host_keys, legacy=self.legacy, labels=self.labels,
-        )
-        block.max_parallel_sessions = self.max_parallel_sessions
-        return block
+                   legacy=info.legacy, labels=list(info.labels), admins_only=info.admins_only,
+                   max_parallel_sessions=info.max_parallel_sessions, settings=info.settings)
 
 
 async def _host_info(name: str) -> host_services.HostInfo:
@@ -223,12 +196,13 @@ async def show_host(name: str, c: CallDep) -> HostOut:
 
 
 @router.post("/hosts", tags=["hosts"], status_code=201, responses=ERRORS)
-async def add_host(body: HostIn, c: CallDep) -> HostOut:
-    """Add (or with ``overwrite`` replace) a host; admins only. SSH hosts must then be trusted."""
+async def add_host(body: HostRequest, c: CallDep) -> HostOut:
+    """Add (or with ``overwrite`` replace) a host of any kind (``kind``: ssh, local or windows, each
+    with its own fields); admins only. SSH hosts must then be trusted."""
     async with c.action("host.add", "host", body.name) as detail:
         c.authorize("admin")
         detail.update(kind=body.kind, labels=body.labels)
-        await host_services.add(body.name, body.block(), overwrite=body.overwrite)
+        await host_services.add(body.name, from_request(body), overwrite=body.overwrite)
         return HostOut.of(await _host_info(body.name))
 
 

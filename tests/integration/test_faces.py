@@ -32,7 +32,7 @@ def unique(prefix: str) -> str:
 @pytest.fixture
 async def sdk(prefect_server) -> AsyncSMSClient:
     client = AsyncSMSClient(user="tester")
-    await client.add_local_host("local", overwrite=True)
+    await client.add_host("local", "local", overwrite=True)
     return client
 
 

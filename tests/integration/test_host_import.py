@@ -11,6 +11,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 
 from blocks.hosts import SSHHost, load_host
 from sms_plugin import hosts as host_services
@@ -35,8 +36,8 @@ async def names() -> set[str]:
 
 @pytest.fixture(scope="module")
 async def template(prefect_server) -> str:
-    await host_services.add(TEMPLATE, host_services.ssh_host(address="192.0.2.1", username="ops", private_key=TEMPLATE_KEY,
-                                                           password="template-password"))
+    await host_services.add(TEMPLATE, SSHHost(address="192.0.2.1", username="ops", private_key=SecretStr(TEMPLATE_KEY),
+                                              password=SecretStr("template-password")))
     return TEMPLATE
 
 
