@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from datetime import datetime
 from uuid import UUID
 
 from prefect import get_client
@@ -23,33 +21,11 @@ from sms_plugin.errors import Conflict, NotFound
 from sms_plugin.limits import refuse_second_run
 from sms_plugin.origin import origin_tags
 from sms_plugin.parameters import resolve
+from sms_plugin.run_results import LogLine, RunResult
 from sms_plugin.settings import elasticsearch_url
 from sms_plugin.telemetry.logs import reader as log_reader
 
 _LOG_PAGE = 200
-
-
-@dataclass(frozen=True)
-class RunResult:
-    """How a run ended, as Prefect and the catalog know it."""
-
-    run_id: str
-    state: str
-    """Prefect's state type: COMPLETED, FAILED, CANCELLED, CRASHED..."""
-    message: str
-    exit_code: int | None
-    output_tail: list[str]
-
-    @property
-    def ok(self) -> bool:
-        return self.state == "COMPLETED"
-
-
-@dataclass(frozen=True)
-class LogLine:
-    timestamp: datetime
-    level: str
-    message: str
 
 
 async def start(

@@ -16,20 +16,29 @@ from dataclasses import dataclass
 from datetime import datetime
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from blocks.hosts import HostBlock, LocalHost, SSHHost
-from sms_plugin import apply as declarative
 from sms_plugin import credentials
-from sms_plugin import hosts as host_services
-from sms_plugin import runs as run_services
-from sms_plugin import scripts as script_services
-from sms_plugin.catalog import Catalog, ScriptSpec, ScriptVersion
+from sms_plugin.catalog.spec import ScriptSpec
 from sms_plugin.errors import SMSError
-from sms_plugin.hosts import HostCheck, HostInfo, ScannedKey
-from sms_plugin.runs import LogLine, RunResult
-from sms_plugin.scripts import SyncReport
-from sms_plugin.sdk import GatewayClient, blocking_iterator
+from sms_plugin.lazy import lazy_module
+from sms_plugin.run_results import LogLine, RunResult
+
+if TYPE_CHECKING:
+    from blocks.hosts import HostBlock
+    from sms_plugin import apply as declarative
+    from sms_plugin import hosts as host_services
+    from sms_plugin import runs as run_services
+    from sms_plugin import scripts as script_services
+    from sms_plugin.catalog import Catalog, ScriptVersion
+    from sms_plugin.gateway_client import GatewayClient
+    from sms_plugin.hosts import HostCheck, HostInfo, ScannedKey
+    from sms_plugin.scripts import SyncReport
+else:  # the local catalog and Prefect: loaded by the first verb that uses them
+    declarative = lazy_module("sms_plugin.apply")
+    host_services = lazy_module("sms_plugin.hosts")
+    run_services = lazy_module("sms_plugin.runs")
+    script_services = lazy_module("sms_plugin.scripts")
 
 T = TypeVar("T")
 TRIGGER = "cli"
@@ -97,6 +106,8 @@ class LocalBackend:
 
     @cached_property
     def catalog(self) -> Catalog:
+        from sms_plugin.catalog import Catalog
+
         catalog = Catalog()
         catalog.upgrade()
         return catalog
@@ -155,6 +166,8 @@ class LocalBackend:
         return _blocking(run_services.stop(run_id))
 
     def logs(self, run_id: str, *, follow: bool) -> Iterator[LogLine]:
+        from sms_plugin.sdk import blocking_iterator
+
         with asyncio.Runner() as runner:
             yield from blocking_iterator(runner, run_services.logs(run_id, follow=follow))
 
@@ -170,6 +183,8 @@ class LocalBackend:
 
 def _host_body(name: str, block: HostBlock, overwrite: bool) -> dict[str, Any]:
     """``POST /hosts`` for an SSH or local host block."""
+    from blocks.hosts import LocalHost, SSHHost
+
     body: dict[str, Any] = {"name": name, "kind": block.kind, "labels": list(block.labels), "overwrite": overwrite,
                             "max_parallel_sessions": block.max_parallel_sessions}
     if isinstance(block, SSHHost):
@@ -198,6 +213,8 @@ class GatewayBackend:
 
     def __init__(self, login: credentials.StoredLogin) -> None:
         self.url = login.gateway_url
+        from sms_plugin.gateway_client import GatewayClient
+
         self.where = f"the gateway {login.gateway_url} (as {login.username})"
         self.client = GatewayClient(login.gateway_url)
 
@@ -208,6 +225,8 @@ class GatewayBackend:
         )
 
     def hosts(self) -> list[HostInfo]:
+        from sms_plugin.hosts import HostInfo
+
         return [HostInfo(h["name"], h["kind"], h["where"], h["pinned_keys"], h["legacy"], tuple(h["labels"]))
                 for h in self.client.hosts()]
 

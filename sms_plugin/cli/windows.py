@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from pydantic import SecretStr, ValidationError
 from rich.console import Console
 
-from sms_plugin.cli import backend
 from sms_plugin.errors import InvalidInput
+from sms_plugin.lazy import lazy_module
+
+if TYPE_CHECKING:
+    from sms_plugin.cli import backend
+else:  # loaded when the verb runs
+    backend = lazy_module("sms_plugin.cli.backend")
 
 
 def host_add_windows(
@@ -24,6 +28,8 @@ def host_add_windows(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a host of the same name.")] = False,
 ) -> None:
     """Add a Windows host (WinRM). The password is prompted for, never taken from the command line."""
+    from pydantic import SecretStr, ValidationError
+
     from blocks.hosts import WindowsHost
 
     password = typer.prompt("Password", hide_input=True)

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-import asyncio
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from sms_plugin.errors import SMSError
+from sms_plugin.lazy import lazy_module
 from sms_plugin.settings import work_pool_name
+
+if TYPE_CHECKING:
+    import asyncio
+else:  # loaded when the worker starts
+    asyncio = lazy_module("asyncio")
 
 
 def worker(
