@@ -17,13 +17,10 @@ from prefect.deployments.runner import EntrypointType, RunnerDeployment
 from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 from prefect.schedules import Cron, Interval, Schedule
 
-from flows.housekeeping import housekeeping
-from flows.run_script import run_script
 from sms_plugin.catalog import Script
 from sms_plugin.limits import deployment_concurrency
 from sms_plugin.parameters import deployment_schema
 from sms_plugin.settings import work_pool_name, worker_type
-from sms_plugin.worker.guard import base_job_template
 
 FLOW_NAME = "run-script"
 
@@ -48,6 +45,8 @@ async def ensure_work_pool() -> None:
     """Creates the SMS work pool (type ``SMS_WORKER_TYPE``, default sms) unless it exists, and
     gives it (an existing one too) SMS's base job template, in which no caller can set a command
     or an environment (docs/worker.md#no-command-from-a-caller)."""
+    from sms_plugin.worker.guard import base_job_template  # the worker: loaded by writes only
+
     template = base_job_template()
     async with get_client() as client:
         try:
@@ -66,6 +65,8 @@ async def ensure_work_pool() -> None:
 
 async def sync_script(script: Script) -> str:
     """Creates or updates the script's deployment; returns its id."""
+    from flows.run_script import run_script  # the flow and its transports: loaded by writes only
+
     await ensure_work_pool()
     deployment = RunnerDeployment.from_flow(
         run_script,
@@ -95,6 +96,8 @@ HOUSEKEEPING_SECONDS = 30
 
 async def sync_housekeeping() -> str:
     """Creates or updates ``sms-housekeeping/every-30s``, which reaps runs whose worker died."""
+    from flows.housekeeping import housekeeping
+
     await ensure_work_pool()
     deployment = RunnerDeployment.from_flow(
         housekeeping,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 from uuid import UUID
 
 from prefect import get_client
@@ -18,12 +19,17 @@ from prefect.states import Cancelled, Cancelling
 from sms_plugin.catalog import Catalog, get_run, get_script, get_version
 from sms_plugin.deploy import deployment_name
 from sms_plugin.errors import Conflict, NotFound
+from sms_plugin.lazy import lazy_module
 from sms_plugin.limits import refuse_second_run
 from sms_plugin.origin import origin_tags
 from sms_plugin.parameters import resolve
 from sms_plugin.run_results import LogLine, RunResult
 from sms_plugin.settings import elasticsearch_url
-from sms_plugin.telemetry.logs import reader as log_reader
+
+if TYPE_CHECKING:
+    from sms_plugin.telemetry.logs import reader as log_reader
+else:  # Elasticsearch's client: loaded when a log is read from it
+    log_reader = lazy_module("sms_plugin.telemetry.logs.reader")
 
 _LOG_PAGE = 200
 
