@@ -1,7 +1,7 @@
 """Imports deferred to first use, so that a command pays only for what it runs.
 
-- ``deploy = lazy_module("sms_plugin.deploy")`` gives a module object whose code runs the first
-  time one of its attributes is read (the standard library's ``importlib.util.LazyLoader``);
+- ``deploy = lazy_module("sms_plugin.deploy")`` gives a stand-in for the module that imports it
+  the first time one of its attributes is read;
 - ``__getattr__ = lazy_attributes(__name__, {"database": ["Catalog"], ...})`` lets a package
   re-export names of its submodules without importing them all when the package is imported
   (PEP 562).
@@ -11,30 +11,24 @@ Python 3.15's ``lazy import`` will make both moot.
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from types import ModuleType
 from typing import Any
 
 
+class _ModuleOnFirstUse(ModuleType):
+    """Stands for a module that is not imported yet; the first attribute read imports it."""
+
+    def __getattr__(self, attribute: str) -> Any:  # called for attributes the stand-in lacks
+        return getattr(importlib.import_module(self.__name__), attribute)
+
+
 def lazy_module(name: str) -> ModuleType:
-    """The module ``name`` (absolute), executed when an attribute of it is first read. Its parent
-    packages are imported at once (keep their ``__init__`` light)."""
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.find_spec(name)
-    if spec is None or spec.loader is None:
-        raise ModuleNotFoundError(f"no module named {name!r}", name=name)
-    loader = importlib.util.LazyLoader(spec.loader)
-    spec.loader = loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    loader.exec_module(module)
-    parent, _, child = name.rpartition(".")
-    if parent:  # as an import does: after `import a.b`, `a.b` is the module
-        setattr(sys.modules[parent], child, module)
-    return module
+    """The module ``name`` (absolute), imported (with its parent packages) when an attribute of it
+    is first read; the module itself when it is already imported."""
+    return sys.modules.get(name) or _ModuleOnFirstUse(name)
 
 
 def lazy_attributes(package: str, names_of: Mapping[str, Sequence[str]]) -> Callable[[str], Any]:

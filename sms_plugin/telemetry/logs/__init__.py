@@ -10,20 +10,8 @@
 See docs/logs.md.
 """
 
-from __future__ import annotations
-
-from typing import TYPE_CHECKING
-
-from sms_plugin.lazy import lazy_attributes
-
-if TYPE_CHECKING:
-    from sms_plugin.telemetry.logs.documents import OutputSource
-    from sms_plugin.telemetry.logs.reader import LogEntry, run_output, search
-    from sms_plugin.telemetry.logs.shipping import OUTPUT, shipping
+from sms_plugin.telemetry.logs.documents import OutputSource
+from sms_plugin.telemetry.logs.reader import LogEntry, run_output, search
+from sms_plugin.telemetry.logs.shipping import OUTPUT, shipping
 
 __all__ = ["OUTPUT", "LogEntry", "OutputSource", "run_output", "search", "shipping"]
-
-# Imported on first use: a submodule (``reader``) comes without the others' imports.
-__getattr__ = lazy_attributes(__name__, {
-    "documents": ["OutputSource"], "reader": ["LogEntry", "run_output", "search"], "shipping": ["OUTPUT", "shipping"],
-})
