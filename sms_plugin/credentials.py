@@ -9,12 +9,16 @@ import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from sms_plugin.errors import InvalidInput, SMSError
+from sms_plugin.lazy import lazy_module
 from sms_plugin.settings import sms_home
+
+if TYPE_CHECKING:
+    import httpx
+else:  # loaded when a login talks to the gateway: `sms` reads the stored login without it
+    httpx = lazy_module("httpx")
 
 #: Refresh when the access token has fewer seconds than this left.
 _REFRESH_MARGIN = 30

@@ -25,7 +25,6 @@ from sms_plugin.catalog import Script
 from sms_plugin.limits import deployment_concurrency
 from sms_plugin.parameters import deployment_schema
 from sms_plugin.settings import work_pool_name, worker_type
-from sms_plugin.worker.guard import base_job_template
 
 FLOW_NAME = "run-script"
 RUN_SCRIPT_ENTRYPOINT = "flows.run_script.run_script"
@@ -58,6 +57,8 @@ async def ensure_work_pool() -> None:
     """Creates the SMS work pool (type ``SMS_WORKER_TYPE``, default sms) unless it exists, and
     gives it (an existing one too) SMS's base job template, in which no caller can set a command
     or an environment (docs/worker.md#no-command-from-a-caller)."""
+    from sms_plugin.worker.guard import base_job_template  # the worker: loaded by writes only
+
     template = base_job_template()
     async with get_client() as client:
         try:

@@ -5,8 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from datetime import datetime
+from typing import TYPE_CHECKING
 from uuid import UUID
 
 from prefect import get_client
@@ -20,37 +19,20 @@ from prefect.states import Cancelled, Cancelling
 from sms_plugin.catalog import Catalog, get_run, get_script, get_version
 from sms_plugin.deploy import deployment_name
 from sms_plugin.errors import Conflict, NotFound
+from sms_plugin.lazy import lazy_module
 from sms_plugin.limits import refuse_second_run
 from sms_plugin.origin import origin_tags
 from sms_plugin import run_secrets
 from sms_plugin.parameters import declared, resolve
+from sms_plugin.run_results import LogLine, RunResult
 from sms_plugin.settings import elasticsearch_url
-from sms_plugin.telemetry.logs import reader as log_reader
+
+if TYPE_CHECKING:
+    from sms_plugin.telemetry.logs import reader as log_reader
+else:  # Elasticsearch's client: loaded when a log is read from it
+    log_reader = lazy_module("sms_plugin.telemetry.logs.reader")
 
 _LOG_PAGE = 200
-
-
-@dataclass(frozen=True)
-class RunResult:
-    """How a run ended, as Prefect and the catalog know it."""
-
-    run_id: str
-    state: str
-    """Prefect's state type: COMPLETED, FAILED, CANCELLED, CRASHED..."""
-    message: str
-    exit_code: int | None
-    output_tail: list[str]
-
-    @property
-    def ok(self) -> bool:
-        return self.state == "COMPLETED"
-
-
-@dataclass(frozen=True)
-class LogLine:
-    timestamp: datetime
-    level: str
-    message: str
 
 
 async def start(

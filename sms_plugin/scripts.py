@@ -7,10 +7,8 @@ The catalog is the source of truth for what a script is; Prefect for when and ho
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from sqlalchemy.orm import Session
-
-from sms_plugin import deploy
 from sms_plugin.catalog import (
     Catalog,
     Script,
@@ -25,7 +23,15 @@ from sms_plugin.catalog import (
     remove_script,
     update_script,
 )
+from sms_plugin.lazy import lazy_module
 from sms_plugin.transports.interpreters import interpreter
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from sms_plugin import deploy
+else:  # Prefect and the flow: loaded by the first change, not by reads of the catalog
+    deploy = lazy_module("sms_plugin.deploy")
 
 
 @dataclass(frozen=True)

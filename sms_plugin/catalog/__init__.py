@@ -10,27 +10,34 @@ Rows in, rows out; nothing here knows of transports, Prefect or HTTP::
     script = await catalog.aio.run(get_script, "hello")  # in async code: off the event loop
 """
 
-from sms_plugin.catalog.aio import AsyncCatalog
-from sms_plugin.catalog.database import Catalog
-from sms_plugin.catalog.models import AuditEvent, RunRecord, Script, ScriptVersion
-from sms_plugin.catalog.repository import (
-    add_script,
-    add_version,
-    audit,
-    get_run,
-    get_script,
-    get_version,
-    list_audit,
-    list_runs,
-    list_scripts,
-    list_versions,
-    record_run,
-    remove_script,
-    touch_heartbeats,
-    update_run,
-    update_script,
-)
-from sms_plugin.catalog.spec import ScheduleSpec, ScriptSpec
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from sms_plugin.lazy import lazy_attributes
+
+if TYPE_CHECKING:
+    from sms_plugin.catalog.aio import AsyncCatalog
+    from sms_plugin.catalog.database import Catalog
+    from sms_plugin.catalog.models import AuditEvent, RunRecord, Script, ScriptVersion
+    from sms_plugin.catalog.repository import (
+        add_script,
+        add_version,
+        audit,
+        get_run,
+        get_script,
+        get_version,
+        list_audit,
+        list_runs,
+        list_scripts,
+        list_versions,
+        record_run,
+        remove_script,
+        touch_heartbeats,
+        update_run,
+        update_script,
+    )
+    from sms_plugin.catalog.spec import ScheduleSpec, ScriptSpec
 
 __all__ = [
     "AsyncCatalog",
@@ -57,3 +64,13 @@ __all__ = [
     "update_run",
     "update_script",
 ]
+
+# Each name is imported from its module on first use: ``ScriptSpec`` (pydantic) comes without
+# SQLAlchemy and Alembic, which the ``sms`` command loads only for the verbs that need them.
+__getattr__ = lazy_attributes(__name__, {
+    "aio": ["AsyncCatalog"],
+    "database": ["Catalog"],
+    "models": ["AuditEvent", "RunRecord", "Script", "ScriptVersion"],
+    "repository": [name for name in __all__ if name[0].islower()],
+    "spec": ["ScheduleSpec", "ScriptSpec"],
+})

@@ -9,16 +9,13 @@ import json
 import re
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import click
-import httpx
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from sms_plugin.catalog import ScriptSpec
-from sms_plugin.cli import backend
 from sms_plugin.cli import fleet as fleet_cli
 from sms_plugin.cli.plans import confirm_plan
 from sms_plugin.cli import logs as _logs
@@ -29,7 +26,15 @@ from sms_plugin.cli.gateway import login as _login
 from sms_plugin.cli.gateway import logout as _logout
 from sms_plugin.cli.worker import worker as worker_command
 from sms_plugin.errors import InvalidInput, SMSError
+from sms_plugin.lazy import lazy_module
 from sms_plugin.selectors import SelectorError
+
+if TYPE_CHECKING:
+    from sms_plugin import hosts as host_services
+    from sms_plugin.cli import backend
+else:  # loaded by the verbs that use them: `sms --help` imports neither Prefect nor the catalog
+    host_services = lazy_module("sms_plugin.hosts")
+    backend = lazy_module("sms_plugin.cli.backend")
 
 app = typer.Typer(
     name="sms",
@@ -251,6 +256,8 @@ def script_add(
     disabled: Annotated[bool, typer.Option("--disabled", help="Add it paused.")] = False,
 ) -> None:
     """Add a script to the catalog; it becomes the Prefect deployment run-script/NAME."""
+    from sms_plugin.catalog import ScriptSpec
+
     schedules: list[dict[str, Any]] = [{"cron": c, "timezone": timezone} for c in cron]
     if every:
         schedules.append({"interval_seconds": every, "timezone": timezone})
@@ -423,6 +430,27 @@ app.command("login")(_login)
 app.command("logout")(_logout)
 
 
+def _http_failure(error: Exception) -> int:
+    """Exit status 1 after one line on an unreachable Prefect API or its error answer; any other
+    error goes on up. httpx is imported here, not at start-up: only the verbs that talk HTTP load it."""
+    import httpx
+
+    if isinstance(error, (httpx.ConnectError, httpx.ConnectTimeout)):
+        from prefect.settings import PREFECT_API_URL
+
+        err.print(
+            f"error: cannot reach the Prefect API at {PREFECT_API_URL.value() or '(PREFECT_API_URL unset)'} ({error}); "
+            f"start SMS with `sms up` or set PREFECT_API_URL",
+            markup=False,
+            highlight=False,
+        )
+        return 1
+    if isinstance(error, httpx.HTTPStatusError):
+        err.print(f"error: the Prefect API answered {error.response.status_code}: {error.response.text[:300]}", markup=False)
+        return 1
+    raise error
+
+
 def main() -> None:
     """Entry point of the ``sms`` command."""
     try:
@@ -439,23 +467,12 @@ def main() -> None:
     except SMSError as error:
         err.print(f"error: {error}", markup=False, highlight=False)
         code = 1
-    except (httpx.ConnectError, httpx.ConnectTimeout) as error:
-        from prefect.settings import PREFECT_API_URL
-
-        err.print(
-            f"error: cannot reach the Prefect API at {PREFECT_API_URL.value() or '(PREFECT_API_URL unset)'} ({error}); "
-            f"start SMS with `sms up` or set PREFECT_API_URL",
-            markup=False,
-            highlight=False,
-        )
-        code = 1
     except TimeoutError:
         err.print("error: gave up waiting; the run goes on (see `sms logs RUN_ID`, stop it with `sms stop RUN_ID`)")
-        code = 1
-    except httpx.HTTPStatusError as error:
-        err.print(f"error: the Prefect API answered {error.response.status_code}: {error.response.text[:300]}", markup=False)
         code = 1
     except OSError as error:
         err.print(f"error: {error}", markup=False, highlight=False)
         code = 1
+    except Exception as error:  # noqa: BLE001 - httpx's errors are told apart in _http_failure, others re-raised
+        code = _http_failure(error)
     sys.exit(code if isinstance(code, int) else 0)

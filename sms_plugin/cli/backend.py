@@ -16,24 +16,35 @@ from dataclasses import dataclass
 from datetime import datetime
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from sms_plugin import apply as declarative
-from sms_plugin import credentials, host_groups, host_import, selection
-from sms_plugin import hosts as host_services
-from sms_plugin import runs as run_services
-from sms_plugin import scripts as script_services
-from sms_plugin.catalog import Catalog, ScriptSpec, ScriptVersion
+from sms_plugin import credentials
+from sms_plugin.catalog.spec import ScriptSpec
 from sms_plugin.errors import SMSError
-from sms_plugin.host_groups import HostGroupInfo
-from sms_plugin.host_import import ImportPlan
-from sms_plugin.host_kinds import HostKind, request_fields
-from sms_plugin.hosts import HostCheck, HostInfo, ScannedKey
-from sms_plugin.inventory import Format
-from sms_plugin.inventory import read as read_inventory
-from sms_plugin.runs import LogLine, RunResult
-from sms_plugin.scripts import SyncReport
-from sms_plugin.sdk import GatewayClient, blocking_iterator
+from sms_plugin.lazy import lazy_module
+from sms_plugin.run_results import LogLine, RunResult
+
+if TYPE_CHECKING:
+    from sms_plugin import apply as declarative
+    from sms_plugin import host_groups, host_import, selection
+    from sms_plugin import hosts as host_services
+    from sms_plugin import runs as run_services
+    from sms_plugin import scripts as script_services
+    from sms_plugin.catalog import Catalog, ScriptVersion
+    from sms_plugin.host_groups import HostGroupInfo
+    from sms_plugin.host_import import ImportPlan
+    from sms_plugin.host_kinds import HostKind
+    from sms_plugin.hosts import HostCheck, HostInfo, ScannedKey
+    from sms_plugin.inventory import Format
+    from sms_plugin.scripts import SyncReport
+else:  # the local catalog and Prefect: loaded by the first verb that uses them
+    declarative = lazy_module("sms_plugin.apply")
+    host_groups = lazy_module("sms_plugin.host_groups")
+    host_import = lazy_module("sms_plugin.host_import")
+    selection = lazy_module("sms_plugin.selection")
+    host_services = lazy_module("sms_plugin.hosts")
+    run_services = lazy_module("sms_plugin.runs")
+    script_services = lazy_module("sms_plugin.scripts")
 
 T = TypeVar("T")
 TRIGGER = "cli"
@@ -109,6 +120,8 @@ class LocalBackend:
 
     @cached_property
     def catalog(self) -> Catalog:
+        from sms_plugin.catalog import Catalog
+
         catalog = Catalog()
         catalog.upgrade()
         return catalog
@@ -134,6 +147,8 @@ class LocalBackend:
     def import_plan(
         self, path: Path, format: Format | None, *, user: str | None, credentials_from: str | None
     ) -> ImportPlan:
+        from sms_plugin.inventory import read as read_inventory
+
         inventory = read_inventory(path, format)
         return _blocking(host_import.plan(self.catalog, inventory, user=user, credentials_from=credentials_from))
 
@@ -191,6 +206,8 @@ class LocalBackend:
         return _blocking(run_services.stop(run_id))
 
     def logs(self, run_id: str, *, follow: bool) -> Iterator[LogLine]:
+        from sms_plugin.sdk import blocking_iterator
+
         with asyncio.Runner() as runner:
             yield from blocking_iterator(runner, run_services.logs(run_id, follow=follow))
 
@@ -205,6 +222,8 @@ class LocalBackend:
 
 
 def _group(data: dict[str, Any]) -> HostGroupInfo:
+    from sms_plugin.host_groups import HostGroupInfo
+
     return HostGroupInfo(data["name"], data["selector"], data["description"], data["created_by"],
                          datetime.fromisoformat(data["created_at"]), datetime.fromisoformat(data["updated_at"]))
 
@@ -223,6 +242,8 @@ class GatewayBackend:
 
     def __init__(self, login: credentials.StoredLogin) -> None:
         self.url = login.gateway_url
+        from sms_plugin.gateway_client import GatewayClient
+
         self.where = f"the gateway {login.gateway_url} (as {login.username})"
         self.client = GatewayClient(login.gateway_url)
 
@@ -233,6 +254,8 @@ class GatewayBackend:
         )
 
     def hosts(self, select: str | None = None) -> list[HostInfo]:
+        from sms_plugin.hosts import HostInfo
+
         return [HostInfo(h["name"], h["kind"], h["where"], tuple(h["labels"]), h["admins_only"],
                          h["max_parallel_sessions"], h["settings"]) for h in self.client.hosts(select)]
 
@@ -260,6 +283,8 @@ class GatewayBackend:
         raise self._not_here("host import")
 
     def add_host(self, name: str, block: HostKind, *, overwrite: bool) -> None:
+        from sms_plugin.host_kinds import request_fields
+
         self.client.add_host(name, block.kind, overwrite=overwrite, **request_fields(block))
 
     def check_host(self, name: str) -> HostCheck:

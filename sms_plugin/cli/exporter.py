@@ -7,8 +7,6 @@ from typing import Annotated
 
 import typer
 
-from sms_plugin.telemetry.exporter import ExporterSettings, serve
-
 
 def exporter(
     port: Annotated[int | None, typer.Option("--port", help="Port of /metrics (env SMS_EXPORTER_PORT; default 9478).")] = None,
@@ -23,6 +21,8 @@ def exporter(
     ] = False,
 ) -> None:
     """Serve SMS's Prometheus metrics, kept current from Prefect's event stream. Ctrl-C stops."""
+    from sms_plugin.telemetry.exporter import ExporterSettings, serve
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     defaults = ExporterSettings()
     settings = ExporterSettings(

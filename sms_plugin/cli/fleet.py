@@ -4,14 +4,19 @@ inventory file); docs/fleet.md. ``sms host list --select`` lives with ``sms host
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from sms_plugin.cli import backend
 from sms_plugin.cli.plans import confirm_plan
+from sms_plugin.lazy import lazy_module
+
+if TYPE_CHECKING:
+    from sms_plugin.cli import backend
+else:  # loaded when a verb runs
+    backend = lazy_module("sms_plugin.cli.backend")
 
 group_app = typer.Typer(help="Named host groups: selectors kept in the catalog, used as @NAME.", no_args_is_help=True)
 out = Console(highlight=False)

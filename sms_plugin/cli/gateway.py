@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import webbrowser
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 
-from sms_plugin import credentials
 from sms_plugin.errors import SMSError
+from sms_plugin.lazy import lazy_module
+
+if TYPE_CHECKING:
+    from sms_plugin import credentials
+else:  # loaded when `sms login` or `sms logout` runs (it imports httpx)
+    credentials = lazy_module("sms_plugin.credentials")
 
 out = Console()
 

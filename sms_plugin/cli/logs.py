@@ -6,21 +6,29 @@ service (docs/logs.md).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import signal
 import threading
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import click
 import typer
 from rich.console import Console
 from typer.core import TyperGroup
 
-from sms_plugin.cli import backend
 from sms_plugin.errors import SMSError
+from sms_plugin.lazy import lazy_module
 from sms_plugin.settings import elasticsearch_url
-from sms_plugin.telemetry.logs import reader
+
+if TYPE_CHECKING:
+    import asyncio
+
+    from sms_plugin.cli import backend
+    from sms_plugin.telemetry.logs import reader
+else:  # loaded when a verb runs
+    asyncio = lazy_module("asyncio")
+    backend = lazy_module("sms_plugin.cli.backend")
+    reader = lazy_module("sms_plugin.telemetry.logs.reader")
 
 
 class _ShowByDefault(TyperGroup):

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 
-from sms_plugin.cli import backend
+from sms_plugin.lazy import lazy_module
+
+if TYPE_CHECKING:
+    from sms_plugin.cli import backend
+else:  # loaded when the verb runs
+    backend = lazy_module("sms_plugin.cli.backend")
 
 
 def host_add_windows(

@@ -6,13 +6,18 @@ each one's process group is killed on its host and the run is Cancelled, then st
 
 from __future__ import annotations
 
-import asyncio
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from sms_plugin.errors import SMSError
+from sms_plugin.lazy import lazy_module
 from sms_plugin.settings import WORKER_TYPES, work_pool_name, worker_stop_seconds, worker_type
+
+if TYPE_CHECKING:
+    import asyncio
+else:  # loaded when the worker starts
+    asyncio = lazy_module("asyncio")
 
 
 def worker(

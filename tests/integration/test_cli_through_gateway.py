@@ -24,6 +24,7 @@ from sms_plugin import scripts as script_services
 from sms_plugin.catalog import ScriptSpec, list_audit
 from sms_plugin.deploy import deployment_name
 from sms_plugin.errors import NotFound
+from tests.cli_imports import HEAVY_FOR_GATEWAY_READS, sms_imports
 from tests.integration.conftest import until
 from tests.integration.gateway_fixtures import Gateway, gateway  # noqa: F401 - fixture
 
@@ -195,3 +196,14 @@ async def test_hosts_through_the_gateway_admins_add_others_are_refused(gateway, 
     assert f"Host {name} saved" in fresh.ok("host", "add", name, "--local", "--label", "lab")
     [row] = [line for line in fresh.ok("host", "list").splitlines() if name in line]
     assert "local" in row and "lab" in row
+
+
+def test_verbs_through_the_gateway_load_neither_prefect_nor_the_catalog(gateway, scripts, fresh):  # noqa: F811
+    fresh.login(gateway.url, "otto")
+    unknown = str(uuid.uuid4())
+    for args, works in ((("script", "list"), True), (("script", "show", HELLO), True), (("stop", unknown), False)):
+        done, imported = sms_imports(*args, env=fresh.env)
+        assert (done.returncode == 0) is works, done.stdout + done.stderr[-2000:]
+        assert "httpx" in imported  # it did talk to the gateway
+        assert not imported & set(HEAVY_FOR_GATEWAY_READS), (args, sorted(imported & set(HEAVY_FOR_GATEWAY_READS)))
+        assert (HELLO in done.stdout) if works else ("error: the gateway answered" in done.stderr), done.stderr[-2000:]

@@ -1,0 +1,115 @@
+"""Benchmark: the ``sms`` command's start-up, before and after the CLI loaded only what a verb needs.
+
+In one run, side by side, the same venv's ``sms`` with the code of a base commit (``git archive``
+into a temporary folder, put first on PYTHONPATH) and with this tree's code:
+
+- ``sms --help``;
+- ``sms script list`` on the embedded SQLite catalog of a temporary home (created by a warm-up run);
+- ``sms stop RUN`` of an unknown run against a private Prefect server: its error path
+  ("no run ..."), exit status 1.
+
+Timed with hyperfine (Debian package ``hyperfine``); without it, with a plain loop of
+``subprocess.run`` (said so in the output). Prints min / median / max wall seconds per command.
+
+Run from the repository root:
+    .venv/bin/python bench/cli_startup.py [--runs 10] [--base 7d965a6]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from infra.testbed.prefect_server import PrefectServer  # noqa: E402
+
+SMS = str(Path(sys.executable).with_name("sms"))
+UNKNOWN_RUN = str(uuid.uuid4())
+COMMANDS = {
+    "sms --help": ["--help"],
+    "sms script list": ["script", "list"],
+    "sms stop (unknown run)": ["stop", UNKNOWN_RUN],
+}
+
+
+def tree_env(code: Path, home: Path, api_url: str) -> dict[str, str]:
+    """The environment of one tree's ``sms``: its code first on PYTHONPATH, a home of its own."""
+    home.mkdir(parents=True, exist_ok=True)
+    return {"PATH": os.environ["PATH"], "LANG": "C.UTF-8", "NO_COLOR": "1", "COLUMNS": "200", "TERM": "dumb",
+            "HOME": str(home), "SMS_HOME": str(home / ".sms"), "PYTHONPATH": str(code), "PREFECT_API_URL": api_url,
+            "PREFECT_HOME": str(home / "prefect")}
+
+
+def with_env(env: dict[str, str], args: list[str]) -> list[str]:
+    return ["env", "-i", *(f"{k}={v}" for k, v in env.items()), SMS, *args]
+
+
+def hyperfine(commands: dict[str, list[str]], runs: int, report: Path) -> dict[str, list[float]]:
+    """Seconds of each run of each command, timed by hyperfine (no shell, failures allowed)."""
+    argv = ["hyperfine", "--shell=none", "--ignore-failure", "--warmup", "1", "--runs", str(runs),
+            "--export-json", str(report), "--style", "basic"]
+    for name, command in commands.items():
+        argv += ["--command-name", name, " ".join(command)]
+    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL)
+    return {r["command"]: r["times"] for r in json.loads(report.read_text())["results"]}
+
+
+def loop(commands: dict[str, list[str]], runs: int) -> dict[str, list[float]]:
+    """The same with a plain timing loop (one warm-up run each)."""
+    times: dict[str, list[float]] = {}
+    for name, command in commands.items():
+        subprocess.run(command, capture_output=True)
+        times[name] = []
+        for _ in range(runs):
+            began = time.perf_counter()
+            subprocess.run(command, capture_output=True)
+            times[name].append(time.perf_counter() - began)
+    return times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--base", default="7d965a6", help="The commit to compare with (before).")
+    options = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="sms-bench-cli-"))
+    try:
+        before = work / "before"
+        before.mkdir()
+        archive = subprocess.run(["git", "-C", str(ROOT), "archive", options.base], check=True, capture_output=True)
+        subprocess.run(["tar", "-x", "-C", str(before)], input=archive.stdout, check=True)
+        with PrefectServer() as server:
+            envs = {"before": tree_env(before, work / "home-before", server.api_url),
+                    "after": tree_env(ROOT, work / "home-after", server.api_url)}
+            commands = {f"{name} [{tree}]": with_env(env, args)
+                        for name, args in COMMANDS.items() for tree, env in envs.items()}
+            for tree, env in envs.items():  # the catalogs exist and are migrated before timing
+                subprocess.run(with_env(env, ["script", "list"]), check=True, capture_output=True)
+            if shutil.which("hyperfine"):
+                timer = "hyperfine"
+                times = hyperfine(commands, options.runs, work / "hyperfine.json")
+            else:
+                timer = "a plain subprocess timing loop (hyperfine is not installed)"
+                times = loop(commands, options.runs)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    print(f"sms start-up, wall seconds over {options.runs} runs, timed with {timer}; "
+          f"before = {options.base}, after = this tree; {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}")
+    print(f"{'command':<32} {'min':>7} {'median':>7} {'max':>7}")
+    for name, values in times.items():
+        print(f"{name:<32} {min(values):7.3f} {statistics.median(values):7.3f} {max(values):7.3f}")
+
+
+if __name__ == "__main__":
+    main()
