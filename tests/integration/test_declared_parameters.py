@@ -150,7 +150,7 @@ async def test_the_rest_api_refuses_naming_the_parameter_and_audits_no_secret(ga
         masked = await client.read_block_document_by_name(block_name, "secret", include_secrets=False)
         revealed = await client.read_block_document_by_name(block_name, "secret", include_secrets=True)
     assert reference.startswith(run_secrets.REFERENCE_PREFIX) and SECRET not in stored
-    assert SECRET not in masked.model_dump_json() and revealed.data["value"]["value"] == SECRET
+    assert SECRET not in masked.model_dump_json() and json.loads(revealed.data["value"])["value"] == SECRET
 
 
 async def test_a_stashed_secret_reaches_the_script_once_and_only_its_own(catalog, script_name):
