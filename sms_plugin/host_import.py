@@ -19,7 +19,7 @@ from sms_plugin import hosts as host_services
 from sms_plugin.catalog import Catalog
 from sms_plugin.errors import InvalidInput, NotFound
 from sms_plugin.inventory import Inventory, InventoryGroup, InventoryHost
-from sms_plugin.selectors import SelectorError, parse
+from sms_plugin.selectors import SelectorError
 
 @dataclass
 class ImportPlan(Plan):
@@ -104,12 +104,14 @@ async def plan(
         old, new = existing.model_dump(), block.model_dump()
         changed = [name for name in SSHHost.model_fields if old.get(name) != new.get(name)]
         result.changes.append(Change("host", entry.name, "update" if changed else "unchanged", ", ".join(changed)))
-    stored = host_groups.stored_selectors(catalog)
+    stored = await catalog.aio.run(host_groups.stored_selectors)
+    known = dict(stored)  # the stored groups, then the file's in file order (as apply adds them)
     for group in inventory.groups:
         try:
-            parse(group.selector)
-        except SelectorError as error:
+            host_groups.checked_selector(group.name, group.selector, known)
+        except (SelectorError, InvalidInput) as error:
             problems.append(f"group {group.name}: {error}")
+        known[group.name] = group.selector
         action: Action = "add" if group.name not in stored else "unchanged" if stored[group.name] == group.selector else "update"
         result.changes.append(Change("group", group.name, action, group.selector))
     if problems:
@@ -124,6 +126,6 @@ async def apply(catalog: Catalog, planned: ImportPlan, *, author: str) -> None:
     for group in planned.groups:
         action = actions[("group", group.name)]
         if action == "add":
-            host_groups.add(catalog, group.name, group.selector, group.description, author=author)
+            await catalog.aio.run(host_groups.add, group.name, group.selector, group.description, author=author)
         elif action == "update":
-            host_groups.replace(catalog, group.name, group.selector, group.description, author=author)
+            await catalog.aio.run(host_groups.replace, group.name, group.selector, group.description, author=author)

@@ -85,15 +85,20 @@ def checked_name(name: str) -> str:
 
 
 async def add(name: str, block: HostKind, *, overwrite: bool = False) -> None:
-    """Saves ``block`` as host ``name``; Conflict if the name is taken and ``overwrite`` is off."""
+    """Saves ``block`` as host ``name``; Conflict if the name is taken and ``overwrite`` is off, or
+    taken by a host of another kind (each kind is its own block type: both would be kept)."""
     checked_name(name)
-    if not overwrite:
-        try:
-            await load_host(name)
-        except NotFound:
-            pass
-        else:
-            raise Conflict(f"host {name!r} exists already; pass overwrite to replace it")
+    try:
+        existing = await load_host(name)
+    except NotFound:
+        existing = None
+    if existing is not None and not overwrite:
+        raise Conflict(f"host {name!r} exists already; pass overwrite to replace it")
+    if existing is not None and existing.kind != block.kind:
+        raise Conflict(
+            f"host {name!r} is a {existing.kind} host; a host keeps its kind: remove it in the Prefect UI "
+            f"(Blocks) to add a {block.kind} host of that name"
+        )
     await block.asave(name, overwrite=True)
     await ensure_host_limit(name, block.max_parallel_sessions)  # the `host:<name>` concurrency limit
 

@@ -59,3 +59,17 @@ async def claim(client: PrefectClient, script: str, values: Mapping[str, Any], s
         await Secret.adelete(block_name, client=client)
         claimed[name] = content["value"]
     return claimed
+
+
+def references(values: Mapping[str, Any]) -> tuple[str, ...]:
+    """The stash references among ``values``."""
+    return tuple(v for v in values.values() if isinstance(v, str) and v.startswith(REFERENCE_PREFIX))
+
+
+async def discard(client: PrefectClient, stashed: tuple[str, ...]) -> None:
+    """Delete the blocks of ``stashed`` references whose run was never created (already gone: fine)."""
+    for reference in stashed:
+        try:
+            await Secret.adelete(reference.removeprefix(REFERENCE_PREFIX), client=client)
+        except ObjectNotFound:
+            pass

@@ -71,9 +71,14 @@ async def start(
             await refuse_second_run(client, name, deployment.id)
         if inputs.parameters:
             run_parameters["parameters"] = await run_secrets.stash(client, name, inputs.parameters, secret_names)
-        flow_run = await client.create_flow_run_from_deployment(
-            deployment.id, parameters=run_parameters, tags=origin_tags(trigger, user)
-        )
+        stashed = run_secrets.references(run_parameters.get("parameters") or {})
+        try:
+            flow_run = await client.create_flow_run_from_deployment(
+                deployment.id, parameters=run_parameters, tags=origin_tags(trigger, user)
+            )
+        except Exception:
+            await run_secrets.discard(client, stashed)  # no run: its secrets must not stay behind
+            raise
     return str(flow_run.id)
 
 

@@ -72,18 +72,18 @@ class AsyncSMSClient:
         return await selection.selected_hosts(self.catalog, select)
 
     async def host_groups(self) -> list[HostGroupInfo]:
-        return host_groups.listing(self.catalog)
+        return await self.catalog.aio.run(host_groups.listing)
 
     async def host_group(self, name: str) -> HostGroupInfo:
-        return host_groups.show(self.catalog, name)
+        return await self.catalog.aio.run(host_groups.show, name)
 
     async def add_host_group(self, name: str, selector: str, description: str = "", *, overwrite: bool = False) -> HostGroupInfo:
         """Stores a named selector, usable as ``@name``; ``overwrite`` replaces the group's selector."""
         save = host_groups.replace if overwrite else host_groups.add
-        return save(self.catalog, name, selector, description, author=self.user)
+        return await self.catalog.aio.run(save, name, selector, description, author=self.user)
 
     async def remove_host_group(self, name: str) -> None:
-        host_groups.remove(self.catalog, name, author=self.user)
+        await self.catalog.aio.run(host_groups.remove, name, author=self.user)
 
     async def import_hosts(
         self, path: str | Path, *, format: Format | None = None, dry_run: bool = False, user: str | None = None,

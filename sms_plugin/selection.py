@@ -3,8 +3,6 @@ catalog's host groups: the preview of a fleet target (docs/fleet.md)."""
 
 from __future__ import annotations
 
-import asyncio
-
 from sms_plugin import host_groups
 from sms_plugin import hosts as host_services
 from sms_plugin.catalog import Catalog
@@ -17,6 +15,6 @@ async def selected_hosts(catalog: Catalog, selector: str) -> list[HostInfo]:
     parse(selector)  # a malformed selector is refused before any host is read
     hosts = await host_services.listing()
     records = [HostRecord(host.name, host.kind, frozenset(host.labels)) for host in hosts]
-    groups = await asyncio.to_thread(host_groups.stored_selectors, catalog)  # off the event loop
+    groups = await catalog.aio.run(host_groups.stored_selectors)
     picked = {record.name for record in select(selector, records, groups)}
     return [host for host in hosts if host.name in picked]

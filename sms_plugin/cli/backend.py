@@ -132,17 +132,21 @@ class LocalBackend:
         return _blocking(selection.selected_hosts(self.catalog, select))
 
     def host_groups(self) -> list[HostGroupInfo]:
-        return host_groups.listing(self.catalog)
+        with self.catalog.session() as session:
+            return host_groups.listing(session)
 
     def host_group(self, name: str) -> HostGroupInfo:
-        return host_groups.show(self.catalog, name)
+        with self.catalog.session() as session:
+            return host_groups.show(session, name)
 
     def save_host_group(self, name: str, selector: str, description: str, *, replace: bool) -> None:
         save = host_groups.replace if replace else host_groups.add
-        save(self.catalog, name, selector, description, author=self.user)
+        with self.catalog.session() as session:
+            save(session, name, selector, description, author=self.user)
 
     def remove_host_group(self, name: str) -> None:
-        host_groups.remove(self.catalog, name, author=self.user)
+        with self.catalog.session() as session:
+            host_groups.remove(session, name, author=self.user)
 
     def import_plan(
         self, path: Path, format: Format | None, *, user: str | None, credentials_from: str | None

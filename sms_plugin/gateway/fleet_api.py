@@ -8,7 +8,6 @@ told, host by host, all or nothing (``rbac.decide_selection``).
 
 from __future__ import annotations
 
-import asyncio
 from datetime import datetime
 from typing import Annotated, Literal
 
@@ -54,14 +53,14 @@ class HostGroupOut(HostGroupIn):
 async def list_host_groups(c: CallDep) -> list[HostGroupOut]:
     async with c.action("host-group.list", "host-group"):
         c.authorize("read")
-        return [HostGroupOut.of(info) for info in await asyncio.to_thread(host_groups.listing, c.catalog)]
+        return [HostGroupOut.of(info) for info in await c.catalog.aio.run(host_groups.listing)]
 
 
 @router.get("/host-groups/{name}", tags=["host groups"], responses=ERRORS)
 async def show_host_group(name: Annotated[GroupName, Path()], c: CallDep) -> HostGroupOut:
     async with c.action("host-group.show", "host-group", name):
         c.authorize("read")
-        return HostGroupOut.of(await asyncio.to_thread(host_groups.show, c.catalog, name))
+        return HostGroupOut.of(await c.catalog.aio.run(host_groups.show, name))
 
 
 @router.post("/host-groups", tags=["host groups"], status_code=201, responses=SELECTOR_ERRORS)
@@ -70,8 +69,8 @@ async def add_host_group(body: HostGroupIn, c: CallDep) -> HostGroupOut:
     async with c.action("host-group.add", "host-group", body.name) as detail:
         c.authorize("admin")
         detail["selector"] = body.selector
-        info = await asyncio.to_thread(
-            host_groups.add, c.catalog, body.name, body.selector, body.description, author=c.principal.username
+        info = await c.catalog.aio.run(
+            host_groups.add, body.name, body.selector, body.description, author=c.principal.username
         )
         return HostGroupOut.of(info)
 
@@ -81,8 +80,8 @@ async def replace_host_group(name: Annotated[GroupName, Path()], body: HostGroup
     async with c.action("host-group.replace", "host-group", name) as detail:
         c.authorize("admin")
         detail["selector"] = body.selector
-        info = await asyncio.to_thread(
-            host_groups.replace, c.catalog, name, body.selector, body.description, author=c.principal.username
+        info = await c.catalog.aio.run(
+            host_groups.replace, name, body.selector, body.description, author=c.principal.username
         )
         return HostGroupOut.of(info)
 
@@ -92,7 +91,7 @@ async def remove_host_group(name: Annotated[GroupName, Path()], c: CallDep) -> N
     """Remove a host group (admins); refused (409) while another group refers to it."""
     async with c.action("host-group.remove", "host-group", name):
         c.authorize("admin")
-        await asyncio.to_thread(host_groups.remove, c.catalog, name, author=c.principal.username)
+        await c.catalog.aio.run(host_groups.remove, name, author=c.principal.username)
 
 
 class JudgeIn(BaseModel):

@@ -66,6 +66,8 @@ class Verdict:
     action: Action
     detail: dict[str, Any] = field(default_factory=dict)
     body: bytes | None = None
+    stashed: tuple[str, ...] = ()
+    """References of the secrets stashed for this request (discarded if Prefect refuses it)."""
 
 
 def forwarded_target(conn: HTTPConnection) -> Forwarded:
@@ -139,9 +141,8 @@ async def verdict(request: Request, principal: Principal, found: Endpoint, upstr
         detail = {"method": request.method}
         if found.route_class != "start":
             return Verdict("read" if found.route_class in ("meta", "read") else "admin", detail)
-        body = await read_body(request)
         deployment = await upstream.get_json(f"api/deployments/{found.params['id']}")
-        return Verdict("admin", detail, await _secrets_stashed(body, deployment))
+        return await _stashed_verdict(Verdict("admin", detail, await read_body(request)), deployment)
     body = await read_body(request)
     data = _json(body)
     where = prefect_bodies.secrets_requested(request.query_params.multi_items(), data)
@@ -154,7 +155,6 @@ async def verdict(request: Request, principal: Principal, found: Endpoint, upstr
             deployment = await upstream.get_json(f"api/deployments/{found.params['id']}")
             overrides = prefect_bodies.check_create_flow_run(data if data is not None else {}, deployment)
             target = prefect_routes.run_target(deployment.get("parameters") or {}, deployment.get("tags") or [], overrides)
-            body = await _secrets_stashed(body, deployment)
         elif found.route_class == "set_state":
             run = await upstream.get_json(f"api/flow_runs/{found.params['id']}")
             action = prefect_bodies.set_state_action(data, ((run.get("state") or {}).get("type")))
@@ -166,23 +166,32 @@ async def verdict(request: Request, principal: Principal, found: Endpoint, upstr
     if not decision.allowed:
         await audit_event(request, principal, action, "denied", {**detail, "reason": decision.reason})
         raise HTTPException(403, detail=f"forbidden: {decision.reason}")
+    if found.route_class == "start":  # allowed: only now is anything stored
+        return await _stashed_verdict(Verdict(action, detail, body), deployment)
     return Verdict(action, detail, body)
 
 
-async def _secrets_stashed(body: bytes, deployment: dict[str, Any]) -> bytes:
-    """The create_flow_run ``body`` to forward: the values of the script's secret parameters
-    replaced by references to Prefect Secret blocks (:mod:`sms_plugin.run_secrets`), so that no
-    reader of the run sees them; ``body`` itself when it holds none."""
-    data = _json(body)
+async def _stashed_verdict(verdict: Verdict, deployment: dict[str, Any]) -> Verdict:
+    """``verdict`` of an allowed create_flow_run, its body's secret parameter values replaced by
+    references to Prefect Secret blocks (:mod:`sms_plugin.run_secrets`), so that no reader of the
+    run sees them; the references are kept to discard them if Prefect refuses the run."""
+    data = _json(verdict.body or b"")
     run_parameters = data.get("parameters") if isinstance(data, dict) else None
     script_values = run_parameters.get("parameters") if isinstance(run_parameters, dict) else None
     secret_names = prefect_routes.secret_parameters(deployment)
     if not isinstance(script_values, dict) or not secret_names & set(script_values):
-        return body
-    script = str((deployment.get("parameters") or {}).get("script") or "")
+        return verdict
+    script = str(run_parameters.get("script") or (deployment.get("parameters") or {}).get("script") or "")
     async with get_client() as client:
         stashed = await run_secrets.stash(client, script, script_values, secret_names)
-    return json.dumps({**data, "parameters": {**run_parameters, "parameters": stashed}}).encode()
+    body = json.dumps({**data, "parameters": {**run_parameters, "parameters": stashed}}).encode()
+    return Verdict(verdict.action, verdict.detail, body, run_secrets.references(stashed))
+
+
+async def discard_stashed(verdict: Verdict) -> None:
+    """Delete the secrets stashed for a create_flow_run that Prefect refused."""
+    async with get_client() as client:
+        await run_secrets.discard(client, verdict.stashed)
 
 
 async def read_body(request: Request) -> bytes:

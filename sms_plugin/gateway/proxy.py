@@ -150,8 +150,10 @@ async def proxy_http(request: Request, path: str) -> Response:
     except httpx.HTTPError as exc:
         reply = None
         failure = f"Prefect is unreachable: {type(exc).__name__}"
+    status = reply.status_code if reply is not None else 502
+    if verdict.stashed and status >= 400:  # no run was created: its secrets must not stay behind
+        await judge.discard_stashed(verdict)
     if verdict.action != "read":
-        status = reply.status_code if reply is not None else 502
         await judge.audit_event(request, principal, verdict.action, "ok" if status < 400 else "error", {**verdict.detail, "status": status})
     if reply is None:
         return JSONResponse({"detail": failure}, status_code=502)

@@ -72,7 +72,8 @@ class World:
 
     def make_group(self) -> str:
         name = f"gw-group-{uuid.uuid4().hex[:8]}"
-        host_groups.add(self.gateway.catalog, name, f"{EU} OR {US}", author="setup")
+        with self.gateway.catalog.session() as s:
+            host_groups.add(s, name, f"{EU} OR {US}", author="setup")
         return name
 
     def make_hook(self) -> str:

@@ -201,6 +201,22 @@ def test_secret_parameters_are_stashed_before_prefect_stores_the_run(bed) -> Non
         name = given["token"].removeprefix("sms-secret:")
         kept = bed.prefect.get(f"/block_types/slug/secret/block_documents/name/{name}", params={"include_secrets": "true"})
         assert json.loads(kept.json()["data"]["value"])["value"] == SECRET  # kept for the run to claim, in Prefect's secret store
+    # A start refused by the gateway or by Prefect (a value outside the schema) leaves no secret behind.
+    stashes = _stashed_secrets(bed)
+    for user, body in (("otto", {"parameters": {"parameters": {"token": SECRET}}, "context": {"x": 1}}),
+                       ("otto", {"parameters": {"parameters": {"token": SECRET, "mode": 7}}}),
+                       ("adam", {"parameters": {"parameters": {"token": SECRET, "mode": 7}}})):
+        reply = bed.client(user).post(f"/prefect/api/deployments/{deployment['id']}/create_flow_run", json=body)
+        assert reply.status_code in (403, 409, 422), reply.text
+        _no_secret(reply)
+    assert _stashed_secrets(bed) == stashes
+
+
+def _stashed_secrets(bed) -> set[str]:
+    """The names of the run-secret blocks in Prefect."""
+    documents = bed.prefect.post("/block_documents/filter", json={
+        "block_types": {"slug": {"any_": ["secret"]}}, "limit": 200}).raise_for_status().json()
+    return {d["name"] for d in documents if d["name"].startswith("sms-run-secret-")}
 
 
 def test_bulk_starts_and_direct_runs_are_for_admins(bed, deployment) -> None:
