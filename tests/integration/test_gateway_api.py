@@ -267,7 +267,6 @@ async def request(gateway: Gateway, case: Case, user: str | None, params: dict[s
         )
 
 
-@pytest.mark.parametrize("case", CASES, ids=lambda case: case.id)
 async def state_of(gateway: Gateway) -> str:
     """Every catalog row but the audit trail and sessions, and Prefect's blocks, deployments and runs:
     what a refused call must leave as it was."""
@@ -283,6 +282,7 @@ async def state_of(gateway: Gateway) -> str:
     return "\n".join([*rows_text, repr(counts)])
 
 
+@pytest.mark.parametrize("case", CASES, ids=lambda case: case.id)
 async def test_authorization_matrix(gateway, world, case):  # noqa: F811
     problems = []
     for user in USERS:
