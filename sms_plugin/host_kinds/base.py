@@ -24,6 +24,11 @@ from sms_plugin.transports.base import Transport
 LABEL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}(=[A-Za-z0-9._-]{1,63})?$"
 HOST_NAME_PATTERN = r"^[a-z0-9-]{1,100}$"
 """Host names are Prefect block document names: lower-case letters, digits and '-' (no '_')."""
+Address = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._:%\[\]-]{1,255}$")]
+"""A host name, an IPv4 or an IPv6 address: nothing a resolver, a URL or a log line would misread."""
+Account = Annotated[str, StringConstraints(pattern=r"^[^\x00-\x1f\x7f]{1,100}$")]
+"""An account name: printable (``DOMAIN\\user``, ``user@domain`` and spaces allowed), 1-100 characters."""
+ConnectSeconds = Annotated[float, Field(gt=0, le=300)]
 Labels = Annotated[
     list[Annotated[str, StringConstraints(pattern=LABEL_PATTERN)]],
     Field(

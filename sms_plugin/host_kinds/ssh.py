@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-from typing import ClassVar
+from typing import Annotated, ClassVar
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, StringConstraints
 
 from sms_plugin.errors import IncompatibleHost, TransportError
-from sms_plugin.host_kinds.base import HostKind
+from sms_plugin.host_kinds.base import Account, Address, ConnectSeconds, HostKind
 from sms_plugin.host_kinds.checks import HostCheck, probe_posix
 from sms_plugin.transports.base import Transport
 from sms_plugin.transports.ssh import SSHTarget, SSHTransport, fingerprint, handshake, key_line
+
+
+HOST_KEY_LINE = r"^[a-z0-9@.-]{1,100} [A-Za-z0-9+/]{4,16384}={0,3}( [^\x00-\x1f\x7f]{0,500})?$"
+"""An OpenSSH public key line: type, base64 key, optional comment."""
 
 
 class SSHHost(HostKind):
@@ -28,16 +32,16 @@ class SSHHost(HostKind):
     )
     kind: ClassVar[str] = "ssh"
 
-    address: str = Field(min_length=1, max_length=255, description="Host name or IP address of the server.")
+    address: Address = Field(description="Host name or IP address of the server.")
     port: int = Field(default=22, ge=1, le=65535, description="SSH port.")
-    username: str = Field(min_length=1, max_length=100, description="The account scripts run as.")
+    username: Account = Field(description="The account scripts run as.")
     private_key: SecretStr | None = Field(
         default=None, description="Private key (OpenSSH or PEM text: Ed25519, ECDSA or RSA)."
     )
     private_key_passphrase: SecretStr | None = Field(default=None, description="Passphrase of the private key, if any.")
     password: SecretStr | None = Field(default=None, description="Password, when no key is used or as a fallback.")
-    host_keys: list[str] = Field(
-        default_factory=list,
+    host_keys: list[Annotated[str, StringConstraints(pattern=HOST_KEY_LINE)]] = Field(
+        default_factory=list, max_length=20,
         description="Pinned host keys as OpenSSH 'type base64' lines (e.g. 'ssh-ed25519 AAAA...').",
     )
     legacy: bool = Field(
@@ -47,9 +51,9 @@ class SSHHost(HostKind):
             "Weaker security: use only where needed. Off, SMS refuses those algorithms."
         ),
     )
-    connect_timeout: float = Field(default=10.0, gt=0, description="Seconds to wait for connect and login.")
+    connect_timeout: ConnectSeconds = Field(default=10.0, description="Seconds to wait for connect and login.")
     shell: str = Field(
-        default="/bin/sh",
+        default="/bin/sh", pattern=r"^/[^\s\x00-\x1f\x7f]{0,254}$",
         description="The POSIX shell SMS starts and stops scripts with (e.g. /usr/xpg4/bin/sh on old Solaris).",
     )
 

@@ -7,7 +7,7 @@ from typing import ClassVar, Literal
 from pydantic import Field, SecretStr, model_validator
 
 from sms_plugin.errors import AuthenticationFailed, TransportError
-from sms_plugin.host_kinds.base import HostKind
+from sms_plugin.host_kinds.base import Account, Address, ConnectSeconds, HostKind
 from sms_plugin.host_kinds.checks import HostCheck
 from sms_plugin.transports.base import Transport
 from sms_plugin.transports.psrp import WindowsTransport, WinRMTarget
@@ -29,7 +29,7 @@ class WindowsHost(HostKind):
     )
     kind: ClassVar[str] = "windows"
 
-    address: str = Field(min_length=1, max_length=255, description="Host name or IP address of the server.")
+    address: Address = Field(description="Host name or IP address of the server.")
     port: int | None = Field(default=None, ge=1, le=65535, description="WinRM port (default 5985 http, 5986 https).")
     scheme: Literal["http", "https"] = Field(default="http", description="http (with message encryption) or https.")
     cert_validation: bool = Field(
@@ -42,8 +42,7 @@ class WindowsHost(HostKind):
         default="negotiate",
         description="negotiate (Kerberos, else NTLM), ntlm, kerberos, basic (https only) or credssp.",
     )
-    username: str = Field(
-        min_length=1, max_length=100,
+    username: Account = Field(
         description="The account scripts run as (DOMAIN\\user or user@domain for domain accounts).",
     )
     password: SecretStr = Field(description="The account's password.")
@@ -55,7 +54,7 @@ class WindowsHost(HostKind):
         default=20, ge=1, le=3600,
         description="Seconds a Receive waits for output before the server answers 'timed out' and SMS asks again.",
     )
-    connect_timeout: float = Field(default=10.0, gt=0, description="Seconds to wait for a connection.")
+    connect_timeout: ConnectSeconds = Field(default=10.0, description="Seconds to wait for a connection.")
     commands_per_shell: int = Field(
         default=15, ge=2,
         description="Commands SMS starts in one WinRS shell before it opens a new one (MaxProcessesPerShell; 15 on 2008 R2).",

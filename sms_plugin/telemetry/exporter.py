@@ -171,6 +171,9 @@ class Exporter:
                     return float((await asyncio.wait_for(hosts.check(name), _CHECK_TIMEOUT_SECONDS)).usable)
                 except (SMSError, TimeoutError):
                     return 0.0
+                except Exception as error:  # noqa: BLE001 - one host's broken check must not hide the others
+                    log.warning("host %s: check failed: %s: %s", name, type(error).__name__, error)
+                    return 0.0
 
         async with get_client() as client:  # the schedules first: one quick call, while host checks may be slow
             self.service.set_labelled(self.service.expected_interval, await sources.expected_intervals(client))

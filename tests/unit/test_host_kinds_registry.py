@@ -125,3 +125,20 @@ def test_transport_targets_are_filled_from_the_block_fields_of_the_same_names():
     assert isinstance(target, WinRMTarget) and target.password == "w1n-pa55word"
     assert (target.address, target.scheme, target.auth, target.username) == ("10.0.0.7", "https", "basic", "CORP\\svc")
     assert windows.describe() == "CORP\\svc@https://10.0.0.7:5986"
+
+
+@pytest.mark.parametrize(
+    ("kind", "field", "value"),
+    [
+        ("ssh", "address", "ã"), ("ssh", "address", "a b"), ("ssh", "username", "u\x15"), ("ssh", "host_keys", [" "]),
+        ("ssh", "host_keys", ["ssh-ed25519"]), ("ssh", "shell", "ø"), ("ssh", "shell", "sh"),
+        ("ssh", "connect_timeout", 1e308), ("windows", "address", "x\ny"), ("windows", "username", "a\x7fb"),
+        ("windows", "connect_timeout", 0),
+    ],
+)
+def test_connection_fields_refuse_what_a_resolver_a_shell_or_a_log_would_misread(kind, field, value):
+    """Found by fuzzing the REST API: such a host was saved, then broke `sms host list` and the
+    exporter's probes of every host. The block refuses it, so every face does."""
+    fields = {**request_fields(EXAMPLES[kind]), field: value}
+    with pytest.raises(InvalidInput):
+        build(kind, fields)
