@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import click
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from sms_plugin.cli import fleet as fleet_cli
+from sms_plugin.cli.console import console
 from sms_plugin.cli.plans import confirm_plan
 from sms_plugin.cli import logs as _logs
 from sms_plugin.cli import windows as windows_cli
@@ -48,8 +48,8 @@ script_app = typer.Typer(help="Scripts in the catalog.", no_args_is_help=True)
 app.add_typer(host_app, name="host")
 app.add_typer(script_app, name="script")
 
-out = Console()
-err = Console(stderr=True)
+out = console()
+err = console(stderr=True)
 
 
 @app.callback()

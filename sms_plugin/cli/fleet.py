@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from sms_plugin.cli.console import console
 from sms_plugin.cli.plans import confirm_plan
 from sms_plugin.lazy import lazy_module
 
@@ -19,7 +19,7 @@ else:  # loaded when a verb runs
     backend = lazy_module("sms_plugin.cli.backend")
 
 group_app = typer.Typer(help="Named host groups: selectors kept in the catalog, used as @NAME.", no_args_is_help=True)
-out = Console(highlight=False)
+out = console(highlight=False)
 
 
 @group_app.command("add")
