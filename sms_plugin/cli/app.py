@@ -6,16 +6,17 @@ Errors are one line on stderr and a non-zero exit status, never a traceback.
 from __future__ import annotations
 
 import json
+import logging
 import re
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
-import click
 import typer
 from rich.table import Table
 
 from sms_plugin.cli import fleet as fleet_cli
+from sms_plugin.cli.asking import Unattended, ask, confirm
 from sms_plugin.cli.console import console
 from sms_plugin.cli.plans import confirm_plan
 from sms_plugin.cli import logs as _logs
@@ -134,7 +135,7 @@ def host_add(
         if not user:
             raise InvalidInput("an SSH host needs --user")
         key = key_file.expanduser().read_text() if key_file else None
-        password = typer.prompt("Password", hide_input=True) if ask_password else None
+        password = ask("Password", hide_input=True) if ask_password else None
         block = build("ssh", {"address": ssh, "port": port, "username": user, "private_key": key, "password": password,
                               "legacy": legacy, "labels": label})
     backend.current().add_host(name, block, overwrite=overwrite)
@@ -211,7 +212,7 @@ def host_trust(
     door = backend.current()
     key = door.scan_host_key(name)
     out.print(f"{name} shows the host key {key.line.split()[0]} {key.fingerprint}")
-    if not yes and not typer.confirm("Is this the server's real key? Pin it", default=False):
+    if not yes and not confirm("Is this the server's real key? Pin it"):
         err.print("Not pinned.")
         raise typer.Exit(1)
     door.pin_host_key(name, key.line)
@@ -339,7 +340,7 @@ def script_rm(
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask.")] = False,
 ) -> None:
     """Remove a script and its deployment (run records and the audit trail stay)."""
-    if not yes and not typer.confirm(f"Remove script {name} and its deployment?", default=False):
+    if not yes and not confirm(f"Remove script {name} and its deployment?"):
         raise typer.Exit(1)
     backend.current().remove_script(name)
     out.print(f"Script {name} removed")
@@ -453,15 +454,18 @@ def _http_failure(error: Exception) -> int:
 
 def main() -> None:
     """Entry point of the ``sms`` command."""
+    # Prefect's events service warns while it sends the last events at exit ("EventsWorker - Still
+    # processing items"): they are still sent; the warning is noise on a person's terminal.
+    logging.getLogger("EventsWorker").setLevel(logging.ERROR)
     try:
         code = app(standalone_mode=False)
-    except click.ClickException as error:
-        error.show()
+    except typer.exceptions.TyperException as error:  # typer's click: usage errors, a missing argument...
+        error.show()  # type: ignore[attr-defined] # every one typer raises is a click exception
         code = error.exit_code
-    except click.exceptions.Abort:
+    except typer.Abort:
         err.print("Aborted.")
         code = 130
-    except SelectorError as error:  # a usage error, like click's; unwrapped, so that the caret points right
+    except (SelectorError, Unattended) as error:  # a usage error, like click's; unwrapped, so that the caret points right
         err.print(f"error: {error}", markup=False, highlight=False, soft_wrap=True)
         code = 2
     except SMSError as error:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
+from sms_plugin.cli.asking import confirm
 from sms_plugin.cli.console import console
 from sms_plugin.cli.plans import confirm_plan
 from sms_plugin.lazy import lazy_module
@@ -58,7 +59,7 @@ def group_show(name: str) -> None:
 @group_app.command("remove")
 def group_remove(name: str, yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask.")] = False) -> None:
     """Remove a host group (refused while another group refers to it)."""
-    if not yes and not typer.confirm(f"Remove host group {name}?", default=False):
+    if not yes and not confirm(f"Remove host group {name}?"):
         raise typer.Exit(1)
     backend.current().remove_host_group(name)
     out.print(f"Host group {name} removed")

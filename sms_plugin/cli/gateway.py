@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.console import Console
 
+from sms_plugin.cli.asking import ask
 from sms_plugin.errors import SMSError
 from sms_plugin.lazy import lazy_module
 
@@ -65,8 +66,8 @@ def login(
     """Log in with Keycloak; the token is kept in $SMS_HOME/login.json (mode 0600) and refreshed."""
     provider = credentials.discover(gateway_url)
     if password:
-        name = username or typer.prompt("User name")
-        secret = typer.prompt(f"Password for {name}", hide_input=True)
+        name = username or ask("User name")
+        secret = ask(f"Password for {name}", hide_input=True)
         stored = credentials.password_login(provider, name, secret)
     else:
         device = credentials.start_device_login(provider)

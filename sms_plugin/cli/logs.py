@@ -11,7 +11,6 @@ import signal
 import threading
 from typing import TYPE_CHECKING, Annotated, Any
 
-import click
 import typer
 from rich.console import Console
 from typer.core import TyperGroup
@@ -34,7 +33,7 @@ else:  # loaded when a verb runs
 class _ShowByDefault(TyperGroup):
     """Arguments that do not start with a sub-command name go to ``show``."""
 
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
         if args and args[0] not in self.commands and args[0] not in ("--help", "-h"):
             args = ["show", *args]
         return super().parse_args(ctx, args)

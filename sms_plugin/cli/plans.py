@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING
 import typer
 from rich.console import Console
 
+from sms_plugin.cli.asking import confirm
+
 if TYPE_CHECKING:
     from sms_plugin.apply import Plan
 
@@ -27,6 +29,6 @@ def confirm_plan(planned: Plan, out: Console, *, verb: str, dry_run: bool, yes: 
         return False
     if dry_run:
         return False
-    if not yes and not typer.confirm(f"{verb} {len(planned.pending)} change(s)?", default=True):
+    if not yes and not confirm(f"{verb} {len(planned.pending)} change(s)?", default=True):
         raise typer.Exit(1)
     return True

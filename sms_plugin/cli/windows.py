@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.console import Console
 
+from sms_plugin.cli.asking import ask
 from sms_plugin.lazy import lazy_module
 
 if TYPE_CHECKING:
@@ -32,7 +33,7 @@ def host_add_windows(
     """Add a Windows host (WinRM). The password is prompted for, never taken from the command line."""
     from sms_plugin.host_kinds import build
 
-    password = typer.prompt("Password", hide_input=True)
+    password = ask("Password", hide_input=True)
     block = build("windows", {  # refuses Basic over HTTP before anything is saved
         "address": address, "port": port, "scheme": "https" if https else "http", "auth": auth, "username": user,
         "password": password, "ca_path": str(ca_file.expanduser().resolve()) if ca_file else None, "labels": label,
