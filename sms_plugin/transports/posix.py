@@ -1,6 +1,6 @@
 """Command lines for POSIX hosts: quoting, the process-group launcher and the kill line.
 
-Only POSIX ``sh`` syntax and POSIX utilities (``ps -o``, ``mkdir``, ``date``, ``rm``, ``kill``) are
+Only POSIX ``sh`` syntax and POSIX utilities (``ps -o``, ``mkdir``, ``chmod``, ``date``, ``rm``, ``kill``) are
 used, so the launcher runs under dash, ksh88/ksh93, bash or any other POSIX ``sh``.
 
 How a run is started:
@@ -9,7 +9,8 @@ How a run is started:
   (the leader checks with ``ps`` that it really leads its group, and refuses to run otherwise).
 - The leader writes ``sms-pgid:<id>`` as the first line of stdout, exports ``SMS_RUN_ID`` (a
   marker that every descendant inherits, daemonised ones included), writes the state file
-  ``$HOME/.sms/state/<run id>`` (``<run id> <pgid> <start epoch>``), runs the command, removes
+  ``$HOME/.sms/state/<run id>`` (``<run id> <pgid> <start epoch>``; the folder is made or kept mode
+  0700, the script's own umask is untouched), runs the command, removes
   the state file and exits with the command's exit code.
 - Where ``setsid`` exists, a launcher outside the group waits for the leader, so a killed run
   still reports 128 + signal as its exit code.
@@ -44,7 +45,7 @@ _LEADER = (
     '(process $$ is in group ${pg:-unknown})" >&2; exit 126; fi; '
     f'echo "{PGID_MARKER}$$"; '
     f'if [ "$run" != - ]; then {RUN_MARKER}=$run; export {RUN_MARKER}; s="$HOME/{STATE_DIR}/$run"; '
-    f'mkdir -p "$HOME/{STATE_DIR}" && echo "$run $$ $(date +%s)" > "$s"; fi; '
+    f'd="$HOME/{STATE_DIR}"; (umask 077; mkdir -p "$d") && chmod 700 "$d" && echo "$run $$ $(date +%s)" > "$s"; fi; '
     '"$@"; rc=$?; [ "$run" = - ] || rm -f "$s"; exit $rc'
 )
 

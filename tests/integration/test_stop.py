@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import stat
 import subprocess
 import uuid
 
@@ -109,15 +110,16 @@ def test_launcher_runs_on_plain_posix_shells_without_bash(tmp_path, shell, with_
     setsid, started in a session of its own as sshd starts every exec channel."""
     tools = tmp_path / "bin"
     tools.mkdir()
-    for tool in ["ps", "mkdir", "date", "rm", "env", "cat", "sleep", "grep", "sed", "sh", shell]:
+    for tool in ["ps", "mkdir", "chmod", "date", "rm", "env", "cat", "sleep", "grep", "sed", "sh", shell]:
         os.symlink(shutil.which(tool), tools / tool)
     if with_setsid:
         os.symlink(shutil.which("setsid"), tools / "setsid")
     home = tmp_path / "home"
-    home.mkdir()
+    (home / ".sms/state").mkdir(parents=True, mode=0o755)  # as an older SMS left it: listable by all
     run_id = str(uuid.uuid4())
     script = tmp_path / "s.sh"
-    script.write_text('command -v bash || echo "no bash"; echo "marker=$SMS_RUN_ID"; cat "$HOME/.sms/state/$SMS_RUN_ID"; exit 9\n')
+    script.write_text('command -v bash || echo "no bash"; echo "marker=$SMS_RUN_ID"; cat "$HOME/.sms/state/$SMS_RUN_ID"; '
+                      'umask; exit 9\n')
     line = posix.render(Plan(program=("sh", str(script), "a b"), run_id=run_id), shell=str(tools / shell))
     done = subprocess.run(
         [shutil.which("setsid"), "-w", str(tools / shell), "-c", line],
@@ -129,6 +131,10 @@ def test_launcher_runs_on_plain_posix_shells_without_bash(tmp_path, shell, with_
     assert posix.parse_pgid(out[0]) is not None
     assert out[1:3] == ["no bash", f"marker={run_id}"]
     assert out[3].split()[:2] == [run_id, str(posix.parse_pgid(out[0]))]
+    mask = os.umask(0o022)
+    os.umask(mask)
+    assert out[4] == f"{mask:04o}"  # the script keeps the umask it was given, not the state folder's
+    assert stat.S_IMODE((home / ".sms/state").stat().st_mode) == 0o700
     assert not (home / ".sms/state" / run_id).exists()
     assert done.stderr == ""
 
