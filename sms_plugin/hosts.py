@@ -136,14 +136,15 @@ async def pin_host_key(name: str, line: str) -> None:
     await host.asave(name, overwrite=True)
 
 
-async def check(name: str) -> HostCheck:
+async def check(name: str, *, login: bool = True) -> HostCheck:
     """Checks host ``name`` and reports what it finds; a host problem is reported, never raised.
+    ``login=False`` stops before presenting credentials (the exporter's probe).
 
     NotFound if there is no host of that name.
     """
     host = await load_host(name)
     began = time.monotonic()
-    result = HostCheck(name, host.kind, host.describe())
-    await host.check(result)
+    result = HostCheck(name, host.kind, host.describe(), login=login)
+    await host.check(result, login=login)
     result.seconds = time.monotonic() - began
     return result

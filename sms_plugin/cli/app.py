@@ -17,7 +17,9 @@ from rich.table import Table
 
 from sms_plugin.cli import fleet as fleet_cli
 from sms_plugin.cli.asking import Unattended, ask, confirm
+from sms_plugin.cli import output as shaped
 from sms_plugin.cli.console import console
+from sms_plugin.cli.output import Output, OutputOption, print_json
 from sms_plugin.cli.plans import confirm_plan
 from sms_plugin.cli import logs as _logs
 from sms_plugin.cli import windows as windows_cli
@@ -152,9 +154,12 @@ def host_list(
     select: Annotated[
         str | None, typer.Option("--select", "-s", help="Only the hosts this selector picks, e.g. 'role=web AND NOT legacy'.")
     ] = None,
+    output: OutputOption = Output.table,
 ) -> None:
     """List the hosts, or preview what a host selector picks (docs/fleet.md)."""
     hosts = backend.current().hosts(select)
+    if output is Output.json:
+        return print_json([shaped.host(host) for host in hosts])
     if select is not None and not hosts:
         out.print(f"No host matches the selector {select!r}.", markup=False, highlight=False)
         return
@@ -169,9 +174,12 @@ def host_list(
 
 
 @host_app.command("check")
-def host_check(name: str) -> None:
+def host_check(name: str, output: OutputOption = Output.table) -> None:
     """Check a host: reachable, login, host key, SSH algorithms, login shell, interpreters. Exit 1 if unusable."""
     result = backend.current().check_host(name)
+    if output is Output.json:
+        print_json(shaped.host_check(result))
+        raise typer.Exit(0 if result.usable else 1)
 
     def row(label: str, value: str) -> None:
         out.print(f"  {label:<13} {value}", markup=False, highlight=False)
@@ -303,8 +311,13 @@ def script_push(
 
 
 @script_app.command("list")
-def script_list(tag: Annotated[str | None, typer.Option("--tag", help="Only scripts with this tag.")] = None) -> None:
+def script_list(
+    tag: Annotated[str | None, typer.Option("--tag", help="Only scripts with this tag.")] = None,
+    output: OutputOption = Output.table,
+) -> None:
     """List the scripts."""
+    if output is Output.json:
+        return print_json([shaped.script(script) for script in backend.current().scripts(tag)])
     table = Table("name", "interpreter", "host", "schedules", "enabled", "tags")
     for script in backend.current().scripts(tag):
         schedules = ", ".join(s.cron or f"every {s.interval_seconds}s" for s in script.schedules)
@@ -315,9 +328,11 @@ def script_list(tag: Annotated[str | None, typer.Option("--tag", help="Only scri
 
 
 @script_app.command("show")
-def script_show(name: str) -> None:
+def script_show(name: str, output: OutputOption = Output.table) -> None:
     """Show a script's settings and newest version."""
     spec, newest = backend.current().script(name)
+    if output is Output.json:
+        return print_json({**shaped.script(spec), "newest_version": shaped.version(newest) if newest else None})
     for key, value in spec.model_dump().items():
         out.print(f"[bold]{key}[/]: {value}")
     if newest:
@@ -326,8 +341,10 @@ def script_show(name: str) -> None:
 
 
 @script_app.command("versions")
-def script_versions(name: str) -> None:
+def script_versions(name: str, output: OutputOption = Output.table) -> None:
     """List a script's versions, newest first."""
+    if output is Output.json:
+        return print_json([shaped.version(version) for version in backend.current().versions(name)])
     table = Table("version", "sha256", "author", "created (UTC)", "comment")
     for version in backend.current().versions(name):
         table.add_row(str(version.number), version.sha256[:12], version.author, f"{version.created_at:%Y-%m-%d %H:%M}", version.comment)

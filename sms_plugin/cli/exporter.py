@@ -16,6 +16,9 @@ def exporter(
     probe_seconds: Annotated[
         float | None, typer.Option("--probe-seconds", help="Host check period (env SMS_EXPORTER_PROBE_SECONDS; default 60).")
     ] = None,
+    login_check: Annotated[
+        bool, typer.Option("--login-check", help="Log in at each host check (env SMS_EXPORTER_LOGIN_CHECK=1; default: never).")
+    ] = False,
     insecure_http: Annotated[
         bool, typer.Option("--insecure-http", help="Serve plain HTTP beyond loopback (env SMS_EXPORTER_ALLOW_PLAIN_HTTP=1).")
     ] = False,
@@ -30,6 +33,7 @@ def exporter(
         port=defaults.port if port is None else port,
         history_hours=defaults.history_hours,
         probe_seconds=probe_seconds or defaults.probe_seconds,
+        login_check=login_check or defaults.login_check,
         allow_plain_http=insecure_http or defaults.allow_plain_http,
     )
     try:

@@ -10,7 +10,9 @@ import typer
 from rich.table import Table
 
 from sms_plugin.cli.asking import confirm
+from sms_plugin.cli import output as shaped
 from sms_plugin.cli.console import console
+from sms_plugin.cli.output import Output, OutputOption, print_json
 from sms_plugin.cli.plans import confirm_plan
 from sms_plugin.lazy import lazy_module
 
@@ -36,8 +38,10 @@ def group_add(
 
 
 @group_app.command("list")
-def group_list() -> None:
+def group_list(output: OutputOption = Output.table) -> None:
     """List the host groups."""
+    if output is Output.json:
+        return print_json([shaped.host_group(group) for group in backend.current().host_groups()])
     table = Table("name", "selector", "description")
     for group in backend.current().host_groups():
         table.add_row(group.name, group.selector, group.description)
@@ -45,10 +49,12 @@ def group_list() -> None:
 
 
 @group_app.command("show")
-def group_show(name: str) -> None:
+def group_show(name: str, output: OutputOption = Output.table) -> None:
     """Show a host group and the hosts it picks now."""
     door = backend.current()
     group = door.host_group(name)
+    if output is Output.json:
+        return print_json(shaped.host_group(group, [host.name for host in door.hosts(f"@{name}")]))
     out.print(f"{group.name}: {group.selector}", markup=False)
     if group.description:
         out.print(group.description, markup=False)

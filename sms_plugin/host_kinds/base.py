@@ -80,9 +80,10 @@ class HostKind(Block, ABC):
         """A connected transport to the host (the caller closes it)."""
 
     @abstractmethod
-    async def check(self, result: HostCheck) -> None:
+    async def check(self, result: HostCheck, *, login: bool = True) -> None:
         """Fills ``result`` with what the host shows: reachable, logged in, interpreters, problems.
-        A host problem is recorded in ``result.problems``, never raised."""
+        A host problem is recorded in ``result.problems``, never raised. ``login=False``: only what
+        can be learnt without presenting credentials (no failed login on the host, ever)."""
 
     def carry_over(self, existing: HostKind) -> None:
         """Keeps what a declaration (``sms apply``) leaves unset but SMS learned since; nothing by default."""

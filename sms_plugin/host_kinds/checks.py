@@ -37,6 +37,9 @@ class HostCheck:
     seconds: float = 0.0
     needs_posix_sh: bool = True
     """The kind starts scripts through a POSIX ``sh`` (not Windows)."""
+    login: bool = True
+    """False: the check stopped before logging in (the exporter's default probe), so
+    ``authenticated`` and ``interpreters`` say nothing."""
 
     @property
     def usable(self) -> bool:
@@ -48,6 +51,14 @@ class HostCheck:
             and (not self.needs_posix_sh or bool(self.interpreters.get("sh")))
             and not self.problems
         )
+
+    @property
+    def up(self) -> bool:
+        """What the exporter reports: :attr:`usable`; for a check without login, reachable with a
+        trusted (or no) host key and no problem found."""
+        if self.login:
+            return self.usable
+        return self.reachable and self.host_key in ("match", "not checked") and not self.problems
 
 
 INTERPRETERS = ("sh", "ksh", "bash", "python3")
@@ -114,3 +125,16 @@ async def _collect(process: RemoteProcess) -> list[str]:
     lines = [line.text async for line in process.lines() if line.stream == "stdout"]
     await process.wait()
     return lines
+
+
+async def port_refusal(address: str, port: int, timeout: float) -> str | None:
+    """None if ``address:port`` accepts a TCP connection within ``timeout`` seconds, else why not.
+    Nothing is sent: the host sees a connection opened and closed, no login."""
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_connection(address, port), timeout)
+    except TimeoutError:
+        return f"{address}:{port} did not answer within {timeout:g} s"
+    except OSError as error:
+        return f"cannot connect to {address}:{port}: {error.strerror or error}"
+    writer.close()
+    return None

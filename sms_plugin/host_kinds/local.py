@@ -57,8 +57,9 @@ class LocalHost(HostKind):
     def describe(self) -> str:
         return f"the worker's own machine, as {self.run_as}"
 
-    async def check(self, result: HostCheck) -> None:
-        """The POSIX probe, run as ``run_as``; the login shell is the worker's own."""
+    async def check(self, result: HostCheck, *, login: bool = True) -> None:
+        """The POSIX probe, run as ``run_as``; the login shell is the worker's own. Nothing here logs
+        in over a network, so ``login`` changes nothing."""
         result.reachable = True
         await probe_posix(self.open_transport, result, 10.0)
         result.authenticated = True

@@ -71,9 +71,9 @@ class SSHHost(HostKind):
         if isinstance(existing, SSHHost) and not self.host_keys:
             self.host_keys = list(existing.host_keys)
 
-    async def check(self, result: HostCheck) -> None:
-        """The handshake (algorithms, host key against the pinned ones), then, if the key matches,
-        the login and the POSIX probe."""
+    async def check(self, result: HostCheck, *, login: bool = True) -> None:
+        """The handshake (algorithms, host key against the pinned ones), then, if the key matches
+        and ``login``, the login and the POSIX probe."""
         result.legacy = self.legacy
         pinned = [" ".join(line.split()[:2]) for line in self.host_keys]
         try:
@@ -117,7 +117,7 @@ class SSHHost(HostKind):
             )
         elif self.legacy:
             result.notes.append("marked legacy, but the server agreed on modern algorithms only: it no longer needs legacy")
-        if result.host_key == "match":
+        if result.host_key == "match" and login:
 
             def record_algorithms(transport: Transport) -> None:  # what the login itself agreed on
                 if isinstance(transport, SSHTransport):

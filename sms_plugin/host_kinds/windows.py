@@ -8,7 +8,7 @@ from pydantic import Field, SecretStr, model_validator
 
 from sms_plugin.errors import AuthenticationFailed, TransportError
 from sms_plugin.host_kinds.base import Account, Address, ConnectSeconds, HostKind
-from sms_plugin.host_kinds.checks import HostCheck
+from sms_plugin.host_kinds.checks import HostCheck, port_refusal
 from sms_plugin.transports.base import Transport
 from sms_plugin.transports.psrp import WindowsTransport, WinRMTarget
 
@@ -87,9 +87,16 @@ class WindowsHost(HostKind):
     def describe(self) -> str:
         return self.target().label
 
-    async def check(self, result: HostCheck) -> None:
-        """Logs in over WinRM, asks cmd.exe for the Windows version and the temp folder."""
+    async def check(self, result: HostCheck, *, login: bool = True) -> None:
+        """Logs in over WinRM, asks cmd.exe for the Windows version and the temp folder; without
+        ``login``, only whether the WinRM port accepts a connection."""
         result.needs_posix_sh = False
+        if not login:
+            target = self.target()
+            if problem := await port_refusal(target.address, target.endpoint_port, self.connect_timeout):
+                result.problems.append(problem)
+            result.reachable = problem is None
+            return
         try:
             transport = await self.open_transport()
         except AuthenticationFailed as error:

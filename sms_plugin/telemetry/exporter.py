@@ -4,13 +4,17 @@ At start and after every lost subscription the run metrics are rebuilt from Pref
 (:func:`~sms_plugin.telemetry.sources.rebuild`) into a fresh :class:`RunMetrics`, which then
 replaces the served one in one step; events are counted once (ids, see ``metrics``), so the
 stream's replay after a (re)connect adds nothing twice. Hosts are checked every
-``probe_seconds`` (``sms_plugin.hosts.check``).
+``probe_seconds`` (``sms_plugin.hosts.check``) **without logging in** (the SSH handshake and host
+key; a TCP connect to WinRM); with ``login_check`` a host check logs in, and after a failed one the
+host is not logged into again for ``LOGIN_RETRY_SECONDS`` (it reads down meanwhile), so a wrong
+password costs the server one failed login an hour, never one a minute.
 
 Settings (environment; ``sms exporter`` options override):
 
 - ``SMS_EXPORTER_ADDRESS`` / ``SMS_EXPORTER_PORT``: where ``/metrics`` is served (127.0.0.1:9478).
 - ``SMS_EXPORTER_HISTORY_HOURS``: how far back a rebuild reads (168, Prefect's default event retention).
 - ``SMS_EXPORTER_PROBE_SECONDS``: host check period (60).
+- ``SMS_EXPORTER_LOGIN_CHECK``: ``1`` to log in at each check (off: reachability and host key only).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -42,6 +47,8 @@ log = logging.getLogger("sms.exporter")
 _RETRY_SECONDS = 2.0
 _CHECK_TIMEOUT_SECONDS = 30.0
 _PARALLEL_CHECKS = 4
+LOGIN_RETRY_SECONDS = 3600.0
+"""After a failed login check, how long the exporter leaves the host's credentials alone."""
 
 
 def _env_number(name: str, default: float) -> float:
@@ -58,6 +65,8 @@ class ExporterSettings:
     port: int = field(default_factory=lambda: int(_env_number("SMS_EXPORTER_PORT", 9478)))
     history_hours: float = field(default_factory=lambda: _env_number("SMS_EXPORTER_HISTORY_HOURS", 168))
     probe_seconds: float = field(default_factory=lambda: _env_number("SMS_EXPORTER_PROBE_SECONDS", 60))
+    #: Log in at each host check (off: the probe never presents credentials).
+    login_check: bool = field(default_factory=lambda: os.environ.get("SMS_EXPORTER_LOGIN_CHECK") == "1")
     #: Serve plain HTTP on a non-loopback address (metrics name scripts and hosts).
     allow_plain_http: bool = field(default_factory=lambda: os.environ.get("SMS_EXPORTER_ALLOW_PLAIN_HTTP") == "1")
 
@@ -85,6 +94,8 @@ class Exporter:
         self.settings = settings
         self.service = ServiceMetrics()
         self.served = _Served(self.service, RunMetrics())
+        self._failed_logins: dict[str, float] = {}
+        """Host name → when (monotonic) its last login check failed."""
 
     def listen(self) -> int:
         """Starts serving ``/metrics`` (a background thread); returns the port."""
@@ -165,20 +176,29 @@ class Exporter:
         """Checks every host (``sms_host_up``) and reads the scripts' schedules."""
         limit = asyncio.Semaphore(_PARALLEL_CHECKS)
 
-        async def usable(name: str) -> float:
+        async def up(name: str) -> float:
+            if name in self._failed_logins and time.monotonic() - self._failed_logins[name] < LOGIN_RETRY_SECONDS:
+                return 0.0  # its last login check failed: no second try within the hour
+            login = self.settings.login_check
             async with limit:
                 try:
-                    return float((await asyncio.wait_for(hosts.check(name), _CHECK_TIMEOUT_SECONDS)).usable)
+                    result = await asyncio.wait_for(hosts.check(name, login=login), _CHECK_TIMEOUT_SECONDS)
                 except (SMSError, TimeoutError):
                     return 0.0
                 except Exception as error:  # noqa: BLE001 - one host's broken check must not hide the others
                     log.warning("host %s: check failed: %s: %s", name, type(error).__name__, error)
                     return 0.0
+            if login and result.reachable and result.host_key in ("match", "not checked") and not result.authenticated:
+                self._failed_logins[name] = time.monotonic()
+                log.warning("host %s: the login check failed; no new login for %g s", name, LOGIN_RETRY_SECONDS)
+            else:
+                self._failed_logins.pop(name, None)
+            return float(result.up)
 
         async with get_client() as client:  # the schedules first: one quick call, while host checks may be slow
             self.service.set_labelled(self.service.expected_interval, await sources.expected_intervals(client))
         names = [host.name for host in await hosts.listing()]
-        results = await asyncio.gather(*(usable(name) for name in names))
+        results = await asyncio.gather(*(up(name) for name in names))
         self.service.set_labelled(self.service.host_up, dict(zip(names, results, strict=True)))
 
 

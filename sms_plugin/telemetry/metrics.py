@@ -167,7 +167,7 @@ class ServiceMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
-        self.host_up = Gauge("sms_host_up", "1 if the periodic check found the host usable, else 0.",
+        self.host_up = Gauge("sms_host_up", "1 if the periodic check found the host up (reachable, trusted key; usable with login checks), else 0.",
                              ["host"], registry=r)
         self.expected_interval = Gauge(
             "sms_script_expected_interval_seconds",

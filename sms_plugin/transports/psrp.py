@@ -99,15 +99,20 @@ class WinRMTarget(SecretsMasked):
             raise InvalidInput("commands_per_shell must be at least 2")
 
     @property
+    def endpoint_port(self) -> int:
+        """The port WinRM listens on: the given one, else 5985 for http and 5986 for https."""
+        return self.port or (5986 if self.scheme == "https" else 5985)
+
+    @property
     def label(self) -> str:
-        return f"{self.username}@{self.scheme}://{self.address}:{self.port or (5986 if self.scheme == 'https' else 5985)}"
+        return f"{self.username}@{self.scheme}://{self.address}:{self.endpoint_port}"
 
     def wsman(self) -> WSMan:
         """A pypsrp WSMan client (it connects on its first request)."""
         validation: bool | str = (self.ca_path or True) if self.cert_validation else False
         return WSMan(
             self.address,
-            port=self.port or (5986 if self.scheme == "https" else 5985),
+            port=self.endpoint_port,
             username=self.username,
             password=self.password,
             ssl=self.scheme == "https",

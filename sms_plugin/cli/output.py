@@ -1,0 +1,68 @@
+"""``--output json``: what list and show commands print for programs, in a stable schema
+(docs/cli.md). The shapes are built here, field by field, so a change of an internal class never
+changes what a script reading ``sms … -o json`` gets; they use the REST API's field names."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import json
+import sys
+from datetime import datetime
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+if TYPE_CHECKING:
+    from sms_plugin.cli.backend import Version
+    from sms_plugin.host_groups import HostGroupInfo
+    from sms_plugin.host_kinds.checks import HostCheck
+    from sms_plugin.hosts import HostInfo
+    from sms_plugin.scripts import ScriptSpec
+
+
+class Output(str, enum.Enum):
+    table = "table"
+    json = "json"
+
+
+OutputOption = Annotated[
+    Output, typer.Option("--output", "-o", help="table (for people) or json (for programs; schema in docs/cli.md).")
+]
+
+
+def print_json(data: Any) -> None:
+    """``data`` as indented JSON on stdout (datetimes in ISO 8601, UTC as stored)."""
+    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False, default=_encoded) + "\n")
+
+
+def _encoded(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} is not JSON")
+
+
+def host(info: HostInfo) -> dict[str, Any]:
+    return {"name": info.name, "kind": info.kind, "where": info.where, "pinned_keys": info.pinned_keys,
+            "legacy": info.legacy, "labels": list(info.labels), "admins_only": info.admins_only,
+            "max_parallel_sessions": info.max_parallel_sessions, "settings": info.settings}
+
+
+def host_check(result: HostCheck) -> dict[str, Any]:
+    return {**dataclasses.asdict(result), "usable": result.usable}
+
+
+def host_group(info: HostGroupInfo, hosts: list[str] | None = None) -> dict[str, Any]:
+    shown = {"name": info.name, "selector": info.selector, "description": info.description,
+             "created_by": info.created_by, "created_at": info.created_at, "updated_at": info.updated_at}
+    return shown if hosts is None else {**shown, "hosts": hosts}
+
+
+def script(spec: ScriptSpec) -> dict[str, Any]:
+    return spec.model_dump(mode="json")
+
+
+def version(shown: Version) -> dict[str, Any]:
+    fields = {"number": shown.number, "sha256": shown.sha256, "author": shown.author,
+              "created_at": shown.created_at, "comment": shown.comment}
+    return fields if shown.content is None else {**fields, "content": shown.content}
