@@ -114,7 +114,7 @@ async def execute_on_host(context: HostRun, host: str, logger: logging.LoggerAda
                 await asyncio.shield(transport.close())
     except SMSError as error:
         if isinstance(error, TransportError):
-            run_events.transport_error(script=script, host=host, error=error)
+            run_events.transport_error(script=script, host=host, error=error, unreachable=not connected)
         message = f"{script} could not run on {host}: {error}"
         if process_started or (connected and isinstance(error, TransportError)):
             # e.g. the connection died mid-run: kill what may still run there, remove the upload

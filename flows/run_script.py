@@ -16,7 +16,7 @@ import logging
 from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 from uuid import UUID
 
 from prefect import Flow, flow, get_client
@@ -54,6 +54,7 @@ from sms_plugin.settings import database_url
 from sms_plugin.worker import log_delivery, prefect_hooks
 from sms_plugin.worker.engine import in_shared_process
 
+T = TypeVar("T", int, dict, State)
 LOG_WAIT_SECONDS = 30.0
 """In an sms worker, how long a run waits at its end for its log lines to reach Prefect."""
 
@@ -273,11 +274,13 @@ _STOPPED = _StoppedRunLine()
 logging.getLogger("prefect.flow_runs").addFilter(_STOPPED)
 
 
-async def _finish(logger: logging.LoggerAdapter, outcome: int | State) -> int | State:
+async def _finish(logger: logging.LoggerAdapter, outcome: T) -> T:
     """Logs the outcome and sends every pending log line to Prefect before the state is final,
     so that whoever sees the run end can read its whole output at once."""
     if isinstance(outcome, State):
         logger.error(outcome.message)
+    elif isinstance(outcome, dict):
+        logger.info(f"finished: all {len(outcome['hosts'])} hosts succeeded")
     else:
         logger.info(f"finished with exit code {outcome}")
     if in_shared_process():
