@@ -165,6 +165,8 @@ async def run_script(
     except BaseException:  # cancelled or terminated: every running host's process group was killed
         _STOPPED.runs.add(str(flow_run.id))
         await _skip_rest(catalog, str(flow_run.id), fleet.results())
+        if targets.fleet:
+            await asyncio.shield(_update(catalog, str(flow_run.id), ended_at=datetime.now(UTC)))
         raise
     await _skip_rest(catalog, str(flow_run.id), outcomes)
     if not targets.fleet:
