@@ -83,6 +83,14 @@ class Fleet:
         return [f"t{self.token}-{kind}-{i:03d}" for i in range(count)]
 
 
+@pytest.fixture(scope="module")
+async def pool(prefect_server: Any, ssh_server: Any) -> dict[str, list[str]]:
+    """The host blocks the tests of this module share (creating a block costs several API calls):
+    8 good, 3 failing, 1 closed port, 1 wrong host key. Each run marks its executions with the run's
+    id, so runs never see each other's leftovers."""
+    return await _mixed_fleet(ssh_server, 8, 3, 1, 1)
+
+
 async def _mixed_fleet(ssh_server: Any, good: int, failing: int, down: int, wrong_key: int) -> dict[str, list[str]]:
     fleet = Fleet()
     groups = {"ok": fleet.names("ok", good), "fail": fleet.names("fail", failing),
@@ -102,8 +110,8 @@ def _interleaved(groups: dict[str, list[str]]) -> list[str]:
     return ordered
 
 
-async def _check_mixed_run(catalog: Catalog, ssh_server: Any, sizes: tuple[int, int, int, int], parallel: int) -> float:
-    groups = await _mixed_fleet(ssh_server, *sizes)
+async def _check_mixed_run(catalog: Catalog, groups: dict[str, list[str]], parallel: int) -> float:
+    sizes = tuple(len(groups[kind]) for kind in ("ok", "fail", "down", "badkey"))
     order = _interleaved(groups)
     name = _script(catalog, MIXED)
     started = time.monotonic()
@@ -143,15 +151,13 @@ async def _check_mixed_run(catalog: Catalog, ssh_server: Any, sizes: tuple[int, 
     return elapsed
 
 
-async def test_mixed_outcomes_give_exactly_the_right_result_per_host(catalog, prefect_server, ssh_server):
-    elapsed = await _check_mixed_run(catalog, ssh_server, (8, 2, 1, 1), parallel=10)
-    print(f"12-host mixed fleet run: {elapsed:.2f} s")
+async def test_mixed_outcomes_give_exactly_the_right_result_per_host(catalog, pool):
+    elapsed = await _check_mixed_run(catalog, pool, parallel=10)
+    print(f"13-host mixed fleet run: {elapsed:.2f} s")
 
 
-async def test_each_host_is_a_task_run_and_the_run_has_a_summary_table(catalog, prefect_server, ssh_server):
-    fleet = Fleet()
-    good, failing = fleet.names("ok", 3), fleet.names("fail", 1)
-    await _add_hosts(ssh_server, good + failing)
+async def test_each_host_is_a_task_run_and_the_run_has_a_summary_table(catalog, pool):
+    good, failing = pool["ok"][:3], pool["fail"][:1]
     name = _script(catalog, MIXED)
     state = await run_script(script=name, hosts=good + failing, return_state=True)
     run_id = _run_id(state)
@@ -169,9 +175,8 @@ async def test_each_host_is_a_task_run_and_the_run_has_a_summary_table(catalog, 
     assert all(row["duration"].endswith(" s") for row in table)
 
 
-async def test_rolling_batches_run_in_order_by_the_hosts_clock(catalog, prefect_server, ssh_server):
-    names = Fleet().names("ok", 5)
-    await _add_hosts(ssh_server, names)
+async def test_rolling_batches_run_in_order_by_the_hosts_clock(catalog, pool):
+    names = pool["ok"][:5]
     name = _script(catalog, CLOCKED)
     state = await run_script(script=name, hosts=names,
                              policy={"batch": "2", "batch_pause_seconds": 1, "parallel": 10}, return_state=True)
@@ -186,10 +191,8 @@ async def test_rolling_batches_run_in_order_by_the_hosts_clock(catalog, prefect_
         assert began - ended >= 1.0, (previous, following, clock)  # after the whole batch, and the pause
 
 
-async def test_a_failure_limit_stops_starting_hosts(catalog, prefect_server, ssh_server):
-    fleet = Fleet()
-    order = fleet.names("fail", 3) + fleet.names("ok", 3)
-    await _add_hosts(ssh_server, order)
+async def test_a_failure_limit_stops_starting_hosts(catalog, pool):
+    order = pool["fail"][:3] + pool["ok"][:3]
     name = _script(catalog, MIXED)
     state = await run_script(script=name, hosts=order, policy={"parallel": 1, "max_failures": "2"}, return_state=True)
     assert state.message == f"{name} failed on 6 of 6 hosts (3 failed, 3 skipped): " + ", ".join(order)
@@ -200,9 +203,8 @@ async def test_a_failure_limit_stops_starting_hosts(catalog, prefect_server, ssh
         assert row.message == "not started: more than 2 host(s) failed"
 
 
-async def test_host_and_hosts_together_are_refused(catalog, prefect_server, ssh_server):
-    names = Fleet().names("ok", 1)
-    await _add_hosts(ssh_server, names)
+async def test_host_and_hosts_together_are_refused(catalog, pool):
+    names = pool["ok"][:1]
     name = _script(catalog, MIXED)
     refusals = {
         "give either host (one host) or hosts (a fleet run), not both": {"host": names[0], "hosts": names},
@@ -216,12 +218,10 @@ async def test_host_and_hosts_together_are_refused(catalog, prefect_server, ssh_
         assert not _rows(catalog, _run_id(state))  # nothing was recorded, nothing ran
 
 
-async def test_a_script_with_targets_runs_on_the_hosts_its_selector_picks(catalog, prefect_server, ssh_server):
+async def test_a_script_with_targets_runs_on_the_hosts_its_selector_picks(catalog, pool, ssh_server):
     fleet = Fleet()
-    picked, other = fleet.names("ok", 2), fleet.names("other", 1)
-    for host in picked:
-        await hosts.add(host, block_of(ssh_server, labels=[f"fleet={fleet.token}"]))
-    await _add_hosts(ssh_server, other)
+    picked = fleet.names("ok", 2)  # the module's pool does not carry this label
+    await _add_hosts(ssh_server, picked, labels=[f"fleet={fleet.token}"])
     name = f"fleet-{_token()}"
     with catalog.session() as session:
         add_script(session, ScriptSpec(name=name, interpreter="sh", targets=f"fleet={fleet.token}"), content=MIXED,
@@ -231,10 +231,8 @@ async def test_a_script_with_targets_runs_on_the_hosts_its_selector_picks(catalo
     assert [row.host for row in _rows(catalog, _run_id(state))] == picked
 
 
-async def test_stopping_a_fleet_run_leaves_no_process_on_any_host(catalog, ssh_server, prefect_worker):
-    fleet = Fleet()
-    names = fleet.names("ok", 8)
-    await _add_hosts(ssh_server, names)
+async def test_stopping_a_fleet_run_leaves_no_process_on_any_host(catalog, ssh_server, pool, prefect_worker):
+    names = pool["ok"][:8]
     marker = f"{uuid.uuid4().int % 10**6 + 2 * 10**6}"
     pattern = f"sleep {marker}"
     name = f"fleet-{_token()}"
@@ -286,6 +284,6 @@ async def test_stopping_a_fleet_run_leaves_no_process_on_any_host(catalog, ssh_s
 @pytest.mark.skipif(not os.environ.get("SMS_FLEET_200"),
                     reason="the 200-host run takes minutes on a 2-core machine: set SMS_FLEET_200=1 to run it (docs/fleet.md)")
 async def test_two_hundred_hosts_with_mixed_outcomes(catalog, prefect_server, ssh_server):
-    elapsed = await _check_mixed_run(catalog, ssh_server, (170, 15, 10, 5), parallel=50)
+    elapsed = await _check_mixed_run(catalog, await _mixed_fleet(ssh_server, 170, 15, 10, 5), parallel=50)
     print(f"200-host mixed fleet run: {elapsed:.2f} s, {200 / elapsed:.1f} host executions/s")
 
