@@ -8,7 +8,10 @@ flow adds two of its own:
   (output lines per stream, e.g. ``{"stdout": 12, "stderr": 1}``).
 - ``sms.transport.error``: the host could not be used. Resource ``sms.host.<host>`` labelled
   ``sms.host`` and ``sms.script``; payload ``kind`` (``host_unreachable``, ``authentication_failed``,
-  ``host_key_error``, ``incompatible_host``, ``transport_error``).
+  ``host_key_error``, ``incompatible_host``, ``transport_error``) and ``unreachable`` (true: the
+  transport could not be opened; false: it broke once open).
+
+Both are emitted per host execution: a fleet run emits one per host.
 """
 
 from __future__ import annotations
@@ -41,9 +44,9 @@ def run_finished(run_id: str, *, script: str, host: str, exit_code: int, timed_o
     )
 
 
-def transport_error(*, script: str, host: str, error: Exception) -> None:
+def transport_error(*, script: str, host: str, error: Exception, unreachable: bool) -> None:
     emit_event(
         event=TRANSPORT_ERROR,
         resource={"prefect.resource.id": f"sms.host.{host}", "sms.host": host, "sms.script": script},
-        payload={"kind": error_kind(error)},
+        payload={"kind": error_kind(error), "unreachable": unreachable},
     )

@@ -55,6 +55,12 @@ class RunFinished:
     exit_code: int
     occurred: datetime
     lines: Mapping[str, int]
+    timed_out: bool = False
+
+    @property
+    def outcome(self) -> str:
+        """The host execution's outcome: succeeded, failed or timed_out."""
+        return "timed_out" if self.timed_out else "succeeded" if self.exit_code == 0 else "failed"
 
 
 @dataclass(frozen=True)
@@ -65,6 +71,10 @@ class TransportFailed:
     host: str
     kind: str
     occurred: datetime
+    script: str = "unknown"
+    unreachable: bool | None = None
+    """True: the transport could not be opened (the host execution is ``unreachable``); False: it broke
+    once open (``failed``); None: an event from before SMS said (not counted per host execution)."""
 
 
 class RunMetrics:
@@ -91,6 +101,9 @@ class RunMetrics:
                                     ["script", "stream"], registry=r)
         self.transport_errors = Counter("sms_transport_errors", "Runs that could not use their host, by error kind.",
                                         ["host", "kind"], registry=r)
+        self.host_executions = Counter(
+            "sms_host_executions", "Host executions that ended (a fleet run has one per host), by outcome.",
+            ["script", "host", "outcome"], registry=r)
         self._seen: TTLCache[str, bool] = TTLCache(_MEMORY_SIZE, _MEMORY_SECONDS)
         self._newest: TTLCache[str, datetime] = TTLCache(_MEMORY_SIZE, _MEMORY_SECONDS)
         self._running: dict[str, tuple[str, str]] = {}
@@ -148,6 +161,7 @@ class RunMetrics:
         for stream, count in finished.lines.items():
             if count > 0:
                 self.output_lines.labels(finished.script, stream).inc(count)
+        self.host_executions.labels(finished.script, finished.host, finished.outcome).inc()
         latest = self._exit_times.get(finished.script)
         if latest is None or finished.occurred >= latest:
             self._exit_times[finished.script] = finished.occurred
@@ -158,6 +172,9 @@ class RunMetrics:
         if not (self._in_window(failure.occurred) and self._first_time(failure.event_id)):
             return False
         self.transport_errors.labels(failure.host, failure.kind).inc()
+        if failure.unreachable is not None:
+            outcome = "unreachable" if failure.unreachable else "failed"
+            self.host_executions.labels(failure.script, failure.host, outcome).inc()
         return True
 
 

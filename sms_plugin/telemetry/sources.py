@@ -33,16 +33,21 @@ from sms_plugin.telemetry.metrics import TERMINAL, RunFinished, RunMetrics, RunS
 
 RUN_STATE_PREFIX = "prefect.flow-run."
 HOST_TAG = "host:"
+FLEET_TAG = "fleet"
+"""The tag of a script's deployment whose script targets a selector (``sms_plugin.deploy``)."""
+FLEET = "fleet"
 UNKNOWN = "unknown"
 _PAGE = 200
 _EVENT_PAGE = 50  # the most /events/filter returns at once
 
 
 def labels_of(flow_run: FlowRun) -> tuple[str, str]:
-    """(script, host) of a run of ``run-script``."""
+    """(script, host) of a run of ``run-script``; the host of a fleet run is ``fleet`` (its hosts are
+    counted one by one by ``sms_host_executions``)."""
     parameters = flow_run.parameters or {}
     tagged = [tag.removeprefix(HOST_TAG) for tag in flow_run.tags if tag.startswith(HOST_TAG)]
-    host = parameters.get("host") or (tagged[0] if tagged else UNKNOWN)
+    fleet = bool(parameters.get("hosts")) or (FLEET_TAG in flow_run.tags and not parameters.get("host"))
+    host = parameters.get("host") or (FLEET if fleet else tagged[0] if tagged else UNKNOWN)
     return str(parameters.get("script") or UNKNOWN), str(host)
 
 
@@ -108,11 +113,13 @@ def apply_sms_event(metrics: RunMetrics, event: Event) -> bool:
         return metrics.apply_finished(RunFinished(
             event_id=str(event.id), script=resource.get("sms.script", UNKNOWN), host=resource.get("sms.host", UNKNOWN),
             exit_code=int(payload["exit_code"]), occurred=event.occurred, lines=lines,
+            timed_out=bool(payload.get("timed_out")),
         ))
     if event.event == run_events.TRANSPORT_ERROR:
         return metrics.apply_transport_error(TransportFailed(
             event_id=str(event.id), host=resource.get("sms.host", UNKNOWN), kind=str(payload.get("kind", UNKNOWN)),
-            occurred=event.occurred,
+            occurred=event.occurred, script=resource.get("sms.script", UNKNOWN),
+            unreachable=payload.get("unreachable"),
         ))
     return False
 

@@ -4,6 +4,7 @@ integration tests reuse it with their own ``catalog`` fixture."""
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -25,13 +26,16 @@ from sms_plugin.catalog import (
     get_run,
     get_script,
     get_version,
+    host_executions,
     list_audit,
     list_runs,
     list_scripts,
     list_versions,
+    record_host_execution,
     record_run,
     remove_script,
     touch_heartbeats,
+    update_host_execution,
     update_run,
     update_script,
 )
@@ -59,17 +63,55 @@ def run_fields(**fields: Any) -> dict[str, Any]:
 class CatalogBehaviour:
     """What every catalog backend must do; subclasses get ``catalog`` from their module's fixture."""
 
+    def test_host_executions_are_recorded_updated_and_reset_on_retry(self, catalog: Catalog) -> None:
+        with catalog.session() as s:
+            record_run(s, "run-f", **run_fields(host="2 hosts"))
+            for host in ("web-2", "web-1"):
+                record_host_execution(s, "run-f", host)
+            update_host_execution(s, "run-f", "web-1", state="running", remote_pid=42,
+                                  started_at=datetime(2026, 1, 1, tzinfo=UTC))
+            update_host_execution(s, "run-f", "web-2", state="unreachable", message="cannot connect")
+        with catalog.session() as s:
+            rows = host_executions(s, "run-f")
+            assert [(r.host, r.state, r.remote_pid, r.message) for r in rows] == [
+                ("web-2", "unreachable", None, "cannot connect"), ("web-1", "running", 42, "")]
+            assert rows[1].started_at == datetime(2026, 1, 1, tzinfo=UTC)
+            with pytest.raises(InvalidInput, match="unknown host execution state 'done'"):
+                update_host_execution(s, "run-f", "web-1", state="done")
+            with pytest.raises(InvalidInput, match=r"host executions have no field\(s\) \['pid'\]"):
+                update_host_execution(s, "run-f", "web-1", pid=1)
+            with pytest.raises(NotFound, match="run 'run-f' has no execution on host 'web-9'"):
+                update_host_execution(s, "run-f", "web-9", state="failed")
+        with catalog.session() as s:  # a retried run starts its hosts afresh
+            record_host_execution(s, "run-f", "web-1")
+        with catalog.session() as s:
+            row = host_executions(s, "run-f")[1]
+            assert (row.state, row.remote_pid, row.started_at, row.message) == ("pending", None, None, "")
+            assert host_executions(s, "other") == []
+
+    def test_a_script_targets_a_selector_instead_of_a_host(self, catalog: Catalog) -> None:
+        with catalog.session() as s:
+            add_script(s, spec("fleet", host=None, targets="role=web AND NOT legacy"), content="echo", author="a")
+        with catalog.session() as s:
+            script = get_script(s, "fleet")
+            assert (script.host, script.targets) == (None, "role=web AND NOT legacy")
+            assert ScriptSpec.from_script(script).targets == "role=web AND NOT legacy"
+        for fields, message in (({"targets": "role=web"}, "exactly one of 'host'"), ({"host": None}, "exactly one of 'host'"),
+                                ({"host": None, "targets": "role=web AND ("}, "selector error at column")):
+            with pytest.raises(InvalidInput, match=re.escape(message)):
+                ScriptSpec.parse({"name": "x", "interpreter": "sh", "host": "web-1", **fields})
+
     def test_migrations_create_the_tables_and_rerunning_them_is_a_no_op(self, catalog: Catalog) -> None:
         with catalog.session() as s:
             add_script(s, spec(), content="echo hi", author="alice")
         catalog.upgrade()
         with catalog.engine.connect() as connection:
-            assert MigrationContext.configure(connection).get_current_revision() == "0007"
+            assert MigrationContext.configure(connection).get_current_revision() == "0008"
             tables = set(inspect(connection).get_table_names())
         assert tables == {
             "alembic_version", "scripts", "script_versions", "runs", "audit_events",
             "access_rules", "webhooks", "webhook_deliveries", "webhook_refusals", "gateway_sessions",
-            "host_groups",
+            "host_groups", "host_executions",
         }
         with catalog.session() as s:
             assert get_version(s, "hello").content == "echo hi"
