@@ -62,8 +62,10 @@ class TreeSampler:
     it is a child subreaper) but the fleet's sshd trees, sampled every ``interval`` seconds in a
     thread; and the CPU seconds the sshd trees spent meanwhile (the server side)."""
 
-    def __init__(self, fleet: Fleet, include_self: bool, interval: float = 0.1) -> None:
+    def __init__(self, fleet: Fleet, include_self: bool, interval: float = 0.1, others: frozenset[int] = frozenset()) -> None:
         self.servers = {server.pid for server in fleet.all_servers()}
+        self.others = set(others)
+        """Trees left out of both figures (e.g. the Prefect server)."""
         self.include_self = include_self
         self.interval = interval
         self.peak_kb = 0
@@ -84,7 +86,7 @@ class TreeSampler:
         found = {me}
         grew = True
         while grew:
-            children = {pid for pid, ppid in parents.items() if ppid in found} - found - self.servers
+            children = {pid for pid, ppid in parents.items() if ppid in found} - found - self.servers - self.others
             found |= children
             grew = bool(children)
         return found if self.include_self else found - {me}
@@ -277,6 +279,98 @@ def _summary(outcomes: dict[str, int]) -> str:
     return ", ".join(f"{count} {state.lower().rstrip('!')}" for state, count in sorted(outcomes.items()))
 
 
+# --- sms ---------------------------------------------------------------------------------------
+
+async def sms_side(fleet: Fleet, only: set[str], parallel: int) -> None:
+    """The fleet run and the stop, through an sms worker (in-process runs) on a private Prefect server."""
+    from infra.testbed.postgresql import PostgreSQL
+    from infra.testbed.prefect_server import PrefectServer
+    from infra.testbed.prefect_worker import PrefectWorker
+    from sms_plugin import runs, scripts
+    from sms_plugin.catalog import Catalog, ScriptSpec, host_executions
+    from tests.conftest import talking_to
+
+    with PostgreSQL() as pg, talking_to(PrefectServer(database_url=pg.prefect_url).start()) as server:
+        catalog = Catalog()
+        catalog.upgrade()
+        began = time.monotonic()
+        await fleet.register(max_parallel_sessions=10)
+        print(f"sms: {len(fleet.entries)} host blocks registered in {time.monotonic() - began:.0f} s", flush=True)
+        names = fleet.names()
+        quick = f"bench-ok-{os.urandom(3).hex()}"
+        await scripts.add(catalog, ScriptSpec(name=quick, interpreter="sh", host=names[0]), f"{COMMAND}\n", author="bench")
+        marker = str(6_000_000 + int.from_bytes(os.urandom(3)) % 1_000_000)
+        slow = f"bench-sleep-{os.urandom(3).hex()}"
+        await scripts.add(catalog, ScriptSpec(name=slow, interpreter="sh", host=names[0]), f"sleep {marker}\n", author="bench")
+        env = {"SMS_HOME": os.environ["SMS_HOME"]}
+        worker = PrefectWorker(server.api_url, worker_type="sms", extra_env=env, timeout=120).start()
+        leave_out = frozenset({server.pid, pg.pid})
+        try:
+            if "sms" in only:
+                print(f"sms fleet run, parallel {parallel} ...", flush=True)
+                with TreeSampler(fleet, include_self=False, others=leave_out) as sampler:
+                    worker_cpu = _tree_cpu({worker.pid})
+                    server_cpu = _tree_cpu({server.pid, pg.pid})
+                    began = time.monotonic()
+                    run_id = await start_fleet_run(quick, names, parallel)
+                    result = await runs.wait(catalog, run_id, timeout=3600, poll=0.5)
+                    seconds = time.monotonic() - began
+                    server_cpu = _tree_cpu({server.pid, pg.pid}) - server_cpu
+                    worker_cpu = _tree_cpu({worker.pid}) - worker_cpu
+                sampler.cpu += worker_cpu  # the worker runs on: its CPU is read live, not from a reaped child                with catalog.session() as session:
+                    states = [row.state for row in host_executions(session, run_id)]
+                counts = {state: states.count(state) for state in sorted(set(states))}
+                row(f"SMS fleet run, parallel {parallel} (sms worker)", len(names), seconds, sampler,
+                    f"{result.state}: {counts}; Prefect server + PostgreSQL CPU {server_cpu:.0f} s")
+            if "stop" in only:
+                await stop_measure(fleet, catalog, slow, marker, names, parallel)
+        finally:
+            worker.stop()
+            catalog.dispose()
+
+
+async def start_fleet_run(script: str, names: list[str], parallel: int) -> str:
+    """A fleet run of ``script`` on ``names``, created on its deployment as the Prefect UI would."""
+    from prefect import get_client
+
+    from sms_plugin.deploy import deployment_name
+
+    async with get_client() as client:
+        deployment = await client.read_deployment_by_name(deployment_name(script))
+        flow_run = await client.create_flow_run_from_deployment(
+            deployment.id, parameters={"script": script, "hosts": names, "policy": {"parallel": parallel}})
+    return str(flow_run.id)
+
+
+def _sleeping(fleet: Fleet, marker: str) -> int:
+    """Live ``sleep MARKER`` processes of the test user (every sshd of the fleet logs in as it)."""
+    return len([p for p in fleet.servers[0].processes(f"sleep {marker}") if " Z" not in p])
+
+
+async def stop_measure(fleet: Fleet, catalog: object, script: str, marker: str, names: list[str], parallel: int) -> None:
+    from sms_plugin import runs
+
+    print(f"stop: {len(names)} hosts of `sleep`, parallel {parallel} ...", flush=True)
+    run_id = await start_fleet_run(script, names, parallel)
+    deadline = time.monotonic() + 600
+    while _sleeping(fleet, marker) < parallel and time.monotonic() < deadline:
+        await asyncio.sleep(0.2)
+    running = _sleeping(fleet, marker)
+    requested = time.monotonic()
+    await runs.stop(run_id)
+    while _sleeping(fleet, marker) and time.monotonic() - requested < 120:
+        await asyncio.sleep(0.05)
+    gone = time.monotonic() - requested
+    left = _sleeping(fleet, marker)
+    result = await runs.wait(catalog, run_id, timeout=300, poll=0.5)  # type: ignore[arg-type]
+    STOPS.append(f"stop of a {len(names)}-host run with {running} scripts running: nothing left after {gone:.2f} s "
+                 f"({left} left), run {result.state} (goal: ≤ 10 s)")
+    print("  " + STOPS[-1], flush=True)
+
+
+STOPS: list[str] = []
+
+
 # --- main --------------------------------------------------------------------------------------
 
 MEASURES = ("connections", "ansible", "sms", "stop")
@@ -288,13 +382,16 @@ def table(hosts: int) -> None:
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for side, *cells, note in ROWS:
         print(f"| {side:<52} | {' | '.join(cells)} | {note} |")
+    for line in STOPS:
+        print(line)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--hosts", type=int, default=1000)
     parser.add_argument("--servers", type=int, default=4, help="sshd processes serving the good hosts")
-    parser.add_argument("--forks", default="100,200", help="Ansible fork counts tried besides 50")
+    parser.add_argument("--forks", default="10,20", help="Ansible fork counts tried besides 50")
+    parser.add_argument("--parallel", type=int, default=50, help="the SMS run's hosts at a time")
     parser.add_argument("--connections", type=int, default=200, help="new connections of the connections measure")
     parser.add_argument("--only", default=",".join(MEASURES))
     parser.add_argument("--profile", action="store_true", help="cProfile the connections measure")
@@ -310,6 +407,8 @@ def main() -> None:
             if "ansible" in only:
                 for forks in [50, *(int(f) for f in options.forks.split(",") if f)]:
                     ansible(fleet, forks)
+            if only & {"sms", "stop"}:
+                asyncio.run(sms_side(fleet, only, options.parallel))
     finally:
         table(options.hosts)
 

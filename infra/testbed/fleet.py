@@ -28,6 +28,7 @@ Example::
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -135,12 +136,18 @@ class Fleet:
         }
         return SSHHost(**values)
 
-    async def register(self, **fields: object) -> None:
-        """Saves every entry as an SSH host block of the Prefect server this process talks to."""
+    async def register(self, at_once: int = 16, **fields: object) -> None:
+        """Saves every entry as an SSH host block of the Prefect server this process talks to
+        (``at_once`` at a time)."""
         from sms_plugin import hosts
 
-        for entry in self.entries:
-            await hosts.add(entry.name, self.host_block(entry, **fields), overwrite=True)  # type: ignore[arg-type]
+        turns = asyncio.Semaphore(at_once)
+
+        async def add(entry: FleetEntry) -> None:
+            async with turns:
+                await hosts.add(entry.name, self.host_block(entry, **fields), overwrite=True)  # type: ignore[arg-type]
+
+        await asyncio.gather(*(add(entry) for entry in self.entries))
 
     def write_ansible(self, inventory: Path) -> Path:
         """Writes the entries as an Ansible INI inventory, and beside it the ``known_hosts`` it

@@ -1,6 +1,7 @@
 """SSH at fleet scale against real sshd: a bounded number of handshakes at once, waiting for a
 slot never fails a healthy host, and a refused or silent port gives its own clear error within
-the connect timeout, in runs and in the host check alike."""
+the connect timeout, in runs and in the host check alike; the fleet test bed serves each kind of
+host as it declares."""
 
 from __future__ import annotations
 
@@ -8,12 +9,16 @@ import asyncio
 import contextlib
 import dataclasses
 import socket
+import tempfile
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from sms_plugin.errors import HostUnreachable
+from infra.testbed.fleet import FLEET_SCRIPT, Fleet
+from sms_plugin.errors import HostKeyError, HostUnreachable
+from sms_plugin.execution import ScriptRun, execute
 from sms_plugin.host_kinds.checks import HostCheck
 from sms_plugin.host_kinds.ssh import SSHHost
 from sms_plugin.transports.ssh import ConnectionPool, HandshakeSlots, SSHTarget, SSHTransport
@@ -136,3 +141,33 @@ async def test_waiting_for_a_slot_does_not_count_against_a_healthy_hosts_timeout
             await blocker
     assert waited > healthy.connect_timeout  # longer than its own timeout, and yet it connected
     assert pool.opened == 1
+
+
+async def test_the_fleet_test_bed_serves_each_kind_as_declared():
+    async def ignore(*args: object) -> None:
+        return None
+
+    with Fleet(8, servers=2, mix={"failing": 2, "closed": 1, "wrong-key": 1}) as fleet:
+        assert sorted(fleet.expected().values()) == ["closed", "failing", "failing", "good", "good", "good", "good", "wrong-key"]
+        results: dict[str, object] = {}
+        for entry in fleet.entries:
+            target = fleet.host_block(entry).target()  # type: ignore[attr-defined]
+            try:
+                async with await SSHTransport.connect(target, pool=ConnectionPool()) as transport:
+                    result = await execute(transport, ScriptRun(interpreter="sh", content=FLEET_SCRIPT, args=[]),
+                                           on_started=ignore, on_output=ignore)
+                    results[entry.kind + entry.name] = result.exit_code
+            except (HostUnreachable, HostKeyError) as error:
+                results[entry.kind + entry.name] = type(error).__name__
+        by_kind: dict[str, set[object]] = {}
+        for key, value in results.items():
+            by_kind.setdefault(key.split("fleet-")[0], set()).add(value)
+        assert by_kind == {"good": {0}, "failing": {3}, "closed": {"HostUnreachable"}, "wrong-key": {"HostKeyError"}}
+        # The good hosts are spread over both servers; the Ansible inventory names the same entries.
+        assert {e.port for e in fleet.entries if e.kind == "good"} == {s.port for s in fleet.servers}
+        with tempfile.TemporaryDirectory() as folder:
+            inventory = fleet.write_ansible(Path(folder) / "inventory.ini").read_text()
+            known_hosts = (Path(folder) / "known_hosts").read_text()
+        for entry in fleet.entries:
+            assert f"{entry.name} ansible_host={entry.address} ansible_port={entry.port} " in inventory
+            assert f"[{entry.address}]:{entry.port} {entry.pinned_key}" in known_hosts
