@@ -317,7 +317,8 @@ async def sms_side(fleet: Fleet, only: set[str], parallel: int) -> None:
                     seconds = time.monotonic() - began
                     server_cpu = _tree_cpu({server.pid, pg.pid}) - server_cpu
                     worker_cpu = _tree_cpu({worker.pid}) - worker_cpu
-                sampler.cpu += worker_cpu  # the worker runs on: its CPU is read live, not from a reaped child                with catalog.session() as session:
+                sampler.cpu += worker_cpu  # the worker runs on: its CPU is read live, not from a reaped child
+                with catalog.session() as session:
                     states = [row.state for row in host_executions(session, run_id)]
                 counts = {state: states.count(state) for state in sorted(set(states))}
                 row(f"SMS fleet run, parallel {parallel} (sms worker)", len(names), seconds, sampler,
