@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import cProfile
 import ctypes
 import io
@@ -175,7 +176,8 @@ def raw_paramiko(entry: FleetEntry) -> None:
     assert entry.server is not None
     client = paramiko.SSHClient()
     key_type, blob = entry.pinned_key.split()
-    client.get_host_keys().add(f"[{entry.address}]:{entry.port}", key_type, paramiko.PKey.from_type_string(key_type, __import__("base64").b64decode(blob)))
+    pinned = paramiko.PKey.from_type_string(key_type, base64.b64decode(blob))
+    client.get_host_keys().add(f"[{entry.address}]:{entry.port}", key_type, pinned)
     client.connect(entry.address, entry.port, entry.server.username,
                    pkey=paramiko.Ed25519Key.from_private_key(io.StringIO(entry.server.private_key_pem)),
                    allow_agent=False, look_for_keys=False)
