@@ -9,6 +9,8 @@
   starts: ``sms`` (default, in-process, docs/worker.md) or ``sms-process`` (a process per run).
 - ``SMS_WORKER_STARTING``: in an ``sms`` worker, how many runs may be on their way to their
   script's start at once (default 32); the others wait their turn (docs/worker.md).
+- ``SMS_SSH_HANDSHAKES``: how many SSH connections one process opens at once (TCP connect, key
+  exchange, login; default 32); the others wait for a slot (docs/fleet.md).
 - ``SMS_ELASTICSEARCH_URL``: where script output lines are shipped and read back (unset: no
   shipping, no spool; ``sms logs`` reads Prefect's run log). ``SMS_LOG_RETENTION_DAYS`` (default
   30): daily log indices older than this are deleted by ``sms log-shipper`` (docs/logs.md).
@@ -64,6 +66,11 @@ def worker_type() -> str:
 def worker_starting() -> int:
     """How many runs an sms worker takes through claiming and starting at once (at least 1)."""
     return max(1, int(os.environ.get("SMS_WORKER_STARTING") or 32))
+
+
+def ssh_handshakes() -> int:
+    """How many SSH handshakes one process runs at once (at least 1)."""
+    return max(1, int(os.environ.get("SMS_SSH_HANDSHAKES") or 32))
 
 
 def worker_stop_seconds() -> float:

@@ -92,18 +92,31 @@ class SshServer(Peer):
     username = TEST_USER
 
     def __init__(
-        self, *, port: int = 0, timeout: float = 15.0, legacy: bool = False, max_startups: str = "100:30:200"
+        self,
+        *,
+        port: int = 0,
+        timeout: float = 15.0,
+        legacy: bool = False,
+        max_startups: str = "100:30:200",
+        max_sessions: int = 10,
+        set_env: dict[str, str] | None = None,
     ) -> None:
         """``port`` 0 picks a free loopback port at start; ``max_startups`` is sshd's MaxStartups
-        (concurrent unauthenticated connections; benchmarks with 1,000 runs raise it)."""
+        (concurrent unauthenticated connections; benchmarks with 1,000 runs raise it);
+        ``max_sessions`` its MaxSessions (channels per connection); ``set_env``: variables sshd
+        sets in every session (its SetEnv), e.g. to make one server's scripts behave differently."""
         super().__init__(timeout=timeout)
         self.port = port
         self.max_startups = max_startups
+        self.max_sessions = max_sessions
+        self.set_env = dict(set_env or {})
         self.legacy = legacy
         if legacy:
             self.name = "sshd-legacy"
         self.password = ""
         self.private_key_pem = ""
+        self.private_key_file: Path | None = None
+        """The client key as a file (for the ``ssh`` client), in the server's private folder."""
         self.host_public_keys: list[str] = []
         self._served = False
 
@@ -126,6 +139,7 @@ class SshServer(Peer):
         client_key = self.tmp / f"client_{client_type}"
         _keygen(client_key, client_type)
         self.private_key_pem = client_key.read_text()
+        self.private_key_file = client_key
         keys_dir = self.tmp / "authorized_keys"
         keys_dir.mkdir(mode=0o755)
         authorized = keys_dir / self.username
@@ -149,7 +163,8 @@ class SshServer(Peer):
                     "KbdInteractiveAuthentication no",
                     "UsePAM no",
                     "StrictModes no",
-                    "MaxSessions 10",
+                    f"MaxSessions {self.max_sessions}",
+                    *([f"SetEnv {' '.join(f'{k}={v}' for k, v in self.set_env.items())}"] if self.set_env else []),
                     f"MaxStartups {self.max_startups}",
                     "Subsystem sftp internal-sftp",
                     "LogLevel VERBOSE",

@@ -84,6 +84,7 @@ class SSHHost(HostKind):
                 self.connect_timeout,
                 legacy=self.legacy,
                 prefer_key_type=pinned[0].split()[0] if pinned else None,
+                label=self.describe(),  # the server named as a run's error names it
             )
         except TransportError as error:
             result.reachable = isinstance(error, IncompatibleHost)  # it answered, but no algorithm fits

@@ -16,6 +16,9 @@ Example::
         process = await ssh.launch(INTERPRETERS["ksh"].plan("/opt/jobs/nightly.ksh", []))
 
 Errors: every paramiko, socket and EOF error is mapped once, by :func:`ssh_errors`.
+
+Many hosts at once: at most ``SMS_SSH_HANDSHAKES`` connections of one process are being opened at
+a time (:data:`HANDSHAKES`); a host's connect timeout starts when its turn comes.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import io
 import posixpath
 import socket
 import stat
+import threading
 import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import astuple, dataclass, field
@@ -43,6 +47,7 @@ from sms_plugin.errors import (
     IncompatibleHost,
     TransportError,
 )
+from sms_plugin.settings import ssh_handshakes
 from sms_plugin.transports import posix
 from sms_plugin.transports.base import Plan, RemoteProcess, SecretsMasked, Transport, in_thread
 from sms_plugin.transports.recovery import GroupProcess, RunRecovery, Signal
@@ -203,10 +208,11 @@ def _transport_factory(legacy: bool) -> Any:
 
 
 def _handshake(
-    address: str, port: int, timeout: float, legacy: bool, prefer_key_type: str | None = None
+    address: str, port: int, timeout: float, legacy: bool, prefer_key_type: str | None = None, label: str | None = None
 ) -> _ProfiledTransport:
-    """A transport that completed key exchange (no login); the caller closes it."""
-    errors = ssh_errors(f"{address}:{port}", (address, port, timeout, legacy), connecting=True)
+    """A transport that completed key exchange (no login); the caller closes it. ``label`` names
+    the server in errors (default ``address:port``)."""
+    errors = ssh_errors(label or f"{address}:{port}", (address, port, timeout, legacy), connecting=True)
     with errors.boundary("connecting"):
         sock = socket.create_connection((address, port), timeout=timeout)
     transport = _ProfiledTransport(sock, legacy=legacy)
@@ -217,6 +223,8 @@ def _handshake(
         with errors.boundary("the SSH handshake"):
             transport.banner_timeout = timeout
             transport.start_client(timeout=timeout)
+            if not transport.initial_kex_done:  # start_client gives up at the timeout without a word;
+                raise paramiko.SSHException("No existing session")  # what SSHClient raises then
     except TransportError:
         transport.close()
         raise
@@ -264,11 +272,24 @@ def ssh_errors(where: str, server: Server, *, connecting: bool = False) -> Error
 
     def timed_out(error: TimeoutError, what: str) -> TransportError:
         if connecting:
-            return HostUnreachable(f"{where} did not answer within {timeout:g} s ({error or 'timed out'})")
+            return HostUnreachable(
+                f"cannot connect to {where}: it did not answer within {timeout:g} s ({error or 'timed out'}; "
+                f"the host is down, or a firewall drops the connection)"
+            )
         return TransportError(f"{what} on {where} failed: the server did not answer in time")
 
     def failed(error: BaseException, what: str) -> TransportError:
         reason = str(error) or "connection closed"
+        if connecting and _refused(error):
+            return HostUnreachable(
+                f"cannot connect to {where}: the connection was refused (nothing listens on port {port}, "
+                f"or a firewall rejects it)"
+            )
+        if connecting and ("protocol banner" in reason or reason == "No existing session"):
+            return HostUnreachable(
+                f"cannot connect to {where}: it took the connection but did not answer as an SSH server within "
+                f"{timeout:g} s (another service on that port, or an sshd at its MaxStartups limit): {reason}"
+            )
         return lost(f"cannot connect to {where}: {reason}" if connecting else f"{what} on {where} failed: {reason}")
 
     return ErrorMap(
@@ -280,14 +301,65 @@ def ssh_errors(where: str, server: Server, *, connecting: bool = False) -> Error
     )
 
 
-def handshake(
-    address: str, port: int = 22, timeout: float = 10.0, *, legacy: bool = False, prefer_key_type: str | None = None
-) -> tuple[paramiko.PKey, Negotiated]:
-    """The host key a server shows and the algorithms agreed, read without logging in.
+def _refused(error: BaseException) -> bool:
+    """Whether nothing listened on the port (paramiko wraps the refusal of each address it tried)."""
+    if isinstance(error, paramiko.ssh_exception.NoValidConnectionsError):
+        return all(isinstance(e, ConnectionRefusedError) for e in error.errors.values())
+    return isinstance(error, ConnectionRefusedError)
 
-    ``prefer_key_type`` (e.g. the type of a pinned key) asks the server for that kind of key.
+
+class HandshakeSlots:
+    """The bound on SSH connections being opened at once (TCP connect, key exchange, login), shared
+    by every event loop and thread of the process.
+
+    Hundreds of handshakes at once would share the CPU until all of them time out, and overrun
+    servers' MaxStartups; with slots they finish one after another at full speed. A host's connect
+    timeout starts when it has its slot: waiting for one never fails a healthy host. A host that
+    does not answer holds its slot for its connect timeout at most.
     """
-    with _handshake(address, port, timeout, legacy, prefer_key_type) as transport:
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._semaphore = threading.BoundedSemaphore(size)
+        self._count = threading.Lock()
+        self.busy = 0
+        self.peak = 0
+        """The most slots ever held at once (for tests and benchmarks)."""
+
+    @contextlib.contextmanager
+    def slot(self) -> Iterator[None]:
+        """Holds one slot for the block (blocking: call it in a thread of its own)."""
+        with self._semaphore:
+            with self._count:
+                self.busy += 1
+                self.peak = max(self.peak, self.busy)
+            try:
+                yield
+            finally:
+                with self._count:
+                    self.busy -= 1
+
+
+HANDSHAKES = HandshakeSlots(ssh_handshakes())
+"""The process's handshake slots (``SMS_SSH_HANDSHAKES``, read when the transport is first imported)."""
+
+
+def handshake(
+    address: str,
+    port: int = 22,
+    timeout: float = 10.0,
+    *,
+    legacy: bool = False,
+    prefer_key_type: str | None = None,
+    label: str | None = None,
+) -> tuple[paramiko.PKey, Negotiated]:
+    """The host key a server shows and the algorithms agreed, read without logging in (in a slot of
+    :data:`HANDSHAKES`).
+
+    ``prefer_key_type`` (e.g. the type of a pinned key) asks the server for that kind of key;
+    ``label`` names the server in errors, as :attr:`SSHTarget.label` does for a run.
+    """
+    with HANDSHAKES.slot(), _handshake(address, port, timeout, legacy, prefer_key_type, label) as transport:
         return transport.get_remote_server_key(), transport.negotiated()
 
 
@@ -429,10 +501,15 @@ class ConnectionPool:
     A run leases a connection with room left (at most ``runs_per_connection`` runs each); a dead
     connection is replaced by a new one for the next lease; one idle connection per target is
     kept for the next run, further idle ones are closed. Keepalives run every 30 s.
+
+    Targets that are equal (same address, port, account, credentials, pinned keys, options) share
+    connections, so many host blocks naming one server cost one connection per four runs. New
+    connections are opened in a thread of their own, in a slot of ``handshakes``.
     """
 
-    def __init__(self, runs_per_connection: int = RUNS_PER_CONNECTION) -> None:
+    def __init__(self, runs_per_connection: int = RUNS_PER_CONNECTION, handshakes: HandshakeSlots | None = None) -> None:
         self.runs_per_connection = runs_per_connection
+        self.handshakes = handshakes or HANDSHAKES
         self._connections: dict[tuple[object, ...], list[_Shared]] = {}
         self._locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[object, ...], asyncio.Lock]]
         self._locks = weakref.WeakKeyDictionary()  # an asyncio.Lock belongs to one event loop
@@ -449,11 +526,22 @@ class ConnectionPool:
                 dead.client.close()
             free = next((c for c in shared if c.leases < self.runs_per_connection), None)
             if free is None:
-                free = _Shared(await asyncio.to_thread(_connect, target))
+                free = _Shared(await in_thread(lambda: self._open(target)))
                 shared.append(free)
                 self.opened += 1
             free.leases += 1
             return free
+
+    def _open(self, target: SSHTarget) -> paramiko.SSHClient:
+        with self.handshakes.slot():
+            return _connect(target)
+
+    def close_idle(self) -> None:
+        """Closes every connection no run holds (when a process is done with its hosts)."""
+        for shared in self._connections.values():
+            for idle in [c for c in shared if c.leases == 0]:
+                shared.remove(idle)
+                idle.client.close()
 
     def release(self, target: SSHTarget, lease: _Shared) -> None:
         lease.leases -= 1
@@ -586,6 +674,17 @@ class SSHTransport(Transport, RunRecovery):
         line = posix.signal_run_line(pgid, run_id, signal)
         status, _ = await self._io(f"signalling run {run_id or pgid}", lambda: self._exec_status(line))
         return status == 0
+
+    async def end_run(self, pgid: int | None, run_id: str | None, grace_seconds: float = 5.0) -> bool:
+        """:meth:`RunRecovery.end_run` in one round trip in the usual case: the command that finds
+        nothing of the run left (its script has ended) also removes its state file."""
+        if run_id:
+            probe = posix.signal_run_line(pgid, run_id, "0")
+            line = f"( {probe} ) || {{ {posix.remove_state_line(run_id)}; exit 1; }}"
+            status, _ = await self._io(f"checking run {run_id}", lambda: self._exec_status(line))
+            if status == 1:
+                return False
+        return await super().end_run(pgid, run_id, grace_seconds)
 
     async def recorded_group(self, run_id: str) -> int | None:
         line = posix.read_state_line(run_id)
