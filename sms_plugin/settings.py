@@ -24,6 +24,15 @@ from pathlib import Path
 from sms_plugin.errors import SMSError
 
 
+def env_number(name: str, default: float) -> float:
+    """The number in environment variable ``name``, ``default`` when unset or empty."""
+    value = os.environ.get(name)
+    try:
+        return float(value) if value else default
+    except ValueError:
+        raise SMSError(f"{name} must be a number, not {value!r}") from None
+
+
 def sms_home() -> Path:
     """SMS's own folder, created on first use."""
     home = Path(os.environ.get("SMS_HOME") or Path.home() / ".sms").expanduser()

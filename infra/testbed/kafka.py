@@ -144,12 +144,6 @@ class KafkaNode(Peer):
         assert self.process is not None, "start() first"
         self.process.wait_ready(lambda: _accepts(self.port), self.timeout, f"kafka node {self.node_id}")
 
-    def halt(self) -> None:
-        """Stop the broker but keep its data and ports (see :meth:`resume`)."""
-        if self.process is not None:
-            self.process.stop(self.grace)
-            self.process = None
-
     def resume(self) -> None:
         """Start the broker again on the same data and ports; waits until it listens."""
         assert self.tmp is not None and self.process is None, "halt() first"

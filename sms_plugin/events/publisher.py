@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import threading
 import time
 import uuid
@@ -62,14 +61,6 @@ KEEP_PUBLISHED = 10_000
 """Published events kept in the outbox (for inspection); older ones are deleted."""
 
 
-def _number(name: str, default: float) -> float:
-    value = os.environ.get(name)
-    try:
-        return float(value) if value else default
-    except ValueError:
-        raise SMSError(f"{name} must be a number, not {value!r}") from None
-
-
 def _bootstrap() -> str:
     servers = settings.kafka_bootstrap()
     if not servers:
@@ -82,9 +73,9 @@ class PublisherSettings:
     """The publisher's settings, read from the environment (see the module's docstring)."""
 
     bootstrap: str = field(default_factory=_bootstrap)
-    outbox_limit: int = field(default_factory=lambda: int(_number("SMS_EVENTS_OUTBOX_LIMIT", 100_000)))
-    send_timeout_seconds: float = field(default_factory=lambda: _number("SMS_EVENTS_SEND_TIMEOUT_SECONDS", 30))
-    metrics_port: int = field(default_factory=lambda: int(_number("SMS_EVENTS_METRICS_PORT", 9479)))
+    outbox_limit: int = field(default_factory=lambda: int(settings.env_number("SMS_EVENTS_OUTBOX_LIMIT", 100_000)))
+    send_timeout_seconds: float = field(default_factory=lambda: settings.env_number("SMS_EVENTS_SEND_TIMEOUT_SECONDS", 30))
+    metrics_port: int = field(default_factory=lambda: int(settings.env_number("SMS_EVENTS_METRICS_PORT", 9479)))
 
     def producer_config(self) -> dict[str, Any]:
         return {

@@ -34,6 +34,7 @@ from prometheus_client.registry import Collector
 from sms_plugin import hosts, run_events
 from sms_plugin.errors import SMSError
 from sms_plugin.listening import plain_http_refusal
+from sms_plugin.settings import env_number
 from sms_plugin.telemetry import sources
 from sms_plugin.telemetry.metrics import RunMetrics, ServiceMetrics
 
@@ -44,20 +45,12 @@ _CHECK_TIMEOUT_SECONDS = 30.0
 _PARALLEL_CHECKS = 4
 
 
-def _env_number(name: str, default: float) -> float:
-    value = os.environ.get(name)
-    try:
-        return float(value) if value else default
-    except ValueError:
-        raise SMSError(f"{name} must be a number, not {value!r}") from None
-
-
 @dataclass(frozen=True)
 class ExporterSettings:
     address: str = field(default_factory=lambda: os.environ.get("SMS_EXPORTER_ADDRESS") or "127.0.0.1")
-    port: int = field(default_factory=lambda: int(_env_number("SMS_EXPORTER_PORT", 9478)))
-    history_hours: float = field(default_factory=lambda: _env_number("SMS_EXPORTER_HISTORY_HOURS", 168))
-    probe_seconds: float = field(default_factory=lambda: _env_number("SMS_EXPORTER_PROBE_SECONDS", 60))
+    port: int = field(default_factory=lambda: int(env_number("SMS_EXPORTER_PORT", 9478)))
+    history_hours: float = field(default_factory=lambda: env_number("SMS_EXPORTER_HISTORY_HOURS", 168))
+    probe_seconds: float = field(default_factory=lambda: env_number("SMS_EXPORTER_PROBE_SECONDS", 60))
     #: Serve plain HTTP on a non-loopback address (metrics name scripts and hosts).
     allow_plain_http: bool = field(default_factory=lambda: os.environ.get("SMS_EXPORTER_ALLOW_PLAIN_HTTP") == "1")
 

@@ -152,7 +152,7 @@ async def test_a_scripts_whole_life_arrives_in_order(catalog, ssh_server, prefec
     first, second = (str(s.state_details.flow_run_id) for s in (completed, failed))
     assert states(run_events, first) == ["Pending", "Running", "Completed"]
     assert states(run_events, second) == ["Pending", "Running", "Failed"]
-    assert states(run_events, cancelled) == ["Scheduled", "Pending", "Running", "Cancelling", "Cancelled"]
+    assert states(run_events, cancelled) == ["Scheduled", "Pending", "Submitting", "Running", "Cancelling", "Cancelled"]
     finished = {e["data"]["run_id"]: e["data"]["exit_code"] for e in run_events if e["type"] == "sms.run.finished"}
     assert finished[first] == 0 and finished[second] == 3
     # One script's run events keep their order: every state of a run comes after the previous run's end.
