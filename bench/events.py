@@ -65,12 +65,16 @@ def main() -> None:
     catalog.upgrade()
     with KafkaCluster(args.brokers) as cluster:
         publisher = Publisher(catalog, PublisherSettings(bootstrap=cluster.bootstrap, metrics_port=0))
+        thread = threading.Thread(target=publisher.publish_forever, daemon=True)
+        thread.start()
+        with catalog.session() as s:  # warm-up: the producer's id from a freshly started cluster
+            outbox.append(s, [run_event(0)])
+        while waiting(catalog):
+            time.sleep(0.05)
         with catalog.session() as s:
             outbox.append(s, [run_event(n) for n in range(args.events)])
         began = time.perf_counter()
-        thread = threading.Thread(target=publisher.publish_forever, daemon=True)
-        thread.start()
-        while published(catalog) < args.events:
+        while waiting(catalog):
             time.sleep(0.05)
         seconds = time.perf_counter() - began
         print(f"{args.brokers} broker(s): {args.events} events outbox→Kafka in {seconds:.2f} s: "
@@ -78,11 +82,13 @@ def main() -> None:
 
         consumer = Consumer({"bootstrap.servers": cluster.bootstrap, "group.id": "bench",
                              "auto.offset.reset": "latest", "fetch.wait.max.ms": 10})
-        consumer.subscribe([outbox.CATALOG_TOPIC])
-        with catalog.session() as s:
+        with catalog.session() as s:  # creates the topic
             add_script(s, ScriptSpec(name="bench", interpreter="bash", host="h"), content="0", author="bench")
-        while consumer.poll(1.0) is None:  # until assigned and the first event is read
-            pass
+        while waiting(catalog):
+            time.sleep(0.05)
+        consumer.subscribe([outbox.CATALOG_TOPIC])
+        while not consumer.assignment():  # "latest" counts from the assignment: wait for it
+            consumer.poll(0.2)
         latencies = []
         for number in range(1, args.changes + 1):
             changed = time.perf_counter()
