@@ -64,3 +64,8 @@ if [[ ! -f $stamp || $(cat "$stamp") != "$wanted" ]]; then
         die "pip install -e '.[test]' failed"
     echo "$wanted" >"$stamp"
 fi
+
+# The Kafka test-bed broker: org.apache.kafka:kafka_2.13 and its runtime dependencies, resolved by
+# Maven into the test-bed cache outside the clone (once per machine; infra/testbed/kafka.py).
+.venv/bin/python -c "from infra.testbed.kafka import broker_jars; broker_jars()" ||
+    die "could not resolve the Kafka broker's jars with Maven (infra/testbed/kafka.py)"

@@ -14,6 +14,8 @@
 - ``SMS_ELASTICSEARCH_URL``: where script output lines are shipped and read back (unset: no
   shipping, no spool; ``sms logs`` reads Prefect's run log). ``SMS_LOG_RETENTION_DAYS`` (default
   30): daily log indices older than this are deleted by ``sms log-shipper`` (docs/logs.md).
+- ``SMS_KAFKA_BOOTSTRAP``: the Kafka brokers ``sms events`` publishes to (unset: no publisher in
+  ``sms up``; catalog events still collect in the outbox, docs/events.md).
 """
 
 from __future__ import annotations
@@ -22,6 +24,15 @@ import os
 from pathlib import Path
 
 from sms_plugin.errors import SMSError
+
+
+def env_number(name: str, default: float) -> float:
+    """The number in environment variable ``name``, ``default`` when unset or empty."""
+    value = os.environ.get(name)
+    try:
+        return float(value) if value else default
+    except ValueError:
+        raise SMSError(f"{name} must be a number, not {value!r}") from None
 
 
 def sms_home() -> Path:
@@ -81,6 +92,11 @@ def worker_stop_seconds() -> float:
 def elasticsearch_url() -> str | None:
     """The Elasticsearch that receives script output, or None when log shipping is off."""
     return os.environ.get("SMS_ELASTICSEARCH_URL") or None
+
+
+def kafka_bootstrap() -> str | None:
+    """The Kafka brokers events are published to (``SMS_KAFKA_BOOTSTRAP``), or None."""
+    return os.environ.get("SMS_KAFKA_BOOTSTRAP") or None
 
 
 def log_retention_days() -> int:

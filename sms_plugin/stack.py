@@ -3,7 +3,8 @@
 Starts a Prefect server (SQLite, UI included) under ``$SMS_HOME/prefect``, a worker for the SMS
 work pool (the in-process ``sms`` worker; a process per run with ``SMS_WORKER_TYPE=sms-process``), the
 metrics exporter (``sms exporter``, docs/metrics.md) and, with ``SMS_ELASTICSEARCH_URL``, the log
-shipper (docs/logs.md); registers the local host and applies the sample catalog. Ctrl-C (or
+shipper (docs/logs.md) and, with ``SMS_KAFKA_BOOTSTRAP``, the event publisher (``sms events``,
+docs/events.md); registers the local host and applies the sample catalog. Ctrl-C (or
 SIGTERM) stops the children, then the server: the worker first cancels its runs in flight and
 waits (at most SMS_WORKER_STOP_SECONDS) until their process groups are killed on their hosts and
 the runs are Cancelled. Logs go to ``$SMS_HOME/logs/``.
@@ -37,6 +38,7 @@ from sms_plugin.host_kinds import LocalHost
 from sms_plugin.settings import (
     database_url,
     elasticsearch_url,
+    kafka_bootstrap,
     shown_database_url,
     sms_home,
     work_pool_name,
@@ -175,6 +177,8 @@ class EmbeddedStack:
                 self._spawn("log-shipper", "log-shipper", program="sms")
             if self.gateway:
                 self._spawn("gateway", "gateway", program="sms")
+            if kafka_bootstrap():  # catalog and run events to Kafka (docs/events.md)
+                self._spawn("events", "events", program="sms")
             self._announce()
             while all(child.poll() is None for child in self._children):
                 time.sleep(1)

@@ -14,7 +14,7 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import TypeVar
+from typing import NoReturn, TypeVar
 
 import pytest
 
@@ -32,6 +32,7 @@ if _ROOT not in sys.path:
 
 from infra.testbed.elasticsearch import Elasticsearch  # noqa: E402
 from infra.testbed.gateway import GatewayBed  # noqa: E402
+from infra.testbed.kafka import KafkaCluster  # noqa: E402
 from infra.testbed.keycloak import Keycloak  # noqa: E402
 from infra.testbed.mariadb import MariaDB  # noqa: E402
 from infra.testbed.postgresql import PostgreSQL  # noqa: E402
@@ -50,12 +51,13 @@ def _started(peer: P) -> P:
     try:
         return peer.start()
     except PeerError as exc:
-        details = f"\n--- {peer.name} log tail ---\n{exc.log_tail}" if exc.log_tail else ""
-        pytest.fail(
-            f"{peer.name} could not be started: {exc.reason}. "
-            f"Run `make test`, which installs it.{details}",
-            pytrace=False,
-        )
+        _not_started(peer.name, exc)
+
+
+def _not_started(name: str, exc: PeerError) -> NoReturn:
+    details = f"\n--- {name} log tail ---\n{exc.log_tail}" if exc.log_tail else ""
+    pytest.fail(f"{name} could not be started: {exc.reason}. Run `make test`, which installs it.{details}",
+                pytrace=False)
 
 
 @pytest.fixture(scope="session")
@@ -181,6 +183,18 @@ def elasticsearch() -> Iterator[Elasticsearch]:
     peer = _started(Elasticsearch())
     yield peer
     peer.stop()
+
+
+@pytest.fixture(scope="session")
+def kafka() -> Iterator[KafkaCluster]:
+    """One private Kafka broker in KRaft mode (~20 s to start); ``.bootstrap``, ``.halt()``/``.resume()``."""
+    cluster = KafkaCluster(1)
+    try:
+        cluster.start()
+    except PeerError as exc:
+        _not_started("kafka", exc)
+    yield cluster
+    cluster.stop()
 
 
 @pytest.fixture(scope="session")

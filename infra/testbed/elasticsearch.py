@@ -177,12 +177,6 @@ class Elasticsearch(Peer):
                                                                    "timeout": "1s"}, timeout=5)
         return response.status_code == 200
 
-    def halt(self) -> None:
-        """Stop the server but keep its data folder and ports (see :meth:`resume`)."""
-        if self.process is not None:
-            self.process.stop(self.grace)
-            self.process = None
-
     def resume(self) -> None:
         """Start the server again on the same data folder and ports; waits until it is ready."""
         assert self.tmp is not None and self.process is None, "halt() first"

@@ -277,6 +277,13 @@ class Peer:
                 shutil.rmtree(self.tmp, ignore_errors=True)
             self.tmp = None
 
+    def halt(self) -> None:
+        """Stop the process but keep the temp folder (data) and ports: an outage a subclass's
+        ``resume()`` ends."""
+        if self.process is not None:
+            self.process.stop(self.grace)
+            self.process = None
+
     def _start(self) -> None:
         raise NotImplementedError
 

@@ -13,6 +13,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from sms_plugin import settings
+from sms_plugin.catalog import outbox
 from sms_plugin.catalog.aio import AsyncCatalog
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -73,6 +74,8 @@ class Catalog:
                 connect_args={"charset": "utf8mb4"} if mysql else {},
             )
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        # The one place catalog changes become events: in their own transaction (the outbox).
+        event.listen(self._sessions, "after_flush", outbox.capture)
 
     def __repr__(self) -> str:
         return f"Catalog({self.url.render_as_string(hide_password=True)!r})"

@@ -336,13 +336,52 @@ class HostGroup(Base):
         return f"HostGroup(name={self.name!r}, selector={self.selector!r})"
 
 
+class OutboxEvent(Base):
+    """One event waiting to be published (``sms events``): written in the transaction of the catalog
+    change it announces (``catalog.outbox``) or appended by the publisher from Prefect's event stream.
+    ``position`` orders the outbox; ``id`` is the CloudEvent id, stable across re-sends."""
+
+    __tablename__ = "event_outbox"
+    __table_args__ = TABLE_OPTIONS
+
+    position: Mapped[int] = mapped_column(Integer, primary_key=True)
+    id: Mapped[str] = mapped_column(String(36), unique=True)
+    topic: Mapped[str] = mapped_column(String(64))
+    key: Mapped[str] = mapped_column(String(200))
+    type: Mapped[str] = mapped_column(String(100))
+    source: Mapped[str] = mapped_column(String(200))
+    subject: Mapped[str] = mapped_column(String(200))
+    time: Mapped[datetime] = mapped_column(UTCDateTime)
+    data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+    def __repr__(self) -> str:
+        return f"OutboxEvent(position={self.position!r}, type={self.type!r}, key={self.key!r})"
+
+
+class EventPosition(Base):
+    """How far a reader got: the publisher's last published outbox position (``kafka``) and the time
+    of the newest Prefect event it appended (``prefect``), so both resume after a restart."""
+
+    __tablename__ = "event_positions"
+    __table_args__ = TABLE_OPTIONS
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(String(64))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+    def __repr__(self) -> str:
+        return f"EventPosition(name={self.name!r}, value={self.value!r})"
+
+
 __all__ = [
     "AccessRule",
     "AuditEvent",
     "Base",
+    "EventPosition",
     "GatewaySession",
     "HostExecutionRecord",
     "HostGroup",
+    "OutboxEvent",
     "RunRecord",
     "Script",
     "ScriptVersion",

@@ -23,6 +23,7 @@ from sms_plugin.cli.output import Output, OutputOption, print_json
 from sms_plugin.cli.plans import confirm_plan
 from sms_plugin.cli import logs as _logs
 from sms_plugin.cli import windows as windows_cli
+from sms_plugin.cli.events import events as _events
 from sms_plugin.cli.exporter import exporter as _exporter
 from sms_plugin.cli.gateway import gateway as _gateway
 from sms_plugin.cli.gateway import login as _login
@@ -442,6 +443,7 @@ def up(
 
 app.command("worker")(worker_command)
 app.command("exporter")(_exporter)
+app.command("events")(_events)
 _logs.register(app)
 app.command("gateway")(_gateway)
 app.command("login")(_login)

@@ -39,6 +39,7 @@ from prometheus_client.registry import Collector
 from sms_plugin import hosts, run_events
 from sms_plugin.errors import SMSError
 from sms_plugin.listening import plain_http_refusal
+from sms_plugin.settings import env_number
 from sms_plugin.telemetry import sources
 from sms_plugin.telemetry.metrics import RunMetrics, ServiceMetrics
 
@@ -51,20 +52,12 @@ LOGIN_RETRY_SECONDS = 3600.0
 """After a failed login check, how long the exporter leaves the host's credentials alone."""
 
 
-def _env_number(name: str, default: float) -> float:
-    value = os.environ.get(name)
-    try:
-        return float(value) if value else default
-    except ValueError:
-        raise SMSError(f"{name} must be a number, not {value!r}") from None
-
-
 @dataclass(frozen=True)
 class ExporterSettings:
     address: str = field(default_factory=lambda: os.environ.get("SMS_EXPORTER_ADDRESS") or "127.0.0.1")
-    port: int = field(default_factory=lambda: int(_env_number("SMS_EXPORTER_PORT", 9478)))
-    history_hours: float = field(default_factory=lambda: _env_number("SMS_EXPORTER_HISTORY_HOURS", 168))
-    probe_seconds: float = field(default_factory=lambda: _env_number("SMS_EXPORTER_PROBE_SECONDS", 60))
+    port: int = field(default_factory=lambda: int(env_number("SMS_EXPORTER_PORT", 9478)))
+    history_hours: float = field(default_factory=lambda: env_number("SMS_EXPORTER_HISTORY_HOURS", 168))
+    probe_seconds: float = field(default_factory=lambda: env_number("SMS_EXPORTER_PROBE_SECONDS", 60))
     #: Log in at each host check (off: the probe never presents credentials).
     login_check: bool = field(default_factory=lambda: os.environ.get("SMS_EXPORTER_LOGIN_CHECK") == "1")
     #: Serve plain HTTP on a non-loopback address (metrics name scripts and hosts).

@@ -25,7 +25,7 @@ from prefect.client.schemas.responses import DeploymentResponse
 from prefect.client.schemas.schedules import CronSchedule, IntervalSchedule
 from prefect.client.schemas.sorting import FlowRunSort
 from prefect.events import Event
-from prefect.events.filters import EventFilter, EventNameFilter, EventOccurredFilter
+from prefect.events.filters import EventFilter, EventNameFilter, EventOccurredFilter, EventOrder
 
 from sms_plugin import run_events
 from sms_plugin.deploy import FLOW_NAME
@@ -137,10 +137,12 @@ async def _flow_runs(client: PrefectClient, run_filter: FlowRunFilter) -> AsyncI
         offset += _PAGE
 
 
-async def _events(client: PrefectClient, prefix: str, since: datetime) -> AsyncIterator[Event]:
+async def stored_events(client: PrefectClient, prefix: str, since: datetime) -> AsyncIterator[Event]:
+    """Prefect's stored events named ``prefix...`` that occurred since ``since``, oldest first."""
     event_filter = EventFilter(
         event=EventNameFilter(prefix=[prefix]),
         occurred=EventOccurredFilter(since=since, until=datetime.now(UTC) + timedelta(days=1)),
+        order=EventOrder.ASC,
     )
     page = await client.read_events(filter=event_filter, limit=_EVENT_PAGE)
     while True:
@@ -163,7 +165,7 @@ async def rebuild(metrics: RunMetrics, client: PrefectClient) -> None:
         async for flow_run in _flow_runs(client, run_filter):
             if fact := current_state(flow_run):
                 metrics.apply_state(fact)
-    async for event in _events(client, run_events.PREFIX, since):
+    async for event in stored_events(client, run_events.PREFIX, since):
         apply_sms_event(metrics, event)
     await _older_successes(metrics, client)
 

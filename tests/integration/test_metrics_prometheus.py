@@ -242,7 +242,7 @@ async def test_last_success_and_schedule_outlive_the_history_window(catalog, ssh
 def test_rule_files_pass_promtool():
     done = subprocess.run([find_binary("promtool"), "check", "rules", str(RULES)], capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "SUCCESS: 5 rules found" in done.stdout
+    assert "SUCCESS: 6 rules found" in done.stdout
 
 
 def test_prometheus_loaded_the_rules(prometheus):
@@ -255,7 +255,8 @@ def test_prometheus_loaded_the_rules(prometheus):
     deadline = time.monotonic() + 15
     while any(state == "unknown" for state, _ in health().values()) and time.monotonic() < deadline:
         time.sleep(0.5)
-    names = {"SMSScriptFailing", "SMSScriptNoRecentSuccess", "SMSHostDown", "SMSExporterLagging", "SMSExporterDown"}
+    names = {"SMSScriptFailing", "SMSScriptNoRecentSuccess", "SMSHostDown", "SMSExporterLagging", "SMSExporterDown",
+             "SMSEventsBacklog"}
     assert health() == {name: ("ok", "") for name in names}
 
 

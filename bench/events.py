@@ -1,0 +1,124 @@
+"""The publisher's outbox → Kafka path on the test bed's broker(s), with ``acks=all``:
+
+1. throughput: N events already in the outbox, published from position 0 (events/s);
+2. latency: a catalog change (a pushed version) until a consumer reads its event (p50/p95);
+3. memory: the publisher's RSS growth while 1,000 events/s are written for ``--seconds``.
+
+    .venv/bin/python -m bench.events [--brokers 3] [--events 20000] [--seconds 30]
+
+The publisher's outbox loop runs in this process (a thread), on an SQLite catalog in a temp folder;
+Prefect is not involved (run events enter the outbox the same way). Figures: bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import statistics
+import tempfile
+import threading
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+from confluent_kafka import Consumer
+
+from infra.testbed.kafka import KafkaCluster
+from sms_plugin.catalog import Catalog, ScriptSpec, add_script, add_version
+from sms_plugin.catalog import outbox
+from sms_plugin.events.publisher import KAFKA_POSITION, Publisher, PublisherSettings
+
+
+def run_event(number: int) -> dict[str, object]:
+    return {"id": str(uuid.uuid4()), "topic": outbox.RUNS_TOPIC, "key": f"script-{number % 50}",
+            "type": "sms.run.running", "source": "/sms/runs", "subject": str(uuid.uuid4()),
+            "time": datetime.now(UTC), "data": {"script": f"script-{number % 50}", "state": "Running"}}
+
+
+def published(catalog: Catalog) -> int:
+    with catalog.session() as s:
+        return int(outbox.get_position(s, KAFKA_POSITION) or 0)
+
+
+def waiting(catalog: Catalog) -> int:
+    with catalog.session() as s:
+        return outbox.backlog(s, int(outbox.get_position(s, KAFKA_POSITION) or 0))
+
+
+def rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--brokers", type=int, default=3, choices=(1, 3))
+    parser.add_argument("--events", type=int, default=20_000)
+    parser.add_argument("--changes", type=int, default=50)
+    parser.add_argument("--seconds", type=int, default=30)
+    args = parser.parse_args()
+    folder = Path(tempfile.mkdtemp(prefix="bench-events-"))
+    catalog = Catalog(f"sqlite:///{folder / 'catalog.db'}")
+    catalog.upgrade()
+    with KafkaCluster(args.brokers) as cluster:
+        publisher = Publisher(catalog, PublisherSettings(bootstrap=cluster.bootstrap, metrics_port=0))
+        thread = threading.Thread(target=publisher.publish_forever, daemon=True)
+        thread.start()
+        with catalog.session() as s:  # warm-up: the producer's id from a freshly started cluster
+            outbox.append(s, [run_event(0)])
+        while waiting(catalog):
+            time.sleep(0.05)
+        with catalog.session() as s:
+            outbox.append(s, [run_event(n) for n in range(args.events)])
+        began = time.perf_counter()
+        while waiting(catalog):
+            time.sleep(0.05)
+        seconds = time.perf_counter() - began
+        print(f"{args.brokers} broker(s): {args.events} events outbox→Kafka in {seconds:.2f} s: "
+              f"{args.events / seconds:.0f} events/s (acks=all, idempotent)")
+
+        consumer = Consumer({"bootstrap.servers": cluster.bootstrap, "group.id": "bench",
+                             "auto.offset.reset": "latest", "fetch.wait.max.ms": 10})
+        with catalog.session() as s:  # creates the topic
+            add_script(s, ScriptSpec(name="bench", interpreter="bash", host="h"), content="0", author="bench")
+        while waiting(catalog):
+            time.sleep(0.05)
+        consumer.subscribe([outbox.CATALOG_TOPIC])
+        while not consumer.assignment():  # "latest" counts from the assignment: wait for it
+            consumer.poll(0.2)
+        latencies = []
+        for number in range(1, args.changes + 1):
+            changed = time.perf_counter()
+            with catalog.session() as s:
+                add_version(s, "bench", f"echo {number}", author="bench")
+            while (message := consumer.poll(5.0)) is None or message.error():
+                pass
+            latencies.append(time.perf_counter() - changed)
+        consumer.close()
+        cuts = statistics.quantiles(latencies, n=20)
+        print(f"change → readable: p50 {statistics.median(latencies) * 1000:.0f} ms, p95 {cuts[18] * 1000:.0f} ms "
+              f"({args.changes} pushed versions)")
+
+        before = rss_mb()
+        start = time.perf_counter()
+        written = 0
+        for second in range(args.seconds):
+            with catalog.session() as s:
+                outbox.append(s, [run_event(written + n) for n in range(1000)])
+            written += 1000
+            time.sleep(max(0.0, start + second + 1 - time.perf_counter()))
+        while waiting(catalog):
+            time.sleep(0.05)
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(f"1,000 events/s for {args.seconds} s: RSS {before:.0f} → {rss_mb():.0f} MB (peak {peak:.0f} MB; "
+              "the writer shares the process)")
+        publisher.stop()
+        thread.join()
+    catalog.dispose()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,218 @@
+"""Private Apache Kafka brokers (KRaft mode, no ZooKeeper) on loopback, from Maven Central.
+
+The broker is the jar ``org.apache.kafka:kafka_2.13`` and its runtime dependencies, resolved by
+Maven from a throwaway pom (``mvn dependency:copy-dependencies``) into the test-bed cache
+(``cache_dir()/kafka-<version>/lib``, outside the clone; once per machine). Each broker gets its own
+data folder, ``server.properties`` and free ports, and runs on the machine's Java 17+ with a
+512 MB heap. :class:`Kafka` is one combined broker/controller; :class:`KafkaCluster` is three
+nodes, each broker and controller, with replication factor 3 and ``min.insync.replicas=2``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import tempfile
+import time
+from pathlib import Path
+
+from infra.testbed.elasticsearch import cache_dir
+from infra.testbed.ports import LOOPBACK, free_port
+from infra.testbed.process import ManagedProcess, Peer, PeerError, find_binary, run
+
+VERSION = "4.4.0"
+SCALA = "2.13"
+#: Kafka logs through SLF4J; reload4j is the binding its own distribution ships.
+LOGGING = ("org.slf4j", "slf4j-reload4j", "1.7.36")
+POM = """<project xmlns="http://maven.apache.org/POM/4.0.0">
+  <modelVersion>4.0.0</modelVersion>
+  <groupId>sms.testbed</groupId><artifactId>kafka-broker</artifactId><version>1</version>
+  <packaging>pom</packaging>
+  <dependencies>
+    <dependency><groupId>org.apache.kafka</groupId><artifactId>kafka_{scala}</artifactId><version>{version}</version></dependency>
+    <dependency><groupId>{log_group}</groupId><artifactId>{log_artifact}</artifactId><version>{log_version}</version></dependency>
+  </dependencies>
+</project>
+"""
+LOG4J = """log4j.rootLogger=INFO, stdout
+log4j.appender.stdout=org.apache.log4j.ConsoleAppender
+log4j.appender.stdout.layout=org.apache.log4j.PatternLayout
+log4j.appender.stdout.layout.ConversionPattern=[%d] %p %m (%c)%n
+log4j.logger.kafka.request.logger=WARN
+log4j.logger.org.apache.kafka.clients=WARN
+"""
+
+
+def broker_jars(version: str = VERSION) -> Path:
+    """The folder of the broker's jars, resolved with Maven on first use (concurrent callers race
+    safely by rename). A missing artifact raises :class:`PeerError` naming it."""
+    lib = cache_dir() / f"kafka-{version}" / "lib"
+    if lib.is_dir() and any(lib.glob(f"kafka_{SCALA}-{version}.jar")):
+        return lib
+    lib.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix="resolve-", dir=lib.parent))
+    try:
+        (staging / "pom.xml").write_text(POM.format(
+            scala=SCALA, version=version, log_group=LOGGING[0], log_artifact=LOGGING[1], log_version=LOGGING[2]))
+        try:
+            run(["mvn", "-q", "-B", "-f", str(staging / "pom.xml"), "dependency:copy-dependencies",
+                 "-DincludeScope=runtime", f"-DoutputDirectory={staging / 'lib'}"], timeout=900)
+        except PeerError as error:
+            raise PeerError(
+                f"Maven could not resolve org.apache.kafka:kafka_{SCALA}:{version} and its dependencies "
+                "(run infra/bootstrap.sh on a machine that reaches Maven Central)", error.log_tail) from error
+        if not any((staging / "lib").glob(f"kafka_{SCALA}-{version}.jar")):
+            raise PeerError(f"mvn did not produce kafka_{SCALA}-{version}.jar")
+        try:
+            (staging / "lib").rename(lib)
+        except OSError:  # another session resolved it first
+            if not lib.is_dir():
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return lib
+
+
+def _java() -> str:
+    java_home = os.environ.get("SMS_TESTBED_JAVA_HOME")
+    return find_binary(str(Path(java_home) / "bin" / "java") if java_home else "java")
+
+
+def _accepts(port: int) -> bool:
+    with socket.create_connection((LOOPBACK, port), timeout=1):
+        return True
+
+
+class KafkaNode(Peer):
+    """One KRaft node (broker and controller) of a quorum given by ``voters``; ``halt``/``resume``
+    keep its data folder and ports (a broker outage)."""
+
+    name = "kafka"
+
+    def __init__(self, node_id: int, port: int, controller_port: int, voters: str, cluster_id: str,
+                 replication: int, *, heap_mb: int = 512, timeout: float = 180.0) -> None:
+        super().__init__(timeout=timeout, grace=20.0)
+        self.node_id, self.port, self.controller_port = node_id, port, controller_port
+        self.voters, self.cluster_id, self.replication, self.heap_mb = voters, cluster_id, replication, heap_mb
+        self._argv: list[str] = []
+
+    def _start(self) -> None:
+        assert self.tmp is not None
+        lib = broker_jars()
+        properties = self.tmp / "server.properties"
+        min_isr = 2 if self.replication >= 3 else 1
+        properties.write_text("\n".join([
+            "process.roles=broker,controller",
+            f"node.id={self.node_id}",
+            f"controller.quorum.voters={self.voters}",
+            f"listeners=PLAINTEXT://{LOOPBACK}:{self.port},CONTROLLER://{LOOPBACK}:{self.controller_port}",
+            f"advertised.listeners=PLAINTEXT://{LOOPBACK}:{self.port}",
+            "controller.listener.names=CONTROLLER",
+            "inter.broker.listener.name=PLAINTEXT",
+            "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            f"log.dirs={self.tmp / 'data'}",
+            "num.partitions=3",
+            f"default.replication.factor={self.replication}",
+            f"offsets.topic.replication.factor={self.replication}",
+            f"transaction.state.log.replication.factor={self.replication}",
+            f"transaction.state.log.min.isr={min_isr}",
+            f"share.coordinator.state.topic.replication.factor={self.replication}",
+            f"share.coordinator.state.topic.min.isr={min_isr}",
+            f"min.insync.replicas={min_isr}",
+            "group.initial.rebalance.delay.ms=0",
+            "auto.create.topics.enable=true",
+            "",
+        ]))
+        (self.tmp / "log4j.properties").write_text(LOG4J)
+        classpath = f"{lib}/*"
+        run([_java(), "-cp", classpath, "kafka.tools.StorageTool", "format", "-t", self.cluster_id,
+             "-c", str(properties)], timeout=120)
+        self._argv = [_java(), f"-Xms{self.heap_mb}m", f"-Xmx{self.heap_mb}m", "-XX:+UseSerialGC",
+                      f"-Dlog4j.configuration=file:{self.tmp / 'log4j.properties'}",
+                      "-cp", classpath, "kafka.Kafka", str(properties)]
+        self.launch()
+
+    def launch(self) -> None:
+        """Spawn the broker without waiting: a node of a quorum listens only once a majority runs."""
+        assert self.tmp is not None
+        self.process = ManagedProcess(self._argv, self.log_path, cwd=self.tmp)
+        self.process.start()
+
+    def wait_ready(self) -> None:
+        """Block until the broker accepts connections (:class:`PeerError` on exit or timeout)."""
+        assert self.process is not None, "start() first"
+        self.process.wait_ready(lambda: _accepts(self.port), self.timeout, f"kafka node {self.node_id}")
+
+    def resume(self) -> None:
+        """Start the broker again on the same data and ports; waits until it listens."""
+        assert self.tmp is not None and self.process is None, "halt() first"
+        self.launch()
+        self.wait_ready()
+
+
+def _cluster_id() -> str:
+    return run([_java(), "-cp", f"{broker_jars()}/*", "kafka.tools.StorageTool", "random-uuid"]).strip()
+
+
+class KafkaCluster:
+    """``size`` KRaft nodes on loopback forming one cluster; ``bootstrap`` lists every broker.
+
+    Example::
+
+        with KafkaCluster(size=3) as cluster:
+            Producer({"bootstrap.servers": cluster.bootstrap, "acks": "all"})
+    """
+
+    def __init__(self, size: int = 1, *, timeout: float = 180.0) -> None:
+        if size < 1:
+            raise ValueError("a cluster needs at least one node")
+        self.size, self.timeout = size, timeout
+        self.nodes: list[KafkaNode] = []
+        self.startup_seconds: float | None = None
+
+    @property
+    def bootstrap(self) -> str:
+        """``bootstrap.servers`` of the cluster, e.g. ``127.0.0.1:P1,127.0.0.1:P2``."""
+        return ",".join(f"{LOOPBACK}:{node.port}" for node in self.nodes)
+
+    def start(self) -> KafkaCluster:
+        """Format and start every node; a quorum forms once a majority listens."""
+        began = time.monotonic()
+        cluster_id = _cluster_id()
+        ports = [(free_port(), free_port()) for _ in range(self.size)]
+        voters = ",".join(f"{index + 1}@{LOOPBACK}:{controller}" for index, (_, controller) in enumerate(ports))
+        replication = 3 if self.size >= 3 else 1
+        self.nodes = [KafkaNode(index + 1, port, controller, voters, cluster_id, replication, timeout=self.timeout)
+                      for index, (port, controller) in enumerate(ports)]
+        try:
+            for node in self.nodes:
+                node.start()
+            for node in self.nodes:
+                node.wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        self.startup_seconds = time.monotonic() - began
+        return self
+
+    def halt(self) -> None:
+        """Stop every broker, keeping their data (a whole-cluster outage)."""
+        for node in self.nodes:
+            node.halt()
+
+    def resume(self) -> None:
+        for node in self.nodes:
+            node.launch()
+        for node in self.nodes:
+            node.wait_ready()
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+    def __enter__(self) -> KafkaCluster:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,108 @@
+"""The transactional outbox on SQLite: each committed catalog change leaves exactly its event, a
+rolled-back change leaves none, and no secret reaches an event."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import select
+
+from sms_plugin import host_groups
+from sms_plugin.catalog import Catalog, ScriptSpec, add_script, add_version, remove_script, update_script
+from sms_plugin.catalog import access
+from sms_plugin.catalog.models import OutboxEvent
+from sms_plugin.catalog.outbox import CATALOG_TOPIC, backlog, get_position, pending, purge, set_position
+from sms_plugin.errors import Conflict
+
+
+@pytest.fixture
+def catalog(tmp_path) -> Iterator[Catalog]:
+    opened = Catalog(f"sqlite:///{tmp_path / 'catalog.db'}")
+    opened.upgrade()
+    yield opened
+    opened.dispose()
+
+
+def events(catalog: Catalog) -> list[tuple[str, str, dict]]:
+    with catalog.session() as s:
+        rows = s.scalars(select(OutboxEvent).order_by(OutboxEvent.position)).all()
+        assert all(row.topic == CATALOG_TOPIC for row in rows)
+        return [(row.type, row.key, row.data) for row in rows]
+
+
+def test_each_catalog_change_leaves_its_event_in_order(catalog):
+    spec = ScriptSpec(name="backup", interpreter="bash", host="web-1", env={"TOKEN": "hunter2"})
+    with catalog.session() as s:
+        add_script(s, spec, content="echo 1", author="ada")
+    with catalog.session() as s:
+        add_version(s, "backup", "echo 2", author="ada")
+        add_version(s, "backup", "echo 2", author="ada")  # identical content: no version, no event
+    with catalog.session() as s:
+        update_script(s, "backup", spec.model_copy(update={"timeout_seconds": 60}), author="ada")
+        update_script(s, "backup", spec.model_copy(update={"timeout_seconds": 60}), author="ada")  # no change
+    with catalog.session() as s:
+        rule = access.add_rule(s, created_by="ada", subject_kind="group", subject="ops", actions=["run"])
+        access.add_webhook(s, id="hook-1", created_by="ada", script="backup", secret="sealed-secret")
+    with catalog.session() as s:
+        access.replace_rule(s, rule.id, actions=["run", "read"])
+        access.update_webhook(s, "hook-1", enabled=False)
+        host_groups.add(s, "web", "role=web", author="ada")
+    with catalog.session() as s:
+        access.remove_webhook(s, "hook-1")
+        access.remove_rule(s, rule.id)
+        host_groups.remove(s, "web", author="ada")
+        remove_script(s, "backup", author="ada")
+
+    found = events(catalog)
+    assert [(kind, key) for kind, key, _ in found] == [
+        ("sms.script.added", "backup"),
+        ("sms.script.version.pushed", "backup"),
+        ("sms.script.version.pushed", "backup"),
+        ("sms.script.changed", "backup"),
+        ("sms.access-rule.added", f"access-rule:{rule.id}"),
+        ("sms.webhook.added", "backup"),
+        ("sms.access-rule.changed", f"access-rule:{rule.id}"),
+        ("sms.webhook.changed", "backup"),
+        ("sms.host-group.added", "host-group:web"),
+        ("sms.webhook.removed", "backup"),
+        ("sms.access-rule.removed", f"access-rule:{rule.id}"),
+        ("sms.host-group.removed", "host-group:web"),
+        ("sms.script.removed", "backup"),
+    ]
+    assert [data["version"] for kind, _, data in found if kind == "sms.script.version.pushed"] == [1, 2]
+    assert found[3][2]["changed"] == ["timeout_seconds"]
+    assert found[7][2]["changed"] == ["enabled"]
+    text = json.dumps([data for _, _, data in found])
+    assert "hunter2" not in text and "sealed-secret" not in text and "echo" not in text
+
+
+def test_a_rolled_back_change_leaves_no_event(catalog):
+    spec = ScriptSpec(name="backup", interpreter="bash", host="web-1")
+    with catalog.session() as s:
+        add_script(s, spec, content="echo 1", author="ada")
+    with pytest.raises(Conflict), catalog.session() as s:
+        add_version(s, "backup", "echo 2", author="ada")
+        add_script(s, spec, content="echo 1", author="ada")  # refused: the whole transaction rolls back
+    assert [kind for kind, _, _ in events(catalog)] == ["sms.script.added", "sms.script.version.pushed"]
+    with catalog.session() as s:
+        assert add_version(s, "backup", "echo 2", author="ada")[0].number == 2  # the rolled-back one was not kept
+
+
+def test_event_ids_are_unique_and_positions_resume(catalog):
+    with catalog.session() as s:
+        add_script(s, ScriptSpec(name="a", interpreter="bash", host="h"), content="x", author="ada")
+        for n in range(5):
+            add_version(s, "a", f"x{n}", author="ada")
+    with catalog.session() as s:
+        rows = pending(s, 0, 100)
+        assert len({row.id for row in rows}) == len(rows) == 7
+        assert [row.position for row in rows] == sorted(row.position for row in rows)
+        set_position(s, "kafka", str(rows[3].position))
+    with catalog.session() as s:
+        published = int(get_position(s, "kafka") or 0)
+        assert backlog(s, published) == 3
+        assert [row.position for row in pending(s, published, 2)] == [rows[4].position, rows[5].position]
+        assert purge(s, published, keep=1) == 3
+        assert len(pending(s, 0, 100)) == 4
