@@ -47,7 +47,7 @@ function Versions({ script, onPushed }: { script: Script; onPushed: () => void }
     <>
       <Problem error={error || versions.error} />
       {allowed(permissions, "script.add") && draft === null && (
-        <Button onClick={() => texts && setDraft(texts[1])} style={{ marginBottom: 16 }}>Push a new version…</Button>
+        <Button disabled={!texts} onClick={() => texts && setDraft(texts[1])} style={{ marginBottom: 16 }}>Push a new version…</Button>
       )}
       {draft !== null && (
         <div style={{ marginBottom: 16 }}>
