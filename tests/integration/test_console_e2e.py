@@ -105,7 +105,7 @@ def test_an_author_adds_a_script_in_the_editor_and_diffs_two_versions(console_be
     page.locator(".cm-content").first.click()
     page.keyboard.insert_text(V1)
     page.get_by_label("Schedule (cron)", exact=True).fill("0 2 * * 1-5")
-    assert page.get_by_text("Monday through Friday").is_visible()
+    page.get_by_text("Monday through Friday").wait_for()  # the cron read back in words
     page.get_by_label("Schedule (cron)", exact=True).fill("")
     shot(page, "script-add")
     page.get_by_role("button", name="Add script", exact=True).last.click()
