@@ -11,10 +11,11 @@ die() {
     exit 1
 }
 
+# chromium: the browser of the console's end-to-end test (driven by Playwright; no browser download).
 # hyperfine: the command-line timer of bench/cli_startup.py.
 # maven: the Elasticsearch and Keycloak test-bed peers fetch their distributions with `mvn dependency:get`
 # (Elasticsearch 9 also needs a Java 21+ JDK in /usr/lib/jvm, which Debian 12 does not ship).
-packages=(mariadb-server openssh-server openssh-client ksh procps python3 python3-venv postgresql wine prometheus maven openjdk-17-jre-headless hyperfine)
+packages=(mariadb-server openssh-server openssh-client ksh procps python3 python3-venv postgresql wine prometheus maven openjdk-17-jre-headless hyperfine chromium)
 missing=()
 for package in "${packages[@]}"; do
     if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed"; then
@@ -69,3 +70,22 @@ fi
 # Maven into the test-bed cache outside the clone (once per machine; infra/testbed/kafka.py).
 .venv/bin/python -c "from infra.testbed.kafka import broker_jars; broker_jars()" ||
     die "could not resolve the Kafka broker's jars with Maven (infra/testbed/kafka.py)"
+
+# The web console (console/, docs/console.md): npm ci and a production build into console/dist, only
+# when its sources, lock file or build settings changed (keyed on their hash). npm's cache lives
+# outside the clone so a fresh clone reuses what earlier ones downloaded.
+build_console() {
+    command -v npm >/dev/null || die "npm (Node.js 20+) is needed to build the console (console/)"
+    local hash stamp=console/dist/.sms-build-stamp
+    hash=$(find console/src console/index.html console/package.json console/package-lock.json console/tsconfig.json \
+        console/vite.config.ts -type f -print0 | sort -z | xargs -0 sha256sum | sha256sum | cut -d' ' -f1)
+    if [[ -f $stamp && $(cat "$stamp") == "$hash" ]]; then
+        return
+    fi
+    echo "bootstrap: building the console (npm ci && npm run build)"
+    export npm_config_cache="${SMS_NPM_CACHE:-$HOME/.cache/sms-testbed/npm}"
+    (cd console && npm ci --no-audit --no-fund --loglevel=error && npm run build --silent) ||
+        die "the console build failed (cd console && npm ci && npm run build)"
+    echo "$hash" >"$stamp"
+}
+build_console

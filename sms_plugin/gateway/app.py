@@ -2,7 +2,8 @@
 
 Routes: ``/healthz`` (alive), ``/readyz`` (Keycloak keys loaded and Prefect answering),
 ``/auth/*`` (login), ``/api/v1/*`` (SMS REST API; spec at ``/api/v1/openapi.json``, docs at
-``/api/v1/docs``), ``/hooks/*`` (webhooks), ``/prefect/*`` (Prefect UI and API, proxied).
+``/api/v1/docs``), ``/hooks/*`` (webhooks), ``/prefect/*`` (Prefect UI and API, proxied), and the web
+console (:mod:`sms_plugin.gateway.console`) at ``/`` and every other GET path.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import importlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 from fastapi import FastAPI, Request
@@ -19,7 +21,7 @@ from fastapi.responses import JSONResponse
 
 from sms_plugin.catalog import Catalog
 from sms_plugin.errors import NotFound
-from sms_plugin.gateway import auth, prefect_routes, proxy, sessions
+from sms_plugin.gateway import auth, console, prefect_routes, proxy, sessions
 from sms_plugin.gateway.config import GatewaySettings
 from sms_plugin.gateway.principal import Principal
 from sms_plugin.gateway.rbac import ANY, Action, Decision, Target, decide
@@ -97,13 +99,19 @@ def create_app(settings: GatewaySettings, *, catalog: Catalog | None = None) -> 
         return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
 
     app.include_router(auth.router)
-    app.include_router(auth.pages)
     for module_name in _OPTIONAL_ROUTERS:
         router = _optional_router(module_name)
         if router is not None:
             app.include_router(router)
     app.include_router(proxy.router)
+    app.include_router(console.router(_origin(settings.oidc_issuer)))  # last: it answers every other GET
     return app
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
 
 
 def _optional_router(module_name: str) -> Any:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import hmac
 import html
-import json
 import secrets
 import time
 import warnings
@@ -398,13 +397,17 @@ async def config(request: Request) -> dict[str, str]:
 
 
 @router.get("/me", summary="Who the caller is")
-async def me(principal: Principal = Depends(require_principal)) -> dict[str, Any]:
-    return {
+async def me(request: Request, principal: Principal = Depends(require_principal)) -> dict[str, Any]:
+    """The caller; for a browser session also its CSRF token (the console's logout form posts it)."""
+    answer: dict[str, Any] = {
         "subject": principal.subject,
         "username": principal.username,
         "roles": sorted(principal.roles),
         "groups": sorted(principal.groups),
     }
+    if _bearer(request) is None:
+        answer["csrf_token"] = csrf_token(request)
+    return answer
 
 
 @router.get("/register", summary="Keycloak's own registration page, then back here logged in")
@@ -414,22 +417,3 @@ async def register(request: Request) -> Any:
         request, _callback_url(request), prompt="create"
     )
 
-
-pages = APIRouter(include_in_schema=False)
-
-
-@pages.get("/", response_class=HTMLResponse)
-async def home(request: Request) -> HTMLResponse:
-    """Who is logged in, and links to log in, register, log out and the Prefect UI."""
-    try:
-        principal = await session_principal(request)
-    except AuthError:
-        principal = None
-    who = (
-        f"Logged in as <b>{html.escape(principal.username)}</b> "
-        f"({html.escape(json.dumps(sorted(principal.roles)))}). "
-        '<a href="/prefect/">Prefect UI</a> · <a href="/auth/logout">Log out</a>'
-        if principal
-        else '<a href="/auth/login">Log in</a> · <a href="/auth/register">Register</a>'
-    )
-    return HTMLResponse(f"<!doctype html><title>SMS</title><h1>SMS</h1><p>{who}</p>")

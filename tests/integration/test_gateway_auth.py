@@ -128,9 +128,10 @@ def test_session_form_posts_need_the_csrf_token_and_logout_ends_the_session(gate
         assert browser.get(f"{gateway_bed.url}/auth/me").status_code == 401
 
 
-def test_home_page_links_login_and_keycloak_registration(gateway_bed, keycloak) -> None:
-    page = httpx.get(f"{gateway_bed.url}/", timeout=10)
-    assert 'href="/auth/login"' in page.text and 'href="/auth/register"' in page.text
+def test_home_page_is_the_console_and_registration_goes_to_keycloak(gateway_bed, keycloak) -> None:
+    page = httpx.get(f"{gateway_bed.url}/", timeout=10)  # its login and register buttons: tests/integration/test_console_e2e.py
+    assert page.status_code == 200 and '<div id="root">' in page.text
+    assert "script-src 'self'" in page.headers["content-security-policy"]
     register = httpx.get(f"{gateway_bed.url}/auth/register", timeout=10)
     assert register.status_code == 302
     assert register.headers["location"].startswith(keycloak.issuer)
