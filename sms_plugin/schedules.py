@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cronsim import CronSim, CronSimError
@@ -95,7 +95,8 @@ def preview(cron: str, timezone: str = "UTC", count: int = 5, *, after: datetime
     simulation = _simulation(cron, start)
     explanation = simulation.explain()
     fires = _fires(simulation, cron, count)
-    gaps = [int((later - earlier).total_seconds()) for earlier, later in zip(fires, fires[1:], strict=False)]
+    instants = [fire.astimezone(UTC) for fire in fires]  # one zone's datetimes subtract as wall clocks
+    gaps = [int((later - earlier).total_seconds()) for earlier, later in zip(instants, instants[1:], strict=False)]
     shortest = min(gaps) if gaps else None
     floor = min_seconds()
     if shortest is not None and shortest < floor:

@@ -34,7 +34,7 @@ SUFFIX = uuid.uuid4().hex[:6]
 ONE, TWO = f"ca-one-{SUFFIX}", f"ca-two-{SUFFIX}"
 SCRIPT = f"ca-script-{SUFFIX}"
 TEAM = f"ca-team-{SUFFIX}"
-GENERATED = dict(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+GENERATED = dict(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
 @pytest.fixture(scope="module")
