@@ -18,6 +18,12 @@ class InvalidInput(SMSError):
     """The request itself is wrong (bad name, unknown interpreter, malformed schedule...)."""
 
 
+class RefusedSetting(SMSError):
+    """A well-formed setting SMS will not take: an unknown host, a schedule that cannot fire or fires
+    more often than the minimum interval, an unknown time zone. Faces answer 400 (the REST API) or
+    one line (the CLI), naming the value."""
+
+
 class NotFound(SMSError):
     """A script, version, host or run that does not exist."""
 

@@ -7,6 +7,10 @@ Trusting an SSH host is two steps, so that a person sees the fingerprint before 
     print(key.fingerprint)                     # compare with the server's own
     await pin_host_key("web-01", key.line)     # now SMS connects to it
 
+A face that cannot keep the scanned key between the two steps (a web page) confirms the fingerprint
+instead: ``await trust_host_key("web-01", "SHA256:...")`` pins the key only if the server still shows
+exactly that one (Conflict otherwise: the key changed since it was shown).
+
 :func:`check` says whether a host is usable and why not (each kind checks itself: reachable,
 logged in, host key, the SSH algorithms agreed, the login shell and the interpreters found there).
 """
@@ -37,7 +41,7 @@ from sms_plugin.transports.ssh import fetch_host_key, fingerprint, key_line
 
 __all__ = [
     "HostCheck", "HostInfo", "ScannedKey", "add", "check", "checked_labels", "checked_name", "listing",
-    "pin_host_key", "scan_host_key",
+    "pin_host_key", "scan_host_key", "set_labels", "trust_host_key",
 ]
 
 
@@ -75,6 +79,11 @@ class HostInfo:
 class ScannedKey:
     line: str
     fingerprint: str
+
+    @property
+    def key_type(self) -> str:
+        """The key's algorithm, e.g. ``ssh-ed25519``."""
+        return self.line.split()[0]
 
 
 def checked_name(name: str) -> str:
@@ -134,6 +143,28 @@ async def pin_host_key(name: str, line: str) -> None:
     host = await _ssh_host(name)
     host.host_keys = [line]
     await host.asave(name, overwrite=True)
+
+
+async def trust_host_key(name: str, confirmed: str) -> ScannedKey:
+    """Pins the key SSH host ``name`` shows now if its fingerprint is ``confirmed`` (what a person
+    compared with the server's own); Conflict, and nothing pinned, if the server shows another key."""
+    key = await scan_host_key(name)
+    if key.fingerprint != confirmed:
+        raise Conflict(
+            f"host {name} now shows the key {key.key_type} {key.fingerprint}, not the confirmed {confirmed}: "
+            f"the key changed since it was shown (or another fingerprint was confirmed); nothing was pinned. "
+            f"Compare the new fingerprint with the server's own before trusting it."
+        )
+    await pin_host_key(name, key.line)
+    return key
+
+
+async def set_labels(name: str, labels: list[str]) -> HostInfo:
+    """Gives host ``name`` (any kind) exactly ``labels`` (duplicates dropped, order kept)."""
+    host = await load_host(name)
+    host.labels = list(dict.fromkeys(checked_labels(labels)))
+    await host.asave(name, overwrite=True)
+    return HostInfo.of(name, host)
 
 
 async def check(name: str, *, login: bool = True) -> HostCheck:

@@ -6,8 +6,9 @@ The catalog is the source of truth for what a script is; Prefect for when and ho
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sms_plugin.catalog import (
     Catalog,
@@ -23,15 +24,21 @@ from sms_plugin.catalog import (
     remove_script,
     update_script,
 )
+from sms_plugin import schedules
+from sms_plugin.errors import NotFound, RefusedSetting
 from sms_plugin.lazy import lazy_module
 from sms_plugin.transports.interpreters import interpreter
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
-    from sms_plugin import deploy
+    from sms_plugin import deploy, host_kinds
 else:  # Prefect and the flow: loaded by the first change, not by reads of the catalog
     deploy = lazy_module("sms_plugin.deploy")
+    host_kinds = lazy_module("sms_plugin.host_kinds")
+
+#: The settings :func:`revised` changes as given; ``schedule`` (a cron or None) and ``timezone`` are its own.
+SETTINGS = ("host", "timeout_seconds", "retries", "retry_delay_seconds", "single_instance", "description", "tags")
 
 
 @dataclass(frozen=True)
@@ -67,6 +74,37 @@ async def update(
     made = await catalog.aio.run(change)
     await deploy.sync_script(made.script)
     return made
+
+
+async def revised(script: Script, changes: Mapping[str, Any]) -> ScriptSpec:
+    """``script``'s spec with ``changes`` (keys of :data:`SETTINGS`, ``schedule`` and ``timezone``),
+    checked as a person should hear at once: RefusedSetting for an unknown host, an unknown time zone,
+    a cron that is malformed, never fires or fires more often than ``SMS_SCHEDULE_MIN_SECONDS``.
+
+    ``schedule`` replaces every schedule with that one cron (None: no schedule); ``timezone`` alone
+    moves the existing schedules to that zone. Nothing is saved: give the result to :func:`update`."""
+    current = ScriptSpec.from_script(script)
+    values = current.model_dump()
+    values.update({field: changes[field] for field in SETTINGS if field in changes})
+    if "timezone" in changes:
+        schedules.zone(changes["timezone"])
+    if "schedule" in changes:
+        timezone = changes.get("timezone") or next((s.timezone for s in current.schedules), "UTC")
+        values["schedules"] = [schedules.checked(changes["schedule"], timezone)] if changes["schedule"] else []
+    elif "timezone" in changes:
+        values["schedules"] = [_rezoned(entry.model_dump(exclude_none=True), changes["timezone"]) for entry in current.schedules]
+    if values["host"] != current.host:
+        try:
+            await host_kinds.load_host(values["host"])
+        except NotFound:
+            raise RefusedSetting(f"no host named {values['host']!r}: add it first (`sms host add`, or POST /api/v1/hosts)") from None
+    return ScriptSpec.parse(values)
+
+
+def _rezoned(entry: dict[str, Any], timezone: str) -> dict[str, Any]:
+    if entry.get("cron"):
+        return schedules.checked(entry["cron"], timezone)
+    return {**entry, "timezone": timezone}
 
 
 async def remove(catalog: Catalog, name: str, *, author: str) -> None:

@@ -28,7 +28,10 @@ from sms_plugin.gateway.rbac import ANY, Action, Decision, Target, decide
 from sms_plugin.gateway.targets import Targets, load_rules
 
 #: Routers of the SMS REST API and the webhooks, included when their modules exist.
-_OPTIONAL_ROUTERS = ("sms_plugin.gateway.api", "sms_plugin.gateway.fleet_api", "sms_plugin.gateway.webhooks")
+_OPTIONAL_ROUTERS = (
+    "sms_plugin.gateway.api", "sms_plugin.gateway.fleet_api", "sms_plugin.gateway.console_api",
+    "sms_plugin.gateway.host_api", "sms_plugin.gateway.webhooks",
+)
 
 
 def catalog_authorize(catalog: Catalog) -> proxy.Authorize:

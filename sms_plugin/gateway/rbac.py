@@ -221,3 +221,34 @@ def decide_selection(
 def _narrowed(glob: str | None, marked: str, mark: str | None) -> str:
     """E.g. ``named pay-* tagged payments``: how a rule narrows scripts or hosts ("" if it does not)."""
     return " ".join(part for part in (f"named {glob}" if glob else "", f"{marked} {mark}" if mark else "") if part)
+
+
+#: What a face may offer, as the policy action each one needs (the gateway's routes authorize with
+#: the same action; tests/integration/test_gateway_api.py checks the two agree for every user).
+CAPABILITIES: dict[str, Action] = {
+    "script.read": "read",
+    "script.add": "author",
+    "script.edit": "author",
+    "script.remove": "author",
+    "run.read": "read",
+    "run.start": "start",
+    "run.stop": "stop",
+    "host.read": "read",
+    "host.add": "admin",
+    "host.trust": "admin",
+    "host.check": "admin",
+    "host.labels": "admin",
+    "host-group.manage": "admin",
+    "access.manage": "admin",
+    "access.preview": "admin",
+    "webhook.manage": "admin",
+    "audit.read": "admin",
+}
+
+
+def capabilities(principal: PrincipalLike, rules: Iterable[Rule]) -> dict[str, bool]:
+    """Each of :data:`CAPABILITIES` → whether ``principal`` may do it somewhere (:func:`decide` on the
+    collection, :data:`ANY`): what a face shows. Every single request is still judged on its target."""
+    rules = list(rules)
+    allowed = {action: decide(principal, action, ANY, rules).allowed for action in ACTIONS}
+    return {capability: allowed[action] for capability, action in CAPABILITIES.items()}

@@ -20,7 +20,7 @@ from fastapi.routing import iter_route_contexts
 from prefect import get_client
 from sqlalchemy import MetaData, select
 
-from blocks.hosts import LocalHost
+from blocks.hosts import LocalHost, SSHHost
 from sms_plugin import host_groups
 from sms_plugin import hosts as host_services
 from sms_plugin import runs as run_services
@@ -36,6 +36,11 @@ pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("catalog_off_loop
 SUFFIX = uuid.uuid4().hex[:6]
 EU, US = f"gw-eu-{SUFFIX}", f"gw-us-{SUFFIX}"
 PAY_EU, PAY_US, OPS_EU = f"gw-pay-eu-{SUFFIX}", f"gw-pay-us-{SUFFIX}", f"gw-ops-eu-{SUFFIX}"
+QUIET = f"gw-quiet-{SUFFIX}"
+"""A paused script (its deployment schedules no run while the matrix compares Prefect's state)."""
+SSH = f"gw-ssh-{SUFFIX}"
+"""The test bed's sshd, no key pinned; ``SSH_KEY`` holds the fingerprint it shows."""
+SSH_KEY: dict[str, str] = {}
 IDLE_POOL = "sms-gateway-idle"
 
 #: Routes other parts of the gateway own and test (login, health, docs, the Prefect proxy).
@@ -86,7 +91,7 @@ class World:
 
 
 @pytest.fixture(scope="module")
-async def world(gateway: Gateway) -> World:  # noqa: F811
+async def world(gateway: Gateway, ssh_server) -> World:  # noqa: F811
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("SMS_WORK_POOL", IDLE_POOL)  # no worker serves it: runs stay Scheduled
         # Local hosts opened to roles and rules (admins_only off), like any other host.
@@ -99,6 +104,11 @@ async def world(gateway: Gateway) -> World:  # noqa: F811
             gateway.catalog, ScriptSpec(name=PAY_EU, interpreter="sh", host=EU, tags=["payments"]), "echo two\n",
             author="setup",
         )
+        await script_services.add(gateway.catalog, ScriptSpec(name=QUIET, interpreter="sh", host=EU, tags=["ops"],
+                                                              enabled=False), "echo quiet\n", author="setup")
+        await host_services.add(SSH, SSHHost(address=ssh_server.host, port=ssh_server.port, username=ssh_server.username,
+                                             private_key=ssh_server.private_key_pem, connect_timeout=5))
+        SSH_KEY["fingerprint"] = (await host_services.scan_host_key(SSH)).fingerprint
         with gateway.catalog.session() as s:
             rows.add_rule(
                 s, created_by="setup", subject_kind="group", subject="team-payments", actions=["start", "stop"],
@@ -233,7 +243,32 @@ CASES = [
     Case("DELETE", "/api/v1/webhooks/{hook_id}", only(ADMIN, 204), a_hook),
     Case("GET", "/api/v1/webhooks/{hook_id}/deliveries", only(ADMIN, 200), a_hook),
     Case("GET", "/api/v1/webhooks/{hook_id}/refusals", only(ADMIN, 200), a_hook),
+    Case("PATCH", "/api/v1/scripts/{name}", only(AUTHORS, 200), fixed(name=OPS_EU),
+         body=lambda u: {"description": f"by {u}", "retries": 1}),
+    Case("PATCH", "/api/v1/scripts/{name}", only(ADMIN, 200), fixed(name=QUIET),
+         body=lambda u: {"schedule": "0 3 * * *", "timezone": "Europe/Paris"}, label="a schedule needs start too"),
+    Case("GET", "/api/v1/schedules/preview", everyone(200), query={"cron": "0 3 * * MON", "timezone": "Europe/Paris"}),
+    Case("GET", "/api/v1/me/permissions", everyone(200)),
+    Case("GET", "/api/v1/access/preview", only(ADMIN, 200),
+         query={"user": "paula", "role": "sms-operator", "group": "team-payments"}),
+    Case("GET", "/api/v1/hosts/{name}/host-key", only(ADMIN, 200), fixed(name=SSH)),
+    Case("POST", "/api/v1/hosts/{name}/trust", only(ADMIN, 200), fixed(name=SSH),
+         body=lambda u: {"fingerprint": SSH_KEY["fingerprint"]}),
+    Case("POST", "/api/v1/hosts/{name}/check", only(ADMIN, 200), fixed(name=SSH)),
+    Case("PUT", "/api/v1/hosts/{name}/labels", only(ADMIN, 200), fixed(name=SSH), body=lambda u: {"labels": ["lab", f"by={u}"]}),
 ]
+#: For each capability of ``GET /me/permissions``, the matrix case whose allowed users it must name.
+CAPABILITY_CASES = {
+    "script.read": "GET /api/v1/scripts/{name}", "script.add": "POST /api/v1/scripts",
+    "script.edit": "PATCH /api/v1/scripts/{name}", "script.remove": "DELETE /api/v1/scripts/{name}",
+    "run.read": "GET /api/v1/runs", "run.start": "POST /api/v1/scripts/{name}/runs payments on prod-eu",
+    "run.stop": "POST /api/v1/runs/{run_id}/stop payments on prod-eu", "host.read": "GET /api/v1/hosts/{name}",
+    "host.add": "POST /api/v1/hosts", "host.trust": "POST /api/v1/hosts/{name}/trust",
+    "host.check": "POST /api/v1/hosts/{name}/check", "host.labels": "PUT /api/v1/hosts/{name}/labels",
+    "host-group.manage": "POST /api/v1/host-groups", "access.manage": "POST /api/v1/access-rules",
+    "access.preview": "GET /api/v1/access/preview", "webhook.manage": "POST /api/v1/webhooks",
+    "audit.read": "GET /api/v1/audit-events",
+}
 #: Signed by its secret, not by a token: an unsigned call is refused whoever's token it carries.
 WEBHOOK = Case("POST", "/hooks/{hook_id}", everyone(401), a_hook, body=lambda u: {"x": 1})
 
@@ -268,8 +303,9 @@ async def request(gateway: Gateway, case: Case, user: str | None, params: dict[s
 
 
 async def state_of(gateway: Gateway) -> str:
-    """Every catalog row but the audit trail and sessions, and Prefect's blocks, deployments and runs:
-    what a refused call must leave as it was."""
+    """Every catalog row but the audit trail and sessions, and Prefect's blocks (their fields: pinned
+    host keys, labels), deployments (their schedules, paused or not) and runs: what a refused call must
+    leave as it was."""
     tables = MetaData()
     tables.reflect(gateway.catalog.engine)
     with gateway.catalog.engine.connect() as connection:
@@ -277,9 +313,13 @@ async def state_of(gateway: Gateway) -> str:
                      if table.name not in ("audit_events", "gateway_sessions")
                      for row in connection.execute(select(table))]
     async with get_client() as client:
-        counts = [len(await client.read_block_documents()), len(await client.read_deployments()),
-                  await client.count_flow_runs()]
-    return "\n".join([*rows_text, repr(counts)])
+        blocks = sorted(f"{block.name}: {block.data!r}" for block in await client.read_block_documents(include_secrets=False))
+        deployments = sorted(
+            f"{d.name}: paused={d.paused} {[(s.schedule.model_dump_json(), s.active) for s in d.schedules]}"
+            for d in await client.read_deployments()
+        )
+        runs = await client.count_flow_runs()
+    return "\n".join([*rows_text, *blocks, *deployments, repr(runs)])
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda case: case.id)
@@ -320,6 +360,18 @@ async def test_unsigned_webhook_is_401_whatever_the_token(gateway, world):  # no
     for user in (*USERS, None):
         reply = await request(gateway, WEBHOOK, user, await WEBHOOK.params(world))
         assert reply.status_code == WEBHOOK.allowed.get(user or "", 401), reply.text
+
+
+async def test_my_permissions_name_the_users_the_routes_allow(gateway, world):  # noqa: F811
+    """``can`` (what the console shows) and the routes (what the gateway enforces) agree for every user."""
+    cases = {case.id: case for case in CASES}
+    async with httpx.AsyncClient(base_url=gateway.url, timeout=60) as client:
+        can = {user: (await client.get("/api/v1/me/permissions", headers=gateway.headers(user))).json()["can"]
+               for user in USERS}
+    assert set(CAPABILITY_CASES) == set(can["adam"])
+    for capability, case_id in CAPABILITY_CASES.items():
+        allowed = {user for user in USERS if can[user][capability]}
+        assert allowed == set(cases[case_id].allowed), f"{capability}: /me/permissions says {allowed}, {case_id} allows {set(cases[case_id].allowed)}"
 
 
 async def test_narrowed_denial_explains_itself(gateway, world):  # noqa: F811
