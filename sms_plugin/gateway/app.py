@@ -26,7 +26,9 @@ from sms_plugin.gateway.rbac import ANY, Action, Decision, Target, decide
 from sms_plugin.gateway.targets import Targets, load_rules
 
 #: Routers of the SMS REST API and the webhooks, included when their modules exist.
-_OPTIONAL_ROUTERS = ("sms_plugin.gateway.api", "sms_plugin.gateway.fleet_api", "sms_plugin.gateway.webhooks")
+_OPTIONAL_ROUTERS = (
+    "sms_plugin.gateway.api", "sms_plugin.gateway.fleet_api", "sms_plugin.gateway.monitor_api", "sms_plugin.gateway.webhooks"
+)
 
 
 def catalog_authorize(catalog: Catalog) -> proxy.Authorize:
