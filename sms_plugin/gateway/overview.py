@@ -52,8 +52,10 @@ class Snapshot:
     generated_at: datetime
     over_time: list[tuple[float, Pair, str, float]] = field(default_factory=list)
     """(bucket end, (script, host), state, runs ended in the bucket)"""
-    ended: dict[Pair, dict[str, float]] = field(default_factory=dict)
-    buckets: dict[Pair, dict[float, float]] = field(default_factory=dict)
+    ended: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
+    """script → host → state → runs ended in the window"""
+    buckets: dict[str, dict[str, dict[float, float]]] = field(default_factory=dict)
+    """script → host → duration bucket's upper bound → runs that took at most that long"""
     running: dict[Pair, float] = field(default_factory=dict)
     last_exit: dict[str, float] = field(default_factory=dict)
     host_up: dict[str, tuple[bool, float]] = field(default_factory=dict)
@@ -81,9 +83,11 @@ async def load_snapshot(prometheus_url: str, catalog: Catalog, window: str, http
         pair = (series.labels.get("script", ""), series.labels.get("host", ""))
         snapshot.over_time += [(t, pair, series.labels.get("state", ""), v) for t, v in series.points]
     for sample in ended:
-        snapshot.ended.setdefault(_pair(sample.labels), {})[sample.labels.get("state", "")] = sample.value
+        script, host = _pair(sample.labels)
+        snapshot.ended.setdefault(script, {}).setdefault(host, {})[sample.labels.get("state", "")] = sample.value
     for sample in buckets:
-        snapshot.buckets.setdefault(_pair(sample.labels), {})[float(sample.labels["le"])] = sample.value
+        script, host = _pair(sample.labels)
+        snapshot.buckets.setdefault(script, {}).setdefault(host, {})[float(sample.labels["le"])] = sample.value
     snapshot.running = {_pair(sample.labels): sample.value for sample in running}
     snapshot.last_exit = {sample.labels.get("script", ""): sample.value for sample in last_exit}
     snapshot.host_up = {sample.labels.get("host", ""): (sample.value == 1, sample.at) for sample in host_up}
@@ -141,13 +145,13 @@ def summarize(snapshot: Snapshot, reads: Allows, *, sees_audit: bool) -> dict[st
 def _script_row(script: str, snapshot: Snapshot, readable: Callable[[Pair], bool]) -> dict[str, Any]:
     states: dict[str, float] = defaultdict(float)
     buckets: dict[float, float] = defaultdict(float)
-    for pair, counts in snapshot.ended.items():
-        if pair[0] == script and readable(pair):
+    for host, counts in snapshot.ended.get(script, {}).items():
+        if readable((script, host)):
             for state, value in counts.items():
                 states[state] += value
-    for pair, counts in snapshot.buckets.items():
-        if pair[0] == script and readable(pair):
-            for le, value in counts.items():
+    for host, bounds in snapshot.buckets.get(script, {}).items():
+        if readable((script, host)):
+            for le, value in bounds.items():
                 buckets[le] += value
     runs = round(sum(states.values()))
     exit_code = snapshot.last_exit.get(script)
