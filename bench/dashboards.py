@@ -102,10 +102,14 @@ async def dashboard(url: str, token: str, seconds: float, times: list[float], st
         end = time.monotonic() + seconds
         while time.monotonic() < end:
             began = time.perf_counter()
-            reply = await http.get("/api/v1/monitor/overview", headers={"If-None-Match": etag} if etag else {})
+            try:
+                reply = await http.get("/api/v1/monitor/overview", headers={"If-None-Match": etag} if etag else {})
+            except httpx.HTTPError:  # counted as "other", timed until it gave up
+                statuses.append(0)
+            else:
+                statuses.append(reply.status_code)
+                etag = reply.headers.get("ETag", etag)
             times.append(time.perf_counter() - began)
-            statuses.append(reply.status_code)
-            etag = reply.headers.get("ETag", etag)
             await asyncio.sleep(max(0.0, POLL_SECONDS - (time.perf_counter() - began)))
 
 

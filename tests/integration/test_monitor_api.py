@@ -39,7 +39,7 @@ pytestmark = pytest.mark.integration
 SUFFIX = uuid.uuid4().hex[:6]
 A, B = f"mon-a-{SUFFIX}", f"mon-b-{SUFFIX}"
 HOST_A, HOST_B = f"mon-ha-{SUFFIX}", f"mon-hb-{SUFFIX}"
-CACHE_SECONDS = 2.0
+CACHE_SECONDS = 8.0
 RATE = "60/min"
 JOB = "sms-monitor-test"
 
