@@ -30,6 +30,7 @@ import random
 import statistics
 import sys
 import tempfile
+from collections import Counter
 import threading
 import time
 import uuid
@@ -125,9 +126,10 @@ async def phase(name: str, url: str, tokens: dict[str, str], count: int, seconds
     await asyncio.sleep(1)  # Prometheus counts a query just after answering it
     queries = prometheus_queries(prometheus) - before
     cuts = statistics.quantiles(times, n=20) if len(times) > 1 else [times[0]] * 19
-    return (f"| {name} | {queries / minutes:.0f} | 0 | {statuses.count(200)} / {statuses.count(304)} / "
-            f"{len(statuses) - statuses.count(200) - statuses.count(304)} | {statistics.median(times) * 1000:.0f} | "
-            f"{cuts[18] * 1000:.0f} |")
+    others = Counter(status for status in statuses if status not in (200, 304))
+    other = ", ".join(f"{count}× {status or 'timeout'}" for status, count in sorted(others.items())) or "0"
+    return (f"| {name} | {queries / minutes:.0f} | 0 | {statuses.count(200)} / {statuses.count(304)} / {other} "
+            f"| {statistics.median(times) * 1000:.0f} | {cuts[18] * 1000:.0f} |")
 
 
 def main(dashboards: int, seconds: float, script_count: int) -> None:

@@ -32,7 +32,11 @@ TIMEOUT_SECONDS = 10.0
 
 
 class TooWide(SMSError):
-    """The search spans too many scripts and hosts to be cut for a narrowed caller."""
+    """The search spans too many scripts and hosts to be cut for a narrowed caller (400)."""
+
+
+class BadSearch(SMSError):
+    """Elasticsearch refused the query as malformed (400)."""
 
 
 class LogQuery(BaseModel):
@@ -131,7 +135,11 @@ def _search(client: Elasticsearch, **kwargs: Any) -> Any:
         return client.options(request_timeout=TIMEOUT_SECONDS).search(
             index=INDEX_PATTERN, ignore_unavailable=True, allow_no_indices=True, **kwargs
         )
-    except (ApiError, TransportError) as error:
+    except ApiError as error:
+        if error.meta.status == 400:
+            raise BadSearch(f"Elasticsearch refused the search: {error.message}") from None
+        raise Unavailable(f"Elasticsearch did not answer the log search: {error}") from None
+    except TransportError as error:
         raise Unavailable(f"Elasticsearch did not answer the log search: {error}") from None
 
 
