@@ -144,7 +144,14 @@ async def monitor_overview(
     return JSONResponse(body, headers=headers)
 
 
-@router.get("/logs/search", responses=MONITOR_ERRORS)
+def _query_parameters(model: type[LogQuery]) -> list[dict[str, Any]]:
+    """OpenAPI query parameters of ``model``'s fields (parsed by the model itself: bad input is 400, not 422)."""
+    schema = model.model_json_schema()
+    return [{"name": name, "in": "query", "required": False, "schema": field}
+            for name, field in schema["properties"].items()]
+
+
+@router.get("/logs/search", responses=MONITOR_ERRORS, openapi_extra={"parameters": _query_parameters(LogQuery)})
 async def search_logs(request: Request, c: CallDep) -> dict[str, Any]:
     """Output lines matching ``q`` (words, "phrases", -not, a|b, prefix*), newest first, in the runs
     the caller may read; filters ``script``, ``host``, ``run``, ``since``/``until`` (ISO 8601 or a span

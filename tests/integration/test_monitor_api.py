@@ -224,6 +224,7 @@ async def test_etag_gives_304_without_a_body_and_never_across_users(monitored, m
 
 async def test_throttle_answers_429_with_retry_after(keycloak, prefect_server, prometheus, metrics):
     catalog = Catalog()
+    catalog.upgrade()
     with serve(keycloak, catalog, prometheus_url=prometheus.url, monitor_rate="3/h") as gateway:
         replies = [await _get(gateway, "otto", "/api/v1/monitor/overview") for _ in range(4)]
         other = await _get(gateway, "anna", "/api/v1/monitor/overview")
@@ -249,6 +250,7 @@ async def test_overview_without_a_token_is_401_and_shows_nothing(monitored):
 
 async def test_prometheus_down_is_503_promptly(keycloak, prefect_server):
     catalog = Catalog()
+    catalog.upgrade()
     with serve(keycloak, catalog, prometheus_url=f"http://127.0.0.1:{free_port()}") as gateway:
         began = time.monotonic()
         reply = await _get(gateway, "viola", "/api/v1/monitor/overview")
