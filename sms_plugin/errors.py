@@ -57,6 +57,10 @@ class ServiceError(SMSError):
     """A service SMS relies on (the Prefect API) failed or could not be reached."""
 
 
+class Unavailable(ServiceError):
+    """A monitoring back end (Prometheus, Elasticsearch) is down, slow or not configured: try later."""
+
+
 Translate = Callable[[Any, str], SMSError]
 """Makes the SMS error for a foreign exception and a description of what was being done."""
 

@@ -148,8 +148,8 @@ async def stop(run_id: str) -> str:
     return new_state.type.value
 
 
-async def logs(run_id: str, *, follow: bool = False, poll: float = 1.0) -> AsyncIterator[LogLine]:
-    """The run's log lines, oldest first; with ``follow``, until the run has ended.
+async def logs(run_id: str, *, follow: bool = False, poll: float = 1.0, offset: int = 0) -> AsyncIterator[LogLine]:
+    """The run's log lines, oldest first, after the first ``offset``; with ``follow``, until the run has ended.
 
     With ``SMS_ELASTICSEARCH_URL`` set: the script's output lines from Elasticsearch (every line,
     paged); otherwise Prefect's run log (output and SMS's own messages, within Prefect's limits).
@@ -157,10 +157,14 @@ async def logs(run_id: str, *, follow: bool = False, poll: float = 1.0) -> Async
     if elasticsearch_url():
         async with get_client() as client:
             await _read_flow_run(client, run_id)  # an unknown run is an error, not silence
+        skipped = 0
         async for entry in log_reader.run_output(run_id, follow=follow, ended=lambda: ended(run_id)):
+            if skipped < offset:  # Elasticsearch pages by search_after, not by offset
+                skipped += 1
+                continue
             yield LogLine(entry.timestamp, entry.level, entry.message)
         return
-    seen = 0
+    seen = offset
     while True:
         async with get_client() as client:
             finished = (await _read_flow_run(client, run_id)).state

@@ -2,7 +2,8 @@
 
 Every operation authorizes the caller with ``rbac.decide`` (roles, narrowed by the catalog's
 access rules) and writes one audit event: ``ok``, ``denied`` (403, the reason in the body) or
-``error`` (404 not found, 409 conflict, 422 invalid input, 502 Prefect or a host failed).
+``error`` (404 not found, 409 conflict, 422 invalid input, 502 Prefect or a host failed, 503 a
+monitoring back end is down).
 List operations return only the items the caller may read.
 """
 
@@ -28,7 +29,7 @@ from sms_plugin.catalog import Catalog, ScriptSpec, repository
 from sms_plugin.catalog import access as rows
 from sms_plugin.catalog.models import AccessRule, Script, ScriptVersion, Webhook
 from sms_plugin.catalog.spec import NAME_PATTERN
-from sms_plugin.errors import Conflict, InvalidInput, NotFound, ServiceError, SMSError, TransportError
+from sms_plugin.errors import Conflict, InvalidInput, NotFound, ServiceError, SMSError, TransportError, Unavailable
 from sms_plugin.gateway import audit
 from sms_plugin.gateway.auth import require_principal
 from sms_plugin.gateway.principal import Principal
@@ -103,6 +104,8 @@ class Call:
             status, message = 422, str(error)
         except TransportError as error:
             status, message = 502, f"the host failed: {error}"
+        except Unavailable as error:
+            status, message = 503, str(error)
         except ServiceError as error:
             status, message = 502, str(error)
         except SMSError as error:

@@ -30,7 +30,7 @@ from sms_plugin.gateway.targets import Targets, load_rules
 #: Routers of the SMS REST API and the webhooks, included when their modules exist.
 _OPTIONAL_ROUTERS = (
     "sms_plugin.gateway.api", "sms_plugin.gateway.fleet_api", "sms_plugin.gateway.console_api",
-    "sms_plugin.gateway.host_api", "sms_plugin.gateway.webhooks",
+    "sms_plugin.gateway.host_api", "sms_plugin.gateway.monitor_api", "sms_plugin.gateway.webhooks",
 )
 
 

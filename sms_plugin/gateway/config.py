@@ -70,6 +70,13 @@ class GatewaySettings(BaseSettings):
         None, validation_alias="SMS_GATEWAY_PREFECT_AUTH_STRING"
     )
 
+    #: The Prometheus that scrapes ``sms exporter``; the monitoring overview queries it (unset: 503).
+    prometheus_url: str | None = Field(None, validation_alias="SMS_PROMETHEUS_URL")
+    #: Seconds the monitoring overview's upstream answers are shared by every caller; 0: not shared.
+    monitor_cache_seconds: float = Field(10.0, ge=0, le=3600, validation_alias="SMS_MONITOR_CACHE_SECONDS")
+    #: Monitoring requests one user may make, e.g. ``60/min`` (units ``s``, ``min``, ``h``).
+    monitor_rate: str = Field("60/min", pattern=r"^[1-9][0-9]{0,5}/(s|min|h)$", validation_alias="SMS_MONITOR_RATE")
+
     @model_validator(mode="after")
     def _check(self) -> GatewaySettings:
         if (self.tls_cert is None) != (self.tls_key is None):

@@ -42,10 +42,11 @@ class Gateway:
 
 
 @contextmanager
-def serve(keycloak, catalog: Catalog) -> Iterator[Gateway]:
-    """The gateway app on http://127.0.0.1:PORT over ``catalog``, until the block ends."""
+def serve(keycloak, catalog: Catalog, **settings_given: object) -> Iterator[Gateway]:
+    """The gateway app on http://127.0.0.1:PORT over ``catalog``, until the block ends; ``settings_given``
+    are further :class:`GatewaySettings` fields (e.g. ``prometheus_url``)."""
     port = free_port()
-    settings = GatewaySettings(oidc_issuer=keycloak.issuer, port=port, host="127.0.0.1")
+    settings = GatewaySettings(oidc_issuer=keycloak.issuer, port=port, host="127.0.0.1", **settings_given)
     app = create_app(settings, catalog=catalog)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
     thread = threading.Thread(target=server.run, name="sms-gateway", daemon=True)

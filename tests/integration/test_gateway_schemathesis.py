@@ -1,7 +1,8 @@
 """schemathesis against the gateway's OpenAPI spec with an admin token: no operation answers 5xx.
 
 The gateway runs over a catalog of its own (generated data never touches other tests' rows),
-and scripts it deploys go to a work pool no worker serves (generated runs never execute).
+and scripts it deploys go to a work pool no worker serves (generated runs never execute). The test
+bed's Prometheus and Elasticsearch back the monitoring API (a missing peer would be a 503).
 """
 
 from __future__ import annotations
@@ -29,12 +30,13 @@ STATUSES: dict[str, set[int]] = {}
 
 
 @pytest.fixture(scope="module")
-def fuzzed_gateway(keycloak, prefect_server, tmp_path_factory) -> Iterator[Gateway]:
+def fuzzed_gateway(keycloak, prefect_server, prometheus, elasticsearch, tmp_path_factory) -> Iterator[Gateway]:
     catalog = Catalog(f"sqlite:///{tmp_path_factory.mktemp('fuzz')}/catalog.db")
     catalog.upgrade()
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("SMS_WORK_POOL", "sms-gateway-idle")
-        with serve(keycloak, catalog) as served:
+        patch.setenv("SMS_ELASTICSEARCH_URL", elasticsearch.url)  # the monitoring API's peers
+        with serve(keycloak, catalog, prometheus_url=prometheus.url) as served:
             yield served
     catalog.dispose()
 
