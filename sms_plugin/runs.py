@@ -18,7 +18,9 @@ from prefect.states import Cancelled, Cancelling
 
 from sms_plugin.catalog import Catalog, get_run, get_script, get_version
 from sms_plugin.deploy import deployment_name
-from sms_plugin.errors import Conflict, NotFound
+from sms_plugin import fleet_hosts
+from sms_plugin import hosts as host_services
+from sms_plugin.errors import Conflict, InvalidInput, NotFound
 from sms_plugin.lazy import lazy_module
 from sms_plugin.limits import refuse_second_run
 from sms_plugin.origin import origin_tags
@@ -42,6 +44,8 @@ async def start(
     args: list[str] | None = None,
     env: dict[str, str] | None = None,
     host: str | None = None,
+    hosts: list[str] | None = None,
+    policy: dict[str, object] | None = None,
     version: int | None = None,
     parameters: dict[str, object] | None = None,
     trigger: str,
@@ -49,8 +53,17 @@ async def start(
 ) -> str:
     """Creates a flow run of the script's deployment (as the Prefect UI does); returns its id.
 
-    The inputs are checked against the script's declaration first (InvalidInput: nothing is created).
+    ``hosts`` (exact names, see :mod:`sms_plugin.fleet_hosts`) makes it a fleet run with ``policy``.
+    The inputs are checked first (InvalidInput: nothing is created).
     """
+    if host is not None and hosts is not None:
+        raise InvalidInput("give either one host or a list of hosts, not both")
+    if hosts is not None:
+        hosts = fleet_hosts.check_names(hosts, {info.name for info in await host_services.listing()})
+    if policy is not None:
+        if hosts is None:
+            raise InvalidInput("a fleet policy needs a list of hosts")
+        policy = fleet_hosts.check_policy(policy)
     script = await catalog.aio.run(get_script, name)
     inputs = resolve(script, args=args, env=env, parameters=parameters)
     secret_names = {spec.name for spec in declared(script) if spec.secret}
@@ -58,7 +71,8 @@ async def start(
     if version is not None:
         await catalog.aio.run(get_version, name, version)
     run_parameters: dict[str, object] = {"script": name}
-    given = {"args": args, "env": env or None, "host": host, "version": version, "parameters": inputs.parameters or None}
+    given = {"args": args, "env": env or None, "host": host, "hosts": hosts, "policy": policy, "version": version,
+             "parameters": inputs.parameters or None}
     for key, value in given.items():
         if value is not None:
             run_parameters[key] = value
@@ -89,20 +103,23 @@ async def _read_flow_run(client: PrefectClient, run_id: str) -> FlowRun:
         raise NotFound(f"no run with id {run_id!r}") from None
 
 
-async def script_and_host(catalog: Catalog, run_id: str) -> tuple[str, str]:
-    """The script a run runs and its host: the host asked for at start, else the script's own
-    (the empty string when the script was removed since). NotFound for a run that is no script's."""
+async def script_and_hosts(catalog: Catalog, run_id: str) -> tuple[str, list[str]]:
+    """The script a run runs and its hosts: those of a fleet run, else the host asked for at start,
+    else the script's own (the empty string when the script was removed since). NotFound for a run
+    that is no script's."""
     async with get_client() as client:
         flow_run = await _read_flow_run(client, run_id)
-    script, host = flow_run.parameters.get("script"), flow_run.parameters.get("host")
+    script, host, hosts = (flow_run.parameters.get(key) for key in ("script", "host", "hosts"))
     if not isinstance(script, str):
         raise NotFound(f"run {run_id} does not run an SMS script")
+    if isinstance(hosts, list):
+        return script, [str(name) for name in hosts]
     if host is None:
         try:
             host = (await catalog.aio.run(get_script, script)).host
         except NotFound:
             host = ""
-    return script, str(host)
+    return script, [str(host)]
 
 
 async def result(catalog: Catalog, run_id: str) -> RunResult:
