@@ -180,9 +180,10 @@ class GatewayClient:
     def stop(self, run_id: str) -> str:
         return str(self._call("POST", f"/runs/{run_id}/stop")["state"])
 
-    def logs(self, run_id: str, *, offset: int = 0) -> list[dict[str, Any]]:
-        """The run's log lines from ``offset`` on, oldest first (one page)."""
-        return self._call("GET", f"/runs/{run_id}/logs", params={"offset": offset} if offset else None)
+    def logs(self, run_id: str, *, offset: int = 0, host: str | None = None) -> list[dict[str, Any]]:
+        """The run's log lines from ``offset`` on, oldest first (one page); ``host``: that host's only."""
+        given = {"offset": offset or None, "host": host}
+        return self._call("GET", f"/runs/{run_id}/logs", params={k: v for k, v in given.items() if v is not None} or None)
 
     def close(self) -> None:
         self._http.close()

@@ -10,7 +10,15 @@ from uuid import UUID
 
 from prefect import get_client
 from prefect.client.orchestration import PrefectClient
-from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+from prefect.client.schemas.filters import (
+    FlowRunFilter,
+    FlowRunFilterId,
+    LogFilter,
+    LogFilterFlowRunId,
+    LogFilterTaskRunId,
+    TaskRunFilter,
+    TaskRunFilterName,
+)
 from prefect.client.schemas.objects import FlowRun
 from prefect.client.schemas.sorting import LogSort
 from prefect.exceptions import ObjectNotFound
@@ -165,16 +173,19 @@ async def stop(run_id: str) -> str:
     return new_state.type.value
 
 
-async def logs(run_id: str, *, follow: bool = False, poll: float = 1.0) -> AsyncIterator[LogLine]:
-    """The run's log lines, oldest first; with ``follow``, until the run has ended.
+async def logs(
+    run_id: str, *, follow: bool = False, host: str | None = None, poll: float = 1.0
+) -> AsyncIterator[LogLine]:
+    """The run's log lines, oldest first (only ``host``'s, if given); with ``follow``, until the run has ended.
 
     With ``SMS_ELASTICSEARCH_URL`` set: the script's output lines from Elasticsearch (every line,
     paged); otherwise Prefect's run log (output and SMS's own messages, within Prefect's limits).
+    A host's lines in Prefect's run log are those of its task run (named after the host).
     """
     if elasticsearch_url():
         async with get_client() as client:
             await _read_flow_run(client, run_id)  # an unknown run is an error, not silence
-        async for entry in log_reader.run_output(run_id, follow=follow, ended=lambda: ended(run_id)):
+        async for entry in log_reader.run_output(run_id, follow=follow, ended=lambda: ended(run_id), host=host):
             yield LogLine(entry.timestamp, entry.level, entry.message)
         return
     seen = 0
@@ -182,18 +193,24 @@ async def logs(run_id: str, *, follow: bool = False, poll: float = 1.0) -> Async
         async with get_client() as client:
             finished = (await _read_flow_run(client, run_id)).state
             finished_now = finished is not None and finished.is_final()
-            while page := await client.read_logs(
-                LogFilter(flow_run_id=LogFilterFlowRunId(any_=[UUID(run_id)])),
-                limit=_LOG_PAGE,
-                offset=seen,
-                sort=LogSort.TIMESTAMP_ASC,
-            ):
+            on_host = None if host is None else LogFilterTaskRunId(any_=await _host_task_runs(client, run_id, host))
+            where = LogFilter(flow_run_id=LogFilterFlowRunId(any_=[UUID(run_id)]), task_run_id=on_host)
+            while page := await client.read_logs(where, limit=_LOG_PAGE, offset=seen, sort=LogSort.TIMESTAMP_ASC):
                 seen += len(page)
                 for log in page:
                     yield LogLine(log.timestamp, logging.getLevelName(log.level), log.message)
         if not follow or finished_now:
             return
         await asyncio.sleep(poll)
+
+
+async def _host_task_runs(client: PrefectClient, run_id: str, host: str) -> list[UUID]:
+    """The ids of the run's task runs on ``host`` (one per attempt; none before it started there)."""
+    task_runs = await client.read_task_runs(
+        flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[UUID(run_id)])),
+        task_run_filter=TaskRunFilter(name=TaskRunFilterName(any_=[host])),
+    )
+    return [task_run.id for task_run in task_runs]
 
 
 async def ended(run_id: str) -> bool:

@@ -172,9 +172,10 @@ class AsyncSMSClient:
         """Cancels the run; the remote process group is killed. Returns the requested state."""
         return await run_services.stop(run_id)
 
-    async def logs(self, run_id: str, *, follow: bool = False) -> AsyncIterator[LogLine]:
-        """The run's log: output lines from Elasticsearch when configured, else Prefect's run log."""
-        async for line in run_services.logs(run_id, follow=follow):
+    async def logs(self, run_id: str, *, follow: bool = False, host: str | None = None) -> AsyncIterator[LogLine]:
+        """The run's log: output lines from Elasticsearch when configured, else Prefect's run log;
+        ``host``: only that host's lines of a fleet run."""
+        async for line in run_services.logs(run_id, follow=follow, host=host):
             yield line
 
     async def output(self, run_id: str, *, follow: bool = False) -> AsyncIterator[LogEntry]:

@@ -94,7 +94,7 @@ class Backend(Protocol):
     def result(self, run_id: str) -> RunResult: ...
     def wait(self, run_id: str, timeout: float | None) -> RunResult: ...
     def stop(self, run_id: str) -> str: ...
-    def logs(self, run_id: str, *, follow: bool) -> Iterator[LogLine]: ...
+    def logs(self, run_id: str, *, follow: bool, host: str | None = None) -> Iterator[LogLine]: ...
     def plan(self, path: Path) -> declarative.Plan: ...
     def apply(self, planned: declarative.Plan) -> None: ...
     def sync(self) -> SyncReport: ...
@@ -217,11 +217,11 @@ class LocalBackend:
     def stop(self, run_id: str) -> str:
         return _blocking(run_services.stop(run_id))
 
-    def logs(self, run_id: str, *, follow: bool) -> Iterator[LogLine]:
+    def logs(self, run_id: str, *, follow: bool, host: str | None = None) -> Iterator[LogLine]:
         from sms_plugin.sdk import blocking_iterator
 
         with asyncio.Runner() as runner:
-            yield from blocking_iterator(runner, run_services.logs(run_id, follow=follow))
+            yield from blocking_iterator(runner, run_services.logs(run_id, follow=follow, host=host))
 
     def plan(self, path: Path) -> declarative.Plan:
         return _blocking(declarative.plan(self.catalog, path))
@@ -345,11 +345,11 @@ class GatewayBackend:
     def stop(self, run_id: str) -> str:
         return self.client.stop(run_id)
 
-    def logs(self, run_id: str, *, follow: bool) -> Iterator[LogLine]:
+    def logs(self, run_id: str, *, follow: bool, host: str | None = None) -> Iterator[LogLine]:
         seen = 0
         while True:
             ended = not follow or self.result(run_id).ended
-            while page := self.client.logs(run_id, offset=seen):
+            while page := self.client.logs(run_id, offset=seen, host=host):
                 seen += len(page)
                 for line in page:
                     yield LogLine(datetime.fromisoformat(line["timestamp"]), line["level"], line["message"])

@@ -551,13 +551,15 @@ async def run_logs(
     c: CallDep,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
     offset: Annotated[int, Query(ge=0, le=2**31)] = 0,
+    host: Annotated[str | None, Query(pattern=HOST_NAME_PATTERN)] = None,
 ) -> list[LogLineOut]:
-    """A run's log lines so far, oldest first: at most ``limit``, after the first ``offset``."""
+    """A run's log lines so far, oldest first: at most ``limit``, after the first ``offset``; with
+    ``host``, that host's lines of a fleet run only."""
     async with c.action("run.logs", "run", run_id):
         await _run_target(c, "read", run_id)
         lines: list[LogLineOut] = []
         seen = 0
-        async for line in run_services.logs(run_id):
+        async for line in run_services.logs(run_id, host=host):
             seen += 1
             if seen <= offset:
                 continue
