@@ -1,8 +1,11 @@
 """The ``run-script`` flow: every managed script is a deployment of this one flow.
 
-It loads the script from the catalog, opens a transport to the host block, runs the script and
-maps its exit code to the Prefect state (0 → Completed, anything else → Failed "exit code N").
-Output lines go to the run log as they arrive: stdout at INFO, stderr at WARNING.
+It loads the script from the catalog and runs it on its host, or on many hosts (a fleet run: the
+``hosts`` parameter, or the script's ``targets`` selector), each host as a task run of
+:mod:`flows.host_execution` under the run's fleet policy (:mod:`sms_plugin.fleet`). On one host the
+exit code maps to the Prefect state (0 → Completed, anything else → Failed "exit code N"); a fleet
+run is Completed only if every host succeeded, and leaves a summary table artifact. Output lines go
+to the run log as they arrive: stdout at INFO, stderr at WARNING.
 """
 
 from __future__ import annotations
@@ -10,34 +13,47 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+from collections import Counter
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
 from prefect import Flow, flow, get_client
+from prefect.artifacts import acreate_table_artifact
 from prefect.client.schemas.objects import FlowRun, FlowRunPolicy
 from prefect.context import FlowRunContext
 from prefect.logging import get_run_logger
 from prefect.logging.handlers import APILogHandler
 from prefect.states import Failed, State
+from sqlalchemy.orm import Session
 
-from blocks.hosts import load_host
-from sms_plugin import run_events, run_secrets
-from sms_plugin.catalog import Catalog, get_script, get_version, record_run, update_run
-from sms_plugin.errors import InvalidInput, NotFound, SMSError, TransportError
-from sms_plugin.execution import ExecutionResult, ScriptRun, execute
-from sms_plugin.limits import host_slot
-from sms_plugin.origin import run_origin
-from sms_plugin.parameters import declared, masked, resolve
+from flows.host_execution import HostRun, run_on_host
+from sms_plugin import hosts as host_services
+from sms_plugin import run_secrets
+from sms_plugin.catalog import (
+    Catalog,
+    get_script,
+    get_version,
+    record_host_execution,
+    record_run,
+    update_host_execution,
+    update_run,
+)
+from sms_plugin.errors import InvalidInput, NotFound, SMSError
+from sms_plugin.execution import ScriptRun
+from sms_plugin.fleet.outcome import HostOutcome, summary_rows, verdict
+from sms_plugin.fleet.policy import FleetPolicy
+from sms_plugin.fleet.scheduler import Fleet
 from sms_plugin.heartbeats import heartbeat
+from sms_plugin.origin import run_origin
+from sms_plugin.parameters import MAX_FLEET_HOSTS, declared, masked, resolve
 from sms_plugin.reaper import ACTOR, reap_run
+from sms_plugin.selection import selected_hosts
 from sms_plugin.settings import database_url
-from sms_plugin.telemetry.logs import OUTPUT, OutputSource, shipping
-from sms_plugin.transports.base import Stream
 from sms_plugin.worker import log_delivery, prefect_hooks
-from sms_plugin.worker.engine import in_shared_process, script_started
+from sms_plugin.worker.engine import in_shared_process
 
-_LEVELS: dict[Stream, int] = {"stdout": logging.INFO, "stderr": logging.WARNING}
 LOG_WAIT_SECONDS = 30.0
 """In an sms worker, how long a run waits at its end for its log lines to reach Prefect."""
 
@@ -53,13 +69,6 @@ def _catalog() -> Catalog:
     return _shared_catalog(database_url())
 
 
-async def _reap_quietly(catalog: Catalog, flow_run_id: str, reason: str) -> str:
-    try:
-        return await reap_run(catalog, flow_run_id, reason=reason)
-    except SMSError as error:
-        return f"could not clean up: {error}"
-
-
 async def _reap_after(flow: Flow, flow_run: FlowRun, state: State) -> None:
     """on_crashed / on_cancellation: Prefect runs this in another process once the flow process
     is gone; whatever is left of the script on its host is killed and the kill recorded."""
@@ -72,7 +81,7 @@ async def _reap_after(flow: Flow, flow_run: FlowRun, state: State) -> None:
 
 @flow(
     name="run-script",
-    description="Runs one script of the SMS catalog on its host.",
+    description="Runs one script of the SMS catalog on its host, or on many hosts (a fleet run).",
     on_crashed=[_reap_after],
     on_cancellation=[_reap_after],
 )
@@ -83,7 +92,9 @@ async def run_script(
     env: dict[str, str] | None = None,
     host: str | None = None,
     parameters: dict[str, Any] | None = None,
-) -> int | State:
+    hosts: list[str] | None = None,
+    policy: dict[str, Any] | None = None,
+) -> int | dict[str, Any] | State:
     """Runs catalog script ``script``: Completed with its exit code 0, or Failed saying why.
 
     Args:
@@ -91,8 +102,10 @@ async def run_script(
         version: which version to run; the newest when empty.
         args: arguments for a script that declares no parameters; its default arguments when empty.
         env: extra environment variables (only names the script allows), added to the script's own.
-        host: run on this host block instead of the script's own host.
+        host: run on this host block instead of the script's own.
         parameters: values of the script's declared parameters, by name.
+        hosts: a fleet run on exactly these hosts (not with ``host``); each host is a task run.
+        policy: how a fleet run goes through its hosts (``sms_plugin.fleet.policy.FleetPolicy``).
     """
     prefect_hooks.check()  # nothing runs on a Prefect SMS does not fit (once per process)
     context = FlowRunContext.get()
@@ -104,19 +117,21 @@ async def run_script(
     try:  # whatever created the run (Prefect UI or API, a schedule), its inputs are checked here
         parameters = await _claimed_secrets(script, entry, parameters)
         inputs = resolve(entry, args=args, env=env, parameters=parameters)
+        fleet_policy = FleetPolicy.parse(policy)
+        targets = await _targets(catalog, entry, host, hosts)
     except InvalidInput as error:
         return await _finish(logger, Failed(message=f"{script} refused its inputs, nothing ran: {error}"))
     if parameters and (hidden := masked(parameters, entry)) != parameters:
         await _mask_secrets(flow_run, hidden)
     chosen = await catalog.aio.run(get_version, script, version) if entry.interpreter != "original" else None
-    target_host = host or entry.host
     trigger, requested_by = run_origin(flow_run)
     await catalog.aio.run(
-        record_run,
+        _record_run,
         str(flow_run.id),
+        targets.names,
         script_name=script,
         version_number=chosen.number if chosen else None,
-        host=target_host,
+        host=targets.summary,
         trigger=trigger,
         requested_by=requested_by,
     )
@@ -134,62 +149,108 @@ async def run_script(
         run_id=str(flow_run.id),
     )
     version_text = f"version {chosen.number}" if chosen else entry.path
-    logger.info(f"Running {script} ({version_text}, {entry.interpreter}) on {target_host}")
+    logger.info(f"Running {script} ({version_text}, {entry.interpreter}) on {targets.summary}")
+    host_run = HostRun(catalog, flow_run_id=str(flow_run.id), attempt=flow_run.run_count, hosts=targets.names,
+                       run=run, version=chosen.number if chosen else None)
 
-    process_started = connected = False
-    process_group: int | None = None
+    async def run_one(name: str) -> HostOutcome:
+        state = await run_on_host.with_options(task_run_name=name)(host_run, name, return_state=True)
+        return await state.result(raise_on_failure=False)
 
-    async def started(pid: int | None) -> None:
-        nonlocal process_started, process_group
-        process_started, process_group = True, pid
-        script_started()
-        logger.info(f"Started as process group {pid}" if pid is not None else "Started (this host reports no process id)")
-        await _update(catalog, str(flow_run.id), remote_pid=pid, started_at=datetime.now(UTC), exit_code=None)
-
-    # Output records are tagged so that the log shipper (docs/logs.md) picks them up.
-    source = OutputSource(run_id=str(flow_run.id), attempt=flow_run.run_count, script=script,
-                          version=chosen.number if chosen else None, host=target_host)
-
-    async def output(stream: Stream, message: str) -> None:
-        logger.log(_LEVELS[stream], message, extra={OUTPUT: (source, stream)})
-
+    fleet = Fleet(targets.names, run_one, fleet_policy)
     try:
-        host_block = await load_host(target_host)
-        # One slot of the host's limit (max_parallel_sessions) from before connecting until closed.
-        async with host_slot(target_host, host_block.max_parallel_sessions, holder_id=flow_run.id, logger=logger):
-            transport = await host_block.open_transport()
-            connected = True
-            try:
-                async with heartbeat(catalog, str(flow_run.id)), shipping(source, logger.logger):
-                    result = await execute(transport, run, on_started=started, on_output=output)
-            finally:
-                await asyncio.shield(transport.close())
-    except SMSError as error:
-        if isinstance(error, TransportError):
-            run_events.transport_error(script=script, host=target_host, error=error)
-        message = f"{script} could not run on {target_host}: {error}"
-        if process_started or (connected and isinstance(error, TransportError)):
-            # e.g. the connection died mid-run: kill what may still run there, remove the upload
-            message += f"; {await _reap_quietly(catalog, str(flow_run.id), str(error))}"
-        await _update(catalog, str(flow_run.id), ended_at=datetime.now(UTC))
-        return await _finish(logger, Failed(message=message))
-    except BaseException:  # cancelled or terminated: execute() has killed the process group
-        logger.warning(_stopped(process_started, process_group, target_host))
+        async with heartbeat(catalog, str(flow_run.id)):
+            outcomes = await fleet.run()
+    except BaseException:  # cancelled or terminated: every running host's process group was killed
         _STOPPED.runs.add(str(flow_run.id))
-        await _update(catalog, str(flow_run.id), ended_at=datetime.now(UTC))
+        await _skip_rest(catalog, str(flow_run.id), fleet.results())
         raise
-    await _update(
-        catalog,
-        str(flow_run.id),
-        exit_code=result.exit_code,
-        ended_at=datetime.now(UTC),
-        output_tail="\n".join(f"{line.stream}: {line.text}" for line in result.tail),
+    await _skip_rest(catalog, str(flow_run.id), outcomes)
+    if not targets.fleet:
+        [outcome] = outcomes
+        return await _finish(logger, Failed(message=outcome.message) if not outcome.succeeded else outcome.exit_code)
+    await _update(catalog, str(flow_run.id), ended_at=datetime.now(UTC))
+    await _summary_artifact(str(flow_run.id), script, outcomes)
+    result = {"hosts": [outcome.as_dict() for outcome in outcomes]}
+    problem = verdict(script, outcomes)
+    return await _finish(logger, Failed(message=problem, data=result) if problem else result)
+
+
+@dataclass(frozen=True)
+class Targets:
+    """The hosts of a run, and whether it is a fleet run (``hosts`` given, or the script's selector)."""
+
+    names: list[str]
+    fleet: bool
+
+    @property
+    def summary(self) -> str:
+        """The run record's ``host``: the host, or "N hosts" for a fleet run."""
+        return self.names[0] if not self.fleet else f"{len(self.names)} hosts"[:100]
+
+
+async def _targets(catalog: Catalog, entry: Any, host: str | None, hosts: list[str] | None) -> Targets:
+    """The hosts to run on: ``host``, ``hosts``, the hosts the script's selector picks now, or
+    the script's own host; InvalidInput for a request that cannot be run as asked."""
+    if host is not None and hosts is not None:
+        raise InvalidInput("give either host (one host) or hosts (a fleet run), not both")
+    if hosts is None and host is None and entry.targets:
+        try:
+            picked = [info.name for info in await selected_hosts(catalog, entry.targets)]
+        except SMSError as error:
+            raise InvalidInput(f"the script's targets {entry.targets!r} cannot be resolved: {error}") from None
+        if not picked:
+            raise InvalidInput(f"the script's targets {entry.targets!r} pick no host")
+        return await _known(picked)
+    if hosts is None:
+        return Targets([host or entry.host], fleet=False)
+    if not 1 <= len(hosts) <= MAX_FLEET_HOSTS:
+        raise InvalidInput(f"a fleet run has from 1 to {MAX_FLEET_HOSTS} hosts, not {len(hosts)}")
+    if duplicated := sorted({name for name in hosts if hosts.count(name) > 1}):
+        raise InvalidInput(f"the hosts list names {', '.join(duplicated)} more than once")
+    return await _known(list(hosts))
+
+
+async def _known(names: list[str]) -> Targets:
+    """``names`` as a fleet run's hosts once each is a host SMS knows."""
+    known = {info.name for info in await host_services.listing()}
+    if unknown := [name for name in names if name not in known]:
+        shown = ", ".join(unknown[:20]) + (f" and {len(unknown) - 20} more" if len(unknown) > 20 else "")
+        raise InvalidInput(f"unknown host(s): {shown}")
+    return Targets(names, fleet=True)
+
+
+def _record_run(session: Session, flow_run_id: str, hosts: list[str], **fields: Any) -> None:
+    """The run record and one pending host execution per host, in one transaction."""
+    record_run(session, flow_run_id, **fields)
+    for name in hosts:
+        record_host_execution(session, flow_run_id, name)
+
+
+async def _skip_rest(catalog: Catalog, flow_run_id: str, outcomes: list[HostOutcome]) -> None:
+    """Marks the host executions that never started ``skipped``, with the reason."""
+    skipped = [outcome for outcome in outcomes if outcome.state == "skipped"]
+
+    def write(session: Session) -> None:
+        for outcome in skipped:
+            update_host_execution(session, flow_run_id, outcome.host, state="skipped", message=outcome.message)
+
+    if skipped:
+        await asyncio.shield(catalog.aio.run(write))
+
+
+async def _summary_artifact(flow_run_id: str, script: str, outcomes: list[HostOutcome]) -> None:
+    """The fleet run's summary table on the flow run: host, state, exit code, duration, last stderr."""
+    await acreate_table_artifact(
+        key=f"fleet-{flow_run_id}",
+        table=summary_rows(outcomes),
+        description=f"{script} on {len(outcomes)} hosts: {_counts(outcomes)}",
     )
-    run_events.run_finished(str(flow_run.id), script=script, host=target_host, exit_code=result.exit_code,
-                            timed_out=result.timed_out, lines=result.lines)
-    if problem := _failure(script, result, run.timeout_seconds):
-        return await _finish(logger, Failed(message=problem))
-    return await _finish(logger, result.exit_code)
+
+
+def _counts(outcomes: list[HostOutcome]) -> str:
+    counts = Counter(outcome.state for outcome in outcomes)
+    return ", ".join(f"{count} {state.replace('_', ' ')}" for state, count in sorted(counts.items()))
 
 
 class _StoppedRunLine(logging.Filter):
@@ -210,28 +271,6 @@ class _StoppedRunLine(logging.Filter):
 
 _STOPPED = _StoppedRunLine()
 logging.getLogger("prefect.flow_runs").addFilter(_STOPPED)
-
-
-def _stopped(started: bool, process_group: int | None, host: str) -> str:
-    if not started:
-        return f"stopped before the script started on {host}"
-    if process_group is None:
-        return f"stopped: the script's processes were killed on {host}"
-    return f"stopped: process group {process_group} killed on {host}"
-
-
-def _failure(script: str, result: ExecutionResult, timeout: float | None) -> str | None:
-    """Why the run failed, or None if it succeeded."""
-    errors = result.stderr_tail()
-    detail = f"; last stderr: {' | '.join(errors)}" if errors else ""
-    if result.timed_out:
-        return (
-            f"{script} timed out after {timeout:g} s; its remote process group was killed "
-            f"(exit code {result.exit_code}){detail}"
-        )
-    if result.exit_code != 0:
-        return f"{script} failed with exit code {result.exit_code}{detail}"
-    return None
 
 
 async def _finish(logger: logging.LoggerAdapter, outcome: int | State) -> int | State:

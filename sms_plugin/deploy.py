@@ -75,6 +75,10 @@ async def ensure_work_pool() -> None:
             await client.update_work_pool(work_pool_name(), WorkPoolUpdate(base_job_template=template))
 
 
+def _where(script: Script) -> str:
+    return script.host if script.host else f"the hosts '{script.targets}' picks"
+
+
 async def sync_script(script: Script) -> str:
     """Creates or updates the script's deployment; returns its id."""
     await ensure_work_pool()
@@ -84,8 +88,8 @@ async def sync_script(script: Script) -> str:
         schedules=_schedules(script),
         paused=not script.enabled,
         parameters={"script": script.name},
-        description=script.description or f"Runs the SMS script {script.name} on {script.host}.",
-        tags=sorted({*script.tags, f"host:{script.host}", "sms"}),
+        description=script.description or f"Runs the SMS script {script.name} on {_where(script)}.",
+        tags=sorted({*script.tags, f"host:{script.host}" if script.host else "fleet", "sms"}),
         work_pool_name=work_pool_name(),
         entrypoint_type=EntrypointType.MODULE_PATH,
         concurrency_limit=deployment_concurrency(script.single_instance),

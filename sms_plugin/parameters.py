@@ -242,6 +242,27 @@ def check_declaration(parameters: Sequence[ParameterSpec], allowed_env: Sequence
     check_env_names(allowed_env)
 
 
+HOST_NAME = r"^[a-z0-9_-]{1,100}$"
+MAX_FLEET_HOSTS = 5000
+"""The most hosts one fleet run has."""
+_SHARE = {"type": "string", "pattern": r"^[0-9]{1,9}%?$"}
+FLEET_POLICY_SCHEMA: dict[str, Any] = {
+    "type": "object", "title": "policy", "additionalProperties": False,
+    "description": "How a fleet run goes through its hosts (docs/fleet.md).",
+    "properties": {
+        "parallel": {"type": "integer", "minimum": 1, "maximum": MAX_FLEET_HOSTS, "title": "parallel",
+                     "description": "Hosts at a time (50 when empty)."},
+        "batch": {**_SHARE, "title": "batch", "description": 'Rolling batches: "10" hosts or "10%" of them.'},
+        "batch_pause_seconds": {"type": "number", "minimum": 0, "title": "batch_pause_seconds",
+                                "description": "Seconds between two batches."},
+        "max_failures": {**_SHARE, "title": "max_failures",
+                         "description": 'No new host starts once more than this ("3" or "5%") failed.'},
+        "fail_fast": {"type": "boolean", "title": "fail_fast", "description": "Stop starting hosts at the first failure."},
+    },
+}
+"""The ``policy`` parameter (sms_plugin.fleet.policy.FleetPolicy checks it again in the flow)."""
+
+
 def deployment_schema(script: Declaration) -> dict[str, Any]:
     """The parameter schema of the script's Prefect deployment: exactly what a run may pass."""
     specs = declared(script)
@@ -250,8 +271,12 @@ def deployment_schema(script: Declaration) -> dict[str, Any]:
         "script": {"type": "string", "title": "script", "enum": [script.name], "default": script.name},
         "version": {"type": "integer", "title": "version", "minimum": 1,
                     "description": "Run this version; the newest when empty."},
-        "host": {"type": "string", "title": "host", "pattern": r"^[a-z0-9_-]{1,100}$",
+        "host": {"type": "string", "title": "host", "pattern": HOST_NAME,
                  "description": "Run on this host instead of the script's own."},
+        "hosts": {"type": "array", "title": "hosts", "items": {"type": "string", "pattern": HOST_NAME},
+                  "minItems": 1, "maxItems": MAX_FLEET_HOSTS, "uniqueItems": True,
+                  "description": "A fleet run: these hosts instead of the script's own (not with host)."},
+        "policy": FLEET_POLICY_SCHEMA,
     }
     required = ["script"]
     if specs:

@@ -9,7 +9,8 @@ Three paths lead here:
   if Prefect says the run has ended, or its heartbeat is stale (worker or machine lost), the run
   is marked Crashed in Prefect and reaped.
 
-Reaping a run (``transports.recovery.reap``) kills what is left of it on its host, by process
+Reaping a run (``transports.recovery.reap``) kills what is left of it on each host where one of
+its host executions was still running (a fleet run has many), by process
 group and by the run's ``SMS_RUN_ID`` marker (so daemonised children go too), removes its state
 file and its uploaded script, and records what was done in the run record's notes and in the audit
 trail (actor ``sms-reaper``). Hosts whose transport cannot re-find a run (Windows) only get their
@@ -18,6 +19,7 @@ uploads removed: Windows ends a lost run's shell after the host's idle timeout.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from uuid import UUID
@@ -27,14 +29,28 @@ from prefect.exceptions import ObjectNotFound
 from prefect.states import Crashed
 from sqlalchemy.orm import Session
 
-from sms_plugin.catalog import Catalog, RunRecord, audit, get_run, get_script, list_runs, update_run
+from sms_plugin.catalog import (
+    Catalog,
+    RunRecord,
+    audit,
+    get_run,
+    get_script,
+    host_executions,
+    list_runs,
+    update_host_execution,
+    update_run,
+)
 from sms_plugin.errors import NotFound, SMSError
+from sms_plugin.fleet.executions import execution_id
 from sms_plugin.heartbeats import heartbeat_seconds
 from sms_plugin.host_kinds import load_host
 from sms_plugin.transports.recovery import reap
 
 ACTOR = "sms-reaper"
 DEFAULT_KILL_GRACE_SECONDS = 5.0
+REAPED_STATES = frozenset({"running", "stopped"})
+"""Host executions a reaping looks at: those that may have left something on their host (a stopped
+one too: its stop may not have reached the host)."""
 
 
 def stale_after() -> timedelta:
@@ -42,29 +58,58 @@ def stale_after() -> timedelta:
     return timedelta(seconds=3 * heartbeat_seconds() + 5)
 
 
-async def reap_run(catalog: Catalog, flow_run_id: str, *, reason: str, actor: str = ACTOR) -> str:
-    """Kills what is left of a run on its host and records it; returns the note written."""
+async def reap_run(catalog: Catalog, flow_run_id: str, *, reason: str, actor: str = ACTOR, host: str | None = None) -> str:
+    """Kills what is left of a run on its hosts and records it; returns the notes written.
+
+    Every host execution of the run ``running`` or ``stopped`` is reaped (only ``host``'s when given), each
+    by its own process group and marker; a run recorded before host executions existed is reaped
+    on its one host."""
     record = await catalog.aio.run(get_run, flow_run_id)
     try:
         grace = float((await catalog.aio.run(get_script, record.script_name)).kill_grace_seconds)
     except NotFound:
         grace = DEFAULT_KILL_GRACE_SECONDS
-    pgid = record.remote_pid
+    rows = await catalog.aio.run(host_executions, flow_run_id)
+    if rows:
+        targets = [Target(row.host, row.remote_pid, execution_id(flow_run_id, row.host, len(rows)))
+                   for row in rows if (row.host == host if host else row.state in REAPED_STATES)]
+    else:
+        targets = [Target(record.host, record.remote_pid, flow_run_id)]
+    notes = await asyncio.gather(*(_reap_host(catalog, record, target, grace, reason, actor) for target in targets))
+    return "\n".join(notes)
+
+
+@dataclass(frozen=True)
+class Target:
+    """One host execution to reap: its host, process group and marker."""
+
+    host: str
+    pgid: int | None
+    marker: str
+
+
+async def _reap_host(catalog: Catalog, record: RunRecord, target: Target, grace: float, reason: str, actor: str) -> str:
+    flow_run_id = record.flow_run_id
+    pgid = target.pgid
     try:
-        host = await load_host(record.host)
+        host = await load_host(target.host)
         transport = await host.open_transport()
         try:
-            reaped = await reap(transport, flow_run_id, pgid, grace)
+            reaped = await reap(transport, target.marker, pgid, grace)
         finally:
             await transport.close()
         pgid, outcome, result = reaped.pgid, str(reaped), "ok"
     except SMSError as error:
-        outcome, result = f"could not reach {record.host} to kill process group {pgid}: {error}", "error"
-    note = f"{datetime.now(UTC):%Y-%m-%d %H:%M:%S} UTC {actor}: {reason}; {outcome} on {record.host}"
+        outcome, result = f"could not reach {target.host} to kill process group {pgid}: {error}", "error"
+    note = f"{datetime.now(UTC):%Y-%m-%d %H:%M:%S} UTC {actor}: {reason}; {outcome} on {target.host}"
 
     def write(session: Session) -> None:
         current = get_run(session, flow_run_id)
-        ended = current.ended_at or (datetime.now(UTC) if result == "ok" else None)
+        rows = host_executions(session, flow_run_id)
+        if result == "ok" and any(row.host == target.host and row.state == "running" for row in rows):
+            update_host_execution(session, flow_run_id, target.host, state="stopped", ended_at=datetime.now(UTC), message=note)
+        unfinished = any(row.state in ("pending", "running") for row in rows)
+        ended = current.ended_at or (datetime.now(UTC) if result == "ok" and not unfinished else None)
         update_run(session, flow_run_id, ended_at=ended, notes=f"{current.notes}{note}\n")
         audit(
             session,
@@ -72,7 +117,7 @@ async def reap_run(catalog: Catalog, flow_run_id: str, *, reason: str, actor: st
             action="run.reap",
             object_type="run",
             object_name=flow_run_id,
-            detail={"script": record.script_name, "host": record.host, "pgid": pgid, "reason": reason, "outcome": outcome},
+            detail={"script": record.script_name, "host": target.host, "pgid": pgid, "reason": reason, "outcome": outcome},
             outcome=result,
         )
 

@@ -19,7 +19,7 @@ from sms_plugin.lazy import lazy_attributes
 if TYPE_CHECKING:
     from sms_plugin.catalog.aio import AsyncCatalog
     from sms_plugin.catalog.database import Catalog
-    from sms_plugin.catalog.models import AuditEvent, RunRecord, Script, ScriptVersion
+    from sms_plugin.catalog.models import AuditEvent, HostExecutionRecord, RunRecord, Script, ScriptVersion
     from sms_plugin.catalog.repository import (
         add_script,
         add_version,
@@ -27,13 +27,16 @@ if TYPE_CHECKING:
         get_run,
         get_script,
         get_version,
+        host_executions,
         list_audit,
         list_runs,
         list_scripts,
         list_versions,
+        record_host_execution,
         record_run,
         remove_script,
         touch_heartbeats,
+        update_host_execution,
         update_run,
         update_script,
     )
@@ -43,6 +46,7 @@ __all__ = [
     "AsyncCatalog",
     "AuditEvent",
     "Catalog",
+    "HostExecutionRecord",
     "RunRecord",
     "ScheduleSpec",
     "Script",
@@ -54,13 +58,16 @@ __all__ = [
     "get_run",
     "get_script",
     "get_version",
+    "host_executions",
     "list_audit",
     "list_runs",
     "list_scripts",
     "list_versions",
+    "record_host_execution",
     "record_run",
     "remove_script",
     "touch_heartbeats",
+    "update_host_execution",
     "update_run",
     "update_script",
 ]
@@ -70,7 +77,7 @@ __all__ = [
 __getattr__ = lazy_attributes(__name__, {
     "aio": ["AsyncCatalog"],
     "database": ["Catalog"],
-    "models": ["AuditEvent", "RunRecord", "Script", "ScriptVersion"],
+    "models": ["AuditEvent", "HostExecutionRecord", "RunRecord", "Script", "ScriptVersion"],
     "repository": [name for name in __all__ if name[0].islower()],
     "spec": ["ScheduleSpec", "ScriptSpec"],
 })

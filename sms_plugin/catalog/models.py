@@ -84,7 +84,10 @@ class Script(Base):
     name: Mapped[str] = mapped_column(String(100), unique=True)
     description: Mapped[str] = mapped_column(LongText, default="")
     interpreter: Mapped[str] = mapped_column(String(32))
-    host: Mapped[str] = mapped_column(String(100))
+    host: Mapped[str | None] = mapped_column(String(100))
+    """The host the script runs on; None when it targets a selector (``targets``)."""
+    targets: Mapped[str | None] = mapped_column(Text)
+    """A host selector (docs/fleet.md): every run goes to the hosts it picks at the run's start."""
     path: Mapped[str | None] = mapped_column(String(1024))
     default_args: Mapped[list[str]] = mapped_column(JSON, default=list)
     env: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
@@ -163,6 +166,29 @@ class RunRecord(Base):
 
     def __repr__(self) -> str:
         return f"RunRecord(flow_run_id={self.flow_run_id!r}, script_name={self.script_name!r})"
+
+
+class HostExecutionRecord(Base):
+    """One host's execution within a run (a single-host run has one): what ran there and how it
+    ended. ``state`` is pending, running, succeeded, failed, timed_out, unreachable, stopped or skipped
+    (sms_plugin.fleet.outcome)."""
+
+    __tablename__ = "host_executions"
+    __table_args__ = (UniqueConstraint("run_id", "host"), TABLE_OPTIONS)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[str] = mapped_column(String(36), index=True)
+    host: Mapped[str] = mapped_column(String(100))
+    state: Mapped[str] = mapped_column(String(16), default="pending")
+    exit_code: Mapped[int | None] = mapped_column(Integer)
+    remote_pid: Mapped[int | None] = mapped_column(Integer)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    output_tail: Mapped[str] = mapped_column(LongText, default="")
+    message: Mapped[str] = mapped_column(LongText, default="")
+
+    def __repr__(self) -> str:
+        return f"HostExecutionRecord(run_id={self.run_id!r}, host={self.host!r}, state={self.state!r})"
 
 
 class AuditEvent(Base):
@@ -315,6 +341,7 @@ __all__ = [
     "AuditEvent",
     "Base",
     "GatewaySession",
+    "HostExecutionRecord",
     "HostGroup",
     "RunRecord",
     "Script",

@@ -13,13 +13,16 @@ from datetime import datetime
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from sms_plugin.catalog.models import AuditEvent, RunRecord, Script, ScriptVersion
+from sms_plugin.catalog.models import AuditEvent, HostExecutionRecord, RunRecord, Script, ScriptVersion
 from sms_plugin.catalog.spec import ScriptSpec
 from sms_plugin.errors import Conflict, InvalidInput, NotFound
+from sms_plugin.fleet.outcome import EXECUTION_STATES
 
 ORIGINAL = "original"
 #: Run record columns that ``update_run`` may change.
 RUN_FIELDS = frozenset(RunRecord.__table__.columns.keys()) - {"id", "flow_run_id", "created_at"}
+#: Host execution columns that ``update_host_execution`` may change.
+HOST_EXECUTION_FIELDS = frozenset(HostExecutionRecord.__table__.columns.keys()) - {"id", "run_id", "host"}
 
 
 # Scripts
@@ -39,6 +42,8 @@ def add_script(
     s.add(script)
     s.flush()
     detail: dict[str, Any] = {"interpreter": spec.interpreter, "host": spec.host}
+    if spec.targets is not None:
+        detail["targets"] = spec.targets
     if content is not None:
         version = _new_version(s, script, 1, content, author, comment)
         detail.update(version=1, sha256=version.sha256)
@@ -240,6 +245,45 @@ def list_runs(
         query = query.where(RunRecord.script_name == script_name)
     if unfinished:
         query = query.where(RunRecord.ended_at.is_(None))
+    return list(s.scalars(query))
+
+
+# Host executions
+
+
+def record_host_execution(s: Session, run_id: str, host: str) -> HostExecutionRecord:
+    """Create the ``pending`` row of ``host``'s execution in run ``run_id``, or reset it when the run is retried."""
+    row = s.scalar(select(HostExecutionRecord).where(HostExecutionRecord.run_id == run_id, HostExecutionRecord.host == host))
+    if row is None:
+        row = HostExecutionRecord(run_id=run_id, host=host, state="pending", output_tail="", message="")
+        s.add(row)
+    else:
+        for field in HOST_EXECUTION_FIELDS:
+            setattr(row, field, None)
+        row.state, row.output_tail, row.message = "pending", "", ""
+    s.flush()
+    return row
+
+
+def update_host_execution(s: Session, run_id: str, host: str, **fields: Any) -> HostExecutionRecord:
+    """Set some fields of a host execution (``state``, ``remote_pid``, ``exit_code``, ``ended_at`` ...)."""
+    unknown = sorted(set(fields) - HOST_EXECUTION_FIELDS)
+    if unknown:
+        raise InvalidInput(f"host executions have no field(s) {unknown}: use {sorted(HOST_EXECUTION_FIELDS)}")
+    if "state" in fields and fields["state"] not in EXECUTION_STATES:
+        raise InvalidInput(f"unknown host execution state {fields['state']!r}: use one of {', '.join(EXECUTION_STATES)}")
+    row = s.scalar(select(HostExecutionRecord).where(HostExecutionRecord.run_id == run_id, HostExecutionRecord.host == host))
+    if row is None:
+        raise NotFound(f"run '{run_id}' has no execution on host '{host}'")
+    for field, value in fields.items():
+        setattr(row, field, value)
+    s.flush()
+    return row
+
+
+def host_executions(s: Session, run_id: str) -> list[HostExecutionRecord]:
+    """The host executions of run ``run_id``, in the order they were recorded (the run's host order)."""
+    query = select(HostExecutionRecord).where(HostExecutionRecord.run_id == run_id).order_by(HostExecutionRecord.id)
     return list(s.scalars(query))
 
 

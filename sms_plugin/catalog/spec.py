@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from sms_plugin.environment import check_env, check_words
 from sms_plugin.errors import InvalidInput
 from sms_plugin.parameters import ParameterSpec, check_declaration
+from sms_plugin.selectors import SelectorError, parse
 
 if TYPE_CHECKING:
     from sms_plugin.catalog.models import Script
@@ -83,7 +84,9 @@ class ScriptSpec(BaseModel):
     name: str
     description: str = ""
     interpreter: str = Field(min_length=1, max_length=32)
-    host: str = Field(min_length=1, max_length=100)
+    host: str | None = Field(default=None, min_length=1, max_length=100)
+    targets: str | None = Field(default=None, min_length=1, max_length=2000)
+    """A host selector instead of ``host``: each run goes to the hosts it picks then (docs/fleet.md)."""
     path: str | None = Field(default=None, max_length=1024)
     default_args: list[str] = []
     env: dict[str, str] = {}
@@ -130,6 +133,22 @@ class ScriptSpec(BaseModel):
         needed = [p.name for p in self.parameters if p.required and p.default is None]
         if needed and self.schedules:
             raise ValueError(f"a scheduled run cannot give required parameters {needed}: give them defaults")
+        return self
+
+    @field_validator("targets")
+    @classmethod
+    def _targets(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                parse(value)
+            except SelectorError as error:
+                raise ValueError(str(error)) from None
+        return value
+
+    @model_validator(mode="after")
+    def _host_or_targets(self) -> Self:
+        if (self.host is None) == (self.targets is None):
+            raise ValueError("a script needs exactly one of 'host' (one host) or 'targets' (a host selector)")
         return self
 
     @model_validator(mode="after")

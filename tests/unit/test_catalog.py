@@ -64,12 +64,12 @@ class CatalogBehaviour:
             add_script(s, spec(), content="echo hi", author="alice")
         catalog.upgrade()
         with catalog.engine.connect() as connection:
-            assert MigrationContext.configure(connection).get_current_revision() == "0007"
+            assert MigrationContext.configure(connection).get_current_revision() == "0008"
             tables = set(inspect(connection).get_table_names())
         assert tables == {
             "alembic_version", "scripts", "script_versions", "runs", "audit_events",
             "access_rules", "webhooks", "webhook_deliveries", "webhook_refusals", "gateway_sessions",
-            "host_groups",
+            "host_groups", "host_executions",
         }
         with catalog.session() as s:
             assert get_version(s, "hello").content == "echo hi"

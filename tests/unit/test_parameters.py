@@ -83,7 +83,7 @@ def test_declarations_are_checked_when_a_script_is_added(fields: dict, message: 
 
 def test_the_deployment_schema_is_exactly_what_a_run_may_pass() -> None:
     schema = deployment_schema(SPEC)
-    assert set(schema["properties"]) == {"script", "version", "host", "parameters", "env"}
+    assert set(schema["properties"]) == {"script", "version", "host", "hosts", "policy", "parameters", "env"}
     declared = schema["properties"]["parameters"]
     assert list(declared["properties"]) == ["days", "mode", "label", "dry_run", "token"]
     assert declared["required"] == ["mode"] and declared["additionalProperties"] is False

@@ -1,8 +1,9 @@
 """One Elasticsearch document per output line: its index, its id and its body (ECS field names).
 
 A line becomes a bulk-API record (action line + source line) the moment it is spooled, so that
-delivery only moves bytes. Ids are ``{run_id}:{attempt}:{line}``: sending a record twice
-overwrites the same document, which makes delivery exactly-once.
+delivery only moves bytes. Ids are ``{run_id}:{attempt}:{line}`` (``{run_id}:{attempt}:{host}:{line}``
+for a host of a fleet run): sending a record twice overwrites the same document, which makes
+delivery exactly-once.
 
 Example::
 
@@ -35,11 +36,13 @@ class OutputSource:
     script: str
     version: int | None
     host: str
+    fleet: bool = False
+    """One host of a fleet run: the host is part of the spool file's name and of the document ids."""
 
     @property
     def key(self) -> str:
-        """Names this attempt's spool file."""
-        return f"{self.run_id}.{self.attempt}"
+        """Names this attempt's spool file (on this host, in a fleet run)."""
+        return f"{self.run_id}.{self.attempt}.{self.host}" if self.fleet else f"{self.run_id}.{self.attempt}"
 
 
 def index_name(timestamp: float) -> str:
@@ -72,7 +75,8 @@ def _templates(source: OutputSource, stream: Stream) -> tuple[str, str, str]:
                  "attempt": source.attempt, "stream": stream, "line": 0}},
         separators=(",", ":"),
     ).replace("%", "%%")
-    id_prefix = json.dumps(f"{source.run_id}:{source.attempt}:")[:-1].replace("%", "%%")
+    where = f"{source.host}:" if source.fleet else ""
+    id_prefix = json.dumps(f"{source.run_id}:{source.attempt}:{where}")[:-1].replace("%", "%%")
     return (
         '{"index":{"_index":"%s","_id":' + id_prefix + '%d"}}\n',
         '{"@timestamp":"%s","message":',

@@ -1,0 +1,171 @@
+"""One host's execution of a ``run-script`` run: a Prefect task run named after the host.
+
+A run on one host is one of these; a fleet run is many, started by the fleet scheduler
+(:mod:`sms_plugin.fleet.scheduler`), so the Prefect UI's run graph shows every host. Each has its own
+transport, process group, exit code, duration and output (the output's log records carry the host,
+and so do the Elasticsearch documents), holds a slot of the host's limit (``max_parallel_sessions``)
+from before connecting until closed, and keeps its ``host_executions`` row up to date.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+from datetime import UTC, datetime
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from prefect.logging import get_run_logger
+from prefect.states import Completed, Failed, State
+
+from blocks.hosts import load_host
+from sms_plugin import run_events
+from sms_plugin.catalog import Catalog, update_host_execution, update_run
+from sms_plugin.errors import SMSError, TransportError
+from sms_plugin.execution import ExecutionResult, ScriptRun, execute
+from sms_plugin.fleet.executions import execution_id
+from sms_plugin.fleet.outcome import HostOutcome, HostState
+from sms_plugin.limits import host_slot
+from sms_plugin.reaper import reap_run
+from sms_plugin.telemetry.logs import OUTPUT, OutputSource, shipping
+from sms_plugin.transports.base import Stream
+from sms_plugin.worker.engine import script_started
+
+_LEVELS: dict[Stream, int] = {"stdout": logging.INFO, "stderr": logging.WARNING}
+
+
+class HostRun:
+    """What every host execution of one run shares: the catalog, the run, the script to run."""
+
+    def __init__(self, catalog: Catalog, *, flow_run_id: str, attempt: int, hosts: list[str], run: ScriptRun,
+                 version: int | None) -> None:
+        self.catalog = catalog
+        self.flow_run_id = flow_run_id
+        self.attempt = attempt
+        self.hosts = hosts
+        self.run = run
+        self.version = version
+
+    @property
+    def script(self) -> str:
+        return self.run.name
+
+    @property
+    def single(self) -> bool:
+        """A run on one host: its run record mirrors the host execution (as before fleet runs)."""
+        return len(self.hosts) == 1
+
+    def on(self, host: str) -> ScriptRun:
+        """The script run as it goes to ``host`` (marked with the host execution's id)."""
+        return dataclasses.replace(self.run, run_id=execution_id(self.flow_run_id, host, len(self.hosts)))
+
+    async def record(self, host: str, **fields: object) -> None:
+        """Updates ``host``'s execution row (and, on one host, the run record's same fields)."""
+        await self.catalog.aio.run(update_host_execution, self.flow_run_id, host, **fields)
+        if self.single and (run_fields := {k: v for k, v in fields.items() if k not in {"state", "message"}}):
+            await self.catalog.aio.run(update_run, self.flow_run_id, **run_fields)
+
+
+@task(name="host", cache_policy=NO_CACHE, persist_result=False, retries=0)
+async def run_on_host(context: HostRun, host: str) -> State:
+    """Runs the script on ``host``; Completed with the host's outcome if it succeeded, else Failed
+    saying why (the outcome is the state's result either way)."""
+    outcome = await execute_on_host(context, host, get_run_logger())
+    if outcome.succeeded:
+        return Completed(data=outcome, message=f"exit code {outcome.exit_code}")
+    return Failed(data=outcome, message=outcome.message)
+
+
+async def execute_on_host(context: HostRun, host: str, logger: logging.LoggerAdapter) -> HostOutcome:
+    """The execution itself; cancelled, it stops the script (execute() kills its process group),
+    records the stop and re-raises."""
+    script, flow_run_id = context.script, context.flow_run_id
+    began = time.monotonic()
+    await context.record(host, state="running")
+    process_started = connected = False
+    process_group: int | None = None
+
+    async def started(pid: int | None) -> None:
+        nonlocal process_started, process_group
+        process_started, process_group = True, pid
+        script_started()
+        logger.info(f"Started as process group {pid}" if pid is not None else "Started (this host reports no process id)")
+        await context.record(host, remote_pid=pid, started_at=datetime.now(UTC), exit_code=None)
+
+    # Output records are tagged so that the log shipper (docs/logs.md) picks them up.
+    source = OutputSource(run_id=flow_run_id, attempt=context.attempt, script=script, version=context.version,
+                          host=host, fleet=not context.single)
+
+    async def output(stream: Stream, message: str) -> None:
+        logger.log(_LEVELS[stream], message, extra={OUTPUT: (source, stream)})
+
+    try:
+        host_block = await load_host(host)
+        # One slot of the host's limit (max_parallel_sessions) from before connecting until closed.
+        async with host_slot(host, host_block.max_parallel_sessions, holder_id=flow_run_id, logger=logger):
+            transport = await host_block.open_transport()
+            connected = True
+            try:
+                async with shipping(source, logger.logger):
+                    result = await execute(transport, context.on(host), on_started=started, on_output=output)
+            finally:
+                await asyncio.shield(transport.close())
+    except SMSError as error:
+        if isinstance(error, TransportError):
+            run_events.transport_error(script=script, host=host, error=error)
+        message = f"{script} could not run on {host}: {error}"
+        if process_started or (connected and isinstance(error, TransportError)):
+            # e.g. the connection died mid-run: kill what may still run there, remove the upload
+            message += f"; {await _reap_quietly(context, host, str(error))}"
+        state: HostState = "failed" if connected or not isinstance(error, TransportError) else "unreachable"
+        await context.record(host, state=state, ended_at=datetime.now(UTC), message=message)
+        return HostOutcome(host, state, None, time.monotonic() - began, message)
+    except BaseException:  # cancelled or terminated: execute() has killed the process group
+        stopped = _stopped(process_started, process_group, host)
+        logger.warning(stopped)
+        await context.record(host, state="stopped", ended_at=datetime.now(UTC), message=stopped)
+        raise
+    problem = _failure(script, result, context.run.timeout_seconds)
+    state = "timed_out" if result.timed_out else "failed" if problem else "succeeded"
+    await context.record(
+        host,
+        state=state,
+        exit_code=result.exit_code,
+        ended_at=datetime.now(UTC),
+        output_tail="\n".join(f"{line.stream}: {line.text}" for line in result.tail),
+        message=problem or "",
+    )
+    run_events.run_finished(flow_run_id, script=script, host=host, exit_code=result.exit_code,
+                            timed_out=result.timed_out, lines=result.lines)
+    return HostOutcome(host, state, result.exit_code, time.monotonic() - began, problem or "")
+
+
+async def _reap_quietly(context: HostRun, host: str, reason: str) -> str:
+    try:
+        return await reap_run(context.catalog, context.flow_run_id, reason=reason, host=host)
+    except SMSError as error:
+        return f"could not clean up: {error}"
+
+
+def _stopped(started: bool, process_group: int | None, host: str) -> str:
+    if not started:
+        return f"stopped before the script started on {host}"
+    if process_group is None:
+        return f"stopped: the script's processes were killed on {host}"
+    return f"stopped: process group {process_group} killed on {host}"
+
+
+def _failure(script: str, result: ExecutionResult, timeout: float | None) -> str | None:
+    """Why the execution failed, or None if it succeeded."""
+    errors = result.stderr_tail()
+    detail = f"; last stderr: {' | '.join(errors)}" if errors else ""
+    if result.timed_out:
+        return (
+            f"{script} timed out after {timeout:g} s; its remote process group was killed "
+            f"(exit code {result.exit_code}){detail}"
+        )
+    if result.exit_code != 0:
+        return f"{script} failed with exit code {result.exit_code}{detail}"
+    return None
