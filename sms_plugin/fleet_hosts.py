@@ -15,10 +15,8 @@ from typing import Any
 
 from sms_plugin.catalog import Catalog
 from sms_plugin.errors import InvalidInput
+from sms_plugin.parameters import MAX_FLEET_HOSTS as MAX_HOSTS
 from sms_plugin.selection import selected_hosts
-
-#: The most hosts one fleet run takes (the flow's contract).
-MAX_HOSTS = 5_000
 
 
 async def resolve(catalog: Catalog, selector: str) -> list[str]:
@@ -58,12 +56,3 @@ def _listed(names: list[str], most: int = 10) -> str:
     shown = ", ".join(repr(name) for name in names[:most])
     return shown + (f" and {len(names) - most} more" if len(names) > most else "")
 
-
-def check_policy(policy: Any) -> dict[str, Any]:
-    """``policy`` if it is a valid fleet policy (``FleetPolicy``'s fields); InvalidInput otherwise."""
-    from sms_plugin.fleet.policy import FleetPolicy
-
-    if not isinstance(policy, dict):
-        raise InvalidInput(f"'policy' must be an object of the fleet policy's fields, not {type(policy).__name__}")
-    FleetPolicy.parse(policy)
-    return policy

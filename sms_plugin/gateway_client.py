@@ -133,6 +133,10 @@ class GatewayClient:
         """Store ``content`` as the script's next version; ``created`` is False when it is unchanged."""
         return self._call("POST", f"/scripts/{name}/versions", json={"content": content, "comment": comment})
 
+    def update_script(self, name: str, **settings: Any) -> dict[str, Any]:
+        """Change a script's settings (``PATCH /scripts/{name}``), e.g. ``host=None, targets="role=web"``."""
+        return self._call("PATCH", f"/scripts/{name}", json=settings)
+
     def remove_script(self, name: str) -> None:
         self._call("DELETE", f"/scripts/{name}")
 

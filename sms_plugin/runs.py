@@ -24,17 +24,19 @@ from prefect.client.schemas.sorting import LogSort
 from prefect.exceptions import ObjectNotFound
 from prefect.states import Cancelled, Cancelling
 
-from sms_plugin.catalog import Catalog, get_run, get_script, get_version
+from sms_plugin.catalog import Catalog, HostExecutionRecord, get_run, get_script, get_version, host_executions
 from sms_plugin.deploy import deployment_name
 from sms_plugin import fleet_hosts
 from sms_plugin import hosts as host_services
 from sms_plugin.errors import Conflict, InvalidInput, NotFound
+from sms_plugin.fleet.policy import FleetPolicy
 from sms_plugin.lazy import lazy_module
 from sms_plugin.limits import refuse_second_run
 from sms_plugin.origin import origin_tags
 from sms_plugin import run_secrets
 from sms_plugin.parameters import declared, resolve
-from sms_plugin.run_results import LogLine, RunResult
+from sms_plugin.run_results import HostResult, LogLine, RunResult
+from sms_plugin.selection import selected_hosts
 from sms_plugin.settings import elasticsearch_url
 
 if TYPE_CHECKING:
@@ -68,11 +70,11 @@ async def start(
         raise InvalidInput("give either one host or a list of hosts, not both")
     if hosts is not None:
         hosts = fleet_hosts.check_names(hosts, {info.name for info in await host_services.listing()})
-    if policy is not None:
-        if hosts is None:
-            raise InvalidInput("a fleet policy needs a list of hosts")
-        policy = fleet_hosts.check_policy(policy)
     script = await catalog.aio.run(get_script, name)
+    if policy is not None:
+        if hosts is None and not (host is None and script.targets):
+            raise InvalidInput("a fleet policy needs a fleet run: give hosts, or start a script that has targets")
+        FleetPolicy.parse(policy)
     inputs = resolve(script, args=args, env=env, parameters=parameters)
     secret_names = {spec.name for spec in declared(script) if spec.secret}
     single_instance = script.single_instance
@@ -112,9 +114,10 @@ async def _read_flow_run(client: PrefectClient, run_id: str) -> FlowRun:
 
 
 async def script_and_hosts(catalog: Catalog, run_id: str) -> tuple[str, list[str]]:
-    """The script a run runs and its hosts: those of a fleet run, else the host asked for at start,
-    else the script's own (the empty string when the script was removed since). NotFound for a run
-    that is no script's."""
+    """The script a run runs and its hosts: those it was started on (``hosts``, ``host``), else those
+    it runs on (a script with ``targets``: its host executions, or what the selector picks before it
+    started), else the script's own host (the empty string when the script was removed since).
+    NotFound for a run that is no script's."""
     async with get_client() as client:
         flow_run = await _read_flow_run(client, run_id)
     script, host, hosts = (flow_run.parameters.get(key) for key in ("script", "host", "hosts"))
@@ -122,12 +125,16 @@ async def script_and_hosts(catalog: Catalog, run_id: str) -> tuple[str, list[str
         raise NotFound(f"run {run_id} does not run an SMS script")
     if isinstance(hosts, list):
         return script, [str(name) for name in hosts]
-    if host is None:
-        try:
-            host = (await catalog.aio.run(get_script, script)).host
-        except NotFound:
-            host = ""
-    return script, [str(host)]
+    if host is not None:
+        return script, [str(host)]
+    try:
+        entry = await catalog.aio.run(get_script, script)
+    except NotFound:
+        return script, [""]
+    if not entry.targets:
+        return script, [str(entry.host)]
+    started = [row.host for row in await catalog.aio.run(host_executions, run_id)]
+    return script, started or [info.name for info in await selected_hosts(catalog, entry.targets)]
 
 
 async def result(catalog: Catalog, run_id: str) -> RunResult:
@@ -139,6 +146,7 @@ async def result(catalog: Catalog, run_id: str) -> RunResult:
         exit_code, tail = record.exit_code, record.output_tail.splitlines()
     except NotFound:
         exit_code, tail = None, []
+    hosts = sorted((_host_result(row) for row in await catalog.aio.run(host_executions, run_id)), key=lambda h: h.host)
     state = flow_run.state
     return RunResult(
         run_id=run_id,
@@ -146,7 +154,13 @@ async def result(catalog: Catalog, run_id: str) -> RunResult:
         message=(state.message or "") if state else "",
         exit_code=exit_code,
         output_tail=tail,
+        hosts=tuple(hosts),
     )
+
+
+def _host_result(row: HostExecutionRecord) -> HostResult:
+    seconds = (row.ended_at - row.started_at).total_seconds() if row.started_at and row.ended_at else None
+    return HostResult(row.host, row.state, row.exit_code, seconds, row.message)
 
 
 async def wait(catalog: Catalog, run_id: str, *, timeout: float | None = None, poll: float = 0.5) -> RunResult:

@@ -227,7 +227,10 @@ def host_trust(
 def script_add(
     name: str,
     interpreter: Annotated[str, typer.Option("--interpreter", "-t", help="bash, sh, ksh, python3 or original.")],
-    host: Annotated[str, typer.Option("--host", "-h", help="The host it runs on.")],
+    host: Annotated[str | None, typer.Option("--host", "-h", help="The host it runs on.")] = None,
+    targets: Annotated[
+        str | None, typer.Option("--targets", metavar="SELECTOR", help="Instead of --host: the hosts a selector picks at each run.")
+    ] = None,
     file: Annotated[Path | None, typer.Option("--file", "-f", help="The script's source file.")] = None,
     path: Annotated[str | None, typer.Option("--path", help="Absolute path on the server (original).")] = None,
     description: Annotated[str, typer.Option("--description", "-d")] = "",
@@ -268,6 +271,7 @@ def script_add(
             "name": name,
             "interpreter": interpreter,
             "host": host,
+            "targets": targets,
             "path": path,
             "description": description,
             "default_args": arg,
@@ -287,6 +291,22 @@ def script_add(
     content = file.read_text(encoding="utf-8") if file else None
     backend.current().add_script(spec, content)
     out.print(f"Script {spec.name} added; deployment run-script/{spec.name} is ready")
+
+
+@script_app.command("set")
+def script_set(
+    name: str,
+    host: Annotated[str | None, typer.Option("--host", "-h", help="Run on this host from now on.")] = None,
+    targets: Annotated[
+        str | None, typer.Option("--targets", metavar="SELECTOR", help="Run on the hosts this selector picks at each run.")
+    ] = None,
+) -> None:
+    """Change where a script runs: one host (--host) or the hosts a selector picks (--targets)."""
+    if (host is None) == (targets is None):
+        raise InvalidInput("give exactly one of --host HOST or --targets SELECTOR")
+    backend.current().set_script_target(name, host=host, targets=targets)
+    out.print(f"Script {name} now runs on " + (host or f"the hosts {targets!r} picks at each run"), markup=False,
+              highlight=False)
 
 
 @script_app.command("push")
@@ -310,7 +330,7 @@ def script_list(tag: Annotated[str | None, typer.Option("--tag", help="Only scri
     for script in backend.current().scripts(tag):
         schedules = ", ".join(s.cron or f"every {s.interval_seconds}s" for s in script.schedules)
         table.add_row(
-            script.name, script.interpreter, script.host, schedules, "yes" if script.enabled else "no", " ".join(script.tags)
+            script.name, script.interpreter, script.host or f"targets: {script.targets}", schedules, "yes" if script.enabled else "no", " ".join(script.tags)
         )
     out.print(table)
 

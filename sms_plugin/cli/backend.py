@@ -86,6 +86,7 @@ class Backend(Protocol):
     def versions(self, name: str) -> list[Version]: ...
     def add_script(self, spec: ScriptSpec, content: str | None) -> None: ...
     def push(self, name: str, content: str, comment: str) -> int | None: ...
+    def set_script_target(self, name: str, *, host: str | None, targets: str | None) -> None: ...
     def remove_script(self, name: str) -> None: ...
     def start(
         self, name: str, *, args: list[str] | None, env: dict[str, str] | None, host: str | None, version: int | None,
@@ -191,6 +192,11 @@ class LocalBackend:
         spec = ScriptSpec.from_script(script_services.show(self.catalog, name))
         change = _blocking(script_services.update(self.catalog, spec, content, author=self.user, comment=comment))
         return change.new_version.number if change.new_version else None
+
+    def set_script_target(self, name: str, *, host: str | None, targets: str | None) -> None:
+        current = ScriptSpec.from_script(script_services.show(self.catalog, name)).model_dump()
+        spec = ScriptSpec.parse({**current, "host": host, "targets": targets})
+        _blocking(script_services.update(self.catalog, spec, None, author=self.user))
 
     def remove_script(self, name: str) -> None:
         _blocking(script_services.remove(self.catalog, name, author=self.user))
@@ -325,6 +331,9 @@ class GatewayBackend:
     def push(self, name: str, content: str, comment: str) -> int | None:
         answer = self.client.push(name, content, comment)
         return int(answer["version"]["number"]) if answer["created"] else None
+
+    def set_script_target(self, name: str, *, host: str | None, targets: str | None) -> None:
+        self.client.update_script(name, host=host, targets=targets)
 
     def remove_script(self, name: str) -> None:
         self.client.remove_script(name)

@@ -406,7 +406,8 @@ class StartIn(BaseModel):
     """Arguments replace the script's default arguments; ``host`` and ``version`` override its own.
     A script that declares parameters takes ``parameters`` by name instead of ``args``; ``env``
     may set only the variables the script allows. ``hosts`` (a host selector) makes it a fleet run
-    on every host it picks, with ``policy`` (docs/fleet.md)."""
+    on every host it picks, with ``policy`` (docs/fleet.md); so does a script's own ``targets``.
+    Every picked host is judged, and exactly those are handed to the flow."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -482,14 +483,15 @@ async def start_run(name: str, body: StartIn, c: CallDep) -> StartOut:
     """Start the script (operators); returns the run id at once."""
     async with c.action("run.start", "script", name) as detail:
         c.authorize("start")
-        hosts = None
-        if body.hosts is None:
-            c.authorize("start", await c.targets.script_named(name, body.host))
-        elif body.host is not None:
+        if body.host is not None and body.hosts is not None:
             raise InvalidInput("give either 'host' or 'hosts' (a selector), not both")
+        script = await c.catalog.aio.run(repository.get_script, name)
+        selector = body.hosts or (script.targets if body.host is None else None)  # what runs is what is judged
+        hosts = None
+        if selector is None:
+            c.authorize("start", await c.targets.script(script, body.host))
         else:
-            script = await c.catalog.aio.run(repository.get_script, name)
-            hosts = await c.authorize_selection("start", body.hosts, script, detail)
+            hosts = await c.authorize_selection("start", selector, script, detail)
         detail.update(parameters=sorted(body.parameters or {}), env=sorted(body.env or {}))  # names, never values
         run_id = await run_services.start(
             c.catalog, name, args=body.args, env=body.env, host=body.host, hosts=hosts, policy=body.policy,

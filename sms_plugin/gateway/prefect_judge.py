@@ -30,6 +30,7 @@ from prefect import get_client
 from sms_plugin import fleet_hosts, run_secrets
 from sms_plugin import hosts as host_services
 from sms_plugin.errors import InvalidInput
+from sms_plugin.fleet.policy import FleetPolicy
 from sms_plugin.gateway import audit, prefect_bodies, prefect_paths, prefect_routes
 from sms_plugin.gateway.prefect_routes import Endpoint, RunTarget
 from sms_plugin.gateway.principal import Principal
@@ -159,6 +160,11 @@ async def verdict(request: Request, principal: Principal, found: Endpoint, upstr
             overrides = prefect_bodies.check_create_flow_run(data if data is not None else {}, deployment)
             await check_fleet(overrides)
             target = prefect_routes.run_target(deployment.get("parameters") or {}, deployment.get("tags") or [], overrides)
+            if not target.hosts:
+                raise prefect_bodies.Refused(
+                    "this script runs on the hosts its selector picks when the run starts, which the gateway "
+                    "cannot judge beforehand: give parameters.hosts, the exact host names"
+                )
         elif found.route_class == "set_state":
             run = await upstream.get_json(f"api/flow_runs/{found.params['id']}")
             action = prefect_bodies.set_state_action(data, ((run.get("state") or {}).get("type")))
@@ -188,7 +194,7 @@ async def check_fleet(parameters: dict[str, Any]) -> None:
                 raise InvalidInput("give parameter 'host' or 'hosts', not both")
             fleet_hosts.check_names(hosts, {info.name for info in await host_services.listing()})
         if policy is not None:
-            fleet_hosts.check_policy(policy)
+            FleetPolicy.parse(policy)
     except InvalidInput as error:
         raise prefect_bodies.Refused(str(error)) from None
 

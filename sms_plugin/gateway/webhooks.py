@@ -34,6 +34,7 @@ from sms_plugin.errors import Conflict, InvalidInput, NotFound, SMSError
 from sms_plugin.gateway import audit
 from sms_plugin.gateway.api import ERRORS, catalog_of
 from sms_plugin.gateway.refusals import ADDRESS_LIMIT, RefusalWindows, address_key, hook_key
+from sms_plugin.selection import selected_hosts
 from sms_plugin.gateway.signing import (
     MAX_BODY_BYTES,
     SignatureError,
@@ -137,11 +138,15 @@ async def _fleet(catalog: Catalog, hook: Webhook, payload: Any) -> tuple[list[st
 
 
 async def _script_hosts(catalog: Catalog, name: str) -> set[str]:
-    """The hosts ``name`` runs on by itself (empty when there is no such script)."""
+    """The hosts ``name`` runs on by itself: its host, or those its targets pick now (none when
+    there is no such script)."""
     try:
-        return {(await catalog.aio.run(get_script, name)).host}
+        script = await catalog.aio.run(get_script, name)
     except NotFound:
         return set()
+    if script.targets:
+        return {host.name for host in await selected_hosts(catalog, script.targets)}
+    return {str(script.host)}
 
 
 async def _start(catalog: Catalog, hook: Webhook, body: bytes) -> str:
