@@ -420,7 +420,8 @@ def run(
     ] = [],  # noqa: B006
     timeout: Annotated[float | None, typer.Option("--wait-timeout", help="Give up waiting after N s.")] = None,
 ) -> None:
-    """Start a script: sms run NAME [--wait] [--hosts SELECTOR [policy]] [-p NAME=VALUE]... [-- ARGS...]"""
+    """Start a script: sms run NAME [--wait] [--hosts SELECTOR] [-p NAME=VALUE]... [-- ARGS...]
+    (show a run: sms run show RUN_ID)"""
     policy = fleet_run.policy_of(parallel=parallel, batch=batch, batch_pause=batch_pause, max_failures=max_failures,
                                  fail_fast=fail_fast)
     if policy and hosts is None:

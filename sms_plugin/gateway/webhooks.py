@@ -118,11 +118,13 @@ def _payload(body: bytes) -> Any:
 
 async def _fleet(catalog: Catalog, hook: Webhook, payload: Any) -> tuple[list[str] | None, dict[str, Any] | None]:
     """The hosts and policy a payload asks for (its top-level ``hosts`` selector and ``policy``,
-    like the REST API's start). The webhook's grant is its script's own host: a payload may pick
-    among the script's hosts, never beyond (403 naming the others)."""
-    if not isinstance(payload, dict) or (payload.get("hosts") is None and payload.get("policy") is None):
+    like the REST API's start). The webhook's grant is its script's own hosts (its host, or what its
+    targets pick): a payload may pick among them, never beyond (403 naming the others)."""
+    if not isinstance(payload, dict):
         return None, None
     selector, policy = payload.get("hosts"), payload.get("policy")
+    if selector is None:
+        return None, policy
     if not isinstance(selector, str):
         raise Refused(422, "invalid-payload", "the payload's 'hosts' must be a host selector (a string)")
     try:
