@@ -505,7 +505,11 @@ async def _run_target(c: Call, action: Action, run_id: str) -> tuple[str, list[s
     """The run's script and hosts, if the caller may ``action`` on the run on every one of its hosts."""
     c.authorize(action)
     script, hosts = await run_services.script_and_hosts(c.catalog, run_id)
-    decision = decide_selection(c.principal, action, [await c.targets.run(script, host) for host in hosts], c.rules)
+    targets = [await c.targets.run(script, host) for host in hosts]
+    if len(targets) == 1:
+        c.authorize(action, targets[0])
+        return script, hosts
+    decision = decide_selection(c.principal, action, targets, c.rules)
     if not decision.allowed:
         raise Denied(decision.reason)
     return script, hosts
