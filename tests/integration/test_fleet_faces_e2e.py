@@ -56,37 +56,37 @@ async def fleet(prefect_server, prefect_worker, ssh_server, tmp_path_factory) ->
     return name
 
 
-async def test_sdk_and_cli_start_a_fleet_run_and_read_every_host(fleet):
+async def test_cli_and_sdk_start_a_fleet_run_and_read_every_host(fleet):
+    piped = sms("run", fleet, "--hosts", f"ff-{SUFFIX}", "--parallel", "3", "--wait")
+    assert piped.returncode == 1, piped.stdout + piped.stderr  # one host failed
+    first, *lines, last = piped.stdout.splitlines()
+    run_id = first.removeprefix("Run ").removesuffix(" started")
+    assert sorted(line.split("  ")[:3] for line in lines) == [
+        [FAIL, "failed", "exit 3"], [OK[0], "succeeded", "exit 0"], [OK[1], "succeeded", "exit 0"]]
+    assert last.startswith(f"FAILED: 2 of 3 host(s) succeeded (1 failed); {fleet} failed on 1 of 3 hosts (1 failed): {FAIL}")
+
     sdk = AsyncSMSClient(user="tester")
-    result = await sdk.run(fleet, hosts=f"ff-{SUFFIX}", policy={"parallel": 3}, timeout=180)
-    assert result.state == "FAILED" and not result.ok
+    result = await sdk.result(run_id)
     assert [(h.host, h.state, h.exit_code) for h in result.hosts] == sorted(
         [(OK[0], "succeeded", 0), (OK[1], "succeeded", 0), (FAIL, "failed", 3)])
     failed = next(h for h in result.hosts if h.host == FAIL)
-    assert "disk full on " + FAIL in failed.message and failed.seconds is not None
-    assert result.message.startswith(f"{fleet} failed on 1 of 3 hosts (1 failed): {FAIL}")
+    assert "disk full on " + FAIL in failed.message and failed.seconds is not None and not result.ok
 
-    shown = sms("run", "show", result.run_id)
+    shown = sms("run", "show", run_id)
     assert shown.returncode == 0, shown.stderr
-    assert f"run {result.run_id}: FAILED" in shown.stdout
+    assert f"run {run_id}: FAILED" in shown.stdout
     for name, state in ((OK[0], "succeeded"), (OK[1], "succeeded"), (FAIL, "failed")):
         [row] = [line for line in shown.stdout.splitlines() if f" {name} " in line and "failed on" not in line]
         assert f" {state} " in row, shown.stdout
 
-    only_fail = await until(lambda: _log_of(result.run_id, FAIL, "disk full on"), timeout=60)
+    only_fail = await until(lambda: _log_of(run_id, FAIL, "disk full on"), timeout=60)
     assert f"disk full on {FAIL}" in only_fail and "ok on" not in only_fail and "Running" not in only_fail
-    only_ok = await until(lambda: _log_of(result.run_id, OK[1], "ok on"), timeout=60)
+    only_ok = await until(lambda: _log_of(run_id, OK[1], "ok on"), timeout=60)
     assert f"ok on {OK[1]}" in only_ok and OK[0] not in only_ok and "disk full" not in only_ok
 
-    piped = sms("run", fleet, "--hosts", GOOD, "--parallel", "1", "--batch", "1", "--wait")
-    assert piped.returncode == 0, piped.stdout + piped.stderr
-    lines = piped.stdout.splitlines()
-    assert lines[0].startswith("Run ") and lines[0].endswith(" started")
-    assert sorted(line.split("  ")[:3] for line in lines[1:3]) == [[OK[0], "succeeded", "exit 0"], [OK[1], "succeeded", "exit 0"]]
-    assert lines[3] == "COMPLETED: 2 of 2 host(s) succeeded"
-    failing = sms("run", fleet, "--hosts", EVERY, "--fail-fast", "--parallel", "1", "--wait")
-    assert failing.returncode == 1, failing.stdout + failing.stderr
-    assert failing.stdout.splitlines()[-1].startswith("FAILED: ")
+    good = await sdk.run(fleet, hosts=GOOD, policy={"parallel": 1, "batch": "1"}, timeout=180)
+    assert (good.state, good.ok, [(h.host, h.state) for h in good.hosts]) == (
+        "COMPLETED", True, [(OK[0], "succeeded"), (OK[1], "succeeded")])
     refused = sms("run", fleet, "--hosts", EVERY, "--batch", "half")
     assert refused.returncode == 1 and "batch" in refused.stderr
 
@@ -113,8 +113,6 @@ async def test_a_script_with_targets_through_rest_and_a_webhook(fleet, gateway, 
     detail = httpx.get(f"{gateway.url}/api/v1/runs/{run_id}", headers=gateway.headers("otto"), timeout=60).json()
     assert detail["host"] == "" and [h["host"] for h in detail["hosts"]] == OK
     assert set(detail["hosts"][0]) == {"host", "state", "exit_code", "seconds", "message"}
-    chosen = otto.run(fleet, hosts=FAIL)
-    assert [(h.host, h.state, h.exit_code) for h in otto.wait(chosen, timeout=180).hosts] == [(FAIL, "failed", 3)]
 
     hook = httpx.post(f"{gateway.url}/api/v1/webhooks", json={"script": targeted}, headers=gateway.headers("adam"), timeout=60)
     assert hook.status_code == 201, hook.text
