@@ -11,6 +11,7 @@ import httpx
 
 from sms_plugin import credentials
 from sms_plugin.errors import Conflict, InvalidInput, NotFound, SMSError
+from sms_plugin.run_results import HostResult, RunResult
 
 
 def gateway_error(reply: httpx.Response) -> SMSError:
@@ -132,6 +133,10 @@ class GatewayClient:
         """Store ``content`` as the script's next version; ``created`` is False when it is unchanged."""
         return self._call("POST", f"/scripts/{name}/versions", json={"content": content, "comment": comment})
 
+    def update_script(self, name: str, **settings: Any) -> dict[str, Any]:
+        """Change a script's settings (``PATCH /scripts/{name}``), e.g. ``host=None, targets="role=web"``."""
+        return self._call("PATCH", f"/scripts/{name}", json=settings)
+
     def remove_script(self, name: str) -> None:
         self._call("DELETE", f"/scripts/{name}")
 
@@ -143,17 +148,35 @@ class GatewayClient:
         return self._call("GET", f"/scripts/{name}/versions/{number}")
 
     def run(
-        self, name: str, args: list[str] | None = None, *, host: str | None = None, version: int | None = None,
-        parameters: dict[str, Any] | None = None, env: dict[str, str] | None = None,
+        self, name: str, args: list[str] | None = None, *, host: str | None = None, hosts: str | None = None,
+        policy: dict[str, Any] | None = None, version: int | None = None, parameters: dict[str, Any] | None = None,
+        env: dict[str, str] | None = None,
     ) -> str:
-        """Start the script; returns the run id at once."""
-        given = {"args": args, "host": host, "version": version, "parameters": parameters, "env": env}
+        """Start the script; returns the run id at once. ``hosts`` (a host selector) makes it a fleet
+        run on every host it picks, with ``policy`` (``parallel``, ``batch``, ``max_failures``, ...)."""
+        given = {"args": args, "host": host, "hosts": hosts, "policy": policy, "version": version,
+                 "parameters": parameters, "env": env}
         body = {k: v for k, v in given.items() if v is not None}
         return str(self._call("POST", f"/scripts/{name}/runs", json=body)["run_id"])
 
     def run_status(self, run_id: str) -> dict[str, Any]:
-        """State, exit code and output tail of a run."""
+        """State, exit code, output tail and per-host results of a run, as the gateway answers."""
         return self._call("GET", f"/runs/{run_id}")
+
+    def result(self, run_id: str) -> RunResult:
+        """The run now, with ``.hosts`` (per-host results of a fleet run)."""
+        data = self.run_status(run_id)
+        return RunResult(run_id, data["state"], data["message"], data["exit_code"], list(data["output_tail"]),
+                         tuple(HostResult(**host) for host in data.get("hosts", [])))
+
+    def wait(self, run_id: str, timeout: float | None = None, *, poll: float = 1.0) -> RunResult:
+        """The run's result once it has ended; TimeoutError after ``timeout`` seconds."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not (result := self.result(run_id)).ended:
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(run_id)
+            time.sleep(poll)
+        return result
 
     def runs(self, script: str | None = None) -> list[dict[str, Any]]:
         return self._call("GET", "/runs", params={"script": script} if script else None)
@@ -161,9 +184,10 @@ class GatewayClient:
     def stop(self, run_id: str) -> str:
         return str(self._call("POST", f"/runs/{run_id}/stop")["state"])
 
-    def logs(self, run_id: str, *, offset: int = 0) -> list[dict[str, Any]]:
-        """The run's log lines from ``offset`` on, oldest first (one page)."""
-        return self._call("GET", f"/runs/{run_id}/logs", params={"offset": offset} if offset else None)
+    def logs(self, run_id: str, *, offset: int = 0, host: str | None = None) -> list[dict[str, Any]]:
+        """The run's log lines from ``offset`` on, oldest first (one page); ``host``: that host's only."""
+        given = {"offset": offset or None, "host": host}
+        return self._call("GET", f"/runs/{run_id}/logs", params={k: v for k, v in given.items() if v is not None} or None)
 
     def close(self) -> None:
         self._http.close()

@@ -7,6 +7,28 @@ from dataclasses import dataclass
 from datetime import datetime
 
 
+#: Prefect's final state types.
+FINAL_RUN_STATES = frozenset({"COMPLETED", "FAILED", "CANCELLED", "CRASHED"})
+#: Host states that will not change any more (the others: pending, running).
+FINAL_HOST_STATES = frozenset({"succeeded", "failed", "timed_out", "unreachable", "stopped", "skipped"})
+
+
+@dataclass(frozen=True)
+class HostResult:
+    """One host's part of a run, now: ``state`` is ``pending``, ``running`` or how it ended
+    (``succeeded``, ``failed``, ``timed_out``, ``unreachable``, ``stopped``, ``skipped``)."""
+
+    host: str
+    state: str
+    exit_code: int | None = None
+    seconds: float | None = None
+    message: str = ""
+
+    @property
+    def ended(self) -> bool:
+        return self.state in FINAL_HOST_STATES
+
+
 @dataclass(frozen=True)
 class RunResult:
     """How a run ended, as Prefect and the catalog know it."""
@@ -17,10 +39,18 @@ class RunResult:
     message: str
     exit_code: int | None
     output_tail: list[str]
+    hosts: tuple[HostResult, ...] = ()
+    """Per host, in name order (a fleet run; a single-host run has at most one)."""
+
+    @property
+    def ended(self) -> bool:
+        """The run is in a final state (it may still be retried by Prefect's rules)."""
+        return self.state in FINAL_RUN_STATES
 
     @property
     def ok(self) -> bool:
-        return self.state == "COMPLETED"
+        """Completed, and every host (if any is known) succeeded."""
+        return self.state == "COMPLETED" and all(host.state == "succeeded" for host in self.hosts)
 
 
 @dataclass(frozen=True)

@@ -10,21 +10,33 @@ from uuid import UUID
 
 from prefect import get_client
 from prefect.client.orchestration import PrefectClient
-from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+from prefect.client.schemas.filters import (
+    FlowRunFilter,
+    FlowRunFilterId,
+    LogFilter,
+    LogFilterFlowRunId,
+    LogFilterTaskRunId,
+    TaskRunFilter,
+    TaskRunFilterName,
+)
 from prefect.client.schemas.objects import FlowRun
 from prefect.client.schemas.sorting import LogSort
 from prefect.exceptions import ObjectNotFound
 from prefect.states import Cancelled, Cancelling
 
-from sms_plugin.catalog import Catalog, get_run, get_script, get_version
+from sms_plugin.catalog import Catalog, HostExecutionRecord, get_run, get_script, get_version, host_executions
 from sms_plugin.deploy import deployment_name
-from sms_plugin.errors import Conflict, NotFound
+from sms_plugin import fleet_hosts
+from sms_plugin import hosts as host_services
+from sms_plugin.errors import Conflict, InvalidInput, NotFound
+from sms_plugin.fleet.policy import FleetPolicy
 from sms_plugin.lazy import lazy_module
 from sms_plugin.limits import refuse_second_run
 from sms_plugin.origin import origin_tags
 from sms_plugin import run_secrets
 from sms_plugin.parameters import declared, resolve
-from sms_plugin.run_results import LogLine, RunResult
+from sms_plugin.run_results import HostResult, LogLine, RunResult
+from sms_plugin.selection import selected_hosts
 from sms_plugin.settings import elasticsearch_url
 
 if TYPE_CHECKING:
@@ -42,6 +54,8 @@ async def start(
     args: list[str] | None = None,
     env: dict[str, str] | None = None,
     host: str | None = None,
+    hosts: list[str] | None = None,
+    policy: dict[str, object] | None = None,
     version: int | None = None,
     parameters: dict[str, object] | None = None,
     trigger: str,
@@ -49,16 +63,26 @@ async def start(
 ) -> str:
     """Creates a flow run of the script's deployment (as the Prefect UI does); returns its id.
 
-    The inputs are checked against the script's declaration first (InvalidInput: nothing is created).
+    ``hosts`` (exact names, see :mod:`sms_plugin.fleet_hosts`) makes it a fleet run with ``policy``.
+    The inputs are checked first (InvalidInput: nothing is created).
     """
+    if host is not None and hosts is not None:
+        raise InvalidInput("give either one host or a list of hosts, not both")
+    if hosts is not None:
+        hosts = fleet_hosts.check_names(hosts, {info.name for info in await host_services.listing()})
     script = await catalog.aio.run(get_script, name)
+    if policy is not None:
+        if hosts is None and not (host is None and script.targets):
+            raise InvalidInput("a fleet policy needs a fleet run: give hosts, or start a script that has targets")
+        FleetPolicy.parse(policy)
     inputs = resolve(script, args=args, env=env, parameters=parameters)
     secret_names = {spec.name for spec in declared(script) if spec.secret}
     single_instance = script.single_instance
     if version is not None:
         await catalog.aio.run(get_version, name, version)
     run_parameters: dict[str, object] = {"script": name}
-    given = {"args": args, "env": env or None, "host": host, "version": version, "parameters": inputs.parameters or None}
+    given = {"args": args, "env": env or None, "host": host, "hosts": hosts, "policy": policy, "version": version,
+             "parameters": inputs.parameters or None}
     for key, value in given.items():
         if value is not None:
             run_parameters[key] = value
@@ -89,20 +113,28 @@ async def _read_flow_run(client: PrefectClient, run_id: str) -> FlowRun:
         raise NotFound(f"no run with id {run_id!r}") from None
 
 
-async def script_and_host(catalog: Catalog, run_id: str) -> tuple[str, str]:
-    """The script a run runs and its host: the host asked for at start, else the script's own
-    (the empty string when the script was removed since). NotFound for a run that is no script's."""
+async def script_and_hosts(catalog: Catalog, run_id: str) -> tuple[str, list[str]]:
+    """The script a run runs and its hosts: those it was started on (``hosts``, ``host``), else those
+    it runs on (a script with ``targets``: its host executions, or what the selector picks before it
+    started), else the script's own host (the empty string when the script was removed since).
+    NotFound for a run that is no script's."""
     async with get_client() as client:
         flow_run = await _read_flow_run(client, run_id)
-    script, host = flow_run.parameters.get("script"), flow_run.parameters.get("host")
+    script, host, hosts = (flow_run.parameters.get(key) for key in ("script", "host", "hosts"))
     if not isinstance(script, str):
         raise NotFound(f"run {run_id} does not run an SMS script")
-    if host is None:
-        try:
-            host = (await catalog.aio.run(get_script, script)).host
-        except NotFound:
-            host = ""
-    return script, str(host)
+    if isinstance(hosts, list):
+        return script, [str(name) for name in hosts]
+    if host is not None:
+        return script, [str(host)]
+    try:
+        entry = await catalog.aio.run(get_script, script)
+    except NotFound:
+        return script, [""]
+    if not entry.targets:
+        return script, [str(entry.host)]
+    started = [row.host for row in await catalog.aio.run(host_executions, run_id)]
+    return script, started or [info.name for info in await selected_hosts(catalog, entry.targets)]
 
 
 async def result(catalog: Catalog, run_id: str) -> RunResult:
@@ -114,6 +146,7 @@ async def result(catalog: Catalog, run_id: str) -> RunResult:
         exit_code, tail = record.exit_code, record.output_tail.splitlines()
     except NotFound:
         exit_code, tail = None, []
+    hosts = sorted((_host_result(row) for row in await catalog.aio.run(host_executions, run_id)), key=lambda h: h.host)
     state = flow_run.state
     return RunResult(
         run_id=run_id,
@@ -121,7 +154,13 @@ async def result(catalog: Catalog, run_id: str) -> RunResult:
         message=(state.message or "") if state else "",
         exit_code=exit_code,
         output_tail=tail,
+        hosts=tuple(hosts),
     )
+
+
+def _host_result(row: HostExecutionRecord) -> HostResult:
+    seconds = (row.ended_at - row.started_at).total_seconds() if row.started_at and row.ended_at else None
+    return HostResult(row.host, row.state, row.exit_code, seconds, row.message)
 
 
 async def wait(catalog: Catalog, run_id: str, *, timeout: float | None = None, poll: float = 0.5) -> RunResult:
@@ -148,17 +187,21 @@ async def stop(run_id: str) -> str:
     return new_state.type.value
 
 
-async def logs(run_id: str, *, follow: bool = False, poll: float = 1.0, offset: int = 0) -> AsyncIterator[LogLine]:
-    """The run's log lines, oldest first, after the first ``offset``; with ``follow``, until the run has ended.
+async def logs(
+    run_id: str, *, follow: bool = False, host: str | None = None, poll: float = 1.0, offset: int = 0
+) -> AsyncIterator[LogLine]:
+    """The run's log lines, oldest first (only ``host``'s, if given), after the first ``offset``; with
+    ``follow``, until the run has ended.
 
     With ``SMS_ELASTICSEARCH_URL`` set: the script's output lines from Elasticsearch (every line,
     paged); otherwise Prefect's run log (output and SMS's own messages, within Prefect's limits).
+    A host's lines in Prefect's run log are those of its task run (named after the host).
     """
     if elasticsearch_url():
         async with get_client() as client:
             await _read_flow_run(client, run_id)  # an unknown run is an error, not silence
         skipped = 0
-        async for entry in log_reader.run_output(run_id, follow=follow, ended=lambda: ended(run_id)):
+        async for entry in log_reader.run_output(run_id, follow=follow, ended=lambda: ended(run_id), host=host):
             if skipped < offset:  # Elasticsearch pages by search_after, not by offset
                 skipped += 1
                 continue
@@ -169,18 +212,24 @@ async def logs(run_id: str, *, follow: bool = False, poll: float = 1.0, offset: 
         async with get_client() as client:
             finished = (await _read_flow_run(client, run_id)).state
             finished_now = finished is not None and finished.is_final()
-            while page := await client.read_logs(
-                LogFilter(flow_run_id=LogFilterFlowRunId(any_=[UUID(run_id)])),
-                limit=_LOG_PAGE,
-                offset=seen,
-                sort=LogSort.TIMESTAMP_ASC,
-            ):
+            on_host = None if host is None else LogFilterTaskRunId(any_=await _host_task_runs(client, run_id, host))
+            where = LogFilter(flow_run_id=LogFilterFlowRunId(any_=[UUID(run_id)]), task_run_id=on_host)
+            while page := await client.read_logs(where, limit=_LOG_PAGE, offset=seen, sort=LogSort.TIMESTAMP_ASC):
                 seen += len(page)
                 for log in page:
                     yield LogLine(log.timestamp, logging.getLevelName(log.level), log.message)
         if not follow or finished_now:
             return
         await asyncio.sleep(poll)
+
+
+async def _host_task_runs(client: PrefectClient, run_id: str, host: str) -> list[UUID]:
+    """The ids of the run's task runs on ``host`` (one per attempt; none before it started there)."""
+    task_runs = await client.read_task_runs(
+        flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[UUID(run_id)])),
+        task_run_filter=TaskRunFilter(name=TaskRunFilterName(any_=[host])),
+    )
+    return [task_run.id for task_run in task_runs]
 
 
 async def ended(run_id: str) -> bool:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from sms_plugin import apply as declarative
-from sms_plugin import host_groups, host_import, selection
+from sms_plugin import fleet_hosts, host_groups, host_import, selection
 from sms_plugin import hosts as host_services
 from sms_plugin import runs as run_services
 from sms_plugin import scripts as script_services
@@ -141,16 +141,22 @@ class AsyncSMSClient:
         *,
         env: dict[str, str] | None = None,
         host: str | None = None,
+        hosts: str | None = None,
+        policy: dict[str, Any] | None = None,
         version: int | None = None,
         parameters: dict[str, Any] | None = None,
         wait: bool = True,
         timeout: float | None = None,
     ) -> RunResult:
         """Starts the script's deployment; with ``wait`` returns once the run has ended.
-        ``parameters`` are the script's declared parameters, by name (instead of ``args``)."""
+        ``parameters`` are the script's declared parameters, by name (instead of ``args``).
+        ``hosts`` (a host selector, e.g. ``"role=web AND NOT legacy"``) makes it a fleet run on every
+        host it picks now, with ``policy`` (``{"parallel": 10, "max_failures": "5%"}``, docs/fleet.md);
+        the result's ``.hosts`` tells each host's part."""
+        names = None if hosts is None else await fleet_hosts.resolve(self.catalog, hosts)
         run_id = await run_services.start(
-            self.catalog, name, args=args, env=env, host=host, version=version, parameters=parameters,
-            trigger=self.trigger, user=self.user,
+            self.catalog, name, args=args, env=env, host=host, hosts=names, policy=policy, version=version,
+            parameters=parameters, trigger=self.trigger, user=self.user,
         )
         if wait:
             return await run_services.wait(self.catalog, run_id, timeout=timeout)
@@ -166,9 +172,10 @@ class AsyncSMSClient:
         """Cancels the run; the remote process group is killed. Returns the requested state."""
         return await run_services.stop(run_id)
 
-    async def logs(self, run_id: str, *, follow: bool = False) -> AsyncIterator[LogLine]:
-        """The run's log: output lines from Elasticsearch when configured, else Prefect's run log."""
-        async for line in run_services.logs(run_id, follow=follow):
+    async def logs(self, run_id: str, *, follow: bool = False, host: str | None = None) -> AsyncIterator[LogLine]:
+        """The run's log: output lines from Elasticsearch when configured, else Prefect's run log;
+        ``host``: only that host's lines of a fleet run."""
+        async for line in run_services.logs(run_id, follow=follow, host=host):
             yield line
 
     async def output(self, run_id: str, *, follow: bool = False) -> AsyncIterator[LogEntry]:

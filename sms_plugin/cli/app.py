@@ -14,10 +14,12 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
+from typer.core import TyperGroup
 
 from sms_plugin.cli import fleet as fleet_cli
 from sms_plugin.cli.asking import Unattended, ask, confirm
 from sms_plugin.cli import output as shaped
+from sms_plugin.cli import fleet_run
 from sms_plugin.cli.console import console
 from sms_plugin.cli.output import Output, OutputOption, print_json
 from sms_plugin.cli.plans import confirm_plan
@@ -235,7 +237,10 @@ def host_trust(
 def script_add(
     name: str,
     interpreter: Annotated[str, typer.Option("--interpreter", "-t", help="bash, sh, ksh, python3 or original.")],
-    host: Annotated[str, typer.Option("--host", "-h", help="The host it runs on.")],
+    host: Annotated[str | None, typer.Option("--host", "-h", help="The host it runs on.")] = None,
+    targets: Annotated[
+        str | None, typer.Option("--targets", metavar="SELECTOR", help="Instead of --host: the hosts a selector picks at each run.")
+    ] = None,
     file: Annotated[Path | None, typer.Option("--file", "-f", help="The script's source file.")] = None,
     path: Annotated[str | None, typer.Option("--path", help="Absolute path on the server (original).")] = None,
     description: Annotated[str, typer.Option("--description", "-d")] = "",
@@ -276,6 +281,7 @@ def script_add(
             "name": name,
             "interpreter": interpreter,
             "host": host,
+            "targets": targets,
             "path": path,
             "description": description,
             "default_args": arg,
@@ -295,6 +301,22 @@ def script_add(
     content = file.read_text(encoding="utf-8") if file else None
     backend.current().add_script(spec, content)
     out.print(f"Script {spec.name} added; deployment run-script/{spec.name} is ready")
+
+
+@script_app.command("set")
+def script_set(
+    name: str,
+    host: Annotated[str | None, typer.Option("--host", "-h", help="Run on this host from now on.")] = None,
+    targets: Annotated[
+        str | None, typer.Option("--targets", metavar="SELECTOR", help="Run on the hosts this selector picks at each run.")
+    ] = None,
+) -> None:
+    """Change where a script runs: one host (--host) or the hosts a selector picks (--targets)."""
+    if (host is None) == (targets is None):
+        raise InvalidInput("give exactly one of --host HOST or --targets SELECTOR")
+    backend.current().set_script_target(name, host=host, targets=targets)
+    out.print(f"Script {name} now runs on " + (host or f"the hosts {targets!r} picks at each run"), markup=False,
+              highlight=False)
 
 
 @script_app.command("push")
@@ -323,7 +345,7 @@ def script_list(
     for script in backend.current().scripts(tag):
         schedules = ", ".join(s.cron or f"every {s.interval_seconds}s" for s in script.schedules)
         table.add_row(
-            script.name, script.interpreter, script.host, schedules, "yes" if script.enabled else "no", " ".join(script.tags)
+            script.name, script.interpreter, script.host or f"targets: {script.targets}", schedules, "yes" if script.enabled else "no", " ".join(script.tags)
         )
     out.print(table)
 
@@ -367,12 +389,49 @@ def script_rm(
 # ---------------------------------------------------------------- runs
 
 
-@app.command("run")
+class _StartByDefault(TyperGroup):
+    """``sms run show RUN_ID`` (a run id after ``show``) shows a run; anything else starts a script."""
+
+    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, run_command_args(args))
+
+
+def run_command_args(args: list[str]) -> list[str]:
+    """``args`` of ``sms run`` with the sub-command first: ``show`` before a run id, else ``start``."""
+    if args[:1] == ["show"] and len(args) > 1 and (_RUN_ID.fullmatch(args[1]) or args[1] in ("--help", "-h")):
+        return args
+    return ["start", *args]
+
+
+_RUN_ID = re.compile(r"[0-9a-fA-F]{8}-?(?:[0-9a-fA-F]{4}-?){3}[0-9a-fA-F]{12}")
+
+
+run_app = typer.Typer(cls=_StartByDefault, help="Start a script (`sms run NAME`), or show a run (`sms run show RUN_ID`).",
+                      no_args_is_help=True)
+app.add_typer(run_app, name="run")
+
+
+@run_app.command("start")
 def run(
     name: str,
     args: Annotated[list[str] | None, typer.Argument(help="Arguments for the script (after --).")] = None,
-    wait: Annotated[bool, typer.Option("--wait", "-w", help="Wait; exit with the script's exit code.")] = False,
+    wait: Annotated[bool, typer.Option("--wait", "-w", help="Wait; exit with the script's exit code (fleet: 0 only if every host succeeded).")] = False,
     host: Annotated[str | None, typer.Option("--host", help="Run on another host.")] = None,
+    hosts: Annotated[
+        str | None, typer.Option("--hosts", metavar="SELECTOR", help="A fleet run on every host the selector picks, e.g. 'role=web AND NOT legacy'.")
+    ] = None,
+    parallel: Annotated[int | None, typer.Option("--parallel", min=1, help="Fleet: hosts at a time (default 50).")] = None,
+    batch: Annotated[
+        str | None, typer.Option("--batch", metavar="N|N%", help="Fleet: rolling batches of N hosts (or N% of them).")
+    ] = None,
+    batch_pause: Annotated[
+        float | None, typer.Option("--batch-pause", metavar="SECONDS", min=0, help="Fleet: pause between batches.")
+    ] = None,
+    max_failures: Annotated[
+        str | None,
+        typer.Option("--max-failures", metavar="N|N%", help="Fleet: once more hosts failed, start no more and fail the run."),
+    ] = None,
+    fail_fast: Annotated[bool, typer.Option("--fail-fast", help="Fleet: start no more hosts after the first failure.")] = False,
     version: Annotated[int | None, typer.Option("--version", help="Run this version.")] = None,
     env: Annotated[list[str], typer.Option("--env", "-e", help="NAME=VALUE (repeatable).")] = [],  # noqa: B006
     param: Annotated[
@@ -380,15 +439,24 @@ def run(
     ] = [],  # noqa: B006
     timeout: Annotated[float | None, typer.Option("--wait-timeout", help="Give up waiting after N s.")] = None,
 ) -> None:
-    """Start a script: sms run NAME [--wait] [-p NAME=VALUE]... [-- ARGS...]"""
+    """Start a script: sms run NAME [--wait] [--hosts SELECTOR] [-p NAME=VALUE]... [-- ARGS...]
+    (show a run: sms run show RUN_ID)"""
+    policy = fleet_run.policy_of(parallel=parallel, batch=batch, batch_pause=batch_pause, max_failures=max_failures,
+                                 fail_fast=fail_fast)
+    if policy and hosts is None:
+        raise InvalidInput("--parallel, --batch, --batch-pause, --max-failures and --fail-fast need --hosts SELECTOR")
     door = backend.current()
     run_id = door.start(
         name, args=args or None, env=_pairs(env, "--env") or None, host=host, version=version,
-        parameters=_pairs(param, "--param") or None,
+        parameters=_pairs(param, "--param") or None, hosts=hosts, policy=policy,
     )
     out.print(f"Run {run_id} started", highlight=False)
     if not wait:
         return
+    if hosts is not None:
+        result = fleet_run.follow(lambda: door.result(run_id), out, timeout=timeout)
+        out.print(fleet_run.summary(result), markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(0 if result.ok else 1)
     result = door.wait(run_id, timeout)
     for line in result.output_tail:
         out.print(line, markup=False, highlight=False)
@@ -396,6 +464,20 @@ def run(
     if result.ok:
         raise typer.Exit(0)
     raise typer.Exit(result.exit_code if result.exit_code else 1)
+
+
+@run_app.command("show")
+def run_show(run_id: str) -> None:
+    """Show a run: its state, exit code, output tail, and per host (a fleet run) how it went."""
+    result = backend.current().result(run_id)
+    out.print(f"run {run_id}: {result.state}" + (f": {result.message}" if result.message else ""),
+              markup=False, highlight=False, soft_wrap=True)
+    if result.exit_code is not None:
+        out.print(f"exit code {result.exit_code}", highlight=False)
+    if result.hosts:
+        out.print(fleet_run.hosts_table(result))
+    for line in result.output_tail:
+        out.print(line, markup=False, highlight=False)
 
 
 @app.command("stop")

@@ -26,7 +26,7 @@ from sms_plugin.run_results import LogLine, RunResult
 
 if TYPE_CHECKING:
     from sms_plugin import apply as declarative
-    from sms_plugin import host_groups, host_import, selection
+    from sms_plugin import fleet_hosts, host_groups, host_import, selection
     from sms_plugin import hosts as host_services
     from sms_plugin import runs as run_services
     from sms_plugin import scripts as script_services
@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from sms_plugin.scripts import SyncReport
 else:  # the local catalog and Prefect: loaded by the first verb that uses them
     declarative = lazy_module("sms_plugin.apply")
+    fleet_hosts = lazy_module("sms_plugin.fleet_hosts")
     host_groups = lazy_module("sms_plugin.host_groups")
     host_import = lazy_module("sms_plugin.host_import")
     selection = lazy_module("sms_plugin.selection")
@@ -48,7 +49,6 @@ else:  # the local catalog and Prefect: loaded by the first verb that uses them
 
 T = TypeVar("T")
 TRIGGER = "cli"
-_FINAL_STATES = {"COMPLETED", "FAILED", "CANCELLED", "CRASHED"}
 
 
 @dataclass(frozen=True)
@@ -86,14 +86,16 @@ class Backend(Protocol):
     def versions(self, name: str) -> list[Version]: ...
     def add_script(self, spec: ScriptSpec, content: str | None) -> None: ...
     def push(self, name: str, content: str, comment: str) -> int | None: ...
+    def set_script_target(self, name: str, *, host: str | None, targets: str | None) -> None: ...
     def remove_script(self, name: str) -> None: ...
     def start(
         self, name: str, *, args: list[str] | None, env: dict[str, str] | None, host: str | None, version: int | None,
-        parameters: dict[str, object] | None,
+        parameters: dict[str, object] | None, hosts: str | None = None, policy: dict[str, object] | None = None,
     ) -> str: ...
+    def result(self, run_id: str) -> RunResult: ...
     def wait(self, run_id: str, timeout: float | None) -> RunResult: ...
     def stop(self, run_id: str) -> str: ...
-    def logs(self, run_id: str, *, follow: bool) -> Iterator[LogLine]: ...
+    def logs(self, run_id: str, *, follow: bool, host: str | None = None) -> Iterator[LogLine]: ...
     def plan(self, path: Path) -> declarative.Plan: ...
     def apply(self, planned: declarative.Plan) -> None: ...
     def sync(self) -> SyncReport: ...
@@ -191,17 +193,29 @@ class LocalBackend:
         change = _blocking(script_services.update(self.catalog, spec, content, author=self.user, comment=comment))
         return change.new_version.number if change.new_version else None
 
+    def set_script_target(self, name: str, *, host: str | None, targets: str | None) -> None:
+        current = ScriptSpec.from_script(script_services.show(self.catalog, name)).model_dump()
+        spec = ScriptSpec.parse({**current, "host": host, "targets": targets})
+        _blocking(script_services.update(self.catalog, spec, None, author=self.user))
+
     def remove_script(self, name: str) -> None:
         _blocking(script_services.remove(self.catalog, name, author=self.user))
 
     def start(
         self, name: str, *, args: list[str] | None, env: dict[str, str] | None, host: str | None, version: int | None,
-        parameters: dict[str, object] | None,
+        parameters: dict[str, object] | None, hosts: str | None = None, policy: dict[str, object] | None = None,
     ) -> str:
-        return _blocking(run_services.start(
-            self.catalog, name, args=args, env=env, host=host, version=version, parameters=parameters,
-            trigger=TRIGGER, user=self.user,
-        ))
+        async def start() -> str:
+            names = None if hosts is None else await fleet_hosts.resolve(self.catalog, hosts)
+            return await run_services.start(
+                self.catalog, name, args=args, env=env, host=host, hosts=names, policy=policy, version=version,
+                parameters=parameters, trigger=TRIGGER, user=self.user,
+            )
+
+        return _blocking(start())
+
+    def result(self, run_id: str) -> RunResult:
+        return _blocking(run_services.result(self.catalog, run_id))
 
     def wait(self, run_id: str, timeout: float | None) -> RunResult:
         return _blocking(run_services.wait(self.catalog, run_id, timeout=timeout))
@@ -209,11 +223,11 @@ class LocalBackend:
     def stop(self, run_id: str) -> str:
         return _blocking(run_services.stop(run_id))
 
-    def logs(self, run_id: str, *, follow: bool) -> Iterator[LogLine]:
+    def logs(self, run_id: str, *, follow: bool, host: str | None = None) -> Iterator[LogLine]:
         from sms_plugin.sdk import blocking_iterator
 
         with asyncio.Runner() as runner:
-            yield from blocking_iterator(runner, run_services.logs(run_id, follow=follow))
+            yield from blocking_iterator(runner, run_services.logs(run_id, follow=follow, host=host))
 
     def plan(self, path: Path) -> declarative.Plan:
         return _blocking(declarative.plan(self.catalog, path))
@@ -318,35 +332,33 @@ class GatewayBackend:
         answer = self.client.push(name, content, comment)
         return int(answer["version"]["number"]) if answer["created"] else None
 
+    def set_script_target(self, name: str, *, host: str | None, targets: str | None) -> None:
+        self.client.update_script(name, host=host, targets=targets)
+
     def remove_script(self, name: str) -> None:
         self.client.remove_script(name)
 
     def start(
         self, name: str, *, args: list[str] | None, env: dict[str, str] | None, host: str | None, version: int | None,
-        parameters: dict[str, object] | None,
+        parameters: dict[str, object] | None, hosts: str | None = None, policy: dict[str, object] | None = None,
     ) -> str:
-        return self.client.run(name, args, host=host, version=version, parameters=parameters, env=env)
+        return self.client.run(name, args, host=host, hosts=hosts, policy=policy, version=version,
+                               parameters=parameters, env=env)
 
-    def _result(self, run_id: str) -> RunResult:
-        data = self.client.run_status(run_id)
-        return RunResult(run_id, data["state"], data["message"], data["exit_code"], list(data["output_tail"]))
+    def result(self, run_id: str) -> RunResult:
+        return self.client.result(run_id)
 
     def wait(self, run_id: str, timeout: float | None) -> RunResult:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while (result := self._result(run_id)).state not in _FINAL_STATES:
-            if deadline is not None and time.monotonic() > deadline:
-                raise TimeoutError(run_id)
-            time.sleep(1)
-        return result
+        return self.client.wait(run_id, timeout)
 
     def stop(self, run_id: str) -> str:
         return self.client.stop(run_id)
 
-    def logs(self, run_id: str, *, follow: bool) -> Iterator[LogLine]:
+    def logs(self, run_id: str, *, follow: bool, host: str | None = None) -> Iterator[LogLine]:
         seen = 0
         while True:
-            ended = not follow or self._result(run_id).state in _FINAL_STATES
-            while page := self.client.logs(run_id, offset=seen):
+            ended = not follow or self.result(run_id).ended
+            while page := self.client.logs(run_id, offset=seen, host=host):
                 seen += len(page)
                 for line in page:
                     yield LogLine(datetime.fromisoformat(line["timestamp"]), line["level"], line["message"])

@@ -51,10 +51,11 @@ out = Console(highlight=False)
 def show(
     run_id: str,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing until the run ends.")] = False,
+    host: Annotated[str | None, typer.Option("--host", help="Only this host's lines (a fleet run).")] = None,
 ) -> None:
     """Print a run's log: its output lines from Elasticsearch when SMS_ELASTICSEARCH_URL is set
     (every line), else Prefect's run log."""
-    for line in backend.current().logs(run_id, follow=follow):
+    for line in backend.current().logs(run_id, follow=follow, host=host):
         out.print(f"{line.timestamp:%H:%M:%S} {line.level:<7} {line.message}", markup=False, soft_wrap=True)
 
 

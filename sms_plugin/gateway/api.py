@@ -10,6 +10,7 @@ List operations return only the items the caller may read.
 from __future__ import annotations
 
 import difflib
+from dataclasses import asdict
 import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -33,7 +34,7 @@ from sms_plugin.errors import Conflict, InvalidInput, NotFound, ServiceError, SM
 from sms_plugin.gateway import audit
 from sms_plugin.gateway.auth import require_principal
 from sms_plugin.gateway.principal import Principal
-from sms_plugin.gateway.rbac import ANY, RULE_ACTIONS, Action, Rule, SubjectKind, Target, decide
+from sms_plugin.gateway.rbac import ANY, RULE_ACTIONS, Action, Rule, SubjectKind, Target, decide, decide_selection
 from sms_plugin.gateway.targets import Targets, load_rules
 from sms_plugin.gateway.signing import ARGUMENT_PATTERN, check_argument_pattern, seal
 from sms_plugin.host_kinds import HOST_NAME_PATTERN, LABEL_PATTERN, HostRequest, from_request
@@ -69,6 +70,25 @@ class Call:
 
     def allows(self, action: Action, target: Target) -> bool:
         return decide(self.principal, action, target, self.rules).allowed
+
+    async def authorize_selection(
+        self, action: Action, selector: str, script: Script | None, detail: dict[str, Any]
+    ) -> list[str]:
+        """The names of the hosts ``selector`` picks, if the caller may ``action`` (``script``) on every
+        one; Denied naming the refused hosts otherwise, or when it picks none (``rbac.decide_selection``).
+        The audit ``detail`` gets the selector, the number of hosts and the refused ones."""
+        self.authorize(action)
+        detail["selector"] = selector
+        hosts = await selection.selected_hosts(self.catalog, selector)
+        if script is None:
+            targets = [await self.targets.host(host.name) for host in hosts]
+        else:
+            targets = [await self.targets.script(script, host.name) for host in hosts]
+        decision = decide_selection(self.principal, action, targets, self.rules)
+        detail.update(hosts=len(hosts), refused=list(decision.refused))
+        if not decision.allowed:
+            raise Denied(decision.reason)
+        return [host.name for host in hosts]
 
     def authorize(self, action: Action, target: Target = ANY) -> None:
         """Raise Denied unless the caller may ``action`` the collection and then ``target``."""
@@ -388,7 +408,9 @@ async def diff_versions(
 class StartIn(BaseModel):
     """Arguments replace the script's default arguments; ``host`` and ``version`` override its own.
     A script that declares parameters takes ``parameters`` by name instead of ``args``; ``env``
-    may set only the variables the script allows."""
+    may set only the variables the script allows. ``hosts`` (a host selector) makes it a fleet run
+    on every host it picks, with ``policy`` (docs/fleet.md); so does a script's own ``targets``.
+    Every picked host is judged, and exactly those are handed to the flow."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -400,6 +422,10 @@ class StartIn(BaseModel):
         default=None, max_length=100
     )
     host: HostName | None = None
+    hosts: Annotated[str, StringConstraints(min_length=1, max_length=MAX_SELECTOR)] | None = None
+    policy: dict[Annotated[str, StringConstraints(max_length=64)], str | int | float | bool | None] | None = Field(
+        default=None, max_length=20
+    )
     version: int | None = Field(default=None, ge=1, le=2**31)
 
 
@@ -425,15 +451,28 @@ class RunOut(BaseModel):
     ended_at: datetime | None
 
 
+class HostRunOut(BaseModel):
+    """One host's part of a run: ``pending``, ``running``, or how it ended."""
+
+    host: str
+    state: str
+    exit_code: int | None
+    seconds: float | None
+    message: str
+
+
 class RunDetail(BaseModel):
     run_id: str
     script: str
     host: str
+    """The run's host; empty for a fleet run (see ``hosts``)."""
     state: str
     """Prefect's state type: SCHEDULED, PENDING, RUNNING, COMPLETED, FAILED, CANCELLED, CRASHED..."""
     message: str
     exit_code: int | None
     output_tail: list[str]
+    hosts: list[HostRunOut] = []
+    """Per host, in name order, once the run has started on them."""
 
 
 class LogLineOut(BaseModel):
@@ -447,21 +486,36 @@ async def start_run(name: str, body: StartIn, c: CallDep) -> StartOut:
     """Start the script (operators); returns the run id at once."""
     async with c.action("run.start", "script", name) as detail:
         c.authorize("start")
-        c.authorize("start", await c.targets.script_named(name, body.host))
+        if body.host is not None and body.hosts is not None:
+            raise InvalidInput("give either 'host' or 'hosts' (a selector), not both")
+        script = await c.catalog.aio.run(repository.get_script, name)
+        selector = body.hosts or (script.targets if body.host is None else None)  # what runs is what is judged
+        hosts = None
+        if selector is None:
+            c.authorize("start", await c.targets.script(script, body.host))
+        else:
+            hosts = await c.authorize_selection("start", selector, script, detail)
         detail.update(parameters=sorted(body.parameters or {}), env=sorted(body.env or {}))  # names, never values
         run_id = await run_services.start(
-            c.catalog, name, args=body.args, env=body.env, host=body.host, version=body.version,
-            parameters=body.parameters, trigger=TRIGGER, user=c.principal.username,
+            c.catalog, name, args=body.args, env=body.env, host=body.host, hosts=hosts, policy=body.policy,
+            version=body.version, parameters=body.parameters, trigger=TRIGGER, user=c.principal.username,
         )
-        detail.update(run_id=run_id, host=body.host, version=body.version)
+        detail.update(run_id=run_id, host=body.host, policy=body.policy, version=body.version)
         return StartOut(run_id=run_id)
 
 
-async def _run_target(c: Call, action: Action, run_id: str) -> tuple[str, str]:
+async def _run_target(c: Call, action: Action, run_id: str) -> tuple[str, list[str]]:
+    """The run's script and hosts, if the caller may ``action`` on the run on every one of its hosts."""
     c.authorize(action)
-    script, host = await run_services.script_and_host(c.catalog, run_id)
-    c.authorize(action, await c.targets.run(script, host))
-    return script, host
+    script, hosts = await run_services.script_and_hosts(c.catalog, run_id)
+    targets = [await c.targets.run(script, host) for host in hosts]
+    if len(targets) == 1:
+        c.authorize(action, targets[0])
+        return script, hosts
+    decision = decide_selection(c.principal, action, targets, c.rules)
+    if not decision.allowed:
+        raise Denied(decision.reason)
+    return script, hosts
 
 
 @router.post("/runs/{run_id}/stop", tags=["runs"], responses=ERRORS)
@@ -493,10 +547,11 @@ async def list_runs_(
 async def show_run(run_id: str, c: CallDep) -> RunDetail:
     """A run's state, exit code and output tail."""
     async with c.action("run.show", "run", run_id):
-        script, host = await _run_target(c, "read", run_id)
+        script, hosts = await _run_target(c, "read", run_id)
         result = await run_services.result(c.catalog, run_id)
-        return RunDetail(run_id=run_id, script=script, host=host, state=result.state, message=result.message,
-                         exit_code=result.exit_code, output_tail=result.output_tail)
+        return RunDetail(run_id=run_id, script=script, host=hosts[0] if len(hosts) == 1 else "", state=result.state,
+                         message=result.message, exit_code=result.exit_code, output_tail=result.output_tail,
+                         hosts=[HostRunOut(**asdict(host)) for host in result.hosts])
 
 
 @router.get("/runs/{run_id}/logs", tags=["runs"], responses=ERRORS)
@@ -505,13 +560,15 @@ async def run_logs(
     c: CallDep,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
     offset: Annotated[int, Query(ge=0, le=2**31)] = 0,
+    host: Annotated[str | None, Query(pattern=HOST_NAME_PATTERN)] = None,
 ) -> list[LogLineOut]:
-    """A run's log lines so far, oldest first: at most ``limit``, after the first ``offset``."""
+    """A run's log lines so far, oldest first: at most ``limit``, after the first ``offset``; with
+    ``host``, that host's lines of a fleet run only."""
     async with c.action("run.logs", "run", run_id):
         await _run_target(c, "read", run_id)
         lines: list[LogLineOut] = []
         seen = 0
-        async for line in run_services.logs(run_id):
+        async for line in run_services.logs(run_id, host=host):
             seen += 1
             if seen <= offset:
                 continue

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import urlsplit
@@ -24,7 +24,7 @@ from sms_plugin.errors import NotFound
 from sms_plugin.gateway import auth, console, prefect_routes, proxy, sessions
 from sms_plugin.gateway.config import GatewaySettings
 from sms_plugin.gateway.principal import Principal
-from sms_plugin.gateway.rbac import ANY, Action, Decision, Target, decide
+from sms_plugin.gateway.rbac import ANY, Action, Decision, Target, decide, decide_selection
 from sms_plugin.gateway.targets import Targets, load_rules
 
 #: Routers of the SMS REST API and the webhooks, included when their modules exist.
@@ -36,14 +36,17 @@ _OPTIONAL_ROUTERS = (
 
 def catalog_authorize(catalog: Catalog) -> proxy.Authorize:
     """The proxy's authorization: ``rbac.decide`` with the catalog's rules, on the script (tags)
-    and host (labels) of the request, or on the whole collection when there is none."""
+    and host (labels) of the request, or on the whole collection when there is none; the hosts of
+    a fleet run are judged all or nothing (``rbac.decide_selection``)."""
 
-    async def authorize(principal: Principal, action: Action, script: str | None, host: str | None) -> Decision:
+    async def authorize(principal: Principal, action: Action, script: str | None, hosts: Sequence[str]) -> Decision:
         rules = await load_rules(catalog)
         targets = Targets(catalog)
+        if len(hosts) > 1:
+            return decide_selection(principal, action, [await targets.run(script or "", host) for host in hosts], rules)
         target: Target = ANY
-        if script and host:
-            target = await targets.run(script, host)
+        if script and hosts:
+            target = await targets.run(script, hosts[0])
         elif script:
             try:
                 target = await targets.script_named(script)

@@ -2,8 +2,8 @@
 a selection (``/api/v1/selections/judge``). Viewers read groups, admins change them; a selector
 that cannot be parsed is a 400 naming its column (docs/fleet.md).
 
-The fleet run itself is not built yet: the judge answers what a start on a selection would be
-told, host by host, all or nothing (``rbac.decide_selection``).
+The judge answers what a start on a selection would be told, host by host, all or nothing
+(``rbac.decide_selection``), as ``POST /api/v1/scripts/{name}/runs`` with ``hosts`` judges it.
 """
 
 from __future__ import annotations
@@ -14,10 +14,9 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Path
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from sms_plugin import host_groups, selection
+from sms_plugin import host_groups
 from sms_plugin.catalog import get_script
-from sms_plugin.gateway.api import ERRORS, CallDep, Denied, Message, Name
-from sms_plugin.gateway.rbac import decide_selection
+from sms_plugin.gateway.api import ERRORS, CallDep, Message, Name
 from sms_plugin.selectors import GROUP_NAME, MAX_LENGTH
 
 router = APIRouter(prefix="/api/v1", responses={401: {"description": "Not authenticated"}})
@@ -116,18 +115,10 @@ class JudgeOut(BaseModel):
 @router.post("/selections/judge", tags=["host groups"], responses=SELECTOR_ERRORS)
 async def judge_selection(body: JudgeIn, c: CallDep) -> JudgeOut:
     """Would the caller be allowed ``action`` on every selected host? 200 naming them, or 403 naming the
-    hosts that refuse the selection as a whole. Nothing is started (the fleet run is not built yet)."""
+    hosts that refuse the selection as a whole. Nothing is started."""
     async with c.action("selection.judge", "selection", body.selector[:200]) as detail:
-        c.authorize(body.action)
-        hosts = await selection.selected_hosts(c.catalog, body.selector)
-        if body.script:
-            script = await c.catalog.aio.run(get_script, body.script)
-            targets = [await c.targets.script(script, host.name) for host in hosts]
-        else:
-            targets = [await c.targets.host(host.name) for host in hosts]
-        decision = decide_selection(c.principal, body.action, targets, c.rules)
-        detail.update(script=body.script, action=body.action, hosts=len(hosts), refused=list(decision.refused))
-        if not decision.allowed:
-            raise Denied(decision.reason)
-        return JudgeOut(selector=body.selector, action=body.action, script=body.script,
-                        hosts=[host.name for host in hosts], reason=decision.reason)
+        detail.update(script=body.script, action=body.action)
+        script = await c.catalog.aio.run(get_script, body.script) if body.script else None
+        hosts = await c.authorize_selection(body.action, body.selector, script, detail)
+        return JudgeOut(selector=body.selector, action=body.action, script=body.script, hosts=hosts,
+                        reason=f"{c.principal.username} may {body.action} on all {len(hosts)} selected host(s)")

@@ -8,9 +8,10 @@ Order (each step refuses before the next one runs):
    gives its class; an unclassified route is denied (403);
 3. the caller's roles must allow the class (403) — before any body is read;
 4. non-admins only: the body is read, at most :data:`MAX_BODY` bytes (413), must be JSON (400),
-   must not ask for secrets (403), must fit its route's schema (:mod:`prefect_bodies`, 403);
+   must not ask for secrets (403), must fit its route's schema (:mod:`prefect_bodies`, 403) and
+   a fleet run's ``hosts`` and ``policy`` their checks (:func:`check_fleet`, 403);
    a caller whose ``read`` is narrowed by an access rule may not read run data here (403);
-5. the policy decides on the run's script and host (403).
+5. the policy decides on the run's script and host, or every host of a fleet run (403).
 
 Admins' requests are judged on path, endpoint and role only; their bodies are streamed unread.
 """
@@ -26,7 +27,10 @@ from starlette.requests import HTTPConnection
 
 from prefect import get_client
 
-from sms_plugin import run_secrets
+from sms_plugin import fleet_hosts, run_secrets
+from sms_plugin import hosts as host_services
+from sms_plugin.errors import InvalidInput
+from sms_plugin.fleet.policy import FleetPolicy
 from sms_plugin.gateway import audit, prefect_bodies, prefect_paths, prefect_routes
 from sms_plugin.gateway.prefect_routes import Endpoint, RunTarget
 from sms_plugin.gateway.principal import Principal
@@ -154,21 +158,45 @@ async def verdict(request: Request, principal: Principal, found: Endpoint, upstr
         if found.route_class == "start":
             deployment = await upstream.get_json(f"api/deployments/{found.params['id']}")
             overrides = prefect_bodies.check_create_flow_run(data if data is not None else {}, deployment)
+            await check_fleet(overrides)
             target = prefect_routes.run_target(deployment.get("parameters") or {}, deployment.get("tags") or [], overrides)
+            if not target.hosts:
+                raise prefect_bodies.Refused(
+                    "this script runs on the hosts its selector picks when the run starts, which the gateway "
+                    "cannot judge beforehand: give parameters.hosts, the exact host names"
+                )
         elif found.route_class == "set_state":
             run = await upstream.get_json(f"api/flow_runs/{found.params['id']}")
             action = prefect_bodies.set_state_action(data, ((run.get("state") or {}).get("type")))
             target = prefect_routes.run_target(run.get("parameters") or {}, run.get("tags") or [])
     except prefect_bodies.Refused as exc:
         raise await deny(request, principal, first, str(exc)) from None
-    detail = {"method": request.method, "script": target.script, "host": target.host}
-    decision = await request.app.state.authorize(principal, action, target.script, target.host)
+    one = len(target.hosts) == 1
+    detail = {"method": request.method, "script": target.script, "host": target.hosts[0] if one else None,
+              "hosts": None if one or not target.hosts else list(target.hosts)}
+    decision = await request.app.state.authorize(principal, action, target.script, target.hosts)
     if not decision.allowed:
         await audit_event(request, principal, action, "denied", {**detail, "reason": decision.reason})
         raise HTTPException(403, detail=f"forbidden: {decision.reason}")
     if found.route_class == "start":  # allowed: only now is anything stored
         return await _stashed_verdict(Verdict(action, detail, body), deployment)
     return Verdict(action, detail, body)
+
+
+async def check_fleet(parameters: dict[str, Any]) -> None:
+    """A fleet run's ``hosts`` must be exact names of known hosts (no selector, no duplicates, at
+    most 5,000; :mod:`sms_plugin.fleet_hosts`), not beside ``host``, and its ``policy`` valid;
+    :class:`prefect_bodies.Refused` otherwise. Null counts as absent."""
+    hosts, policy = parameters.get("hosts"), parameters.get("policy")
+    try:
+        if hosts is not None:
+            if parameters.get("host") is not None:
+                raise InvalidInput("give parameter 'host' or 'hosts', not both")
+            fleet_hosts.check_names(hosts, {info.name for info in await host_services.listing()})
+        if policy is not None:
+            FleetPolicy.parse(policy)
+    except InvalidInput as error:
+        raise prefect_bodies.Refused(str(error)) from None
 
 
 async def _stashed_verdict(verdict: Verdict, deployment: dict[str, Any]) -> Verdict:

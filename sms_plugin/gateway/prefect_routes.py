@@ -10,7 +10,8 @@ mounts it whatever its settings say, and it starts an analytics client, so the g
 to it.
 
 A run-script deployment names its script in the parameter ``script`` and its host in ``host`` or
-in the tag ``host:<name>`` (``sms_plugin.deploy``); a run's own parameters override them.
+in the tag ``host:<name>`` (``sms_plugin.deploy``); a run's own parameters override them, and a
+fleet run names its hosts in ``hosts``.
 """
 
 from __future__ import annotations
@@ -129,19 +130,22 @@ def _key(route: RouteContext, method: str) -> str:
 
 @dataclass(frozen=True)
 class RunTarget:
-    """The script and host a deployment or flow run is about."""
+    """The script and hosts a deployment or flow run is about (several: a fleet run's ``hosts``)."""
 
     script: str | None
-    host: str | None
+    hosts: tuple[str, ...]
 
 
 def run_target(parameters: dict[str, Any], tags: list[str], overrides: dict[str, Any] | None = None) -> RunTarget:
-    """Script and host from run-script parameters and tags; ``overrides`` (a create_flow_run
-    body's parameters) win."""
+    """Script and hosts from run-script parameters and tags; ``overrides`` (a create_flow_run
+    body's parameters) win. A fleet run's ``hosts`` must be a list (checked before, for a body)."""
     merged = {**parameters, **(overrides or {})}
-    host = merged.get("host") or next((t.split(":", 1)[1] for t in tags if t.startswith("host:")), None)
     script = merged.get("script")
-    return RunTarget(str(script) if script else None, str(host) if host else None)
+    fleet = merged.get("hosts")
+    if isinstance(fleet, list):
+        return RunTarget(str(script) if script else None, tuple(str(name) for name in fleet))
+    host = merged.get("host") or next((t.split(":", 1)[1] for t in tags if t.startswith("host:")), None)
+    return RunTarget(str(script) if script else None, (str(host),) if host else ())
 
 
 def secret_parameters(deployment: dict[str, Any]) -> set[str]:

@@ -22,7 +22,7 @@ import asyncio
 import base64
 import contextlib
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 from urllib.parse import quote
 
@@ -39,8 +39,9 @@ from sms_plugin.gateway.auth import AuthError, authenticate, require_principal, 
 from sms_plugin.gateway.principal import Principal
 from sms_plugin.gateway.rbac import Action, Decision
 
-#: Decides whether ``principal`` may do ``action`` on the script and host (None: no target).
-Authorize = Callable[[Principal, Action, str | None, str | None], Awaitable[Decision]]
+#: Decides whether ``principal`` may do ``action`` on the script and every one of the hosts
+#: (none given: the script alone, or the collection).
+Authorize = Callable[[Principal, Action, str | None, Sequence[str]], Awaitable[Decision]]
 
 PREFIX = "/prefect"
 _HOP_BY_HOP = frozenset({

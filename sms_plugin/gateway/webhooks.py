@@ -3,7 +3,9 @@
 In order: the webhook must exist and be enabled (404); the body must fit ``MAX_BODY_BYTES``
 (413); the signature must match (401; see ``signing``); at most ``max_per_minute`` signed
 deliveries per minute (429); a signed message is accepted once (409 for a replay); the payload's
-mapped fields must pass their allow-list patterns (422). Then one run starts (202) with trigger
+mapped fields must pass their allow-list patterns (422); a payload's ``hosts`` selector may pick
+only among the script's own hosts (403) and its ``policy`` must be valid (422), making the run a
+fleet run (docs/fleet.md). Then one run starts (202) with trigger
 and user ``webhook:<id>``. A delivery with a valid signature is stored with its outcome; refusals
 before that are counted per webhook, reason and hour (``count_refusal``), so a flood adds to a
 count, not rows. Refusals also count per client address and per webhook (``refusals``): an address
@@ -23,14 +25,16 @@ from fastapi import APIRouter, HTTPException, Request
 from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
+from sms_plugin import fleet_hosts
 from sms_plugin import runs as run_services
-from sms_plugin.catalog import Catalog
+from sms_plugin.catalog import Catalog, get_script
 from sms_plugin.catalog import access as rows
 from sms_plugin.catalog.models import Webhook, WebhookDelivery, utcnow
 from sms_plugin.errors import Conflict, InvalidInput, NotFound, SMSError
 from sms_plugin.gateway import audit
 from sms_plugin.gateway.api import ERRORS, catalog_of
 from sms_plugin.gateway.refusals import ADDRESS_LIMIT, RefusalWindows, address_key, hook_key
+from sms_plugin.selection import selected_hosts
 from sms_plugin.gateway.signing import (
     MAX_BODY_BYTES,
     SignatureError,
@@ -104,14 +108,56 @@ async def _claim(catalog: Catalog, hook: Webhook, nonce: str, delivery: str, cli
     return await catalog.aio.run(claim)
 
 
+def _payload(body: bytes) -> Any:
+    """The delivery's JSON payload; None when the body is not JSON."""
+    try:
+        return json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return None
+
+
+async def _fleet(catalog: Catalog, hook: Webhook, payload: Any) -> tuple[list[str] | None, dict[str, Any] | None]:
+    """The hosts and policy a payload asks for (its top-level ``hosts`` selector and ``policy``,
+    like the REST API's start). The webhook's grant is its script's own hosts (its host, or what its
+    targets pick): a payload may pick among them, never beyond (403 naming the others)."""
+    if not isinstance(payload, dict):
+        return None, None
+    selector, policy = payload.get("hosts"), payload.get("policy")
+    if selector is None:
+        return None, policy
+    if not isinstance(selector, str):
+        raise Refused(422, "invalid-payload", "the payload's 'hosts' must be a host selector (a string)")
+    try:
+        names = await fleet_hosts.resolve(catalog, selector)
+    except SMSError as error:
+        raise Refused(422, "invalid-payload", str(error)) from None
+    granted = await _script_hosts(catalog, hook.script)
+    outside = [name for name in names if name not in granted]
+    if outside:
+        raise Refused(403, "denied", f"webhook {hook.id} may start {hook.script} only on its own host(s); the "
+                      f"payload's selector picks {len(outside)} other(s): {', '.join(outside)}")
+    return names, policy
+
+
+async def _script_hosts(catalog: Catalog, name: str) -> set[str]:
+    """The hosts ``name`` runs on by itself: its host, or those its targets pick now (none when
+    there is no such script)."""
+    try:
+        script = await catalog.aio.run(get_script, name)
+    except NotFound:
+        return set()
+    if script.targets:
+        return {host.name for host in await selected_hosts(catalog, script.targets)}
+    return {str(script.host)}
+
+
 async def _start(catalog: Catalog, hook: Webhook, body: bytes) -> str:
     args: list[str] | None = None
     parameters: dict[str, object] | None = None
+    payload = _payload(body)
     if hook.arguments:
-        try:
-            payload: Any = json.loads(body)
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            raise Refused(422, "invalid-payload", "the body is not JSON, but the webhook maps payload fields") from None
+        if payload is None:
+            raise Refused(422, "invalid-payload", "the body is not JSON, but the webhook maps payload fields")
         try:
             values = map_arguments(payload, hook.arguments)
         except InvalidInput as error:
@@ -119,9 +165,11 @@ async def _start(catalog: Catalog, hook: Webhook, body: bytes) -> str:
         pairs = list(zip(hook.arguments, values, strict=True))
         args = [value for argument, value in pairs if not argument.get("parameter")] or None
         parameters = {a["parameter"]: value for a, value in pairs if a.get("parameter")} or None
+    hosts, policy = await _fleet(catalog, hook, payload)
     origin = f"webhook:{hook.id}"
     try:
-        return await run_services.start(catalog, hook.script, args=args, parameters=parameters, trigger=origin, user=origin)
+        return await run_services.start(catalog, hook.script, args=args, parameters=parameters, hosts=hosts,
+                                        policy=policy, trigger=origin, user=origin)
     except InvalidInput as error:  # the mapped values do not fit the script's declared parameters
         raise Refused(422, "invalid-payload", str(error)) from None
     except NotFound as error:
@@ -173,7 +221,7 @@ async def deliver(hook_id: str, request: Request) -> Accepted:
         await _remember(catalog, windows, refusal, hook, stored, caller.client)
         if not refusal.flood:
             detail["error"] = str(refusal)
-            outcome = "denied" if refusal.status in (401, 404, 409, 413, 429) else "error"
+            outcome = "denied" if refusal.status in (401, 403, 404, 409, 413, 429) else "error"
             await audit.record(catalog, caller, outcome=outcome, detail=detail, **_delivered(hook_id))
         raise HTTPException(refusal.status, str(refusal)) from None
     await catalog.aio.run(rows.update_delivery, stored, outcome="started", run_id=run_id)

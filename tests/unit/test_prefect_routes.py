@@ -328,7 +328,8 @@ def test_final_states_are_prefects() -> None:
 
 def test_run_target_from_parameters_tags_and_overrides() -> None:
     tags = ["payments", "host:eu-1", "sms"]
-    assert run_target({"script": "pay"}, tags) == RunTarget("pay", "eu-1")
-    assert run_target({"script": "pay", "host": "us-2"}, tags) == RunTarget("pay", "us-2")
-    assert run_target({"script": "pay"}, tags, {"script": "other", "host": "x"}) == RunTarget("other", "x")
-    assert run_target({}, []) == RunTarget(None, None)
+    assert run_target({"script": "pay"}, tags) == RunTarget("pay", ("eu-1",))
+    assert run_target({"script": "pay", "host": "us-2"}, tags) == RunTarget("pay", ("us-2",))
+    assert run_target({"script": "pay"}, tags, {"script": "other", "host": "x"}) == RunTarget("other", ("x",))
+    assert run_target({"script": "pay"}, tags, {"hosts": ["a", "b"]}) == RunTarget("pay", ("a", "b"))
+    assert run_target({}, []) == RunTarget(None, ())

@@ -55,11 +55,13 @@ async def run_output(
     ended: Callable[[], Awaitable[bool]] | None = None,
     poll: float = FOLLOW_POLL,
     client: Elasticsearch | None = None,
+    host: str | None = None,
 ) -> AsyncIterator[LogEntry]:
-    """Every output line of run ``run_id`` in order (attempt, then line number). With ``follow``,
-    new lines as they arrive until ``ended()`` says the run is over."""
+    """Every output line of run ``run_id`` (on ``host`` only, if given) in order (attempt, then line
+    number). With ``follow``, new lines as they arrive until ``ended()`` says the run is over."""
     client = client or connect()
-    query = {"term": {"sms.run_id": run_id}}
+    terms = [{"term": {"sms.run_id": run_id}}] + ([{"term": {"host.name": host}}] if host is not None else [])
+    query = {"bool": {"filter": terms}}
     after: list[Any] | None = None
     while True:
         finished = not follow or ended is None or await ended()
