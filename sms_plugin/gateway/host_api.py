@@ -6,14 +6,16 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Path
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from sms_plugin import hosts as host_services
-from sms_plugin.gateway.api import ERRORS, CallDep, HostOut, Label
+from sms_plugin.gateway.api import ERRORS, CallDep, HostName, HostOut, Label
 
 router = APIRouter(prefix="/api/v1", responses={401: {"description": "Not authenticated"}})
 Fingerprint = Annotated[str, StringConstraints(pattern=r"^SHA256:[A-Za-z0-9+/]{43}$")]
+Name = Annotated[HostName, Path()]
+"""A host name (a Prefect block name): anything else is a 422 before Prefect is asked."""
 
 
 class HostKeyOut(BaseModel):
@@ -50,7 +52,7 @@ def _key_out(name: str, key: host_services.ScannedKey) -> HostKeyOut:
 
 
 @router.get("/hosts/{name}/host-key", tags=["hosts"], responses=ERRORS)
-async def show_host_key(name: str, c: CallDep) -> HostKeyOut:
+async def show_host_key(name: Name, c: CallDep) -> HostKeyOut:
     """The key SSH host ``name`` shows now and its fingerprint (admins), read without logging in."""
     async with c.action("host.key", "host", name) as detail:
         c.authorize("admin")
@@ -60,7 +62,7 @@ async def show_host_key(name: str, c: CallDep) -> HostKeyOut:
 
 
 @router.post("/hosts/{name}/trust", tags=["hosts"], responses=ERRORS)
-async def trust_host(name: str, body: TrustIn, c: CallDep) -> HostKeyOut:
+async def trust_host(name: Name, body: TrustIn, c: CallDep) -> HostKeyOut:
     """Pin the key SSH host ``name`` shows, if it is still the one with the confirmed fingerprint
     (admins); 409 and nothing pinned if the host shows another key now."""
     async with c.action("host.trust", "host", name) as detail:
@@ -70,7 +72,7 @@ async def trust_host(name: str, body: TrustIn, c: CallDep) -> HostKeyOut:
 
 
 @router.post("/hosts/{name}/check", tags=["hosts"], responses=ERRORS)
-async def check_host(name: str, c: CallDep) -> HostCheckOut:
+async def check_host(name: Name, c: CallDep) -> HostCheckOut:
     """Check a host as ``sms host check`` does (admins): reachable, login, host key, algorithms, shell,
     interpreters. A host problem is in the result (``usable`` false), not an error."""
     async with c.action("host.check", "host", name) as detail:
@@ -81,7 +83,7 @@ async def check_host(name: str, c: CallDep) -> HostCheckOut:
 
 
 @router.put("/hosts/{name}/labels", tags=["hosts"], responses=ERRORS)
-async def replace_labels(name: str, body: LabelsIn, c: CallDep) -> HostOut:
+async def replace_labels(name: Name, body: LabelsIn, c: CallDep) -> HostOut:
     """Give a host exactly these labels (admins): access rules and selectors pick hosts by them."""
     async with c.action("host.labels", "host", name) as detail:
         c.authorize("admin")
