@@ -188,7 +188,8 @@ async def stream_output(
     if not after.isdigit() or int(after) > 2**53:
         raise HTTPException(400, "Last-Event-ID must be the seq of a line event (a whole number)")
     async with c.action("run.output", "run", run_id) as detail:
-        _, host = await _run_target(c, "read", run_id)
+        _, hosts = await _run_target(c, "read", run_id)
+        host = hosts[0] if len(hosts) == 1 else None  # a fleet run's lines here do not say their host
         detail["after"] = int(after)
     monitor = monitor_of(request)
 

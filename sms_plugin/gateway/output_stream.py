@@ -40,8 +40,9 @@ def sse(event: str, data: dict[str, Any], event_id: int | None = None) -> bytes:
     return f"{head}event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
 
 
-async def output_events(catalog: Catalog, run_id: str, host: str, after: int) -> AsyncIterator[bytes]:
-    """The run's lines after the ``after``-th, then its terminal state."""
+async def output_events(catalog: Catalog, run_id: str, host: str | None, after: int) -> AsyncIterator[bytes]:
+    """The run's lines after the ``after``-th, then its terminal state; ``host`` names the run's host
+    (None for a fleet run, whose lines come from several)."""
     seq = after
     try:
         async for line in run_services.logs(run_id, follow=True, poll=POLL_SECONDS, offset=after):

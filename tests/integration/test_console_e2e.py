@@ -13,6 +13,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import pytest
@@ -20,6 +21,9 @@ import pytest
 from infra.testbed.prefect_worker import PrefectWorker
 from tests.conftest import _started
 from tests.integration.conftest import alive, login_of
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Locator, Page
 
 pytestmark = pytest.mark.integration
 
@@ -74,6 +78,11 @@ def console_bed(gateway_bed, keycloak, ssh_server) -> Iterator[object]:
     worker.stop()
 
 
+def menu(page: Page, name: str) -> Locator:
+    """The link to page ``name`` in the console's menu (a dashboard tile may carry the same name)."""
+    return page.get_by_role("menu", name="Pages").get_by_role("link", name=name, exact=True)
+
+
 def log_in(browser, url: str, username: str):
     """A new browser page logged in through Keycloak's own form."""
     page = browser.new_context(viewport={"width": 1440, "height": 900}).new_page()
@@ -95,7 +104,7 @@ def test_an_author_adds_a_script_in_the_editor_and_diffs_two_versions(console_be
     page = log_in(browser, console_bed.url, "anna")
     assert page.get_by_test_id("who").get_by_text("sms-author").is_visible()
     shot(page, "dashboard")
-    page.get_by_role("link", name="Scripts", exact=True).click()
+    menu(page, "Scripts").click()
     page.get_by_role("button", name="Add script", exact=True).click()
     page.get_by_label("Name", exact=True).fill(SCRIPT)
     page.get_by_label("Host", exact=True).click()
@@ -157,7 +166,7 @@ def test_an_operator_runs_watches_and_stops_and_the_remote_process_is_gone(conso
     assert not alive(ssh_server, f"sleep {SLEEP}"), "the remote process outlived the stop"
     assert not page.get_by_role("button", name="Stop", exact=True).is_visible()
     shot(page, "run-stopped")
-    page.get_by_role("link", name="Runs", exact=True).click()
+    menu(page, "Runs").click()
     page.get_by_role("link", name=SCRIPT, exact=True).first.wait_for()
     shot(page, "runs")
     page.context.close()
@@ -173,7 +182,7 @@ def test_a_viewer_sees_no_run_or_stop_controls_and_a_forced_request_is_refused(c
     page.locator(".ant-table-tbody tr").first.get_by_role("link").first.click()  # the newest run
     page.get_by_test_id("run-state").wait_for()
     assert not page.get_by_role("button", name="Stop", exact=True).is_visible()
-    assert not page.get_by_role("link", name="Access", exact=True).is_visible()
+    assert not menu(page, "Access").is_visible()
     before = httpx.get(f"{console_bed.url}/api/v1/runs?script={SCRIPT}", timeout=30,
                        headers={"Cookie": _cookie(page)}).json()
     forced = page.evaluate(
@@ -192,16 +201,16 @@ def test_a_viewer_sees_no_run_or_stop_controls_and_a_forced_request_is_refused(c
 
 def test_an_admin_sees_hosts_and_access(console_bed, browser) -> None:
     page = log_in(browser, console_bed.url, "adam")
-    page.get_by_role("link", name="Hosts", exact=True).click()
+    menu(page, "Hosts").click()
     page.get_by_role("cell", name=HOST, exact=True).wait_for()
     shot(page, "hosts")
-    page.get_by_role("link", name="Access", exact=True).click()
+    menu(page, "Access").click()
     page.get_by_role("button", name="Add rule", exact=True).wait_for()
     shot(page, "access-rules")
     page.get_by_role("tab", name="Audit trail", exact=True).click()
     page.get_by_role("cell", name="run.start", exact=True).first.wait_for()
     shot(page, "access-audit")
-    page.get_by_role("link", name="Logs", exact=True).click()
+    menu(page, "Logs").click()
     shot(page, "logs")
     page.get_by_role("button", name="Log out", exact=True).click()
     page.get_by_role("link", name="Log in", exact=True).wait_for()
