@@ -188,14 +188,14 @@ async def stream_output(
     if not after.isdigit() or int(after) > 2**53:
         raise HTTPException(400, "Last-Event-ID must be the seq of a line event (a whole number)")
     async with c.action("run.output", "run", run_id) as detail:
-        _, host = await _run_target(c, "read", run_id)
+        _, hosts = await _run_target(c, "read", run_id)
         detail["after"] = int(after)
     monitor = monitor_of(request)
 
     async def counted() -> Any:
         monitor.open_streams += 1
         try:
-            async for event in output_events(c.catalog, run_id, host, int(after)):
+            async for event in output_events(c.catalog, run_id, hosts, int(after)):
                 yield event
         finally:
             monitor.open_streams -= 1
