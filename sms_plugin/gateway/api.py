@@ -72,7 +72,7 @@ class Call:
         return decide(self.principal, action, target, self.rules).allowed
 
     async def authorize_selection(
-        self, action: Action, selector: str, script: Script | None, detail: dict[str, Any]
+        self, action: Action, selector: str, script: Script | ScriptSpec | None, detail: dict[str, Any]
     ) -> list[str]:
         """The names of the hosts ``selector`` picks, if the caller may ``action`` (``script``) on every
         one; Denied naming the refused hosts otherwise, or when it picks none (``rbac.decide_selection``).
@@ -89,6 +89,14 @@ class Call:
         if not decision.allowed:
             raise Denied(decision.reason)
         return [host.name for host in hosts]
+
+    async def authorize_scheduled(self, script: Script | ScriptSpec, detail: dict[str, Any]) -> None:
+        """Raise Denied unless the caller may start ``script`` where its schedules would start it: its
+        host, or every host its ``targets`` selector picks now (a scheduled run resolves it unjudged)."""
+        if script.targets:
+            await self.authorize_selection("start", script.targets, script, detail)
+        else:
+            self.authorize("start", await self.targets.script(script))
 
     def authorize(self, action: Action, target: Target = ANY) -> None:
         """Raise Denied unless the caller may ``action`` the collection and then ``target``."""
@@ -336,7 +344,7 @@ async def add_script(body: ScriptIn, c: CallDep) -> ScriptOut:
         target = await c.targets.script(spec)
         c.authorize("author", target)
         if spec.schedules:  # a schedule starts the script: it needs start too
-            c.authorize("start", target)
+            await c.authorize_scheduled(spec, detail)
         detail.update(interpreter=spec.interpreter, host=spec.host)
         script = await script_services.add(c.catalog, spec, body.content, author=c.principal.username, comment=body.comment)
         return ScriptOut.of(script, await _newest_number(c, script))
