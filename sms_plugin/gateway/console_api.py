@@ -79,15 +79,13 @@ async def change_settings(name: str, body: SettingsIn, c: CallDep) -> ScriptOut:
     async with c.action("script.settings", "script", name) as detail:
         c.authorize("author")
         script = await c.catalog.aio.run(repository.get_script, name)
-        before = await c.targets.script(script)
-        c.authorize("author", before)
+        await c.authorize_where_it_runs("author", script, detail)
         detail["given"] = sorted(body.model_fields_set)
         spec = await script_services.revised(script, body.changes())
-        after = await c.targets.script(spec)
-        c.authorize("author", after)
-        moved = after != before or spec.targets != script.targets
+        await c.authorize_where_it_runs("author", spec, detail)
+        moved = await c.targets.script(spec) != await c.targets.script(script) or spec.targets != script.targets
         if spec.schedules and (moved or spec.columns()["schedules"] != script.schedules):
-            await c.authorize_scheduled(spec, detail)  # a schedule starts the script
+            await c.authorize_where_it_runs("start", spec, detail)  # a schedule starts the script
         change = await script_services.update(c.catalog, spec, author=c.principal.username)
         detail["changed"] = sorted(change.changed_fields)
         return ScriptOut.of(change.script, await _newest_number(c, change.script))

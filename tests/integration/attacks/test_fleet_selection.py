@@ -228,9 +228,9 @@ async def author_operator(fleet: Gateway) -> AsyncIterator[str]:
 
 
 async def test_a_schedule_cannot_start_a_fleet_run_on_a_host_its_author_may_not_start_on(fleet, author_operator):
-    """A schedule starts its script unjudged at each fire: saving it, or moving a scheduled script's
-    targets, judges start on every host the targets pick, not on the absent single host (which let it
-    reach the admin-only host)."""
+    """A schedule (or a webhook) starts its script unjudged: saving a schedule, moving a scheduled
+    script's targets, and authoring a script with targets judge start and author on every host the
+    targets pick, not on the absent single host (which let non-admins reach the admin-only host)."""
     name = f"fs-add-{SUFFIX}"
     weekly = [{"cron": "0 3 * * 1", "timezone": "UTC"}]
     async with httpx.AsyncClient(base_url=fleet.url, timeout=60, headers=fleet.headers(author_operator)) as client:
@@ -253,6 +253,15 @@ async def test_a_schedule_cannot_start_a_fleet_run_on_a_host_its_author_may_not_
             "name": name, "interpreter": "sh", "targets": OPEN, "schedules": weekly, "enabled": False, "content": "id\n"})
         assert control.status_code == 201, control.text
         assert (await client.delete(f"/api/v1/scripts/{name}")).status_code == 204
+
+    # anna (author only) may not change the code a schedule or webhook of SCHEDULED runs on the admin-only host
+    async with httpx.AsyncClient(base_url=fleet.url, timeout=60, headers=fleet.headers("anna")) as client:
+        pushed = await client.post(f"/api/v1/scripts/{SCHEDULED}/versions", json={"content": "reboot\n"})
+        assert pushed.status_code == 403 and OWN in pushed.json()["detail"], pushed.text
+        retargeted = await client.patch(f"/api/v1/scripts/{WEEKLY}", json={"targets": f"fs-*-{SUFFIX}"})
+        assert retargeted.status_code == 403 and OWN in retargeted.json()["detail"], retargeted.text
+    assert script_services.version(fleet.catalog, SCHEDULED).content == "id\n"
+    assert script_services.show(fleet.catalog, WEEKLY).targets == OPEN
 
 
 async def test_a_retry_of_a_run_whose_hosts_a_selector_picks_is_refused(bed, gateway_bed, proxied):
