@@ -48,7 +48,7 @@ os.environ.pop("PREFECT_API_URL", None)
 import paramiko  # noqa: E402
 
 from infra.testbed.fleet import Fleet, FleetEntry  # noqa: E402
-from infra.testbed.process import process_tree  # noqa: E402
+from infra.testbed.process import cpu_seconds, process_tree  # noqa: E402
 from sms_plugin.transports.base import Plan  # noqa: E402
 from sms_plugin.transports.ssh import HANDSHAKES, ConnectionPool, SSHTarget, SSHTransport  # noqa: E402
 
@@ -142,17 +142,6 @@ def _self_cpu() -> float:
     usage = os.times()
     return usage.user + usage.system
 
-
-def cpu_seconds(pids: set[int]) -> float:
-    """User + system CPU of ``pids``, with that of their children that have ended."""
-    total = 0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-        except OSError:
-            continue
-        total += sum(int(f) for f in fields[11:15])
-    return total / os.sysconf("SC_CLK_TCK")
 
 
 def row(side: str, hosts: int, seconds: float, sampler: TreeSampler, note: str) -> None:

@@ -41,7 +41,7 @@ from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId  # noq
 from infra.testbed.postgresql import PostgreSQL  # noqa: E402
 from infra.testbed.prefect_server import PrefectServer  # noqa: E402
 from infra.testbed.prefect_worker import PrefectWorker  # noqa: E402
-from infra.testbed.process import process_tree  # noqa: E402
+from infra.testbed.process import cpu_seconds, process_tree  # noqa: E402
 from infra.testbed.sshd import SshServer  # noqa: E402
 from sms_plugin import hosts, runs, scripts  # noqa: E402
 from sms_plugin.catalog import Catalog, ScriptSpec  # noqa: E402
@@ -168,17 +168,6 @@ async def memory(catalog: Catalog, ssh: SshServer, name: str | list[str], worker
     await until(lambda: all_final(ids), max(300, count), 1.0)
     return (during - before) / max(running, 1)
 
-
-def cpu_seconds(pids: set[int]) -> float:
-    """User + system CPU time of ``pids`` so far, with that of their children that have ended."""
-    total = 0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-        except OSError:
-            continue
-        total += sum(int(f) for f in fields[11:15])
-    return total / os.sysconf("SC_CLK_TCK")
 
 
 async def throughput(catalog: Catalog, name: str, count: int, processes: dict[str, Callable[[], set[int]]]) -> tuple[float, dict[str, float]]:

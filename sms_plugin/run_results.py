@@ -58,3 +58,5 @@ class LogLine:
     timestamp: datetime
     level: str
     message: str
+    host: str | None = None
+    """The host that printed the line, when the log source records it (Elasticsearch does)."""

@@ -205,7 +205,7 @@ async def logs(
             if skipped < offset:  # Elasticsearch pages by search_after, not by offset
                 skipped += 1
                 continue
-            yield LogLine(entry.timestamp, entry.level, entry.message)
+            yield LogLine(entry.timestamp, entry.level, entry.message, entry.host)
         return
     seen = offset
     while True:

@@ -77,7 +77,8 @@ async def update(
 
 
 async def revised(script: Script, changes: Mapping[str, Any]) -> ScriptSpec:
-    """``script``'s spec with ``changes`` (keys of :data:`SETTINGS`, ``schedule`` and ``timezone``),
+    """``script``'s spec with ``changes`` (keys of :data:`SETTINGS`, ``targets``, ``schedule`` and
+    ``timezone``; ``host`` and ``targets`` each replace the other),
     checked as a person should hear at once: RefusedSetting for an unknown host, an unknown time zone,
     a cron that is malformed, never fires or fires more often than ``SMS_SCHEDULE_MIN_SECONDS``.
 
@@ -86,6 +87,10 @@ async def revised(script: Script, changes: Mapping[str, Any]) -> ScriptSpec:
     current = ScriptSpec.from_script(script)
     values = current.model_dump()
     values.update({field: changes[field] for field in SETTINGS if field in changes})
+    if "host" in changes:  # one host instead of a selector
+        values["targets"] = None
+    if "targets" in changes:  # a selector instead of one host
+        values["targets"], values["host"] = changes["targets"], None
     if "timezone" in changes:
         schedules.zone(changes["timezone"])
     if "schedule" in changes:
@@ -93,7 +98,7 @@ async def revised(script: Script, changes: Mapping[str, Any]) -> ScriptSpec:
         values["schedules"] = [schedules.checked(changes["schedule"], timezone)] if changes["schedule"] else []
     elif "timezone" in changes:
         values["schedules"] = [_rezoned(entry.model_dump(exclude_none=True), changes["timezone"]) for entry in current.schedules]
-    if values["host"] != current.host:
+    if values["host"] is not None and values["host"] != current.host:
         try:
             await host_kinds.load_host(values["host"])
         except NotFound:

@@ -141,6 +141,19 @@ class Keycloak(Peer):
             timeout=30,
         )
 
+    def add_user(self, name: str, roles: tuple[str, ...]) -> str:
+        """A fresh user of the realm with these realm roles, password ``name`` + "-pw" (test helper); its id."""
+        with self.admin() as admin:
+            created = admin.post("/users", json={
+                "username": name, "enabled": True, "email": f"{name}@sms.test", "emailVerified": True,
+                "firstName": name.title(), "lastName": "Test",
+                "credentials": [{"type": "password", "value": f"{name}-pw", "temporary": False}],
+            }).raise_for_status()
+            user_id = created.headers["location"].rsplit("/", 1)[1]
+            granted = [admin.get(f"/roles/{role}").raise_for_status().json() for role in roles]
+            admin.post(f"/users/{user_id}/role-mappings/realm", json=granted).raise_for_status()
+        return str(user_id)
+
     def add_signing_key(self, private_key_pem: str) -> str:
         """Add an RS256 key to the realm's keys (lowest priority, so Keycloak keeps signing with
         its own) and return its ``kid``: tokens signed with it pass the realm's JWKS."""

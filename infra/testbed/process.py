@@ -110,6 +110,18 @@ def process_tree(root: int) -> set[int]:
     return found
 
 
+def cpu_seconds(pids: set[int]) -> float:
+    """User + system CPU time of ``pids`` so far, with that of their children that have ended."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        total += sum(int(f) for f in fields[11:15])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def _signal_all(pids: set[int], sig: signal.Signals) -> None:
     for pid in pids:
         try:

@@ -333,7 +333,7 @@ class GatewayBackend:
         return int(answer["version"]["number"]) if answer["created"] else None
 
     def set_script_target(self, name: str, *, host: str | None, targets: str | None) -> None:
-        self.client.update_script(name, host=host, targets=targets)
+        self.client.update_script(name, **({"host": host} if host is not None else {"targets": targets}))
 
     def remove_script(self, name: str) -> None:
         self.client.remove_script(name)

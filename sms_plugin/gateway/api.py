@@ -72,7 +72,7 @@ class Call:
         return decide(self.principal, action, target, self.rules).allowed
 
     async def authorize_selection(
-        self, action: Action, selector: str, script: Script | None, detail: dict[str, Any]
+        self, action: Action, selector: str, script: Script | ScriptSpec | None, detail: dict[str, Any]
     ) -> list[str]:
         """The names of the hosts ``selector`` picks, if the caller may ``action`` (``script``) on every
         one; Denied naming the refused hosts otherwise, or when it picks none (``rbac.decide_selection``).
@@ -89,6 +89,14 @@ class Call:
         if not decision.allowed:
             raise Denied(decision.reason)
         return [host.name for host in hosts]
+
+    async def authorize_where_it_runs(self, action: Action, script: Script | ScriptSpec, detail: dict[str, Any]) -> None:
+        """Raise Denied unless the caller may ``action`` ``script`` where it runs: its host, or every host
+        its ``targets`` selector picks now (what its schedules and webhooks start, unjudged, with its content)."""
+        if script.targets:
+            await self.authorize_selection(action, script.targets, script, detail)
+        else:
+            self.authorize(action, await self.targets.script(script))
 
     def authorize(self, action: Action, target: Target = ANY) -> None:
         """Raise Denied unless the caller may ``action`` the collection and then ``target``."""
@@ -333,10 +341,9 @@ async def add_script(body: ScriptIn, c: CallDep) -> ScriptOut:
     """Add a script (authors); it becomes the Prefect deployment ``run-script/NAME``."""
     async with c.action("script.add", "script", body.name) as detail:
         spec = body.spec()
-        target = await c.targets.script(spec)
-        c.authorize("author", target)
+        await c.authorize_where_it_runs("author", spec, detail)
         if spec.schedules:  # a schedule starts the script: it needs start too
-            c.authorize("start", target)
+            await c.authorize_where_it_runs("start", spec, detail)
         detail.update(interpreter=spec.interpreter, host=spec.host)
         script = await script_services.add(c.catalog, spec, body.content, author=c.principal.username, comment=body.comment)
         return ScriptOut.of(script, await _newest_number(c, script))
@@ -348,7 +355,7 @@ async def push_version(name: str, body: VersionIn, c: CallDep) -> PushOut:
     async with c.action("script.push", "script", name) as detail:
         c.authorize("author")
         script = await c.catalog.aio.run(repository.get_script, name)
-        c.authorize("author", await c.targets.script(script))
+        await c.authorize_where_it_runs("author", script, detail)
         change = await script_services.update(
             c.catalog, ScriptSpec.from_script(script), body.content, author=c.principal.username, comment=body.comment
         )
@@ -360,9 +367,9 @@ async def push_version(name: str, body: VersionIn, c: CallDep) -> PushOut:
 @router.delete("/scripts/{name}", tags=["scripts"], status_code=204, responses=ERRORS)
 async def remove_script(name: str, c: CallDep) -> None:
     """Remove a script and its deployment (authors); its run records and audit trail stay."""
-    async with c.action("script.remove", "script", name):
+    async with c.action("script.remove", "script", name) as detail:
         c.authorize("author")
-        c.authorize("author", await c.targets.script(await c.catalog.aio.run(repository.get_script, name)))
+        await c.authorize_where_it_runs("author", await c.catalog.aio.run(repository.get_script, name), detail)
         await script_services.remove(c.catalog, name, author=c.principal.username)
 
 

@@ -22,11 +22,13 @@ from sms_plugin.catalog import repository
 from sms_plugin.catalog.spec import MAX_SECONDS
 from sms_plugin.gateway.api import ERRORS, CallDep, HostName, Message, ScriptOut, _newest_number
 from sms_plugin.gateway.principal import Principal
+from sms_plugin.selectors import MAX_LENGTH as MAX_SELECTOR
 from sms_plugin.gateway.rbac import ACTIONS, ANY, ROLE_ACTIONS, Action, capabilities, decide
 
 router = APIRouter(prefix="/api/v1", responses={401: {"description": "Not authenticated"}})
 REFUSALS = {**ERRORS, 400: {"model": Message, "description": "A setting SMS will not take (the reason names it)"}}
 
+Selector = Annotated[str, StringConstraints(min_length=1, max_length=MAX_SELECTOR)]
 Cron = Annotated[str, StringConstraints(min_length=1, max_length=200)]
 TimeZone = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 Tag = Annotated[str, StringConstraints(min_length=1, max_length=100)]
@@ -38,13 +40,16 @@ RoleName = Annotated[str, StringConstraints(min_length=1, max_length=200)]
 
 
 class SettingsIn(BaseModel):
-    """The settings to change; a field left out stays as it is. ``schedule`` replaces the script's
-    schedules with one cron (null: none), in ``timezone`` (default: the current schedules' zone, else
-    UTC); ``timezone`` alone moves the current schedules to that zone. ``timeout_seconds`` null: none."""
+    """The settings to change; a field left out stays as it is. ``host`` (one host) or ``targets`` (a
+    host selector, docs/fleet.md) says where the script runs, each replacing the other. ``schedule``
+    replaces the script's schedules with one cron (null: none), in ``timezone`` (default: the current
+    schedules' zone, else UTC); ``timezone`` alone moves the current schedules to that zone.
+    ``timeout_seconds`` null: none."""
 
     model_config = ConfigDict(extra="forbid")
 
     host: HostName | None = None
+    targets: Selector | None = None
     schedule: Cron | None = None
     timezone: TimeZone | None = None
     timeout_seconds: int | None = Field(default=None, gt=0, le=MAX_SECONDS)
@@ -59,6 +64,8 @@ class SettingsIn(BaseModel):
         nulled = sorted(f for f in self.model_fields_set - {"schedule", "timeout_seconds"} if getattr(self, f) is None)
         if nulled:
             raise ValueError(f"{', '.join(nulled)} cannot be null: leave a field out to keep it")
+        if {"host", "targets"} <= self.model_fields_set:
+            raise ValueError("give host (one host) or targets (a host selector), not both")
         return self
 
     def changes(self) -> dict[str, Any]:
@@ -72,14 +79,13 @@ async def change_settings(name: str, body: SettingsIn, c: CallDep) -> ScriptOut:
     async with c.action("script.settings", "script", name) as detail:
         c.authorize("author")
         script = await c.catalog.aio.run(repository.get_script, name)
-        before = await c.targets.script(script)
-        c.authorize("author", before)
+        await c.authorize_where_it_runs("author", script, detail)
         detail["given"] = sorted(body.model_fields_set)
         spec = await script_services.revised(script, body.changes())
-        after = await c.targets.script(spec)
-        c.authorize("author", after)
-        if spec.schedules and (after != before or spec.columns()["schedules"] != script.schedules):
-            c.authorize("start", after)  # a schedule starts the script
+        await c.authorize_where_it_runs("author", spec, detail)
+        moved = await c.targets.script(spec) != await c.targets.script(script) or spec.targets != script.targets
+        if spec.schedules and (moved or spec.columns()["schedules"] != script.schedules):
+            await c.authorize_where_it_runs("start", spec, detail)  # a schedule starts the script
         change = await script_services.update(c.catalog, spec, author=c.principal.username)
         detail["changed"] = sorted(change.changed_fields)
         return ScriptOut.of(change.script, await _newest_number(c, change.script))

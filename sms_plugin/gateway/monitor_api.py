@@ -189,14 +189,13 @@ async def stream_output(
         raise HTTPException(400, "Last-Event-ID must be the seq of a line event (a whole number)")
     async with c.action("run.output", "run", run_id) as detail:
         _, hosts = await _run_target(c, "read", run_id)
-        host = hosts[0] if len(hosts) == 1 else None  # a fleet run's lines here do not say their host
         detail["after"] = int(after)
     monitor = monitor_of(request)
 
     async def counted() -> Any:
         monitor.open_streams += 1
         try:
-            async for event in output_events(c.catalog, run_id, host, int(after)):
+            async for event in output_events(c.catalog, run_id, hosts, int(after)):
                 yield event
         finally:
             monitor.open_streams -= 1

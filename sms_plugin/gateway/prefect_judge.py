@@ -11,7 +11,8 @@ Order (each step refuses before the next one runs):
    must not ask for secrets (403), must fit its route's schema (:mod:`prefect_bodies`, 403) and
    a fleet run's ``hosts`` and ``policy`` their checks (:func:`check_fleet`, 403);
    a caller whose ``read`` is narrowed by an access rule may not read run data here (403);
-5. the policy decides on the run's script and host, or every host of a fleet run (403).
+5. the policy decides on the run's script and host, or every host of a fleet run (403); a start or
+   retry whose hosts a script's selector would pick only when it runs is refused (403).
 
 Admins' requests are judged on path, endpoint and role only; their bodies are streamed unread.
 """
@@ -169,6 +170,11 @@ async def verdict(request: Request, principal: Principal, found: Endpoint, upstr
             run = await upstream.get_json(f"api/flow_runs/{found.params['id']}")
             action = prefect_bodies.set_state_action(data, ((run.get("state") or {}).get("type")))
             target = prefect_routes.run_target(run.get("parameters") or {}, run.get("tags") or [])
+            if action == "start" and not target.hosts:
+                raise prefect_bodies.Refused(
+                    "a retry of this run goes to the hosts its script's selector picks when it runs again, which "
+                    "the gateway cannot judge beforehand: start it anew through the SMS REST API instead"
+                )
     except prefect_bodies.Refused as exc:
         raise await deny(request, principal, first, str(exc)) from None
     one = len(target.hosts) == 1

@@ -485,6 +485,30 @@ def _pool_key(target: SSHTarget) -> tuple[object, ...]:
     return tuple(tuple(value) if isinstance(value, list) else value for value in astuple(target))
 
 
+class _Opening:
+    """A connection opened in a thread for a lease that may be cancelled meanwhile: nothing is opened
+    after the cancel, and what was opened is closed, never left behind."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.abandoned = False
+        self._client: paramiko.SSHClient | None = None
+
+    def deliver(self, client: paramiko.SSHClient) -> None:
+        with self._lock:
+            if not self.abandoned:
+                self._client = client
+                return
+        client.close()
+
+    def abandon(self) -> None:
+        with self._lock:
+            self.abandoned = True
+            client, self._client = self._client, None
+        if client is not None:
+            client.close()
+
+
 @dataclass(eq=False)
 class _Shared:
     client: paramiko.SSHClient
@@ -526,15 +550,24 @@ class ConnectionPool:
                 dead.client.close()
             free = next((c for c in shared if c.leases < self.runs_per_connection), None)
             if free is None:
-                free = _Shared(await in_thread(lambda: self._open(target)))
+                opening = _Opening()
+                try:
+                    free = _Shared(await in_thread(lambda: self._open(target, opening)))
+                except asyncio.CancelledError:
+                    opening.abandon()  # a fleet run stopped while its hosts waited for a slot
+                    raise
                 shared.append(free)
                 self.opened += 1
             free.leases += 1
             return free
 
-    def _open(self, target: SSHTarget) -> paramiko.SSHClient:
+    def _open(self, target: SSHTarget, opening: _Opening) -> paramiko.SSHClient:
         with self.handshakes.slot():
-            return _connect(target)
+            if opening.abandoned:
+                raise TransportError(f"the connection to {target.label} was no longer wanted")
+            client = _connect(target)
+        opening.deliver(client)
+        return client
 
     def close_idle(self) -> None:
         """Closes every connection no run holds (when a process is done with its hosts)."""

@@ -158,6 +158,10 @@ async def test_an_author_adds_pushes_and_removes_a_script(gateway, scripts, fres
     versions = fresh.ok("script", "versions", NEW)
     assert "second" in versions and versions.count("anna") == 2
     assert script_services.version(gateway.catalog, NEW).content == "echo two\n"
+    assert "picks at each run" in fresh.ok("script", "set", NEW, "--targets", HOST)
+    assert (script_services.show(gateway.catalog, NEW).host, script_services.show(gateway.catalog, NEW).targets) == (None, HOST)
+    fresh.ok("script", "set", NEW, "--host", HOST)
+    assert (script_services.show(gateway.catalog, NEW).host, script_services.show(gateway.catalog, NEW).targets) == (HOST, None)
     assert f"Script {NEW} removed" in fresh.ok("script", "rm", NEW, "--yes")
     with pytest.raises(NotFound):
         script_services.show(gateway.catalog, NEW)

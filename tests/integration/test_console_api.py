@@ -87,6 +87,21 @@ async def test_settings_reach_the_catalog_and_the_deployment(scene):
     assert event.outcome == "ok" and event.detail["changed"] == ["schedules", "timeout_seconds"]
 
 
+async def test_targets_and_host_replace_each_other(scene):
+    """``sms script set --targets`` / ``--host`` through the gateway: each replaces the other."""
+    name = f"ca-moved-{SUFFIX}"
+    await script_services.add(scene.catalog, ScriptSpec(name=name, interpreter="sh", host=ONE, enabled=False),
+                              "echo hi\n", author="setup")
+    fleet = call(scene, "anna", "PATCH", f"/scripts/{name}", json={"targets": "site=one,site=two"})
+    assert fleet.status_code == 200, fleet.text
+    row, _, tags = await script_and_deployment(scene, name)
+    assert (row["host"], row["targets"]) == (None, "site=one,site=two") and f"host:{ONE}" not in tags
+    single = call(scene, "anna", "PATCH", f"/scripts/{name}", json={"host": TWO})
+    assert single.status_code == 200, single.text
+    row, _, tags = await script_and_deployment(scene, name)
+    assert (row["host"], row["targets"]) == (TWO, None) and f"host:{TWO}" in tags
+
+
 @pytest.mark.parametrize(("user", "body", "status", "says"), [
     ("adam", {"host": "no-such-host"}, 400, "no host named 'no-such-host'"),
     ("adam", {"schedule": "* * * * *"}, 400, "fires every 60 s"),
@@ -96,7 +111,9 @@ async def test_settings_reach_the_catalog_and_the_deployment(scene):
     ("adam", {"schedule": "61 * * * *"}, 400, "minute field '61' is invalid"),
     ("adam", {"schedule": "0 0 31 2 *"}, 400, "is not valid"),
     ("adam", {"host": None}, 422, "host cannot be null"),
-    ("adam", {"targets": "role=web"}, 422, "Extra inputs are not permitted"),
+    ("adam", {"targets": None}, 422, "targets cannot be null"),
+    ("adam", {"targets": "site=one", "host": ONE}, 422, "not both"),
+    ("adam", {"targets": "site=one AND"}, 422, "selector error"),
     ("adam", {"retries": 1000}, 422, "less than or equal to 100"),
     ("viola", {"description": "x"}, 403, "'author' needs role"),
     ("otto", {"description": "x"}, 403, "'author' needs role"),

@@ -143,6 +143,33 @@ async def test_waiting_for_a_slot_does_not_count_against_a_healthy_hosts_timeout
     assert pool.opened == 1
 
 
+def _connections_to(port: int) -> int:
+    """Established TCP connections to loopback ``port`` (the clients' side), read from the kernel."""
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for row in Path(table).read_text().splitlines()[1:]:
+                fields = row.split()
+                count += int(fields[2].rsplit(":", 1)[1], 16) == port and fields[3] == "01"
+    return count
+
+
+async def test_a_lease_cancelled_while_waiting_for_a_slot_leaves_no_connection(ssh_target):
+    slots = HandshakeSlots(1)
+    pool = ConnectionPool(handshakes=slots)
+    target = dataclasses.replace(ssh_target, connect_timeout=29.5)  # a pool key of its own
+    before = _connections_to(target.port)
+    with slots.slot():  # another host holds the only slot
+        waiting = asyncio.create_task(SSHTransport.connect(target, pool=pool))
+        await asyncio.sleep(0.3)
+        waiting.cancel()  # the fleet run is stopped
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+    await asyncio.sleep(1.5)  # the waiting thread got the slot meanwhile
+    assert slots.busy == 0 and pool.opened == 0
+    assert _connections_to(target.port) == before, "the abandoned lease opened a connection and left it"
+
+
 async def test_the_fleet_test_bed_serves_each_kind_as_declared():
     async def ignore(*args: object) -> None:
         return None

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import string
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 
 import httpx
@@ -200,3 +200,96 @@ def test_a_disguised_forbidden_name_is_refused_and_creates_nothing(bed, proxied,
     assert reply.status_code == 403, (variant, reply.text)
     assert "unknown host" in reply.json()["detail"]
     assert _flow_runs(bed) == before
+
+
+OWN = f"fs-own-{SUFFIX}"
+OPEN = f"fs-open-{SUFFIX}"
+SCHEDULED = f"fs-sched-{SUFFIX}"
+WEEKLY = f"fs-weekly-{SUFFIX}"
+
+
+@pytest.fixture(scope="module")
+async def author_operator(fleet: Gateway) -> AsyncIterator[str]:
+    """A realm user with sms-author and sms-operator, no access rule; a host of the worker's own
+    machine (admin-only) and an open one; a paused script whose targets pick both (set up by an admin)."""
+    name = f"fs-ada-{SUFFIX}"
+    keycloak = fleet.keycloak
+    user_id = keycloak.add_user(name, ("sms-author", "sms-operator"))  # type: ignore[attr-defined]
+    await host_services.add(OWN, LocalHost(admins_only=True), overwrite=True)
+    await host_services.add(OPEN, LocalHost(admins_only=False), overwrite=True)
+    spec = ScriptSpec(name=SCHEDULED, interpreter="sh", targets=f"fs-*-{SUFFIX}", enabled=False)
+    await script_services.add(fleet.catalog, spec, "id\n", author="setup")
+    weekly = [{"cron": "0 3 * * 1", "timezone": "UTC"}]
+    spec = ScriptSpec(name=WEEKLY, interpreter="sh", targets=OPEN, schedules=weekly, enabled=False)
+    await script_services.add(fleet.catalog, spec, "id\n", author="setup")
+    yield name
+    with keycloak.admin() as admin:  # type: ignore[attr-defined]
+        admin.delete(f"/users/{user_id}")
+
+
+async def test_a_schedule_cannot_start_a_fleet_run_on_a_host_its_author_may_not_start_on(fleet, author_operator):
+    """A schedule (or a webhook) starts its script unjudged: saving a schedule, moving a scheduled
+    script's targets, and authoring a script with targets judge start and author on every host the
+    targets pick, not on the absent single host (which let non-admins reach the admin-only host)."""
+    name = f"fs-add-{SUFFIX}"
+    weekly = [{"cron": "0 3 * * 1", "timezone": "UTC"}]
+    async with httpx.AsyncClient(base_url=fleet.url, timeout=60, headers=fleet.headers(author_operator)) as client:
+        added = await client.post("/api/v1/scripts", json={
+            "name": name, "interpreter": "sh", "targets": f"fs-*-{SUFFIX}", "schedules": weekly,
+            "enabled": False, "content": "id\n"})
+        assert added.status_code == 403, added.text
+        assert OWN in added.json()["detail"] and OPEN not in added.json()["detail"].split("selected host(s):")[1]
+        with pytest.raises(NotFound):
+            script_services.show(fleet.catalog, name)
+
+        scheduled = await client.patch(f"/api/v1/scripts/{SCHEDULED}", json={"schedule": "0 3 * * 1"})
+        assert scheduled.status_code == 403 and OWN in scheduled.json()["detail"], scheduled.text
+        assert script_services.show(fleet.catalog, SCHEDULED).schedules == []
+        retargeted = await client.patch(f"/api/v1/scripts/{WEEKLY}", json={"targets": f"fs-*-{SUFFIX}"})
+        assert retargeted.status_code == 403 and OWN in retargeted.json()["detail"], retargeted.text
+        assert script_services.show(fleet.catalog, WEEKLY).targets == OPEN
+
+        control = await client.post("/api/v1/scripts", json={
+            "name": name, "interpreter": "sh", "targets": OPEN, "schedules": weekly, "enabled": False, "content": "id\n"})
+        assert control.status_code == 201, control.text
+        assert (await client.delete(f"/api/v1/scripts/{name}")).status_code == 204
+
+    # anna (author only) may not change the code a schedule or webhook of SCHEDULED runs on the admin-only host
+    async with httpx.AsyncClient(base_url=fleet.url, timeout=60, headers=fleet.headers("anna")) as client:
+        pushed = await client.post(f"/api/v1/scripts/{SCHEDULED}/versions", json={"content": "reboot\n"})
+        assert pushed.status_code == 403 and OWN in pushed.json()["detail"], pushed.text
+        retargeted = await client.patch(f"/api/v1/scripts/{WEEKLY}", json={"targets": f"fs-*-{SUFFIX}"})
+        assert retargeted.status_code == 403 and OWN in retargeted.json()["detail"], retargeted.text
+    assert script_services.version(fleet.catalog, SCHEDULED).content == "id\n"
+    assert script_services.show(fleet.catalog, WEEKLY).targets == OPEN
+
+
+async def test_a_retry_of_a_run_whose_hosts_a_selector_picks_is_refused(bed, gateway_bed, proxied):
+    """A scheduled run of a script with targets has no hosts of its own: a retry would pick them again,
+    here the worker's own machine among them. otto (operator, no rule) may not retry it through the
+    Prefect API; the run stays Failed."""
+    name, own = f"fa-sel-{SUFFIX}", f"fa-own-{SUFFIX}"
+
+    async def scheduled_run() -> str:
+        catalog = Catalog()
+        with prefect_of(gateway_bed), pytest.MonkeyPatch.context() as patch:
+            patch.setenv("SMS_WORK_POOL", IDLE_POOL)
+            await host_services.add(own, LocalHost(admins_only=True), overwrite=True)
+            script = await script_services.add(catalog, ScriptSpec(name=name, interpreter="sh", targets=f"{own},{EU[0]}"),
+                                               "id\n", author="setup")
+            await sync_script(script)
+            async with get_client() as client:
+                deployment = await client.read_deployment_by_name(deployment_name(name))
+        catalog.dispose()
+        run = bed.prefect.post(f"/deployments/{deployment.id}/create_flow_run", json={"parameters": {"script": name}})
+        run_id = run.raise_for_status().json()["id"]
+        bed.prefect.post(f"/flow_runs/{run_id}/set_state",
+                         json={"state": {"type": "FAILED", "name": "Failed"}, "force": True}).raise_for_status()
+        return run_id
+
+    run_id = await scheduled_run()
+    retry = {"state": {"type": "SCHEDULED", "name": "AwaitingRetry"}}
+    refused = bed.client("otto").post(f"/prefect/api/flow_runs/{run_id}/set_state", json=retry)
+    assert refused.status_code == 403, refused.text
+    assert "selector picks when it runs again" in refused.json()["detail"]
+    assert bed.prefect.get(f"/flow_runs/{run_id}").raise_for_status().json()["state"]["type"] == "FAILED"

@@ -181,15 +181,7 @@ def test_login_gives_a_new_session_id(bed) -> None:
 def realm_user(keycloak) -> Iterator[tuple[str, str]]:
     """A fresh realm user with sms-admin (name, id); its password is name + "-pw"."""
     name = f"rita-{uuid.uuid4().hex[:6]}"
-    with keycloak.admin() as admin:
-        created = admin.post("/users", json={
-            "username": name, "enabled": True, "email": f"{name}@sms.test", "emailVerified": True,
-            "firstName": "Rita", "lastName": "Test",
-            "credentials": [{"type": "password", "value": f"{name}-pw", "temporary": False}],
-        }).raise_for_status()
-        user_id = created.headers["location"].rsplit("/", 1)[1]
-        role = admin.get("/roles/sms-admin").raise_for_status().json()
-        admin.post(f"/users/{user_id}/role-mappings/realm", json=[role]).raise_for_status()
+    user_id = keycloak.add_user(name, ("sms-admin",))
     yield name, user_id
     with keycloak.admin() as admin:
         admin.delete(f"/users/{user_id}")
