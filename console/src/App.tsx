@@ -2,7 +2,7 @@
 import { useEffect, useState } from "react";
 import { Link, Route, Routes, useLocation } from "react-router-dom";
 import { Alert, App as AntApp, Button, ConfigProvider, Layout, Menu, Result, Space, Spin, Tag, Typography } from "antd";
-import { ApiError, get } from "./lib/api";
+import { ApiError, get, rememberCsrfToken } from "./lib/api";
 import { loadPermissions } from "./lib/permissions";
 import type { Me } from "./lib/types";
 import { SessionContext, type Session } from "./session";
@@ -60,6 +60,7 @@ export function App() {
     (async () => {
       try {
         const me = await get<Me>("/auth/me");
+        rememberCsrfToken(me.csrf_token);
         setSession({ me, permissions: await loadPermissions(me.roles) });
         setState("ready");
       } catch (e) {

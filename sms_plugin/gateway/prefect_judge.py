@@ -154,7 +154,7 @@ async def verdict(request: Request, principal: Principal, found: Endpoint, upstr
     if where is not None:
         raise await deny(request, principal, "admin", f"include_secrets ({where}) is for sms-admin only")
     await check_narrowed_read(request, principal, found)
-    action, target = first, RunTarget(None, None)
+    action, target = first, RunTarget(None, ())
     try:
         if found.route_class == "start":
             deployment = await upstream.get_json(f"api/deployments/{found.params['id']}")

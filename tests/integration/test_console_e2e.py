@@ -22,6 +22,8 @@ from infra.testbed.prefect_worker import PrefectWorker
 from tests.conftest import _started
 from tests.integration.conftest import alive, login_of
 
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
 if TYPE_CHECKING:
     from playwright.sync_api import Locator, Page
 
@@ -159,7 +161,14 @@ def test_an_operator_runs_watches_and_stops_and_the_remote_process_is_gone(conso
     assert alive(ssh_server, f"sleep {SLEEP}"), "the long run's process never showed on the host"
     page.get_by_role("button", name="Stop", exact=True).click()
     page.get_by_role("button", name="Stop", exact=True).last.click()  # the confirmation
-    page.get_by_test_id("run-state").get_by_text("CANCELLED").wait_for(timeout=90_000)
+    run_id = page.url.rsplit("/", 1)[1]
+    try:
+        page.get_by_test_id("run-state").get_by_text("CANCELLED").wait_for(timeout=90_000)
+    except PlaywrightTimeout:
+        shot(page, "run-stop-timeout")
+        detail = page.request.get(f"{console_bed.url}/api/v1/runs/{run_id}").text()
+        pytest.fail(f"the page never showed CANCELLED; the run is now {detail}; "
+                    f"process alive: {alive(ssh_server, f'sleep {SLEEP}')}", pytrace=False)
     deadline = time.monotonic() + 30
     while alive(ssh_server, f"sleep {SLEEP}") and time.monotonic() < deadline:
         time.sleep(0.3)
@@ -208,7 +217,9 @@ def test_an_admin_sees_hosts_and_access(console_bed, browser) -> None:
     page.get_by_role("button", name="Add rule", exact=True).wait_for()
     shot(page, "access-rules")
     page.get_by_role("tab", name="Audit trail", exact=True).click()
-    page.get_by_role("cell", name="run.start", exact=True).first.wait_for()
+    page.get_by_label("Action", exact=True).fill("api.run.start")
+    page.get_by_role("button", name="Filter", exact=True).click()
+    page.get_by_role("cell", name="api.run.start", exact=True).first.wait_for()
     shot(page, "access-audit")
     menu(page, "Logs").click()
     shot(page, "logs")

@@ -15,12 +15,30 @@ function reason(status: number, body: unknown): string {
   return `HTTP ${status}`;
 }
 
-/** JSON in, JSON out. A JSON body from the gateway's own origin needs no CSRF token (docs/gateway.md). */
+let csrfToken = "";
+
+/** Keeps the session's CSRF token (from `/auth/me`) for every later state change: a POST without a
+ *  JSON body (stop a run, rotate a webhook secret) is one a foreign form could send, so the gateway
+ *  refuses it without the token (docs/gateway.md). */
+export function rememberCsrfToken(token: string | undefined): void {
+  csrfToken = token ?? "";
+}
+
+/** The headers of a request: JSON when there is a body, the CSRF token with every state change. */
+export function requestHeaders(method: string, hasBody: boolean): Record<string, string> {
+  return {
+    Accept: "application/json",
+    ...(hasBody ? { "Content-Type": "application/json" } : {}),
+    ...(method !== "GET" && method !== "HEAD" && csrfToken ? { "X-CSRF-Token": csrfToken } : {}),
+  };
+}
+
+/** JSON in, JSON out, with the session cookie. */
 export async function api<T>(method: string, path: string, body?: unknown, init?: RequestInit): Promise<T> {
   const reply = await fetch(path, {
     method,
     credentials: "same-origin",
-    headers: { Accept: "application/json", ...(body === undefined ? {} : { "Content-Type": "application/json" }) },
+    headers: requestHeaders(method, body !== undefined),
     body: body === undefined ? undefined : JSON.stringify(body),
     ...init,
   });

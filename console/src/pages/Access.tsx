@@ -102,7 +102,7 @@ function Audit() {
       <Problem error={error} />
       <Form layout="inline" onFinish={(v) => setFilter(Object.fromEntries(Object.entries(v).filter(([, x]) => x)) as Record<string, string>)} style={{ marginBottom: 16 }}>
         <Form.Item name="actor"><Input aria-label="Actor" placeholder="actor" /></Form.Item>
-        <Form.Item name="action"><Input aria-label="Action" placeholder="action, e.g. run.start" /></Form.Item>
+        <Form.Item name="action"><Input aria-label="Action" placeholder="action, e.g. api.run.start" /></Form.Item>
         <Form.Item name="outcome"><Select aria-label="Outcome" allowClear placeholder="outcome" style={{ width: 120 }} options={["ok", "denied", "error"].map((o) => ({ value: o, label: o }))} /></Form.Item>
         <Button htmlType="submit">Filter</Button>
       </Form>

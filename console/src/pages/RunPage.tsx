@@ -14,6 +14,7 @@ import { OutputView } from "./OutputView";
 /** Lines held in the page; older ones are dropped (and counted) so memory stays bounded. */
 export const MAX_LINES = 50_000;
 const TERMINAL = new Set(["COMPLETED", "FAILED", "CANCELLED", "CRASHED"]);
+const RECORD_POLL_MS = 5_000;
 
 export function RunPage() {
   const { id = "" } = useParams();
@@ -48,6 +49,14 @@ export function RunPage() {
   useEffect(() => {  // the run's record again when it ends (message, per-host results)
     if (end && TERMINAL.has(end.state)) get<RunDetail>(`/api/v1/runs/${encodeURIComponent(id)}`).then(setRun).catch(() => undefined);
   }, [id, end?.state]);
+
+  useEffect(() => {  // while it goes on, its state (Pending → Running → Cancelling) every few seconds
+    if (end) return undefined;
+    const timer = window.setInterval(() => {
+      get<RunDetail>(`/api/v1/runs/${encodeURIComponent(id)}`).then(setRun).catch(() => undefined);
+    }, RECORD_POLL_MS);
+    return () => window.clearInterval(timer);
+  }, [id, end]);
 
   const state = end?.state ?? run?.state ?? "…";
   const exitCode = end?.exit_code ?? run?.exit_code;
