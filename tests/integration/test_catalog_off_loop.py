@@ -172,7 +172,7 @@ async def test_output_flows_and_stop_kills_while_another_writer_holds_the_lock(
     name = await _script(catalog, host, 'while true; do echo "tick $1"; sleep 0.1; done\n')
     output = _Arrivals(f"tick {marker}")
     seen = output.times
-    logging.getLogger("prefect.flow_runs").addHandler(output)
+    logging.getLogger("prefect.task_runs").addHandler(output)  # each host's execution is a task run
     ticks = _Ticks()
     ticking = asyncio.run_coroutine_threadsafe(ticks.tick(), run_loop.loop)
     flow = asyncio.ensure_future(run_loop.run(run_script(script=name, args=[marker], return_state=True)))
@@ -202,7 +202,7 @@ async def test_output_flows_and_stop_kills_while_another_writer_holds_the_lock(
     finally:
         flow.cancel()
         await asyncio.wait([flow], timeout=60)
-        logging.getLogger("prefect.flow_runs").removeHandler(output)
+        logging.getLogger("prefect.task_runs").removeHandler(output)
         ticks.running = False
         ticking.result(timeout=5)
 
