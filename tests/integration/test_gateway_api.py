@@ -51,6 +51,8 @@ NOT_SMS_API = {
     ("GET", "/auth/login"), ("GET", "/auth/callback"), ("GET", "/auth/logout"), ("POST", "/auth/logout"),
     ("GET", "/auth/config"), ("GET", "/auth/me"), ("GET", "/auth/register"),
     ("GET", "/prefect"), ("HEAD", "/prefect"),
+    # the console's static files and its client routes (no data, no login): tests/unit/test_console_static.py
+    ("GET", "/{path:path}"),
     # the monitoring API: tested with Prometheus and Elasticsearch in test_monitor_api.py
     ("GET", "/api/v1/monitor/overview"), ("GET", "/api/v1/logs/search"), ("GET", "/api/v1/runs/{run_id}/output/stream"),
     *(
