@@ -18,6 +18,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
+from sms_plugin.run_results import HostResult
+
 HostState = Literal["succeeded", "failed", "timed_out", "unreachable", "stopped", "skipped"]
 EXECUTION_STATES = ("pending", "running", "succeeded", "failed", "timed_out", "unreachable", "stopped", "skipped")
 """Every state of a host execution row: the outcomes' plus ``pending`` (not begun) and ``running``."""
@@ -29,15 +31,9 @@ NAMED_HOSTS = 20
 
 
 @dataclass(frozen=True)
-class HostOutcome:
-    """One host's result: its state, exit code, seconds and, for a failure, why (the last stderr
-    lines or the connection error)."""
-
-    host: str
-    state: HostState
-    exit_code: int | None = None
-    seconds: float | None = None
-    message: str = ""
+class HostOutcome(HostResult):
+    """One host's result once it has ended (``state`` is a :data:`HostState`): its exit code, seconds
+    and, for a failure, why (the last stderr lines or the connection error)."""
 
     @property
     def succeeded(self) -> bool:
