@@ -30,17 +30,27 @@ def beat_of(catalog: Catalog, run_id: str) -> datetime | None:
         return get_run(s, run_id).heartbeat_at
 
 
+async def stamped_after(catalog: Catalog, run_id: str, earlier: datetime | None, within: float = 10.0) -> bool:
+    """True once ``run_id``'s heartbeat is later than ``earlier`` (a busy machine may delay a 0.1 s beat)."""
+    deadline = asyncio.get_running_loop().time() + within
+    while asyncio.get_running_loop().time() < deadline:
+        beat = beat_of(catalog, run_id)
+        if beat is not None and (earlier is None or beat > earlier):
+            return True
+        await asyncio.sleep(0.05)
+    return False
+
+
 async def test_runs_share_one_writer_and_stop_being_stamped_when_they_end(catalog: Catalog) -> None:
     async with heartbeats.heartbeat(catalog, "first"):
         assert beat_of(catalog, "first") is not None  # stamped as soon as the run joins
         async with heartbeats.heartbeat(catalog, "second"):
             assert len(heartbeats._writers) == 1
             before = (beat_of(catalog, "first"), beat_of(catalog, "second"))
-            await asyncio.sleep(0.35)
-            after = (beat_of(catalog, "first"), beat_of(catalog, "second"))
-            assert after[0] > before[0] and after[1] > before[1]
+            assert await stamped_after(catalog, "first", before[0]) and await stamped_after(catalog, "second", before[1])
+            after = beat_of(catalog, "first")
         ended = beat_of(catalog, "second")
-        await asyncio.sleep(0.35)
+        assert await stamped_after(catalog, "first", after)  # still stamped, several beats on
+        assert await stamped_after(catalog, "first", beat_of(catalog, "first"))
         assert beat_of(catalog, "second") == ended  # no longer stamped
-        assert beat_of(catalog, "first") > after[0]  # still stamped
     assert heartbeats._writers == {}  # no writer left behind
