@@ -49,6 +49,8 @@ _writers: dict[tuple[int, asyncio.AbstractEventLoop], _Writer] = {}
 async def heartbeat(catalog: Catalog, flow_run_id: str) -> AsyncIterator[None]:
     """Keeps the run's heartbeat fresh until the block ends."""
     key = (id(catalog), asyncio.get_running_loop())
+    for stale in [k for k in _writers if k[1].is_closed()]:  # a loop closed under a run: its writer is dead
+        del _writers[stale]
     writer = _writers.setdefault(key, _Writer(catalog))
     await writer.stamp({flow_run_id})
     writer.runs.add(flow_run_id)

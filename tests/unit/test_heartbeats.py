@@ -54,3 +54,12 @@ async def test_runs_share_one_writer_and_stop_being_stamped_when_they_end(catalo
         assert await stamped_after(catalog, "first", beat_of(catalog, "first"))
         assert beat_of(catalog, "second") == ended  # no longer stamped
     assert heartbeats._writers == {}  # no writer left behind
+
+
+async def test_the_writer_of_a_closed_loop_is_dropped(catalog: Catalog) -> None:
+    closed = asyncio.new_event_loop()
+    closed.close()  # as when a run's loop ended without leaving its heartbeat block
+    heartbeats._writers[(id(catalog), closed)] = heartbeats._Writer(catalog)
+    async with heartbeats.heartbeat(catalog, "first"):
+        assert [loop for _, loop in heartbeats._writers] == [asyncio.get_running_loop()]
+    assert heartbeats._writers == {}
