@@ -178,6 +178,8 @@ async def test_worker_created_and_polls_the_sms_pool(prefect_worker: PrefectWork
     async with prefect.get_client() as client:
         pool = await client.read_work_pool("sms")
         workers = await client.read_workers_for_work_pool("sms")
-    assert (pool.name, pool.type) == ("sms", "process")
+    # the session's Prefect server has one "sms" pool: whichever worker reached it first created it
+    # (this process worker, or an sms worker an earlier test started), and both poll it
+    assert (pool.name, pool.type) in {("sms", "process"), ("sms", "sms")}
     assert prefect_worker.worker_name in {worker.name for worker in workers}
     assert prefect_worker.pid is not None and is_alive(prefect_worker.pid)
