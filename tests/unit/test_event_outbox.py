@@ -4,7 +4,6 @@ rolled-back change leaves none, and no secret reaches an event."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 
 import pytest
 from sqlalchemy import select
@@ -15,14 +14,9 @@ from sms_plugin.catalog import access
 from sms_plugin.catalog.models import OutboxEvent
 from sms_plugin.catalog.outbox import CATALOG_TOPIC, backlog, get_position, pending, purge, set_position
 from sms_plugin.errors import Conflict
+from tests.unit.test_gateway_sessions import catalog  # noqa: F401 - the fixture: a fresh SQLite catalog
 
 
-@pytest.fixture
-def catalog(tmp_path) -> Iterator[Catalog]:
-    opened = Catalog(f"sqlite:///{tmp_path / 'catalog.db'}")
-    opened.upgrade()
-    yield opened
-    opened.dispose()
 
 
 def events(catalog: Catalog) -> list[tuple[str, str, dict]]:
