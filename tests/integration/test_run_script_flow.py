@@ -389,7 +389,8 @@ async def test_cancelling_a_worker_run_kills_every_process_of_the_script(
         + ("trap '' TERM\n" if ignores_term else "")
         + f"sleep {marker} &\necho started\nsleep {marker}\n"
     )
-    name = await _deployed(catalog, ssh_host, content)
+    # A 2 s grace (not the default 5 s) leaves the 10 s window room for a loaded machine's latency.
+    name = await _deployed(catalog, ssh_host, content, kill_grace_seconds=2 if ignores_term else 5)
     run_id = await runs.start(catalog, name, trigger="cli", user="tests")
     try:
         assert await _eventually(lambda: _record_pid(catalog, run_id), WORKER_TIMEOUT, interval=0.3)
