@@ -116,6 +116,8 @@ class ParameterSpec(BaseModel):
 
     def check(self, value: object) -> Value:
         """``value`` coerced to this parameter's type; InvalidInput (naming the parameter) if it does not fit."""
+        if self.secret and not isinstance(value, str):  # a refusal may reach a state message: never the value
+            raise InvalidInput(f"parameter {self.name!r} must be a string, not {type(value).__name__} (a secret: value not shown)")
         try:
             coerced = coerce(self.type, value)
         except InvalidInput as error:

@@ -53,6 +53,14 @@ def test_invalid_inputs_are_refused_naming_the_problem(given: dict, message: str
         resolve(SPEC, **given)
 
 
+@given(st.one_of(st.integers(min_value=10**6), st.floats(allow_nan=False), st.lists(st.text(min_size=8), min_size=1),
+                 st.dictionaries(st.text(min_size=8), st.text(min_size=8), min_size=1)))
+def test_a_secret_parameter_refused_never_shows_its_value(value: object) -> None:
+    with pytest.raises(InvalidInput, match="parameter 'token' must be a string") as refused:
+        resolve(SPEC, parameters={"mode": "full", "token": value})
+    assert repr(value) not in str(refused.value) and str(value) not in str(refused.value)
+
+
 def test_a_script_without_declarations_takes_free_arguments_but_no_nul_and_no_environment() -> None:
     plain = ScriptSpec(name="plain", interpreter="sh", host="h", default_args=["d"])
     assert resolve(plain).args == ["d"]
