@@ -147,9 +147,21 @@ class Call:
         if status:
             detail["reason" if status == 403 else "error"] = message
         outcome = "ok" if not status else "denied" if status == 403 else "error"
-        await self._record(name, object_type, object_name or detail.get("object_name", ""), outcome, detail)
+        if outcome != "ok" or name not in QUIET_READS:
+            await self._record(name, object_type, object_name or detail.get("object_name", ""), outcome, detail)
         if status:
             raise HTTPException(status, message)
+
+
+QUIET_READS = frozenset(f"api.{name}" for name in (
+    "host.list", "host.show", "host-group.list", "host-group.show", "selection.judge", "script.list", "script.show",
+    "version.list", "version.show", "version.diff", "run.list", "run.show", "rule.list", "rule.show",
+    "webhook.list", "webhook.show", "webhook.deliveries", "webhook.refusals", "schedule.preview",
+    "permissions.show", "access.preview",
+))
+"""Reads of the catalog that are audited only when refused or failed: the console polls them, and an
+audit trail of every poll would bury the changes. Reads of output, logs and the audit trail itself, and
+reads that contact a host (host key, check), are always audited."""
 
 
 async def call(request: Request, principal: Annotated[Principal, Depends(require_principal)]) -> Call:
