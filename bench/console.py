@@ -92,7 +92,7 @@ NETWORK_IDLE_MS = 500
 def quantiles(values: list[float]) -> str:
     if not values:
         return "- | - | -"
-    cuts = statistics.quantiles(values, n=20) if len(values) > 1 else [values[0]] * 19
+    cuts = statistics.quantiles(values, n=20, method="inclusive") if len(values) > 1 else [values[0]] * 19
     return f"{statistics.median(values):.0f} | {cuts[18]:.0f} | {max(values):.0f}"
 
 
