@@ -185,8 +185,9 @@ def main(rounds: int, rate: int, seconds: float, screenshot: Path | None) -> Non
                     total = int(rate * seconds)
                     run_id = client.run(script, [str(rate), str(seconds)])
                     pages = {"console": page, "prefect": page.context.new_page()}
-                    pages["console"].goto(f"{bed.url}/runs/{run_id}")
-                    pages["prefect"].goto(f"{bed.url}/prefect/runs/flow-run/{run_id}")
+                    for tab, path in ((pages["console"], f"/runs/{run_id}"), (pages["prefect"], f"/prefect/runs/flow-run/{run_id}")):
+                        tab.set_default_timeout(180_000)  # a loaded machine; the lag samples say how late they show
+                        tab.goto(f"{bed.url}{path}", wait_until="commit")
                     print(f"\nFollowing {total:,} lines at {rate:,} lines/s (ms; lag = now - when the line was printed)")
                     print("| page | measure | p50 | p95 | max | note |\n| --- | --- | --- | --- | --- | --- |")
                     print("\n".join(follow(pages, bed, run_id, total, seconds)), flush=True)
