@@ -33,8 +33,6 @@ import tempfile
 from collections import Counter
 import threading
 import time
-import uuid
-from datetime import UTC, datetime
 from pathlib import Path
 
 _TMP = Path(tempfile.mkdtemp(prefix="sms-bench-dashboards-"))
@@ -44,46 +42,14 @@ os.environ.pop("PREFECT_API_URL", None)
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import httpx  # noqa: E402
-from prometheus_client import start_http_server  # noqa: E402
 
+from bench.fed_metrics import HOSTS, feed_prometheus  # noqa: E402
 from infra.testbed.gateway import GatewayBed  # noqa: E402
 from infra.testbed.keycloak import Keycloak  # noqa: E402
-from infra.testbed.ports import free_port  # noqa: E402
 from infra.testbed.prometheus import Prometheus  # noqa: E402
-from sms_plugin.catalog import Catalog, ScriptSpec, add_script  # noqa: E402
-from sms_plugin.telemetry.metrics import RunMetrics, RunState, ServiceMetrics  # noqa: E402
 
 USERS = ("viola", "otto", "anna", "adam", "paula")
 POLL_SECONDS = 5.0
-HOSTS = [f"bench-host-{i:02d}" for i in range(10)]
-
-
-def end_run(runs: RunMetrics, scripts: list[str]) -> None:
-    """A run of a random script ends (1 in 4 failed) after 0.2-30 s."""
-    index = random.randrange(len(scripts))
-    state = random.choice(("COMPLETED", "COMPLETED", "COMPLETED", "FAILED"))
-    runs.apply_state(RunState(uuid.uuid4().hex, uuid.uuid4().hex, scripts[index], HOSTS[index % len(HOSTS)], state,
-                              datetime.now(UTC), random.uniform(0.2, 30)))
-
-
-def feed_metrics(scripts: list[str], stop: threading.Event) -> tuple[RunMetrics, ServiceMetrics]:
-    """Run metrics of ``scripts``, every series at 0 first, then a run ending every second until
-    ``stop``; one run of each script running; host health."""
-    runs, service = RunMetrics(), ServiceMetrics()
-    for index, script in enumerate(scripts):
-        host = HOSTS[index % len(HOSTS)]
-        for state in ("completed", "failed"):
-            runs.runs.labels(script, host, state)
-        runs.duration.labels(script, host)
-        runs.apply_state(RunState(uuid.uuid4().hex, uuid.uuid4().hex, script, host, "RUNNING", datetime.now(UTC)))
-    service.set_labelled(service.host_up, {host: float(i % 4 != 0) for i, host in enumerate(HOSTS)})
-
-    def feed() -> None:
-        while not stop.wait(1.0):
-            end_run(runs, scripts)
-
-    threading.Thread(target=feed, name="bench-runs", daemon=True).start()
-    return runs, service
 
 
 def prometheus_queries(prometheus: Prometheus) -> int:
@@ -133,28 +99,13 @@ async def phase(name: str, url: str, tokens: dict[str, str], count: int, seconds
 
 
 def main(dashboards: int, seconds: float, script_count: int) -> None:
-    catalog = Catalog()
-    catalog.upgrade()
-    scripts = [f"bench-script-{i:03d}" for i in range(script_count)]
-    with catalog.session() as s:
-        for index, name in enumerate(scripts):
-            add_script(s, ScriptSpec(name=name, interpreter="sh", host=HOSTS[index % len(HOSTS)]), content="true\n",
-                       author="bench")
-    catalog.dispose()
     stop = threading.Event()
-    runs, service = feed_metrics(scripts, stop)
-    ports = free_port(), free_port()
-    start_http_server(ports[0], "127.0.0.1", runs.registry)
-    start_http_server(ports[1], "127.0.0.1", service.registry)
     rate = {"SMS_MONITOR_RATE": "6000/min"}
     with Keycloak() as keycloak, Prometheus() as prometheus:
-        prometheus.scrape("bench", [f"127.0.0.1:{port}" for port in ports])
-        prometheus.wait_for("count(sms_script_runs_total)", lambda r: bool(r) and float(r[0]["value"][1]) > 0)
+        feed_prometheus(prometheus, script_count, stop)
         with GatewayBed(keycloak.issuer, settings={"SMS_PROMETHEUS_URL": prometheus.url, **rate}) as cached:
-            assert cached.prefect is not None
-            prefect = {"PREFECT_API_URL": cached.prefect.api_url, "PREFECT_API_AUTH_STRING": cached.auth_string}
             with GatewayBed(keycloak.issuer, with_prefect=False, settings={
-                "SMS_PROMETHEUS_URL": prometheus.url, "SMS_MONITOR_CACHE_SECONDS": "0", **rate, **prefect,
+                "SMS_PROMETHEUS_URL": prometheus.url, "SMS_MONITOR_CACHE_SECONDS": "0", **rate, **cached.prefect_settings(),
             }) as uncached:
                 print(f"{dashboards} dashboards polling every {POLL_SECONDS:g} s for {seconds:g} s; "
                       f"{script_count} scripts on {len(HOSTS)} hosts; one query set = 6 PromQL queries")

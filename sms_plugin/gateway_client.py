@@ -119,6 +119,19 @@ class GatewayClient:
         """Add a host (admins), as :meth:`AsyncSMSClient.add_host`: the kind's fields, secrets as strings."""
         return self._call("POST", "/hosts", json={"name": name, "kind": kind, "overwrite": overwrite, **fields})
 
+    def check_host(self, name: str) -> dict[str, Any]:
+        """Run the host check on the gateway's side (admins): ``{"usable": ..., "check": {...}}``."""
+        return self._call("POST", f"/hosts/{name}/check")
+
+    def host_key(self, name: str) -> dict[str, Any]:
+        """The key SSH host ``name`` shows now, with its fingerprint (admins); nothing is pinned."""
+        return self._call("GET", f"/hosts/{name}/host-key")
+
+    def trust_host(self, name: str, fingerprint: str) -> dict[str, Any]:
+        """Pin the key SSH host ``name`` shows if its fingerprint is still ``fingerprint`` (admins);
+        a Conflict, and nothing pinned, if the host shows another key now."""
+        return self._call("POST", f"/hosts/{name}/trust", json={"fingerprint": fingerprint})
+
     def scripts(self, tag: str | None = None) -> list[dict[str, Any]]:
         return self._call("GET", "/scripts", params={"tag": tag} if tag else None)
 

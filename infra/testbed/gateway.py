@@ -70,18 +70,20 @@ class GatewayBed(Peer):
             self.prefect = PrefectServer(  # UI files copied and migrations on SQLite: slow on a busy machine
                 base_path="/prefect", auth_string=self.auth_string, ui_api_url=f"{self.url}/prefect/api", timeout=240.0
             ).start()
-            settings.update(
-                # The gateway's own Prefect client (host labels, SMS API) talks to the same server.
-                PREFECT_API_URL=self.prefect.api_url,
-                PREFECT_API_AUTH_STRING=self.auth_string,
-                SMS_GATEWAY_PREFECT_URL=self.prefect.url,
-                SMS_GATEWAY_PREFECT_AUTH_STRING=self.auth_string,
-            )
+            settings.update(self.prefect_settings())
         env = prefect_env(self.tmp / "prefect-home", settings)
         for name in ("SMS_HOME", "SMS_DATABASE_URL"):
             if name in os.environ:
                 env[name] = os.environ[name]
         self.spawn([venv_binary("sms"), "gateway"], self._healthy, env=env)
+
+    def prefect_settings(self) -> dict[str, str]:
+        """What a gateway needs to stand in front of this bed's Prefect: its proxy target, and its own
+        Prefect client (host labels, SMS API) talking to the same server. Another
+        ``GatewayBed(..., with_prefect=False, settings=bed.prefect_settings())`` shares it."""
+        assert self.prefect is not None, "this gateway has no Prefect of its own"
+        return {"PREFECT_API_URL": self.prefect.api_url, "PREFECT_API_AUTH_STRING": self.auth_string,
+                "SMS_GATEWAY_PREFECT_URL": self.prefect.url, "SMS_GATEWAY_PREFECT_AUTH_STRING": self.auth_string}
 
     def _healthy(self) -> bool:
         return httpx.get(f"{self.url}/healthz", timeout=2, verify=self.verify).status_code == 200

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 from collections.abc import Mapping
 
@@ -14,7 +15,7 @@ from infra.testbed.process import Peer
 class PrefectWorker(Peer):
     """``prefect worker start --type process`` (creates the pool if missing), polling every 1 s.
     ``worker_type="sms"`` starts SMS's in-process worker instead (docs/worker.md), ``limit`` caps
-    its concurrent runs.
+    its concurrent runs. ``auth_string``: the server answers only callers with it (a gateway's Prefect).
 
     Example::
 
@@ -33,6 +34,7 @@ class PrefectWorker(Peer):
         timeout: float = 60.0,
         worker_type: str = "process",
         limit: int | None = None,
+        auth_string: str | None = None,
     ) -> None:
         super().__init__(timeout=timeout)
         self.api_url = api_url
@@ -41,6 +43,9 @@ class PrefectWorker(Peer):
         self.limit = limit
         self.worker_name = f"sms-testbed-{worker_type}-{os.getpid()}-{id(self):x}"
         self.extra_env = dict(extra_env or {})
+        self.auth_string = auth_string
+        if auth_string:
+            self.extra_env["PREFECT_API_AUTH_STRING"] = auth_string
 
     def _start(self) -> None:
         assert self.tmp is not None
@@ -70,5 +75,7 @@ class PrefectWorker(Peer):
     def _started(self) -> bool:
         if f"Worker {self.worker_name!r} started!" not in self.log_path.read_text(errors="replace"):
             return False
-        response = httpx.get(f"{self.api_url}/work_pools/{self.pool}", timeout=2)
+        basic = base64.b64encode(self.auth_string.encode()).decode() if self.auth_string else None
+        headers = {"Authorization": f"Basic {basic}"} if basic else {}
+        response = httpx.get(f"{self.api_url}/work_pools/{self.pool}", timeout=2, headers=headers)
         return response.status_code == 200

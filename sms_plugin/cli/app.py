@@ -226,7 +226,7 @@ def host_trust(
     if not yes and not confirm("Is this the server's real key? Pin it"):
         err.print("Not pinned.")
         raise typer.Exit(1)
-    door.pin_host_key(name, key.line)
+    door.trust_host_key(name, key.fingerprint)  # only if the host still shows the key confirmed
     out.print(f"Pinned; SMS now connects to {name} and refuses any other key.")
 
 

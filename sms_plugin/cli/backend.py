@@ -12,7 +12,7 @@ import asyncio
 import getpass
 import time
 from collections.abc import Coroutine, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 from functools import cached_property
 from pathlib import Path
@@ -80,7 +80,7 @@ class Backend(Protocol):
     def add_host(self, name: str, block: HostKind, *, overwrite: bool) -> None: ...
     def check_host(self, name: str) -> HostCheck: ...
     def scan_host_key(self, name: str) -> ScannedKey: ...
-    def pin_host_key(self, name: str, line: str) -> None: ...
+    def trust_host_key(self, name: str, fingerprint: str) -> None: ...
     def scripts(self, tag: str | None) -> list[ScriptSpec]: ...
     def script(self, name: str) -> tuple[ScriptSpec, Version | None]: ...
     def versions(self, name: str) -> list[Version]: ...
@@ -170,8 +170,8 @@ class LocalBackend:
     def scan_host_key(self, name: str) -> ScannedKey:
         return _blocking(host_services.scan_host_key(name))
 
-    def pin_host_key(self, name: str, line: str) -> None:
-        _blocking(host_services.pin_host_key(name, line))
+    def trust_host_key(self, name: str, fingerprint: str) -> None:
+        _blocking(host_services.trust_host_key(name, fingerprint))
 
     def scripts(self, tag: str | None) -> list[ScriptSpec]:
         return [ScriptSpec.from_script(s) for s in script_services.listing(self.catalog, tag)]
@@ -306,13 +306,19 @@ class GatewayBackend:
         self.client.add_host(name, block.kind, overwrite=overwrite, **request_fields(block))
 
     def check_host(self, name: str) -> HostCheck:
-        raise self._not_here(f"host check {name}")
+        from sms_plugin.host_kinds.checks import HostCheck
+
+        found = self.client.check_host(name)["check"]
+        return HostCheck(**{f.name: found[f.name] for f in fields(HostCheck) if f.name in found})
 
     def scan_host_key(self, name: str) -> ScannedKey:
-        raise self._not_here(f"host trust {name}")
+        from sms_plugin.hosts import ScannedKey
 
-    def pin_host_key(self, name: str, line: str) -> None:
-        raise self._not_here(f"host trust {name}")
+        shown = self.client.host_key(name)
+        return ScannedKey(shown["public_key"], shown["fingerprint"])
+
+    def trust_host_key(self, name: str, fingerprint: str) -> None:
+        self.client.trust_host(name, fingerprint)
 
     def scripts(self, tag: str | None) -> list[ScriptSpec]:
         return [_spec(s) for s in self.client.scripts(tag)]

@@ -25,7 +25,7 @@ from sms_plugin.catalog import ScriptSpec, list_audit
 from sms_plugin.deploy import deployment_name
 from sms_plugin.errors import NotFound
 from tests.cli_imports import HEAVY_FOR_GATEWAY_READS, sms_imports
-from tests.integration.conftest import until
+from tests.integration.conftest import block_of, until
 from tests.integration.gateway_fixtures import Gateway, gateway  # noqa: F401 - fixture
 
 pytestmark = pytest.mark.integration
@@ -132,7 +132,7 @@ async def test_an_operator_lists_runs_stops_and_reads_logs_through_the_gateway(g
     assert "started" in fresh.ok("logs", slow)
     assert "already ended" in fresh.refused("stop", slow)
 
-    assert "is not available through the gateway" in fresh.refused("host", "check", HOST)
+    assert "'admin' needs role sms-admin" in fresh.refused("host", "check", HOST)  # host care is the admins'
     assert not (fresh.home / ".sms" / "catalog.db").exists()  # nothing local was used
 
 
@@ -211,3 +211,26 @@ def test_verbs_through_the_gateway_load_neither_prefect_nor_the_catalog(gateway,
         assert "httpx" in imported  # it did talk to the gateway
         assert not imported & set(HEAVY_FOR_GATEWAY_READS), (args, sorted(imported & set(HEAVY_FOR_GATEWAY_READS)))
         assert (HELLO in done.stdout) if works else ("error: the gateway answered" in done.stderr), done.stderr[-2000:]
+
+
+async def test_host_trust_and_check_go_through_the_gateways_host_routes(gateway, scripts, fresh, ssh_server):  # noqa: F811
+    """`sms host trust` shows the key from `GET /hosts/{name}/host-key` and pins it with
+    `POST /hosts/{name}/trust`; `sms host check` is `POST /hosts/{name}/check`: admins only, audited."""
+    name = f"door-ssh-{SUFFIX}"
+    await host_services.add(name, block_of(ssh_server, host_keys=[]), overwrite=True)
+    fresh.login(gateway.url, "otto")
+    assert "403" in fresh.refused("host", "trust", name, "--yes")
+    assert (await load_host(name)).host_keys == []  # nothing pinned
+
+    fresh.login(gateway.url, "adam")
+    assert f"{name} is NOT usable" in fresh("host", "check", name).stdout  # its key is not trusted yet
+    trusted = fresh.ok("host", "trust", name, "--yes")
+    [pinned] = (await load_host(name)).host_keys
+    assert pinned in ssh_server.host_public_keys
+    assert pinned.split()[0] in trusted and "SHA256:" in trusted
+    assert f"{name} is usable" in fresh.ok("host", "check", name)
+    with gateway.catalog.session() as session:
+        done = {(e.actor, e.action, e.outcome) for e in list_audit(session, object_name=name, limit=20)}
+    assert {("otto", "api.host.key", "denied"), ("adam", "api.host.key", "ok"), ("adam", "api.host.trust", "ok"),
+            ("adam", "api.host.check", "ok")} <= done, done
+    assert not (fresh.home / ".sms" / "catalog.db").exists()  # the gateway did it, not a local catalog

@@ -1,83 +1,106 @@
 """The console in a real browser (Debian's Chromium driven by Playwright) against the real gateway,
-Keycloak, Prefect, an sms worker and sshd: log in through Keycloak's form as author, operator, viewer
-and admin; add a script in the editor, push a second version and see the diff; run it and watch the
-output; stop a long run and the remote process is gone; a viewer has no run or stop controls and a
-forced request is refused. Screenshots of each page go to ``test-artifacts/console/`` (git-ignored)."""
+Keycloak, Prefect, an sms worker, sshd, Prometheus and Elasticsearch: log in through Keycloak's form
+as author, operator, viewer and admin; add a script in the editor, push a second version and see the
+diff; run it and watch the output; stop a long run and the remote process is gone; search the log
+for a line the run printed; a viewer has no run or stop controls and a forced request is refused; an
+admin narrows a user with an access rule and that user's console and API calls are refused what the
+rule removed, and nothing is done.
+
+One browser, one gateway and one worker serve the whole module, and each user logs in once; every
+wait is on what the page shows (or on the sshd's process list). Screenshots of each page go to
+``test-artifacts/console/`` (git-ignored)."""
 
 from __future__ import annotations
 
-import base64
 import os
 import re
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import httpx
 import pytest
 
+from infra.testbed.browser import chromium, log_in
+from infra.testbed.gateway import GatewayBed
 from infra.testbed.prefect_worker import PrefectWorker
+from sms_plugin.catalog import Catalog
+from sms_plugin.catalog import access as rows
 from tests.conftest import _started
 from tests.integration.conftest import alive, login_of
 
-from playwright.sync_api import TimeoutError as PlaywrightTimeout
-
 if TYPE_CHECKING:
-    from playwright.sync_api import Locator, Page
+    from playwright.sync_api import Browser, Locator, Page
 
 pytestmark = pytest.mark.integration
 
-CHROMIUM = os.environ.get("SMS_TEST_CHROMIUM", "/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "console"
 HOST = f"console-ssh-{uuid.uuid4().hex[:6]}"
 SCRIPT = f"console-e2e-{uuid.uuid4().hex[:6]}"
+ELSEWHERE = f"{SCRIPT}-elsewhere-*"
+"""The scripts an access rule leaves paula: none that exists."""
 SLEEP = f"30{uuid.uuid4().int % 1000:03d}"  # seconds; a number unlikely to be running on the host already
 V1 = 'echo "first version"\n'
 V2 = f'echo "console run $1"\nif [ "$1" = long ]; then sleep {SLEEP}; fi\n'
-
-
-class AuthorizedWorker(PrefectWorker):
-    """A worker on the gateway's Prefect, which answers only callers with its auth string."""
-
-    def __init__(self, api_url: str, auth_string: str, extra_env: dict[str, str]) -> None:
-        super().__init__(api_url, extra_env={**extra_env, "PREFECT_API_AUTH_STRING": auth_string})
-        self.auth_string = auth_string
-
-    def _started(self) -> bool:
-        if f"Worker {self.worker_name!r} started!" not in self.log_path.read_text(errors="replace"):
-            return False
-        basic = base64.b64encode(self.auth_string.encode()).decode()
-        reply = httpx.get(f"{self.api_url}/work_pools/{self.pool}", timeout=2, headers={"Authorization": f"Basic {basic}"})
-        return reply.status_code == 200
+RUNS: dict[str, str] = {}
+"""Run ids by argument, as the operator's test started them."""
 
 
 @pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
-    from playwright.sync_api import sync_playwright
-
-    assert Path(CHROMIUM).is_file(), f"no Chromium at {CHROMIUM}: install Debian's chromium (infra/bootstrap.sh does)"
+def browser() -> Iterator[Browser]:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        yield chromium
-        chromium.close()
+    with chromium() as opened:
+        yield opened
 
 
 @pytest.fixture(scope="module")
-def console_bed(gateway_bed, keycloak, ssh_server) -> Iterator[object]:
-    """The gateway with a worker on its Prefect and an SSH host (the test sshd) added by an admin."""
-    extra = {k: os.environ[k] for k in ("SMS_HOME", "SMS_DATABASE_URL") if k in os.environ}
-    worker = _started(AuthorizedWorker(gateway_bed.prefect.api_url, gateway_bed.auth_string, extra))
-    admin = {"Authorization": f"Bearer {keycloak.token('adam')}"}
-    login = login_of(ssh_server)
-    body = {"name": HOST, "kind": "ssh", "address": login["address"], "port": login["port"], "username": login["username"],
-            "private_key": login["private_key"], "host_keys": login["host_keys"], "labels": ["console"]}
-    reply = httpx.post(f"{gateway_bed.url}/api/v1/hosts", json=body, headers=admin, timeout=60)
+def console_bed(gateway_bed, keycloak, ssh_server, elasticsearch, prometheus) -> Iterator[GatewayBed]:
+    """A gateway over the session gateway's Prefect that also asks Elasticsearch and Prometheus, an sms
+    worker shipping output to Elasticsearch, and an SSH host (the test sshd) added by an admin."""
+    logs = {"SMS_ELASTICSEARCH_URL": elasticsearch.url}
+    shared = {k: os.environ[k] for k in ("SMS_HOME", "SMS_DATABASE_URL") if k in os.environ}
+    bed = _started(GatewayBed(keycloak.issuer, with_prefect=False, settings={
+        **gateway_bed.prefect_settings(), **logs, "SMS_PROMETHEUS_URL": prometheus.url}))
+    worker = _started(PrefectWorker(gateway_bed.prefect_settings()["PREFECT_API_URL"], worker_type="sms", auth_string=gateway_bed.auth_string,
+                                    extra_env={**shared, **logs}))
+    reply = httpx.post(f"{bed.url}/api/v1/hosts", json=host_body(ssh_server, HOST), headers=bearer(keycloak, "adam"), timeout=60)
     assert reply.status_code == 201, reply.text
-    yield gateway_bed
+    yield bed
     worker.stop()
+    bed.stop()
+
+
+@pytest.fixture(scope="module")
+def logged_in(console_bed, browser) -> Iterator[Callable[[str], Page]]:
+    """``logged_in(user)``: that user's page, logged in through Keycloak's own form the first time."""
+    pages: dict[str, Page] = {}
+
+    def page_of(username: str) -> Page:
+        if username not in pages:
+            pages[username] = log_in(browser, console_bed.url, username)
+        return pages[username]
+
+    yield page_of
+    for page in pages.values():
+        page.context.close()
+
+
+def host_body(ssh_server, name: str) -> dict[str, object]:
+    """``POST /api/v1/hosts``'s body for the test sshd as SSH host ``name``, its keys pinned."""
+    login = login_of(ssh_server)
+    return {"name": name, "kind": "ssh", "address": login["address"], "port": login["port"], "username": login["username"],
+            "private_key": login["private_key"], "host_keys": login["host_keys"], "labels": ["console"]}
+
+
+def pinned_keys(bed: GatewayBed, keycloak, name: str) -> list[str]:
+    reply = httpx.get(f"{bed.url}/api/v1/hosts", headers=bearer(keycloak, "adam"), timeout=30)
+    return next(h["settings"]["host_keys"] for h in reply.json() if h["name"] == name)
+
+
+def bearer(keycloak, username: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {keycloak.token(username)}"}
 
 
 def menu(page: Page, name: str) -> Locator:
@@ -85,25 +108,38 @@ def menu(page: Page, name: str) -> Locator:
     return page.get_by_role("menu", name="Pages").get_by_role("link", name=name, exact=True)
 
 
-def log_in(browser, url: str, username: str):
-    """A new browser page logged in through Keycloak's own form."""
-    page = browser.new_context(viewport={"width": 1440, "height": 900}).new_page()
-    page.set_default_timeout(60_000)
-    page.goto(f"{url}/")
-    page.get_by_role("link", name="Log in", exact=True).click()
-    page.locator("#username").fill(username)
-    page.locator("#password").fill(f"{username}-pw")
-    page.locator("#kc-login").click()
-    page.get_by_test_id("who").get_by_text(username).wait_for()
-    return page
-
-
-def shot(page, name: str) -> None:
+def shot(page: Page, name: str) -> None:
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
 
 
-def test_an_author_adds_a_script_in_the_editor_and_diffs_two_versions(console_bed, browser) -> None:
-    page = log_in(browser, console_bed.url, "anna")
+def eventually(check: Callable[[], object], timeout: float, what: str) -> None:
+    """Polls ``check`` until it is truthy; fails saying ``what`` did not happen within ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"{what} did not happen within {timeout:.0f} s"
+        time.sleep(0.2)
+
+
+def forced_start(page: Page) -> tuple[int, str]:
+    """What the gateway answers the page's own session when it starts SCRIPT by hand (no control used)."""
+    return tuple(page.evaluate(
+        """async (name) => {
+            const r = await fetch(`/api/v1/scripts/${name}/runs`, {method: "POST", headers: {"Content-Type": "application/json"}, body: "{}"});
+            return [r.status, await r.text()];
+        }""",
+        SCRIPT,
+    ))
+
+
+def runs_of_script(bed: GatewayBed, keycloak) -> list[str]:
+    """SCRIPT's run ids, as an admin (whom no rule narrows) lists them."""
+    reply = httpx.get(f"{bed.url}/api/v1/runs", params={"script": SCRIPT, "limit": 500}, headers=bearer(keycloak, "adam"), timeout=30)
+    assert reply.status_code == 200, reply.text
+    return [run["run_id"] for run in reply.json()]
+
+
+def test_an_author_adds_a_script_in_the_editor_and_diffs_two_versions(logged_in) -> None:
+    page = logged_in("anna")
     assert page.get_by_test_id("who").get_by_text("sms-author").is_visible()
     shot(page, "dashboard")
     menu(page, "Scripts").click()
@@ -121,6 +157,10 @@ def test_an_author_adds_a_script_in_the_editor_and_diffs_two_versions(console_be
     shot(page, "script-add")
     page.get_by_role("button", name="Add script", exact=True).last.click()
     page.get_by_role("heading", name=SCRIPT).wait_for()
+    menu(page, "Scripts").click()
+    page.get_by_role("link", name=SCRIPT, exact=True).wait_for()
+    shot(page, "scripts")
+    page.get_by_role("link", name=SCRIPT, exact=True).click()  # its page opens from the list
     page.get_by_role("tab", name="Versions", exact=True).click()
     page.get_by_role("button", name="Push a new version…", exact=True).click()
     page.locator(".cm-content").first.click()
@@ -134,18 +174,18 @@ def test_an_author_adds_a_script_in_the_editor_and_diffs_two_versions(console_be
     assert "first version" in diff.locator("tr[data-kind=changed]").first.inner_text()
     assert "console run $1" in diff.inner_text()
     shot(page, "script-versions-diff")
-    page.context.close()
 
 
-def test_an_operator_runs_watches_and_stops_and_the_remote_process_is_gone(console_bed, browser, ssh_server) -> None:
-    page = log_in(browser, console_bed.url, "otto")
+def test_an_operator_runs_watches_and_stops_and_the_remote_process_is_gone(console_bed, logged_in, ssh_server) -> None:
+    page = logged_in("otto")
     page.goto(f"{console_bed.url}/scripts/{SCRIPT}")
-    assert not page.get_by_role("button", name="Push a new version…", exact=True).is_visible()
     page.get_by_label("Arguments (one per line)", exact=True).fill("short")
+    assert not page.get_by_role("button", name="Push a new version…", exact=True).is_visible()
     page.get_by_role("button", name="Run", exact=True).click()
     page.wait_for_url(re.compile(r"/runs/[0-9a-f-]{36}$"))
-    page.get_by_test_id("output").get_by_text("console run short").wait_for(timeout=120_000)
-    page.get_by_test_id("run-state").get_by_text("COMPLETED").wait_for(timeout=60_000)
+    RUNS["short"] = page.url.rsplit("/", 1)[1]
+    page.get_by_test_id("output").get_by_text("console run short").wait_for()
+    page.get_by_test_id("run-state").get_by_text("COMPLETED").wait_for()
     assert page.get_by_test_id("exit-code").inner_text() == "0"
     assert page.get_by_role("link", name="Open in the Prefect UI", exact=True).get_attribute("href").startswith("/prefect/runs/flow-run/")
     shot(page, "run-completed")
@@ -154,81 +194,147 @@ def test_an_operator_runs_watches_and_stops_and_the_remote_process_is_gone(conso
     page.get_by_label("Arguments (one per line)", exact=True).fill("long")
     page.get_by_role("button", name="Run", exact=True).click()
     page.wait_for_url(re.compile(r"/runs/[0-9a-f-]{36}$"))
-    page.get_by_test_id("output").get_by_text("console run long").wait_for(timeout=120_000)
-    deadline = time.monotonic() + 30
-    while not alive(ssh_server, f"sleep {SLEEP}") and time.monotonic() < deadline:
-        time.sleep(0.3)
-    assert alive(ssh_server, f"sleep {SLEEP}"), "the long run's process never showed on the host"
+    page.get_by_test_id("output").get_by_text("console run long").wait_for()
+    eventually(lambda: alive(ssh_server, f"sleep {SLEEP}"), 30, "the long run's process showing on the host")
     page.get_by_role("button", name="Stop", exact=True).click()
     page.get_by_role("button", name="Stop", exact=True).last.click()  # the confirmation
-    run_id = page.url.rsplit("/", 1)[1]
-    try:
-        page.get_by_test_id("run-state").get_by_text("CANCELLED").wait_for(timeout=90_000)
-    except PlaywrightTimeout:
-        shot(page, "run-stop-timeout")
-        detail = page.request.get(f"{console_bed.url}/api/v1/runs/{run_id}").text()
-        pytest.fail(f"the page never showed CANCELLED; the run is now {detail}; "
-                    f"process alive: {alive(ssh_server, f'sleep {SLEEP}')}", pytrace=False)
-    deadline = time.monotonic() + 30
-    while alive(ssh_server, f"sleep {SLEEP}") and time.monotonic() < deadline:
-        time.sleep(0.3)
-    assert not alive(ssh_server, f"sleep {SLEEP}"), "the remote process outlived the stop"
+    page.get_by_test_id("run-state").get_by_text("CANCELLED").wait_for(timeout=90_000)
+    eventually(lambda: not alive(ssh_server, f"sleep {SLEEP}"), 30, "the remote process ending after the stop")
     assert not page.get_by_role("button", name="Stop", exact=True).is_visible()
     shot(page, "run-stopped")
     menu(page, "Runs").click()
     page.get_by_role("link", name=SCRIPT, exact=True).first.wait_for()
     shot(page, "runs")
-    page.context.close()
 
 
-def test_a_viewer_sees_no_run_or_stop_controls_and_a_forced_request_is_refused(console_bed, browser) -> None:
-    page = log_in(browser, console_bed.url, "viola")
+def test_a_log_search_finds_the_line_a_run_printed_in_elasticsearch(console_bed, logged_in) -> None:
+    assert "short" in RUNS, "the operator's run did not start"
+    page = logged_in("viola")
+    menu(page, "Logs").click()
+    page.get_by_label("Text", exact=True).fill("short")
+    page.get_by_label("Script", exact=True).fill(SCRIPT)
+    hit = page.get_by_role("row").filter(has_text="console run short")
+    deadline = time.monotonic() + 60  # the worker ships lines while they are printed; Elasticsearch shows them within ~1 s
+    while not hit.count():
+        assert time.monotonic() < deadline, "the run's line never showed in the log search"
+        with page.expect_response(lambda r: "/api/v1/logs/search" in r.url) as answer:
+            page.get_by_role("button", name="Search", exact=True).click()
+        assert answer.value.status == 200, answer.value.text()
+        page.get_by_text("matching lines").wait_for()
+    assert page.get_by_text("1 matching lines").is_visible()  # "long" is not matched, nor other scripts' lines
+    assert SCRIPT in hit.inner_text() and HOST in hit.inner_text()
+    shot(page, "logs")
+    hit.get_by_role("link", name=RUNS["short"][:8], exact=True).click()
+    page.wait_for_url(f"**/runs/{RUNS['short']}")
+    page.get_by_test_id("output").get_by_text("console run short").wait_for()
+
+
+def test_a_viewer_sees_no_run_or_stop_controls_and_a_forced_request_is_refused(console_bed, logged_in, keycloak) -> None:
+    page = logged_in("viola")
     page.goto(f"{console_bed.url}/scripts/{SCRIPT}")
     page.get_by_role("tab", name="Versions", exact=True).wait_for()
     assert not page.get_by_role("tab", name="Run", exact=True).is_visible()
     assert not page.get_by_role("button", name="Push a new version…", exact=True).is_visible()
-    page.goto(f"{console_bed.url}/runs")
-    page.locator(".ant-table-tbody tr").first.get_by_role("link").first.click()  # the newest run
-    page.get_by_test_id("run-state").wait_for()
+    page.goto(f"{console_bed.url}/runs/{RUNS['short']}")
+    page.get_by_test_id("run-state").get_by_text("COMPLETED").wait_for()
     assert not page.get_by_role("button", name="Stop", exact=True).is_visible()
     assert not menu(page, "Access").is_visible()
-    before = httpx.get(f"{console_bed.url}/api/v1/runs?script={SCRIPT}", timeout=30,
-                       headers={"Cookie": _cookie(page)}).json()
-    forced = page.evaluate(
-        """async (name) => {
-            const r = await fetch(`/api/v1/scripts/${name}/runs`, {method: "POST", headers: {"Content-Type": "application/json"}, body: "{}"});
-            return [r.status, await r.text()];
-        }""",
-        SCRIPT,
-    )
-    assert forced[0] == 403, forced
-    time.sleep(2)
-    after = httpx.get(f"{console_bed.url}/api/v1/runs?script={SCRIPT}", timeout=30, headers={"Cookie": _cookie(page)}).json()
-    assert len(after) == len(before)  # nothing was started
-    page.context.close()
+    before = runs_of_script(console_bed, keycloak)
+    status, text = forced_start(page)
+    assert status == 403 and "sms-viewer" in text, text
+    assert runs_of_script(console_bed, keycloak) == before  # nothing was started
 
 
-def test_an_admin_sees_hosts_and_access(console_bed, browser) -> None:
-    page = log_in(browser, console_bed.url, "adam")
+@pytest.fixture
+def rule_removed_at_the_end() -> Iterator[None]:
+    """Whatever the test leaves, no rule narrowing paula to ELSEWHERE outlives it."""
+    yield
+    catalog = Catalog()
+    with catalog.session() as s:
+        for rule in rows.list_rules(s):
+            if rule.subject == "paula" and rule.script_glob == ELSEWHERE:
+                rows.remove_rule(s, rule.id)
+    catalog.dispose()
+
+
+def test_an_admin_narrows_a_user_whose_console_and_api_are_then_refused(console_bed, logged_in, keycloak,
+                                                                        rule_removed_at_the_end) -> None:
+    paula = logged_in("paula")  # sms-operator: she may read and run SCRIPT
+    paula.goto(f"{console_bed.url}/scripts/{SCRIPT}")
+    paula.get_by_role("tab", name="Run", exact=True).wait_for()
+
+    adam = logged_in("adam")
+    menu(adam, "Access").click()
+    adam.get_by_label("Subject", exact=True).fill("paula")
+    for action in ("start", "stop"):  # "read" is there already
+        adam.get_by_label("Actions", exact=True).click()
+        adam.locator(f".ant-select-item-option[title={action}]").click()
+    adam.get_by_label("Scripts (glob)", exact=True).fill(ELSEWHERE)
+    adam.get_by_role("button", name="Add rule", exact=True).click()
+    rule = adam.get_by_role("row").filter(has_text="user paula")
+    rule.wait_for()
+    assert ELSEWHERE in rule.inner_text() and re.search(r"read\s*start\s*stop", rule.inner_text()), rule.inner_text()
+    adam.get_by_label("User to preview", exact=True).fill("paula")  # as an sms-operator (the default)
+    adam.get_by_role("button", name="Preview", exact=True).click()
+    preview = adam.get_by_test_id("access-preview")
+    for action in ("read", "start", "stop"):
+        row = preview.get_by_role("row").filter(has=adam.get_by_role("cell", name=action, exact=True))
+        assert row.get_by_role("cell", name="none", exact=True).first.is_visible(), row.inner_text()  # no script left
+    shot(adam, "access-rules")
+
+    # Her console: the script is gone from her list, its page says why, and the Run tab is gone.
+    paula.goto(f"{console_bed.url}/scripts")
+    paula.get_by_text("No data").first.wait_for()
+    assert not paula.get_by_role("link", name=SCRIPT, exact=True).is_visible()
+    paula.goto(f"{console_bed.url}/scripts/{SCRIPT}")
+    paula.get_by_role("alert").filter(has_text="access rules").wait_for()
+    assert not paula.get_by_role("tab", name="Run", exact=True).is_visible()
+    shot(paula, "narrowed-script")
+
+    # Forced through her console session and through the API with her token: refused, nothing started.
+    before = runs_of_script(console_bed, keycloak)
+    status, text = forced_start(paula)
+    assert status == 403 and "paula may" in text and "access rules" in text, text
+    api = httpx.post(f"{console_bed.url}/api/v1/scripts/{SCRIPT}/runs", json={}, headers=bearer(keycloak, "paula"), timeout=30)
+    assert api.status_code == 403 and "access rules" in api.json()["detail"], api.text
+    stop = httpx.post(f"{console_bed.url}/api/v1/runs/{RUNS['short']}/stop", headers=bearer(keycloak, "paula"), timeout=30)
+    assert stop.status_code == 403, stop.text
+    assert runs_of_script(console_bed, keycloak) == before
+
+    # The admin removes the rule in the console: her console offers the run again.
+    rule.get_by_role("button", name="Remove", exact=True).click()
+    adam.get_by_role("button", name="OK", exact=True).click()
+    rule.wait_for(state="detached")
+    paula.reload()
+    paula.get_by_role("tab", name="Run", exact=True).wait_for()
+
+
+def test_an_admin_trusts_a_hosts_key_on_first_use_reads_the_audit_trail_and_logs_out(
+        console_bed, logged_in, keycloak, ssh_server) -> None:
+    page = logged_in("adam")
+    unpinned = f"{HOST}-new"
+    body = {**host_body(ssh_server, unpinned), "host_keys": []}
+    assert httpx.post(f"{console_bed.url}/api/v1/hosts", json=body, headers=bearer(keycloak, "adam"), timeout=60).status_code == 201
     menu(page, "Hosts").click()
-    page.get_by_role("cell", name=HOST, exact=True).wait_for()
+    row = page.get_by_role("row").filter(has=page.get_by_role("cell", name=unpinned, exact=True))
+    row.get_by_role("button", name="Trust key…", exact=True).click()
+    shown = page.get_by_role("dialog").filter(has_text="SHA256:")
+    assert re.search(r"SHA256:[A-Za-z0-9+/]{43}", shown.inner_text()), shown.inner_text()
+    shot(page, "hosts-trust")
+    shown.get_by_role("button", name="Trust this key", exact=True).click()
+    shown.wait_for(state="detached")
+    eventually(lambda: pinned_keys(console_bed, keycloak, unpinned), 30, "the confirmed key being pinned")
+    assert set(pinned_keys(console_bed, keycloak, unpinned)) <= set(ssh_server.host_public_keys)
+    row.get_by_role("button", name="Check", exact=True).click()
+    page.get_by_role("dialog").filter(has_text=f"Check of {unpinned}").get_by_text('"usable": true').wait_for()
     shot(page, "hosts")
     menu(page, "Access").click()
-    page.get_by_role("button", name="Add rule", exact=True).wait_for()
-    shot(page, "access-rules")
     page.get_by_role("tab", name="Audit trail", exact=True).click()
+    page.get_by_label("Actor", exact=True).fill("paula")
     page.get_by_label("Action", exact=True).fill("api.run.start")
     page.get_by_role("button", name="Filter", exact=True).click()
-    page.get_by_role("cell", name="api.run.start", exact=True).first.wait_for()
+    page.get_by_role("row").filter(has_text="denied").first.wait_for()  # her refused start
     shot(page, "access-audit")
-    menu(page, "Logs").click()
-    shot(page, "logs")
     page.get_by_role("button", name="Log out", exact=True).click()
     page.get_by_role("link", name="Log in", exact=True).wait_for()
     assert page.request.get(f"{console_bed.url}/auth/me").status == 401
-    page.context.close()
-
-
-def _cookie(page) -> str:
-    return "; ".join(f"{c['name']}={c['value']}" for c in page.context.cookies() if c["name"] == "sms_session")
-

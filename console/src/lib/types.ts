@@ -87,6 +87,22 @@ export interface Rule {
   description: string;
 }
 
+/** One action of `GET /api/v1/access/preview`: allowed somewhere, and on which scripts and hosts. */
+export interface ActionPreview {
+  action: string;
+  allowed: boolean;
+  reason: string;
+  scripts: string[];
+  hosts: string[];
+}
+
+export interface AccessPreview {
+  username: string;
+  roles: string[];
+  groups: string[];
+  actions: ActionPreview[];
+}
+
 export interface Webhook {
   id: string;
   path: string;

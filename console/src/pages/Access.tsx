@@ -4,14 +4,52 @@ import { useState } from "react";
 import { useSearchParams } from "react-router-dom";
 import { App, Button, Drawer, Form, Input, InputNumber, Popconfirm, Select, Space, Table, Tabs, Tag, Typography } from "antd";
 import { api, get, query } from "../lib/api";
-import type { AuditEvent, Delivery, Rule, Webhook } from "../lib/types";
+import type { AccessPreview, ActionPreview, AuditEvent, Delivery, Rule, Webhook } from "../lib/types";
 import { useLoad } from "../lib/useLoad";
 import { Problem, when } from "./common";
+
+const SMS_ROLES = ["sms-viewer", "sms-operator", "sms-author", "sms-admin"];
+
+/** The preview's query: Keycloak keeps a user's roles and groups, so the admin gives them. */
+export function previewQuery(user: string, roles: string[] = [], groups: string[] = []): string {
+  const params = new URLSearchParams({ user });
+  roles.forEach((role) => params.append("role", role));
+  groups.forEach((group) => params.append("group", group));
+  return `?${params.toString()}`;
+}
+
+const listed = (names: string[]) => (names.length ? names.join(", ") : "none");
+
+/** "What can this user do?": per action, allowed or not (and why), and on which scripts and hosts. */
+function Preview({ onProblem }: { onProblem: (message: string) => void }) {
+  const [preview, setPreview] = useState<AccessPreview | null>(null);
+  const ask = (v: { user: string; roles?: string[]; groups?: string[] }) =>
+    get<AccessPreview>(`/api/v1/access/preview${previewQuery(v.user, v.roles, v.groups)}`).then(setPreview).catch((e: Error) => onProblem(e.message));
+  return (
+    <>
+      <Typography.Title level={5} style={{ marginTop: 24 }}>What can this user do?</Typography.Title>
+      <Typography.Paragraph type="secondary">Keycloak keeps a user's roles and groups: give them here.</Typography.Paragraph>
+      <Form layout="inline" onFinish={ask} initialValues={{ roles: ["sms-operator"] }} style={{ rowGap: 8, marginBottom: 16 }}>
+        <Form.Item name="user" rules={[{ required: true }]}><Input aria-label="User to preview" placeholder="user name" /></Form.Item>
+        <Form.Item name="roles"><Select aria-label="Their roles" mode="multiple" style={{ minWidth: 200 }} options={SMS_ROLES.map((r) => ({ value: r, label: r }))} /></Form.Item>
+        <Form.Item name="groups"><Select aria-label="Their groups" mode="tags" placeholder="groups" style={{ minWidth: 160 }} /></Form.Item>
+        <Button htmlType="submit">Preview</Button>
+      </Form>
+      {preview && (
+        <Table data-testid="access-preview" size="small" rowKey="action" pagination={false} dataSource={preview.actions} columns={[
+          { title: "Action", dataIndex: "action" },
+          { title: "Allowed", render: (_, a: ActionPreview) => <Tag color={a.allowed ? "green" : "default"} title={a.reason}>{a.allowed ? "yes" : "no"}</Tag> },
+          { title: "Scripts", dataIndex: "scripts", render: listed },
+          { title: "Hosts", dataIndex: "hosts", render: listed },
+        ]} />
+      )}
+    </>
+  );
+}
 
 function Rules() {
   const { data, error, reload } = useLoad(() => get<Rule[]>("/api/v1/access-rules"), []);
   const [problem, setProblem] = useState("");
-  const [preview, setPreview] = useState<unknown>(null);
   const add = async (v: Record<string, unknown>) => {
     try {
       await api("POST", "/api/v1/access-rules", Object.fromEntries(Object.entries(v).filter(([, x]) => x !== undefined && x !== "")));
@@ -21,7 +59,6 @@ function Rules() {
     }
   };
   const remove = (id: number) => api("DELETE", `/api/v1/access-rules/${id}`).then(reload).catch((e: Error) => setProblem(e.message));
-  const ask = (user: string) => get(`/api/v1/access/preview${query({ user })}`).then(setPreview).catch((e: Error) => setProblem(e.message));
   return (
     <>
       <Problem error={error || problem} />
@@ -43,9 +80,7 @@ function Rules() {
         { title: "Hosts", render: (_, r: Rule) => [r.host_glob, r.host_label && `label ${r.host_label}`].filter(Boolean).join(", ") || "any" },
         { title: "", render: (_, r: Rule) => <Popconfirm title="Remove this rule?" onConfirm={() => remove(r.id)}><Button size="small" danger>Remove</Button></Popconfirm> },
       ]} />
-      <Typography.Title level={5} style={{ marginTop: 24 }}>What can this user do?</Typography.Title>
-      <Input.Search aria-label="User to preview" placeholder="user name" enterButton="Preview" onSearch={ask} style={{ maxWidth: 360 }} />
-      {preview !== null && <pre data-testid="access-preview">{JSON.stringify(preview, null, 2)}</pre>}
+      <Preview onProblem={setProblem} />
     </>
   );
 }
