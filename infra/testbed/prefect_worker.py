@@ -70,5 +70,7 @@ class PrefectWorker(Peer):
     def _started(self) -> bool:
         if f"Worker {self.worker_name!r} started!" not in self.log_path.read_text(errors="replace"):
             return False
-        response = httpx.get(f"{self.api_url}/work_pools/{self.pool}", timeout=2)
+        auth = self.extra_env.get("PREFECT_API_AUTH_STRING")
+        headers = {"Authorization": f"Bearer {auth}"} if auth else {}
+        response = httpx.get(f"{self.api_url}/work_pools/{self.pool}", timeout=2, headers=headers)
         return response.status_code == 200
