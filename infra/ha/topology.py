@@ -152,11 +152,10 @@ class HATopology:
             self.tmp / "catalog-proxy",
         )
         self.catalog_proxy.start()
-        gateway_ports = [free_port() for _ in range(self.gateway_count if self.issuer else 0)]
-        self._start_balancer(gateway_ports)
+        self._start_balancer([])
         self._migrate_catalog()
-        for port in gateway_ports:
-            self.gateways.append(self._gateway(port).start())
+        if self.issuer:
+            self.add_gateways(self.issuer)
         self._create_pool()
         for _ in range(self.worker_count):
             worker = PrefectWorker(
@@ -178,9 +177,20 @@ class HATopology:
         if done.returncode != 0:
             raise PeerError("prefect server database upgrade failed", (done.stdout + done.stderr)[-3000:])
 
+    def add_gateways(self, issuer: str) -> None:
+        """Start the gateways trusting ``issuer`` and put them behind the balancer (restarted with
+        their HTTPS frontend). The topology starts them itself when it was given an issuer."""
+        self.issuer = issuer
+        ports = [free_port() for _ in range(self.gateway_count)]
+        for port in ports:
+            self.gateways.append(self._gateway(port).start())
+        self._start_balancer(ports)
+
     def _start_balancer(self, gateway_ports: list[int]) -> None:
+        if self.haproxy is not None:
+            self.haproxy.stop()
         tls = self.tmp / "tls"
-        tls.mkdir()
+        tls.mkdir(exist_ok=True)
         self.ca_path, cert, key = make_ca_and_server(tls, "127.0.0.1", "SMS HA")
         pem = tls / "gateway.pem"
         pem.write_bytes(cert.read_bytes() + key.read_bytes())

@@ -38,10 +38,10 @@ RUNS = 100 if os.environ.get("SMS_HA_DRILLS_FULL") == "1" else 30
 
 
 @pytest.fixture(scope="module")
-def ha(keycloak) -> Iterator[HATopology]:
-    """The HA topology; this module's process talks to its Prefect and catalog through HAProxy."""
+def ha() -> Iterator[HATopology]:
+    """The HA topology (gateways only once a test asks for ``ha_gateways``); this module's process
+    talks to its Prefect and catalog through HAProxy."""
     topology = HATopology(
-        issuer=keycloak.issuer,
         pool=f"sms-ha-{uuid.uuid4().hex[:6]}",
         worker_env={"SMS_HOME": os.environ["SMS_HOME"], "SMS_HEARTBEAT_SECONDS": "1"},
     )
@@ -55,6 +55,14 @@ def ha(keycloak) -> Iterator[HATopology]:
         patch.setenv("SMS_HEARTBEAT_SECONDS", "1")
         with talking_to(topology, auth_string=topology.auth_string):
             yield topology
+
+
+@pytest.fixture(scope="module")
+def ha_gateways(ha, keycloak) -> HATopology:
+    """The topology with its two gateways behind HAProxy (HTTPS), trusting the test realm."""
+    if not ha.gateways:
+        ha.add_gateways(keycloak.issuer)
+    return ha
 
 
 @pytest.fixture(scope="module")
@@ -152,8 +160,9 @@ def test_two_writers_on_two_galera_nodes_conflict_and_both_land_once(ha):
 # --- sessions any gateway can serve -----------------------------------------------------------------
 
 
-def test_a_browser_session_is_served_by_either_gateway(ha, monkeypatch):
+def test_a_browser_session_is_served_by_either_gateway(ha_gateways, monkeypatch):
     """Log in through HAProxy (TLS ends there), then use the session cookie on each gateway directly."""
+    ha = ha_gateways
     monkeypatch.setenv("SSL_CERT_FILE", str(ha.ca_path))
     with closing(browser_login(ha.gateway_url, "viola")) as browser:
         for _ in range(4):  # round robin: both gateways answer through the balancer
@@ -186,9 +195,10 @@ async def test_drill_1_sigkill_of_one_prefect_api_process(ha, catalog, ssh_serve
     await asyncio.to_thread(victim.resume)
 
 
-async def test_drill_3_sigkill_of_one_gateway_under_calls(ha, keycloak, monkeypatch):
+async def test_drill_3_sigkill_of_one_gateway_under_calls(ha_gateways, keycloak, monkeypatch):
     """Clients keep calling through HAProxy; one gateway dies; after HAProxy's checks every call
     succeeds again (calls in flight on the dead gateway may fail: it is counted)."""
+    ha = ha_gateways
     monkeypatch.setenv("SSL_CERT_FILE", str(ha.ca_path))
     token = keycloak.token("viola")
     answers: list[tuple[float, int]] = []
