@@ -16,7 +16,8 @@ defaults
     timeout client 300s
     timeout server 300s
     timeout tunnel 3600s
-    default-server inter 500ms fall 2 rise 2 on-marked-down shutdown-sessions
+    timeout check 5s
+    default-server inter 1s fall 3 rise 2
 """
 
 
@@ -65,7 +66,7 @@ frontend gateways
 
 def catalog_config(*, catalog_port: int, galera_nodes: Sequence[int]) -> str:
     """TCP to the Galera nodes: the first takes every connection, the others are backups (writes on
-    one node avoid certification conflicts; a backup takes over within about a second)."""
+    one node avoid certification conflicts; a backup takes over within about three seconds)."""
     return DEFAULTS + f"""
 frontend catalog
     mode tcp
@@ -75,6 +76,8 @@ frontend catalog
 backend catalog
     mode tcp
     option mysql-check user haproxy_check
+    # a dead node's connections are cut at once, so the catalog's retry boundary reconnects
+    default-server inter 1s fall 3 rise 2 on-marked-down shutdown-sessions
 {_servers(galera_nodes[:1])}
 {_servers(galera_nodes[1:], " backup", prefix="b")}
 """
