@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Idempotent set-up of a fresh Debian 12 machine for SMS development and tests (run as root).
-# Installs the Debian packages the test bed starts (MariaDB, OpenSSH, ksh, PostgreSQL, Prometheus, Wine), creates .venv at the
+# Installs the Debian packages the test bed starts (MariaDB and Galera, OpenSSH, ksh, PostgreSQL, Prometheus, Wine, HAProxy, Redis), creates .venv at the
 # repository root and installs the project with its test extras into it.
 set -euo pipefail
 
@@ -15,7 +15,10 @@ die() {
 # hyperfine: the command-line timer of bench/cli_startup.py.
 # maven: the Elasticsearch and Keycloak test-bed peers fetch their distributions with `mvn dependency:get`
 # (Elasticsearch 9 also needs a Java 21+ JDK in /usr/lib/jvm, which Debian 12 does not ship).
-packages=(mariadb-server openssh-server openssh-client ksh procps python3 python3-venv postgresql wine prometheus maven openjdk-17-jre-headless hyperfine chromium)
+# haproxy, redis-server, galera-4, rsync: the HA topology (infra/ha: load balancer, Prefect's Redis messaging,
+# the catalog's Galera cluster and its state transfers).
+packages=(mariadb-server openssh-server openssh-client ksh procps python3 python3-venv postgresql wine prometheus maven openjdk-17-jre-headless hyperfine chromium
+    haproxy redis-server galera-4 rsync)
 missing=()
 for package in "${packages[@]}"; do
     if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed"; then

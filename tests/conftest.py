@@ -110,16 +110,18 @@ def prefect_server() -> Iterator[PrefectServer]:
 
 
 @contextmanager
-def talking_to(peer: PrefectServer) -> Iterator[PrefectServer]:
-    """This test process uses ``peer``'s API while the block runs; the peer is stopped at the end."""
+def talking_to(peer: PrefectServer, auth_string: str | None = None) -> Iterator[PrefectServer]:
+    """This test process uses ``peer``'s API (with Prefect's ``auth_string``, if given) while the
+    block runs; the peer is stopped at the end."""
     previous = os.environ.get("PREFECT_API_URL")
     os.environ["PREFECT_API_URL"] = peer.api_url
     try:
         with ExitStack() as stack:
             import prefect.context
-            from prefect.settings import PREFECT_API_URL, temporary_settings
+            from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
 
-            stack.enter_context(temporary_settings(updates={PREFECT_API_URL: peer.api_url}))
+            updates = {PREFECT_API_URL: peer.api_url, **({PREFECT_API_AUTH_STRING: auth_string} if auth_string else {})}
+            stack.enter_context(temporary_settings(updates=updates))
             # Prefect read its settings at import; also replace its process-global settings so
             # that threads and contexts copied earlier (e.g. the session event loop) see them,
             # as prefect.testing.utilities.prefect_test_harness does.

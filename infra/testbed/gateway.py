@@ -51,7 +51,7 @@ class GatewayBed(Peer):
 
     def _start(self) -> None:
         assert self.tmp is not None
-        self.port = free_port()
+        self.port = self.port or free_port()
         settings = {
             "SMS_OIDC_ISSUER": self.issuer,
             "SMS_OIDC_AUDIENCE": "sms-gateway",
@@ -73,7 +73,7 @@ class GatewayBed(Peer):
             settings.update(self.prefect_settings())
         env = prefect_env(self.tmp / "prefect-home", settings)
         for name in ("SMS_HOME", "SMS_DATABASE_URL"):
-            if name in os.environ:
+            if name in os.environ and name not in self.settings:
                 env[name] = os.environ[name]
         self.spawn([venv_binary("sms"), "gateway"], self._healthy, env=env)
 

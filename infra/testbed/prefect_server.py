@@ -57,18 +57,24 @@ class PrefectServer(Peer):
         base_path: str = "",
         auth_string: str | None = None,
         ui_api_url: str | None = None,
+        services: bool = True,
+        extra_env: Mapping[str, str] | None = None,
     ) -> None:
         """``port`` 0 picks a free loopback port at start; ``database_url`` (e.g. a
         :class:`~infra.testbed.postgresql.PostgreSQL` peer's ``prefect_url``) replaces the
         private SQLite file. Behind the gateway: ``base_path`` ``/prefect`` serves the UI there
         and the API under ``/prefect/api``, ``auth_string`` is PREFECT_SERVER_API_AUTH_STRING, and
-        ``ui_api_url`` (the public API URL) turns the UI on."""
+        ``ui_api_url`` (the public API URL) turns the UI on. ``services`` False: an API process
+        only (``--no-services``, Prefect's scaled-out server, :class:`PrefectServices`);
+        ``extra_env``: more PREFECT_* settings (e.g. Redis messaging)."""
         super().__init__(timeout=timeout)
         self.port = port
         self.database_url = database_url
         self.base_path = base_path.rstrip("/")
         self.auth_string = auth_string
         self.ui_api_url = ui_api_url
+        self.services = services
+        self.extra_env = dict(extra_env or {})
 
     @property
     def url(self) -> str:
@@ -80,9 +86,13 @@ class PrefectServer(Peer):
         return f"{self.url}{self.base_path}/api"
 
     def _start(self) -> None:
+        self.port = self.port or free_port()
+        self.resume()
+
+    def resume(self) -> None:
+        """Start the server (again, after ``halt()``) on the same port and database."""
         assert self.tmp is not None
         prefect = venv_binary("prefect")
-        self.port = self.port or free_port()
         env = prefect_env(
             self.tmp / "prefect-home",
             {
@@ -107,8 +117,35 @@ class PrefectServer(Peer):
             env["PREFECT_UI_API_URL"] = self.ui_api_url
         if self.auth_string:
             env["PREFECT_SERVER_API_AUTH_STRING"] = self.auth_string
+        env.update(self.extra_env)
         argv = [prefect, "server", "start", "--host", self.host, "--port", str(self.port)]
-        self.spawn(argv, self._healthy, env=env)
+        self.spawn([*argv, *([] if self.services else ["--no-services"])], self._healthy, env=env)
 
     def _healthy(self) -> bool:
         return httpx.get(f"{self.api_url}/health", timeout=2).status_code == 200
+
+
+class PrefectServices(Peer):
+    """``prefect server services start``: the background services (scheduler, late runs, event
+    triggers...) of a server whose API processes run with ``--no-services``."""
+
+    name = "prefect-services"
+
+    def __init__(self, database_url: str, extra_env: Mapping[str, str], *, timeout: float = 120.0) -> None:
+        super().__init__(timeout=timeout)
+        self.database_url = database_url
+        self.extra_env = dict(extra_env)
+
+    def _start(self) -> None:
+        self.resume()
+
+    def resume(self) -> None:
+        assert self.tmp is not None
+        env = prefect_env(
+            self.tmp / "prefect-home",
+            {"PREFECT_SERVER_DATABASE_CONNECTION_URL": self.database_url, **POSTGRESQL_POOL, **self.extra_env},
+        )
+        self.spawn([venv_binary("prefect"), "server", "services", "start"], self._running, env=env)
+
+    def _running(self) -> bool:
+        return "Starting services" in self.log_path.read_text(errors="replace")

@@ -75,7 +75,7 @@ class PrefectWorker(Peer):
     def _started(self) -> bool:
         if f"Worker {self.worker_name!r} started!" not in self.log_path.read_text(errors="replace"):
             return False
-        basic = base64.b64encode(self.auth_string.encode()).decode() if self.auth_string else None
-        headers = {"Authorization": f"Basic {basic}"} if basic else {}
+        auth = self.extra_env.get("PREFECT_API_AUTH_STRING")  # given as auth_string= or in extra_env
+        headers = {"Authorization": f"Basic {base64.b64encode(auth.encode()).decode()}"} if auth else {}
         response = httpx.get(f"{self.api_url}/work_pools/{self.pool}", timeout=2, headers=headers)
         return response.status_code == 200

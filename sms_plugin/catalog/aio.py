@@ -42,14 +42,14 @@ class AsyncCatalog:
 
     async def run(self, work: Callable[Concatenate[Session, P], T], *args: P.args, **kwargs: P.kwargs) -> T:
         """``work(session, *args, **kwargs)`` in one transaction, committed when it returns and rolled
-        back when it raises (its exception is raised here). A caller cancelled while the transaction
+        back when it raises (its exception is raised here); run again when the database aborted it
+        (``Catalog.transaction``). A caller cancelled while the transaction
         runs returns at once; the transaction still ends, committed or rolled back, in its thread."""
         transaction = functools.partial(self._transaction, work, *args, **kwargs)
         return await asyncio.get_running_loop().run_in_executor(self._pool, transaction)
 
     def _transaction(self, work: Callable[..., T], *args: object, **kwargs: object) -> T:
-        with self.catalog.session() as session:
-            return work(session, *args, **kwargs)
+        return self.catalog.transaction(work, *args, **kwargs)
 
     def close(self) -> None:
         """Stop the pool's threads once their transactions have ended."""

@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from sqlalchemy import Engine, create_engine, event, inspect, text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from sms_plugin import settings
 from sms_plugin.catalog import outbox
 from sms_plugin.catalog.aio import AsyncCatalog
+from sms_plugin.catalog.retry import Committing, with_retries
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 def newest_revision() -> str:
@@ -107,6 +112,24 @@ class Catalog:
         """A session that commits when the block succeeds and rolls back when it raises."""
         with self._sessions() as session, session.begin():
             yield session
+
+    def transaction(self, work: Callable[Concatenate[Session, P], T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """``work(session, *args, **kwargs)`` in one transaction, run again from the start when the
+        database aborted it (a Galera conflict, a node leaving: ``catalog.retry``); its result once
+        committed. ``work`` must do nothing but catalog reads and writes: it may run more than once."""
+
+        def attempt() -> T:
+            with self._sessions() as session:  # closing it rolls back whatever did not commit
+                session.begin()
+                result = work(session, *args, **kwargs)
+                session.flush()
+                try:
+                    session.commit()
+                except DBAPIError as exc:
+                    raise Committing(exc) from exc
+                return result
+
+        return with_retries(attempt)
 
     @cached_property
     def aio(self) -> AsyncCatalog:

@@ -1,0 +1,43 @@
+"""``python -m infra.ha up [--no-gateways]``: start the HA topology on loopback, print how to reach
+it, and stop everything on Ctrl-C (docs/deploy.md)."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import threading
+from contextlib import ExitStack
+
+from infra.ha.topology import HATopology
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m infra.ha", description=__doc__)
+    parser.add_argument("command", choices=["up"])
+    parser.add_argument("--no-gateways", action="store_true", help="no Keycloak and no gateways (faster)")
+    parser.add_argument("--pool", default="sms", help="the work pool of the workers (default sms)")
+    options = parser.parse_args()
+    with ExitStack() as stack:
+        issuer = None
+        if not options.no_gateways:
+            from infra.testbed.keycloak import Keycloak
+
+            issuer = stack.enter_context(Keycloak()).issuer
+        ha = stack.enter_context(HATopology(issuer=issuer, pool=options.pool))
+        print("SMS HA topology is up (Ctrl-C stops it). Use it with:")
+        for name, value in ha.client_env().items():
+            print(f"  export {name}={value}")
+        if ha.gateways:
+            print(f"  gateways (HTTPS through HAProxy): {ha.gateway_url}  CA: {ha.ca_path}")
+        print(f"  Prefect API processes: {', '.join(api.api_url for api in ha.apis)}")
+        print(f"  Galera nodes: {', '.join(str(node.port) for node in ha.galera.nodes)}")
+        stopped = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stopped.set())
+        try:
+            stopped.wait()
+        except KeyboardInterrupt:
+            pass
+
+
+if __name__ == "__main__":
+    main()
