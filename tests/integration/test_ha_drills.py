@@ -32,7 +32,7 @@ from tests.integration.conftest import block_of, until
 from tests.integration.ha_load import check_invariants, start_load
 from tests.integration.test_gateway_auth import browser_login
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.drills]
 
 RUNS = 100 if os.environ.get("SMS_HA_DRILLS_FULL") == "1" else 30
 
