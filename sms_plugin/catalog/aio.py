@@ -15,12 +15,10 @@ import asyncio
 import functools
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Concatenate, ParamSpec, TypeVar
+from contextlib import AbstractContextManager
+from typing import Concatenate, ParamSpec, TypeVar
 
 from sqlalchemy.orm import Session
-
-if TYPE_CHECKING:
-    from sms_plugin.catalog.database import Catalog
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -31,14 +29,17 @@ CATALOG_THREADS = 8
 
 
 class AsyncCatalog:
-    """Awaitable transactions on ``catalog`` (reach it as ``catalog.aio``; one pool per catalog)."""
+    """Awaitable transactions of ``session`` (a catalog's ``session``: reach it as ``catalog.aio``;
+    one pool per catalog). It knows only that factory, so the catalog depends on it, never the reverse."""
 
-    def __init__(self, catalog: Catalog, threads: int = CATALOG_THREADS) -> None:
-        self.catalog = catalog
+    def __init__(self, session: Callable[[], AbstractContextManager[Session]], name: str,
+                 threads: int = CATALOG_THREADS) -> None:
+        self._session = session
+        self._name = name
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="sms-catalog")
 
     def __repr__(self) -> str:
-        return f"AsyncCatalog({self.catalog!r})"
+        return f"AsyncCatalog({self._name})"
 
     async def run(self, work: Callable[Concatenate[Session, P], T], *args: P.args, **kwargs: P.kwargs) -> T:
         """``work(session, *args, **kwargs)`` in one transaction, committed when it returns and rolled
@@ -48,7 +49,7 @@ class AsyncCatalog:
         return await asyncio.get_running_loop().run_in_executor(self._pool, transaction)
 
     def _transaction(self, work: Callable[..., T], *args: object, **kwargs: object) -> T:
-        with self.catalog.session() as session:
+        with self._session() as session:
             return work(session, *args, **kwargs)
 
     def close(self) -> None:
