@@ -18,10 +18,14 @@ from uuid import UUID
 
 import anyio.abc
 from prefect.client.orchestration import PrefectClient
-from prefect.client.schemas.objects import FlowRun, WorkPool
+from prefect.client.schemas.objects import FlowRun, StateType, WorkPool
 from prefect.client.schemas.responses import DeploymentResponse
+from prefect.states import Cancelled
 from prefect.workers.process import ProcessJobConfiguration, ProcessWorker, ProcessWorkerResult
 
+from sms_plugin.catalog import Catalog
+from sms_plugin.errors import NotFound
+from sms_plugin.reaper import reap_run
 from sms_plugin.worker import prefect_hooks
 from sms_plugin.worker.guard import base_job_template, check_job_variables
 
@@ -69,12 +73,35 @@ class SMSProcessWorker(ProcessWorker):
         configuration: ProcessJobConfiguration,
         task_status: anyio.abc.TaskStatus[int] | None = None,
     ) -> ProcessWorkerResult:
-        """Prefect's process worker's ``run``, remembering the run while its process lives."""
+        """Prefect's process worker's ``run``, remembering the run while its process lives; a run
+        still Cancelling when its process has exited is settled (:meth:`settle_cancelling`)."""
         self._in_flight.add(flow_run.id)
         try:
             return await super().run(flow_run, configuration, task_status)
         finally:
-            self._in_flight.discard(flow_run.id)
+            try:
+                await self.settle_cancelling(flow_run.id)
+            finally:
+                self._in_flight.discard(flow_run.id)
+
+    async def settle_cancelling(self, flow_run_id: UUID) -> None:
+        """Ends Cancelled a run whose process has exited while it was Cancelling, after killing what
+        is left of it on its hosts (the flow's ``on_cancellation`` hook, run here). Prefect's runner
+        would run that hook in a new process and only then end the run: minutes on a busy machine,
+        during which a stopping worker waits and the run stays Cancelling (docs/worker.md)."""
+        flow_run = await self.client.read_flow_run(flow_run_id)
+        if flow_run.state is None or flow_run.state.type != StateType.CANCELLING:
+            return
+        catalog = Catalog()
+        try:
+            await reap_run(catalog, str(flow_run_id), reason="the run's process exited while Cancelling",
+                           actor="sms-process worker")
+        except NotFound:
+            pass  # the run never reached the point of starting anything
+        finally:
+            catalog.dispose()
+        await self.client.set_flow_run_state(
+            flow_run_id, Cancelled(message=flow_run.state.message or "cancelled"), force=True)
 
     @classmethod
     def get_default_base_job_template(cls) -> dict[str, Any]:
