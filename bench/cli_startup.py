@@ -16,12 +16,13 @@ Prints min / median / max wall seconds per command, the CPU seconds (user + syst
 hyperfine measured them, and the load average before and after: the machine may be shared.
 
 Run from the repository root:
-    .venv/bin/python bench/cli_startup.py [--runs 10] [--base 7d965a6]
+    .venv/bin/python bench/cli_startup.py [--runs 10] [--base 7d965a6] [--no-prefect]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -94,6 +95,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--base", default="7d965a6", help="The commit to compare with (before).")
+    parser.add_argument("--no-prefect", action="store_true",
+                        help="Skip the `sms stop` rows and the Prefect server they need (a loaded machine).")
     options = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="sms-bench-cli-"))
     launcher = work / "launch_sms.py"
@@ -105,11 +108,13 @@ def main() -> None:
         before.mkdir()
         archive = subprocess.run(["git", "-C", str(ROOT), "archive", options.base], check=True, capture_output=True)
         subprocess.run(["tar", "-x", "-C", str(before)], input=archive.stdout, check=True)
-        with PrefectServer() as server:
-            envs = {"before": tree_env(before, work / "home-before", server.api_url),
-                    "after": tree_env(ROOT, work / "home-after", server.api_url)}
+        with contextlib.nullcontext() if options.no_prefect else PrefectServer() as server:
+            api_url = server.api_url if server else "http://127.0.0.1:9/api"  # unused without the stop rows
+            envs = {"before": tree_env(before, work / "home-before", api_url),
+                    "after": tree_env(ROOT, work / "home-after", api_url)}
             commands = {f"{name} [{tree}]": with_env(env, launcher, args)
-                        for name, args in COMMANDS.items() for tree, env in envs.items()}
+                        for name, args in COMMANDS.items() for tree, env in envs.items()
+                        if not (options.no_prefect and args[0] == "stop")}
             for tree, env in envs.items():  # the catalogs exist and are migrated before timing
                 subprocess.run(with_env(env, launcher, ["script", "list"]), check=True, capture_output=True)
             if shutil.which("hyperfine"):

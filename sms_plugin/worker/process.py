@@ -13,6 +13,8 @@ Example::
 
 from __future__ import annotations
 
+import asyncio
+from pathlib import Path
 from typing import Any
 from uuid import UUID
 
@@ -28,6 +30,17 @@ from sms_plugin.errors import NotFound
 from sms_plugin.reaper import reap_run
 from sms_plugin.worker import prefect_hooks
 from sms_plugin.worker.guard import base_job_template, check_job_variables
+
+
+SETTLE_POLL_SECONDS = 0.5
+
+
+def process_alive(pid: int) -> bool:
+    """Process ``pid`` of this machine exists and has not exited (a zombie has)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
 
 
 class SMSProcessJobConfiguration(ProcessJobConfiguration):
@@ -74,15 +87,29 @@ class SMSProcessWorker(ProcessWorker):
         task_status: anyio.abc.TaskStatus[int] | None = None,
     ) -> ProcessWorkerResult:
         """Prefect's process worker's ``run``, remembering the run while its process lives; a run
-        still Cancelling when its process has exited is settled (:meth:`settle_cancelling`)."""
+        still Cancelling when its process has exited is settled (:meth:`settle_cancelling`) without
+        waiting for Prefect, which returns only after running the run's hooks in a new process."""
         self._in_flight.add(flow_run.id)
+        started = anyio.TASK_STATUS_IGNORED if task_status is None else task_status
+        watcher: asyncio.Task[None] | None = None
+
+        class Started:
+            def started(self_, pid: int) -> None:  # noqa: N805 - the worker is `self`
+                nonlocal watcher
+                watcher = asyncio.create_task(self._settle_when_gone(flow_run.id, pid))
+                started.started(pid)
+
         try:
-            return await super().run(flow_run, configuration, task_status)
+            return await super().run(flow_run, configuration, Started())  # type: ignore[arg-type]
         finally:
-            try:
-                await self.settle_cancelling(flow_run.id)
-            finally:
-                self._in_flight.discard(flow_run.id)
+            if watcher is not None:
+                watcher.cancel()
+            self._in_flight.discard(flow_run.id)
+
+    async def _settle_when_gone(self, flow_run_id: UUID, pid: int) -> None:
+        while process_alive(pid):
+            await asyncio.sleep(SETTLE_POLL_SECONDS)
+        await self.settle_cancelling(flow_run_id)
 
     async def settle_cancelling(self, flow_run_id: UUID) -> None:
         """Ends Cancelled a run whose process has exited while it was Cancelling, after killing what
