@@ -28,6 +28,7 @@ from infra.testbed.kafka import KafkaCluster
 from sms_plugin.catalog import Catalog, ScriptSpec, add_script, add_version
 from sms_plugin.catalog import outbox
 from sms_plugin.events.publisher import KAFKA_POSITION, Publisher, PublisherSettings
+from sms_plugin.settings import EventSettings
 
 
 def run_event(number: int) -> dict[str, object]:
@@ -64,7 +65,7 @@ def main() -> None:
     catalog = Catalog(f"sqlite:///{folder / 'catalog.db'}")
     catalog.upgrade()
     with KafkaCluster(args.brokers) as cluster:
-        publisher = Publisher(catalog, PublisherSettings(bootstrap=cluster.bootstrap, metrics_port=0))
+        publisher = Publisher(catalog, PublisherSettings.of(EventSettings(kafka_bootstrap=cluster.bootstrap, metrics_port=0)))
         thread = threading.Thread(target=publisher.publish_forever, daemon=True)
         thread.start()
         with catalog.session() as s:  # warm-up: the producer's id from a freshly started cluster

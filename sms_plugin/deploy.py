@@ -24,7 +24,7 @@ from prefect.schedules import Cron, Interval, Schedule
 from sms_plugin.catalog import Script
 from sms_plugin.limits import deployment_concurrency
 from sms_plugin.parameters import deployment_schema
-from sms_plugin.settings import work_pool_name, worker_type
+from sms_plugin.settings import current
 
 FLOW_NAME = "run-script"
 RUN_SCRIPT_ENTRYPOINT = "flows.run_script.run_script"
@@ -62,17 +62,17 @@ async def ensure_work_pool() -> None:
     template = base_job_template()
     async with get_client() as client:
         try:
-            pool = await client.read_work_pool(work_pool_name())
+            pool = await client.read_work_pool(current().worker.pool)
         except ObjectNotFound:
             try:
                 await client.create_work_pool(
-                    WorkPoolCreate(name=work_pool_name(), type=worker_type(), base_job_template=template)
+                    WorkPoolCreate(name=current().worker.pool, type=current().worker.type, base_job_template=template)
                 )
             except ObjectAlreadyExists:
                 pass
             return
         if pool.base_job_template != template:
-            await client.update_work_pool(work_pool_name(), WorkPoolUpdate(base_job_template=template))
+            await client.update_work_pool(current().worker.pool, WorkPoolUpdate(base_job_template=template))
 
 
 def _where(script: Script) -> str:
@@ -90,7 +90,7 @@ async def sync_script(script: Script) -> str:
         parameters={"script": script.name},
         description=script.description or f"Runs the SMS script {script.name} on {_where(script)}.",
         tags=sorted({*script.tags, f"host:{script.host}" if script.host else "fleet", "sms"}),
-        work_pool_name=work_pool_name(),
+        work_pool_name=current().worker.pool,
         entrypoint_type=EntrypointType.MODULE_PATH,
         concurrency_limit=deployment_concurrency(script.single_instance),
         enforce_parameter_schema=True,
@@ -116,7 +116,7 @@ async def sync_housekeeping() -> str:
         name=f"every-{HOUSEKEEPING_SECONDS}s",
         interval=HOUSEKEEPING_SECONDS,
         tags=["sms"],
-        work_pool_name=work_pool_name(),
+        work_pool_name=current().worker.pool,
         entrypoint_type=EntrypointType.MODULE_PATH,
     )
     return str(await deployment.apply())

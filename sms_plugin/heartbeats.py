@@ -13,16 +13,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 from sms_plugin.catalog import Catalog, touch_heartbeats
+from sms_plugin.settings import current
 
 
 def heartbeat_seconds() -> float:
     """How often a running flow writes its heartbeat (``SMS_HEARTBEAT_SECONDS``, default 10)."""
-    return float(os.environ.get("SMS_HEARTBEAT_SECONDS") or 10)
+    return current().worker.heartbeat_seconds
 
 
 class _Writer:

@@ -11,30 +11,13 @@ Each function works in the caller's transaction (check and write together)::
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime
-
 from sqlalchemy.orm import Session
 
 from sms_plugin.catalog import audit
 from sms_plugin.catalog import host_groups as rows
-from sms_plugin.catalog.models import HostGroup
 from sms_plugin.errors import Conflict, InvalidInput
+from sms_plugin.host_listings import HostGroupInfo
 from sms_plugin.selectors import GROUP_NAME, SelectorError, cycle_through, group_terms, groups_named, parse
-
-
-@dataclass(frozen=True)
-class HostGroupInfo:
-    name: str
-    selector: str
-    description: str
-    created_by: str
-    created_at: datetime
-    updated_at: datetime
-
-    @classmethod
-    def of(cls, row: HostGroup) -> HostGroupInfo:
-        return cls(row.name, row.selector, row.description, row.created_by, row.created_at, row.updated_at)
 
 
 def stored_selectors(session: Session) -> dict[str, str]:

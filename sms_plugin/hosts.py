@@ -21,11 +21,10 @@ import asyncio
 import re
 import time
 from dataclasses import dataclass
-from typing import Any
-
 from prefect import get_client
 
 from sms_plugin.errors import Conflict, InvalidInput, NotFound
+from sms_plugin.host_listings import HostInfo
 from sms_plugin.host_kinds import (
     HOST_NAME_PATTERN,
     KINDS,
@@ -34,7 +33,6 @@ from sms_plugin.host_kinds import (
     SSHHost,
     checked_labels,
     load_host,
-    public_view,
 )
 from sms_plugin.limits import ensure_host_limit
 from sms_plugin.transports.ssh import fetch_host_key, fingerprint, key_line
@@ -43,36 +41,6 @@ __all__ = [
     "HostCheck", "HostInfo", "ScannedKey", "add", "check", "checked_labels", "checked_name", "listing",
     "pin_host_key", "scan_host_key", "set_labels", "trust_host_key",
 ]
-
-
-@dataclass(frozen=True)
-class HostInfo:
-    """A host as every face lists it: what the contract gives for any kind, and the kind's public
-    settings (``settings``: every field but the secrets)."""
-
-    name: str
-    kind: str
-    where: str
-    labels: tuple[str, ...]
-    admins_only: bool
-    """Only sms-admin may start or add scripts here (by default a local host, docs/access.md)."""
-    max_parallel_sessions: int
-    settings: dict[str, Any]
-
-    @classmethod
-    def of(cls, name: str, block: HostKind) -> HostInfo:
-        return cls(name, block.kind, block.describe(), tuple(block.labels), block.admins_only,
-                   block.max_parallel_sessions, public_view(block))
-
-    @property
-    def pinned_keys(self) -> int:
-        """How many host keys are pinned (SSH hosts; 0 for kinds without host keys)."""
-        return len(self.settings.get("host_keys", ()))
-
-    @property
-    def legacy(self) -> bool:
-        """The host allows legacy SSH algorithms."""
-        return bool(self.settings.get("legacy", False))
 
 
 @dataclass(frozen=True)

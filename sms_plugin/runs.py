@@ -37,7 +37,7 @@ from sms_plugin import run_secrets
 from sms_plugin.parameters import declared, resolve
 from sms_plugin.run_results import HostResult, LogLine, RunResult
 from sms_plugin.selection import selected_hosts
-from sms_plugin.settings import elasticsearch_url
+from sms_plugin.settings import current
 
 if TYPE_CHECKING:
     from sms_plugin.telemetry.logs import reader as log_reader
@@ -197,7 +197,7 @@ async def logs(
     paged); otherwise Prefect's run log (output and SMS's own messages, within Prefect's limits).
     A host's lines in Prefect's run log are those of its task run (named after the host).
     """
-    if elasticsearch_url():
+    if current().logs.elasticsearch_url:
         async with get_client() as client:
             await _read_flow_run(client, run_id)  # an unknown run is an error, not silence
         skipped = 0

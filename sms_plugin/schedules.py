@@ -9,7 +9,6 @@ IANA time zone (daylight-saving changes as Prefect's scheduler handles them)::
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -17,9 +16,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from cronsim import CronSim, CronSimError
 
 from sms_plugin.catalog.spec import check_cron
-from sms_plugin.errors import RefusedSetting, SMSError
+from sms_plugin.errors import RefusedSetting
+from sms_plugin.settings import current
 
-MIN_SECONDS_DEFAULT = 300
 MAX_PREVIEW = 50
 #: How far ahead the shortest gap between two fire times is looked for: a week and a day covers
 #: every weekday and every day boundary; at most this many fire times are read.
@@ -29,14 +28,7 @@ _GAP_FIRES = 600
 
 def min_seconds() -> int:
     """The shortest interval a schedule may fire at (``SMS_SCHEDULE_MIN_SECONDS``, default 300)."""
-    raw = os.environ.get("SMS_SCHEDULE_MIN_SECONDS") or str(MIN_SECONDS_DEFAULT)
-    try:
-        value = int(raw)
-    except ValueError:
-        raise SMSError(f"SMS_SCHEDULE_MIN_SECONDS={raw!r} must be a whole number of seconds") from None
-    if value < 60:
-        raise SMSError(f"SMS_SCHEDULE_MIN_SECONDS={value} is below 60: cron cannot fire more often than once a minute")
-    return value
+    return current().schedules.min_seconds
 
 
 def zone(timezone: str) -> ZoneInfo:

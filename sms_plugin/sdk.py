@@ -29,7 +29,7 @@ from sms_plugin import runs as run_services
 from sms_plugin import scripts as script_services
 from sms_plugin.catalog import Catalog, Script, ScriptSpec, ScriptVersion, get_script, list_scripts, list_versions
 from sms_plugin.gateway_client import GatewayClient
-from sms_plugin.host_groups import HostGroupInfo
+from sms_plugin.host_listings import HostGroupInfo
 from sms_plugin.host_import import ImportPlan
 from sms_plugin.host_kinds import build
 from sms_plugin.hosts import HostCheck, HostInfo, ScannedKey

@@ -6,7 +6,7 @@ from __future__ import annotations
 from sms_plugin import host_groups
 from sms_plugin import hosts as host_services
 from sms_plugin.catalog import Catalog
-from sms_plugin.hosts import HostInfo
+from sms_plugin.host_listings import HostInfo
 from sms_plugin.selectors import HostRecord, parse, select
 
 

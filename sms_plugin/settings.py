@@ -1,50 +1,188 @@
-"""Where SMS keeps its state, read from the environment each time it is asked.
+"""SMS's settings: one tree of groups (pydantic-settings), one group per concern, read from the
+environment once at the edge (the ``sms`` command, ``sms up``, a worker, the gateway, the exporter,
+the event publisher) and passed in; code below the edge asks :func:`current`.
 
-- ``SMS_HOME``: SMS's own folder (default ``~/.sms``): the embedded SQLite catalog and the
-  embedded Prefect server's home live there.
-- ``SMS_DATABASE_URL``: the catalog's SQLAlchemy URL (default: SQLite file ``$SMS_HOME/catalog.db``),
-  e.g. ``mysql+pymysql://sms:secret@db.example:3306/sms`` for MariaDB.
-- ``SMS_WORK_POOL``: the Prefect work pool that runs scripts (default ``sms``).
-- ``SMS_WORKER_TYPE``: the type of that pool when SMS creates it and of the worker ``sms up``
-  starts: ``sms`` (default, in-process, docs/worker.md) or ``sms-process`` (a process per run).
-- ``SMS_WORKER_STARTING``: in an ``sms`` worker, how many runs may be on their way to their
-  script's start at once (default 32); the others wait their turn (docs/worker.md).
-- ``SMS_SSH_HANDSHAKES``: how many SSH connections one process opens at once (TCP connect, key
-  exchange, login; default 32); the others wait for a slot (docs/fleet.md).
-- ``SMS_ELASTICSEARCH_URL``: where script output lines are shipped and read back (unset: no
-  shipping, no spool; ``sms logs`` reads Prefect's run log). ``SMS_LOG_RETENTION_DAYS`` (default
-  30): daily log indices older than this are deleted by ``sms log-shipper`` (docs/logs.md).
-- ``SMS_KAFKA_BOOTSTRAP``: the Kafka brokers ``sms events`` publishes to (unset: no publisher in
-  ``sms up``; catalog events still collect in the outbox, docs/events.md).
+    tree = settings.load()                    # every group, validated; SMSError naming a bad value
+    with settings.installed(tree):            # what current() answers until the block ends
+        ...
+    settings.current().worker.stop_seconds    # outside an edge (a flow process, a test): read now
+
+Each field keeps its documented variable name (``validation_alias``); the README's configuration
+table names every one (tests/unit/test_settings_documented.py). The gateway's group
+(``SMS_OIDC_*``, ``SMS_GATEWAY_*``, sms_plugin.gateway.config) is validated only where a gateway
+starts (:meth:`Settings.gateway`). Importing this module imports pydantic, nothing heavier.
+
+How to add a setting: docs/decisions.md ("Adding a setting").
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from sms_plugin.errors import SMSError
 
+if TYPE_CHECKING:
+    from sms_plugin.gateway.config import GatewaySettings
 
-def env_number(name: str, default: float) -> float:
-    """The number in environment variable ``name``, ``default`` when unset or empty."""
-    value = os.environ.get(name)
+WORKER_TYPES = ("sms", "sms-process")
+"""SMS's worker types: in-process (the default) and one process per run; both refuse job variables."""
+
+
+class Group(BaseSettings):
+    """One concern's settings, each field read from its own ``SMS_*`` variable (an empty one counts
+    as unset); built from keyword arguments by field name in tests."""
+
+    model_config = SettingsConfigDict(frozen=True, extra="ignore", populate_by_name=True, env_ignore_empty=True)
+
+
+class CatalogSettings(Group):
+    home: Path = Field(Path("~/.sms"), validation_alias="SMS_HOME",
+                       description="SMS's folder: embedded catalog, embedded Prefect home, logs of `sms up`")
+    database: str | None = Field(None, validation_alias="SMS_DATABASE_URL", repr=False,
+                                 description="the catalog's SQLAlchemy URL (default: SQLite under SMS_HOME)")
+    retry_seconds: float = Field(60, ge=0, validation_alias="SMS_CATALOG_RETRY_SECONDS",
+                                 description="how long a transaction the database aborted is run again")
+
+    def folder(self) -> Path:
+        """SMS's own folder, created on first use."""
+        home = self.home.expanduser()
+        home.mkdir(parents=True, exist_ok=True)
+        return home
+
+    def database_url(self) -> str:
+        """The catalog's URL: ``SMS_DATABASE_URL``, else the SQLite file ``$SMS_HOME/catalog.db``."""
+        return self.database or f"sqlite:///{self.folder() / 'catalog.db'}"
+
+
+class WorkerSettings(Group):
+    pool: str = Field("sms", min_length=1, validation_alias="SMS_WORK_POOL")
+    type: Literal["sms", "sms-process"] = Field("sms", validation_alias="SMS_WORKER_TYPE")
+    starting: int = Field(32, ge=1, validation_alias="SMS_WORKER_STARTING")
+    stop_seconds: float = Field(30, gt=0, validation_alias="SMS_WORKER_STOP_SECONDS")
+    heartbeat_seconds: float = Field(10, gt=0, validation_alias="SMS_HEARTBEAT_SECONDS")
+
+
+class SSHSettings(Group):
+    handshakes: int = Field(32, ge=1, validation_alias="SMS_SSH_HANDSHAKES")
+
+
+class LogSettings(Group):
+    elasticsearch_url: str | None = Field(None, validation_alias="SMS_ELASTICSEARCH_URL")
+    retention_days: int = Field(30, ge=1, validation_alias="SMS_LOG_RETENTION_DAYS")
+
+
+class EventSettings(Group):
+    kafka_bootstrap: str | None = Field(None, validation_alias="SMS_KAFKA_BOOTSTRAP")
+    outbox_limit: int = Field(100_000, ge=1, validation_alias="SMS_EVENTS_OUTBOX_LIMIT")
+    send_timeout_seconds: float = Field(30, gt=0, validation_alias="SMS_EVENTS_SEND_TIMEOUT_SECONDS")
+    metrics_port: int = Field(9479, ge=0, le=65535, validation_alias="SMS_EVENTS_METRICS_PORT")
+
+
+class ExporterSettings(Group):
+    address: str = Field("127.0.0.1", validation_alias="SMS_EXPORTER_ADDRESS")
+    port: int = Field(9478, ge=0, le=65535, validation_alias="SMS_EXPORTER_PORT")
+    history_hours: float = Field(168, gt=0, validation_alias="SMS_EXPORTER_HISTORY_HOURS")
+    probe_seconds: float = Field(60, gt=0, validation_alias="SMS_EXPORTER_PROBE_SECONDS")
+    login_check: bool = Field(False, validation_alias="SMS_EXPORTER_LOGIN_CHECK")
+    """Log in at each host check (off: the probe never presents credentials)."""
+    allow_plain_http: bool = Field(False, validation_alias="SMS_EXPORTER_ALLOW_PLAIN_HTTP")
+    """Serve plain HTTP on a non-loopback address (metrics name scripts and hosts)."""
+
+
+class ScheduleSettings(Group):
+    min_seconds: int = Field(300, ge=60, validation_alias="SMS_SCHEDULE_MIN_SECONDS")
+    """cron cannot fire more often than once a minute."""
+
+
+class ConsoleSettings(Group):
+    """What the gateway serves besides its API (read without the OIDC settings it also needs)."""
+
+    dist: Path | None = Field(None, validation_alias="SMS_CONSOLE_DIR")
+    webhook_key: SecretStr | None = Field(None, validation_alias="SMS_WEBHOOK_KEY")
+
+
+CLI_OPTION_VARIABLES = ("SMS_LOCAL", "SMS_GATEWAY_URL")
+"""Variables the ``sms`` command's own options read (``--local``, ``sms login --gateway``)."""
+
+
+class Settings(BaseModel):
+    """The whole tree."""
+
+    model_config = ConfigDict(frozen=True)
+
+    catalog: CatalogSettings = Field(default_factory=CatalogSettings)
+    worker: WorkerSettings = Field(default_factory=WorkerSettings)
+    ssh: SSHSettings = Field(default_factory=SSHSettings)
+    logs: LogSettings = Field(default_factory=LogSettings)
+    events: EventSettings = Field(default_factory=EventSettings)
+    exporter: ExporterSettings = Field(default_factory=ExporterSettings)
+    schedules: ScheduleSettings = Field(default_factory=ScheduleSettings)
+    console: ConsoleSettings = Field(default_factory=ConsoleSettings)
+
+    def gateway(self) -> GatewaySettings:
+        """The gateway's group, validated now (it needs ``SMS_OIDC_ISSUER``)."""
+        from sms_plugin.gateway.config import load_settings
+
+        return load_settings()
+
+    @staticmethod
+    def gateway_configured() -> bool:
+        """A gateway is configured (``SMS_OIDC_ISSUER`` set): ``sms up`` starts one."""
+        return bool(os.environ.get("SMS_OIDC_ISSUER"))
+
+
+GROUPS: tuple[type[Group], ...] = (CatalogSettings, WorkerSettings, SSHSettings, LogSettings, EventSettings,
+                                   ExporterSettings, ScheduleSettings, ConsoleSettings)
+
+
+def variable(error: ValidationError) -> str:
+    """The first failing value of ``error`` as ``SMS_NAME: reason``."""
+    first = error.errors()[0]
+    return f"{'.'.join(str(part) for part in first['loc'])}: {first['msg']}"
+
+
+def load() -> Settings:
+    """Every group from the environment now; SMSError naming the first bad variable."""
     try:
-        return float(value) if value else default
-    except ValueError:
-        raise SMSError(f"{name} must be a number, not {value!r}") from None
+        return Settings()
+    except ValidationError as error:
+        raise SMSError(f"bad setting {variable(error)}") from None
+
+
+_installed: Settings | None = None
+
+
+@contextmanager
+def installed(tree: Settings) -> Iterator[Settings]:
+    """``current()`` answers ``tree`` until the block ends (an edge's read, passed to the code below it)."""
+    global _installed
+    before, _installed = _installed, tree
+    try:
+        yield tree
+    finally:
+        _installed = before
+
+
+def current() -> Settings:
+    """The tree the edge installed, else the environment's now."""
+    return _installed or load()
 
 
 def sms_home() -> Path:
-    """SMS's own folder, created on first use."""
-    home = Path(os.environ.get("SMS_HOME") or Path.home() / ".sms").expanduser()
-    home.mkdir(parents=True, exist_ok=True)
-    return home
+    """SMS's own folder (``SMS_HOME``), created on first use."""
+    return current().catalog.folder()
 
 
 def database_url() -> str:
-    """The catalog's database URL; an SQLite file under ``SMS_HOME`` unless ``SMS_DATABASE_URL`` is set."""
-    return os.environ.get("SMS_DATABASE_URL") or f"sqlite:///{sms_home() / 'catalog.db'}"
+    """The catalog's database URL (``SMS_DATABASE_URL``, else an SQLite file under ``SMS_HOME``)."""
+    return current().catalog.database_url()
 
 
 def shown_database_url(url: str | None = None) -> str:
@@ -54,58 +192,18 @@ def shown_database_url(url: str | None = None) -> str:
     return make_url(url or database_url()).render_as_string(hide_password=True)
 
 
-def work_pool_name() -> str:
-    """The Prefect work pool whose workers run the scripts."""
-    return os.environ.get("SMS_WORK_POOL") or "sms"
-
-
-WORKER_TYPES = ("sms", "sms-process")
-"""SMS's worker types: in-process (the default) and one process per run; both refuse job variables."""
-
-
-def worker_type() -> str:
-    """The work pool type SMS creates and ``sms up`` starts a worker of (``SMS_WORKER_TYPE``)."""
-    chosen = os.environ.get("SMS_WORKER_TYPE") or "sms"
-    if chosen not in WORKER_TYPES:
-        raise SMSError(
-            f"SMS_WORKER_TYPE={chosen!r}: use sms (in-process, the default) or sms-process (a process per run); "
-            "Prefect's own process worker would run a command a caller puts in a flow run's job variables"
-        )
-    return chosen
-
-
-def worker_starting() -> int:
-    """How many runs an sms worker takes through claiming and starting at once (at least 1)."""
-    return max(1, int(os.environ.get("SMS_WORKER_STARTING") or 32))
-
-
-def ssh_handshakes() -> int:
-    """How many SSH handshakes one process runs at once (at least 1)."""
-    return max(1, int(os.environ.get("SMS_SSH_HANDSHAKES") or 32))
-
-
-def worker_stop_seconds() -> float:
-    """How long ``sms worker`` (and ``sms up``) waits, when stopped, for its runs to end Cancelled."""
-    return float(os.environ.get("SMS_WORKER_STOP_SECONDS") or 30)
-
-
-def elasticsearch_url() -> str | None:
-    """The Elasticsearch that receives script output, or None when log shipping is off."""
-    return os.environ.get("SMS_ELASTICSEARCH_URL") or None
-
-
-def kafka_bootstrap() -> str | None:
-    """The Kafka brokers events are published to (``SMS_KAFKA_BOOTSTRAP``), or None."""
-    return os.environ.get("SMS_KAFKA_BOOTSTRAP") or None
-
-
-def log_retention_days() -> int:
-    """How many days of daily log indices ``sms log-shipper`` keeps."""
-    return int(os.environ.get("SMS_LOG_RETENTION_DAYS") or 30)
-
-
 def log_spool_dir() -> Path:
     """Where output lines wait for Elasticsearch: ``$SMS_HOME/log-spool``."""
     spool = sms_home() / "log-spool"
     spool.mkdir(exist_ok=True)
     return spool
+
+
+def env_number(name: str, default: float) -> float:
+    """The number in variable ``name``, ``default`` when unset or empty: the stop-gap for a setting
+    added on a branch before it has its field in the tree (docs/decisions.md, "Adding a setting")."""
+    value = os.environ.get(name)
+    try:
+        return float(value) if value else default
+    except ValueError:
+        raise SMSError(f"{name} must be a number, not {value!r}") from None

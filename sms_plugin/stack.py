@@ -33,27 +33,12 @@ from sms_plugin import apply as declarative
 from sms_plugin.catalog import Catalog
 from sms_plugin.deploy import ensure_work_pool, sync_housekeeping
 from sms_plugin.errors import Conflict, SMSError
-from sms_plugin.gateway.config import GatewaySettings, load_settings
 from sms_plugin.host_kinds import LocalHost
-from sms_plugin.settings import (
-    database_url,
-    elasticsearch_url,
-    kafka_bootstrap,
-    shown_database_url,
-    sms_home,
-    work_pool_name,
-    worker_stop_seconds,
-    worker_type,
-)
+from sms_plugin.settings import current, shown_database_url
 from sms_plugin.telemetry.exporter import exporter_url
 
 _SERVER_START_SECONDS = 120
 _STOP_GRACE_SECONDS = 15
-
-
-def _gateway_settings() -> GatewaySettings | None:
-    """The gateway's settings when it is configured (SMS_OIDC_ISSUER set), else None."""
-    return load_settings() if os.environ.get("SMS_OIDC_ISSUER") else None
 
 
 class EmbeddedStack:
@@ -61,24 +46,25 @@ class EmbeddedStack:
         self.port = port
         self.catalog_path = catalog_path
         self.console = console
-        self.gateway = _gateway_settings()
+        self.settings = current()
+        self.gateway = self.settings.gateway() if self.settings.gateway_configured() else None
         self.auth_string = secrets.token_urlsafe(24) if self.gateway else None
         self.api_url = f"http://127.0.0.1:{port}{'/prefect' if self.gateway else ''}/api"
-        self.logs = sms_home() / "logs"
+        self.logs = self.settings.catalog.folder() / "logs"
         self._children: list[subprocess.Popen[bytes]] = []
         self._worker: subprocess.Popen[bytes] | None = None
 
     def _environment(self) -> dict[str, str]:
         env = dict(os.environ)
-        env.setdefault("PREFECT_HOME", str(sms_home() / "prefect"))
+        env.setdefault("PREFECT_HOME", str(self.settings.catalog.folder() / "prefect"))
         # Concurrency slot leases (per-host limits, single-instance scripts) survive a server restart;
         # a queued single-instance run retries every 5 s instead of 30 s (docs/decisions.md#concurrency).
         env.setdefault("PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE", "prefect.server.concurrency.lease_storage.filesystem")
         env.setdefault("PREFECT_SERVER_DEPLOYMENTS_CONCURRENCY_SLOT_WAIT_SECONDS", "5")
         env.update(
             PREFECT_API_URL=self.api_url,
-            SMS_HOME=str(sms_home()),
-            SMS_DATABASE_URL=database_url(),
+            SMS_HOME=str(self.settings.catalog.folder()),
+            SMS_DATABASE_URL=self.settings.catalog.database_url(),
             PREFECT_SERVER_ANALYTICS_ENABLED="false",
             # The v2 UI starts an analytics client at every page load whatever that setting says;
             # the v1 UI has none (docs/decisions.md#the-prefect-ui-calls-no-analytics-host).
@@ -171,13 +157,13 @@ class EmbeddedStack:
 
             with temporary_settings(updates={PREFECT_API_URL: self.api_url}):
                 asyncio.run(self._prepare())
-            self._worker = self._spawn("worker", "worker", "--pool", work_pool_name(), "--type", worker_type(), program="sms")
+            self._worker = self._spawn("worker", "worker", "--pool", self.settings.worker.pool, "--type", self.settings.worker.type, program="sms")
             self._spawn("exporter", "exporter", program="sms")
-            if elasticsearch_url():  # delivers script output the runs could not deliver themselves
+            if self.settings.logs.elasticsearch_url:  # delivers script output the runs could not deliver themselves
                 self._spawn("log-shipper", "log-shipper", program="sms")
             if self.gateway:
                 self._spawn("gateway", "gateway", program="sms")
-            if kafka_bootstrap():  # catalog and run events to Kafka (docs/events.md)
+            if self.settings.events.kafka_bootstrap:  # catalog and run events to Kafka (docs/events.md)
                 self._spawn("events", "events", program="sms")
             self._announce()
             while all(child.poll() is None for child in self._children):
@@ -221,7 +207,7 @@ class EmbeddedStack:
                 else:
                     os.killpg(child.pid, signal.SIGTERM)
                 try:
-                    child.wait(_STOP_GRACE_SECONDS + (worker_stop_seconds() if is_worker else 0))
+                    child.wait(_STOP_GRACE_SECONDS + (self.settings.worker.stop_seconds if is_worker else 0))
                 except subprocess.TimeoutExpired:
                     os.killpg(child.pid, signal.SIGKILL)
                     child.wait()

@@ -15,12 +15,9 @@ import asyncio
 import functools
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Concatenate, ParamSpec, TypeVar
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from sqlalchemy.orm import Session
-
-if TYPE_CHECKING:
-    from sms_plugin.catalog.database import Catalog
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -31,25 +28,24 @@ CATALOG_THREADS = 8
 
 
 class AsyncCatalog:
-    """Awaitable transactions on ``catalog`` (reach it as ``catalog.aio``; one pool per catalog)."""
+    """Awaitable transactions of ``transact`` (a catalog's ``transaction``: reach it as ``catalog.aio``;
+    one pool per catalog). It knows only that callable, so the catalog depends on it, never the reverse."""
 
-    def __init__(self, catalog: Catalog, threads: int = CATALOG_THREADS) -> None:
-        self.catalog = catalog
+    def __init__(self, transact: Callable[..., Any], name: str, threads: int = CATALOG_THREADS) -> None:
+        self._transact = transact
+        self._name = name
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="sms-catalog")
 
     def __repr__(self) -> str:
-        return f"AsyncCatalog({self.catalog!r})"
+        return f"AsyncCatalog({self._name})"
 
     async def run(self, work: Callable[Concatenate[Session, P], T], *args: P.args, **kwargs: P.kwargs) -> T:
         """``work(session, *args, **kwargs)`` in one transaction, committed when it returns and rolled
         back when it raises (its exception is raised here); run again when the database aborted it
         (``Catalog.transaction``). A caller cancelled while the transaction
         runs returns at once; the transaction still ends, committed or rolled back, in its thread."""
-        transaction = functools.partial(self._transaction, work, *args, **kwargs)
+        transaction = functools.partial(self._transact, work, *args, **kwargs)
         return await asyncio.get_running_loop().run_in_executor(self._pool, transaction)
-
-    def _transaction(self, work: Callable[..., T], *args: object, **kwargs: object) -> T:
-        return self.catalog.transaction(work, *args, **kwargs)
 
     def close(self) -> None:
         """Stop the pool's threads once their transactions have ended."""

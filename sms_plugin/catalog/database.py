@@ -134,7 +134,7 @@ class Catalog:
     @cached_property
     def aio(self) -> AsyncCatalog:
         """This catalog for async code: its transactions run in a bounded pool of threads."""
-        return AsyncCatalog(self)
+        return AsyncCatalog(self.transaction, repr(self))
 
     def dispose(self) -> None:
         """Close every pooled connection (after the transactions of ``aio`` have ended)."""

@@ -31,9 +31,6 @@ CONNECTION_LOST = frozenset({2002, 2003, 2006, 2013, 2055, 1927, 4031})
 """Client-side connection errors: cannot connect (2002, 2003), server gone away (2006), lost during
 a query (2013, 2055), connection killed (1927), disconnected for inactivity (4031)."""
 
-RETRY_SECONDS_ENV = "SMS_CATALOG_RETRY_SECONDS"
-
-
 class CommitOutcomeUnknown(SMSError):
     """The connection was lost while the catalog committed: the change may or may not be stored."""
 
@@ -63,8 +60,9 @@ def backoff(attempt: int, *, first: float = 0.05, cap: float = 2.0) -> float:
 
 def with_retries(transaction: Callable[[], T], *, sleep: Callable[[float], None] = time.sleep) -> T:
     """``transaction()`` (which raises :class:`Committing` around a failed commit) run again after a
-    back-off while it fails retryably, for up to ``SMS_CATALOG_RETRY_SECONDS`` (default 60)."""
-    deadline = time.monotonic() + settings.env_number(RETRY_SECONDS_ENV, 60)
+    back-off while it fails retryably, for up to ``SMS_CATALOG_RETRY_SECONDS`` (default 60) after
+    its first failure (the setting is read only then: a transaction that succeeds costs nothing more)."""
+    deadline: float | None = None
     attempt = 0
     while True:
         try:
@@ -77,6 +75,8 @@ def with_retries(transaction: Callable[[], T], *, sleep: Callable[[float], None]
             if committing and (exc.connection_invalidated or error_code(exc) in CONNECTION_LOST):
                 raise CommitOutcomeUnknown(f"the catalog connection was lost during a commit: {exc.orig}") from exc
             raise exc
+        if deadline is None:
+            deadline = time.monotonic() + settings.current().catalog.retry_seconds
         attempt += 1
         pause = backoff(attempt)
         if time.monotonic() + pause > deadline:

@@ -60,12 +60,16 @@ err = console(stderr=True)
 
 @app.callback()
 def _options(
+    context: typer.Context,
     local: Annotated[
         bool,
         typer.Option("--local", envvar="SMS_LOCAL", help="Use this machine's catalog and Prefect even after `sms login`."),
     ] = False,
 ) -> None:
     """After `sms login`, every verb goes through the gateway; `sms logout` or --local use the local catalog."""
+    from sms_plugin import settings  # read once here, for the verb (not for --help)
+
+    context.with_resource(settings.installed(settings.load()))
     backend.force_local(local)
 
 

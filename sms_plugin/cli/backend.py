@@ -22,6 +22,7 @@ from sms_plugin import credentials
 from sms_plugin.catalog.spec import ScriptSpec
 from sms_plugin.errors import SMSError
 from sms_plugin.lazy import lazy_module
+from sms_plugin.host_listings import HostGroupInfo, HostInfo
 from sms_plugin.run_results import LogLine, RunResult
 
 if TYPE_CHECKING:
@@ -31,10 +32,9 @@ if TYPE_CHECKING:
     from sms_plugin import runs as run_services
     from sms_plugin import scripts as script_services
     from sms_plugin.catalog import Catalog, ScriptVersion
-    from sms_plugin.host_groups import HostGroupInfo
     from sms_plugin.host_import import ImportPlan
     from sms_plugin.host_kinds import HostKind
-    from sms_plugin.hosts import HostCheck, HostInfo, ScannedKey
+    from sms_plugin.hosts import HostCheck, ScannedKey
     from sms_plugin.inventory import Format
     from sms_plugin.scripts import SyncReport
 else:  # the local catalog and Prefect: loaded by the first verb that uses them
@@ -240,7 +240,6 @@ class LocalBackend:
 
 
 def _group(data: dict[str, Any]) -> HostGroupInfo:
-    from sms_plugin.host_groups import HostGroupInfo
 
     return HostGroupInfo(data["name"], data["selector"], data["description"], data["created_by"],
                          datetime.fromisoformat(data["created_at"]), datetime.fromisoformat(data["updated_at"]))
@@ -272,8 +271,6 @@ class GatewayBackend:
         )
 
     def hosts(self, select: str | None = None) -> list[HostInfo]:
-        from sms_plugin.hosts import HostInfo
-
         return [HostInfo(h["name"], h["kind"], h["where"], tuple(h["labels"]), h["admins_only"],
                          h["max_parallel_sessions"], h["settings"]) for h in self.client.hosts(select)]
 

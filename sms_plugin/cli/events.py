@@ -17,7 +17,9 @@ def events() -> None:
     from sms_plugin.events.publisher import Publisher, PublisherSettings
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    settings = PublisherSettings()
+    from sms_plugin import settings as tree
+
+    settings = PublisherSettings.of(tree.current().events)
     catalog = Catalog()
     catalog.upgrade()
     publisher = Publisher(catalog, settings)

@@ -24,18 +24,13 @@ def exporter(
     ] = False,
 ) -> None:
     """Serve SMS's Prometheus metrics, kept current from Prefect's event stream. Ctrl-C stops."""
-    from sms_plugin.telemetry.exporter import ExporterSettings, serve
+    from sms_plugin.settings import ExporterSettings, current
+    from sms_plugin.telemetry.exporter import serve
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    defaults = ExporterSettings()
-    settings = ExporterSettings(
-        address=address or defaults.address,
-        port=defaults.port if port is None else port,
-        history_hours=defaults.history_hours,
-        probe_seconds=probe_seconds or defaults.probe_seconds,
-        login_check=login_check or defaults.login_check,
-        allow_plain_http=insecure_http or defaults.allow_plain_http,
-    )
+    given = {"address": address, "port": port, "probe_seconds": probe_seconds,
+             "login_check": login_check or None, "allow_plain_http": insecure_http or None}
+    settings = ExporterSettings(**current().exporter.model_dump() | {k: v for k, v in given.items() if v is not None})
     try:
         serve(settings)
     except KeyboardInterrupt:

@@ -17,16 +17,17 @@ from typer.core import TyperGroup
 
 from sms_plugin.errors import SMSError
 from sms_plugin.lazy import lazy_module
-from sms_plugin.settings import elasticsearch_url
 
 if TYPE_CHECKING:
     import asyncio
 
+    from sms_plugin import settings
     from sms_plugin.cli import backend
     from sms_plugin.telemetry.logs import reader
 else:  # loaded when a verb runs
     asyncio = lazy_module("asyncio")
     backend = lazy_module("sms_plugin.cli.backend")
+    settings = lazy_module("sms_plugin.settings")
     reader = lazy_module("sms_plugin.telemetry.logs.reader")
 
 
@@ -70,7 +71,7 @@ def search(
     """Search the output of all runs in Elasticsearch, newest line first."""
     if not isinstance(backend.current(), backend.LocalBackend):
         raise SMSError("`sms logs search` is not available through the gateway; use `sms --local logs search` on the server")
-    if not elasticsearch_url():
+    if not settings.current().logs.elasticsearch_url:
         raise SMSError("searching needs Elasticsearch: set SMS_ELASTICSEARCH_URL")
 
     async def print_matches() -> None:
@@ -93,7 +94,7 @@ def log_shipper() -> None:
     """
     from sms_plugin.telemetry.logs.delivery import serve
 
-    if not elasticsearch_url():
+    if not settings.current().logs.elasticsearch_url:
         raise SMSError("the log shipper needs SMS_ELASTICSEARCH_URL")
     console = logging.StreamHandler()
     console.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))

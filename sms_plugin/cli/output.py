@@ -15,9 +15,8 @@ import typer
 
 if TYPE_CHECKING:
     from sms_plugin.cli.backend import Version
-    from sms_plugin.host_groups import HostGroupInfo
+    from sms_plugin.host_listings import HostGroupInfo, HostInfo
     from sms_plugin.host_kinds.checks import HostCheck
-    from sms_plugin.hosts import HostInfo
     from sms_plugin.scripts import ScriptSpec
 
 

@@ -12,7 +12,6 @@ import typer
 
 from sms_plugin.errors import SMSError
 from sms_plugin.lazy import lazy_module
-from sms_plugin.settings import WORKER_TYPES, work_pool_name, worker_stop_seconds, worker_type
 
 if TYPE_CHECKING:
     import asyncio
@@ -31,14 +30,16 @@ def worker(
     """Run script runs of the work pool, many at once (Ctrl-C cancels the runs in flight and stops)."""
     from prefect.settings import PREFECT_API_URL
 
+    from sms_plugin.settings import WORKER_TYPES, current
     from sms_plugin.worker import SMSProcessWorker, SMSWorker
     from sms_plugin.worker.shutdown import serve
 
     if not PREFECT_API_URL.value():
         raise SMSError("PREFECT_API_URL is not set: point it at the Prefect API the worker should serve")
-    chosen_type = kind or worker_type()
+    configured = current().worker
+    chosen_type = kind or configured.type
     if chosen_type not in WORKER_TYPES:
         raise SMSError(f"--type {chosen_type!r}: use sms or sms-process")
     worker_class = SMSWorker if chosen_type == "sms" else SMSProcessWorker
-    instance = worker_class(work_pool_name=pool or work_pool_name(), limit=limit, name=name)
-    asyncio.run(serve(instance, stop_seconds=worker_stop_seconds(), printer=typer.echo))
+    instance = worker_class(work_pool_name=pool or configured.pool, limit=limit, name=name)
+    asyncio.run(serve(instance, stop_seconds=configured.stop_seconds, printer=typer.echo))

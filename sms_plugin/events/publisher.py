@@ -11,7 +11,7 @@ Two loops share the catalog and nothing in memory:
   position delivered without a gap (``kafka``). A failed send is retried from the outbox, so a
   restart, a Kafka outage or a crash re-sends only events whose id the consumer may have seen.
 
-Settings (environment): ``SMS_KAFKA_BOOTSTRAP`` (brokers, required), ``SMS_EVENTS_OUTBOX_LIMIT``
+Settings (the tree's ``events`` group, sms_plugin.settings): ``SMS_KAFKA_BOOTSTRAP`` (brokers, required), ``SMS_EVENTS_OUTBOX_LIMIT``
 (100000), ``SMS_EVENTS_SEND_TIMEOUT_SECONDS`` (30), ``SMS_EVENTS_METRICS_PORT`` (9479; 0: none).
 """
 
@@ -22,7 +22,7 @@ import logging
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -35,13 +35,13 @@ from prefect.events.filters import EventFilter, EventNameFilter
 from prefect.exceptions import ObjectNotFound
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 
-from sms_plugin import settings
 from sms_plugin.catalog import Catalog
 from sms_plugin.catalog import outbox
 from sms_plugin.catalog.models import OutboxEvent
 from sms_plugin.errors import SMSError
 from sms_plugin.events.cloudevent import CONTENT_TYPE, record
 from sms_plugin.events.run_source import PREFIXES, outbox_row, state_run_id
+from sms_plugin.settings import EventSettings, current
 from sms_plugin.telemetry.sources import UNKNOWN, labels_of, stored_events
 
 log = logging.getLogger("sms.events")
@@ -61,21 +61,20 @@ KEEP_PUBLISHED = 10_000
 """Published events kept in the outbox (for inspection); older ones are deleted."""
 
 
-def _bootstrap() -> str:
-    servers = settings.kafka_bootstrap()
-    if not servers:
-        raise SMSError("set SMS_KAFKA_BOOTSTRAP to the Kafka brokers, e.g. kafka-1:9092,kafka-2:9092")
-    return servers
-
-
 @dataclass(frozen=True)
 class PublisherSettings:
-    """The publisher's settings, read from the environment (see the module's docstring)."""
+    """The publisher's settings: the settings tree's ``events`` group with its brokers (see ``of``)."""
 
-    bootstrap: str = field(default_factory=_bootstrap)
-    outbox_limit: int = field(default_factory=lambda: int(settings.env_number("SMS_EVENTS_OUTBOX_LIMIT", 100_000)))
-    send_timeout_seconds: float = field(default_factory=lambda: settings.env_number("SMS_EVENTS_SEND_TIMEOUT_SECONDS", 30))
-    metrics_port: int = field(default_factory=lambda: int(settings.env_number("SMS_EVENTS_METRICS_PORT", 9479)))
+    bootstrap: str
+    outbox_limit: int
+    send_timeout_seconds: float
+    metrics_port: int
+
+    @classmethod
+    def of(cls, events: EventSettings) -> PublisherSettings:
+        if not events.kafka_bootstrap:
+            raise SMSError("set SMS_KAFKA_BOOTSTRAP to the Kafka brokers, e.g. kafka-1:9092,kafka-2:9092")
+        return cls(events.kafka_bootstrap, events.outbox_limit, events.send_timeout_seconds, events.metrics_port)
 
     def producer_config(self) -> dict[str, Any]:
         return {
@@ -146,7 +145,7 @@ class Publisher:
 
     def __init__(self, catalog: Catalog, settings: PublisherSettings | None = None) -> None:
         self.catalog = catalog
-        self.settings = settings or PublisherSettings()
+        self.settings = settings or PublisherSettings.of(current().events)
         self.metrics = PublisherMetrics()
         self._stopping = threading.Event()
         self._gap_since: float | None = None

@@ -13,11 +13,12 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from fastapi import APIRouter, HTTPException
 from fastapi.responses import FileResponse, HTMLResponse, Response
+
+from sms_plugin.settings import current
 
 DEFAULT_DIR = Path(__file__).resolve().parents[2] / "console" / "dist"
 CONTENT_SECURITY_POLICY = (
@@ -37,8 +38,7 @@ _MISSING = (
 
 def console_dir() -> Path:
     """Where the console's build is (``SMS_CONSOLE_DIR`` or ``console/dist``)."""
-    configured = os.environ.get("SMS_CONSOLE_DIR")
-    return Path(configured) if configured else DEFAULT_DIR
+    return current().console.dist or DEFAULT_DIR
 
 
 def _headers(cache: str, issuer: str) -> dict[str, str]:

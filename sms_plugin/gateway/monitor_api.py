@@ -36,7 +36,7 @@ from sms_plugin.gateway.rbac import ANY, decide, narrowing_rules
 from sms_plugin.gateway.shared_cache import SharedCache
 from sms_plugin.gateway.target_book import TargetBook
 from sms_plugin.gateway.throttle import Throttle
-from sms_plugin.settings import elasticsearch_url
+from sms_plugin.settings import current
 from sms_plugin.telemetry.logs.elastic import connect
 
 router = APIRouter(prefix="/api/v1", tags=["monitoring"], responses={401: {"description": "Not authenticated"}})
@@ -62,7 +62,7 @@ class Monitor:
         self._elasticsearch: Elasticsearch | None = None
 
     def elasticsearch(self) -> Elasticsearch:
-        if not elasticsearch_url():
+        if not current().logs.elasticsearch_url:
             raise Unavailable("log search needs Elasticsearch: the gateway has no SMS_ELASTICSEARCH_URL")
         if self._elasticsearch is None:
             self._elasticsearch = connect()

@@ -25,6 +25,7 @@ from typing import Any
 from cryptography.fernet import Fernet, InvalidToken
 
 from sms_plugin import settings
+from sms_plugin.settings import current
 from sms_plugin.errors import InvalidInput
 
 TOLERANCE_SECONDS = 300
@@ -126,8 +127,8 @@ def map_arguments(payload: Any, arguments: list[dict[str, str]]) -> list[str]:
 def _fernet() -> Fernet:
     """The key that seals webhook secrets: ``SMS_WEBHOOK_KEY`` (a Fernet key), else the file
     ``$SMS_HOME/webhook.key``, created (mode 0600) on first use."""
-    if key := os.environ.get("SMS_WEBHOOK_KEY"):
-        return Fernet(key.encode())
+    if key := current().console.webhook_key:
+        return Fernet(key.get_secret_value().encode())
     path = settings.sms_home() / "webhook.key"
     if not path.exists():
         descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

@@ -54,7 +54,8 @@ def checked_labels(labels: list[str]) -> list[str]:
 
 
 class HostKind(Block, ABC):
-    """A host SMS runs scripts on. Subclasses set ``kind`` and ``_block_type_slug`` and implement
+    """A host SMS runs scripts on. Subclasses set ``kind`` and ``_block_type_name`` (``SMS <Kind> Host``:
+    Prefect derives the block type's slug, ``sms-<kind>-host``, from it) and implement
     :meth:`describe`, :meth:`open_transport` and :meth:`check`."""
 
     kind: ClassVar[str]

@@ -16,18 +16,13 @@ from sms_plugin.transports.local import Account, LocalTransport
 
 
 class LocalHost(HostKind):
-    """The worker's own machine: scripts run as child processes of the worker, as the unprivileged
+    """The machine of the Prefect worker itself: scripts run as child processes of the worker, as the unprivileged
     account ``run_as`` (default ``sms-run``), with a clean environment (the worker's own variables
     are not passed on) in that account's private folder. Only sms-admin may start or add scripts
     here unless ``admins_only`` is off (docs/access.md).
     """
 
     _block_type_name = "SMS Local Host"
-    _block_type_slug = "sms-local-host"
-    _description = (
-        "The machine of the Prefect worker itself: SMS runs scripts there as local processes of an "
-        "unprivileged account (run_as)."
-    )
     kind: ClassVar[str] = "local"
     worker_side_fields: ClassVar[frozenset[str]] = frozenset({"scratch_dir", "run_as", "allow_root"})
 

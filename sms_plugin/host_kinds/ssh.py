@@ -19,17 +19,12 @@ HOST_KEY_LINE = r"^[a-z0-9@.-]{1,100} [A-Za-z0-9+/]{4,16384}={0,3}( [^\x00-\x1f\
 
 
 class SSHHost(HostKind):
-    """A Linux/Unix server reached over SSH. Its host key must be pinned: SMS refuses to connect
-    to a server whose key is unknown or has changed (run `sms host trust NAME` to check the
-    fingerprint and pin it).
+    """A Linux/Unix server on which SMS runs scripts over SSH (paramiko). Give a private key and/or a
+    password, and pin the server's host key: SMS refuses to connect to a server whose key is unknown
+    or has changed (run `sms host trust NAME` to check the fingerprint and pin it).
     """
 
     _block_type_name = "SMS SSH Host"
-    _block_type_slug = "sms-ssh-host"
-    _description = (
-        "A Linux/Unix server on which SMS runs scripts over SSH (paramiko). Give a private key "
-        "and/or a password, and pin the server's host key: unknown or changed keys are refused."
-    )
     kind: ClassVar[str] = "ssh"
 
     address: Address = Field(description="Host name or IP address of the server.")

@@ -14,7 +14,8 @@ from sms_plugin.transports.psrp import WindowsTransport, WinRMTarget
 
 
 class WindowsHost(HostKind):
-    """A Windows server reached over WinRM (PowerShell Remoting's WS-Management), with pypsrp.
+    """A Windows server on which SMS runs PowerShell, .bat and .cmd scripts over WinRM (PowerShell
+    Remoting's WS-Management, with pypsrp): NTLM/Negotiate, Kerberos, CredSSP or Basic over HTTPS.
 
     Over HTTP, NTLM/Negotiate/Kerberos/CredSSP messages are encrypted by default; Basic is only
     allowed over HTTPS. HTTPS certificates are checked (give ``ca_path`` for a private CA).
@@ -22,11 +23,6 @@ class WindowsHost(HostKind):
     """
 
     _block_type_name = "SMS Windows Host"
-    _block_type_slug = "sms-windows-host"
-    _description = (
-        "A Windows server on which SMS runs PowerShell, .bat and .cmd scripts over WinRM (pypsrp): "
-        "NTLM/Negotiate, Kerberos, CredSSP or Basic over HTTPS; message encryption over HTTP."
-    )
     kind: ClassVar[str] = "windows"
 
     address: Address = Field(description="Host name or IP address of the server.")

@@ -9,7 +9,7 @@ key; a TCP connect to WinRM); with ``login_check`` a host check logs in, and aft
 host is not logged into again for ``LOGIN_RETRY_SECONDS`` (it reads down meanwhile), so a wrong
 password costs the server one failed login an hour, never one a minute.
 
-Settings (environment; ``sms exporter`` options override):
+Settings (the tree's ``exporter`` group, sms_plugin.settings; ``sms exporter`` options override):
 
 - ``SMS_EXPORTER_ADDRESS`` / ``SMS_EXPORTER_PORT``: where ``/metrics`` is served (127.0.0.1:9478).
 - ``SMS_EXPORTER_HISTORY_HOURS``: how far back a rebuild reads (168, Prefect's default event retention).
@@ -21,10 +21,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from prefect import get_client
@@ -39,7 +37,7 @@ from prometheus_client.registry import Collector
 from sms_plugin import hosts, run_events
 from sms_plugin.errors import SMSError
 from sms_plugin.listening import plain_http_refusal
-from sms_plugin.settings import env_number
+from sms_plugin.settings import ExporterSettings, current
 from sms_plugin.telemetry import sources
 from sms_plugin.telemetry.metrics import RunMetrics, ServiceMetrics
 
@@ -52,21 +50,9 @@ LOGIN_RETRY_SECONDS = 3600.0
 """After a failed login check, how long the exporter leaves the host's credentials alone."""
 
 
-@dataclass(frozen=True)
-class ExporterSettings:
-    address: str = field(default_factory=lambda: os.environ.get("SMS_EXPORTER_ADDRESS") or "127.0.0.1")
-    port: int = field(default_factory=lambda: int(env_number("SMS_EXPORTER_PORT", 9478)))
-    history_hours: float = field(default_factory=lambda: env_number("SMS_EXPORTER_HISTORY_HOURS", 168))
-    probe_seconds: float = field(default_factory=lambda: env_number("SMS_EXPORTER_PROBE_SECONDS", 60))
-    #: Log in at each host check (off: the probe never presents credentials).
-    login_check: bool = field(default_factory=lambda: os.environ.get("SMS_EXPORTER_LOGIN_CHECK") == "1")
-    #: Serve plain HTTP on a non-loopback address (metrics name scripts and hosts).
-    allow_plain_http: bool = field(default_factory=lambda: os.environ.get("SMS_EXPORTER_ALLOW_PLAIN_HTTP") == "1")
-
-
 def exporter_url(settings: ExporterSettings | None = None) -> str:
     """Where the exporter serves its metrics."""
-    settings = settings or ExporterSettings()
+    settings = settings or current().exporter
     return f"http://{settings.address}:{settings.port}/metrics"
 
 

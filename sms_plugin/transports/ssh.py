@@ -47,7 +47,7 @@ from sms_plugin.errors import (
     IncompatibleHost,
     TransportError,
 )
-from sms_plugin.settings import ssh_handshakes
+from sms_plugin.settings import current
 from sms_plugin.transports import posix
 from sms_plugin.transports.base import Plan, RemoteProcess, SecretsMasked, Transport, in_thread
 from sms_plugin.transports.recovery import GroupProcess, RunRecovery, Signal
@@ -340,7 +340,7 @@ class HandshakeSlots:
                     self.busy -= 1
 
 
-HANDSHAKES = HandshakeSlots(ssh_handshakes())
+HANDSHAKES = HandshakeSlots(current().ssh.handshakes)
 """The process's handshake slots (``SMS_SSH_HANDSHAKES``, read when the transport is first imported)."""
 
 

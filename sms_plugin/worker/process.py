@@ -13,17 +13,34 @@ Example::
 
 from __future__ import annotations
 
+import asyncio
+from pathlib import Path
 from typing import Any
 from uuid import UUID
 
 import anyio.abc
 from prefect.client.orchestration import PrefectClient
-from prefect.client.schemas.objects import FlowRun, WorkPool
+from prefect.client.schemas.objects import FlowRun, StateType, WorkPool
 from prefect.client.schemas.responses import DeploymentResponse
+from prefect.states import Cancelled
 from prefect.workers.process import ProcessJobConfiguration, ProcessWorker, ProcessWorkerResult
 
+from sms_plugin.catalog import Catalog
+from sms_plugin.errors import NotFound
+from sms_plugin.reaper import reap_run
 from sms_plugin.worker import prefect_hooks
 from sms_plugin.worker.guard import base_job_template, check_job_variables
+
+
+SETTLE_POLL_SECONDS = 0.5
+
+
+def process_alive(pid: int) -> bool:
+    """Process ``pid`` of this machine exists and has not exited (a zombie has)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
 
 
 class SMSProcessJobConfiguration(ProcessJobConfiguration):
@@ -69,12 +86,49 @@ class SMSProcessWorker(ProcessWorker):
         configuration: ProcessJobConfiguration,
         task_status: anyio.abc.TaskStatus[int] | None = None,
     ) -> ProcessWorkerResult:
-        """Prefect's process worker's ``run``, remembering the run while its process lives."""
+        """Prefect's process worker's ``run``, remembering the run while its process lives; a run
+        still Cancelling when its process has exited is settled (:meth:`settle_cancelling`) without
+        waiting for Prefect, which returns only after running the run's hooks in a new process."""
         self._in_flight.add(flow_run.id)
+        started = anyio.TASK_STATUS_IGNORED if task_status is None else task_status
+        watcher: asyncio.Task[None] | None = None
+
+        class Started:
+            def started(self_, pid: int) -> None:  # noqa: N805 - the worker is `self`
+                nonlocal watcher
+                watcher = asyncio.create_task(self._settle_when_gone(flow_run.id, pid))
+                started.started(pid)
+
         try:
-            return await super().run(flow_run, configuration, task_status)
+            return await super().run(flow_run, configuration, Started())  # type: ignore[arg-type]
         finally:
+            if watcher is not None:
+                watcher.cancel()
             self._in_flight.discard(flow_run.id)
+
+    async def _settle_when_gone(self, flow_run_id: UUID, pid: int) -> None:
+        while process_alive(pid):
+            await asyncio.sleep(SETTLE_POLL_SECONDS)
+        await self.settle_cancelling(flow_run_id)
+
+    async def settle_cancelling(self, flow_run_id: UUID) -> None:
+        """Ends Cancelled a run whose process has exited while it was Cancelling, after killing what
+        is left of it on its hosts (the flow's ``on_cancellation`` hook, run here). Prefect's runner
+        would run that hook in a new process and only then end the run: minutes on a busy machine,
+        during which a stopping worker waits and the run stays Cancelling (docs/worker.md)."""
+        flow_run = await self.client.read_flow_run(flow_run_id)
+        if flow_run.state is None or flow_run.state.type != StateType.CANCELLING:
+            return
+        catalog = Catalog()
+        try:
+            await reap_run(catalog, str(flow_run_id), reason="the run's process exited while Cancelling",
+                           actor="sms-process worker")
+        except NotFound:
+            pass  # the run never reached the point of starting anything
+        finally:
+            catalog.dispose()
+        await self.client.set_flow_run_state(
+            flow_run_id, Cancelled(message=flow_run.state.message or "cancelled"), force=True)
 
     @classmethod
     def get_default_base_job_template(cls) -> dict[str, Any]:

@@ -44,7 +44,7 @@ from prefect.settings import get_current_settings
 from prefect.states import Cancelled, State
 from prefect.workers.base import BaseJobConfiguration, BaseVariables, BaseWorker, BaseWorkerResult
 
-from sms_plugin.settings import worker_starting, worker_stop_seconds
+from sms_plugin.settings import current
 from sms_plugin.worker import engine, prefect_hooks
 from sms_plugin.worker.dispatch import watch_scheduled_runs
 from sms_plugin.worker.guard import base_job_template, check_job_variables
@@ -113,8 +113,9 @@ class SMSWorker(BaseWorker[SMSJobConfiguration, BaseVariables, SMSWorkerResult])
         self._services: list[asyncio.Task[None]] = []
         # Runs on their way to their script's start, at most SMS_WORKER_STARTING at a time in each
         # phase: claiming (this loop) and starting (the run loop). See _submit_run and _execute.
-        self._claiming = asyncio.Semaphore(worker_starting())
-        self._starting = asyncio.Semaphore(worker_starting())
+        starting = current().worker.starting
+        self._claiming = asyncio.Semaphore(starting)
+        self._starting = asyncio.Semaphore(starting)
 
     @classmethod
     def get_default_base_job_template(cls) -> dict[str, Any]:
@@ -185,7 +186,7 @@ class SMSWorker(BaseWorker[SMSJobConfiguration, BaseVariables, SMSWorkerResult])
             return
         for control in list(self._controls.values()):
             loop.loop.call_soon_threadsafe(control.cancel)
-        deadline = asyncio.get_running_loop().time() + worker_stop_seconds()
+        deadline = asyncio.get_running_loop().time() + current().worker.stop_seconds
         while loop.tasks() and asyncio.get_running_loop().time() < deadline:
             await asyncio.sleep(0.1)
         loop.close()

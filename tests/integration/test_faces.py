@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -18,6 +20,7 @@ from prefect import get_client
 from sms_plugin import AsyncSMSClient
 from sms_plugin.deploy import deployment_name
 from tests.integration.conftest import wait_for_metric
+from tests.integration.test_worker_shutdown import marked_processes
 
 pytestmark = pytest.mark.integration
 
@@ -169,7 +172,8 @@ async def test_apply_rejects_a_bad_file_with_its_name(sdk, tmp_path):
 
 
 def test_sms_up_runs_the_samples_and_stops_cleanly(tmp_path):
-    """The README's main job: `sms up` on embedded defaults, a sample run, Ctrl-C."""
+    """The README's main job: `sms up` on embedded defaults, a sample run, Ctrl-C; a run still in
+    flight at Ctrl-C ends Cancelled with its processes gone."""
     from infra.testbed.ports import free_port
 
     port, metrics_port = free_port(), free_port()
@@ -198,12 +202,27 @@ def test_sms_up_runs_the_samples_and_stops_cleanly(tmp_path):
         children = subprocess.run(["pgrep", "-P", str(up.pid)], capture_output=True, text=True).stdout.split()
         assert len(children) == 3  # the Prefect server, the worker and the exporter, each in a session of its own
         wait_for_metric(metrics_port, 'sms_script_runs_total{host="local",script="hello-bash",state="completed"} 1.0', 30)
+        sleeper = tmp_path / "sleeper.sh"
+        sleeper.write_text("sleep 300 &\necho started\nsleep 300\n")
+        added = subprocess.run([SMS, "script", "add", "sleeper", "-t", "sh", "--host", "local", "--file", str(sleeper)],
+                               env=env, capture_output=True, text=True, timeout=120)
+        assert added.returncode == 0, added.stdout + added.stderr
+        started = subprocess.run([SMS, "run", "sleeper"], env=env, capture_output=True, text=True, timeout=120)
+        [in_flight] = re.findall(r"Run (\S+) started", started.stdout)
+        deadline = time.monotonic() + 90
+        while len(marked_processes(in_flight)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert len(marked_processes(in_flight)) >= 2, "the sleeper did not start"
     finally:
         up.send_signal(signal.SIGINT)
-        assert up.wait(60) == 0
+        assert up.wait(120) == 0
     sessions = [str(up.pid), *children]
     left = subprocess.run(["pgrep", "-s", ",".join(sessions)], capture_output=True, text=True).stdout.split()
     assert left == []
+    assert marked_processes(in_flight) == []  # the script and its background child
+    with sqlite3.connect(tmp_path / "home" / "prefect" / "prefect.db") as prefect_db:  # the stopped server's store
+        [(state,)] = prefect_db.execute("SELECT state_type FROM flow_run WHERE id = ?", (in_flight,)).fetchall()
+    assert state == "CANCELLED"
 
 
 async def test_host_block_types_are_in_the_prefect_block_catalog(prefect_server):

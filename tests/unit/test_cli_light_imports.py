@@ -6,6 +6,7 @@ import os
 
 import pytest
 
+from sms_plugin.cli import entry
 from tests.cli_imports import HEAVY_FOR_HELP, sms_imports
 
 
@@ -15,5 +16,13 @@ def test_help_imports_no_heavy_package(args, tmp_path):
     done, imported = sms_imports(*args, env=env)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "Usage: sms" in done.stdout
-    assert "typer" in imported  # the probe sees the CLI's own imports
+    assert "sms_plugin" in imported  # the probe sees the CLI's own imports
     assert not imported & set(HEAVY_FOR_HELP), sorted(imported & set(HEAVY_FOR_HELP))
+    if args == ("--help",):  # the text rendered in advance: not even the CLI's own libraries
+        assert not imported & {"typer", "rich", "pydantic"}, sorted(imported & {"typer", "rich", "pydantic"})
+        assert done.stdout == entry.HELP.read_text()
+
+
+def test_the_help_rendered_in_advance_is_the_apps_own():
+    assert entry.HELP.read_text() == entry.rendered(), (
+        "sms --help changed: regenerate sms_plugin/cli/help.txt with `python -m sms_plugin.cli.entry`")

@@ -33,7 +33,7 @@ def test_the_floor_is_a_setting(monkeypatch):
     monkeypatch.setenv("SMS_SCHEDULE_MIN_SECONDS", "60")
     assert schedules.preview("* * * * *", "UTC", 2, after=AFTER).shortest_gap_seconds == 60
     monkeypatch.setenv("SMS_SCHEDULE_MIN_SECONDS", "30")
-    with pytest.raises(SMSError, match="below 60"):
+    with pytest.raises(SMSError, match="SMS_SCHEDULE_MIN_SECONDS: .*greater than or equal to 60"):
         schedules.preview("* * * * *", "UTC")
 
 

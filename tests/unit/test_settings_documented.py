@@ -6,6 +6,8 @@ import ast
 import re
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 CODE = ("sms_plugin", "flows", "blocks")
 VARIABLE = re.compile(r"^SMS_[A-Z0-9_]*[A-Z0-9]$")
@@ -35,3 +37,68 @@ def test_every_sms_variable_is_documented() -> None:
     docs = documentation()
     missing = {name: where for name, where in variables_in_code().items() if not re.search(rf"\b{name}\b", docs)}
     assert not missing, f"SMS_* variables read by the code but named nowhere in README.md or docs/: {missing}"
+
+
+# ------------------------------------------------------------------ the settings tree and its tables
+
+
+def table_rows(path: Path, heading: str) -> list[list[str]]:
+    """The cells of the first table after ``heading`` in ``path``."""
+    text = path.read_text().split(heading, 1)[1]
+    rows = []
+    for line in text.splitlines():
+        if line.startswith("|"):
+            rows.append([cell.strip() for cell in line.strip("|").split("|")])
+        elif rows:
+            break
+    return rows[2:]  # no header, no rule
+
+
+def named(cell: str) -> set[str]:
+    return {name for name in re.findall(r"`(SMS_[A-Z0-9_]+)`", cell) if not name.endswith("_")}
+
+
+def tree_fields() -> dict[str, str]:
+    """Every variable of the settings tree, with its ``group.field``."""
+    from sms_plugin.gateway.config import GatewaySettings
+    from sms_plugin.settings import Settings
+
+    groups = {name: info.annotation for name, info in Settings.model_fields.items()} | {"gateway": GatewaySettings}
+    return {info.validation_alias: f"{group}.{field}" for group, model in groups.items()
+            for field, info in model.model_fields.items()}
+
+
+def test_the_readme_table_names_every_tree_field_with_its_place_and_nothing_else():
+    from sms_plugin.settings import CLI_OPTION_VARIABLES
+
+    fields = tree_fields()
+    readme = {}
+    for cells in table_rows(ROOT / "README.md", "## Configuration"):
+        if cells[1] != "`gateway`":  # the gateway's group: its own table in docs/gateway.md
+            readme |= dict.fromkeys(named(cells[0]), cells[1].strip("`"))
+    gateway = {name for cells in table_rows(ROOT / "docs" / "gateway.md", "## Settings") for name in named(cells[0])}
+    documented = readme.keys() | gateway
+    assert documented - set(CLI_OPTION_VARIABLES) == fields.keys(), (
+        f"not in the tree: {sorted(documented - fields.keys() - set(CLI_OPTION_VARIABLES))}; "
+        f"not documented: {sorted(fields.keys() - documented)}")
+    wrong = {name: (place, fields[name]) for name, place in readme.items() if name in fields and place != fields[name]}
+    assert not wrong, f"the README names another field than the tree: {wrong}"
+    assert gateway == {name for name, place in fields.items() if place.startswith("gateway.")}
+
+
+def test_the_tree_reads_each_variable_once_and_a_bad_value_names_it(monkeypatch):
+    from sms_plugin import settings
+    from sms_plugin.errors import SMSError
+
+    monkeypatch.setenv("SMS_WORKER_STOP_SECONDS", "7.5")
+    monkeypatch.setenv("SMS_EXPORTER_LOGIN_CHECK", "1")
+    monkeypatch.setenv("SMS_WORKER_STARTING", "")  # empty: the default
+    tree = settings.load()
+    assert (tree.worker.stop_seconds, tree.exporter.login_check, tree.worker.starting) == (7.5, True, 32)
+    with settings.installed(tree):
+        monkeypatch.setenv("SMS_WORKER_STOP_SECONDS", "9")
+        assert settings.current() is tree  # read once at the edge: later changes wait for the next read
+    assert settings.current().worker.stop_seconds == 9
+    monkeypatch.setenv("SMS_WORKER_TYPE", "process")
+    with pytest.raises(SMSError, match="SMS_WORKER_TYPE"):
+        settings.load()

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from elasticsearch import Elasticsearch
 
-from sms_plugin.settings import log_retention_days, log_spool_dir
+from sms_plugin.settings import current, log_spool_dir
 from sms_plugin.telemetry.logs.elastic import ShippingError, apply_retention, connect, ensure_template, send
 from sms_plugin.telemetry.logs.spool import SpoolFile, spool_files
 
@@ -119,7 +119,7 @@ def serve(stop: threading.Event, *, interval: float = SHIPPER_INTERVAL) -> None:
     while not stop.is_set():
         try:
             if time.monotonic() >= retention_due:
-                apply_retention(deliverer.client, log_retention_days())
+                apply_retention(deliverer.client, current().logs.retention_days)
                 retention_due = time.monotonic() + RETENTION_INTERVAL
             sent = deliverer.deliver()
             if sent:

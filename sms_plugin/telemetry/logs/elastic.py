@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 from elasticsearch import ApiError, Elasticsearch, TransportError
 
 from sms_plugin.errors import SMSError
-from sms_plugin.settings import elasticsearch_url
+from sms_plugin.settings import current
 from sms_plugin.telemetry.logs.documents import INDEX_PATTERN, INDEX_PREFIX, MAPPINGS
 
 TEMPLATE = "sms-logs"
@@ -30,7 +30,7 @@ class ShippingError(SMSError):
 
 def connect(url: str | None = None) -> Elasticsearch:
     """A client for ``url`` (default ``SMS_ELASTICSEARCH_URL``); retries are the caller's job."""
-    url = url or elasticsearch_url()
+    url = url or current().logs.elasticsearch_url
     if not url:
         raise SMSError("Elasticsearch is not configured (set SMS_ELASTICSEARCH_URL)")
     return Elasticsearch(url, request_timeout=REQUEST_TIMEOUT, max_retries=0, retry_on_timeout=False)

@@ -20,7 +20,7 @@ import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from sms_plugin.settings import elasticsearch_url, log_spool_dir
+from sms_plugin.settings import current, log_spool_dir
 from sms_plugin.telemetry.logs.delivery import Deliverer, LiveDelivery, flush
 from sms_plugin.telemetry.logs.documents import OutputSource, bulk_records
 from sms_plugin.telemetry.logs.elastic import connect
@@ -56,7 +56,7 @@ class SpoolHandler(logging.Handler):
 async def shipping(source: OutputSource, logger: logging.Logger) -> AsyncIterator[None]:
     """Ship ``source``'s output records logged on ``logger`` while inside (nothing when
     ``SMS_ELASTICSEARCH_URL`` is unset); on exit, one bounded attempt delivers the rest."""
-    if not elasticsearch_url():
+    if not current().logs.elasticsearch_url:
         yield
         return
     folder = log_spool_dir()
