@@ -93,11 +93,15 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=20_000)
     parser.add_argument("--changes", type=int, default=50)
     parser.add_argument("--seconds", type=int, default=30)
+    parser.add_argument("--memory-only", action="store_true", help="phase 3 only")
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="bench-events-"))
     catalog = Catalog(f"sqlite:///{folder / 'catalog.db'}")
     catalog.upgrade()
     with KafkaCluster(args.brokers) as cluster:
+        if args.memory_only:
+            sustained_load(catalog, f"sqlite:///{folder / 'catalog.db'}", cluster.bootstrap, args.seconds)
+            return
         publisher = Publisher(catalog, PublisherSettings(bootstrap=cluster.bootstrap, metrics_port=0))
         thread = threading.Thread(target=publisher.publish_forever, daemon=True)
         thread.start()
@@ -128,8 +132,10 @@ def main() -> None:
             changed = time.perf_counter()
             with catalog.session() as s:
                 add_version(s, "bench", f"echo {number}", author="bench")
+            deadline = time.perf_counter() + 60
             while (message := consumer.poll(5.0)) is None or message.error():
-                pass
+                if time.perf_counter() > deadline:
+                    raise SystemExit(f"version {number}'s event was not readable within 60 s")
             latencies.append(time.perf_counter() - changed)
         consumer.close()
         cuts = statistics.quantiles(latencies, n=20)

@@ -10,7 +10,7 @@ values or content)::
     sms.script.changed {"script": "backup", "changed": ["timeout_seconds"]}
 
 The same listener writes the run-side events that SMS itself records in the catalog (topic
-``sms.runs``, keyed by the run's script): a host execution's progress (:func:`host_execution_events`:
+``sms.runs``, keyed by the run's script): a host execution's progress (:func:`host_event`:
 ``sms.run.host.started`` with the remote process id, then ``sms.run.host.<state>`` when it ends; one
 per host of a fleet run) and a reaping (``sms.run.reaped``, from the reaper's audit row).
 """

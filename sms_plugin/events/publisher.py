@@ -214,7 +214,7 @@ class Publisher:
         known = self._runs.get(run_id)
         ending = event.resource.get("prefect.state-type") in TERMINAL
         if known is None or (ending and known.start_time is None):
-            if len(self._runs) >= SCRIPTS_REMEMBERED:
+            if known is None and len(self._runs) >= SCRIPTS_REMEMBERED:
                 self._runs.pop(next(iter(self._runs)))
             try:
                 flow_run = await client.read_flow_run(uuid.UUID(run_id))

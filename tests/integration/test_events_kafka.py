@@ -139,7 +139,7 @@ def host_steps(events: list[dict[str, Any]], run_id: str, host: str) -> list[str
             and e["type"].startswith("sms.run.host.")]
 
 
-@pytest.mark.timeout(600)  # the session's peers (Prefect, worker, sshd, Kafka) start in this test's setup
+@pytest.mark.timeout(900)  # the session's peers (Prefect, worker, sshd, Kafka) start in this test's setup
 async def test_a_scripts_whole_life_arrives_in_order(catalog, ssh_server, prefect_worker, kafka, publisher):
     host, name = unique("events-ssh"), unique("events-life")
     fleet = [f"{host}-fleet-{n}" for n in range(3)]
