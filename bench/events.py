@@ -65,7 +65,10 @@ def sustained_load(catalog: Catalog, database_url: str, bootstrap: str, seconds:
     """Phase 3: 1,000 events/s into the outbox, the publisher in its own process; its RSS each second."""
     child = multiprocessing.get_context("spawn").Process(target=publish_only, args=(database_url, bootstrap))
     child.start()
-    time.sleep(5)  # imports and the producer's connection
+    with catalog.session() as s:  # warm-up: the child publishes once it has imported and connected
+        outbox.append(s, [run_event(0)])
+    while waiting(catalog):
+        time.sleep(0.2)
     samples = [rss_mb(child.pid)]
     start, written = time.perf_counter(), 0
     for second in range(seconds):
