@@ -94,6 +94,8 @@ class ExporterSettings(Group):
     """Log in at each host check (off: the probe never presents credentials)."""
     allow_plain_http: bool = Field(False, validation_alias="SMS_EXPORTER_ALLOW_PLAIN_HTTP")
     """Serve plain HTTP on a non-loopback address (metrics name scripts and hosts)."""
+    source: Literal["prefect", "kafka"] = Field("prefect", validation_alias="SMS_EXPORTER_SOURCE")
+    """Where run events come from: Prefect's event stream, or the ``sms.runs`` topic of ``SMS_KAFKA_BOOTSTRAP``."""
 
 
 class ScheduleSettings(Group):

@@ -189,8 +189,9 @@ def elasticsearch() -> Iterator[Elasticsearch]:
 
 @pytest.fixture(scope="session")
 def kafka() -> Iterator[KafkaCluster]:
-    """One private Kafka broker in KRaft mode (~20 s to start); ``.bootstrap``, ``.halt()``/``.resume()``."""
-    cluster = KafkaCluster(1)
+    """Three private Kafka brokers in KRaft mode, replication factor 3 (``min.insync.replicas=2``:
+    one broker may stop); ``.bootstrap``, ``.nodes[i].halt()``/``.resume()``, ``.halt()``/``.resume()``."""
+    cluster = KafkaCluster(3)
     try:
         cluster.start()
     except PeerError as exc:

@@ -32,6 +32,6 @@ def exporter(
              "login_check": login_check or None, "allow_plain_http": insecure_http or None}
     settings = ExporterSettings(**current().exporter.model_dump() | {k: v for k, v in given.items() if v is not None})
     try:
-        serve(settings)
+        serve(settings, current().events.kafka_bootstrap)
     except KeyboardInterrupt:
         pass

@@ -40,9 +40,10 @@ from sms_plugin.catalog import outbox
 from sms_plugin.catalog.models import OutboxEvent
 from sms_plugin.errors import SMSError
 from sms_plugin.events.cloudevent import CONTENT_TYPE, record
-from sms_plugin.events.run_source import PREFIXES, outbox_row, state_run_id
+from sms_plugin.events.run_source import PREFIXES, RunLabels, outbox_row, state_run_id
 from sms_plugin.settings import EventSettings, current
-from sms_plugin.telemetry.sources import UNKNOWN, labels_of, stored_events
+from sms_plugin.telemetry.metrics import TERMINAL
+from sms_plugin.telemetry.sources import labels_of, stored_events
 
 log = logging.getLogger("sms.events")
 
@@ -56,7 +57,7 @@ GAP_SECONDS = 10.0
 MariaDB) before it is taken for a rolled-back one and skipped."""
 CATCH_UP_MARGIN = timedelta(minutes=1)
 SCRIPTS_REMEMBERED = 10_000
-"""Flow runs whose script the publisher remembers (the oldest is forgotten first)."""
+"""Flow runs whose script and host the publisher remembers (the oldest is forgotten first)."""
 KEEP_PUBLISHED = 10_000
 """Published events kept in the outbox (for inspection); older ones are deleted."""
 
@@ -149,7 +150,7 @@ class Publisher:
         self.metrics = PublisherMetrics()
         self._stopping = threading.Event()
         self._gap_since: float | None = None
-        self._scripts: dict[str, str] = {}
+        self._runs: dict[str, RunLabels] = {}
 
     # Outbox → Kafka
 
@@ -203,22 +204,28 @@ class Publisher:
 
     # Prefect → outbox
 
-    async def _script_of(self, client: PrefectClient, event: Event) -> str:
-        """The script of a state event's flow run (its parameters; remembered per run)."""
+    async def _labels_of(self, client: PrefectClient, event: Event) -> RunLabels:
+        """Script, host and start of a state event's flow run (remembered per run; read again for
+        an end state, whose duration needs the start)."""
         run_id = state_run_id(event)
         if run_id is None:
-            return UNKNOWN
-        if run_id not in self._scripts:
-            if len(self._scripts) >= SCRIPTS_REMEMBERED:
-                self._scripts.pop(next(iter(self._scripts)))
+            return RunLabels()
+        known = self._runs.get(run_id)
+        ending = event.resource.get("prefect.state-type") in TERMINAL
+        if known is None or (ending and known.start_time is None):
+            if known is None and len(self._runs) >= SCRIPTS_REMEMBERED:
+                self._runs.pop(next(iter(self._runs)))
             try:
-                self._scripts[run_id] = labels_of(await client.read_flow_run(uuid.UUID(run_id)))[0]
+                flow_run = await client.read_flow_run(uuid.UUID(run_id))
+                script, host = labels_of(flow_run)
+                known = RunLabels(script, host, flow_run.start_time)
             except ObjectNotFound:
-                self._scripts[run_id] = UNKNOWN  # deleted meanwhile
-        return self._scripts[run_id]
+                known = RunLabels()  # deleted meanwhile
+            self._runs[run_id] = known
+        return known
 
     async def _append(self, client: PrefectClient, event: Event) -> None:
-        row = outbox_row(event, await self._script_of(client, event))
+        row = outbox_row(event, await self._labels_of(client, event))
         await asyncio.to_thread(self._store, [row] if row else [], event.occurred)
 
     def _store(self, rows: list[dict[str, Any]], occurred: datetime) -> None:

@@ -1,4 +1,6 @@
-"""``sms exporter``: serves SMS's Prometheus metrics, kept current from Prefect's event stream.
+"""``sms exporter``: serves SMS's Prometheus metrics, kept current from Prefect's event stream, or
+from Kafka's topic ``sms.runs`` with ``SMS_EXPORTER_SOURCE=kafka`` (the same counters either way;
+``sms_plugin.telemetry.kafka_source``).
 
 At start and after every lost subscription the run metrics are rebuilt from Prefect's API
 (:func:`~sms_plugin.telemetry.sources.rebuild`) into a fresh :class:`RunMetrics`, which then
@@ -15,6 +17,9 @@ Settings (the tree's ``exporter`` group, sms_plugin.settings; ``sms exporter`` o
 - ``SMS_EXPORTER_HISTORY_HOURS``: how far back a rebuild reads (168, Prefect's default event retention).
 - ``SMS_EXPORTER_PROBE_SECONDS``: host check period (60).
 - ``SMS_EXPORTER_LOGIN_CHECK``: ``1`` to log in at each check (off: reachability and host key only).
+- ``SMS_EXPORTER_SOURCE``: where run events come from: ``prefect`` (its event stream, the default)
+  or ``kafka`` (topic ``sms.runs`` on the brokers of ``SMS_KAFKA_BOOTSTRAP``, as ``sms events``
+  publishes it; the window is replayed from Kafka at each start instead of rebuilt from Prefect).
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from sms_plugin.errors import SMSError
 from sms_plugin.listening import plain_http_refusal
 from sms_plugin.settings import ExporterSettings, current
 from sms_plugin.telemetry import sources
+from sms_plugin.telemetry.kafka_source import RunEventConsumer, fact_of
 from sms_plugin.telemetry.metrics import RunMetrics, ServiceMetrics
 
 log = logging.getLogger("sms.exporter")
@@ -48,6 +54,8 @@ _CHECK_TIMEOUT_SECONDS = 30.0
 _PARALLEL_CHECKS = 4
 LOGIN_RETRY_SECONDS = 3600.0
 """After a failed login check, how long the exporter leaves the host's credentials alone."""
+SOURCES = ("prefect", "kafka")
+"""Where run events may come from (``SMS_EXPORTER_SOURCE``)."""
 
 
 def exporter_url(settings: ExporterSettings | None = None) -> str:
@@ -69,8 +77,12 @@ class _Served(Collector):
 
 
 class Exporter:
-    def __init__(self, settings: ExporterSettings) -> None:
+    def __init__(self, settings: ExporterSettings, kafka_bootstrap: str | None = None) -> None:
+        """``kafka_bootstrap``: the brokers ``sms events`` publishes to, needed when the source is Kafka."""
+        if settings.source == "kafka" and not kafka_bootstrap:
+            raise SMSError("SMS_EXPORTER_SOURCE=kafka needs SMS_KAFKA_BOOTSTRAP (the brokers sms events publishes to)")
         self.settings = settings
+        self.kafka_bootstrap = kafka_bootstrap
         self.service = ServiceMetrics()
         self.served = _Served(self.service, RunMetrics())
         self._failed_logins: dict[str, float] = {}
@@ -97,17 +109,20 @@ class Exporter:
         return int(server.server_port)
 
     async def run(self) -> None:
-        """Follows Prefect's event stream and probes the hosts until cancelled."""
+        """Follows the run events and probes the hosts until cancelled."""
         probing = asyncio.create_task(self._probe_forever())
         try:
-            await self._follow_forever()
+            await self.follow()
         finally:
             probing.cancel()
 
-    async def _follow_forever(self) -> None:
+    async def follow(self) -> None:
+        """Counts run events from the configured source until cancelled; a lost subscription (or a
+        Kafka consumer that failed) is started again, with fresh metrics."""
+        once = self._follow_kafka if self.settings.source == "kafka" else self._follow
         while True:
             try:
-                await self._follow()
+                await once()
                 log.warning("the event stream was closed; re-subscribing")
             except Exception as error:  # noqa: BLE001 - whatever broke the subscription, subscribe again
                 log.warning("event stream lost (%s: %s); re-subscribing", type(error).__name__, error)
@@ -115,11 +130,39 @@ class Exporter:
             await asyncio.sleep(_RETRY_SECONDS)
             self.service.reconnects.inc()
 
+    def _window(self) -> RunMetrics:
+        return RunMetrics(since=datetime.now(UTC) - timedelta(hours=self.settings.history_hours))
+
+    async def _follow_kafka(self) -> None:
+        """Replays ``sms.runs`` from the window's start into fresh metrics, then follows it."""
+        fresh = self._window()
+        self.served.runs = fresh
+        self.service.rebuilds.inc()
+        async with get_client() as client:  # scripts whose newest success is older than the window
+            await sources.older_successes(fresh, client)
+        assert self.kafka_bootstrap is not None, "checked when the exporter was made"
+        consumer = RunEventConsumer(self.kafka_bootstrap, fresh.since or datetime.now(UTC))
+        log.info("counting run events from Kafka (%s)", self.kafka_bootstrap)
+        try:
+            while True:
+                events = await consumer.next_events()
+                self.service.connected.set(int(consumer.connected))
+                for event in events:
+                    try:
+                        fact = fact_of(event)
+                    except (ValueError, KeyError, TypeError) as error:  # malformed: skip it, keep following
+                        log.warning("skipped event %s: %s: %s", event.get("id"), type(error).__name__, error)
+                        continue
+                    if fact is not None and fresh.apply(fact):
+                        self.service.counted(fact.occurred, datetime.now(UTC))
+        finally:
+            await consumer.aclose()
+
     async def _follow(self) -> None:
         """One subscription: subscribe, rebuild from the API, then count live events."""
         event_filter = EventFilter(event=EventNameFilter(prefix=[sources.RUN_STATE_PREFIX, run_events.PREFIX]))
         async with get_client() as client, get_events_subscriber(filter=event_filter) as subscriber:
-            fresh = RunMetrics(since=datetime.now(UTC) - timedelta(hours=self.settings.history_hours))
+            fresh = self._window()
             await sources.rebuild(fresh, client)
             self.served.runs = fresh
             self.service.rebuilds.inc()
@@ -181,15 +224,15 @@ class Exporter:
         self.service.set_labelled(self.service.host_up, dict(zip(names, results, strict=True)))
 
 
-def serve(settings: ExporterSettings) -> None:
+def serve(settings: ExporterSettings, kafka_bootstrap: str | None = None) -> None:
     """Runs the exporter in the foreground until interrupted."""
     from prefect.settings import PREFECT_API_URL
 
     if not PREFECT_API_URL.value():
         raise SMSError("PREFECT_API_URL is not set; point it at the Prefect API the exporter should follow")
     disable_created_metrics()  # no *_created series: they change at every restart and say nothing here
-    exporter = Exporter(settings)
+    exporter = Exporter(settings, kafka_bootstrap)
     port = exporter.listen()
-    print(f"SMS exporter: metrics on http://{settings.address}:{port}/metrics, "
-          f"following {PREFECT_API_URL.value()}", flush=True)
+    following = f"Kafka {kafka_bootstrap}" if settings.source == "kafka" else PREFECT_API_URL.value()
+    print(f"SMS exporter: metrics on http://{settings.address}:{port}/metrics, following {following}", flush=True)
     asyncio.run(exporter.run())

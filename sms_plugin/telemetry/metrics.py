@@ -44,6 +44,10 @@ class RunState:
     duration_seconds: float | None = None
     """Time spent running, for terminal states."""
 
+    @property
+    def occurred(self) -> datetime:
+        return self.timestamp
+
 
 @dataclass(frozen=True)
 class RunFinished:
@@ -123,6 +127,14 @@ class RunMetrics:
         self._seen[fact_id] = True
         return True
 
+    def apply(self, fact: RunState | RunFinished | TransportFailed) -> bool:
+        """Counts any fact once (see the ``apply_*`` methods)."""
+        if isinstance(fact, RunState):
+            return self.apply_state(fact)
+        if isinstance(fact, RunFinished):
+            return self.apply_finished(fact)
+        return self.apply_transport_error(fact)
+
     def apply_state(self, state: RunState) -> bool:
         """Counts a run's state once; False if it was seen already or is older than what is known."""
         if not self._first_time(state.state_id):
@@ -190,7 +202,7 @@ class ServiceMetrics:
             "sms_script_expected_interval_seconds",
             "Shortest interval between two scheduled runs of the script (scheduled scripts only).",
             ["script"], registry=r)
-        self.connected = Gauge("sms_exporter_connected", "1 while subscribed to Prefect's event stream.", registry=r)
+        self.connected = Gauge("sms_exporter_connected", "1 while following the run events' source (Prefect's event stream or Kafka).", registry=r)
         self.reconnects = Counter("sms_exporter_reconnects", "Times the event stream was lost and re-subscribed.",
                                   registry=r)
         self.rebuilds = Counter("sms_exporter_rebuilds", "Times the run metrics were rebuilt from Prefect's API.",

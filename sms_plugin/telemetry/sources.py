@@ -51,14 +51,20 @@ def labels_of(flow_run: FlowRun) -> tuple[str, str]:
     return str(parameters.get("script") or UNKNOWN), str(host)
 
 
-def _running_seconds(flow_run: FlowRun, until: datetime) -> float:
-    """Seconds from the run's start (its first Running) to ``until``; 0 if it never ran.
+def running_seconds(start_time: datetime | None, until: datetime) -> float:
+    """Seconds from a run's start (its first Running) to ``until``; 0 if it never ran.
 
     Computed from two stored timestamps, not ``total_run_time``, which Prefect may not have
     updated yet when the state's event arrives: a live count and a rebuild must agree."""
-    if flow_run.start_time is None:
+    if start_time is None:
         return 0.0
-    return max(0.0, (until - flow_run.start_time).total_seconds())
+    return max(0.0, (until - start_time).total_seconds())
+
+
+def state_timestamp(event: Event) -> datetime:
+    """When the state a ``prefect.flow-run.<State>`` event announces was entered."""
+    stamp = event.resource.get("prefect.state-timestamp")
+    return datetime.fromisoformat(stamp) if stamp else event.occurred
 
 
 def current_state(flow_run: FlowRun) -> RunState | None:
@@ -74,7 +80,7 @@ def current_state(flow_run: FlowRun) -> RunState | None:
         host=host,
         state_type=state.type.value,
         timestamp=state.timestamp,
-        duration_seconds=_running_seconds(flow_run, state.timestamp),
+        duration_seconds=running_seconds(flow_run.start_time, state.timestamp),
     )
 
 
@@ -88,8 +94,7 @@ def is_run_script_state(event: Event) -> bool:
 def state_from_event(event: Event, flow_run: FlowRun) -> RunState:
     """The state a ``prefect.flow-run.<State>`` event announces; labels and duration from ``flow_run``."""
     script, host = labels_of(flow_run)
-    stamp = event.resource.get("prefect.state-timestamp")
-    timestamp = datetime.fromisoformat(stamp) if stamp else event.occurred
+    timestamp = state_timestamp(event)
     return RunState(
         state_id=str(event.id),  # Prefect uses the state's id as the event's id
         run_id=str(flow_run.id),
@@ -97,7 +102,7 @@ def state_from_event(event: Event, flow_run: FlowRun) -> RunState:
         host=host,
         state_type=event.resource["prefect.state-type"],
         timestamp=timestamp,
-        duration_seconds=_running_seconds(flow_run, timestamp),
+        duration_seconds=running_seconds(flow_run.start_time, timestamp),
     )
 
 
@@ -167,10 +172,10 @@ async def rebuild(metrics: RunMetrics, client: PrefectClient) -> None:
                 metrics.apply_state(fact)
     async for event in stored_events(client, run_events.PREFIX, since):
         apply_sms_event(metrics, event)
-    await _older_successes(metrics, client)
+    await older_successes(metrics, client)
 
 
-async def _older_successes(metrics: RunMetrics, client: PrefectClient) -> None:
+async def older_successes(metrics: RunMetrics, client: PrefectClient) -> None:
     """Scripts (deployments) without a success in the window: their newest success, however old,
     so that ``sms_script_last_success_timestamp_seconds`` survives a restart (not counted as a run)."""
     completed = FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.COMPLETED]))

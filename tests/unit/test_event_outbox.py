@@ -9,21 +9,33 @@ import pytest
 from sqlalchemy import select
 
 from sms_plugin import host_groups
-from sms_plugin.catalog import Catalog, ScriptSpec, add_script, add_version, remove_script, update_script
+from datetime import UTC, datetime, timedelta
+
+from sms_plugin.catalog import (
+    Catalog,
+    ScriptSpec,
+    add_script,
+    add_version,
+    audit,
+    record_host_execution,
+    record_run,
+    remove_script,
+    update_host_execution,
+    update_script,
+)
 from sms_plugin.catalog import access
 from sms_plugin.catalog.models import OutboxEvent
-from sms_plugin.catalog.outbox import CATALOG_TOPIC, backlog, get_position, pending, purge, set_position
+from sms_plugin.catalog.outbox import CATALOG_TOPIC, RUNS_TOPIC, backlog, get_position, pending, purge, set_position
 from sms_plugin.errors import Conflict
 from tests.unit.test_gateway_sessions import catalog  # noqa: F401 - the fixture: a fresh SQLite catalog
 
 
 
 
-def events(catalog: Catalog) -> list[tuple[str, str, dict]]:
+def events(catalog: Catalog, topic: str = CATALOG_TOPIC) -> list[tuple[str, str, dict]]:
     with catalog.session() as s:
         rows = s.scalars(select(OutboxEvent).order_by(OutboxEvent.position)).all()
-        assert all(row.topic == CATALOG_TOPIC for row in rows)
-        return [(row.type, row.key, row.data) for row in rows]
+        return [(row.type, row.key, row.data) for row in rows if row.topic == topic]
 
 
 def test_each_catalog_change_leaves_its_event_in_order(catalog):
@@ -100,3 +112,38 @@ def test_event_ids_are_unique_and_positions_resume(catalog):
         assert [row.position for row in pending(s, published, 2)] == [rows[4].position, rows[5].position]
         assert purge(s, published, keep=1) == 3
         assert len(pending(s, 0, 100)) == 4
+
+
+def test_each_host_of_a_run_leaves_its_steps_and_a_reaping_its_event(catalog):
+    began = datetime(2026, 12, 1, 8, 0, tzinfo=UTC)
+    with catalog.session() as s:
+        record_run(s, "run-1", script_name="backup", version_number=1, host="fleet", trigger="cli", requested_by="ada")
+        for host in ("web-1", "web-2", "web-3"):
+            record_host_execution(s, "run-1", host)
+    with catalog.session() as s:
+        update_host_execution(s, "run-1", "web-1", state="running")  # connecting: no event yet
+        update_host_execution(s, "run-1", "web-1", remote_pid=4242, started_at=began)
+        update_host_execution(s, "run-1", "web-3", state="unreachable", message="refused")
+    with catalog.session() as s:
+        update_host_execution(s, "run-1", "web-1", state="failed", exit_code=3, ended_at=began + timedelta(seconds=2))
+        update_host_execution(s, "run-1", "web-2", state="skipped")
+        audit(s, actor="sms-reaper", action="run.reap", object_type="run", object_name="run-1",
+              detail={"script": "backup", "host": "web-1", "pgid": 4242, "reason": "worker gone", "outcome": "killed"})
+        audit(s, actor="ada", action="run.start", object_type="run", object_name="run-2")  # not an event
+    with pytest.raises(Conflict), catalog.session() as s:
+        update_host_execution(s, "run-1", "web-2", state="stopped")
+        raise Conflict("rolled back")  # a step that was not committed leaves no event
+
+    found = events(catalog, RUNS_TOPIC)
+    assert [(kind, key, data["host"]) for kind, key, data in found] == [
+        ("sms.run.host.started", "backup", "web-1"),
+        ("sms.run.host.unreachable", "backup", "web-3"),
+        ("sms.run.host.failed", "backup", "web-1"),
+        ("sms.run.host.skipped", "backup", "web-2"),
+        ("sms.run.reaped", "backup", "web-1"),
+    ]
+    assert found[0][2] == {"script": "backup", "run_id": "run-1", "host": "web-1", "state": "running", "remote_pid": 4242}
+    assert found[2][2] == {"script": "backup", "run_id": "run-1", "host": "web-1", "state": "failed", "exit_code": 3,
+                           "seconds": 2.0}
+    assert found[4][2] == {"script": "backup", "run_id": "run-1", "host": "web-1", "result": "ok",
+                           "reason": "worker gone"}

@@ -118,7 +118,7 @@ async def test_a_lost_stream_is_followed_again_after_a_rebuild_and_nothing_is_co
     def value(name: str, **labels: str) -> float | None:
         return exporter.served.runs.registry.get_sample_value(name, labels)
 
-    following = asyncio.create_task(exporter._follow_forever())
+    following = asyncio.create_task(exporter.follow())
     try:
         for _ in range(100):
             if value("sms_script_runs_total", script="s", host="h", state="completed") == 2:
