@@ -72,7 +72,7 @@ async def test_a_deployment_version_is_the_flows_not_the_callers_git_commit(sdk,
     await sdk.add_script(name, interpreter="sh", host="local", content="echo v\n")
     async with get_client() as client:
         deployment = await client.read_deployment_by_name(deployment_name(name))
-    assert (deployment.version, deployment.version_info.type) == (run_script.version, "prefect:simple")
+    assert deployment.version == run_script.version  # git's would be the commit, e.g. "1a2b3c4d"
 
 
 async def test_sdk_run_waits_for_the_result(sdk, prefect_worker):
