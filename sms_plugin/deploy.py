@@ -11,8 +11,10 @@ deployment is paused.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import timedelta
 from typing import Any
+from uuid import UUID
 
 from prefect import get_client
 from prefect.client.schemas.actions import DeploymentUpdate, WorkPoolCreate, WorkPoolUpdate
@@ -30,6 +32,9 @@ FLOW_NAME = "run-script"
 RUN_SCRIPT_ENTRYPOINT = "flows.run_script.run_script"
 """The flow every script's deployment runs, as the module path workers import it by."""
 HOUSEKEEPING_ENTRYPOINT = "flows.housekeeping.housekeeping"
+SIMPLE_VERSION = "prefect:simple"
+"""A deployment's version is the flow's own: Prefect would otherwise ask git, in whatever folder the
+caller runs in, for a commit to call the version (several git processes per deployment)."""
 
 
 def _flow(entrypoint: str) -> Flow[..., Any]:
@@ -80,8 +85,14 @@ def _where(script: Script) -> str:
 
 
 async def sync_script(script: Script) -> str:
-    """Creates or updates the script's deployment; returns its id."""
+    """Creates or updates SMS's work pool and the script's deployment; returns the deployment's id."""
     await ensure_work_pool()
+    return await apply_script(script)
+
+
+async def apply_script(script: Script) -> str:
+    """Creates or updates the script's deployment in SMS's work pool, which :func:`ensure_work_pool`
+    has made (``sync`` checks the pool once for all scripts); returns its id."""
     deployment = RunnerDeployment.from_flow(
         _flow(RUN_SCRIPT_ENTRYPOINT),
         name=script.name,
@@ -92,6 +103,7 @@ async def sync_script(script: Script) -> str:
         tags=sorted({*script.tags, f"host:{script.host}" if script.host else "fleet", "sms"}),
         work_pool_name=current().worker.pool,
         entrypoint_type=EntrypointType.MODULE_PATH,
+        version_type=SIMPLE_VERSION,
         concurrency_limit=deployment_concurrency(script.single_instance),
         enforce_parameter_schema=True,
     )
@@ -118,6 +130,7 @@ async def sync_housekeeping() -> str:
         tags=["sms"],
         work_pool_name=current().worker.pool,
         entrypoint_type=EntrypointType.MODULE_PATH,
+        version_type=SIMPLE_VERSION,
     )
     return str(await deployment.apply())
 
@@ -133,10 +146,31 @@ async def remove_deployment(script_name: str) -> bool:
         return True
 
 
-async def deployed_script_names() -> set[str]:
-    """Names of the scripts that have a deployment in Prefect."""
-    from prefect.client.schemas.filters import FlowFilter, FlowFilterName
+async def deployed_scripts() -> dict[str, UUID]:
+    """The scripts that have a deployment in SMS's work pool: name → deployment id, read page by
+    page (the server answers at most its default limit, 200, at once)."""
+    from prefect.client.schemas.filters import FlowFilter, FlowFilterName, WorkPoolFilter, WorkPoolFilterName
+    from prefect.client.schemas.sorting import DeploymentSort
 
+    found: dict[str, UUID] = {}
+    read = 0
     async with get_client() as client:
-        deployments = await client.read_deployments(flow_filter=FlowFilter(name=FlowFilterName(any_=[FLOW_NAME])))
-    return {d.name for d in deployments}
+        while page := await client.read_deployments(
+            flow_filter=FlowFilter(name=FlowFilterName(any_=[FLOW_NAME])),
+            work_pool_filter=WorkPoolFilter(name=WorkPoolFilterName(any_=[work_pool_name()])),
+            sort=DeploymentSort.NAME_ASC,
+            offset=read,
+        ):
+            found |= {d.name: d.id for d in page}
+            read += len(page)
+    return found
+
+
+async def delete_deployments(ids: Iterable[UUID]) -> None:
+    """Deletes these deployments; one already gone is fine."""
+    async with get_client() as client:
+        for deployment_id in ids:
+            try:
+                await client.delete_deployment(deployment_id)
+            except ObjectNotFound:
+                pass

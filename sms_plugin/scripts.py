@@ -146,13 +146,13 @@ class SyncReport:
 
 
 async def sync(catalog: Catalog) -> SyncReport:
-    """Makes Prefect's deployments match the catalog: one per script, none for removed scripts,
-    plus the housekeeping deployment."""
+    """Makes the deployments in SMS's work pool match the catalog: one per script, none for removed
+    scripts, plus the housekeeping deployment (which also checks the pool, once for all)."""
     await deploy.sync_housekeeping()
     scripts = await catalog.aio.run(list_scripts)
     for script in scripts:
-        await deploy.sync_script(script)
-    orphans = sorted(await deploy.deployed_script_names() - {s.name for s in scripts})
-    for name in orphans:
-        await deploy.remove_deployment(name)
+        await deploy.apply_script(script)
+    deployed = await deploy.deployed_scripts()
+    orphans = sorted(deployed.keys() - {s.name for s in scripts})
+    await deploy.delete_deployments(deployed[name] for name in orphans)
     return SyncReport(deployed=[s.name for s in scripts], removed=orphans)

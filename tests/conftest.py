@@ -154,9 +154,10 @@ def _drain_prefect_clients() -> None:
 
 @pytest.fixture(scope="session")
 def prefect_worker(prefect_server: PrefectServer) -> Iterator[PrefectWorker]:
-    """A process worker on pool ``sms`` with this process's SMS_HOME and SMS_DATABASE_URL."""
+    """An ``sms`` worker (SMS's default: runs in its own process) on pool ``sms`` with this process's
+    SMS_HOME and SMS_DATABASE_URL. A test that needs a process per run starts an ``sms-process`` worker."""
     extra_env = {k: os.environ[k] for k in ("SMS_HOME", "SMS_DATABASE_URL") if k in os.environ}
-    peer = _started(PrefectWorker(prefect_server.api_url, extra_env=extra_env))
+    peer = _started(PrefectWorker(prefect_server.api_url, worker_type="sms", extra_env=extra_env))
     yield peer
     peer.stop()
 

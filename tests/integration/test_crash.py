@@ -1,6 +1,7 @@
 """Crashes: the flow process or the whole worker dies mid-run. Within a bounded time the run is
 Crashed (not Running), nothing of the script is left on the SSH host, and the audit trail says
-the reaper killed it. Real Prefect server, real process workers, real sshd."""
+the reaper killed it. Real Prefect server, real workers of their own (``sms-process``: a process
+per run; Prefect's process worker), real sshd."""
 
 from __future__ import annotations
 
@@ -83,17 +84,24 @@ def _reaped(catalog: Catalog, run_id: str):
     return events, record
 
 
-async def test_sigkill_of_the_flow_process(catalog, crash_host, ssh_server, prefect_worker):
-    marker = str(uuid.uuid4().int % 10**6 + 3 * 10**6)
-    run_id = await _start(catalog, crash_host, ssh_server, marker)
-    assert _upload(ssh_server, run_id).is_dir()
-    started = asyncio.get_running_loop().time()
-    os.kill(await _flow_process(run_id), signal.SIGKILL)
+async def test_sigkill_of_the_flow_process(catalog, crash_host, ssh_server, prefect_server, monkeypatch):
+    """A process per run (an ``sms-process`` worker of its own): the flow process dies, the worker lives on."""
+    pool = f"crash-proc-{uuid.uuid4().hex[:6]}"
+    monkeypatch.setenv("SMS_WORK_POOL", pool)
+    env = {k: os.environ[k] for k in ("SMS_HOME", "SMS_DATABASE_URL") if k in os.environ}
+    with PrefectWorker(prefect_server.api_url, pool=pool, worker_type="sms-process", extra_env=env) as worker:
+        marker = str(uuid.uuid4().int % 10**6 + 3 * 10**6)
+        run_id = await _start(catalog, crash_host, ssh_server, marker)
+        assert _upload(ssh_server, run_id).is_dir()
+        started = asyncio.get_running_loop().time()
+        flow_process = await _flow_process(run_id)
+        assert flow_process != worker.pid
+        os.kill(flow_process, signal.SIGKILL)
 
-    assert await until(lambda: not alive(ssh_server, f"sleep {marker}"), 60), alive(ssh_server, f"sleep {marker}")
-    gone = asyncio.get_running_loop().time() - started
-    state = await until(lambda: _state_if_final(run_id), 30)
-    await until(lambda: any("killed process group" in e.detail["outcome"] for e in _reaped(catalog, run_id)[0]), 30)
+        assert await until(lambda: not alive(ssh_server, f"sleep {marker}"), 60), alive(ssh_server, f"sleep {marker}")
+        gone = asyncio.get_running_loop().time() - started
+        state = await until(lambda: _state_if_final(run_id), 30)
+        await until(lambda: any("killed process group" in e.detail["outcome"] for e in _reaped(catalog, run_id)[0]), 30)
     events, record = _reaped(catalog, run_id)
     print(f"flow process SIGKILL → script gone after {gone:.1f} s; state {state}")
     assert state == "CRASHED"

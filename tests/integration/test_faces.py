@@ -62,6 +62,22 @@ async def test_sdk_script_becomes_a_scheduled_deployment(sdk):
     assert schedule.active
 
 
+async def test_a_deployment_version_is_the_flows_not_the_callers_git_commit(sdk, tmp_path, monkeypatch):
+    """Run from inside a git checkout, Prefect would ask git for a commit to call the version."""
+    from flows.run_script import run_script
+
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.invalid"]
+    for argv in (["init", "-q"], ["remote", "add", "origin", "https://example.invalid/ops.git"],
+                 ["commit", "-q", "--allow-empty", "-m", "ops"]):
+        subprocess.run([*git, *argv], cwd=tmp_path, check=True, capture_output=True)
+    monkeypatch.chdir(tmp_path)
+    name = unique("sdk-version")
+    await sdk.add_script(name, interpreter="sh", host="local", content="echo v\n")
+    async with get_client() as client:
+        deployment = await client.read_deployment_by_name(deployment_name(name))
+    assert deployment.version == run_script.version  # git's would be the commit, e.g. "1a2b3c4d"
+
+
 async def test_sdk_run_waits_for_the_result(sdk, prefect_worker):
     name = unique("sdk-run")
     await sdk.add_script(name, interpreter="bash", host="local", content='echo "got $1"; echo warn >&2; exit 5\n')

@@ -1,5 +1,5 @@
 """The faces of a fleet run end to end: a small fleet of host blocks on the test bed's sshd (two good
-hosts, one whose script fails), a real Prefect server and process worker. The SDK, the `sms` CLI
+hosts, one whose script fails), a real Prefect server and sms worker. The SDK, the `sms` CLI
 (piped progress, exit status, `sms run show`, `sms logs --host`, `sms script add/set --targets`),
 the REST API through the real gateway (as an operator, with the gateway client) and a webhook whose
 payload picks some of its script's targets: each starts a fleet run and reads back every host's result."""

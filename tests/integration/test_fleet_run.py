@@ -3,7 +3,7 @@
 Every host block here points at the same sshd (a good one, a closed port, or a wrong pinned host
 key); a host execution is marked ``<host>.<run id>``, so the script tells which host it runs as from
 ``$SMS_RUN_ID`` and hosts named ``...-fail-...`` fail on purpose. The in-process flow is used for the
-outcomes, batches and limits; the stop goes through the real process worker, as the Prefect UI's.
+outcomes, batches and limits; the stop goes through the real sms worker, as the Prefect UI's.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Concurrency: per-host limits (``host:<name>`` = the block's ``max_parallel_sessions``) and
-single-instance scripts (``queue``/``reject``), against a real Prefect server, process worker and
+single-instance scripts (``queue``/``reject``), against a real Prefect server, sms worker and
 sshd. Overlap is measured on the SSH host itself: every run appends ``start``/``end`` lines with
 its token and the host's clock to a shared file in /tmp."""
 
@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from prefect import get_client
 from prefect.client.schemas.objects import ConcurrencyLimitStrategy
@@ -86,6 +89,49 @@ async def _messages(run_id: str, wanted: str, timeout: float = 15) -> list[str]:
         await asyncio.sleep(0.5)
 
 
+# --------------------------------------------------------------------------- an abandoned slot
+
+
+@dataclass
+class _Abandoned:
+    host: str
+    taken: float
+    freed: float | None = None
+    """When the slot was first seen free again (time.monotonic())."""
+    stop: threading.Event = field(default_factory=threading.Event)
+
+
+def _watch(api_url: str, slot: _Abandoned) -> None:
+    """Polls the host's limit every second until its slot is free, the lease is long overdue, or the module ends."""
+    url = f"{api_url}/v2/concurrency_limits/{limits.host_limit_name(slot.host)}"
+    while time.monotonic() < slot.taken + limits.LEASE_SECONDS + 30:
+        if httpx.get(url, timeout=10).raise_for_status().json()["active_slots"] == 0:
+            slot.freed = time.monotonic()
+            return
+        if slot.stop.wait(1):
+            return
+
+
+@pytest.fixture(scope="module", autouse=True)
+async def abandoned_slot(prefect_server, ssh_server) -> AsyncIterator[tuple[_Abandoned, threading.Thread]]:
+    """What a SIGKILLed flow process leaves behind: a slot taken with SMS's lease that nobody renews,
+    on a host of its own. Taken when the module starts and watched from a thread, so that the
+    module's other tests count toward the lease's 60 s; the module's last test checks the outcome."""
+    host = _unique("lim-lease")
+    await hosts.add(host, block_of(ssh_server, max_parallel_sessions=1))
+    async with get_client() as client:
+        await client.increment_concurrency_slots_with_lease(
+            names=[limits.host_limit_name(host)], slots=1, mode="concurrency", lease_duration=limits.LEASE_SECONDS
+        )
+    slot = _Abandoned(host, time.monotonic())
+    assert (await _limit(host)).active_slots == 1
+    watcher = threading.Thread(target=_watch, args=(prefect_server.api_url, slot), name="sms-lease-watch", daemon=True)
+    watcher.start()
+    yield slot, watcher
+    slot.stop.set()
+    watcher.join()
+
+
 # --------------------------------------------------------------------------- per-host limits
 
 
@@ -143,26 +189,6 @@ async def test_host_limit_of_two_never_lets_more_than_two_runs_on_the_host(catal
         waited += bool(waiting)
     # How many had to wait depends on how far apart Prefect's in-process engine starts them.
     assert waited >= 1
-
-
-async def test_a_crashed_holder_loses_its_slot_when_the_lease_expires(prefect_server, block):
-    """What a SIGKILLed flow process leaves behind: a lease nobody renews. Prefect's lease
-    reaper gives the slot back within LEASE_SECONDS + its 15 s loop."""
-    name = _unique("lim")
-    await hosts.add(name, block(max_parallel_sessions=1))
-    async with get_client() as client:
-        await client.increment_concurrency_slots_with_lease(
-            names=[limits.host_limit_name(name)], slots=1, mode="concurrency", lease_duration=limits.LEASE_SECONDS
-        )
-    taken = time.monotonic()
-    assert (await _limit(name)).active_slots == 1
-    deadline = taken + limits.LEASE_SECONDS + 30
-    while (await _limit(name)).active_slots and time.monotonic() < deadline:
-        await asyncio.sleep(1)
-    freed_after = time.monotonic() - taken
-    print(f"abandoned slot freed after {freed_after:.0f} s")
-    assert (await _limit(name)).active_slots == 0
-    assert freed_after >= limits.LEASE_SECONDS - 1
 
 
 # --------------------------------------------------------------------------- single-instance scripts
@@ -239,3 +265,17 @@ async def test_queue_runs_the_second_start_after_the_first_ended(catalog, prefec
     assert gap >= 0
     # Prefect held the second back (whichever of the two the worker happened to submit first).
     assert "AwaitingConcurrencySlot" in await _state_names(first) + await _state_names(second)
+
+
+# --------------------------------------------------------------------------- last: the abandoned slot
+
+
+async def test_a_crashed_holder_loses_its_slot_when_the_lease_expires(abandoned_slot):
+    """Prefect's lease reaper gives the slot back within LEASE_SECONDS + its 15 s loop, not before."""
+    slot, watcher = abandoned_slot
+    await asyncio.to_thread(watcher.join)
+    assert slot.freed is not None, f"the slot was still taken {limits.LEASE_SECONDS + 30:g} s after it was abandoned"
+    freed_after = slot.freed - slot.taken
+    print(f"abandoned slot freed after {freed_after:.0f} s")
+    assert freed_after >= limits.LEASE_SECONDS - 1
+    assert (await _limit(slot.host)).active_slots == 0

@@ -1,12 +1,12 @@
-"""The ``run-script`` flow against real peers: Prefect server and process worker, OpenSSH, the catalog.
+"""The ``run-script`` flow against real peers: Prefect server and sms worker, OpenSSH, the catalog.
 
 Three ways in, cheapest first:
 
 - the flow called in this process (``await run_script(...)``, ~1 s a run): exit codes, the run
   record, logs, timeouts, connection failures, retries;
 - the deployments SMS keeps in Prefect (``sms_plugin.scripts``);
-- the real process worker (~4-8 s a run): a run started as the Prefect UI does, ``runs.start``,
-  and cancellation, which must leave no process of the script on the SSH host.
+- the real sms worker (SMS's default, runs in its own process): a run started as the Prefect UI
+  does, ``runs.start``, and cancellation, which must leave no process of the script on the SSH host.
 
 The catalog is the SQLite file under the session's SMS_HOME, which the worker inherits.
 """
@@ -305,21 +305,39 @@ async def test_script_deployment_follows_add_update_and_remove(catalog, ssh_host
             await _deployment(client, name)
 
 
-async def test_sync_recreates_a_deleted_deployment_and_removes_an_orphan(catalog, ssh_host):
+async def test_sync_recreates_a_deleted_deployment_and_removes_orphans_page_after_page(ssh_host, tmp_path, monkeypatch):
+    """On a catalog and a work pool of its own, so that the sync is of this test's scripts only (the
+    session's catalog holds hundreds); with more orphans than the server answers at once (200)."""
+    pool = _unique("sync-pool")
+    monkeypatch.setenv("SMS_WORK_POOL", pool)
+    catalog = Catalog(f"sqlite:///{tmp_path / 'catalog.db'}")
+    catalog.upgrade()
     kept, orphan = _unique("kept"), _unique("orphan")
-    for name in (kept, orphan):
-        await scripts.add(catalog, ScriptSpec(name=name, interpreter="sh", host=ssh_host), "true\n", author="tests")
-    async with get_client() as client:
-        await client.delete_deployment((await _deployment(client, kept)).id)  # behind SMS's back
-        with catalog.session() as session:
-            remove_script(session, orphan, author="tests")  # the catalog forgot it; Prefect did not
+    try:
+        for name in (kept, orphan):
+            await scripts.add(catalog, ScriptSpec(name=name, interpreter="sh", host=ssh_host), "true\n", author="tests")
+        async with get_client() as client:
+            deployed = await _deployment(client, kept)
+            await client.delete_deployment(deployed.id)  # behind SMS's back
+            with catalog.session() as session:
+                remove_script(session, orphan, author="tests")  # the catalog forgot it; Prefect did not
+            # Orphans that sort before ``orphan``, so that it is on the second page; and a deployment
+            # of the flow in another pool, which is not this SMS's to remove.
+            fillers = [f"filler-{n:03d}-{orphan}" for n in range(200)]
+            elsewhere = _unique("elsewhere")
+            for name, in_pool in [*((f, pool) for f in fillers), (elsewhere, "sms")]:
+                await client.create_deployment(flow_id=deployed.flow_id, name=name, work_pool_name=in_pool)
 
-        report = await scripts.sync(catalog)
+            report = await scripts.sync(catalog)
 
-        assert kept in report.deployed and orphan in report.removed
-        assert (await _deployment(client, kept)).parameters == {"script": kept}
-        with pytest.raises(ObjectNotFound):
-            await _deployment(client, orphan)
+            assert (report.deployed, report.removed) == ([kept], sorted([*fillers, orphan]))
+            assert (await _deployment(client, kept)).parameters == {"script": kept}
+            with pytest.raises(ObjectNotFound):
+                await _deployment(client, orphan)
+            assert (await _deployment(client, elsewhere)).work_pool_name == "sms"
+            await client.delete_deployment((await _deployment(client, elsewhere)).id)
+    finally:
+        catalog.dispose()
 
 
 # --------------------------------------------------------------------------- 3. the real worker

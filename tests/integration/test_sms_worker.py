@@ -1,7 +1,11 @@
 """The ``sms`` worker: many runs in one process against the real sshd, cancelling one run among
 many, losing the worker (SIGKILL) with runs in flight, two workers sharing a pool. Real Prefect
 server on PostgreSQL (SQLite answers 503 under hundreds of concurrent runs), real sshd, workers
-as subprocesses (``prefect worker start --type sms``)."""
+as subprocesses (``prefect worker start --type sms``).
+
+The loads are CI-sized (``tests/load.py``): 40 concurrent runs (more than ``SMS_WORKER_STARTING``
+takes through starting at once), 40 runs shared by two workers of at most 25 each, one cancelled
+among 20. ``SMS_FULL_LOAD=1`` runs the full 200, 100 (two workers of 60) and 50."""
 
 from __future__ import annotations
 
@@ -28,10 +32,17 @@ from sms_plugin.catalog import Catalog, ScriptSpec, get_run, list_audit
 from infra.testbed.prefect_server import PrefectServer
 from tests.conftest import _started, talking_to
 from tests.integration.conftest import alive, block_of, until
+from tests.load import scaled
 
 pytestmark = pytest.mark.integration
 
 FINAL = {"COMPLETED", "FAILED", "CANCELLED", "CRASHED"}
+CONCURRENT = scaled(40, 200)
+"""Runs at once on one worker: above ``SMS_WORKER_STARTING`` (32), so some wait in Pending."""
+SHARED, PER_WORKER = scaled(40, 100), scaled(25, 60)
+"""Runs two workers share; each takes at most PER_WORKER at once, so neither can take them all."""
+CANCEL_AMONG = scaled(20, 50)
+"""Runs in flight when one of them is cancelled."""
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -118,11 +129,11 @@ async def _until_final(ids: list[str], timeout: float) -> dict[str, FlowRun]:
         await asyncio.sleep(1)
 
 
-async def test_200_concurrent_runs_on_one_worker(catalog, ssh_server, sms_worker):
+async def test_concurrent_runs_on_one_worker(catalog, ssh_server, sms_worker):
     host = await _host(ssh_server, 250)
     lines = 30
     name = await _script(catalog, host, f'i=1; while [ $i -le {lines} ]; do echo "line $i of $1"; i=$((i+1)); done\nsleep 2\nexit $(($1 % 4))\n')
-    ids = await _start_many(catalog, name, 200, args=lambda n: [str(n)])
+    ids = await _start_many(catalog, name, CONCURRENT, args=lambda n: [str(n)])
 
     final = await _until_final(ids, 240)
 
@@ -141,13 +152,13 @@ async def test_200_concurrent_runs_on_one_worker(catalog, ssh_server, sms_worker
         assert not [m for m in messages if "still on their way" in m], n  # stored before the run ended
 
 
-async def test_cancelling_one_of_50_runs(catalog, ssh_server, sms_worker):
+async def test_cancelling_one_of_many_runs(catalog, ssh_server, sms_worker):
     host = await _host(ssh_server, 60)
     marker = str(uuid.uuid4().int % 10**6 + 5 * 10**6)
     quick = await _script(catalog, host, "echo started\nsleep 8\necho done\n")
     slow = await _script(catalog, host, f"sleep {marker} &\necho started\nsleep {marker}\n", kill_grace_seconds=1)
     victim = await runs.start(catalog, slow, trigger="cli", user="tests")
-    rest = await _start_many(catalog, quick, 49)
+    rest = await _start_many(catalog, quick, CANCEL_AMONG - 1)
     assert await until(lambda: len(alive(ssh_server, f"sleep {marker}")) >= 2, 60), "the victim never started"
 
     await runs.stop(victim)
@@ -155,16 +166,16 @@ async def test_cancelling_one_of_50_runs(catalog, ssh_server, sms_worker):
     assert await until(lambda: not alive(ssh_server, f"sleep {marker}"), 10), alive(ssh_server, f"sleep {marker}")
     final = await _until_final([victim, *rest], 120)
     assert final[victim].state.type.value == "CANCELLED", final[victim].state
-    assert [final[i].state.type.value for i in rest] == ["COMPLETED"] * 49
+    assert [final[i].state.type.value for i in rest] == ["COMPLETED"] * (CANCEL_AMONG - 1)
     # The on_cancellation hook ran (it reaps what is left: nothing, here).
     with catalog.session() as session:
         actors = [e.actor for e in list_audit(session, object_name=victim) if e.action == "run.reap"]
     assert any("on_cancelling hook" in actor for actor in actors), actors
     # Prefect's flow-run heartbeats (one emitter thread in the worker): the first is sent at start.
     async def all_beat() -> bool:
-        return await _heartbeats([victim, *rest]) == 50
+        return await _heartbeats([victim, *rest]) == CANCEL_AMONG
 
-    assert await until(all_beat, 30), f"{await _heartbeats([victim, *rest])} of 50 runs sent a heartbeat"
+    assert await until(all_beat, 30), f"{await _heartbeats([victim, *rest])} of {CANCEL_AMONG} runs sent a heartbeat"
 
 
 async def _heartbeats(ids: list[str]) -> int:
@@ -217,20 +228,20 @@ async def test_sigkill_of_the_worker_with_20_runs(catalog, ssh_server, scale_pre
         assert any("no heartbeat" in reason for reason in reasons), (run_id, reasons)
 
 
-async def test_two_workers_share_100_runs_each_exactly_once(catalog, scale_prefect, ssh_server, monkeypatch):
+async def test_two_workers_share_the_runs_each_exactly_once(catalog, scale_prefect, ssh_server, monkeypatch):
     pool = f"sms-pair-{uuid.uuid4().hex[:6]}"
     await _sms_pool(pool)
     monkeypatch.setenv("SMS_WORK_POOL", pool)
     marker = Path(f"/tmp/sms-exactly-once-{uuid.uuid4().hex}")
-    # Each worker takes at most 60 runs at once, so neither can take all 100 alone.
+    # Each worker takes at most PER_WORKER runs at once, so neither can take all SHARED alone.
     workers = [
-        _started(PrefectWorker(scale_prefect.api_url, pool=pool, worker_type="sms", limit=60, extra_env=_env()))
+        _started(PrefectWorker(scale_prefect.api_url, pool=pool, worker_type="sms", limit=PER_WORKER, extra_env=_env()))
         for _ in range(2)
     ]
     try:
         host = await _host(ssh_server, 120)
         name = await _script(catalog, host, f'echo "$SMS_RUN_ID" >> {marker}\nsleep 3\n')
-        ids = await _start_many(catalog, name, 100)
+        ids = await _start_many(catalog, name, SHARED)
         final = await _until_final(ids, 240)
     finally:
         for worker in workers:
@@ -240,7 +251,7 @@ async def test_two_workers_share_100_runs_each_exactly_once(catalog, scale_prefe
     finally:
         marker.unlink(missing_ok=True)
 
-    assert [final[i].state.type.value for i in ids] == ["COMPLETED"] * 100
+    assert [final[i].state.type.value for i in ids] == ["COMPLETED"] * SHARED
     assert sorted(written) == sorted(ids), "every run's script ran exactly once"
     with catalog.session() as session:
         assert all(get_run(session, i).exit_code == 0 for i in ids)

@@ -29,9 +29,11 @@ from sms_plugin.gateway.prefect_bodies import Refused, check_create_flow_run, se
 from sms_plugin.gateway.prefect_paths import BadPath, canonical_path
 from sms_plugin.gateway.prefect_route_table import ROUTES
 from sms_plugin.gateway.prefect_routes import UI_KEY, NoRoute, resolve
+from tests.load import scaled
 
-EXAMPLES = 10_000
-#: 10,000 examples each: several minutes per test (about 5 on the loaded 2-core machine here).
+EXAMPLES = scaled(2_500, 10_000)
+"""Examples per test: 2,500 in CI (fresh random ones each run, ~10-20 s a test), 10,000 with
+SMS_FULL_LOAD=1 (several minutes per test on a loaded 2-core machine)."""
 pytestmark = pytest.mark.timeout(1800)
 UI = "UI"
 _SETTINGS = settings(

@@ -1,7 +1,7 @@
 """Host ``local`` is privileged. Through the real gateway (real Keycloak tokens), an operator or an
 author cannot start a script on an admin-only local host, move a run there, or add a script
 there: 403 with the reason, nothing created, no run. A local script runs as the unprivileged
-account ``sms-run`` (real process worker, real Prefect server): not root, no Prefect or catalog
+account ``sms-run`` (real sms worker, real Prefect server): not root, no Prefect or catalog
 variables in its environment, and the worker's environment and catalog are unreadable to it."""
 
 from __future__ import annotations
