@@ -26,10 +26,10 @@ def checked_spec(door: Backend, fields: Mapping[str, Any]) -> ScriptSpec:
         interpreter(spec.interpreter)
     except InvalidInput as error:
         raise RefusedSetting(str(error)) from None
-    if spec.host is not None:
-        require_host(door, spec.host)
     for schedule in spec.schedules:
         preview_of(schedule)
+    if spec.host is not None:  # last: the only check that asks Prefect
+        require_host(door, spec.host)
     return spec
 
 
