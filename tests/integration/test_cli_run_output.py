@@ -5,12 +5,14 @@ run's output"), and a stop answers at once, its processes gone and the run Cance
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from uuid import UUID
 
@@ -42,6 +44,8 @@ STDOUT = (
     + b"\nwindows\nno newline at the end\n"
 )
 """What the script's stdout reads as: invalid UTF-8 as U+FFFD, \\r\\n as \\n, a last newline added."""
+RUN_FIELDS = {"run_id", "script", "version", "host", "trigger", "requested_by", "exit_code", "created_at", "started_at",
+              "ended_at"}
 
 
 @pytest.fixture(scope="module")
@@ -103,6 +107,24 @@ async def test_run_wait_piped_prints_the_scripts_bytes_and_logs_tail_says_what_i
     tail = await asyncio.to_thread(_shell, f"{SMS} logs {run_id} --tail 2")
     assert tail.stdout == b"windows\nno newline at the end\n"
     assert tail.stderr.decode().strip() == f"sms: 6 earlier line(s) left out; `sms logs {run_id}` prints them all"
+
+    shown = json.loads((await asyncio.to_thread(_shell, f"{SMS} run show {run_id} -o json")).stdout)
+    assert set(shown) == {"run_id", "state", "message", "exit_code", "output_tail", "hosts"}
+    assert (shown["run_id"], shown["state"], shown["exit_code"]) == (run_id, "COMPLETED", 0)
+    assert shown["output_tail"][-1] == "stdout: no newline at the end"
+    [listed] = json.loads((await asyncio.to_thread(_shell, f"{SMS} run list --script {name} -o json")).stdout)
+    assert set(listed) == RUN_FIELDS and (listed["run_id"], listed["host"], listed["exit_code"]) == (run_id, ssh_host, 0)
+    assert datetime.fromisoformat(listed["ended_at"]) >= datetime.fromisoformat(listed["created_at"])
+
+
+async def test_script_add_on_an_unknown_host_is_refused_and_creates_nothing(catalog, ssh_host, tmp_path):
+    source = tmp_path / "x.sh"
+    source.write_text("echo x\n")
+    name = f"out-{uuid.uuid4().hex[:6]}"
+    done = await asyncio.to_thread(_shell, f"{SMS} script add {name} -t sh -h no-such-host -f {source}")
+    assert done.returncode == 2 and done.stderr.decode().count("\n") == 1, done.stderr
+    assert done.stderr.decode().startswith("error: no host named 'no-such-host': add it first (`sms host add`); hosts: ")
+    assert name not in {script.name for script in scripts.listing(catalog)}
 
 
 async def test_a_failed_run_says_why_on_stderr_with_the_scripts_exit_status(catalog, ssh_host):
