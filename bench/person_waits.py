@@ -78,7 +78,7 @@ class Tree:
         source.write_text("echo hi\n")
         self.sms("script", "add", f"hi-{self.label}", "-t", "sh", "-h", self.host, "-f", str(source))
         extra = {k: v for k, v in self.env.items() if k in ("HOME", "SMS_HOME", "PYTHONPATH", "SMS_WORK_POOL")}
-        self.worker = PrefectWorker(api_url, pool=self.pool, worker_type="sms", extra_env=extra)
+        self.worker = PrefectWorker(api_url, pool=self.pool, worker_type="sms", extra_env=extra, timeout=600)
         self.worker.start()
 
     def nap_script(self, work: Path, marker: str) -> str:
@@ -135,7 +135,8 @@ def main() -> None:
         before.mkdir()
         archive = subprocess.run(["git", "-C", str(ROOT), "archive", options.base], check=True, capture_output=True)
         subprocess.run(["tar", "-x", "-C", str(before)], input=archive.stdout, check=True)
-        with PrefectServer() as server, SshServer() as sshd:
+        os.chdir(work)  # Prefect puts the working folder first on a worker's path: it must hold neither tree
+        with PrefectServer(timeout=900) as server, SshServer() as sshd:  # patient: a busy machine starts it slowly
             trees = [Tree("before", before, work, server.api_url), Tree("after", ROOT, work, server.api_url)]
             for tree in trees:
                 tree.prepare(sshd, work, server.api_url)

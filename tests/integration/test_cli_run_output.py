@@ -106,7 +106,7 @@ async def test_run_wait_piped_prints_the_scripts_bytes_and_logs_tail_says_what_i
     assert merged.returncode == 0 and merged.stdout == b"to stderr first\n" + STDOUT, merged.stderr
     tail = await asyncio.to_thread(_shell, f"{SMS} logs {run_id} --tail 2")
     assert tail.stdout == b"windows\nno newline at the end\n"
-    assert tail.stderr.decode().strip() == f"sms: 6 earlier line(s) left out; `sms logs {run_id}` prints them all"
+    assert tail.stderr.decode().strip() == f"sms: 5 earlier line(s) left out; `sms logs {run_id}` prints them all"
 
     shown = json.loads((await asyncio.to_thread(_shell, f"{SMS} run show {run_id} -o json")).stdout)
     assert set(shown) == {"run_id", "state", "message", "exit_code", "output_tail", "hosts"}
