@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
+from prefect.logging.loggers import PrefectLogAdapter
 from prefect.states import Completed, Failed, State
 
 from blocks.hosts import load_host
@@ -29,6 +30,7 @@ from sms_plugin.fleet.executions import execution_id
 from sms_plugin.fleet.outcome import HostOutcome, HostState
 from sms_plugin.limits import host_slot
 from sms_plugin.reaper import reap_run
+from sms_plugin.run_results import OUTPUT_LOGGER
 from sms_plugin.telemetry.logs import OUTPUT, OutputSource, shipping
 from sms_plugin.transports.base import Stream
 from sms_plugin.worker.engine import script_started
@@ -78,7 +80,7 @@ async def run_on_host(context: HostRun, host: str) -> State:
     return Failed(data=outcome, message=outcome.message)
 
 
-async def execute_on_host(context: HostRun, host: str, logger: logging.LoggerAdapter) -> HostOutcome:
+async def execute_on_host(context: HostRun, host: str, logger: PrefectLogAdapter) -> HostOutcome:
     """The execution itself; cancelled, it stops the script (execute() kills its process group),
     records the stop and re-raises."""
     script, flow_run_id = context.script, context.flow_run_id
@@ -98,8 +100,10 @@ async def execute_on_host(context: HostRun, host: str, logger: logging.LoggerAda
     source = OutputSource(run_id=flow_run_id, attempt=context.attempt, script=script, version=context.version,
                           host=host, fleet=not context.single)
 
+    output_log = logger.getChild(OUTPUT_LOGGER.rpartition(".")[2])  # how readers tell output from SMS's messages
+
     async def output(stream: Stream, message: str) -> None:
-        logger.log(_LEVELS[stream], message, extra={OUTPUT: (source, stream)})
+        output_log.log(_LEVELS[stream], message, extra={OUTPUT: (source, stream)})
 
     try:
         host_block = await load_host(host)
@@ -108,7 +112,7 @@ async def execute_on_host(context: HostRun, host: str, logger: logging.LoggerAda
             transport = await host_block.open_transport()
             connected = True
             try:
-                async with shipping(source, logger.logger):
+                async with shipping(source, output_log.logger):
                     result = await execute(transport, context.on(host), on_started=started, on_output=output)
             finally:
                 await asyncio.shield(transport.close())

@@ -191,8 +191,9 @@ class GatewayClient:
             time.sleep(poll)
         return result
 
-    def runs(self, script: str | None = None) -> list[dict[str, Any]]:
-        return self._call("GET", "/runs", params={"script": script} if script else None)
+    def runs(self, script: str | None = None, *, limit: int = 50) -> list[dict[str, Any]]:
+        """The runs the caller may read, newest first (at most ``limit``)."""
+        return self._call("GET", "/runs", params={"limit": limit, **({"script": script} if script else {})})
 
     def stop(self, run_id: str) -> str:
         return str(self._call("POST", f"/runs/{run_id}/stop")["state"])

@@ -7,6 +7,9 @@ from dataclasses import dataclass
 from datetime import datetime
 
 
+#: The logger of the script's output records in Prefect's run log (stdout at INFO, stderr at
+#: WARNING); SMS's own messages about a run come from other loggers.
+OUTPUT_LOGGER = "prefect.task_runs.output"
 #: Prefect's final state types.
 FINAL_RUN_STATES = frozenset({"COMPLETED", "FAILED", "CANCELLED", "CRASHED"})
 #: Host states that will not change any more (the others: pending, running).
@@ -60,3 +63,22 @@ class LogLine:
     message: str
     host: str | None = None
     """The host that printed the line, when the log source records it (Elasticsearch does)."""
+    stream: str | None = None
+    """``stdout`` or ``stderr`` for the script's output (its lines joined by newlines); None for SMS's
+    own messages about the run."""
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """One run in a listing (``sms run list``, ``GET /api/v1/runs``): what the catalog recorded."""
+
+    run_id: str
+    script: str
+    version: int | None
+    host: str
+    trigger: str
+    requested_by: str
+    exit_code: int | None
+    created_at: datetime
+    started_at: datetime | None
+    ended_at: datetime | None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 from uuid import UUID
@@ -35,7 +36,7 @@ from sms_plugin.limits import refuse_second_run
 from sms_plugin.origin import origin_tags
 from sms_plugin import run_secrets
 from sms_plugin.parameters import declared, resolve
-from sms_plugin.run_results import HostResult, LogLine, RunResult
+from sms_plugin.run_results import OUTPUT_LOGGER, HostResult, LogLine, RunResult
 from sms_plugin.selection import selected_hosts
 from sms_plugin.settings import current
 
@@ -45,6 +46,7 @@ else:  # Elasticsearch's client: loaded when a log is read from it
     log_reader = lazy_module("sms_plugin.telemetry.logs.reader")
 
 _LOG_PAGE = 200
+_STREAMS = {logging.INFO: "stdout", logging.WARNING: "stderr"}
 
 
 async def start(
@@ -188,37 +190,48 @@ async def stop(run_id: str) -> str:
 
 
 async def logs(
-    run_id: str, *, follow: bool = False, host: str | None = None, poll: float = 1.0, offset: int = 0
+    run_id: str, *, follow: bool = False, host: str | None = None, poll: float = 0.5, offset: int = 0,
+    timeout: float | None = None,
 ) -> AsyncIterator[LogLine]:
     """The run's log lines, oldest first (only ``host``'s, if given), after the first ``offset``; with
-    ``follow``, until the run has ended.
+    ``follow``, until the run has ended (TimeoutError once it has not after ``timeout`` seconds).
 
     With ``SMS_ELASTICSEARCH_URL`` set: the script's output lines from Elasticsearch (every line,
     paged); otherwise Prefect's run log (output and SMS's own messages, within Prefect's limits).
     A host's lines in Prefect's run log are those of its task run (named after the host).
     """
+    deadline = None if timeout is None else time.monotonic() + timeout
+
+    async def over() -> bool:
+        """True once the run has ended; TimeoutError past the deadline."""
+        if await ended(run_id):
+            return True
+        if deadline is not None and time.monotonic() > deadline:
+            raise TimeoutError(f"run {run_id} has not ended after {timeout:g} s")
+        return False
+
     if current().logs.elasticsearch_url:
         async with get_client() as client:
             await _read_flow_run(client, run_id)  # an unknown run is an error, not silence
         skipped = 0
-        async for entry in log_reader.run_output(run_id, follow=follow, ended=lambda: ended(run_id), host=host):
+        async for entry in log_reader.run_output(run_id, follow=follow, ended=over, host=host):
             if skipped < offset:  # Elasticsearch pages by search_after, not by offset
                 skipped += 1
                 continue
-            yield LogLine(entry.timestamp, entry.level, entry.message, entry.host)
+            yield LogLine(entry.timestamp, entry.level, entry.message, entry.host, entry.stream)
         return
     seen = offset
     while True:
+        finished_now = await over() or not follow  # read first: no line after it is missed
         async with get_client() as client:
-            finished = (await _read_flow_run(client, run_id)).state
-            finished_now = finished is not None and finished.is_final()
             on_host = None if host is None else LogFilterTaskRunId(any_=await _host_task_runs(client, run_id, host))
             where = LogFilter(flow_run_id=LogFilterFlowRunId(any_=[UUID(run_id)]), task_run_id=on_host)
             while page := await client.read_logs(where, limit=_LOG_PAGE, offset=seen, sort=LogSort.TIMESTAMP_ASC):
                 seen += len(page)
-                for log in page:
-                    yield LogLine(log.timestamp, logging.getLevelName(log.level), log.message)
-        if not follow or finished_now:
+                for log in page:  # the script's output comes from OUTPUT_LOGGER, its stream in the level
+                    stream = _STREAMS.get(log.level) if log.name == OUTPUT_LOGGER else None
+                    yield LogLine(log.timestamp, logging.getLevelName(log.level), log.message, stream=stream)
+        if finished_now:
             return
         await asyncio.sleep(poll)
 

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -16,12 +18,14 @@ import typer
 from rich.table import Table
 from typer.core import TyperGroup
 
+from sms_plugin.cli import checks
 from sms_plugin.cli import fleet as fleet_cli
 from sms_plugin.cli.asking import Unattended, ask, confirm
 from sms_plugin.cli import output as shaped
 from sms_plugin.cli import fleet_run
 from sms_plugin.cli.console import console
 from sms_plugin.cli.output import Output, OutputOption, print_json
+from sms_plugin.cli.logs import SplitStderrOption, TailOption
 from sms_plugin.cli.plans import confirm_plan
 from sms_plugin.cli import logs as _logs
 from sms_plugin.cli import windows as windows_cli
@@ -31,7 +35,7 @@ from sms_plugin.cli.gateway import gateway as _gateway
 from sms_plugin.cli.gateway import login as _login
 from sms_plugin.cli.gateway import logout as _logout
 from sms_plugin.cli.worker import worker as worker_command
-from sms_plugin.errors import InvalidInput, SMSError
+from sms_plugin.errors import InvalidInput, RefusedSetting, SMSError
 from sms_plugin.lazy import lazy_module
 from sms_plugin.selectors import SelectorError
 
@@ -255,8 +259,8 @@ def script_add(
         list[str], typer.Option("--allow-env", metavar="NAME", help="A variable a run may set (repeatable).")
     ] = [],  # noqa: B006
     workdir: Annotated[str | None, typer.Option("--workdir", help="Working directory on the host.")] = None,
-    timeout: Annotated[int | None, typer.Option("--timeout", help="Seconds before the run is killed.")] = None,
-    retries: Annotated[int, typer.Option("--retries", help="Prefect retries after a failure.")] = 0,
+    timeout: Annotated[int | None, typer.Option("--timeout", min=1, help="Seconds before the run is killed.")] = None,
+    retries: Annotated[int, typer.Option("--retries", min=0, help="Prefect retries after a failure.")] = 0,
     single_instance: Annotated[
         str,
         typer.Option(
@@ -266,45 +270,51 @@ def script_add(
         ),
     ] = "off",
     kill_grace: Annotated[
-        int, typer.Option("--kill-grace", metavar="SECONDS", help="Seconds between TERM and KILL on stop.")
+        int, typer.Option("--kill-grace", metavar="SECONDS", min=0, help="Seconds between TERM and KILL on stop.")
     ] = 5,
     cron: Annotated[list[str], typer.Option("--cron", help="Cron schedule (repeatable).")] = [],  # noqa: B006
-    every: Annotated[int | None, typer.Option("--every", help="Run every N seconds.")] = None,
+    every: Annotated[int | None, typer.Option("--every", min=1, help="Run every N seconds (at least SMS_SCHEDULE_MIN_SECONDS).")] = None,
     timezone: Annotated[str, typer.Option("--timezone", help="Time zone of the schedules.")] = "UTC",
     tag: Annotated[list[str], typer.Option("--tag", help="Tag (repeatable).")] = [],  # noqa: B006
     disabled: Annotated[bool, typer.Option("--disabled", help="Add it paused.")] = False,
 ) -> None:
-    """Add a script to the catalog; it becomes the Prefect deployment run-script/NAME."""
-    from sms_plugin.catalog import ScriptSpec
-
+    """Add a script to the catalog; it becomes the Prefect deployment run-script/NAME. Every setting is
+    checked first (exit 2, nothing added); a cron schedule's next runs are shown."""
     schedules: list[dict[str, Any]] = [{"cron": c, "timezone": timezone} for c in cron]
     if every:
         schedules.append({"interval_seconds": every, "timezone": timezone})
-    spec = ScriptSpec.parse(
-        {
-            "name": name,
-            "interpreter": interpreter,
-            "host": host,
-            "targets": targets,
-            "path": path,
-            "description": description,
-            "default_args": arg,
-            "env": _pairs(env, "--env"),
-            "parameters": _declared(param),
-            "allowed_env": allow_env,
-            "working_dir": workdir,
-            "timeout_seconds": timeout,
-            "retries": retries,
-            "single_instance": single_instance,
-            "kill_grace_seconds": kill_grace,
-            "schedules": schedules,
-            "tags": tag,
-            "enabled": not disabled,
-        }
-    )
+    door = backend.current()
+    spec = checks.checked_spec(door, {
+        "name": name,
+        "interpreter": interpreter,
+        "host": host,
+        "targets": targets,
+        "path": path,
+        "description": description,
+        "default_args": arg,
+        "env": _pairs(env, "--env"),
+        "parameters": _declared(param),
+        "allowed_env": allow_env,
+        "working_dir": workdir,
+        "timeout_seconds": timeout,
+        "retries": retries,
+        "single_instance": single_instance,
+        "kill_grace_seconds": kill_grace,
+        "schedules": schedules,
+        "tags": tag,
+        "enabled": not disabled,
+    })
     content = file.read_text(encoding="utf-8") if file else None
-    backend.current().add_script(spec, content)
-    out.print(f"Script {spec.name} added; deployment run-script/{spec.name} is ready")
+    door.add_script(spec, content)
+    out.print(f"Script {spec.name} added; deployment run-script/{spec.name} is ready", markup=False, highlight=False)
+    for schedule in spec.schedules:
+        if (preview := checks.preview_of(schedule)) is not None:
+            _print_preview(preview)
+
+
+def _print_preview(preview: Any) -> None:
+    out.print(f"cron {preview.cron!r} ({preview.explanation}), next runs ({preview.timezone}): "
+              + ", ".join(f"{fire:%Y-%m-%d %H:%M}" for fire in preview.next_runs), markup=False, highlight=False)
 
 
 @script_app.command("set")
@@ -318,9 +328,32 @@ def script_set(
     """Change where a script runs: one host (--host) or the hosts a selector picks (--targets)."""
     if (host is None) == (targets is None):
         raise InvalidInput("give exactly one of --host HOST or --targets SELECTOR")
-    backend.current().set_script_target(name, host=host, targets=targets)
+    door = backend.current()
+    if host is not None:
+        checks.require_host(door, host)
+    door.set_script_target(name, host=host, targets=targets)
     out.print(f"Script {name} now runs on " + (host or f"the hosts {targets!r} picks at each run"), markup=False,
               highlight=False)
+
+
+schedule_app = typer.Typer(help="Cron schedules, judged before they are saved.", no_args_is_help=True)
+app.add_typer(schedule_app, name="schedule")
+
+
+@schedule_app.command("preview")
+def schedule_preview(
+    cron: Annotated[str, typer.Argument(help="A cron expression, e.g. '0 3 * * MON-FRI'.")],
+    timezone: Annotated[str, typer.Option("--timezone", help="Time zone of the schedule.")] = "UTC",
+    count: Annotated[int, typer.Option("--count", "-n", min=1, max=50, help="How many next runs.")] = 5,
+    output: OutputOption = Output.table,
+) -> None:
+    """The next runs of a cron schedule, and whether SMS accepts it (exit 2 if not: SMS_SCHEDULE_MIN_SECONDS)."""
+    from sms_plugin.schedules import preview
+
+    shown = preview(cron, timezone, count)
+    if output is Output.json:
+        return print_json(shaped.schedule_preview(shown))
+    _print_preview(shown)
 
 
 @script_app.command("push")
@@ -401,16 +434,22 @@ class _StartByDefault(TyperGroup):
 
 
 def run_command_args(args: list[str]) -> list[str]:
-    """``args`` of ``sms run`` with the sub-command first: ``show`` before a run id, else ``start``."""
+    """``args`` of ``sms run`` with the sub-command first: ``show`` before a run id, ``list`` alone or
+    before an option, else ``start``."""
     if args[:1] == ["show"] and len(args) > 1 and (_RUN_ID.fullmatch(args[1]) or args[1] in ("--help", "-h")):
+        return args
+    if args[:1] == ["list"] and (len(args) == 1 or args[1].startswith("-")):
         return args
     return ["start", *args]
 
 
+STOP_POLL_SECONDS = 0.1
+"""How often ``sms stop --wait`` looks whether the run's processes are gone."""
+
 _RUN_ID = re.compile(r"[0-9a-fA-F]{8}-?(?:[0-9a-fA-F]{4}-?){3}[0-9a-fA-F]{12}")
 
 
-run_app = typer.Typer(cls=_StartByDefault, help="Start a script (`sms run NAME`), or show a run (`sms run show RUN_ID`).",
+run_app = typer.Typer(cls=_StartByDefault, help="Start a script (`sms run NAME`), show a run (`sms run show RUN_ID`) or list runs (`sms run list`).",
                       no_args_is_help=True)
 app.add_typer(run_app, name="run")
 
@@ -442,9 +481,11 @@ def run(
         list[str], typer.Option("--param", "-p", help="A declared parameter: NAME=VALUE (repeatable).")
     ] = [],  # noqa: B006
     timeout: Annotated[float | None, typer.Option("--wait-timeout", help="Give up waiting after N s.")] = None,
+    tail: TailOption = None,
+    split_stderr: SplitStderrOption = False,
 ) -> None:
     """Start a script: sms run NAME [--wait] [--hosts SELECTOR] [-p NAME=VALUE]... [-- ARGS...]
-    (show a run: sms run show RUN_ID)"""
+    (show a run: sms run show RUN_ID). With --wait, stdout is the script's output, byte for byte (docs/cli.md)."""
     policy = fleet_run.policy_of(parallel=parallel, batch=batch, batch_pause=batch_pause, max_failures=max_failures,
                                  fail_fast=fail_fast)
     if policy and hosts is None:
@@ -454,26 +495,31 @@ def run(
         name, args=args or None, env=_pairs(env, "--env") or None, host=host, version=version,
         parameters=_pairs(param, "--param") or None, hosts=hosts, policy=policy,
     )
-    out.print(f"Run {run_id} started", highlight=False)
     if not wait:
+        out.print(f"Run {run_id} started", highlight=False)
         return
     if hosts is not None:
+        out.print(f"Run {run_id} started", highlight=False)
         result = fleet_run.follow(lambda: door.result(run_id), out, timeout=timeout)
         out.print(fleet_run.summary(result), markup=False, highlight=False, soft_wrap=True)
         raise typer.Exit(0 if result.ok else 1)
-    result = door.wait(run_id, timeout)
-    for line in result.output_tail:
-        out.print(line, markup=False, highlight=False)
-    out.print(f"{result.state}" + (f": {result.message}" if result.message else ""), markup=False, highlight=False)
+    err.print(f"sms: run {run_id} started", markup=False, highlight=False)
+    _logs.print_output(door.logs(run_id, follow=True, timeout=timeout), run_id, tail=tail, split_stderr=split_stderr)
+    result = door.result(run_id)
+    if not result.ok or sys.stderr.isatty():
+        err.print(f"sms: run {run_id} {result.state}" + (f": {result.message}" if result.message else ""),
+                  markup=False, highlight=False, soft_wrap=True)
     if result.ok:
         raise typer.Exit(0)
     raise typer.Exit(result.exit_code if result.exit_code else 1)
 
 
 @run_app.command("show")
-def run_show(run_id: str) -> None:
+def run_show(run_id: str, output: OutputOption = Output.table) -> None:
     """Show a run: its state, exit code, output tail, and per host (a fleet run) how it went."""
     result = backend.current().result(run_id)
+    if output is Output.json:
+        return print_json(shaped.run_result(result))
     out.print(f"run {run_id}: {result.state}" + (f": {result.message}" if result.message else ""),
               markup=False, highlight=False, soft_wrap=True)
     if result.exit_code is not None:
@@ -481,14 +527,46 @@ def run_show(run_id: str) -> None:
     if result.hosts:
         out.print(fleet_run.hosts_table(result))
     for line in result.output_tail:
-        out.print(line, markup=False, highlight=False)
+        out.print(line, markup=False, highlight=False, soft_wrap=True)
+
+
+@run_app.command("list")
+def run_list(
+    script: Annotated[str | None, typer.Option("--script", "-s", help="Only this script's runs.")] = None,
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, max=1000, help="At most this many runs.")] = 50,
+    output: OutputOption = Output.table,
+) -> None:
+    """List runs, newest first (those that reached the flow; their state: sms run show RUN_ID)."""
+    runs = backend.current().runs(script, limit)
+    if output is Output.json:
+        return print_json([shaped.run_summary(run) for run in runs])
+    table = Table("run id", "script", "host", "version", "exit code", "created (UTC)", "ended (UTC)", "by")
+    for run in runs:
+        table.add_row(run.run_id, run.script, run.host, "" if run.version is None else str(run.version),
+                      "" if run.exit_code is None else str(run.exit_code), f"{run.created_at:%Y-%m-%d %H:%M:%S}",
+                      f"{run.ended_at:%Y-%m-%d %H:%M:%S}" if run.ended_at else "", f"{run.requested_by} ({run.trigger})")
+    out.print(table)
 
 
 @app.command("stop")
-def stop(run_id: str) -> None:
-    """Stop a run: Prefect cancels it and the remote process tree is killed."""
-    state = backend.current().stop(run_id)
+def stop(
+    run_id: str,
+    wait: Annotated[bool, typer.Option("--wait", "-w", help="Return once the run's processes are gone.")] = False,
+    timeout: Annotated[float | None, typer.Option("--wait-timeout", help="Give up waiting after N s.")] = None,
+) -> None:
+    """Stop a run: Prefect cancels it and the remote process tree is killed. Returns once the cancel
+    is accepted (--wait: once the processes are gone); the run reads Cancelled soon after."""
+    door = backend.current()
+    began = time.monotonic()
+    state = door.stop(run_id)
     out.print(f"Run {run_id}: {state.lower()}", highlight=False)
+    if not wait or state == "CANCELLED":
+        return
+    while not (result := door.result(run_id)).ended and not (result.hosts and all(h.ended for h in result.hosts)):
+        if timeout is not None and time.monotonic() - began > timeout:
+            raise TimeoutError("gave up waiting")
+        time.sleep(STOP_POLL_SECONDS)
+    out.print(f"Run {run_id}: its processes are gone ({time.monotonic() - began:.1f} s after the stop)", highlight=False)
 
 
 # ---------------------------------------------------------------- catalog as a whole
@@ -570,7 +648,7 @@ def main() -> None:
     except typer.Abort:
         err.print("Aborted.")
         code = 130
-    except (SelectorError, Unattended) as error:  # a usage error, like click's; unwrapped, so that the caret points right
+    except (SelectorError, Unattended, RefusedSetting) as error:  # a usage error, like click's; unwrapped (the caret points right)
         err.print(f"error: {error}", markup=False, highlight=False, soft_wrap=True)
         code = 2
     except SMSError as error:
@@ -579,6 +657,9 @@ def main() -> None:
     except TimeoutError:
         err.print("error: gave up waiting; the run goes on (see `sms logs RUN_ID`, stop it with `sms stop RUN_ID`)")
         code = 1
+    except BrokenPipeError:  # `sms logs RUN | head`: the reader has all it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes at exit
+        code = 141
     except OSError as error:
         err.print(f"error: {error}", markup=False, highlight=False)
         code = 1

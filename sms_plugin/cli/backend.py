@@ -23,7 +23,7 @@ from sms_plugin.catalog.spec import ScriptSpec
 from sms_plugin.errors import SMSError
 from sms_plugin.lazy import lazy_module
 from sms_plugin.host_listings import HostGroupInfo, HostInfo
-from sms_plugin.run_results import LogLine, RunResult
+from sms_plugin.run_results import LogLine, RunResult, RunSummary
 
 if TYPE_CHECKING:
     from sms_plugin import apply as declarative
@@ -95,7 +95,10 @@ class Backend(Protocol):
     def result(self, run_id: str) -> RunResult: ...
     def wait(self, run_id: str, timeout: float | None) -> RunResult: ...
     def stop(self, run_id: str) -> str: ...
-    def logs(self, run_id: str, *, follow: bool, host: str | None = None) -> Iterator[LogLine]: ...
+    def logs(
+        self, run_id: str, *, follow: bool, host: str | None = None, timeout: float | None = None
+    ) -> Iterator[LogLine]: ...
+    def runs(self, script: str | None, limit: int) -> list[RunSummary]: ...
     def plan(self, path: Path) -> declarative.Plan: ...
     def apply(self, planned: declarative.Plan) -> None: ...
     def sync(self) -> SyncReport: ...
@@ -220,14 +223,24 @@ class LocalBackend:
     def wait(self, run_id: str, timeout: float | None) -> RunResult:
         return _blocking(run_services.wait(self.catalog, run_id, timeout=timeout))
 
+    def runs(self, script: str | None, limit: int) -> list[RunSummary]:
+        from sms_plugin.catalog.repository import list_runs
+
+        with self.catalog.session() as session:
+            return [RunSummary(r.flow_run_id, r.script_name, r.version_number, r.host, r.trigger, r.requested_by,
+                               r.exit_code, r.created_at, r.started_at, r.ended_at)
+                    for r in list_runs(session, script_name=script, limit=limit)]
+
     def stop(self, run_id: str) -> str:
         return _blocking(run_services.stop(run_id))
 
-    def logs(self, run_id: str, *, follow: bool, host: str | None = None) -> Iterator[LogLine]:
+    def logs(
+        self, run_id: str, *, follow: bool, host: str | None = None, timeout: float | None = None
+    ) -> Iterator[LogLine]:
         from sms_plugin.sdk import blocking_iterator
 
         with asyncio.Runner() as runner:
-            yield from blocking_iterator(runner, run_services.logs(run_id, follow=follow, host=host))
+            yield from blocking_iterator(runner, run_services.logs(run_id, follow=follow, host=host, timeout=timeout))
 
     def plan(self, path: Path) -> declarative.Plan:
         return _blocking(declarative.plan(self.catalog, path))
@@ -354,20 +367,35 @@ class GatewayBackend:
     def wait(self, run_id: str, timeout: float | None) -> RunResult:
         return self.client.wait(run_id, timeout)
 
+    def runs(self, script: str | None, limit: int) -> list[RunSummary]:
+        def when(value: str | None) -> datetime | None:
+            return None if value is None else datetime.fromisoformat(value)
+
+        return [RunSummary(r["run_id"], r["script"], r["version"], r["host"], r["trigger"], r["requested_by"],
+                           r["exit_code"], datetime.fromisoformat(r["created_at"]), when(r["started_at"]),
+                           when(r["ended_at"]))
+                for r in self.client.runs(script, limit=limit)]
+
     def stop(self, run_id: str) -> str:
         return self.client.stop(run_id)
 
-    def logs(self, run_id: str, *, follow: bool, host: str | None = None) -> Iterator[LogLine]:
+    def logs(
+        self, run_id: str, *, follow: bool, host: str | None = None, timeout: float | None = None
+    ) -> Iterator[LogLine]:
+        deadline = None if timeout is None else time.monotonic() + timeout
         seen = 0
         while True:
             ended = not follow or self.result(run_id).ended
+            if not ended and deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"run {run_id} has not ended after {timeout:g} s")
             while page := self.client.logs(run_id, offset=seen, host=host):
                 seen += len(page)
                 for line in page:
-                    yield LogLine(datetime.fromisoformat(line["timestamp"]), line["level"], line["message"])
+                    yield LogLine(datetime.fromisoformat(line["timestamp"]), line["level"], line["message"],
+                                  stream=line.get("stream"))
             if ended:
                 return
-            time.sleep(1)
+            time.sleep(0.5)
 
     def plan(self, path: Path) -> declarative.Plan:
         raise self._not_here(f"apply {path}")

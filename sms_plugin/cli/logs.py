@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import logging
 import signal
+import sys
 import threading
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from typer.core import TyperGroup
 
+from sms_plugin.cli.console import console
 from sms_plugin.errors import SMSError
 from sms_plugin.lazy import lazy_module
 
@@ -23,6 +26,7 @@ if TYPE_CHECKING:
 
     from sms_plugin import settings
     from sms_plugin.cli import backend
+    from sms_plugin.run_results import LogLine
     from sms_plugin.telemetry.logs import reader
 else:  # loaded when a verb runs
     asyncio = lazy_module("asyncio")
@@ -46,6 +50,30 @@ logs_app = typer.Typer(
     no_args_is_help=True,
 )
 out = Console(highlight=False)
+err = console(stderr=True, highlight=False)
+
+
+TailOption = Annotated[
+    int | None, typer.Option("--tail", metavar="N", min=0, help="Only the last N lines (stderr says how many were left out).")
+]
+SplitStderrOption = Annotated[
+    bool, typer.Option("--split-stderr", help="The script's stderr on stderr (default: with stdout, in order).")
+]
+
+
+def print_output(lines: Iterable[LogLine], run_id: str, *, tail: int | None, split_stderr: bool) -> None:
+    """Writes a run's output as the script wrote it (:mod:`sms_plugin.cli.script_output`); says on
+    stderr how many lines ``tail`` left out."""
+    from sms_plugin.cli.script_output import ScriptOutput
+
+    notes = console(stderr=True, highlight=False) if sys.stderr.isatty() else None
+    printer = ScriptOutput(tail=tail, split_stderr=split_stderr, notes=notes)
+    for line in lines:
+        printer.add(line)
+    left_out = printer.finish()
+    if left_out:
+        err.print(f"sms: {left_out} earlier line(s) left out; `sms logs {run_id}` prints them all",
+                  markup=False, highlight=False, soft_wrap=True)
 
 
 @logs_app.command("show")
@@ -53,11 +81,12 @@ def show(
     run_id: str,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing until the run ends.")] = False,
     host: Annotated[str | None, typer.Option("--host", help="Only this host's lines (a fleet run).")] = None,
+    tail: TailOption = None,
+    split_stderr: SplitStderrOption = False,
 ) -> None:
-    """Print a run's log: its output lines from Elasticsearch when SMS_ELASTICSEARCH_URL is set
-    (every line), else Prefect's run log."""
-    for line in backend.current().logs(run_id, follow=follow, host=host):
-        out.print(f"{line.timestamp:%H:%M:%S} {line.level:<7} {line.message}", markup=False, soft_wrap=True)
+    """Print a run's output, byte for byte as the script wrote it (docs/cli.md): from Elasticsearch
+    when SMS_ELASTICSEARCH_URL is set (every line), else from Prefect's run log."""
+    print_output(backend.current().logs(run_id, follow=follow, host=host), run_id, tail=tail, split_stderr=split_stderr)
 
 
 @logs_app.command("search")

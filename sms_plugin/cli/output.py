@@ -17,6 +17,8 @@ if TYPE_CHECKING:
     from sms_plugin.cli.backend import Version
     from sms_plugin.host_listings import HostGroupInfo, HostInfo
     from sms_plugin.host_kinds.checks import HostCheck
+    from sms_plugin.run_results import RunResult, RunSummary
+    from sms_plugin.schedules import Preview
     from sms_plugin.scripts import ScriptSpec
 
 
@@ -65,3 +67,17 @@ def version(shown: Version) -> dict[str, Any]:
     fields = {"number": shown.number, "sha256": shown.sha256, "author": shown.author,
               "created_at": shown.created_at, "comment": shown.comment}
     return fields if shown.content is None else {**fields, "content": shown.content}
+
+
+def run_result(result: RunResult) -> dict[str, Any]:
+    return {"run_id": result.run_id, "state": result.state, "message": result.message, "exit_code": result.exit_code,
+            "output_tail": result.output_tail, "hosts": [dataclasses.asdict(host) for host in result.hosts]}
+
+
+def run_summary(run: RunSummary) -> dict[str, Any]:
+    return dataclasses.asdict(run)
+
+
+def schedule_preview(shown: Preview) -> dict[str, Any]:
+    return {"cron": shown.cron, "timezone": shown.timezone, "explanation": shown.explanation,
+            "next_runs": shown.next_runs, "shortest_gap_seconds": shown.shortest_gap_seconds}

@@ -498,6 +498,8 @@ class LogLineOut(BaseModel):
     timestamp: datetime
     level: str
     message: str
+    stream: str | None = None
+    """``stdout`` or ``stderr`` for the script's output; null for SMS's own messages about the run."""
 
 
 @router.post("/scripts/{name}/runs", tags=["runs"], status_code=201, responses=ERRORS)
@@ -591,7 +593,7 @@ async def run_logs(
             seen += 1
             if seen <= offset:
                 continue
-            lines.append(LogLineOut(timestamp=line.timestamp, level=line.level, message=line.message))
+            lines.append(LogLineOut(timestamp=line.timestamp, level=line.level, message=line.message, stream=line.stream))
             if len(lines) >= limit:
                 break
         return lines

@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from sms_plugin.errors import AuthenticationFailed, HostKeyError, TransportError
+from sms_plugin.transports import unreachable
 from sms_plugin.transports.base import Plan, RemoteProcess, Transport
 
 
@@ -133,8 +134,8 @@ async def port_refusal(address: str, port: int, timeout: float) -> str | None:
     try:
         _, writer = await asyncio.wait_for(asyncio.open_connection(address, port), timeout)
     except TimeoutError:
-        return f"{address}:{port} did not answer within {timeout:g} s"
+        return unreachable.no_answer(f"{address}:{port}", timeout)
     except OSError as error:
-        return f"cannot connect to {address}:{port}: {error.strerror or error}"
+        return unreachable.network_error(f"{address}:{port}", port, error)
     writer.close()
     return None

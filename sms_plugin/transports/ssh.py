@@ -48,7 +48,7 @@ from sms_plugin.errors import (
     TransportError,
 )
 from sms_plugin.settings import current
-from sms_plugin.transports import posix
+from sms_plugin.transports import posix, unreachable
 from sms_plugin.transports.base import Plan, RemoteProcess, SecretsMasked, Transport, in_thread
 from sms_plugin.transports.recovery import GroupProcess, RunRecovery, Signal
 
@@ -272,19 +272,13 @@ def ssh_errors(where: str, server: Server, *, connecting: bool = False) -> Error
 
     def timed_out(error: TimeoutError, what: str) -> TransportError:
         if connecting:
-            return HostUnreachable(
-                f"cannot connect to {where}: it did not answer within {timeout:g} s ({error or 'timed out'}; "
-                f"the host is down, or a firewall drops the connection)"
-            )
+            return HostUnreachable(unreachable.no_answer(where, timeout, str(error) or "timed out"))
         return TransportError(f"{what} on {where} failed: the server did not answer in time")
 
     def failed(error: BaseException, what: str) -> TransportError:
         reason = str(error) or "connection closed"
-        if connecting and _refused(error):
-            return HostUnreachable(
-                f"cannot connect to {where}: the connection was refused (nothing listens on port {port}, "
-                f"or a firewall rejects it)"
-            )
+        if connecting and (cause := _network_cause(error)) is not None:
+            return HostUnreachable(unreachable.network_error(where, port, cause))
         if connecting and ("protocol banner" in reason or reason == "No existing session"):
             return HostUnreachable(
                 f"cannot connect to {where}: it took the connection but did not answer as an SSH server within "
@@ -301,11 +295,14 @@ def ssh_errors(where: str, server: Server, *, connecting: bool = False) -> Error
     )
 
 
-def _refused(error: BaseException) -> bool:
-    """Whether nothing listened on the port (paramiko wraps the refusal of each address it tried)."""
+def _network_cause(error: BaseException) -> OSError | None:
+    """The operating system's error behind a failed connection, if there is one: paramiko wraps the
+    error of each address it tried (errno None, "Unable to connect..."); a refusal when all refused."""
     if isinstance(error, paramiko.ssh_exception.NoValidConnectionsError):
-        return all(isinstance(e, ConnectionRefusedError) for e in error.errors.values())
-    return isinstance(error, ConnectionRefusedError)
+        causes = [e for e in error.errors.values() if isinstance(e, OSError)]
+        refusals = [e for e in causes if isinstance(e, ConnectionRefusedError)]
+        return refusals[0] if causes and len(refusals) == len(causes) else next(iter(causes), None)
+    return error if isinstance(error, OSError) and error.errno is not None else None
 
 
 class HandshakeSlots:

@@ -65,13 +65,13 @@ async def until(check, timeout: float, interval: float = 0.3):
         await asyncio.sleep(interval)
 
 
-def long_line_pieces(sms_logs_output: str, length: int) -> list[str]:
-    """The pieces of a line of ``length`` "x" in what ``sms logs RUN_ID`` printed, checked: each
-    but the last ends with the continuation marker, none is over the limit, together they are
-    the line, and the next line printed is "after"."""
+def long_line_pieces(messages: list[str], length: int) -> list[str]:
+    """The pieces of a line of ``length`` "x" among a run log's output messages, checked: each but
+    the last ends with the continuation marker, none is over the limit, together they are the line,
+    and the next line is "after"."""
     from sms_plugin.transports.base import CONTINUES, MAX_LINE_CHARS
 
-    texts = [re.sub(r"^\d\d:\d\d:\d\d \w+ +", "", line) for line in sms_logs_output.splitlines()]
+    texts = "\n".join(messages).split("\n")
     pieces = [text for text in texts if text.startswith("xxxx")]
     assert [piece.endswith(CONTINUES) for piece in pieces] == [True] * (len(pieces) - 1) + [False], pieces
     assert max(len(piece) for piece in pieces) <= MAX_LINE_CHARS

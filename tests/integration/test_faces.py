@@ -94,7 +94,7 @@ async def test_cli_run_wait_returns_the_scripts_exit_code(sdk, prefect_worker):
     await sdk.add_script(name, interpreter="sh", host="local", content='echo "code $1"; exit "$1"\n')
     done = await asyncio.to_thread(sms, "run", name, "--wait", "--", "42")
     assert done.returncode == 42, done.stderr
-    assert "stdout: code 42" in done.stdout and "exit code 42" in done.stdout
+    assert done.stdout == "code 42\n" and "exit code 42" in done.stderr
     done = await asyncio.to_thread(sms, "run", name, "--wait", "--", "0")
     assert done.returncode == 0, done.stderr
 
@@ -214,7 +214,7 @@ def test_sms_up_runs_the_samples_and_stops_cleanly(tmp_path):
         done = subprocess.run([SMS, "run", "hello-bash", "--wait", "--", "SMS"], env=env,
                               capture_output=True, text=True, timeout=120)
         assert done.returncode == 0, done.stdout + done.stderr
-        assert "stdout: hello, SMS" in done.stdout
+        assert "hello, SMS" in done.stdout
         children = subprocess.run(["pgrep", "-P", str(up.pid)], capture_output=True, text=True).stdout.split()
         assert len(children) == 3  # the Prefect server, the worker and the exporter, each in a session of its own
         wait_for_metric(metrics_port, 'sms_script_runs_total{host="local",script="hello-bash",state="completed"} 1.0', 30)

@@ -165,10 +165,10 @@ async def test_follow_shows_lines_of_a_running_script_within_a_second(catalog, s
     assert follower.returncode == 0, follower.stderr.read()
 
     seen = [(arrival, line.split()) for arrival, line in received()]
-    assert [words[3] for _, words in seen] == [str(i) for i in range(1, ticks + 1)], seen
+    assert [words[1] for _, words in seen] == [str(i) for i in range(1, ticks + 1)], seen
     # Lines printed before the follower's first read arrive together; after that, each one live.
     first_read = seen[0][0]
-    delays = [arrival - float(words[4]) for arrival, words in seen if float(words[4]) > first_read]
+    delays = [arrival - float(words[2]) for arrival, words in seen if float(words[2]) > first_read]
     print(f"\n--follow delays: {', '.join(f'{d:.2f}' for d in delays)} s")
     assert len(delays) >= 5  # the follower started while the script still had lines to print
     # Within a second (measured 0.16-0.98 s at load 8 on 2 cores); a single line delayed by a
@@ -239,6 +239,7 @@ async def test_a_line_over_the_limit_reads_back_in_marked_pieces_from_elasticsea
     name = _script(catalog, ssh_host, LONG_LINE.format(length=length))
     run_id = await _run(name)
     await _delivered(run_id)
-    cli = subprocess.run([SMS, "logs", run_id], env=os.environ, capture_output=True, text=True, timeout=120)
+    assert len(long_line_pieces([entry.message for entry in await _all(run_id)], length)) == 3
+    cli = subprocess.run([SMS, "logs", run_id], env=os.environ, capture_output=True, timeout=120)
     assert cli.returncode == 0, cli.stderr
-    assert len(long_line_pieces(cli.stdout, length)) == 3
+    assert cli.stdout == b"x" * length + b"\nafter\n"  # `sms logs` joins the pieces back

@@ -54,6 +54,10 @@ SSH_CASES = [
     (paramiko.SSHException("Unable to open channel."), False, TransportError, "failed: Unable to open channel."),
     (paramiko.ChannelException(2, "Connect failed"), False, TransportError, "upload of x.sh on"),
     (ConnectionResetError(104, "reset by peer"), False, TransportError, "reset by peer"),
+    (paramiko.ssh_exception.NoValidConnectionsError({("10.0.0.5", 2222): ConnectionRefusedError(111, "refused")}), True,
+     HostUnreachable, "ops@10.0.0.5:2222: the connection was refused (nothing listens on port 2222"),
+    (paramiko.ssh_exception.NoValidConnectionsError({("10.0.0.5", 2222): OSError(113, "No route to host")}), True,
+     HostUnreachable, "cannot connect to ops@10.0.0.5:2222: No route to host"),
 ]
 
 
@@ -62,6 +66,19 @@ def test_ssh_table_maps_each_paramiko_and_socket_error(error, connecting, kind, 
     mapped = _mapped(ssh_errors("ops@10.0.0.5:2222", SERVER, connecting=connecting), error)
     assert type(mapped) is kind
     assert message in str(mapped)
+
+
+async def test_a_refused_port_reads_alike_in_a_run_and_in_a_host_check():
+    """One wording (sms_plugin/transports/unreachable.py): a run's SSH connection and `sms host check`'s
+    port probe of a closed port say the same, no errno ("[Errno None] Unable to connect" before)."""
+    from infra.testbed.ports import free_port
+    from sms_plugin.host_kinds.checks import port_refusal
+
+    port = free_port()
+    checked = await port_refusal("127.0.0.1", port, 2)
+    assert checked == f"cannot connect to 127.0.0.1:{port}: the connection was refused (nothing listens on port {port}, or a firewall rejects it)"
+    refusal = paramiko.ssh_exception.NoValidConnectionsError({("127.0.0.1", port): ConnectionRefusedError(111, "x")})
+    assert str(_mapped(ssh_errors(f"127.0.0.1:{port}", ("127.0.0.1", port, 2.0, True), connecting=True), refusal)) == checked
 
 
 def test_a_network_error_while_connecting_is_unreachable_later_a_failed_operation():
