@@ -84,6 +84,11 @@ def ssh_handshakes() -> int:
     return max(1, int(os.environ.get("SMS_SSH_HANDSHAKES") or 32))
 
 
+def fleet_task_runs() -> int:
+    """The most hosts a fleet run shows as task runs of its own in the Prefect UI (0: never)."""
+    return max(0, int(env_number("SMS_FLEET_TASK_RUNS", 50)))
+
+
 def worker_stop_seconds() -> float:
     """How long ``sms worker`` (and ``sms up``) waits, when stopped, for its runs to end Cancelled."""
     return float(os.environ.get("SMS_WORKER_STOP_SECONDS") or 30)
