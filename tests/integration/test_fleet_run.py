@@ -215,14 +215,16 @@ async def test_the_deadline_stops_the_running_hosts_and_skips_the_rest(catalog, 
     marker = f"{uuid.uuid4().int % 10**6 + 3 * 10**6}"
     name = _script(catalog, f"echo started\nsleep {marker}\n")
     began = time.monotonic()
-    state = await run_script(script=name, hosts=names, policy={"parallel": 2, "deadline_seconds": 8}, return_state=True)
+    state = await run_script(script=name, hosts=names, policy={"parallel": 2, "deadline_seconds": 12}, return_state=True)
     assert time.monotonic() - began < 60
     assert not alive(ssh_server, f"sleep {marker}")  # nothing of the run is left on the host
     assert state.message == f"{name} failed on 4 of 4 hosts (2 stopped, 2 skipped): " + ", ".join(names)
     rows = _rows(catalog, _run_id(state))
     assert [row.state for row in rows] == ["stopped"] * 2 + ["skipped"] * 2
-    assert all(row.remote_pid and row.message == f"stopped: process group {row.remote_pid} killed on {row.host}" for row in rows[:2])
-    assert all(row.message == "not started: the run's deadline (8 s) passed" for row in rows[2:])
+    for row in rows[:2]:  # killed; on a machine under heavy load the deadline may come before the script started
+        assert row.message in (f"stopped: process group {row.remote_pid} killed on {row.host}",
+                               f"stopped before the script started on {row.host}"), row.message
+    assert all(row.message == "not started: the run's deadline (12 s) passed" for row in rows[2:])
 
 
 async def test_host_and_hosts_together_are_refused(catalog, pool):
