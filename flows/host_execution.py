@@ -1,10 +1,14 @@
-"""One host's execution of a ``run-script`` run: a Prefect task run named after the host.
+"""One host's execution of a ``run-script`` run: a Prefect task run named after the host, or (in a
+fleet run of more than ``SMS_FLEET_TASK_RUNS`` hosts) a coroutine of the flow run.
 
 A run on one host is one of these; a fleet run is many, started by the fleet scheduler
-(:mod:`sms_plugin.fleet.scheduler`), so the Prefect UI's run graph shows every host. Each has its own
-transport, process group, exit code, duration and output (the output's log records carry the host,
-and so do the Elasticsearch documents), holds a slot of the host's limit (``max_parallel_sessions``)
-from before connecting until closed, and keeps its ``host_executions`` row up to date.
+(:mod:`sms_plugin.fleet.scheduler`). Each has its own transport, process group, exit code, duration
+and output (in a fleet run every log line starts with ``[host]``, and the Elasticsearch documents
+carry the host), holds a slot of the host's limit (``max_parallel_sessions``) from before
+connecting until closed, and keeps its ``host_executions`` row up to date. What the hosts of a
+fleet run share is had once for all of them: the host blocks (one read), the slots (asked for many
+hosts per request, :mod:`sms_plugin.fleet.slots`) and the row writes (many per transaction,
+:mod:`sms_plugin.fleet.writes`).
 """
 
 from __future__ import annotations
@@ -13,13 +17,17 @@ import asyncio
 import dataclasses
 import logging
 import time
+from collections.abc import Mapping
+from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
+from typing import Any
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 from prefect.logging.loggers import PrefectLogAdapter
 from prefect.states import Completed, Failed, State
+from sqlalchemy.orm import Session
 
 from blocks.hosts import load_host
 from sms_plugin import run_events
@@ -28,6 +36,9 @@ from sms_plugin.errors import SMSError, TransportError
 from sms_plugin.execution import ExecutionResult, ScriptRun, execute
 from sms_plugin.fleet.executions import execution_id
 from sms_plugin.fleet.outcome import HostOutcome, HostState
+from sms_plugin.fleet.slots import BulkSlots
+from sms_plugin.fleet.writes import BatchedWrites
+from sms_plugin.host_kinds import HostKind
 from sms_plugin.limits import host_slot
 from sms_plugin.reaper import reap_run
 from sms_plugin.run_results import OUTPUT_LOGGER
@@ -39,16 +50,21 @@ _LEVELS: dict[Stream, int] = {"stdout": logging.INFO, "stderr": logging.WARNING}
 
 
 class HostRun:
-    """What every host execution of one run shares: the catalog, the run, the script to run."""
+    """What every host execution of one run shares: the catalog, the run, the script to run, and in
+    a fleet run the host blocks read at its start, its slots and its batched row writes."""
 
     def __init__(self, catalog: Catalog, *, flow_run_id: str, attempt: int, hosts: list[str], run: ScriptRun,
-                 version: int | None) -> None:
+                 version: int | None, blocks: Mapping[str, HostKind] | None = None,
+                 slots: BulkSlots | None = None) -> None:
         self.catalog = catalog
         self.flow_run_id = flow_run_id
         self.attempt = attempt
         self.hosts = hosts
         self.run = run
         self.version = version
+        self.blocks = blocks or {}
+        self.slots = slots
+        self.writes = BatchedWrites(catalog, self._apply)
 
     @property
     def script(self) -> str:
@@ -63,11 +79,36 @@ class HostRun:
         """The script run as it goes to ``host`` (marked with the host execution's id)."""
         return dataclasses.replace(self.run, run_id=execution_id(self.flow_run_id, host, len(self.hosts)))
 
+    async def block(self, host: str) -> HostKind:
+        """``host``'s block: read at the start of a fleet run, else now."""
+        return self.blocks.get(host) or await load_host(host)
+
+    def slot(self, host: str, limit: int, logger: logging.Logger | logging.LoggerAdapter) -> AbstractAsyncContextManager[Any]:
+        """One slot of ``host``'s limit: asked for with other hosts' in a fleet run, alone otherwise."""
+        if self.slots is not None:
+            return self.slots.held(host, limit, logger)
+        return host_slot(host, limit, holder_id=self.flow_run_id, logger=logger)
+
     async def record(self, host: str, **fields: object) -> None:
         """Updates ``host``'s execution row (and, on one host, the run record's same fields)."""
-        await self.catalog.aio.run(update_host_execution, self.flow_run_id, host, **fields)
+        await self.writes.write(host, **fields)
+
+    def _apply(self, session: Session, host: str, fields: dict[str, Any]) -> None:
+        update_host_execution(session, self.flow_run_id, host, **fields)
         if self.single and (run_fields := {k: v for k, v in fields.items() if k not in {"state", "message"}}):
-            await self.catalog.aio.run(update_run, self.flow_run_id, **run_fields)
+            update_run(session, self.flow_run_id, **run_fields)
+
+
+class HostLog(logging.LoggerAdapter):
+    """A host's log lines in a fleet run start with ``[host] `` (:attr:`OutputSource.prefix`), so
+    that the flow run's log tells the hosts apart and ``sms logs RUN --host`` finds them."""
+
+    def __init__(self, logger: logging.Logger | logging.LoggerAdapter, prefix: str) -> None:
+        super().__init__(logger, {})
+        self.prefix = prefix
+
+    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
+        return f"{self.prefix}{msg}", kwargs
 
 
 @task(name="host", cache_policy=NO_CACHE, persist_result=False, retries=0)
@@ -85,6 +126,14 @@ async def execute_on_host(context: HostRun, host: str, logger: PrefectLogAdapter
     records the stop and re-raises."""
     script, flow_run_id = context.script, context.flow_run_id
     began = time.monotonic()
+    # Output records are tagged so that the log shipper (docs/logs.md) picks them up.
+    source = OutputSource(run_id=flow_run_id, attempt=context.attempt, script=script, version=context.version,
+                          host=host, fleet=not context.single)
+    # Output comes from OUTPUT_LOGGER (how readers tell it from SMS's messages), with the run's extras,
+    # whether the host is a task run or a coroutine of the flow run.
+    output_logger = logging.getLogger(OUTPUT_LOGGER)
+    output_log = HostLog(PrefectLogAdapter(output_logger, extra=dict(logger.extra or {})), source.prefix)
+    logger = HostLog(logger, source.prefix)
     await context.record(host, state="running")
     process_started = connected = False
     process_group: int | None = None
@@ -96,23 +145,17 @@ async def execute_on_host(context: HostRun, host: str, logger: PrefectLogAdapter
         logger.info(f"Started as process group {pid}" if pid is not None else "Started (this host reports no process id)")
         await context.record(host, remote_pid=pid, started_at=datetime.now(UTC), exit_code=None)
 
-    # Output records are tagged so that the log shipper (docs/logs.md) picks them up.
-    source = OutputSource(run_id=flow_run_id, attempt=context.attempt, script=script, version=context.version,
-                          host=host, fleet=not context.single)
-
-    output_log = logger.getChild(OUTPUT_LOGGER.rpartition(".")[2])  # how readers tell output from SMS's messages
-
     async def output(stream: Stream, message: str) -> None:
         output_log.log(_LEVELS[stream], message, extra={OUTPUT: (source, stream)})
 
     try:
-        host_block = await load_host(host)
+        host_block = await context.block(host)
         # One slot of the host's limit (max_parallel_sessions) from before connecting until closed.
-        async with host_slot(host, host_block.max_parallel_sessions, holder_id=flow_run_id, logger=logger):
+        async with context.slot(host, host_block.max_parallel_sessions, logger):
             transport = await host_block.open_transport()
             connected = True
             try:
-                async with shipping(source, output_log.logger):
+                async with shipping(source, output_logger):
                     result = await execute(transport, context.on(host), on_started=started, on_output=output)
             finally:
                 await asyncio.shield(transport.close())

@@ -14,22 +14,23 @@ import asyncio
 import functools
 import logging
 from collections import Counter
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 from uuid import UUID
 
 from prefect import Flow, flow, get_client
 from prefect.artifacts import acreate_table_artifact
-from prefect.client.schemas.objects import FlowRun, FlowRunPolicy
+from prefect.client.schemas.objects import ConcurrencyLeaseHolder, FlowRun, FlowRunPolicy
 from prefect.context import FlowRunContext
 from prefect.logging import get_run_logger
 from prefect.logging.handlers import APILogHandler
 from prefect.states import Failed, State
 from sqlalchemy.orm import Session
 
-from flows.host_execution import HostRun, run_on_host
-from sms_plugin import hosts as host_services
+from flows.host_execution import HostRun, execute_on_host, run_on_host
 from sms_plugin import run_secrets
 from sms_plugin.catalog import (
     Catalog,
@@ -45,12 +46,15 @@ from sms_plugin.execution import ScriptRun
 from sms_plugin.fleet.outcome import HostOutcome, summary_rows, verdict
 from sms_plugin.fleet.policy import FleetPolicy
 from sms_plugin.fleet.scheduler import Fleet
+from sms_plugin.fleet.slots import BulkSlots
 from sms_plugin.heartbeats import heartbeat
+from sms_plugin.host_kinds import HostKind, load_hosts
+from sms_plugin.limits import ensure_host_limits
 from sms_plugin.origin import run_origin
 from sms_plugin.parameters import MAX_FLEET_HOSTS, declared, masked, resolve
 from sms_plugin.reaper import ACTOR, reap_run
 from sms_plugin.selection import selected_hosts
-from sms_plugin.settings import database_url
+from sms_plugin.settings import current, database_url
 from sms_plugin.worker import log_delivery, prefect_hooks
 from sms_plugin.worker.engine import in_shared_process
 
@@ -151,23 +155,31 @@ async def run_script(
     )
     version_text = f"version {chosen.number}" if chosen else entry.path
     logger.info(f"Running {script} ({version_text}, {entry.interpreter}) on {targets.summary}")
-    host_run = HostRun(catalog, flow_run_id=str(flow_run.id), attempt=flow_run.run_count, hosts=targets.names,
-                       run=run, version=chosen.number if chosen else None)
+    task_runs = not targets.fleet or len(targets.names) <= current().fleet.task_runs
+    if not task_runs:
+        logger.info(f"{len(targets.names)} hosts: more than SMS_FLEET_TASK_RUNS ({current().fleet.task_runs}), so no task "
+                    "run per host; each host's lines start with [host], and the summary table has every host")
+    async with _fleet_slots(targets, flow_run.id, logger) as slots:
+        host_run = HostRun(catalog, flow_run_id=str(flow_run.id), attempt=flow_run.run_count, hosts=targets.names,
+                           run=run, version=chosen.number if chosen else None, blocks=targets.blocks,
+                           slots=slots)
 
-    async def run_one(name: str) -> HostOutcome:
-        state = await run_on_host.with_options(task_run_name=name)(host_run, name, return_state=True)
-        return await state.result(raise_on_failure=False)
+        async def run_one(name: str) -> HostOutcome:
+            if not task_runs:
+                return await execute_on_host(host_run, name, logger)
+            state = await run_on_host.with_options(task_run_name=name)(host_run, name, return_state=True)
+            return await state.result(raise_on_failure=False)
 
-    fleet = Fleet(targets.names, run_one, fleet_policy)
-    try:
-        async with heartbeat(catalog, str(flow_run.id)):
-            outcomes = await fleet.run()
-    except BaseException:  # cancelled or terminated: every running host's process group was killed
-        _STOPPED.runs.add(str(flow_run.id))
-        await _skip_rest(catalog, str(flow_run.id), fleet.results())
-        if targets.fleet:
-            await asyncio.shield(_update(catalog, str(flow_run.id), ended_at=datetime.now(UTC)))
-        raise
+        fleet = Fleet(targets.names, run_one, fleet_policy)
+        try:
+            async with heartbeat(catalog, str(flow_run.id)):
+                outcomes = await fleet.run()
+        except BaseException:  # cancelled or terminated: every running host's process group was killed
+            _STOPPED.runs.add(str(flow_run.id))
+            await _skip_rest(catalog, str(flow_run.id), fleet.results())
+            if targets.fleet:
+                await asyncio.shield(_update(catalog, str(flow_run.id), ended_at=datetime.now(UTC)))
+            raise
     await _skip_rest(catalog, str(flow_run.id), outcomes)
     if not targets.fleet:
         [outcome] = outcomes
@@ -181,10 +193,12 @@ async def run_script(
 
 @dataclass(frozen=True)
 class Targets:
-    """The hosts of a run, and whether it is a fleet run (``hosts`` given, or the script's selector)."""
+    """The hosts of a run, and whether it is a fleet run (``hosts`` given, or the script's selector);
+    a fleet run's host blocks are read with its hosts, in one request per kind of host."""
 
     names: list[str]
     fleet: bool
+    blocks: dict[str, HostKind] = field(default_factory=dict)
 
     @property
     def summary(self) -> str:
@@ -215,12 +229,25 @@ async def _targets(catalog: Catalog, entry: Any, host: str | None, hosts: list[s
 
 
 async def _known(names: list[str]) -> Targets:
-    """``names`` as a fleet run's hosts once each is a host SMS knows."""
-    known = {info.name for info in await host_services.listing()}
-    if unknown := [name for name in names if name not in known]:
+    """``names`` as a fleet run's hosts (with their blocks) once each is a host SMS knows."""
+    blocks = await load_hosts(names)
+    if unknown := [name for name in names if name not in blocks]:
         shown = ", ".join(unknown[:20]) + (f" and {len(unknown) - 20} more" if len(unknown) > 20 else "")
         raise InvalidInput(f"unknown host(s): {shown}")
-    return Targets(names, fleet=True)
+    return Targets(names, fleet=True, blocks=blocks)
+
+
+@asynccontextmanager
+async def _fleet_slots(targets: Targets, flow_run_id: UUID, logger: logging.LoggerAdapter) -> AsyncIterator[BulkSlots | None]:
+    """A fleet run's host slots, its hosts' limits made sure of in one pass first (None on one host:
+    its slot is asked for alone, :func:`sms_plugin.limits.host_slot`)."""
+    if not targets.fleet:
+        yield None
+        return
+    await ensure_host_limits({name: block.max_parallel_sessions for name, block in targets.blocks.items()})
+    holder = ConcurrencyLeaseHolder(type="flow_run", id=flow_run_id)
+    async with get_client() as client, BulkSlots(client, holder, logger) as slots:
+        yield slots
 
 
 def _record_run(session: Session, flow_run_id: str, hosts: list[str], **fields: Any) -> None:

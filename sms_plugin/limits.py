@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from uuid import UUID
@@ -97,6 +97,26 @@ async def ensure_host_limit(host: str, limit: int) -> GlobalConcurrencyLimitResp
             return await _matching(client, name, limit)
 
 
+LIMITS_PAGE = 200
+"""Limits read per request (the Prefect API's largest page)."""
+
+
+async def ensure_host_limits(limits: Mapping[str, int]) -> None:
+    """:func:`ensure_host_limit` for many hosts (host name → slots) at the cost of reading every
+    limit page by page: only the missing or differing limits cost a request of their own."""
+    with PREFECT_ERRORS.boundary(f"setting the limits of {len(limits)} hosts"):
+        async with get_client() as client:
+            current: dict[str, GlobalConcurrencyLimitResponse] = {}
+            while page := await client.read_global_concurrency_limits(limit=LIMITS_PAGE, offset=len(current)):
+                current.update((limit.name, limit) for limit in page)
+                if len(page) < LIMITS_PAGE:
+                    break
+            for host, limit in limits.items():
+                existing = current.get(host_limit_name(host))
+                if existing is None or existing.limit != limit or not existing.active or existing.slot_decay_per_second:
+                    await ensure_host_limit(host, limit)
+
+
 async def _matching(client, name: str, limit: int) -> GlobalConcurrencyLimitResponse:
     current = await client.read_global_concurrency_limit_by_name(name)
     if current.limit != limit or not current.active or current.slot_decay_per_second:
@@ -153,8 +173,8 @@ async def _leased_slot(
     per process and limit; an sms worker starting hundreds of runs on one host needs neither."""
     async with get_client() as client:
         with PREFECT_ERRORS.boundary(f"taking a slot of {name}"):
-            lease = _Lease(name, holder, await _acquire(client, name, holder, log))
-        renewal = asyncio.create_task(_renew(client, lease, log))
+            lease = Lease([name], holder, await _acquire(client, [name], holder, log))
+        renewal = asyncio.create_task(renew_lease(client, lease, log))
         try:
             yield
         finally:
@@ -166,48 +186,105 @@ async def _leased_slot(
 
 
 async def _acquire(
-    client: PrefectClient, name: str, holder: ConcurrencyLeaseHolder | None, log: logging.Logger | logging.LoggerAdapter
+    client: PrefectClient, names: list[str], holder: ConcurrencyLeaseHolder | None,
+    log: logging.Logger | logging.LoggerAdapter,
 ) -> UUID:
-    """Takes a slot, waiting as long as the limit is full (the server says how long to wait); the
-    caller maps what the client raises at last.
+    """Takes a slot of each limit ``names`` under one lease, waiting as long as one is full (the
+    server says how long to wait); server errors are retried as :func:`acquire_many` says. The
+    caller maps what the client raises at last."""
+    failures = 0
+    while True:
+        try:
+            granted = await _increment(client, names, holder)
+        except httpx.HTTPStatusError as error:
+            failures = await _after_server_error(error, failures, names, log)
+            continue
+        if isinstance(granted, Full):
+            await asyncio.sleep(min(granted.retry_after, MAX_RETRY_SECONDS))
+            continue
+        if missing := sorted(set(names) - granted.names):
+            await client.release_concurrency_slots_with_lease(granted.lease_id)
+            raise SMSError(f"the concurrency limit(s) {', '.join(missing)} do not exist")
+        return granted.lease_id
 
-    A server error (5xx) is retried too, after 1, 2, 4 … s (at most :data:`MAX_RETRY_SECONDS`),
+
+@dataclass(frozen=True)
+class Granted:
+    """Slots taken under one lease: ``names`` are the limits it holds (an inactive or missing
+    limit is left out by the server)."""
+
+    lease_id: UUID
+    names: frozenset[str]
+
+
+@dataclass(frozen=True)
+class Full:
+    """A limit asked for was full: nothing was taken; ask again after ``retry_after`` seconds."""
+
+    retry_after: float
+
+
+async def acquire_many(
+    client: PrefectClient, names: list[str], holder: ConcurrencyLeaseHolder | None,
+    log: logging.Logger | logging.LoggerAdapter,
+) -> Granted | Full:
+    """One slot of each limit in ``names`` under one lease, all or none (Prefect grants a request
+    whole or not at all); the caller maps what the client raises at last.
+
+    A server error (5xx) is retried, after 1, 2, 4 … s (at most :data:`MAX_RETRY_SECONDS`),
     at most :data:`SERVER_ERROR_RETRIES` times: an overloaded Prefect server times out on the
     limit's row, which every run of the host updates, and the transaction is rolled back."""
     failures = 0
     while True:
         try:
-            response = await client.increment_concurrency_slots_with_lease(
-                names=[name], slots=1, mode="concurrency", lease_duration=LEASE_SECONDS, holder=holder
-            )
+            return await _increment(client, names, holder)
         except httpx.HTTPStatusError as error:
-            status = error.response.status_code
-            if status == 423:
-                await asyncio.sleep(min(float(error.response.headers.get("Retry-After", 1)), MAX_RETRY_SECONDS))
-                continue
-            if status < 500 or failures >= SERVER_ERROR_RETRIES:
-                raise
-            delay = min(2.0**failures, MAX_RETRY_SECONDS)
-            failures += 1
-            log.warning(f"the Prefect server failed to grant a slot of {name} ({status}); asking again in {delay:g} s")
-            await asyncio.sleep(delay)
-            continue
-        body = response.json()
-        if not body.get("limits"):
-            raise SMSError(f"the concurrency limit {name} does not exist")
-        return UUID(body["lease_id"])
+            failures = await _after_server_error(error, failures, names, log)
+
+
+async def _increment(client: PrefectClient, names: list[str], holder: ConcurrencyLeaseHolder | None) -> Granted | Full:
+    """One request for a slot of each limit ``names``; Full on 423, other errors raised."""
+    try:
+        response = await client.increment_concurrency_slots_with_lease(
+            names=names, slots=1, mode="concurrency", lease_duration=LEASE_SECONDS, holder=holder
+        )
+    except httpx.HTTPStatusError as error:
+        if error.response.status_code == 423:
+            return Full(float(error.response.headers.get("Retry-After", 1)))
+        raise
+    body = response.json()
+    return Granted(UUID(body["lease_id"]), frozenset(limit["name"] for limit in body.get("limits") or []))
+
+
+async def _after_server_error(
+    error: httpx.HTTPStatusError, failures: int, names: list[str], log: logging.Logger | logging.LoggerAdapter
+) -> int:
+    """Waits before asking again after a server error (the ``failures``-th so far), and returns
+    the new count; raises ``error`` for a client error or once the retries are spent."""
+    status = error.response.status_code
+    if status < 500 or failures >= SERVER_ERROR_RETRIES:
+        raise error
+    delay = min(2.0**failures, MAX_RETRY_SECONDS)
+    log.warning(f"the Prefect server failed to grant {_slots_of(names)} ({status}); asking again in {delay:g} s")
+    await asyncio.sleep(delay)
+    return failures + 1
+
+
+def _slots_of(names: list[str]) -> str:
+    """``a slot of host:web-1``, or ``slots of 20 limits (host:web-1, ...)``."""
+    return f"a slot of {names[0]}" if len(names) == 1 else f"slots of {len(names)} limits ({names[0]}, ...)"
 
 
 @dataclass
-class _Lease:
-    """The lease a run holds on a slot of limit ``name`` (a new one if the server dropped it)."""
+class Lease:
+    """The lease a run holds on a slot of each limit ``names`` (a new one if the server dropped it)."""
 
-    name: str
+    names: list[str]
     holder: ConcurrencyLeaseHolder | None
     id: UUID
 
 
-async def _renew(client: PrefectClient, lease: _Lease, log: logging.Logger | logging.LoggerAdapter) -> None:
+async def renew_lease(client: PrefectClient, lease: Lease, log: logging.Logger | logging.LoggerAdapter) -> None:
     """Renews the lease at 3/4 of its duration; a failed renewal (e.g. the server restarting) is
     logged and retried, never stops the script. A lease the server has already dropped (410 Gone:
     a renewal came too late, e.g. from an overloaded server) is replaced by a new slot."""
@@ -219,8 +296,8 @@ async def _renew(client: PrefectClient, lease: _Lease, log: logging.Logger | log
             if error.response.status_code != 410:
                 log.warning(f"could not renew the host slot lease {lease.id}: {error}")
                 continue
-            log.warning(f"the Prefect server dropped host slot lease {lease.id}; taking a slot of {lease.name} again")
-            lease.id = await _acquire(client, lease.name, lease.holder, log)
+            log.warning(f"the Prefect server dropped host slot lease {lease.id}; taking {_slots_of(lease.names)} again")
+            lease.id = await _acquire(client, lease.names, lease.holder, log)
         except Exception as error:  # noqa: BLE001
             log.warning(f"could not renew the host slot lease {lease.id}: {error}")
 

@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from sms_plugin.environment import SECRET_PREFIX, check_env, check_env_names, check_words
 from sms_plugin.errors import InvalidInput
+from sms_plugin.fleet.policy import MAX_DEADLINE_SECONDS
 
 ParameterType = Literal["string", "integer", "number", "boolean"]
 Value = str | int | float | bool
@@ -260,6 +261,8 @@ FLEET_POLICY_SCHEMA: dict[str, Any] = {
         "max_failures": {**_SHARE, "title": "max_failures",
                          "description": 'No new host starts once more than this ("3" or "5%") failed.'},
         "fail_fast": {"type": "boolean", "title": "fail_fast", "description": "Stop starting hosts at the first failure."},
+        "deadline_seconds": {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_DEADLINE_SECONDS, "title": "deadline_seconds",
+                             "description": "After this many seconds the running hosts are stopped and the rest skipped."},
     },
 }
 """The ``policy`` parameter (sms_plugin.fleet.policy.FleetPolicy checks it again in the flow)."""

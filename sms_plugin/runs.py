@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING
 from uuid import UUID
 
@@ -17,6 +17,7 @@ from prefect.client.schemas.filters import (
     LogFilter,
     LogFilterFlowRunId,
     LogFilterTaskRunId,
+    LogFilterTextSearch,
     TaskRunFilter,
     TaskRunFilterName,
 )
@@ -224,16 +225,31 @@ async def logs(
     while True:
         finished_now = await over() or not follow  # read first: no line after it is missed
         async with get_client() as client:
-            on_host = None if host is None else LogFilterTaskRunId(any_=await _host_task_runs(client, run_id, host))
-            where = LogFilter(flow_run_id=LogFilterFlowRunId(any_=[UUID(run_id)]), task_run_id=on_host)
+            where, keep = await _host_filter(client, run_id, host)
             while page := await client.read_logs(where, limit=_LOG_PAGE, offset=seen, sort=LogSort.TIMESTAMP_ASC):
                 seen += len(page)
                 for log in page:  # the script's output comes from OUTPUT_LOGGER, its stream in the level
-                    stream = _STREAMS.get(log.level) if log.name == OUTPUT_LOGGER else None
-                    yield LogLine(log.timestamp, logging.getLevelName(log.level), log.message, stream=stream)
+                    if keep(log.message):
+                        stream = _STREAMS.get(log.level) if log.name == OUTPUT_LOGGER else None
+                        yield LogLine(log.timestamp, logging.getLevelName(log.level), log.message, stream=stream)
         if finished_now:
             return
         await asyncio.sleep(poll)
+
+
+async def _host_filter(client: PrefectClient, run_id: str, host: str | None) -> tuple[LogFilter, Callable[[str], bool]]:
+    """The run's log lines, or ``host``'s: those of its task runs (a single-host run, a small fleet
+    run), else the lines that start with ``[host] `` (a fleet run without task runs; Prefect's text
+    search narrows them, which matches any case and anywhere: the start is checked here)."""
+    where = LogFilter(flow_run_id=LogFilterFlowRunId(any_=[UUID(run_id)]))
+    if host is None:
+        return where, lambda message: True
+    if task_runs := await _host_task_runs(client, run_id, host):
+        where.task_run_id = LogFilterTaskRunId(any_=task_runs)
+        return where, lambda message: True
+    prefix = f"[{host}] "
+    where.text = LogFilterTextSearch(query=f'"{prefix.strip()}"')
+    return where, lambda message: message.startswith(prefix)
 
 
 async def _host_task_runs(client: PrefectClient, run_id: str, host: str) -> list[UUID]:

@@ -73,6 +73,11 @@ class SSHSettings(Group):
     handshakes: int = Field(32, ge=1, validation_alias="SMS_SSH_HANDSHAKES")
 
 
+class FleetSettings(Group):
+    task_runs: int = Field(50, ge=0, validation_alias="SMS_FLEET_TASK_RUNS")
+    """The most hosts a fleet run shows as task runs of its own in the Prefect UI (0: never)."""
+
+
 class LogSettings(Group):
     elasticsearch_url: str | None = Field(None, validation_alias="SMS_ELASTICSEARCH_URL")
     retention_days: int = Field(30, ge=1, validation_alias="SMS_LOG_RETENTION_DAYS")
@@ -122,6 +127,7 @@ class Settings(BaseModel):
     catalog: CatalogSettings = Field(default_factory=CatalogSettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     ssh: SSHSettings = Field(default_factory=SSHSettings)
+    fleet: FleetSettings = Field(default_factory=FleetSettings)
     logs: LogSettings = Field(default_factory=LogSettings)
     events: EventSettings = Field(default_factory=EventSettings)
     exporter: ExporterSettings = Field(default_factory=ExporterSettings)
@@ -140,8 +146,8 @@ class Settings(BaseModel):
         return bool(os.environ.get("SMS_OIDC_ISSUER"))
 
 
-GROUPS: tuple[type[Group], ...] = (CatalogSettings, WorkerSettings, SSHSettings, LogSettings, EventSettings,
-                                   ExporterSettings, ScheduleSettings, ConsoleSettings)
+GROUPS: tuple[type[Group], ...] = (CatalogSettings, WorkerSettings, SSHSettings, FleetSettings, LogSettings,
+                                   EventSettings, ExporterSettings, ScheduleSettings, ConsoleSettings)
 
 
 def variable(error: ValidationError) -> str:

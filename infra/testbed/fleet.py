@@ -139,13 +139,18 @@ class Fleet:
     async def register(self, at_once: int = 16, **fields: object) -> None:
         """Saves every entry as an SSH host block of the Prefect server this process talks to
         (``at_once`` at a time)."""
+        from prefect.exceptions import ObjectNotFound
+
         from sms_plugin import hosts
 
         turns = asyncio.Semaphore(at_once)
 
         async def add(entry: FleetEntry) -> None:
             async with turns:
-                await hosts.add(entry.name, self.host_block(entry, **fields), overwrite=True)  # type: ignore[arg-type]
+                try:
+                    await hosts.add(entry.name, self.host_block(entry, **fields), overwrite=True)  # type: ignore[arg-type]
+                except ObjectNotFound:  # Prefect's save raced with itself on an overloaded server: once more
+                    await hosts.add(entry.name, self.host_block(entry, **fields), overwrite=True)  # type: ignore[arg-type]
 
         await asyncio.gather(*(add(entry) for entry in self.entries))
 

@@ -475,6 +475,10 @@ def run(
         typer.Option("--max-failures", metavar="N|N%", help="Fleet: once more hosts failed, start no more and fail the run."),
     ] = None,
     fail_fast: Annotated[bool, typer.Option("--fail-fast", help="Fleet: start no more hosts after the first failure.")] = False,
+    deadline: Annotated[
+        float | None,
+        typer.Option("--deadline", metavar="SECONDS", min=0, help="Fleet: after this long, stop the running hosts and skip the rest."),
+    ] = None,
     version: Annotated[int | None, typer.Option("--version", help="Run this version.")] = None,
     env: Annotated[list[str], typer.Option("--env", "-e", help="NAME=VALUE (repeatable).")] = [],  # noqa: B006
     param: Annotated[
@@ -487,9 +491,9 @@ def run(
     """Start a script: sms run NAME [--wait] [--hosts SELECTOR] [-p NAME=VALUE]... [-- ARGS...]
     (show a run: sms run show RUN_ID). With --wait, stdout is the script's output, byte for byte (docs/cli.md)."""
     policy = fleet_run.policy_of(parallel=parallel, batch=batch, batch_pause=batch_pause, max_failures=max_failures,
-                                 fail_fast=fail_fast)
+                                 fail_fast=fail_fast, deadline=deadline)
     if policy and hosts is None:
-        raise InvalidInput("--parallel, --batch, --batch-pause, --max-failures and --fail-fast need --hosts SELECTOR")
+        raise InvalidInput("--parallel, --batch, --batch-pause, --max-failures, --fail-fast and --deadline need --hosts SELECTOR")
     door = backend.current()
     run_id = door.start(
         name, args=args or None, env=_pairs(env, "--env") or None, host=host, version=version,

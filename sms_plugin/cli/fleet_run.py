@@ -18,11 +18,12 @@ _STYLE = {"succeeded": "green", "running": "cyan", "pending": "dim", "skipped": 
 
 
 def policy_of(
-    *, parallel: int | None, batch: str | None, batch_pause: float | None, max_failures: str | None, fail_fast: bool
+    *, parallel: int | None, batch: str | None, batch_pause: float | None, max_failures: str | None, fail_fast: bool,
+    deadline: float | None = None,
 ) -> dict[str, Any] | None:
     """The fleet policy the options give (only those given; the flow has the defaults), or None."""
     given = {"parallel": parallel, "batch": batch, "batch_pause_seconds": batch_pause, "max_failures": max_failures,
-             "fail_fast": fail_fast or None}
+             "fail_fast": fail_fast or None, "deadline_seconds": deadline}
     policy = {key: value for key, value in given.items() if value is not None}
     return policy or None
 

@@ -23,6 +23,7 @@ DEFAULT_PARALLEL = 50
 MAX_PARALLEL = 5000
 """The most hosts a fleet run has, so the most that can run at once."""
 MAX_PAUSE_SECONDS = 86_400.0
+MAX_DEADLINE_SECONDS = 7 * 86_400.0
 _COUNT = re.compile(r"^(\d{1,9})(%?)$")
 
 
@@ -58,6 +59,9 @@ class FleetPolicy:
     """Once more hosts than this ("3" or "5%") have failed or were unreachable, no new host starts."""
     fail_fast: bool = False
     """The first failed or unreachable host stops new starts (``max_failures`` "0")."""
+    deadline_seconds: float | None = None
+    """Seconds from the start of the run's hosts: then the hosts not started are skipped and those
+    running are stopped."""
 
     @classmethod
     def parse(cls, data: Mapping[str, Any] | None) -> FleetPolicy:
@@ -75,6 +79,7 @@ class FleetPolicy:
             batch_pause_seconds=_pause(data.get("batch_pause_seconds", 0.0)),
             max_failures=_share("max_failures", data.get("max_failures"), smallest=0),
             fail_fast=_flag(data.get("fail_fast", False)),
+            deadline_seconds=_deadline(data.get("deadline_seconds")),
         )
         if policy.fail_fast and policy.max_failures not in (None, "0"):
             raise InvalidInput(f"fail_fast means max_failures 0: give one of them, not fail_fast with max_failures {policy.max_failures}")
@@ -137,6 +142,14 @@ def _share(name: str, value: Any, *, smallest: int) -> str | None:
 def _pause(value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= MAX_PAUSE_SECONDS:
         raise InvalidInput(f"batch_pause_seconds must be a number of seconds from 0 to {MAX_PAUSE_SECONDS:g}, not {value!r}")
+    return float(value)
+
+
+def _deadline(value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= MAX_DEADLINE_SECONDS:
+        raise InvalidInput(f"deadline_seconds must be a number of seconds above 0 and at most {MAX_DEADLINE_SECONDS:g}, not {value!r}")
     return float(value)
 
 

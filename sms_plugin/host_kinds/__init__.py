@@ -12,6 +12,7 @@ from sms_plugin.host_kinds.registry import (
     kind_named,
     kind_of,
     load_host,
+    load_hosts,
     public_view,
     request_fields,
 )
@@ -20,6 +21,6 @@ from sms_plugin.host_kinds.windows import WindowsHost
 
 __all__ = [
     "HOST_NAME_PATTERN", "KINDS", "LABEL_PATTERN", "HostCheck", "HostKind", "HostRequest", "Kind",
-    "LocalHost", "SSHHost", "WindowsHost", "build", "checked_labels", "from_request", "kind_named", "kind_of", "load_host",
+    "LocalHost", "SSHHost", "WindowsHost", "build", "checked_labels", "from_request", "kind_named", "kind_of", "load_host", "load_hosts",
     "public_view", "request_fields",
 ]

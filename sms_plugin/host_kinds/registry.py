@@ -12,8 +12,10 @@ instead of branching on the kind. Per kind:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from collections.abc import Collection
 from typing import Annotated, Any, Literal, Union
 
+from prefect import get_client
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, StringConstraints, ValidationError, create_model
 from pydantic.fields import FieldInfo
 
@@ -139,3 +141,16 @@ async def load_host(name: str) -> HostKind:
         except ValueError:
             continue
     raise NotFound(f"no host named {name!r}; add it with `sms host add` or in the Prefect UI (Blocks)")
+
+
+async def load_hosts(names: Collection[str]) -> dict[str, HostKind]:
+    """The host blocks called ``names`` that exist, by name, read in one request per kind (a fleet
+    run's hosts: not one request each)."""
+    wanted = set(names)
+    found: dict[str, HostKind] = {}
+    async with get_client() as client:
+        for kind in KINDS.values():
+            for document in await client.read_block_documents_by_type(kind.block.get_block_type_slug(), include_secrets=True):
+                if document.name in wanted:
+                    found[document.name] = kind.block.model_validate(document.data)
+    return found

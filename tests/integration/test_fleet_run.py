@@ -110,7 +110,7 @@ def _interleaved(groups: dict[str, list[str]]) -> list[str]:
     return ordered
 
 
-async def _check_mixed_run(catalog: Catalog, groups: dict[str, list[str]], parallel: int) -> float:
+async def _check_mixed_run(catalog: Catalog, groups: dict[str, list[str]], parallel: int) -> tuple[float, str]:
     sizes = tuple(len(groups[kind]) for kind in ("ok", "fail", "down", "badkey"))
     order = _interleaved(groups)
     name = _script(catalog, MIXED)
@@ -148,12 +148,19 @@ async def _check_mixed_run(catalog: Catalog, groups: dict[str, list[str]], paral
     with catalog.session() as session:
         record = get_run(session, run_id)
         assert (record.host, record.exit_code) == (f"{len(order)} hosts", None) and record.ended_at is not None
-    return elapsed
+    return elapsed, run_id
 
 
-async def test_mixed_outcomes_give_exactly_the_right_result_per_host(catalog, pool):
-    elapsed = await _check_mixed_run(catalog, pool, parallel=10)
+async def test_mixed_outcomes_give_exactly_the_right_result_per_host(catalog, pool, monkeypatch):
+    monkeypatch.setenv("SMS_FLEET_TASK_RUNS", "0")  # the path of large fleets: no task run per host
+    elapsed, run_id = await _check_mixed_run(catalog, pool, parallel=10)
     print(f"13-host mixed fleet run: {elapsed:.2f} s")
+    async with get_client() as client:
+        assert not await client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[UUID(run_id)])))
+    failing = pool["fail"][0]
+    lines = [line.message async for line in runs.logs(run_id, host=failing)]
+    assert lines and all(line.startswith(f"[{failing}] ") for line in lines), lines  # that host's lines only
+    assert f"[{failing}] disk full on {failing}" in lines
 
 
 async def test_each_host_is_a_task_run_and_the_run_has_a_summary_table(catalog, pool):
@@ -201,6 +208,23 @@ async def test_a_failure_limit_stops_starting_hosts(catalog, pool):
     for row in rows[3:]:  # never started: nothing ran there
         assert (row.remote_pid, row.started_at, row.exit_code, row.output_tail) == (None, None, None, "")
         assert row.message == "not started: more than 2 host(s) failed"
+
+
+async def test_the_deadline_stops_the_running_hosts_and_skips_the_rest(catalog, pool, ssh_server):
+    names = pool["ok"][:4]
+    marker = f"{uuid.uuid4().int % 10**6 + 3 * 10**6}"
+    name = _script(catalog, f"echo started\nsleep {marker}\n")
+    began = time.monotonic()
+    state = await run_script(script=name, hosts=names, policy={"parallel": 2, "deadline_seconds": 12}, return_state=True)
+    assert time.monotonic() - began < 60
+    assert not alive(ssh_server, f"sleep {marker}")  # nothing of the run is left on the host
+    assert state.message == f"{name} failed on 4 of 4 hosts (2 stopped, 2 skipped): " + ", ".join(names)
+    rows = _rows(catalog, _run_id(state))
+    assert [row.state for row in rows] == ["stopped"] * 2 + ["skipped"] * 2
+    for row in rows[:2]:  # killed; on a machine under heavy load the deadline may come before the script started
+        assert row.message in (f"stopped: process group {row.remote_pid} killed on {row.host}",
+                               f"stopped before the script started on {row.host}"), row.message
+    assert all(row.message == "not started: the run's deadline (12 s) passed" for row in rows[2:])
 
 
 async def test_host_and_hosts_together_are_refused(catalog, pool):
@@ -284,6 +308,6 @@ async def test_stopping_a_fleet_run_leaves_no_process_on_any_host(catalog, ssh_s
 @pytest.mark.skipif(not os.environ.get("SMS_FLEET_200"),
                     reason="the 200-host run takes minutes on a 2-core machine: set SMS_FLEET_200=1 to run it (docs/fleet.md)")
 async def test_two_hundred_hosts_with_mixed_outcomes(catalog, prefect_server, ssh_server):
-    elapsed = await _check_mixed_run(catalog, await _mixed_fleet(ssh_server, 170, 15, 10, 5), parallel=50)
+    elapsed, _ = await _check_mixed_run(catalog, await _mixed_fleet(ssh_server, 170, 15, 10, 5), parallel=50)
     print(f"200-host mixed fleet run: {elapsed:.2f} s, {200 / elapsed:.1f} host executions/s")
 

@@ -21,14 +21,16 @@ def test_counts_and_percentages() -> None:
     assert policy.batch_size(5) == 1  # 10 % of 5 hosts, rounded up
     assert policy.failures_allowed(19) == 0  # 5 % of 19, rounded down
     assert FleetPolicy.parse({"batch": 10, "max_failures": 3}).as_dict() == {
-        "parallel": None, "batch": "10", "batch_pause_seconds": 0.0, "max_failures": "3", "fail_fast": False}
+        "parallel": None, "batch": "10", "batch_pause_seconds": 0.0, "max_failures": "3", "fail_fast": False,
+        "deadline_seconds": None}
     assert FleetPolicy.parse({"fail_fast": True}).failures_allowed(100) == 0
+    assert FleetPolicy.parse({"deadline_seconds": 90}).deadline_seconds == 90.0
     assert FleetPolicy.parse({"fail_fast": True, "max_failures": "0"}).failures_allowed(100) == 0
 
 
 @pytest.mark.parametrize(("data", "message"), [
     ([1], "the fleet policy must be an object, not list"),
-    ({"forks": 5}, "the fleet policy has no field(s) forks: use batch, batch_pause_seconds, fail_fast, max_failures, parallel"),
+    ({"forks": 5}, "the fleet policy has no field(s) forks: use batch, batch_pause_seconds, deadline_seconds, fail_fast, max_failures, parallel"),
     ({"parallel": 0}, "parallel must be a whole number of hosts from 1 to 5000, not 0"),
     ({"parallel": True}, "parallel must be a whole number of hosts from 1 to 5000, not True"),
     ({"parallel": "5"}, "parallel must be a whole number of hosts from 1 to 5000, not '5'"),
@@ -41,6 +43,9 @@ def test_counts_and_percentages() -> None:
     ({"batch": "5", "batch_pause_seconds": -1}, "batch_pause_seconds must be a number of seconds from 0 to 86400, not -1"),
     ({"batch_pause_seconds": 5}, "batch_pause_seconds is the pause between batches: give batch too"),
     ({"fail_fast": "yes"}, "fail_fast must be true or false, not 'yes'"),
+    ({"deadline_seconds": 0}, "deadline_seconds must be a number of seconds above 0 and at most 604800, not 0"),
+    ({"deadline_seconds": "60"}, "deadline_seconds must be a number of seconds above 0 and at most 604800, not '60'"),
+    ({"deadline_seconds": 10**6}, "deadline_seconds must be a number of seconds above 0 and at most 604800, not 1000000"),
     ({"fail_fast": True, "max_failures": "3"}, "fail_fast means max_failures 0: give one of them, not fail_fast with max_failures 3"),
 ])
 def test_a_bad_policy_is_refused_with_a_clear_sentence(data: object, message: str) -> None:

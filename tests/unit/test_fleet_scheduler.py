@@ -27,6 +27,8 @@ class Hosts:
         self.running = 0
         self.most = 0
         self.killed: list[str] = []
+        self.seconds_of: dict[str, float] = {}
+        """Hosts that take another time than ``seconds``."""
 
     async def run_one(self, host: str) -> HostOutcome:
         began = time.monotonic()
@@ -34,7 +36,7 @@ class Hosts:
         self.running += 1
         self.most = max(self.most, self.running)
         try:
-            await asyncio.sleep(self.seconds)
+            await asyncio.sleep(self.seconds_of.get(host, self.seconds))
         except asyncio.CancelledError:
             await asyncio.sleep(0.01)  # the kill takes a moment; the scheduler must wait for it
             self.killed.append(host)
@@ -162,6 +164,28 @@ async def test_cancelling_during_a_batch_pause_starts_nothing_more() -> None:
         await run
     assert fake.started == hosts[:2]
     assert [o.state for o in fleet.results()] == ["succeeded"] * 2 + ["skipped"] * 4
+
+
+async def test_the_deadline_stops_the_running_hosts_and_skips_the_rest() -> None:
+    hosts = names(10)
+    fake = Hosts(seconds=30)
+    fake.seconds_of = {host: 0.01 for host in hosts[:2]}  # two quick hosts end before the deadline
+    began = time.monotonic()
+    outcomes = await Fleet(hosts, fake.run_one, FleetPolicy(parallel=4, deadline_seconds=0.3)).run()
+    assert 0.3 <= time.monotonic() - began < 5  # the run ends at its deadline, not after the 30 s hosts
+    assert [o.state for o in outcomes] == ["succeeded"] * 2 + ["stopped"] * 4 + ["skipped"] * 4
+    assert sorted(fake.killed) == hosts[2:6] and fake.running == 0  # each kill ended before the run did
+    assert outcomes[2].message == "the run's deadline (0.3 s) passed while the script ran here"
+    assert outcomes[6].message == "not started: the run's deadline (0.3 s) passed"
+
+
+async def test_the_deadline_cuts_a_batch_pause_short_and_starts_no_other_batch() -> None:
+    hosts = names(4)
+    fake = Hosts(seconds=0)
+    began = time.monotonic()
+    outcomes = await Fleet(hosts, fake.run_one, FleetPolicy(batch="2", batch_pause_seconds=30, deadline_seconds=0.2)).run()
+    assert time.monotonic() - began < 5 and fake.started == hosts[:2]
+    assert [o.state for o in outcomes] == ["succeeded"] * 2 + ["skipped"] * 2
 
 
 async def test_a_second_cancel_still_waits_for_the_kills() -> None:

@@ -53,7 +53,7 @@ def no_waiting(monkeypatch: pytest.MonkeyPatch) -> list[float]:
 async def test_server_errors_are_retried_with_growing_delays(no_waiting, caplog):
     server = SlotServer(500, 503, 423, 500)
     with caplog.at_level(logging.WARNING):
-        lease = await limits._acquire(server, "host:web-1", None, logging.getLogger("test"))  # type: ignore[arg-type]
+        lease = await limits._acquire(server, ["host:web-1"], None, logging.getLogger("test"))  # type: ignore[arg-type]
     assert lease == server.lease and server.calls == 5
     assert no_waiting == [1.0, 2.0, 0.0, 4.0]  # a full host (423) waits as the server says
     assert sum("failed to grant a slot of host:web-1 (500)" in r.message for r in caplog.records) == 2
@@ -62,14 +62,14 @@ async def test_server_errors_are_retried_with_growing_delays(no_waiting, caplog)
 async def test_server_errors_give_up_after_the_retries():
     server = SlotServer(*[500] * (limits.SERVER_ERROR_RETRIES + 1))
     with pytest.raises(httpx.HTTPStatusError):
-        await limits._acquire(server, "host:web-1", None, logging.getLogger("test"))  # type: ignore[arg-type]
+        await limits._acquire(server, ["host:web-1"], None, logging.getLogger("test"))  # type: ignore[arg-type]
     assert server.calls == limits.SERVER_ERROR_RETRIES + 1
 
 
 async def test_a_client_error_is_not_retried():
     server = SlotServer(404)
     with pytest.raises(httpx.HTTPStatusError):
-        await limits._acquire(server, "host:web-1", None, logging.getLogger("test"))  # type: ignore[arg-type]
+        await limits._acquire(server, ["host:web-1"], None, logging.getLogger("test"))  # type: ignore[arg-type]
     assert server.calls == 1
 
 
@@ -90,8 +90,8 @@ class DroppingServer(SlotServer):
 
 async def test_a_dropped_lease_is_replaced_by_a_new_slot(caplog):
     server = DroppingServer()
-    lease = limits._Lease("host:web-1", None, uuid.uuid4())
+    lease = limits.Lease(["host:web-1"], None, uuid.uuid4())
     with caplog.at_level(logging.WARNING), pytest.raises(asyncio.CancelledError):
-        await limits._renew(server, lease, logging.getLogger("test"))  # type: ignore[arg-type]
+        await limits.renew_lease(server, lease, logging.getLogger("test"))  # type: ignore[arg-type]
     assert lease.id == server.lease and server.calls == 1  # released at the end with the new id
     assert any("dropped host slot lease" in r.message for r in caplog.records)

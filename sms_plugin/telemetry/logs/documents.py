@@ -40,6 +40,11 @@ class OutputSource:
     """One host of a fleet run: the host is part of the spool file's name and of the document ids."""
 
     @property
+    def prefix(self) -> str:
+        """What starts the run log's lines of this host in a fleet run: ``[web-01] `` (nothing on one host)."""
+        return f"[{self.host}] " if self.fleet else ""
+
+    @property
     def key(self) -> str:
         """Names this attempt's spool file (on this host, in a fleet run)."""
         return f"{self.run_id}.{self.attempt}.{self.host}" if self.fleet else f"{self.run_id}.{self.attempt}"

@@ -43,7 +43,8 @@ class SpoolHandler(logging.Handler):
         tagged = getattr(record, OUTPUT, None)
         if tagged is None or tagged[0] is not self.source:
             return
-        texts = record.getMessage().split("\n")  # a record is consecutive lines of one stream
+        # a record is consecutive lines of one stream (after the host's prefix, in a fleet run)
+        texts = record.getMessage().removeprefix(self.source.prefix).split("\n")
         try:
             self.writer.write(bulk_records(self.source, tagged[1], self.lines + 1, record.created, texts))
         except Exception:  # noqa: BLE001 - e.g. a full disk: report, never break the run
