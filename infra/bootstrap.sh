@@ -15,7 +15,8 @@ die() {
 # hyperfine: the command-line timer of bench/cli_startup.py.
 # maven: the Elasticsearch and Keycloak test-bed peers fetch their distributions with `mvn dependency:get`
 # (Elasticsearch 9 also needs a Java 21+ JDK in /usr/lib/jvm, which Debian 12 does not ship).
-packages=(mariadb-server openssh-server openssh-client ksh procps python3 python3-venv postgresql wine prometheus maven openjdk-17-jre-headless hyperfine chromium)
+# haproxy: the TLS proxy the test bed puts in front of peers without TLS of their own (docs/tls.md).
+packages=(mariadb-server openssh-server openssh-client ksh procps python3 python3-venv postgresql wine prometheus maven openjdk-17-jre-headless hyperfine chromium haproxy)
 missing=()
 for package in "${packages[@]}"; do
     if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed"; then

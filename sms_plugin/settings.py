@@ -4,6 +4,11 @@
   embedded Prefect server's home live there.
 - ``SMS_DATABASE_URL``: the catalog's SQLAlchemy URL (default: SQLite file ``$SMS_HOME/catalog.db``),
   e.g. ``mysql+pymysql://sms:secret@db.example:3306/sms`` for MariaDB.
+- ``SMS_CA_BUNDLE``: the PEM file of CAs every TLS link verifies its peer against (unset: the
+  system store; ``sms_plugin.tls``, docs/tls.md).
+- ``SMS_DATABASE_TLS``: ``on`` / ``off``: the catalog's MariaDB connection requires TLS, the
+  server's certificate verified against ``SMS_CA_BUNDLE`` (default: on unless the database is on
+  loopback; docs/tls.md).
 - ``SMS_WORK_POOL``: the Prefect work pool that runs scripts (default ``sms``).
 - ``SMS_WORKER_TYPE``: the type of that pool when SMS creates it and of the worker ``sms up``
   starts: ``sms`` (default, in-process, docs/worker.md) or ``sms-process`` (a process per run).
@@ -52,6 +57,21 @@ def shown_database_url(url: str | None = None) -> str:
     from sqlalchemy.engine import make_url
 
     return make_url(url or database_url()).render_as_string(hide_password=True)
+
+
+def database_tls(host: str | None) -> bool:
+    """Whether the catalog's MariaDB connection requires TLS (``SMS_DATABASE_TLS``; default:
+    on unless ``host`` is a loopback address or none, i.e. a local socket)."""
+    from sms_plugin.listening import is_loopback
+
+    value = (os.environ.get("SMS_DATABASE_TLS") or "").lower()
+    if value in ("on", "1", "true"):
+        return True
+    if value in ("off", "0", "false"):
+        return False
+    if value:
+        raise SMSError(f"SMS_DATABASE_TLS must be on or off, not {value!r}")
+    return bool(host) and not is_loopback(host or "")
 
 
 def work_pool_name() -> str:

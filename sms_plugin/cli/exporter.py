@@ -19,6 +19,8 @@ def exporter(
     login_check: Annotated[
         bool, typer.Option("--login-check", help="Log in at each host check (env SMS_EXPORTER_LOGIN_CHECK=1; default: never).")
     ] = False,
+    tls_cert: Annotated[str | None, typer.Option("--tls-cert", help="PEM certificate: serve HTTPS (env SMS_EXPORTER_TLS_CERT).")] = None,
+    tls_key: Annotated[str | None, typer.Option("--tls-key", help="PEM private key of --tls-cert (env SMS_EXPORTER_TLS_KEY).")] = None,
     insecure_http: Annotated[
         bool, typer.Option("--insecure-http", help="Serve plain HTTP beyond loopback (env SMS_EXPORTER_ALLOW_PLAIN_HTTP=1).")
     ] = False,
@@ -34,6 +36,8 @@ def exporter(
         history_hours=defaults.history_hours,
         probe_seconds=probe_seconds or defaults.probe_seconds,
         login_check=login_check or defaults.login_check,
+        tls_cert=tls_cert or defaults.tls_cert,
+        tls_key=tls_key or defaults.tls_key,
         allow_plain_http=insecure_http or defaults.allow_plain_http,
     )
     try:

@@ -12,7 +12,8 @@ Two loops share the catalog and nothing in memory:
   restart, a Kafka outage or a crash re-sends only events whose id the consumer may have seen.
 
 Settings (environment): ``SMS_KAFKA_BOOTSTRAP`` (brokers, required), ``SMS_EVENTS_OUTBOX_LIMIT``
-(100000), ``SMS_EVENTS_SEND_TIMEOUT_SECONDS`` (30), ``SMS_EVENTS_METRICS_PORT`` (9479; 0: none).
+(100000), ``SMS_EVENTS_SEND_TIMEOUT_SECONDS`` (30), ``SMS_EVENTS_METRICS_PORT`` (9479; 0: none);
+TLS and the SASL/SCRAM identity: ``kafka_security`` (docs/tls.md#kafka).
 """
 
 from __future__ import annotations
@@ -35,12 +36,13 @@ from prefect.events.filters import EventFilter, EventNameFilter
 from prefect.exceptions import ObjectNotFound
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 
-from sms_plugin import settings
+from sms_plugin import settings, tls
 from sms_plugin.catalog import Catalog
 from sms_plugin.catalog import outbox
 from sms_plugin.catalog.models import OutboxEvent
 from sms_plugin.errors import SMSError
 from sms_plugin.events.cloudevent import CONTENT_TYPE, record
+from sms_plugin.events.kafka_security import KafkaSecurity
 from sms_plugin.events.run_source import PREFIXES, outbox_row, state_run_id
 from sms_plugin.telemetry.sources import UNKNOWN, labels_of, stored_events
 
@@ -76,14 +78,18 @@ class PublisherSettings:
     outbox_limit: int = field(default_factory=lambda: int(settings.env_number("SMS_EVENTS_OUTBOX_LIMIT", 100_000)))
     send_timeout_seconds: float = field(default_factory=lambda: settings.env_number("SMS_EVENTS_SEND_TIMEOUT_SECONDS", 30))
     metrics_port: int = field(default_factory=lambda: int(settings.env_number("SMS_EVENTS_METRICS_PORT", 9479)))
+    #: TLS and SASL (None: from the environment, for ``bootstrap``).
+    security: KafkaSecurity | None = None
 
     def producer_config(self) -> dict[str, Any]:
+        """The producer's librdkafka settings (they hold the SASL password: never log them)."""
         return {
             "bootstrap.servers": self.bootstrap,
             "enable.idempotence": True,
             "acks": "all",
             "linger.ms": 5,
             "message.timeout.ms": int(self.send_timeout_seconds * 1000),
+            **(self.security or KafkaSecurity(self.bootstrap)).client_config(),
         }
 
 
@@ -109,7 +115,26 @@ class OutboxSender:
 
     def __init__(self, settings: PublisherSettings) -> None:
         self.settings = settings
-        self.producer = Producer(settings.producer_config())
+        self._last_error = ""
+        self.producer = self._producer()
+
+    def _producer(self) -> Producer:
+        return Producer({**self.settings.producer_config(), "error_cb": self._broker_error})
+
+    def _broker_error(self, error: KafkaError) -> None:
+        """Logs a client-level error once until another one happens; a refused certificate or
+        login names the brokers (the events wait in the outbox meanwhile)."""
+        text = error.str()
+        if text == self._last_error:
+            return
+        self._last_error = text
+        link = f"Kafka at {self.settings.bootstrap}"
+        if error.code() == KafkaError._SSL and "certificate verify failed" in text:
+            log.error("%s", tls.certificate_refused(link, text))
+        elif error.code() in (KafkaError._SSL, KafkaError._AUTHENTICATION):
+            log.error("%s refused the connection: %s", link, text)
+        else:
+            log.warning("%s: %s", link, text)
 
     def send(self, rows: list[OutboxEvent]) -> int:
         results: list[KafkaError | None | bool] = [False] * len(rows)
@@ -134,7 +159,7 @@ class OutboxSender:
         if errors:
             log.warning("Kafka did not take %d of %d events: %s", len(rows) - count, len(rows), errors[0])
             if any(error.fatal() for error in errors):
-                self.producer = Producer(self.settings.producer_config())  # a fresh producer id and epoch
+                self.producer = self._producer()  # a fresh producer id and epoch
         return count
 
     def close(self) -> None:
