@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import threading
 import time
 import uuid
@@ -93,6 +94,10 @@ class PublisherSettings:
         }
 
 
+_ELAPSED = re.compile(r" \(after \d+ms[^)]*\)$")
+"""The part of a librdkafka error that differs between repeats of one failure."""
+
+
 class PublisherMetrics:
     """The publisher's own Prometheus metrics (docs/events.md#metrics)."""
 
@@ -125,9 +130,10 @@ class OutboxSender:
         """Logs a client-level error once until another one happens; a refused certificate or
         login names the brokers (the events wait in the outbox meanwhile)."""
         text = error.str()
-        if text == self._last_error:
+        reason = _ELAPSED.sub("", text)
+        if reason == self._last_error:
             return
-        self._last_error = text
+        self._last_error = reason
         link = f"Kafka at {self.settings.bootstrap}"
         if error.code() == KafkaError._SSL and "certificate verify failed" in text:
             log.error("%s", tls.certificate_refused(link, text))
