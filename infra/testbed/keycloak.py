@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import ssl
 import tempfile
 import zipfile
 from pathlib import Path
@@ -133,7 +134,8 @@ class Keycloak(Peer):
         }
         if client_secret:
             data["client_secret"] = client_secret
-        issuer, verify = (self.https_issuer, str(self.ca_path)) if https else (self.issuer, True)
+        verify = ssl.create_default_context(cafile=str(self.ca_path)) if https else True
+        issuer = self.https_issuer if https else self.issuer
         reply = httpx.post(f"{issuer}/protocol/openid-connect/token", data=data, timeout=30, verify=verify)
         reply.raise_for_status()
         return str(reply.json()["access_token"])

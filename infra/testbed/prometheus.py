@@ -8,6 +8,7 @@ with :meth:`Prometheus.wait_for` (polling), never with a fixed sleep.
 from __future__ import annotations
 
 import json
+import ssl
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -51,8 +52,8 @@ class Prometheus(Peer):
         return f"{'https' if self.tls else 'http'}://{self.host}:{self.port}"
 
     @property
-    def _verify(self) -> str | bool:
-        return str(self.tls[0]) if self.tls else True
+    def _verify(self) -> ssl.SSLContext | bool:
+        return ssl.create_default_context(cafile=str(self.tls[0])) if self.tls else True
 
     @property
     def _targets_file(self) -> Path:

@@ -82,6 +82,9 @@ class PublisherSettings:
     #: TLS and SASL (None: from the environment, for ``bootstrap``).
     security: KafkaSecurity | None = None
 
+    def __post_init__(self) -> None:
+        self.producer_config()  # inconsistent TLS or SASL settings stop `sms events` before it starts
+
     def producer_config(self) -> dict[str, Any]:
         """The producer's librdkafka settings (they hold the SASL password: never log them)."""
         return {
