@@ -15,8 +15,9 @@ die() {
 # hyperfine: the command-line timer of bench/cli_startup.py.
 # maven: the Elasticsearch and Keycloak test-bed peers fetch their distributions with `mvn dependency:get`
 # (Elasticsearch 9 also needs a Java 21+ JDK in /usr/lib/jvm, which Debian 12 does not ship).
-# haproxy, redis-server, galera-4, rsync: the HA topology (infra/ha: load balancer, Prefect's Redis messaging,
-# the catalog's Galera cluster and its state transfers).
+# haproxy: the HA topology's load balancer and the TLS proxy the test bed puts in front of peers without
+# TLS of their own (docs/tls.md); redis-server, galera-4, rsync: the HA topology (infra/ha: Prefect's Redis
+# messaging, the catalog's Galera cluster and its state transfers).
 packages=(mariadb-server openssh-server openssh-client ksh procps python3 python3-venv postgresql wine prometheus maven openjdk-17-jre-headless hyperfine chromium
     haproxy redis-server galera-4 rsync)
 missing=()

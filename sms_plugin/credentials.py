@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from sms_plugin import tls
 from sms_plugin.errors import InvalidInput, SMSError
 from sms_plugin.lazy import lazy_module
 from sms_plugin.settings import sms_home
@@ -77,9 +78,9 @@ def discover(gateway_url: str) -> Provider:
     gateway_url = gateway_url.rstrip("/")
     if not gateway_url.startswith(("http://", "https://")):
         raise InvalidInput(f"the gateway URL must start with http:// or https://, not {gateway_url!r}")
-    config = _json(httpx.get(f"{gateway_url}/auth/config", timeout=15), "asking the gateway for its login settings")
+    config = _json(httpx.get(f"{gateway_url}/auth/config", timeout=15, verify=tls.client_context()), "asking the gateway for its login settings")
     metadata = _json(
-        httpx.get(f"{config['issuer']}/.well-known/openid-configuration", timeout=15), "reading the realm's metadata"
+        httpx.get(f"{config['issuer']}/.well-known/openid-configuration", timeout=15, verify=tls.client_context()), "reading the realm's metadata"
     )
     return Provider(
         gateway_url, config["issuer"], config["cli_client_id"], metadata["token_endpoint"],
@@ -114,6 +115,7 @@ def password_login(provider: Provider, username: str, password: str) -> StoredLo
             data={"grant_type": "password", "client_id": provider.client_id, "username": username,
                   "password": password, "scope": "openid"},
             timeout=30,
+            verify=tls.client_context(),
         ),
         "password login",
     )
@@ -125,7 +127,7 @@ def start_device_login(provider: Provider) -> DeviceLogin:
     if not provider.device_endpoint:
         raise SMSError("the realm offers no device login; use `sms login --password`")
     body = _json(
-        httpx.post(provider.device_endpoint, data={"client_id": provider.client_id, "scope": "openid"}, timeout=30),
+        httpx.post(provider.device_endpoint, data={"client_id": provider.client_id, "scope": "openid"}, timeout=30, verify=tls.client_context()),
         "device login",
     )
     return DeviceLogin(
@@ -143,6 +145,7 @@ def finish_device_login(provider: Provider, device: DeviceLogin) -> StoredLogin:
             data={"grant_type": "urn:ietf:params:oauth:grant-type:device_code", "client_id": provider.client_id,
                   "device_code": device.device_code},
             timeout=30,
+            verify=tls.client_context(),
         )
         error = reply.json().get("error") if reply.status_code == 400 else None
         if error == "authorization_pending":
@@ -192,7 +195,7 @@ def end_session(login: StoredLogin) -> None:
         endpoint = discover(login.gateway_url).end_session_endpoint
         if not endpoint:
             raise SMSError("the realm names no end-session endpoint")
-        reply = httpx.post(endpoint, data={"client_id": login.client_id, "refresh_token": login.refresh_token}, timeout=30)
+        reply = httpx.post(endpoint, data={"client_id": login.client_id, "refresh_token": login.refresh_token}, timeout=30, verify=tls.client_context())
     except httpx.HTTPError as exc:
         raise SMSError(f"the gateway or Keycloak is unreachable ({type(exc).__name__})") from None
     if reply.status_code >= 400:
@@ -219,6 +222,7 @@ def access_token(login: StoredLogin) -> str:
         login.token_endpoint,
         data={"grant_type": "refresh_token", "client_id": login.client_id, "refresh_token": login.refresh_token},
         timeout=30,
+        verify=tls.client_context(),
     )
     if reply.status_code >= 400:
         raise SMSError("the stored login has expired; run `sms login` again")

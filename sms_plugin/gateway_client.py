@@ -4,12 +4,13 @@ Keycloak identity. What the ``sms`` command uses after ``sms login``, and what
 
 from __future__ import annotations
 
+import ssl
 import time
 from typing import Any
 
 import httpx
 
-from sms_plugin import credentials
+from sms_plugin import credentials, tls
 from sms_plugin.errors import Conflict, InvalidInput, NotFound, SMSError
 from sms_plugin.run_results import HostResult, RunResult
 
@@ -39,7 +40,8 @@ class GatewayClient:
         run_id = sms.run("backup", ["--full"])
         print(sms.run_status(run_id)["state"])
 
-    Errors are :class:`~sms_plugin.errors.SMSError` carrying the gateway's explanation.
+    Errors are :class:`~sms_plugin.errors.SMSError` carrying the gateway's explanation. ``verify``:
+    None (default) trusts ``SMS_CA_BUNDLE`` or the system store (docs/tls.md); else as httpx's.
     """
 
     def __init__(
@@ -49,7 +51,7 @@ class GatewayClient:
         token: str | None = None,
         client_id: str | None = None,
         client_secret: str | None = None,
-        verify: bool | str = True,
+        verify: bool | str | ssl.SSLContext | None = None,
     ) -> None:
         if (client_id is None) != (client_secret is None):
             raise InvalidInput("give both client_id and client_secret, or neither")
@@ -57,7 +59,8 @@ class GatewayClient:
         self._token = token
         self._client_credentials = (client_id, client_secret) if client_id and client_secret else None
         self._expires_at = 0.0
-        self._http = httpx.Client(base_url=f"{self.gateway_url}/api/v1", timeout=60, verify=verify)
+        trust = tls.client_context() if verify is None else verify  # None: SMS_CA_BUNDLE or the system store
+        self._http = httpx.Client(base_url=f"{self.gateway_url}/api/v1", timeout=60, verify=trust)
 
     def _bearer(self) -> str:
         if self._token and not self._client_credentials:
@@ -70,6 +73,7 @@ class GatewayClient:
                     provider.token_endpoint,
                     data={"grant_type": "client_credentials", "client_id": client_id, "client_secret": secret},
                     timeout=30,
+                    verify=tls.client_context(),
                 )
                 if reply.status_code >= 400:
                     raise SMSError(f"client credentials refused: {reply.json().get('error_description', reply.text[:200])}")

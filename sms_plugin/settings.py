@@ -49,6 +49,8 @@ class CatalogSettings(Group):
                                  description="the catalog's SQLAlchemy URL (default: SQLite under SMS_HOME)")
     retry_seconds: float = Field(60, ge=0, validation_alias="SMS_CATALOG_RETRY_SECONDS",
                                  description="how long a transaction the database aborted is run again")
+    tls: bool | None = Field(None, validation_alias="SMS_DATABASE_TLS")
+    """MariaDB over verified TLS (``on``/``off``); unset: on unless the database is on loopback."""
 
     def folder(self) -> Path:
         """SMS's own folder, created on first use."""
@@ -83,8 +85,18 @@ class LogSettings(Group):
     retention_days: int = Field(30, ge=1, validation_alias="SMS_LOG_RETENTION_DAYS")
 
 
+class TLSSettings(Group):
+    ca_bundle: str | None = Field(None, validation_alias="SMS_CA_BUNDLE")
+    """The PEM file of the CAs every TLS link verifies its peer against (unset: the system store)."""
+
+
 class EventSettings(Group):
     kafka_bootstrap: str | None = Field(None, validation_alias="SMS_KAFKA_BOOTSTRAP")
+    security_protocol: str | None = Field(None, validation_alias="SMS_KAFKA_SECURITY_PROTOCOL")
+    """Kafka's ``security.protocol``; unset: PLAINTEXT on loopback, else SSL (SASL_SSL with a user)."""
+    sasl_username: str | None = Field(None, validation_alias="SMS_KAFKA_SASL_USERNAME")
+    sasl_password: SecretStr | None = Field(None, validation_alias="SMS_KAFKA_SASL_PASSWORD")
+    sasl_mechanism: str = Field("SCRAM-SHA-512", validation_alias="SMS_KAFKA_SASL_MECHANISM")
     outbox_limit: int = Field(100_000, ge=1, validation_alias="SMS_EVENTS_OUTBOX_LIMIT")
     send_timeout_seconds: float = Field(30, gt=0, validation_alias="SMS_EVENTS_SEND_TIMEOUT_SECONDS")
     metrics_port: int = Field(9479, ge=0, le=65535, validation_alias="SMS_EVENTS_METRICS_PORT")
@@ -99,6 +111,9 @@ class ExporterSettings(Group):
     """Log in at each host check (off: the probe never presents credentials)."""
     allow_plain_http: bool = Field(False, validation_alias="SMS_EXPORTER_ALLOW_PLAIN_HTTP")
     """Serve plain HTTP on a non-loopback address (metrics name scripts and hosts)."""
+    tls_cert: Path | None = Field(None, validation_alias="SMS_EXPORTER_TLS_CERT")
+    """PEM certificate (chain) to serve HTTPS with; with ``tls_key``."""
+    tls_key: Path | None = Field(None, validation_alias="SMS_EXPORTER_TLS_KEY")
     source: Literal["prefect", "kafka"] = Field("prefect", validation_alias="SMS_EXPORTER_SOURCE")
     """Where run events come from: Prefect's event stream, or the ``sms.runs`` topic of ``SMS_KAFKA_BOOTSTRAP``."""
 
@@ -127,6 +142,7 @@ class Settings(BaseModel):
     catalog: CatalogSettings = Field(default_factory=CatalogSettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     ssh: SSHSettings = Field(default_factory=SSHSettings)
+    tls: TLSSettings = Field(default_factory=TLSSettings)
     fleet: FleetSettings = Field(default_factory=FleetSettings)
     logs: LogSettings = Field(default_factory=LogSettings)
     events: EventSettings = Field(default_factory=EventSettings)
@@ -146,8 +162,10 @@ class Settings(BaseModel):
         return bool(os.environ.get("SMS_OIDC_ISSUER"))
 
 
-GROUPS: tuple[type[Group], ...] = (CatalogSettings, WorkerSettings, SSHSettings, FleetSettings, LogSettings,
-                                   EventSettings, ExporterSettings, ScheduleSettings, ConsoleSettings)
+GROUPS: tuple[type[Group], ...] = (
+    CatalogSettings, WorkerSettings, SSHSettings, TLSSettings, FleetSettings,
+    LogSettings, EventSettings, ExporterSettings, ScheduleSettings, ConsoleSettings,
+)
 
 
 def variable(error: ValidationError) -> str:
@@ -198,6 +216,15 @@ def shown_database_url(url: str | None = None) -> str:
     from sqlalchemy.engine import make_url
 
     return make_url(url or database_url()).render_as_string(hide_password=True)
+
+
+def database_tls(host: str | None) -> bool:
+    """Whether the catalog's MariaDB connection requires TLS (``SMS_DATABASE_TLS``; default: on
+    unless ``host`` is a loopback address or none, i.e. a local socket)."""
+    from sms_plugin.listening import is_loopback
+
+    chosen = current().catalog.tls
+    return chosen if chosen is not None else bool(host) and not is_loopback(host or "")
 
 
 def log_spool_dir() -> Path:

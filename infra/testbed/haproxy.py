@@ -23,8 +23,7 @@ class HAProxy:
 
     Example::
 
-        proxy = HAProxy(config_text, tmp_path)
-        proxy.start()
+        proxy = HAProxy(config_text, tmp_path).start()
         ...
         proxy.stop()
     """
@@ -47,7 +46,8 @@ class HAProxy:
     def pid(self) -> int | None:
         return self.process.pid if self.process else None
 
-    def start(self) -> None:
+    def start(self) -> HAProxy:
+        """Check the configuration, start HAProxy and wait until its frontends listen; returns itself."""
         binary = find_binary("haproxy")
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.config_path.write_text(self.config_text)
@@ -57,7 +57,12 @@ class HAProxy:
             raise PeerError("the HAProxy configuration binds no address")
         self.process = ManagedProcess([binary, "-W", "-db", "-f", str(self.config_path)], self.log_path, cwd=self.workdir)
         self.process.start()
-        self.process.wait_ready(lambda: all(_listening(*bind) for bind in binds), self.timeout, "haproxy")
+        try:
+            self.process.wait_ready(lambda: all(_listening(*bind) for bind in binds), self.timeout, "haproxy")
+        except BaseException:
+            self.stop()
+            raise
+        return self
 
     def stop(self) -> None:
         if self.process is not None:

@@ -6,6 +6,10 @@ Maven from a throwaway pom (``mvn dependency:copy-dependencies``) into the test-
 data folder, ``server.properties`` and free ports, and runs on the machine's Java 17+ with a
 512 MB heap. :class:`Kafka` is one combined broker/controller; :class:`KafkaCluster` is three
 nodes, each broker and controller, with replication factor 3 and ``min.insync.replicas=2``.
+
+With :class:`KafkaTLS` every node also listens for ``SASL_SSL`` (SCRAM-SHA-512): its keystore and
+truststore are the test CA's PEM files (Kafka reads PEM stores), and the SCRAM users are created
+when the storage is formatted (``--add-scram``); ``bootstrap`` stays the plain loopback listener.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import socket
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from infra.testbed.elasticsearch import cache_dir
@@ -80,6 +85,32 @@ def _java() -> str:
     return find_binary(str(Path(java_home) / "bin" / "java") if java_home else "java")
 
 
+@dataclass(frozen=True)
+class KafkaTLS:
+    """A ``SASL_SSL`` listener: the server's PEM certificate and key, the CA, SCRAM users."""
+
+    ca: Path
+    certificate: Path
+    key: Path
+    users: dict[str, str] = field(default_factory=dict)
+    """SCRAM-SHA-512 user name → password."""
+
+    def properties(self, folder: Path) -> list[str]:
+        keystore = folder / "keystore.pem"  # Kafka's PEM keystore: the private key, then the chain
+        keystore.write_bytes(self.key.read_bytes() + self.certificate.read_bytes())
+        return [
+            "ssl.keystore.type=PEM", f"ssl.keystore.location={keystore}",
+            "ssl.truststore.type=PEM", f"ssl.truststore.location={self.ca}",
+            "sasl.enabled.mechanisms=SCRAM-SHA-512",
+            "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config="
+            "org.apache.kafka.common.security.scram.ScramLoginModule required;",
+        ]
+
+    def scram_arguments(self) -> list[str]:
+        return [argument for name, password in self.users.items()
+                for argument in ("--add-scram", f"SCRAM-SHA-512=[name={name},password={password}]")]
+
+
 def _accepts(port: int) -> bool:
     with socket.create_connection((LOOPBACK, port), timeout=1):
         return True
@@ -92,9 +123,12 @@ class KafkaNode(Peer):
     name = "kafka"
 
     def __init__(self, node_id: int, port: int, controller_port: int, voters: str, cluster_id: str,
-                 replication: int, *, heap_mb: int = 512, timeout: float = 180.0) -> None:
+                 replication: int, *, heap_mb: int = 512, timeout: float = 180.0,
+                 tls: KafkaTLS | None = None) -> None:
         super().__init__(timeout=timeout, grace=20.0)
         self.node_id, self.port, self.controller_port = node_id, port, controller_port
+        self.tls = tls
+        self.tls_port = free_port() if tls else 0
         self.voters, self.cluster_id, self.replication, self.heap_mb = voters, cluster_id, replication, heap_mb
         self._argv: list[str] = []
 
@@ -103,15 +137,17 @@ class KafkaNode(Peer):
         lib = broker_jars()
         properties = self.tmp / "server.properties"
         min_isr = 2 if self.replication >= 3 else 1
+        secure = f",SASL_SSL://{LOOPBACK}:{self.tls_port}" if self.tls else ""
         properties.write_text("\n".join([
             "process.roles=broker,controller",
             f"node.id={self.node_id}",
             f"controller.quorum.voters={self.voters}",
-            f"listeners=PLAINTEXT://{LOOPBACK}:{self.port},CONTROLLER://{LOOPBACK}:{self.controller_port}",
-            f"advertised.listeners=PLAINTEXT://{LOOPBACK}:{self.port}",
+            f"listeners=PLAINTEXT://{LOOPBACK}:{self.port},CONTROLLER://{LOOPBACK}:{self.controller_port}{secure}",
+            f"advertised.listeners=PLAINTEXT://{LOOPBACK}:{self.port}{secure}",
             "controller.listener.names=CONTROLLER",
             "inter.broker.listener.name=PLAINTEXT",
-            "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_SSL:SASL_SSL",
+            *(self.tls.properties(self.tmp) if self.tls else []),
             f"log.dirs={self.tmp / 'data'}",
             "num.partitions=3",
             f"default.replication.factor={self.replication}",
@@ -128,7 +164,7 @@ class KafkaNode(Peer):
         (self.tmp / "log4j.properties").write_text(LOG4J)
         classpath = f"{lib}/*"
         run([_java(), "-cp", classpath, "kafka.tools.StorageTool", "format", "-t", self.cluster_id,
-             "-c", str(properties)], timeout=120)
+             "-c", str(properties), *(self.tls.scram_arguments() if self.tls else [])], timeout=120)
         self._argv = [_java(), f"-Xms{self.heap_mb}m", f"-Xmx{self.heap_mb}m", "-XX:+UseSerialGC",
                       f"-Dlog4j.configuration=file:{self.tmp / 'log4j.properties'}",
                       "-cp", classpath, "kafka.Kafka", str(properties)]
@@ -165,10 +201,10 @@ class KafkaCluster:
             Producer({"bootstrap.servers": cluster.bootstrap, "acks": "all"})
     """
 
-    def __init__(self, size: int = 1, *, timeout: float = 180.0) -> None:
+    def __init__(self, size: int = 1, *, timeout: float = 180.0, tls: KafkaTLS | None = None) -> None:
         if size < 1:
             raise ValueError("a cluster needs at least one node")
-        self.size, self.timeout = size, timeout
+        self.size, self.timeout, self.tls = size, timeout, tls
         self.nodes: list[KafkaNode] = []
         self.startup_seconds: float | None = None
 
@@ -177,6 +213,11 @@ class KafkaCluster:
         """``bootstrap.servers`` of the cluster, e.g. ``127.0.0.1:P1,127.0.0.1:P2``."""
         return ",".join(f"{LOOPBACK}:{node.port}" for node in self.nodes)
 
+    @property
+    def tls_bootstrap(self) -> str:
+        """``bootstrap.servers`` of the ``SASL_SSL`` listeners (with :class:`KafkaTLS`)."""
+        return ",".join(f"{LOOPBACK}:{node.tls_port}" for node in self.nodes)
+
     def start(self) -> KafkaCluster:
         """Format and start every node; a quorum forms once a majority listens."""
         began = time.monotonic()
@@ -184,7 +225,8 @@ class KafkaCluster:
         ports = [(free_port(), free_port()) for _ in range(self.size)]
         voters = ",".join(f"{index + 1}@{LOOPBACK}:{controller}" for index, (_, controller) in enumerate(ports))
         replication = 3 if self.size >= 3 else 1
-        self.nodes = [KafkaNode(index + 1, port, controller, voters, cluster_id, replication, timeout=self.timeout)
+        self.nodes = [KafkaNode(index + 1, port, controller, voters, cluster_id, replication, timeout=self.timeout,
+                                tls=self.tls)
                       for index, (port, controller) in enumerate(ports)]
         try:
             for node in self.nodes:

@@ -4,12 +4,15 @@ The official distribution ``org.keycloak:keycloak-quarkus-dist`` is fetched into
 (once per machine) and unzipped once into ~/.cache/sms-testbed/. Keycloak writes into its install
 folder (re-augmented build, H2 database, transaction logs), so every peer runs from a private
 *home* in its temp folder: copies of the small folders and links to the read-only jars and themes.
+Besides HTTP it serves HTTPS (``https_url``, ``https_issuer``) with a certificate of its own CA
+(``ca_path``).
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import ssl
 import tempfile
 import zipfile
 from pathlib import Path
@@ -18,6 +21,7 @@ import httpx
 
 from infra.testbed.ports import free_port
 from infra.testbed.process import Peer, PeerError, find_binary, run
+from infra.testbed.tls import make_ca_and_server
 
 GROUP, ARTIFACT, VERSION = "org.keycloak", "keycloak-quarkus-dist", "26.4.7"
 REALM_FILE = Path(__file__).resolve().parents[1] / "keycloak" / "sms-demo-realm.json"
@@ -100,6 +104,8 @@ class Keycloak(Peer):
         super().__init__(timeout=timeout, grace=20.0)
         self.java_home = java_home or os.environ.get("SMS_TESTBED_JAVA_HOME")
         self.port = 0
+        self.https_port = 0
+        self.ca_path: Path | None = None
         self.management_port = 0
         self.admin_password = ""
 
@@ -113,16 +119,24 @@ class Keycloak(Peer):
         """The realm's issuer URL (also the base of its OIDC endpoints)."""
         return f"{self.url}/realms/{self.realm}"
 
+    @property
+    def https_issuer(self) -> str:
+        """The realm's issuer over HTTPS (tokens fetched there name it; ``ca_path`` verifies it)."""
+        return f"https://{self.host}:{self.https_port}/realms/{self.realm}"
+
     def token(self, username: str, password: str | None = None, client_id: str = "sms-gateway",
-              client_secret: str | None = "sms-gateway-secret") -> str:
-        """An access token for a realm user by the password grant (test helper)."""
+              client_secret: str | None = "sms-gateway-secret", *, https: bool = False) -> str:
+        """An access token for a realm user by the password grant (test helper); ``https``: from
+        the HTTPS issuer."""
         data = {
             "grant_type": "password", "client_id": client_id, "username": username,
             "password": password if password is not None else f"{username}-pw",
         }
         if client_secret:
             data["client_secret"] = client_secret
-        reply = httpx.post(f"{self.issuer}/protocol/openid-connect/token", data=data, timeout=30)
+        verify = ssl.create_default_context(cafile=str(self.ca_path)) if https else True
+        issuer = self.https_issuer if https else self.issuer
+        reply = httpx.post(f"{issuer}/protocol/openid-connect/token", data=data, timeout=30, verify=verify)
         reply.raise_for_status()
         return str(reply.json()["access_token"])
 
@@ -176,7 +190,10 @@ class Keycloak(Peer):
         import_dir.mkdir(parents=True)
         shutil.copy2(REALM_FILE, import_dir / f"{self.realm}-realm.json")  # the name Keycloak's import demands
         self.port = free_port()
+        self.https_port = free_port()
         self.management_port = free_port()
+        (self.tmp / "tls").mkdir()
+        self.ca_path, certificate, key = make_ca_and_server(self.tmp / "tls", self.host, "Keycloak test")
         self.admin_password = os.urandom(12).hex()
         env = dict(os.environ)
         env.update(
@@ -195,6 +212,8 @@ class Keycloak(Peer):
             str(home / "bin" / "kc.sh"), "start-dev",
             f"--http-host={self.host}", f"--http-port={self.port}",
             f"--http-management-port={self.management_port}",
+            f"--https-port={self.https_port}", f"--https-certificate-file={certificate}",
+            f"--https-certificate-key-file={key}",
             "--health-enabled=true", "--import-realm",
             "--cache=local", "--log-level=WARN,org.keycloak.exportimport:INFO",
         ]

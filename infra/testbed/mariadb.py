@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import pwd
+import ssl
+from pathlib import Path
 
 import pymysql
 
@@ -24,12 +26,15 @@ class MariaDB(Peer):
     user = "root"
 
     def __init__(
-        self, database: str = "sms_test", *, port: int = 0, timeout: float = 30.0
+        self, database: str = "sms_test", *, port: int = 0, timeout: float = 30.0,
+        tls: tuple[Path, Path, Path] | None = None,
     ) -> None:
-        """``port`` 0 picks a free loopback port at start."""
+        """``port`` 0 picks a free loopback port at start; ``tls`` (CA, certificate, key): serve
+        TLS and refuse clients without it (``require_secure_transport``)."""
         super().__init__(timeout=timeout)
         self.database = database
         self.port = port
+        self.tls = tls
 
     @property
     def url(self) -> str:
@@ -65,12 +70,16 @@ class MariaDB(Peer):
             f"--pid-file={self.tmp / 'mariadb.pid'}",
             "--innodb-buffer-pool-size=64M",
         ]
+        if self.tls:
+            ca, cert, key = self.tls
+            argv += [f"--ssl-ca={ca}", f"--ssl-cert={cert}", f"--ssl-key={key}", "--require-secure-transport=ON"]
         # No --log-error: the error log goes to stderr, i.e. to self.log_path.
         self.spawn(argv, self._create_database)
 
     def _create_database(self) -> bool:
+        trust = ssl.create_default_context(cafile=str(self.tls[0])) if self.tls else None
         connection = pymysql.connect(
-            host=self.host, port=self.port, user=self.user, connect_timeout=2
+            host=self.host, port=self.port, user=self.user, connect_timeout=2, ssl=trust
         )
         try:
             with connection.cursor() as cursor:

@@ -8,6 +8,7 @@ with :meth:`Prometheus.wait_for` (polling), never with a fixed sleep.
 from __future__ import annotations
 
 import json
+import ssl
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -36,14 +37,23 @@ class Prometheus(Peer):
 
     name = "prometheus"
 
-    def __init__(self, *, rule_files: Sequence[Path] = (), timeout: float = 30.0) -> None:
+    def __init__(self, *, rule_files: Sequence[Path] = (), timeout: float = 30.0,
+                 tls: tuple[Path, Path, Path] | None = None, scrape_configs: Sequence[dict[str, Any]] = ()) -> None:
+        """``tls`` (CA, certificate, key): serve HTTPS and scrape the testbed job over HTTPS
+        verified with the CA; ``scrape_configs``: more jobs of Prometheus's own form."""
         super().__init__(timeout=timeout)
         self.rule_files = [Path(path).resolve() for path in rule_files]
+        self.tls = tls
+        self.scrape_configs = list(scrape_configs)
         self.port = 0
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return f"{'https' if self.tls else 'http'}://{self.host}:{self.port}"
+
+    @property
+    def _verify(self) -> ssl.SSLContext | bool:
+        return ssl.create_default_context(cafile=str(self.tls[0])) if self.tls else True
 
     @property
     def _targets_file(self) -> Path:
@@ -54,12 +64,20 @@ class Prometheus(Peer):
         assert self.tmp is not None
         self.port = free_port()
         self._targets_file.write_text("[]")
+        testbed: dict[str, Any] = {
+            "job_name": "testbed", "file_sd_configs": [{"files": [str(self._targets_file)], "refresh_interval": "1s"}],
+        }
+        web: list[str] = []
+        if self.tls:
+            ca, certificate, key = self.tls
+            testbed.update(scheme="https", tls_config={"ca_file": str(ca)})
+            (self.tmp / "web.yml").write_text(yaml.safe_dump(
+                {"tls_server_config": {"cert_file": str(certificate), "key_file": str(key)}}))
+            web = [f"--web.config.file={self.tmp / 'web.yml'}"]
         config = {
             "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
             "rule_files": [str(path) for path in self.rule_files],
-            "scrape_configs": [
-                {"job_name": "testbed", "file_sd_configs": [{"files": [str(self._targets_file)], "refresh_interval": "1s"}]}
-            ],
+            "scrape_configs": [testbed, *self.scrape_configs],
         }
         (self.tmp / "prometheus.yml").write_text(yaml.safe_dump(config))
         argv = [
@@ -68,11 +86,12 @@ class Prometheus(Peer):
             f"--storage.tsdb.path={self.tmp / 'data'}",
             f"--web.listen-address={self.host}:{self.port}",
             "--web.enable-lifecycle",
+            *web,
         ]
         self.spawn(argv, self._ready)
 
     def _ready(self) -> bool:
-        return httpx.get(f"{self.url}/-/ready", timeout=2).status_code == 200
+        return httpx.get(f"{self.url}/-/ready", timeout=2, verify=self._verify).status_code == 200
 
     def scrape(self, job: str, targets: Sequence[str]) -> None:
         """Scrape ``targets`` (``host:port``) as job ``job`` from now on (replaces earlier targets)."""
@@ -83,7 +102,7 @@ class Prometheus(Peer):
 
     def api(self, path: str, **params: str) -> Any:
         """``GET /api/v1/<path>``'s ``data``; :class:`PrometheusError` with Prometheus's reason if refused."""
-        response = httpx.get(f"{self.url}/api/v1/{path}", params=params, timeout=10)
+        response = httpx.get(f"{self.url}/api/v1/{path}", params=params, timeout=10, verify=self._verify)
         body = response.json()
         if body.get("status") != "success":
             raise PrometheusError(f"{body.get('errorType')}: {body.get('error')}")

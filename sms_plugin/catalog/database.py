@@ -13,7 +13,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
-from sms_plugin import settings
+from sms_plugin import settings, tls
 from sms_plugin.catalog import outbox
 from sms_plugin.catalog.aio import AsyncCatalog
 from sms_plugin.catalog.retry import Committing, with_retries
@@ -72,15 +72,21 @@ class Catalog:
             event.listen(self.engine, "begin", _begin_immediately)
         else:
             mysql = self.url.get_backend_name() in ("mysql", "mariadb")
-            self.engine = create_engine(
-                self.url,
-                pool_pre_ping=True,
-                pool_recycle=3600,
-                connect_args={"charset": "utf8mb4"} if mysql else {},
-            )
+            connect_args: dict[str, Any] = {"charset": "utf8mb4"} if mysql else {}
+            if mysql and settings.database_tls(self.url.host):
+                connect_args["ssl"] = tls.client_context()  # PyMySQL: TLS required, certificate verified
+            self.engine = create_engine(self.url, pool_pre_ping=True, pool_recycle=3600, connect_args=connect_args)
+            event.listen(self.engine, "handle_error", self._refused_certificate)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         # The one place catalog changes become events: in their own transaction (the outbox).
         event.listen(self._sessions, "after_flush", outbox.capture)
+
+    def _refused_certificate(self, context: Any) -> None:
+        """A connection refused for the server's certificate leaves as CertificateRefused."""
+        refused = tls.refusal(f"the catalog database at {self.url.host}:{self.url.port or 3306}",
+                              context.original_exception)
+        if refused is not None:
+            raise refused from context.original_exception
 
     def __repr__(self) -> str:
         return f"Catalog({self.url.render_as_string(hide_password=True)!r})"

@@ -12,13 +12,15 @@ Two loops share the catalog and nothing in memory:
   restart, a Kafka outage or a crash re-sends only events whose id the consumer may have seen.
 
 Settings (the tree's ``events`` group, sms_plugin.settings): ``SMS_KAFKA_BOOTSTRAP`` (brokers, required), ``SMS_EVENTS_OUTBOX_LIMIT``
-(100000), ``SMS_EVENTS_SEND_TIMEOUT_SECONDS`` (30), ``SMS_EVENTS_METRICS_PORT`` (9479; 0: none).
+(100000), ``SMS_EVENTS_SEND_TIMEOUT_SECONDS`` (30), ``SMS_EVENTS_METRICS_PORT`` (9479; 0: none);
+TLS and the SASL/SCRAM identity: ``kafka_security`` (docs/tls.md#kafka).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import threading
 import time
 import uuid
@@ -35,11 +37,13 @@ from prefect.events.filters import EventFilter, EventNameFilter
 from prefect.exceptions import ObjectNotFound
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 
+from sms_plugin import tls
 from sms_plugin.catalog import Catalog
 from sms_plugin.catalog import outbox
 from sms_plugin.catalog.models import OutboxEvent
 from sms_plugin.errors import SMSError
 from sms_plugin.events.cloudevent import CONTENT_TYPE, record
+from sms_plugin.events.kafka_security import KafkaSecurity
 from sms_plugin.events.run_source import PREFIXES, RunLabels, outbox_row, state_run_id
 from sms_plugin.settings import EventSettings, current
 from sms_plugin.telemetry.metrics import TERMINAL
@@ -70,6 +74,11 @@ class PublisherSettings:
     outbox_limit: int
     send_timeout_seconds: float
     metrics_port: int
+    #: TLS and SASL (None: the tree's ``events`` group, for ``bootstrap``).
+    security: KafkaSecurity | None = None
+
+    def __post_init__(self) -> None:
+        self.producer_config()  # inconsistent TLS or SASL settings stop `sms events` before it starts
 
     @classmethod
     def of(cls, events: EventSettings) -> PublisherSettings:
@@ -78,13 +87,19 @@ class PublisherSettings:
         return cls(events.kafka_bootstrap, events.outbox_limit, events.send_timeout_seconds, events.metrics_port)
 
     def producer_config(self) -> dict[str, Any]:
+        """The producer's librdkafka settings (they hold the SASL password: never log them)."""
         return {
             "bootstrap.servers": self.bootstrap,
             "enable.idempotence": True,
             "acks": "all",
             "linger.ms": 5,
             "message.timeout.ms": int(self.send_timeout_seconds * 1000),
+            **(self.security or KafkaSecurity(self.bootstrap)).client_config(),
         }
+
+
+_ELAPSED = re.compile(r" \(after \d+ms[^)]*\)$")
+"""The part of a librdkafka error that differs between repeats of one failure."""
 
 
 class PublisherMetrics:
@@ -109,7 +124,27 @@ class OutboxSender:
 
     def __init__(self, settings: PublisherSettings) -> None:
         self.settings = settings
-        self.producer = Producer(settings.producer_config())
+        self._last_error = ""
+        self.producer = self._producer()
+
+    def _producer(self) -> Producer:
+        return Producer({**self.settings.producer_config(), "error_cb": self._broker_error})
+
+    def _broker_error(self, error: KafkaError) -> None:
+        """Logs a client-level error once until another one happens; a refused certificate or
+        login names the brokers (the events wait in the outbox meanwhile)."""
+        text = error.str()
+        reason = _ELAPSED.sub("", text)
+        if reason == self._last_error:
+            return
+        self._last_error = reason
+        link = f"Kafka at {self.settings.bootstrap}"
+        if error.code() == KafkaError._SSL and "certificate verify failed" in text:
+            log.error("%s", tls.certificate_refused(link, text))
+        elif error.code() in (KafkaError._SSL, KafkaError._AUTHENTICATION):
+            log.error("%s refused the connection: %s", link, text)
+        else:
+            log.warning("%s: %s", link, text)
 
     def send(self, rows: list[OutboxEvent]) -> int:
         results: list[KafkaError | None | bool] = [False] * len(rows)
@@ -134,7 +169,7 @@ class OutboxSender:
         if errors:
             log.warning("Kafka did not take %d of %d events: %s", len(rows) - count, len(rows), errors[0])
             if any(error.fatal() for error in errors):
-                self.producer = Producer(self.settings.producer_config())  # a fresh producer id and epoch
+                self.producer = self._producer()  # a fresh producer id and epoch
         return count
 
     def close(self) -> None:

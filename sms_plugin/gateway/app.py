@@ -19,6 +19,7 @@ import httpx
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from sms_plugin import tls
 from sms_plugin.catalog import Catalog
 from sms_plugin.errors import NotFound
 from sms_plugin.gateway import auth, console, prefect_routes, proxy, sessions
@@ -63,7 +64,9 @@ def create_app(settings: GatewaySettings, *, catalog: Catalog | None = None) -> 
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with httpx.AsyncClient(timeout=15.0) as idp_http, httpx.AsyncClient(timeout=30.0) as prefect_http:
+        trust = tls.client_context()  # Keycloak and Prefect: certificates verified against SMS_CA_BUNDLE
+        async with httpx.AsyncClient(timeout=15.0, verify=trust) as idp_http, \
+                httpx.AsyncClient(timeout=30.0, verify=trust) as prefect_http:
             app.state.authenticator = auth.Authenticator(settings, idp_http)
             if settings.prefect_url:
                 secret = settings.prefect_auth_string
@@ -136,12 +139,12 @@ async def _readiness(app: FastAPI) -> dict[str, str]:
         await app.state.authenticator.verifier.keys_loaded()
         checks["keycloak"] = "ok"
     except Exception as exc:  # noqa: BLE001 - reported, not raised
-        checks["keycloak"] = f"unavailable: {type(exc).__name__}"
+        checks["keycloak"] = f"unavailable: {tls.failure_name(f'Keycloak at {app.state.settings.oidc_issuer}', exc)}"
     upstream: proxy.PrefectUpstream | None = app.state.prefect
     if upstream is not None:
         try:
             reply = await upstream.http.get(upstream.url("api/health"), timeout=5)
             checks["prefect"] = "ok" if reply.status_code == 200 else f"HTTP {reply.status_code}"
         except httpx.HTTPError as exc:
-            checks["prefect"] = f"unavailable: {type(exc).__name__}"
+            checks["prefect"] = f"unavailable: {tls.failure_name(upstream.link, exc)}"
     return checks

@@ -35,6 +35,7 @@ from starlette.requests import HTTPConnection
 from starlette.status import WS_1008_POLICY_VIOLATION
 from starlette.websockets import WebSocket
 
+from sms_plugin import tls
 from sms_plugin.gateway import sessions
 from sms_plugin.gateway.config import GatewaySettings
 from sms_plugin.gateway.principal import Principal
@@ -139,7 +140,8 @@ class TokenVerifier:
         try:
             keys = await self._key_set(kid)
         except httpx.HTTPError as exc:
-            raise AuthError("the identity provider's keys are unavailable") from exc
+            reason = tls.failure_name(f"Keycloak at {self.settings.oidc_issuer}", exc)
+            raise AuthError(f"the identity provider's keys are unavailable ({reason})") from exc
         try:
             decoded = jwt.decode(token, keys, algorithms=self.settings.oidc_algorithms)
             registry = jwt.JWTClaimsRegistry(
@@ -175,7 +177,8 @@ class Authenticator:
             client_id=settings.oidc_client_id,
             client_secret=secret.get_secret_value() if secret else None,
             server_metadata_url=f"{settings.oidc_issuer}/.well-known/openid-configuration",
-            client_kwargs={"scope": "openid profile email", "code_challenge_method": "S256"},
+            client_kwargs={"scope": "openid profile email", "code_challenge_method": "S256",
+                           "verify": tls.client_context()},
         )
 
     @property

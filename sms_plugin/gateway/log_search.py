@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from sms_plugin.errors import SMSError, Unavailable
 from sms_plugin.telemetry.logs.documents import INDEX_PATTERN
+from sms_plugin.telemetry.logs.elastic import describe
 
 SPAN = re.compile(r"^[1-9][0-9]{0,5}[smhdw]$")
 MAX_PAIRS = 10_000
@@ -138,9 +139,9 @@ def _search(client: Elasticsearch, **kwargs: Any) -> Any:
     except ApiError as error:
         if error.meta.status == 400:
             raise BadSearch(f"Elasticsearch refused the search: {error.message}") from None
-        raise Unavailable(f"Elasticsearch did not answer the log search: {error}") from None
+        raise Unavailable(describe(error, "Elasticsearch did not answer the log search")) from None
     except TransportError as error:
-        raise Unavailable(f"Elasticsearch did not answer the log search: {error}") from None
+        raise Unavailable(describe(error, "Elasticsearch did not answer the log search")) from None
 
 
 def _hit(source: dict[str, Any]) -> dict[str, Any]:

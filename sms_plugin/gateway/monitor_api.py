@@ -24,6 +24,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from prefect.exceptions import PrefectException
 from pydantic import ValidationError
 
+from sms_plugin import tls
 from sms_plugin.catalog import Catalog
 from sms_plugin.errors import Unavailable
 from sms_plugin.gateway import audit
@@ -77,7 +78,7 @@ class Monitor:
         async def load() -> Snapshot:
             self.snapshot_loads += 1
             try:
-                async with httpx.AsyncClient() as http:
+                async with httpx.AsyncClient(verify=tls.client_context()) as http:
                     return await load_snapshot(url, catalog, window, http)
             except TimeoutError:
                 raise Unavailable(f"Prometheus at {url} did not answer within {UPSTREAM_DEADLINE_SECONDS:g} s") from None

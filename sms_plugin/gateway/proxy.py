@@ -34,6 +34,7 @@ from starlette.background import BackgroundTask
 from starlette.status import WS_1008_POLICY_VIOLATION, WS_1011_INTERNAL_ERROR
 from starlette.websockets import WebSocketDisconnect
 
+from sms_plugin import tls
 from sms_plugin.gateway import prefect_judge as judge
 from sms_plugin.gateway.auth import AuthError, authenticate, require_principal, websocket_origin_allowed
 from sms_plugin.gateway.principal import Principal
@@ -68,6 +69,11 @@ class PrefectUpstream:
             return {}
         return {"Authorization": "Basic " + base64.b64encode(self.auth_string.encode()).decode()}
 
+    @property
+    def link(self) -> str:
+        """How errors name this link."""
+        return f"Prefect at {self.base_url}"
+
     def url(self, path: str) -> str:
         return f"{self.base_url}{PREFIX}/{path.lstrip('/')}"
 
@@ -80,7 +86,7 @@ class PrefectUpstream:
         try:
             reply = await self.http.get(self.url(path), headers=self.headers())
         except httpx.HTTPError as exc:
-            raise HTTPException(502, detail=f"Prefect is unreachable: {type(exc).__name__}") from None
+            raise HTTPException(502, detail=f"Prefect is unreachable: {tls.failure_name(self.link, exc)}") from None
         if reply.status_code == 404:
             raise HTTPException(404, detail=f"not found in Prefect: {path}")
         if reply.status_code >= 400:
@@ -150,7 +156,7 @@ async def proxy_http(request: Request, path: str) -> Response:
         reply = await upstream.http.send(outgoing, stream=True)
     except httpx.HTTPError as exc:
         reply = None
-        failure = f"Prefect is unreachable: {type(exc).__name__}"
+        failure = f"Prefect is unreachable: {tls.failure_name(upstream.link, exc)}"
     status = reply.status_code if reply is not None else 502
     if verdict.stashed and status >= 400:  # no run was created: its secrets must not stay behind
         await judge.discard_stashed(verdict)
@@ -194,8 +200,10 @@ async def _websocket_principal(websocket: WebSocket, speaks_prefect: bool) -> Pr
 async def _open_upstream(upstream: PrefectUpstream, target: str) -> Any:
     """A websocket to Prefect's ``target`` (raw path and query) that has passed Prefect's auth
     handshake."""
+    url = upstream.websocket_url(target)
     connection = await websockets.connect(
-        upstream.websocket_url(target),
+        url,
+        ssl=tls.client_context() if url.startswith("wss:") else None,
         subprotocols=[websockets.Subprotocol("prefect")],
         additional_headers=upstream.headers(),
         open_timeout=15,

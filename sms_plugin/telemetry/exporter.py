@@ -14,6 +14,8 @@ password costs the server one failed login an hour, never one a minute.
 Settings (the tree's ``exporter`` group, sms_plugin.settings; ``sms exporter`` options override):
 
 - ``SMS_EXPORTER_ADDRESS`` / ``SMS_EXPORTER_PORT``: where ``/metrics`` is served (127.0.0.1:9478).
+- ``SMS_EXPORTER_TLS_CERT`` / ``SMS_EXPORTER_TLS_KEY``: PEM certificate and key: serve HTTPS
+  (Prometheus scrapes with ``scheme: https`` and the CA, docs/tls.md).
 - ``SMS_EXPORTER_HISTORY_HOURS``: how far back a rebuild reads (168, Prefect's default event retention).
 - ``SMS_EXPORTER_PROBE_SECONDS``: host check period (60).
 - ``SMS_EXPORTER_LOGIN_CHECK``: ``1`` to log in at each check (off: reachability and host key only).
@@ -61,7 +63,7 @@ SOURCES = ("prefect", "kafka")
 def exporter_url(settings: ExporterSettings | None = None) -> str:
     """Where the exporter serves its metrics."""
     settings = settings or current().exporter
-    return f"http://{settings.address}:{settings.port}/metrics"
+    return f"{'https' if settings.tls_cert else 'http'}://{settings.address}:{settings.port}/metrics"
 
 
 class _Served(Collector):
@@ -90,9 +92,12 @@ class Exporter:
 
     def listen(self) -> int:
         """Starts serving ``/metrics`` (a background thread); returns the port."""
+        settings = self.settings
+        if (settings.tls_cert is None) != (settings.tls_key is None):
+            raise SMSError("give both SMS_EXPORTER_TLS_CERT and SMS_EXPORTER_TLS_KEY (--tls-cert, --tls-key), or neither")
         refusal = plain_http_refusal(
-            "the exporter", self.settings.address, tls=False, allowed=self.settings.allow_plain_http,
-            remedy="keep it on 127.0.0.1 behind a TLS proxy, "
+            "the exporter", settings.address, tls=settings.tls_cert is not None, allowed=settings.allow_plain_http,
+            remedy="give it --tls-cert/--tls-key, or keep it on 127.0.0.1 behind a TLS proxy, "
             "or allow clear text with SMS_EXPORTER_ALLOW_PLAIN_HTTP=1 (--insecure-http)",
         )
         if refusal:
@@ -100,7 +105,8 @@ class Exporter:
         registry = CollectorRegistry(auto_describe=False)
         registry.register(self.served)
         try:
-            server, _ = start_http_server(self.settings.port, self.settings.address, registry=registry)
+            server, _ = start_http_server(settings.port, settings.address, registry=registry,
+                                          certfile=settings.tls_cert, keyfile=settings.tls_key)
         except OSError as error:
             raise SMSError(
                 f"cannot serve metrics on {self.settings.address}:{self.settings.port}: {error.strerror or error}; "

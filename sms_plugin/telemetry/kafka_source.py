@@ -27,6 +27,7 @@ from confluent_kafka import OFFSET_END, Consumer, KafkaError, TopicPartition
 
 from sms_plugin import run_events
 from sms_plugin.catalog.outbox import RUNS_TOPIC
+from sms_plugin.events.kafka_security import KafkaSecurity
 from sms_plugin.telemetry.metrics import RunFinished, RunState, TransportFailed
 from sms_plugin.telemetry.sources import UNKNOWN
 
@@ -68,6 +69,7 @@ class RunEventConsumer:
             "group.id": f"sms-exporter-{uuid.uuid4()}",  # its own: commits nothing, replays the window
             "enable.auto.commit": False,
             "auto.offset.reset": "earliest",
+            **KafkaSecurity(bootstrap).client_config(),  # TLS and SASL as the publisher's (docs/tls.md#kafka)
         })
         self.consumer.subscribe([RUNS_TOPIC], on_assign=self._from_since)
 

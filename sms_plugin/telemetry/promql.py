@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 
+from sms_plugin import tls
 from sms_plugin.errors import Unavailable
 
 TIMEOUT_SECONDS = 5.0
@@ -64,7 +65,8 @@ class PromQL:
             reply = await self.http.get(f"{self.url}/api/v1/{path}", params=params, timeout=self.timeout)
             body = reply.json()
         except (httpx.HTTPError, ValueError) as error:
-            raise Unavailable(f"Prometheus at {self.url} did not answer: {type(error).__name__} {error}".strip()) from None
+            refused = tls.refusal(f"Prometheus at {self.url}", error)
+            raise Unavailable(str(refused) if refused else f"Prometheus at {self.url} did not answer: {type(error).__name__} {error}".strip()) from None
         if body.get("status") != "success":
             raise Unavailable(f"Prometheus refused a query: {body.get('errorType')}: {body.get('error')}")
         return body["data"]

@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 
 from elasticsearch import ApiError, Elasticsearch, TransportError
 
+from sms_plugin import tls
 from sms_plugin.errors import SMSError
 from sms_plugin.settings import current
 from sms_plugin.telemetry.logs.documents import INDEX_PATTERN, INDEX_PREFIX, MAPPINGS
@@ -33,7 +34,14 @@ def connect(url: str | None = None) -> Elasticsearch:
     url = url or current().logs.elasticsearch_url
     if not url:
         raise SMSError("Elasticsearch is not configured (set SMS_ELASTICSEARCH_URL)")
-    return Elasticsearch(url, request_timeout=REQUEST_TIMEOUT, max_retries=0, retry_on_timeout=False)
+    secure = {"ssl_context": tls.client_context()} if url.startswith("https:") else {}
+    return Elasticsearch(url, request_timeout=REQUEST_TIMEOUT, max_retries=0, retry_on_timeout=False, **secure)
+
+
+def describe(error: Exception, doing: str) -> str:
+    """What went wrong ``doing`` something with Elasticsearch: a refused certificate names the link."""
+    refused = tls.refusal(f"Elasticsearch at {elasticsearch_url()}", error)
+    return str(refused) if refused else f"{doing}: {error}"
 
 
 def ensure_template(client: Elasticsearch) -> None:
@@ -54,7 +62,7 @@ def ensure_template(client: Elasticsearch) -> None:
             meta={"description": "SMS script output, one document per line (docs/logs.md)"},
         )
     except (ApiError, TransportError) as error:
-        raise ShippingError(f"cannot install the index template: {error}") from error
+        raise ShippingError(describe(error, "cannot install the index template")) from error
 
 
 def send(client: Elasticsearch, records: bytes) -> list[str]:
@@ -66,7 +74,7 @@ def send(client: Elasticsearch, records: bytes) -> list[str]:
     try:
         response = client.bulk(operations=records, filter_path="errors,items.*.status,items.*.error")
     except (ApiError, TransportError) as error:
-        raise ShippingError(f"Elasticsearch did not take the logs: {error}") from error
+        raise ShippingError(describe(error, "Elasticsearch did not take the logs")) from error
     if not response.get("errors"):
         return []
     refused = []
@@ -86,7 +94,7 @@ def apply_retention(client: Elasticsearch, days: int, *, now: datetime | None = 
     try:
         names = list(client.indices.get(index=INDEX_PATTERN, expand_wildcards="open,closed"))
     except (ApiError, TransportError) as error:
-        raise ShippingError(f"cannot list log indices: {error}") from error
+        raise ShippingError(describe(error, "cannot list log indices")) from error
     expired = []
     for name in names:
         try:

@@ -22,7 +22,7 @@ from elasticsearch import ApiError, Elasticsearch, TransportError
 
 from sms_plugin.errors import InvalidInput, SMSError
 from sms_plugin.telemetry.logs.documents import INDEX_PATTERN
-from sms_plugin.telemetry.logs.elastic import connect
+from sms_plugin.telemetry.logs.elastic import connect, describe
 
 PAGE = 5000
 FOLLOW_POLL = 0.15
@@ -117,7 +117,7 @@ def _page(client: Elasticsearch, query: dict[str, Any], sort: list[Any], after: 
             track_total_hits=False, ignore_unavailable=True, allow_no_indices=True,
         )
     except (ApiError, TransportError) as error:
-        raise SMSError(f"cannot read logs from Elasticsearch: {error}") from error
+        raise SMSError(describe(error, "cannot read logs from Elasticsearch")) from error
     return list(response["hits"]["hits"])
 
 
@@ -125,7 +125,7 @@ def _refresh(client: Elasticsearch) -> None:
     try:
         client.indices.refresh(index=INDEX_PATTERN, ignore_unavailable=True, allow_no_indices=True)
     except (ApiError, TransportError) as error:
-        raise SMSError(f"cannot read logs from Elasticsearch: {error}") from error
+        raise SMSError(describe(error, "cannot read logs from Elasticsearch")) from error
 
 
 def _entry(hit: dict[str, Any]) -> LogEntry:

@@ -1,0 +1,105 @@
+"""The trust every client link of SMS verifies its peers with (docs/tls.md).
+
+``SMS_CA_BUNDLE`` names one PEM file of CA certificates; unset, the system's store is used.
+Verification is always on: the certificate must chain to a trusted CA and name the host.
+:func:`client_context` is the one TLS context of the HTTP links (Keycloak, Prometheus,
+Elasticsearch, Prefect behind the gateway) and of MariaDB; Kafka's client (librdkafka) is given
+:func:`ca_location`. A refused certificate becomes :class:`CertificateRefused`, naming the link.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import ssl
+from pathlib import Path
+
+from sms_plugin import settings
+from sms_plugin.errors import ServiceError, SMSError
+
+CA_BUNDLE_ENV = "SMS_CA_BUNDLE"
+
+log = logging.getLogger("sms.tls")
+
+
+class CertificateRefused(ServiceError):
+    """A peer's TLS certificate did not verify against the trusted CAs; the message names the link."""
+
+
+def ca_bundle() -> Path | None:
+    """The PEM bundle of ``SMS_CA_BUNDLE``, or None for the system store; a missing file is an error."""
+    value = settings.current().tls.ca_bundle
+    if not value:
+        return None
+    path = Path(value).expanduser()
+    if not path.is_file():
+        raise SMSError(f"{CA_BUNDLE_ENV}={value!r} is not a file: give the PEM file of the CA certificates SMS trusts")
+    return path
+
+
+@functools.cache
+def _context(bundle: str | None, _modified: float) -> ssl.SSLContext:
+    try:
+        return ssl.create_default_context(cafile=bundle)
+    except ssl.SSLError as error:
+        raise SMSError(f"{CA_BUNDLE_ENV}={bundle!r} holds no PEM CA certificate ({error.reason or error})") from None
+
+
+def client_context() -> ssl.SSLContext:
+    """A TLS client context that verifies the certificate chain and the host name against
+    ``SMS_CA_BUNDLE`` (or the system store); one per bundle file and version, shared."""
+    bundle = ca_bundle()
+    return _context(str(bundle) if bundle else None, bundle.stat().st_mtime if bundle else 0.0)
+
+
+def ca_location() -> str:
+    """``ssl.ca.location`` for librdkafka: the bundle, or ``probe`` (the system's usual CA paths)."""
+    bundle = ca_bundle()
+    return str(bundle) if bundle else "probe"
+
+
+def verification_failure(error: BaseException) -> ssl.SSLCertVerificationError | None:
+    """The certificate-verification error behind ``error`` (its causes, contexts and the
+    ``errors`` some clients collect), or None when the failure was something else."""
+    seen: set[int] = set()
+    pending: list[BaseException] = [error]
+    while pending:
+        current = pending.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, ssl.SSLCertVerificationError):
+            return current
+        pending.extend(e for e in (current.__cause__, current.__context__) if e is not None)
+        pending.extend(e for e in getattr(current, "errors", ()) or () if isinstance(e, BaseException))
+        pending.extend(e for e in getattr(current, "args", ()) if isinstance(e, BaseException))
+    return None
+
+
+def refusal(link: str, error: BaseException) -> CertificateRefused | None:
+    """:class:`CertificateRefused` naming ``link`` (e.g. "Elasticsearch at https://logs:9200")
+    when ``error`` is a refused certificate, else None."""
+    failure = verification_failure(error)
+    if failure is None:
+        return None
+    return certificate_refused(link, failure.verify_message or failure.reason or str(failure))
+
+
+def certificate_refused(link: str, reason: str) -> CertificateRefused:
+    """The error for ``link``'s refused certificate, with what to do about it."""
+    trusted = ca_bundle()
+    source = f"the CAs of {CA_BUNDLE_ENV}={trusted}" if trusted else f"the system's CAs ({CA_BUNDLE_ENV} is unset)"
+    return CertificateRefused(
+        f"{link}: TLS certificate refused ({reason}); it does not verify against {source}: "
+        f"put the CA that signed it in {CA_BUNDLE_ENV} (docs/tls.md)"
+    )
+
+
+def failure_name(link: str, error: BaseException) -> str:
+    """A short name of a failed call on ``link`` for its caller: ``TLS certificate refused`` (the
+    full reason, naming the link, is logged for the operator) or the error's type."""
+    refused = refusal(link, error)
+    if refused is None:
+        return type(error).__name__
+    log.error("%s", refused)
+    return "TLS certificate refused"

@@ -1,0 +1,101 @@
+"""The TLS settings of SMS's client links: SMS_CA_BUNDLE, the catalog's SMS_DATABASE_TLS and Kafka's
+security settings (docs/tls.md). The links themselves are proven in tests/integration/test_tls_links.py."""
+
+from __future__ import annotations
+
+import ssl
+
+import pytest
+from pydantic import SecretStr
+
+from infra.testbed.tls import make_ca_and_server
+from sms_plugin import settings, tls
+from sms_plugin.errors import SMSError
+from sms_plugin.events.kafka_security import KafkaSecurity
+
+
+def test_without_a_bundle_the_system_store_verifies_names_and_chains(monkeypatch):
+    monkeypatch.delenv("SMS_CA_BUNDLE", raising=False)
+    context = tls.client_context()
+    assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
+    assert tls.ca_location() == "probe"
+
+
+def test_a_bundle_is_the_only_trust_given(monkeypatch, tmp_path):
+    ca, _, _ = make_ca_and_server(tmp_path)
+    monkeypatch.setenv("SMS_CA_BUNDLE", str(ca))
+    context = tls.client_context()
+    assert [c["subject"] for c in context.get_ca_certs()] == [((("commonName", "SMS test CA"),),)]
+    assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
+    assert tls.ca_location() == str(ca)
+
+
+def test_a_missing_or_empty_bundle_is_a_clear_error(monkeypatch, tmp_path):
+    monkeypatch.setenv("SMS_CA_BUNDLE", str(tmp_path / "nowhere.pem"))
+    with pytest.raises(SMSError, match="SMS_CA_BUNDLE=.*is not a file"):
+        tls.client_context()
+    (tmp_path / "empty.pem").write_text("no certificate here\n")
+    monkeypatch.setenv("SMS_CA_BUNDLE", str(tmp_path / "empty.pem"))
+    with pytest.raises(SMSError, match="holds no PEM CA certificate"):
+        tls.client_context()
+
+
+def test_only_a_certificate_failure_is_called_a_refusal():
+    failure = ssl.SSLCertVerificationError(1, "certificate verify failed")
+    failure.verify_message = "unable to get local issuer certificate"
+    try:
+        try:
+            raise failure
+        except ssl.SSLError as error:
+            raise ConnectionError("could not connect") from error
+    except ConnectionError as wrapped:
+        refused = tls.refusal("Prometheus at https://prom:9090", wrapped)
+    assert refused is not None
+    assert str(refused).startswith("Prometheus at https://prom:9090: TLS certificate refused (unable to get local issuer")
+    assert tls.refusal("Prometheus at https://prom:9090", ConnectionRefusedError("refused")) is None
+
+
+@pytest.mark.parametrize(("value", "host", "required"), [
+    ("", "db.example", True), ("", "127.0.0.1", False), ("", None, False),
+    ("on", "127.0.0.1", True), ("off", "db.example", False),
+])
+def test_the_catalog_requires_tls_beyond_loopback_unless_told(monkeypatch, value, host, required):
+    monkeypatch.setenv("SMS_DATABASE_TLS", value)
+    assert settings.database_tls(host) is required
+
+
+def test_a_wrong_database_tls_value_is_refused(monkeypatch):
+    monkeypatch.setenv("SMS_DATABASE_TLS", "maybe")
+    with pytest.raises(SMSError, match="bad setting SMS_DATABASE_TLS: Input should be a valid boolean"):
+        settings.database_tls("db.example")
+
+
+def kafka(bootstrap: str, **given: object) -> KafkaSecurity:
+    return KafkaSecurity(bootstrap, **{"protocol": None, "username": None, "password": None, **given})
+
+
+def test_kafka_is_plain_on_loopback_and_verified_tls_elsewhere(monkeypatch):
+    monkeypatch.delenv("SMS_CA_BUNDLE", raising=False)
+    assert kafka("127.0.0.1:9092,localhost:9093").client_config() == {"security.protocol": "PLAINTEXT"}
+    remote = kafka("kafka-1:9093,127.0.0.1:9092").client_config()
+    assert remote == {"security.protocol": "SSL", "ssl.ca.location": "probe",
+                      "enable.ssl.certificate.verification": True, "ssl.endpoint.identification.algorithm": "https"}
+
+
+def test_a_kafka_user_logs_in_with_scram_and_its_password_stays_secret():
+    security = kafka("kafka-1:9093", username="sms-publisher", password=SecretStr("s3cret"))
+    config = security.client_config()
+    assert (config["security.protocol"], config["sasl.mechanism"], config["sasl.password"]) == (
+        "SASL_SSL", "SCRAM-SHA-512", "s3cret")
+    assert "s3cret" not in repr(security)
+
+
+@pytest.mark.parametrize(("given", "message"), [
+    ({"protocol": "SASL_SSL"}, "needs SMS_KAFKA_SASL_USERNAME and SMS_KAFKA_SASL_PASSWORD"),
+    ({"protocol": "SSL", "username": "u", "password": SecretStr("p")}, "use SMS_KAFKA_SECURITY_PROTOCOL=SASL_SSL"),
+    ({"protocol": "TLS"}, "use one of PLAINTEXT, SSL"),
+    ({"username": "u", "password": SecretStr("p"), "mechanism": "PLAIN"}, "SMS_KAFKA_SASL_MECHANISM='PLAIN'"),
+])
+def test_inconsistent_kafka_settings_are_refused(given, message):
+    with pytest.raises(SMSError, match=message):
+        kafka("kafka-1:9093", **given).client_config()
