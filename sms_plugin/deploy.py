@@ -157,7 +157,7 @@ async def deployed_scripts() -> dict[str, UUID]:
     async with get_client() as client:
         while page := await client.read_deployments(
             flow_filter=FlowFilter(name=FlowFilterName(any_=[FLOW_NAME])),
-            work_pool_filter=WorkPoolFilter(name=WorkPoolFilterName(any_=[work_pool_name()])),
+            work_pool_filter=WorkPoolFilter(name=WorkPoolFilterName(any_=[current().worker.pool])),
             sort=DeploymentSort.NAME_ASC,
             offset=read,
         ):

@@ -40,7 +40,7 @@ def connect(url: str | None = None) -> Elasticsearch:
 
 def describe(error: Exception, doing: str) -> str:
     """What went wrong ``doing`` something with Elasticsearch: a refused certificate names the link."""
-    refused = tls.refusal(f"Elasticsearch at {elasticsearch_url()}", error)
+    refused = tls.refusal(f"Elasticsearch at {current().logs.elasticsearch_url}", error)
     return str(refused) if refused else f"{doing}: {error}"
 
 
