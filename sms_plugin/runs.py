@@ -231,7 +231,10 @@ async def logs(
                 for log in page:  # the script's output comes from OUTPUT_LOGGER, its stream in the level
                     if keep(log.message):
                         stream = _STREAMS.get(log.level) if log.name == OUTPUT_LOGGER else None
-                        yield LogLine(log.timestamp, logging.getLevelName(log.level), log.message, stream=stream)
+                        message = log.message
+                        if host is not None and stream is not None and message.startswith(f"[{host}] "):
+                            message = message[len(host) + 3:]  # one host's own bytes: no fleet prefix
+                        yield LogLine(log.timestamp, logging.getLevelName(log.level), message, host, stream)
         if finished_now:
             return
         await asyncio.sleep(poll)

@@ -81,7 +81,7 @@ class FleetSettings(Group):
 
 
 class LogSettings(Group):
-    elasticsearch_url: str | None = Field(None, validation_alias="SMS_ELASTICSEARCH_URL")
+    elasticsearch_url: str | None = Field(None, validation_alias="SMS_ELASTICSEARCH_URL", repr=False)
     retention_days: int = Field(30, ge=1, validation_alias="SMS_LOG_RETENTION_DAYS")
 
 
@@ -232,13 +232,3 @@ def log_spool_dir() -> Path:
     spool = sms_home() / "log-spool"
     spool.mkdir(exist_ok=True)
     return spool
-
-
-def env_number(name: str, default: float) -> float:
-    """The number in variable ``name``, ``default`` when unset or empty: the stop-gap for a setting
-    added on a branch before it has its field in the tree (docs/decisions.md, "Adding a setting")."""
-    value = os.environ.get(name)
-    try:
-        return float(value) if value else default
-    except ValueError:
-        raise SMSError(f"{name} must be a number, not {value!r}") from None

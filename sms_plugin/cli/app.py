@@ -558,8 +558,10 @@ def stop(
     wait: Annotated[bool, typer.Option("--wait", "-w", help="Return once the run's processes are gone.")] = False,
     timeout: Annotated[float | None, typer.Option("--wait-timeout", help="Give up waiting after N s.")] = None,
 ) -> None:
-    """Stop a run: Prefect cancels it and the remote process tree is killed. Returns once the cancel
-    is accepted (--wait: once the processes are gone); the run reads Cancelled soon after."""
+    """Stop a run: Prefect cancels it and the remote process tree is killed.
+
+    Returns once the cancel is accepted (--wait: once the processes are gone); the run reads
+    Cancelled soon after."""
     door = backend.current()
     began = time.monotonic()
     state = door.stop(run_id)

@@ -72,6 +72,8 @@ class BulkSlots:
 
     async def __aexit__(self, *exc_info: object) -> None:
         """Waits until every lease given back has been released (even if cancelled meanwhile)."""
+        if self._asking is not None:
+            self._asking.cancel()
         while self._releases:
             await asyncio.shield(asyncio.gather(*self._releases, return_exceptions=True))
 
@@ -82,7 +84,12 @@ class BulkSlots:
         self._waiting.append((host, future))
         if self._asking is None or self._asking.done():
             self._asking = asyncio.create_task(self._ask(), name="fleet host slots")
-        group = await future  # cancelled while waiting: the future is cancelled, and left out
+        try:
+            group = await future  # cancelled while waiting: the future is cancelled, and left out
+        except asyncio.CancelledError:
+            if future.done() and not future.cancelled() and future.result() is not None:
+                self._leave(future.result())  # granted just as its host was cancelled: not held
+            raise
         if group is None:  # its request was refused: it asks on its own
             async with host_slot(host, limit, holder_id=self.holder.id if self.holder else None, logger=logger):
                 yield

@@ -155,13 +155,14 @@ class Call:
 
 QUIET_READS = frozenset(f"api.{name}" for name in (
     "host.list", "host.show", "host-group.list", "host-group.show", "selection.judge", "script.list", "script.show",
-    "version.list", "version.show", "version.diff", "run.list", "run.show", "rule.list", "rule.show",
+    "version.list", "version.show", "version.diff", "run.list", "rule.list", "rule.show",
     "webhook.list", "webhook.show", "webhook.deliveries", "webhook.refusals", "schedule.preview",
     "permissions.show", "access.preview",
 ))
 """Reads of the catalog that are audited only when refused or failed: the console polls them, and an
 audit trail of every poll would bury the changes. Reads of output, logs and the audit trail itself, and
-reads that contact a host (host key, check), are always audited."""
+reads that contact a host (host key, check), are always audited; so is a run's detail (``run.show``),
+which carries the tail of its output."""
 
 
 async def call(request: Request, principal: Annotated[Principal, Depends(require_principal)]) -> Call:

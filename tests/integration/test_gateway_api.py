@@ -190,7 +190,9 @@ class Case:
         return (self.method == "GET" and self.route not in AUDITED_READS) or self.route == "/api/v1/selections/judge"
 
 
-AUDITED_READS = {"/api/v1/runs/{run_id}/logs", "/api/v1/audit-events", "/api/v1/hosts/{name}/host-key"}
+AUDITED_READS = {
+    "/api/v1/runs/{run_id}", "/api/v1/runs/{run_id}/logs", "/api/v1/audit-events", "/api/v1/hosts/{name}/host-key",
+}
 
 
 def only(users: set[str], status: int) -> dict[str, int]:

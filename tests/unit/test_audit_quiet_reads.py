@@ -9,7 +9,9 @@ from sms_plugin.gateway.api import QUIET_READS
 
 GATEWAY = Path(__file__).resolve().parents[2] / "sms_plugin" / "gateway"
 ACTIONS = {f"api.{name}" for path in GATEWAY.glob("*.py") for name in re.findall(r'\.action\("([a-z.-]+)"', path.read_text())}
-ALWAYS_AUDITED = {"api.run.logs", "api.run.output", "api.logs.search", "api.audit.list", "api.host.key", "api.host.check"}
+ALWAYS_AUDITED = {
+    "api.run.show", "api.run.logs", "api.run.output", "api.logs.search", "api.audit.list", "api.host.key", "api.host.check",
+}
 
 
 def test_every_quiet_read_is_an_action_of_the_gateway() -> None:

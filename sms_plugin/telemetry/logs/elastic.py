@@ -8,6 +8,7 @@ than ``SMS_LOG_RETENTION_DAYS``), so it works on any distribution, including tho
 from __future__ import annotations
 
 import logging
+from urllib.parse import urlsplit
 from datetime import UTC, datetime, timedelta
 
 from elasticsearch import ApiError, Elasticsearch, TransportError
@@ -40,7 +41,7 @@ def connect(url: str | None = None) -> Elasticsearch:
 
 def describe(error: Exception, doing: str) -> str:
     """What went wrong ``doing`` something with Elasticsearch: a refused certificate names the link."""
-    refused = tls.refusal(f"Elasticsearch at {current().logs.elasticsearch_url}", error)
+    refused = tls.refusal(f"Elasticsearch at {_shown(current().logs.elasticsearch_url)}", error)
     return str(refused) if refused else f"{doing}: {error}"
 
 
@@ -107,3 +108,9 @@ def apply_retention(client: Elasticsearch, days: int, *, now: datetime | None = 
         client.indices.delete(index=",".join(expired))
         log.info("deleted log indices older than %d days: %s", days, ", ".join(expired))
     return expired
+
+
+def _shown(url: str | None) -> str:
+    """``url`` without its user and password (they may be in it): scheme, host and port."""
+    parts = urlsplit(url or "")
+    return f"{parts.scheme}://{parts.hostname}{f':{parts.port}' if parts.port else ''}" if parts.hostname else "(unset)"
