@@ -41,7 +41,8 @@ class GatewayClient:
         print(sms.run_status(run_id)["state"])
 
     Errors are :class:`~sms_plugin.errors.SMSError` carrying the gateway's explanation. ``verify``:
-    None (default) trusts ``SMS_CA_BUNDLE`` or the system store (docs/tls.md); else as httpx's.
+    None (default) trusts ``SMS_CA_BUNDLE`` or the system store (docs/tls.md); a CA file's path or an
+    SSL context trusts those instead. Verification cannot be turned off.
     """
 
     def __init__(
@@ -51,7 +52,7 @@ class GatewayClient:
         token: str | None = None,
         client_id: str | None = None,
         client_secret: str | None = None,
-        verify: bool | str | ssl.SSLContext | None = None,
+        verify: str | ssl.SSLContext | None = None,
     ) -> None:
         if (client_id is None) != (client_secret is None):
             raise InvalidInput("give both client_id and client_secret, or neither")
@@ -59,6 +60,8 @@ class GatewayClient:
         self._token = token
         self._client_credentials = (client_id, client_secret) if client_id and client_secret else None
         self._expires_at = 0.0
+        if isinstance(verify, bool):
+            raise SMSError("verify takes a CA file or an SSL context; TLS verification cannot be turned off")
         trust = tls.client_context() if verify is None else verify  # None: SMS_CA_BUNDLE or the system store
         self._http = httpx.Client(base_url=f"{self.gateway_url}/api/v1", timeout=60, verify=trust)
 

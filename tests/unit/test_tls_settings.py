@@ -99,3 +99,11 @@ def test_a_kafka_user_logs_in_with_scram_and_its_password_stays_secret():
 def test_inconsistent_kafka_settings_are_refused(given, message):
     with pytest.raises(SMSError, match=message):
         kafka("kafka-1:9093", **given).client_config()
+
+
+@pytest.mark.parametrize("verify", [False, True])
+def test_the_sdk_client_cannot_turn_verification_off(verify):
+    from sms_plugin.gateway_client import GatewayClient
+
+    with pytest.raises(SMSError, match="cannot be turned off"):
+        GatewayClient("https://gateway.example", token="t", verify=verify)
