@@ -211,7 +211,8 @@ class Keycloak(Peer):
         argv = [
             str(home / "bin" / "kc.sh"), "start-dev",
             f"--http-host={self.host}", f"--http-port={self.port}",
-            f"--http-management-port={self.management_port}",
+            # The management interface (health) would inherit the HTTPS settings: keep it plain, as probed.
+            f"--http-management-port={self.management_port}", "--http-management-scheme=http",
             f"--https-port={self.https_port}", f"--https-certificate-file={certificate}",
             f"--https-certificate-key-file={key}",
             "--health-enabled=true", "--import-realm",
