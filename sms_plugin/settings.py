@@ -35,11 +35,19 @@ WORKER_TYPES = ("sms", "sms-process")
 """SMS's worker types: in-process (the default) and one process per run; both refuse job variables."""
 
 
+FIELD_NAMES_UNREAD = "SMS_NOT_A_SETTING_"
+"""With ``populate_by_name`` (fields built by name in tests), pydantic-settings also reads a variable
+named after the field itself, so ``HOME`` would become ``catalog.home`` and ``PORT`` a port. This
+prefix, which no documented variable has, is put before those names only: each field is read from
+its own ``SMS_*`` variable and nothing else."""
+
+
 class Group(BaseSettings):
     """One concern's settings, each field read from its own ``SMS_*`` variable (an empty one counts
     as unset); built from keyword arguments by field name in tests."""
 
-    model_config = SettingsConfigDict(frozen=True, extra="ignore", populate_by_name=True, env_ignore_empty=True)
+    model_config = SettingsConfigDict(frozen=True, extra="ignore", populate_by_name=True, env_ignore_empty=True,
+                                      env_prefix=FIELD_NAMES_UNREAD)
 
 
 class CatalogSettings(Group):

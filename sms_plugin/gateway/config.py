@@ -10,6 +10,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from sms_plugin.errors import InvalidInput
 from sms_plugin.listening import plain_http_refusal
+from sms_plugin.settings import FIELD_NAMES_UNREAD
 
 #: Longest interval between two re-reads of a browser session's roles (the issue's 5 minutes).
 MAX_SESSION_RECHECK_SECONDS = 300
@@ -18,7 +19,7 @@ MAX_SESSION_RECHECK_SECONDS = 300
 class GatewaySettings(BaseSettings):
     """Where the gateway listens, whom it trusts (Keycloak) and what it fronts (Prefect)."""
 
-    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True, env_prefix=FIELD_NAMES_UNREAD)
 
     #: The realm's issuer URL, e.g. ``https://kc.example/realms/sms``.
     oidc_issuer: str = Field(validation_alias="SMS_OIDC_ISSUER")

@@ -102,3 +102,19 @@ def test_the_tree_reads_each_variable_once_and_a_bad_value_names_it(monkeypatch)
     monkeypatch.setenv("SMS_WORKER_TYPE", "process")
     with pytest.raises(SMSError, match="SMS_WORKER_TYPE"):
         settings.load()
+
+
+def test_a_variable_named_like_a_field_is_not_a_setting(monkeypatch):
+    """HOME, PORT, HOST... are not SMS's: each field is read from its own SMS_* variable only."""
+    from sms_plugin import settings
+    from sms_plugin.gateway.config import load_settings
+
+    monkeypatch.delenv("SMS_HOME", raising=False)
+    for name, value in {"HOME": "/nowhere-home", "PORT": "1", "HOST": "0.0.0.0", "POOL": "other", "SOURCE": "kafka",
+                        "SMS_OIDC_ISSUER": "https://kc.example/realms/sms"}.items():
+        monkeypatch.setenv(name, value)
+    tree = settings.load()
+    chosen = (str(tree.catalog.home), tree.exporter.port, tree.worker.pool, tree.exporter.source)
+    assert chosen == ("~/.sms", 9478, "sms", "prefect")
+    gateway = load_settings()
+    assert (gateway.host, gateway.port) == ("127.0.0.1", 8443)
