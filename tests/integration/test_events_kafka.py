@@ -11,6 +11,7 @@ drill of issue 15 is ``SMS_KAFKA_OUTAGE_SECONDS=60``, docs/events.md).
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import signal
@@ -185,7 +186,9 @@ async def test_a_scripts_whole_life_arrives_in_order(catalog, ssh_server, prefec
     assert states(run_events, first) == ["Pending", "Running", "Completed"]
     assert states(run_events, second) == ["Pending", "Running", "Failed"]
     assert states(run_events, third) == ["Pending", "Running", "Completed"]
-    assert states(run_events, cancelled) == ["Scheduled", "Pending", "Submitting", "Running", "Cancelling", "Cancelled"]
+    # The sms worker has no Submitting; a stop may set Cancelling twice (the caller, then the worker).
+    in_order = [state for state, _ in itertools.groupby(states(run_events, cancelled))]
+    assert in_order == ["Scheduled", "Pending", "Running", "Cancelling", "Cancelled"]
     ended = {e["data"]["run_id"]: e["data"] for e in run_events if e["type"] == "sms.run.completed"}
     assert ended[first]["host"] == host and ended[third]["host"] == "fleet" and ended[first]["duration_seconds"] > 0
     finished = {(e["data"]["run_id"], e["data"]["host"]): e["data"] for e in run_events if e["type"] == "sms.run.finished"}
