@@ -158,9 +158,10 @@ async def test_mixed_outcomes_give_exactly_the_right_result_per_host(catalog, po
     async with get_client() as client:
         assert not await client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[UUID(run_id)])))
     failing = pool["fail"][0]
-    lines = [line.message async for line in runs.logs(run_id, host=failing)]
-    assert lines and all(line.startswith(f"[{failing}] ") for line in lines), lines  # that host's lines only
-    assert f"[{failing}] disk full on {failing}" in lines
+    lines = [line async for line in runs.logs(run_id, host=failing)]
+    output = [line.message for line in lines if line.stream is not None]
+    assert output == [f"disk full on {failing}"], lines  # that host's own bytes only, without the fleet prefix
+    assert all(line.message.startswith(f"[{failing}] ") for line in lines if line.stream is None), lines  # SMS's
 
 
 async def test_each_host_is_a_task_run_and_the_run_has_a_summary_table(catalog, pool):
