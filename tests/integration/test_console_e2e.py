@@ -150,6 +150,7 @@ def test_an_author_adds_a_script_in_the_editor_and_diffs_two_versions(logged_in)
     page.get_by_role("button", name="Add script", exact=True).last.click()
     page.get_by_role("heading", name=SCRIPT).wait_for()
     menu(page, "Scripts").click()
+    page.get_by_label("Search scripts", exact=True).fill(SCRIPT)  # the suite's catalog holds more than a page of scripts
     page.get_by_role("link", name=SCRIPT, exact=True).wait_for()
     shot(page, "scripts")
     page.get_by_role("link", name=SCRIPT, exact=True).click()  # its page opens from the list
