@@ -29,6 +29,7 @@ from sms_plugin import hosts, runs, scripts
 from sms_plugin.deploy import deployment_name
 from sms_plugin.catalog import Catalog, HostExecutionRecord, ScriptSpec, add_script, get_run, host_executions
 from tests.integration.conftest import alive, block_of, until
+from tests.load import FULL_LOAD, scaled
 
 pytestmark = pytest.mark.integration
 
@@ -151,13 +152,20 @@ async def _check_mixed_run(catalog: Catalog, groups: dict[str, list[str]], paral
     return elapsed, run_id
 
 
-async def test_mixed_outcomes_give_exactly_the_right_result_per_host(catalog, pool, monkeypatch):
+@pytest.fixture(scope="module")
+async def mixed(pool: dict[str, list[str]], ssh_server: Any) -> dict[str, list[str]]:
+    """The mixed-outcome test's fleet: the module's 13 hosts, or 200 with ``SMS_FULL_LOAD=1`` (170 good,
+    15 failing, 10 closed ports, 5 wrong host keys; docs/testing.md#full-load)."""
+    return await _mixed_fleet(ssh_server, 170, 15, 10, 5) if FULL_LOAD else pool
+
+
+async def test_mixed_outcomes_give_exactly_the_right_result_per_host(catalog, mixed, monkeypatch):
     monkeypatch.setenv("SMS_FLEET_TASK_RUNS", "0")  # the path of large fleets: no task run per host
-    elapsed, run_id = await _check_mixed_run(catalog, pool, parallel=10)
-    print(f"13-host mixed fleet run: {elapsed:.2f} s")
+    elapsed, run_id = await _check_mixed_run(catalog, mixed, parallel=scaled(10, 50))
+    print(f"{sum(map(len, mixed.values()))}-host mixed fleet run: {elapsed:.2f} s")
     async with get_client() as client:
         assert not await client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[UUID(run_id)])))
-    failing = pool["fail"][0]
+    failing = mixed["fail"][0]
     lines = [line async for line in runs.logs(run_id, host=failing)]
     output = [line.message for line in lines if line.stream is not None]
     assert output == [f"disk full on {failing}"], lines  # that host's own bytes only, without the fleet prefix
@@ -304,11 +312,3 @@ async def test_stopping_a_fleet_run_leaves_no_process_on_any_host(catalog, ssh_s
     finally:
         for line in alive(ssh_server, pattern):
             os.kill(int(line.split()[0]), 9)
-
-
-@pytest.mark.skipif(not os.environ.get("SMS_FLEET_200"),
-                    reason="the 200-host run takes minutes on a 2-core machine: set SMS_FLEET_200=1 to run it (docs/fleet.md)")
-async def test_two_hundred_hosts_with_mixed_outcomes(catalog, prefect_server, ssh_server):
-    elapsed, _ = await _check_mixed_run(catalog, await _mixed_fleet(ssh_server, 170, 15, 10, 5), parallel=50)
-    print(f"200-host mixed fleet run: {elapsed:.2f} s, {200 / elapsed:.1f} host executions/s")
-
