@@ -5,7 +5,7 @@ the event publisher) and passed in; code below the edge asks :func:`current`.
     tree = settings.load()                    # every group, validated; SMSError naming a bad value
     with settings.installed(tree):            # what current() answers until the block ends
         ...
-    settings.current().worker.stop_seconds    # outside an edge (a flow process, a test): read now
+    settings.current().worker.stop_seconds    # outside an edge (a flow process, a test): the environment's now
 
 Each field keeps its documented variable name (``validation_alias``); the README's configuration
 table names every one (tests/unit/test_settings_documented.py). The gateway's group
@@ -204,9 +204,20 @@ def installed(tree: Settings) -> Iterator[Settings]:
         _installed = before
 
 
+_read: tuple[tuple[tuple[str, str], ...], Settings] | None = None
+"""The last tree read outside an edge, with the ``SMS_*`` variables it was read from."""
+
+
 def current() -> Settings:
-    """The tree the edge installed, else the environment's now."""
-    return _installed or load()
+    """The tree the edge installed, else the environment's now: read again only when an ``SMS_*``
+    variable changed (a worker started by Prefect's own CLI has no edge; a read costs milliseconds)."""
+    global _read
+    if _installed:
+        return _installed
+    variables = tuple(sorted((name, value) for name, value in os.environ.items() if name.startswith("SMS_")))
+    if _read is None or _read[0] != variables:
+        _read = (variables, load())
+    return _read[1]
 
 
 def sms_home() -> Path:

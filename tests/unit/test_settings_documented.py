@@ -104,6 +104,19 @@ def test_the_tree_reads_each_variable_once_and_a_bad_value_names_it(monkeypatch)
         settings.load()
 
 
+def test_outside_an_edge_the_tree_is_read_again_only_when_an_sms_variable_changed(monkeypatch):
+    from sms_plugin import settings
+
+    monkeypatch.setenv("SMS_WORKER_STOP_SECONDS", "4")
+    first = settings.current()
+    monkeypatch.setenv("UNRELATED_TO_SMS", "x")
+    assert settings.current() is first  # nothing of SMS's changed: the same tree, not parsed again
+    monkeypatch.setenv("SMS_WORKER_STOP_SECONDS", "6")
+    assert settings.current() is not first and settings.current().worker.stop_seconds == 6
+    monkeypatch.delenv("SMS_WORKER_STOP_SECONDS")
+    assert settings.current().worker.stop_seconds == settings.WorkerSettings().stop_seconds  # unset: the default again
+
+
 def test_a_variable_named_like_a_field_is_not_a_setting(monkeypatch):
     """HOME, PORT, HOST... are not SMS's: each field is read from its own SMS_* variable only."""
     from sms_plugin import settings
