@@ -20,6 +20,7 @@ from prefect import get_client
 from sms_plugin import AsyncSMSClient
 from sms_plugin.deploy import deployment_name
 from tests.integration.conftest import wait_for_metric
+from tests.integration.test_up_events import child_commands
 from tests.integration.test_worker_shutdown import marked_processes
 
 pytestmark = pytest.mark.integration
@@ -217,6 +218,7 @@ def test_sms_up_runs_the_samples_and_stops_cleanly(tmp_path):
         assert "hello, SMS" in done.stdout
         children = subprocess.run(["pgrep", "-P", str(up.pid)], capture_output=True, text=True).stdout.split()
         assert len(children) == 3  # the Prefect server, the worker and the exporter, each in a session of its own
+        assert not any(command.endswith("sms events") for command in child_commands(up.pid))  # no Kafka: no publisher
         wait_for_metric(metrics_port, 'sms_script_runs_total{host="local",script="hello-bash",state="completed"} 1.0', 30)
         sleeper = tmp_path / "sleeper.sh"
         sleeper.write_text("sleep 300 &\necho started\nsleep 300\n")
