@@ -73,6 +73,7 @@ def prefect_trust() -> Iterator[None]:
     if bundle is None:
         yield
         return
+    client_context()  # a file without a PEM CA certificate stops here, naming the variable
     from prefect.settings import PREFECT_API_SSL_CERT_FILE, temporary_settings
 
     with temporary_settings(set_defaults={PREFECT_API_SSL_CERT_FILE: str(bundle)}):

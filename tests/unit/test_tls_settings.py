@@ -123,6 +123,10 @@ def test_prefects_clients_take_the_bundle_unless_prefects_own_setting_is_given(m
     with temporary_settings(updates={PREFECT_API_SSL_CERT_FILE: "/etc/prefect/ca.pem"}), tls.prefect_trust():
         assert PREFECT_API_SSL_CERT_FILE.value() == "/etc/prefect/ca.pem"  # set by the user: it wins
     assert PREFECT_API_SSL_CERT_FILE.value() == before
+    (tmp_path / "empty.pem").write_text("no certificate here\n")
+    monkeypatch.setenv("SMS_CA_BUNDLE", str(tmp_path / "empty.pem"))
+    with pytest.raises(SMSError, match="SMS_CA_BUNDLE=.*holds no PEM CA certificate"), tls.prefect_trust():
+        pass
 
 
 def test_the_publishers_metrics_serve_https_to_a_scraper_trusting_the_ca_only(tmp_path):
