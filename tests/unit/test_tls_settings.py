@@ -169,3 +169,18 @@ def test_the_publishers_metrics_stay_off_other_addresses_in_clear_text_unless_al
     half = EventSettings(kafka_bootstrap="127.0.0.1:9092", metrics_tls_cert="/etc/sms/metrics.pem")
     with pytest.raises(SMSError, match="give both SMS_EVENTS_METRICS_TLS_CERT and SMS_EVENTS_METRICS_TLS_KEY"):
         PublisherSettings.of(half).metrics.serve(PublisherMetrics().registry)
+
+
+def test_the_blocking_sdk_gives_prefects_clients_the_bundle(monkeypatch, tmp_path):
+    from prefect.settings import PREFECT_API_SSL_CERT_FILE
+
+    from sms_plugin.sdk import AsyncSMSClient, SMSClient
+
+    async def prefect_ca_file(self: AsyncSMSClient) -> str | None:
+        return PREFECT_API_SSL_CERT_FILE.value()
+
+    ca, _, _ = make_ca_and_server(tmp_path)
+    monkeypatch.setenv("SMS_CA_BUNDLE", str(ca))
+    monkeypatch.setattr(AsyncSMSClient, "prefect_ca_file", prefect_ca_file, raising=False)
+    with SMSClient(f"sqlite:///{tmp_path / 'catalog.db'}") as sms:
+        assert sms.prefect_ca_file() == str(ca)  # what every Prefect client of its calls verifies with
