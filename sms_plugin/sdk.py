@@ -16,6 +16,7 @@ Both talk to the catalog (``SMS_DATABASE_URL``) and to the Prefect API (``PREFEC
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import getpass
 import inspect
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -23,7 +24,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from sms_plugin import apply as declarative
-from sms_plugin import fleet_hosts, host_groups, host_import, selection
+from sms_plugin import fleet_hosts, host_groups, host_import, selection, tls
 from sms_plugin import hosts as host_services
 from sms_plugin import runs as run_services
 from sms_plugin import scripts as script_services
@@ -204,11 +205,12 @@ class AsyncSMSClient:
         return planned
 
 
-def blocking_iterator(runner: asyncio.Runner, stream: AsyncIterator[T]) -> Iterator[T]:
-    """The items of an async iterator, each awaited on ``runner``."""
+def blocking_iterator(runner: asyncio.Runner, stream: AsyncIterator[T],
+                      context: contextvars.Context | None = None) -> Iterator[T]:
+    """The items of an async iterator, each awaited on ``runner`` (in ``context``)."""
     while True:
         try:
-            yield runner.run(stream.__anext__())  # type: ignore[arg-type]
+            yield runner.run(stream.__anext__(), context=context)  # type: ignore[arg-type]
         except StopAsyncIteration:
             return
 
@@ -228,6 +230,8 @@ class SMSClient:
 
     def __init__(self, database_url: str | None = None, *, user: str | None = None) -> None:
         self._runner = asyncio.Runner()
+        with tls.prefect_trust():  # Prefect's clients verify its HTTPS with SMS_CA_BUNDLE (docs/tls.md)
+            self._context = contextvars.copy_context()
         self._client = AsyncSMSClient(database_url, user=user)
 
     def __getattr__(self, name: str) -> Any:
@@ -235,12 +239,12 @@ class SMSClient:
         if inspect.isasyncgenfunction(member):
             return self._blocking_iterator(member)
         if inspect.iscoroutinefunction(member):
-            return lambda *args, **kwargs: self._runner.run(member(*args, **kwargs))
+            return lambda *args, **kwargs: self._runner.run(member(*args, **kwargs), context=self._context)
         return member
 
     def _blocking_iterator(self, member: Callable[..., AsyncIterator[Any]]) -> Callable[..., Iterator[Any]]:
         def iterate(*args: Any, **kwargs: Any) -> Iterator[Any]:
-            return blocking_iterator(self._runner, member(*args, **kwargs))
+            return blocking_iterator(self._runner, member(*args, **kwargs), self._context)
 
         return iterate
 

@@ -108,6 +108,12 @@ class EventSettings(Group):
     outbox_limit: int = Field(100_000, ge=1, validation_alias="SMS_EVENTS_OUTBOX_LIMIT")
     send_timeout_seconds: float = Field(30, gt=0, validation_alias="SMS_EVENTS_SEND_TIMEOUT_SECONDS")
     metrics_port: int = Field(9479, ge=0, le=65535, validation_alias="SMS_EVENTS_METRICS_PORT")
+    metrics_address: str = Field("127.0.0.1", validation_alias="SMS_EVENTS_METRICS_ADDRESS")
+    metrics_tls_cert: Path | None = Field(None, validation_alias="SMS_EVENTS_METRICS_TLS_CERT")
+    """PEM certificate (chain): the publisher's ``/metrics`` serves HTTPS; with ``metrics_tls_key``."""
+    metrics_tls_key: Path | None = Field(None, validation_alias="SMS_EVENTS_METRICS_TLS_KEY")
+    metrics_allow_plain_http: bool = Field(False, validation_alias="SMS_EVENTS_METRICS_ALLOW_PLAIN_HTTP")
+    """Serve ``/metrics`` in plain HTTP on a non-loopback address."""
 
 
 class ExporterSettings(Group):

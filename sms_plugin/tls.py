@@ -4,7 +4,8 @@
 Verification is always on: the certificate must chain to a trusted CA and name the host.
 :func:`client_context` is the one TLS context of the HTTP links (Keycloak, Prometheus,
 Elasticsearch, Prefect behind the gateway) and of MariaDB; Kafka's client (librdkafka) is given
-:func:`ca_location`. A refused certificate becomes :class:`CertificateRefused`, naming the link.
+:func:`ca_location`; Prefect's own clients get the bundle through :func:`prefect_trust`. A refused
+certificate becomes :class:`CertificateRefused`, naming the link.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from __future__ import annotations
 import functools
 import logging
 import ssl
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from sms_plugin import settings
@@ -56,6 +59,25 @@ def ca_location() -> str:
     """``ssl.ca.location`` for librdkafka: the bundle, or ``probe`` (the system's usual CA paths)."""
     bundle = ca_bundle()
     return str(bundle) if bundle else "probe"
+
+
+@contextmanager
+def prefect_trust() -> Iterator[None]:
+    """Within the block, Prefect's clients of this process verify Prefect's HTTPS against
+    ``SMS_CA_BUNDLE``, and so do the processes a Prefect worker starts (it passes the settings on).
+
+    The bundle becomes the *default* of Prefect's ``PREFECT_API_SSL_CERT_FILE`` (Prefect's public
+    settings API): a value the user set (environment or Prefect profile) still wins. Without the
+    variable nothing changes and Prefect is not imported here."""
+    bundle = ca_bundle()
+    if bundle is None:
+        yield
+        return
+    client_context()  # a file without a PEM CA certificate stops here, naming the variable
+    from prefect.settings import PREFECT_API_SSL_CERT_FILE, temporary_settings
+
+    with temporary_settings(set_defaults={PREFECT_API_SSL_CERT_FILE: str(bundle)}):
+        yield
 
 
 def verification_failure(error: BaseException) -> ssl.SSLCertVerificationError | None:

@@ -71,9 +71,10 @@ def _options(
     ] = False,
 ) -> None:
     """After `sms login`, every verb goes through the gateway; `sms logout` or --local use the local catalog."""
-    from sms_plugin import settings  # read once here, for the verb (not for --help)
+    from sms_plugin import settings, tls  # read once here, for the verb (not for --help)
 
     context.with_resource(settings.installed(settings.load()))
+    context.with_resource(tls.prefect_trust())  # Prefect's clients verify its HTTPS with SMS_CA_BUNDLE
     backend.force_local(local)
 
 
@@ -628,6 +629,12 @@ def _http_failure(error: Exception) -> int:
     if isinstance(error, (httpx.ConnectError, httpx.ConnectTimeout)):
         from prefect.settings import PREFECT_API_URL
 
+        from sms_plugin import tls
+
+        refused = tls.refusal(f"the Prefect API at {PREFECT_API_URL.value()}", error)
+        if refused is not None:
+            err.print(f"error: {refused}", markup=False, highlight=False, soft_wrap=True)
+            return 1
         err.print(
             f"error: cannot reach the Prefect API at {PREFECT_API_URL.value() or '(PREFECT_API_URL unset)'} ({error}); "
             f"start SMS with `sms up` or set PREFECT_API_URL",

@@ -12,8 +12,10 @@ Two loops share the catalog and nothing in memory:
   restart, a Kafka outage or a crash re-sends only events whose id the consumer may have seen.
 
 Settings (the tree's ``events`` group, sms_plugin.settings): ``SMS_KAFKA_BOOTSTRAP`` (brokers, required), ``SMS_EVENTS_OUTBOX_LIMIT``
-(100000), ``SMS_EVENTS_SEND_TIMEOUT_SECONDS`` (30), ``SMS_EVENTS_METRICS_PORT`` (9479; 0: none);
-TLS and the SASL/SCRAM identity: ``kafka_security`` (docs/tls.md#kafka).
+(100000), ``SMS_EVENTS_SEND_TIMEOUT_SECONDS`` (30), ``SMS_EVENTS_METRICS_PORT`` (9479; 0: none),
+``SMS_EVENTS_METRICS_ADDRESS`` (127.0.0.1), ``SMS_EVENTS_METRICS_TLS_CERT``/``_TLS_KEY`` (HTTPS, as the
+exporter's: ``telemetry.metrics_endpoint``); TLS and the SASL/SCRAM identity of the Kafka link:
+``kafka_security`` (docs/tls.md).
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from prefect.events import Event
 from prefect.events.clients import get_events_subscriber
 from prefect.events.filters import EventFilter, EventNameFilter
 from prefect.exceptions import ObjectNotFound
-from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from sms_plugin import tls
 from sms_plugin.catalog import Catalog
@@ -47,6 +49,7 @@ from sms_plugin.events.kafka_security import KafkaSecurity
 from sms_plugin.events.run_source import PREFIXES, RunLabels, outbox_row, state_run_id
 from sms_plugin.settings import EventSettings, current
 from sms_plugin.telemetry.metrics import TERMINAL
+from sms_plugin.telemetry.metrics_endpoint import MetricsEndpoint
 from sms_plugin.telemetry.sources import labels_of, stored_events
 
 log = logging.getLogger("sms.events")
@@ -73,7 +76,8 @@ class PublisherSettings:
     bootstrap: str
     outbox_limit: int
     send_timeout_seconds: float
-    metrics_port: int
+    metrics: MetricsEndpoint | None
+    """The publisher's own ``/metrics`` (None: not served)."""
     #: TLS and SASL (None: the tree's ``events`` group, for ``bootstrap``).
     security: KafkaSecurity | None = None
 
@@ -84,7 +88,11 @@ class PublisherSettings:
     def of(cls, events: EventSettings) -> PublisherSettings:
         if not events.kafka_bootstrap:
             raise SMSError("set SMS_KAFKA_BOOTSTRAP to the Kafka brokers, e.g. kafka-1:9092,kafka-2:9092")
-        return cls(events.kafka_bootstrap, events.outbox_limit, events.send_timeout_seconds, events.metrics_port)
+        metrics = MetricsEndpoint(
+            "the event publisher's metrics", "SMS_EVENTS_METRICS_", events.metrics_address, events.metrics_port,
+            events.metrics_tls_cert, events.metrics_tls_key, events.metrics_allow_plain_http,
+        ) if events.metrics_port else None
+        return cls(events.kafka_bootstrap, events.outbox_limit, events.send_timeout_seconds, metrics)
 
     def producer_config(self) -> dict[str, Any]:
         """The producer's librdkafka settings (they hold the SASL password: never log them)."""
@@ -315,8 +323,8 @@ class Publisher:
 
     async def run(self) -> None:
         """Both loops until ``stop()``; an error in either ends both and is raised here."""
-        if self.settings.metrics_port:
-            start_http_server(self.settings.metrics_port, "127.0.0.1", registry=self.metrics.registry)
+        if self.settings.metrics is not None:
+            self.settings.metrics.serve(self.metrics.registry)
         publishing = asyncio.create_task(asyncio.to_thread(self.publish_forever))
         following = asyncio.create_task(self.follow_prefect())
         try:

@@ -30,6 +30,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Iterable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from prefect import get_client
@@ -38,15 +39,15 @@ from prefect.events import Event
 from prefect.events.clients import get_events_subscriber
 from prefect.events.filters import EventFilter, EventNameFilter
 from prefect.exceptions import ObjectNotFound
-from prometheus_client import CollectorRegistry, disable_created_metrics, start_http_server
+from prometheus_client import CollectorRegistry, disable_created_metrics
 from prometheus_client.registry import Collector
 
 from sms_plugin import hosts, run_events
 from sms_plugin.errors import SMSError
-from sms_plugin.listening import plain_http_refusal
 from sms_plugin.settings import ExporterSettings, current
 from sms_plugin.telemetry import sources
 from sms_plugin.telemetry.kafka_source import RunEventConsumer, fact_of
+from sms_plugin.telemetry.metrics_endpoint import MetricsEndpoint
 from sms_plugin.telemetry.metrics import RunMetrics, ServiceMetrics
 
 log = logging.getLogger("sms.exporter")
@@ -60,10 +61,15 @@ SOURCES = ("prefect", "kafka")
 """Where run events may come from (``SMS_EXPORTER_SOURCE``)."""
 
 
+def endpoint(settings: ExporterSettings) -> MetricsEndpoint:
+    """The exporter's ``/metrics`` endpoint."""
+    return MetricsEndpoint("the exporter", "SMS_EXPORTER_", settings.address, settings.port, settings.tls_cert,
+                           settings.tls_key, settings.allow_plain_http)
+
+
 def exporter_url(settings: ExporterSettings | None = None) -> str:
     """Where the exporter serves its metrics."""
-    settings = settings or current().exporter
-    return f"{'https' if settings.tls_cert else 'http'}://{settings.address}:{settings.port}/metrics"
+    return endpoint(settings or current().exporter).url
 
 
 class _Served(Collector):
@@ -92,27 +98,9 @@ class Exporter:
 
     def listen(self) -> int:
         """Starts serving ``/metrics`` (a background thread); returns the port."""
-        settings = self.settings
-        if (settings.tls_cert is None) != (settings.tls_key is None):
-            raise SMSError("give both SMS_EXPORTER_TLS_CERT and SMS_EXPORTER_TLS_KEY (--tls-cert, --tls-key), or neither")
-        refusal = plain_http_refusal(
-            "the exporter", settings.address, tls=settings.tls_cert is not None, allowed=settings.allow_plain_http,
-            remedy="give it --tls-cert/--tls-key, or keep it on 127.0.0.1 behind a TLS proxy, "
-            "or allow clear text with SMS_EXPORTER_ALLOW_PLAIN_HTTP=1 (--insecure-http)",
-        )
-        if refusal:
-            raise SMSError(refusal)
         registry = CollectorRegistry(auto_describe=False)
         registry.register(self.served)
-        try:
-            server, _ = start_http_server(settings.port, settings.address, registry=registry,
-                                          certfile=settings.tls_cert, keyfile=settings.tls_key)
-        except OSError as error:
-            raise SMSError(
-                f"cannot serve metrics on {self.settings.address}:{self.settings.port}: {error.strerror or error}; "
-                f"choose another with --port or SMS_EXPORTER_PORT"
-            ) from None
-        return int(server.server_port)
+        return endpoint(self.settings).serve(registry)
 
     async def run(self) -> None:
         """Follows the run events and probes the hosts until cancelled."""
@@ -240,5 +228,5 @@ def serve(settings: ExporterSettings, kafka_bootstrap: str | None = None) -> Non
     exporter = Exporter(settings, kafka_bootstrap)
     port = exporter.listen()
     following = f"Kafka {kafka_bootstrap}" if settings.source == "kafka" else PREFECT_API_URL.value()
-    print(f"SMS exporter: metrics on http://{settings.address}:{port}/metrics, following {following}", flush=True)
+    print(f"SMS exporter: metrics on {replace(endpoint(settings), port=port).url}, following {following}", flush=True)
     asyncio.run(exporter.run())

@@ -20,6 +20,7 @@ from prefect import get_client
 from sms_plugin import AsyncSMSClient
 from sms_plugin.deploy import deployment_name
 from tests.integration.conftest import wait_for_metric
+from tests.integration.test_events_kafka import first_copies, read_events
 from tests.integration.test_worker_shutdown import marked_processes
 
 pytestmark = pytest.mark.integration
@@ -187,14 +188,17 @@ async def test_apply_rejects_a_bad_file_with_its_name(sdk, tmp_path):
     assert str(bad) in done.stderr and "colour" in done.stderr
 
 
-def test_sms_up_runs_the_samples_and_stops_cleanly(tmp_path):
+def test_sms_up_runs_the_samples_and_stops_cleanly(kafka, tmp_path):
     """The README's main job: `sms up` on embedded defaults, a sample run, Ctrl-C; a run still in
-    flight at Ctrl-C ends Cancelled with its processes gone."""
+    flight at Ctrl-C ends Cancelled with its processes gone. With SMS_KAFKA_BOOTSTRAP (the session's
+    cluster) it also starts the event publisher: a script added through the CLI arrives as its
+    CloudEvent on sms.catalog (without Kafka, no publisher: test_sms_up_puts_prefect_behind_the_gateway)."""
     from infra.testbed.ports import free_port
 
     port, metrics_port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "SMS_"))}
-    env.update(SMS_HOME=str(tmp_path / "home"), PREFECT_WORKER_QUERY_SECONDS="1", SMS_EXPORTER_PORT=str(metrics_port))
+    env.update(SMS_HOME=str(tmp_path / "home"), PREFECT_WORKER_QUERY_SECONDS="1", SMS_EXPORTER_PORT=str(metrics_port),
+               SMS_KAFKA_BOOTSTRAP=kafka.bootstrap, SMS_EVENTS_METRICS_PORT=str(free_port()))
     up = subprocess.Popen([SMS, "up", "--port", str(port)], cwd=REPO, env=env, stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
@@ -215,15 +219,22 @@ def test_sms_up_runs_the_samples_and_stops_cleanly(tmp_path):
                               capture_output=True, text=True, timeout=120)
         assert done.returncode == 0, done.stdout + done.stderr
         assert "hello, SMS" in done.stdout
-        children = subprocess.run(["pgrep", "-P", str(up.pid)], capture_output=True, text=True).stdout.split()
-        assert len(children) == 3  # the Prefect server, the worker and the exporter, each in a session of its own
+        processes = subprocess.run(["pgrep", "-a", "-P", str(up.pid)], capture_output=True, text=True).stdout.splitlines()
+        children = [line.split(" ", 1)[0] for line in processes]
+        # The Prefect server, the worker, the exporter and the publisher, each in a session of its own.
+        assert len(children) == 4 and any(line.endswith("sms events") for line in processes), processes
         wait_for_metric(metrics_port, 'sms_script_runs_total{host="local",script="hello-bash",state="completed"} 1.0', 30)
         sleeper = tmp_path / "sleeper.sh"
         sleeper.write_text("sleep 300 &\necho started\nsleep 300\n")
-        added = subprocess.run([SMS, "script", "add", "sleeper", "-t", "sh", "--host", "local", "--file", str(sleeper)],
+        name = f"sleeper-{uuid.uuid4().hex[:8]}"  # the key of its events on the session's Kafka
+        added = subprocess.run([SMS, "script", "add", name, "-t", "sh", "--host", "local", "--file", str(sleeper)],
                                env=env, capture_output=True, text=True, timeout=120)
         assert added.returncode == 0, added.stdout + added.stderr
-        started = subprocess.run([SMS, "run", "sleeper"], env=env, capture_output=True, text=True, timeout=120)
+        found = read_events(kafka.bootstrap, name, lambda events: any(
+            e["type"] == "sms.script.added" and e["source"] == "/sms/catalog" for e in events))
+        [event] = [e for e in first_copies(found["sms.catalog"]) if e["type"] == "sms.script.added"]
+        assert event["data"] == {"script": name, "interpreter": "sh", "host": "local", "tags": [], "enabled": True}
+        started = subprocess.run([SMS, "run", name], env=env, capture_output=True, text=True, timeout=120)
         [in_flight] = re.findall(r"Run (\S+) started", started.stdout)
         deadline = time.monotonic() + 90
         while len(marked_processes(in_flight)) < 2 and time.monotonic() < deadline:

@@ -265,8 +265,10 @@ def test_sms_up_puts_prefect_behind_the_gateway(keycloak, tmp_path) -> None:
             state = httpx.get(f"{gateway_url}/prefect/api/flow_runs/{run.json()['id']}", headers=operator,
                               timeout=30).json()["state"]["type"]
         assert state == "COMPLETED"
-        children = subprocess.run(["pgrep", "-P", str(up.pid)], capture_output=True, text=True).stdout.split()
+        processes = subprocess.run(["pgrep", "-a", "-P", str(up.pid)], capture_output=True, text=True).stdout.splitlines()
+        children = [line.split(" ", 1)[0] for line in processes]
         assert len(children) == 4  # Prefect server, worker, metrics exporter, gateway
+        assert not any(line.endswith("sms events") for line in processes)  # no SMS_KAFKA_BOOTSTRAP: no publisher
         # The exporter reaches Prefect behind its auth string too: it counts the run.
         wait_for_metric(metrics_port, 'sms_script_runs_total{host="local",script="hello-bash",state="completed"} 1.0', 60)
     finally:

@@ -11,6 +11,8 @@ peers started here, an untrusted second CA; Keycloak, Elasticsearch and Prefect 
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -29,10 +31,12 @@ from infra.testbed.haproxy import HAProxy
 from infra.testbed.kafka import KafkaCluster, KafkaTLS
 from infra.testbed.mariadb import MariaDB
 from infra.testbed.ports import free_port
+from infra.testbed.prefect_server import venv_binary
 from infra.testbed.process import PeerError
 from infra.testbed.prometheus import Prometheus
 from infra.testbed.tls import make_ca_and_server
 from infra.testbed.tls_proxy import Front, tls_fronts
+from sms_plugin import hosts
 from sms_plugin.catalog import Catalog
 from sms_plugin.catalog.models import OutboxEvent, Script
 from sms_plugin.events.kafka_security import KafkaSecurity
@@ -160,7 +164,7 @@ def security(kafka: KafkaCluster, password: str = PASSWORD) -> KafkaSecurity:
 
 def sender(kafka: KafkaCluster, password: str = PASSWORD, timeout: float = 10) -> OutboxSender:
     """A sender giving up after ``timeout`` s (long enough for the refusal to be reported first)."""
-    return OutboxSender(PublisherSettings(bootstrap=kafka.tls_bootstrap, outbox_limit=100_000, send_timeout_seconds=timeout, metrics_port=0,
+    return OutboxSender(PublisherSettings(bootstrap=kafka.tls_bootstrap, outbox_limit=100_000, send_timeout_seconds=timeout, metrics=None,
                                           security=security(kafka, password)))
 
 
@@ -231,6 +235,27 @@ async def test_log_shipping_and_search_verify_elasticsearch_behind_its_tls_proxy
     ship_one_line(shipped_run)
     assert [entry.message async for entry in run_output(shipped_run)] == [f"line of {shipped_run}"]
     assert lines_of(elasticsearch, refused_run) == 0
+
+
+def sms_through_tls(prefect_front: str, bundle: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``sms ARGS`` on Prefect's HTTPS front with only ``SMS_CA_BUNDLE`` naming a CA (none of
+    Prefect's own TLS settings, no OpenSSL default file)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_SSL_CERT_FILE", "SSL_CERT_FILE")}
+    env.update(PREFECT_API_URL=f"{prefect_front}/prefect/api", SMS_CA_BUNDLE=str(bundle), SMS_LOCAL="1")
+    return subprocess.run([venv_binary("sms"), *args], env=env, capture_output=True, text=True, timeout=180)
+
+
+async def test_smss_prefect_clients_verify_prefect_with_the_ca_bundle(fronts, pki):
+    trusted, untrusted = f"tls-ok-{uuid.uuid4().hex[:8]}", f"tls-refused-{uuid.uuid4().hex[:8]}"
+    added = sms_through_tls(fronts["prefect"], pki.ca, "host", "add", trusted, "--local")
+    assert added.returncode == 0, added.stdout + added.stderr
+
+    refused = sms_through_tls(fronts["prefect"], pki.other_ca, "host", "add", untrusted, "--local")
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert f"the Prefect API at {fronts['prefect']}/prefect/api: TLS certificate refused" in refused.stderr
+    assert f"SMS_CA_BUNDLE={pki.other_ca}" in refused.stderr
+    names = {host.name for host in await hosts.listing()}  # read on the plain server behind the front
+    assert trusted in names and untrusted not in names
 
 
 class HttpsRealm:

@@ -107,3 +107,80 @@ def test_the_sdk_client_cannot_turn_verification_off(verify):
 
     with pytest.raises(SMSError, match="cannot be turned off"):
         GatewayClient("https://gateway.example", token="t", verify=verify)
+
+
+def test_prefects_clients_take_the_bundle_unless_prefects_own_setting_is_given(monkeypatch, tmp_path):
+    from prefect.settings import PREFECT_API_SSL_CERT_FILE, temporary_settings
+
+    ca, _, _ = make_ca_and_server(tmp_path)
+    monkeypatch.delenv("SMS_CA_BUNDLE", raising=False)
+    before = PREFECT_API_SSL_CERT_FILE.value()
+    with tls.prefect_trust():
+        assert PREFECT_API_SSL_CERT_FILE.value() == before  # no bundle: Prefect's own choice
+    monkeypatch.setenv("SMS_CA_BUNDLE", str(ca))
+    with tls.prefect_trust():
+        assert PREFECT_API_SSL_CERT_FILE.value() == str(ca)
+    with temporary_settings(updates={PREFECT_API_SSL_CERT_FILE: "/etc/prefect/ca.pem"}), tls.prefect_trust():
+        assert PREFECT_API_SSL_CERT_FILE.value() == "/etc/prefect/ca.pem"  # set by the user: it wins
+    assert PREFECT_API_SSL_CERT_FILE.value() == before
+    (tmp_path / "empty.pem").write_text("no certificate here\n")
+    monkeypatch.setenv("SMS_CA_BUNDLE", str(tmp_path / "empty.pem"))
+    with pytest.raises(SMSError, match="SMS_CA_BUNDLE=.*holds no PEM CA certificate"), tls.prefect_trust():
+        pass
+
+
+def test_the_publishers_metrics_serve_https_to_a_scraper_trusting_the_ca_only(tmp_path):
+    import httpx
+
+    from infra.testbed.ports import free_port
+    from sms_plugin.events.publisher import PublisherMetrics, PublisherSettings
+    from sms_plugin.settings import EventSettings
+
+    (tmp_path / "trusted").mkdir(), (tmp_path / "other").mkdir()
+    ca, certificate, key = make_ca_and_server(tmp_path / "trusted")
+    other_ca, _, _ = make_ca_and_server(tmp_path / "other", label="SMS untrusted")
+    events = EventSettings(kafka_bootstrap="127.0.0.1:9092", metrics_port=free_port(), metrics_tls_cert=certificate,
+                           metrics_tls_key=key)
+    endpoint = PublisherSettings.of(events).metrics
+    assert endpoint is not None and endpoint.url.startswith("https://127.0.0.1:")
+    metrics = PublisherMetrics()
+    metrics.backlog.set(7)
+    port = endpoint.serve(metrics.registry)
+    url = f"https://127.0.0.1:{port}/metrics"
+    scraped = httpx.get(url, verify=ssl.create_default_context(cafile=ca), timeout=10)
+    assert scraped.status_code == 200 and "sms_events_outbox_backlog 7.0" in scraped.text
+    with pytest.raises(httpx.ConnectError) as refused:
+        httpx.get(url, verify=ssl.create_default_context(cafile=other_ca), timeout=10)
+    assert tls.verification_failure(refused.value) is not None  # the certificate, not the connection
+    with pytest.raises((httpx.RemoteProtocolError, httpx.ReadError)):  # no clear text on the HTTPS port
+        httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10)
+
+
+def test_the_publishers_metrics_stay_off_other_addresses_in_clear_text_unless_allowed():
+    from sms_plugin.events.publisher import PublisherMetrics, PublisherSettings
+    from sms_plugin.settings import EventSettings
+
+    events = EventSettings(kafka_bootstrap="127.0.0.1:9092", metrics_address="0.0.0.0", metrics_port=0)
+    assert PublisherSettings.of(events).metrics is None  # port 0: not served
+    endpoint = PublisherSettings.of(events.model_copy(update={"metrics_port": 1})).metrics
+    assert endpoint is not None
+    with pytest.raises(SMSError, match="will not serve plain HTTP on 0.0.0.0.*SMS_EVENTS_METRICS_ALLOW_PLAIN_HTTP=1"):
+        endpoint.serve(PublisherMetrics().registry)
+    half = EventSettings(kafka_bootstrap="127.0.0.1:9092", metrics_tls_cert="/etc/sms/metrics.pem")
+    with pytest.raises(SMSError, match="give both SMS_EVENTS_METRICS_TLS_CERT and SMS_EVENTS_METRICS_TLS_KEY"):
+        PublisherSettings.of(half).metrics.serve(PublisherMetrics().registry)
+
+
+def test_the_blocking_sdk_gives_prefects_clients_the_bundle(monkeypatch, tmp_path):
+    from prefect.settings import PREFECT_API_SSL_CERT_FILE
+
+    from sms_plugin.sdk import AsyncSMSClient, SMSClient
+
+    async def prefect_ca_file(self: AsyncSMSClient) -> str | None:
+        return PREFECT_API_SSL_CERT_FILE.value()
+
+    ca, _, _ = make_ca_and_server(tmp_path)
+    monkeypatch.setenv("SMS_CA_BUNDLE", str(ca))
+    monkeypatch.setattr(AsyncSMSClient, "prefect_ca_file", prefect_ca_file, raising=False)
+    with SMSClient(f"sqlite:///{tmp_path / 'catalog.db'}") as sms:
+        assert sms.prefect_ca_file() == str(ca)  # what every Prefect client of its calls verifies with
