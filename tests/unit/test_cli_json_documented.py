@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from sms_plugin.access_listings import AccessRuleInfo, WebhookInfo
 from sms_plugin.host_kinds.checks import HostCheck
 from sms_plugin.scripts import ScriptSpec
 
@@ -24,6 +25,8 @@ def documented(heading: str) -> set[str]:
 @pytest.mark.parametrize(("heading", "fields"), [
     ("Script", set(ScriptSpec.model_fields)),
     ("Host check", {field.name for field in dataclasses.fields(HostCheck)} | {"usable"}),
+    ("Access rule", {field.name for field in dataclasses.fields(AccessRuleInfo)}),
+    ("Webhook", {field.name for field in dataclasses.fields(WebhookInfo)} | {"path"}),
 ])
 def test_every_printed_field_is_documented(heading, fields):
     assert fields - documented(heading) == set()
