@@ -154,7 +154,7 @@ def main() -> None:
             for tree in trees:
                 tree.prepare(sshd, work, server.api_url)
                 tree.sms("run", f"hi-{tree.label}", "--wait")  # warm-up: the worker has loaded the flow
-            for _ in range(options.runs):
+            for done in range(1, options.runs + 1):
                 for tree in trees:
                     for name, args in (("sms --help", ["--help"]), ("sms script list", ["script", "list"]),
                                        ("sms run --wait (echo hi)", ["run", f"hi-{tree.label}", "--wait"])):
@@ -165,16 +165,21 @@ def main() -> None:
                         results.setdefault(f"{name}: returns [{tree.label}]", []).append(returned)
                         results.setdefault(f"{name}: processes gone [{tree.label}]", []).append(gone)
                         results.setdefault(f"{name}: Cancelled [{tree.label}]", []).append(cancelled)
+                report(results, done, options.base)  # after every run: a run cut short still has its figures
     finally:
         for tree in trees:
             if tree.worker is not None:
                 tree.worker.stop()
         shutil.rmtree(work, ignore_errors=True)
-    print(f"what a person waits for, wall seconds over {options.runs} runs; before = {options.base}, after = this tree; "
+
+
+def report(results: dict[str, list[float]], runs: int, base: str) -> None:
+    print(f"what a person waits for, wall seconds over {runs} run(s); before = {base}, after = this tree; "
           f"sms worker, test bed sshd; {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}")
     print(f"{'measure':<44} {'min':>7} {'median':>7} {'max':>7}")
     for name in sorted(results, key=lambda n: (n.split(" [")[0], n.endswith("[after]"))):
         print(row(name, results[name]))
+    print(flush=True)
 
 
 if __name__ == "__main__":
