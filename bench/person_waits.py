@@ -1,8 +1,9 @@
 """Benchmark: what a person waits for at the ``sms`` command, this tree against a base commit.
 
-In one run, side by side, the same venv's ``sms`` with the code of a base commit (``git archive``
-into a temporary folder, first on PYTHONPATH) and with this tree's code, each with a home, catalog,
-work pool and ``sms`` worker of its own, on one private Prefect server and the test bed's sshd:
+In one run, side by side, the same venv's Python with the code of a base commit (``git archive``
+into a temporary folder, first on PYTHONPATH) and with this tree's code, each ``sms`` started through
+its own tree's entry point (``[project.scripts]``: the base's is not this tree's), each with a home,
+catalog, work pool and ``sms`` worker of its own, on one private Prefect server and the test bed's sshd:
 
 - ``sms --help``;
 - ``sms script list``;
@@ -27,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import tomllib
 import uuid
 from pathlib import Path
 
@@ -39,7 +41,15 @@ from infra.testbed.prefect_server import PrefectServer  # noqa: E402
 from infra.testbed.prefect_worker import PrefectWorker  # noqa: E402
 from infra.testbed.sshd import SshServer  # noqa: E402
 
-SMS = str(Path(sys.executable).with_name("sms"))
+
+
+def command(code: Path, folder: Path) -> str:
+    """An ``sms`` command running ``code``'s own entry point, written as pip writes a console script."""
+    module, function = tomllib.loads((code / "pyproject.toml").read_text())["project"]["scripts"]["sms"].split(":")
+    script = folder / "sms"
+    script.write_text(f"#!{sys.executable}\nimport sys\nfrom {module} import {function}\nsys.exit({function}())\n")
+    script.chmod(0o755)
+    return str(script)
 
 
 class Tree:
@@ -49,6 +59,7 @@ class Tree:
         self.label = label
         home = work / f"home-{label}"
         home.mkdir(parents=True)
+        self.command = command(code, home)
         self.pool = f"bench-{label}-{uuid.uuid4().hex[:4]}"
         self.env = {"PATH": os.environ["PATH"], "LANG": "C.UTF-8", "NO_COLOR": "1", "TERM": "dumb",
                     "HOME": str(home), "SMS_HOME": str(home / ".sms"), "PYTHONPATH": str(code),
@@ -57,7 +68,7 @@ class Tree:
         self.worker: PrefectWorker | None = None
 
     def sms(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        done = subprocess.run([SMS, *args], env=self.env, capture_output=True, text=True, stdin=subprocess.DEVNULL,
+        done = subprocess.run([self.command, *args], env=self.env, capture_output=True, text=True, stdin=subprocess.DEVNULL,
                               timeout=600)
         if check and done.returncode != 0:
             raise RuntimeError(f"[{self.label}] sms {' '.join(args)}: {done.stdout}{done.stderr}")
@@ -100,13 +111,13 @@ def stop_once(tree: Tree, sshd: SshServer, api_url: str, work: Path, *, wait: bo
             raise RuntimeError(f"[{tree.label}] {name} never started")
         time.sleep(0.05)
     began = time.perf_counter()
-    command = subprocess.Popen([SMS, "stop", run_id, *(["--wait"] if wait else [])], env=tree.env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    stopping = subprocess.Popen([tree.command, "stop", run_id, *(["--wait"] if wait else [])], env=tree.env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     returned = gone = cancelled = None
     with httpx.Client(base_url=api_url, timeout=10) as client:
         while None in (returned, gone, cancelled):
             now = time.perf_counter() - began
-            if returned is None and command.poll() is not None:
+            if returned is None and stopping.poll() is not None:
                 returned = now
             if gone is None and not [p for p in sshd.processes(f"sleep {marker}") if " Z" not in p]:
                 gone = now
@@ -115,6 +126,8 @@ def stop_once(tree: Tree, sshd: SshServer, api_url: str, work: Path, *, wait: bo
             if now > 120:
                 raise RuntimeError(f"[{tree.label}] stop of {run_id}: returned {returned}, gone {gone}, cancelled {cancelled}")
             time.sleep(0.02)
+    if stopping.wait() != 0:
+        raise RuntimeError(f"[{tree.label}] sms stop {run_id}: {stopping.stderr.read()}")
     return returned, gone, cancelled
 
 
@@ -141,7 +154,7 @@ def main() -> None:
             for tree in trees:
                 tree.prepare(sshd, work, server.api_url)
                 tree.sms("run", f"hi-{tree.label}", "--wait")  # warm-up: the worker has loaded the flow
-            for _ in range(options.runs):
+            for done in range(1, options.runs + 1):
                 for tree in trees:
                     for name, args in (("sms --help", ["--help"]), ("sms script list", ["script", "list"]),
                                        ("sms run --wait (echo hi)", ["run", f"hi-{tree.label}", "--wait"])):
@@ -152,16 +165,21 @@ def main() -> None:
                         results.setdefault(f"{name}: returns [{tree.label}]", []).append(returned)
                         results.setdefault(f"{name}: processes gone [{tree.label}]", []).append(gone)
                         results.setdefault(f"{name}: Cancelled [{tree.label}]", []).append(cancelled)
+                report(results, done, options.base)  # after every run: a run cut short still has its figures
     finally:
         for tree in trees:
             if tree.worker is not None:
                 tree.worker.stop()
         shutil.rmtree(work, ignore_errors=True)
-    print(f"what a person waits for, wall seconds over {options.runs} runs; before = {options.base}, after = this tree; "
+
+
+def report(results: dict[str, list[float]], runs: int, base: str) -> None:
+    print(f"what a person waits for, wall seconds over {runs} run(s); before = {base}, after = this tree; "
           f"sms worker, test bed sshd; {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}")
     print(f"{'measure':<44} {'min':>7} {'median':>7} {'max':>7}")
     for name in sorted(results, key=lambda n: (n.split(" [")[0], n.endswith("[after]"))):
         print(row(name, results[name]))
+    print(flush=True)
 
 
 if __name__ == "__main__":

@@ -210,6 +210,14 @@ class GatewayClient:
         given = {"offset": offset or None, "host": host}
         return self._call("GET", f"/runs/{run_id}/logs", params={k: v for k, v in given.items() if v is not None} or None)
 
+    def access_rules(self) -> list[dict[str, Any]]:
+        """The access rules, oldest first (admins)."""
+        return self._call("GET", "/access-rules")
+
+    def webhooks(self, script: str | None = None) -> list[dict[str, Any]]:
+        """The webhooks (``script``: of that script only), oldest first, without their secrets (admins)."""
+        return self._call("GET", "/webhooks", params={"script": script} if script else None)
+
     def close(self) -> None:
         self._http.close()
 

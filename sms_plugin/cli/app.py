@@ -18,13 +18,14 @@ import typer
 from rich.table import Table
 from typer.core import TyperGroup
 
+from sms_plugin.cli import access as access_cli
 from sms_plugin.cli import checks
 from sms_plugin.cli import fleet as fleet_cli
 from sms_plugin.cli.asking import Unattended, ask, confirm
 from sms_plugin.cli import output as shaped
 from sms_plugin.cli import fleet_run
 from sms_plugin.cli.console import console
-from sms_plugin.cli.output import Output, OutputOption, print_json
+from sms_plugin.cli.output import Output, OutputOption, print_json, print_listing
 from sms_plugin.cli.logs import SplitStderrOption, TailOption
 from sms_plugin.cli.plans import confirm_plan
 from sms_plugin.cli import logs as _logs
@@ -377,15 +378,14 @@ def script_list(
     output: OutputOption = Output.table,
 ) -> None:
     """List the scripts."""
-    if output is Output.json:
-        return print_json([shaped.script(script) for script in backend.current().scripts(tag)])
-    table = Table("name", "interpreter", "host", "schedules", "enabled", "tags")
-    for script in backend.current().scripts(tag):
-        schedules = ", ".join(s.cron or f"every {s.interval_seconds}s" for s in script.schedules)
-        table.add_row(
-            script.name, script.interpreter, script.host or f"targets: {script.targets}", schedules, "yes" if script.enabled else "no", " ".join(script.tags)
-        )
-    out.print(table)
+    print_listing(backend.current().scripts(tag), output, shape=shaped.script, out=out, columns={
+        "name": lambda script: script.name,
+        "interpreter": lambda script: script.interpreter,
+        "host": lambda script: script.host or f"targets: {script.targets}",
+        "schedules": lambda script: ", ".join(s.cron or f"every {s.interval_seconds}s" for s in script.schedules),
+        "enabled": lambda script: "yes" if script.enabled else "no",
+        "tags": lambda script: " ".join(script.tags),
+    })
 
 
 @script_app.command("show")
@@ -404,12 +404,13 @@ def script_show(name: str, output: OutputOption = Output.table) -> None:
 @script_app.command("versions")
 def script_versions(name: str, output: OutputOption = Output.table) -> None:
     """List a script's versions, newest first."""
-    if output is Output.json:
-        return print_json([shaped.version(version) for version in backend.current().versions(name)])
-    table = Table("version", "sha256", "author", "created (UTC)", "comment")
-    for version in backend.current().versions(name):
-        table.add_row(str(version.number), version.sha256[:12], version.author, f"{version.created_at:%Y-%m-%d %H:%M}", version.comment)
-    out.print(table)
+    print_listing(backend.current().versions(name), output, shape=shaped.version, out=out, columns={
+        "version": lambda version: str(version.number),
+        "sha256": lambda version: version.sha256[:12],
+        "author": lambda version: version.author,
+        "created (UTC)": lambda version: f"{version.created_at:%Y-%m-%d %H:%M}",
+        "comment": lambda version: version.comment,
+    })
 
 
 @script_app.command("rm")
@@ -542,15 +543,16 @@ def run_list(
     output: OutputOption = Output.table,
 ) -> None:
     """List runs, newest first (those that reached the flow; their state: sms run show RUN_ID)."""
-    runs = backend.current().runs(script, limit)
-    if output is Output.json:
-        return print_json([shaped.run_summary(run) for run in runs])
-    table = Table("run id", "script", "host", "version", "exit code", "created (UTC)", "ended (UTC)", "by")
-    for run in runs:
-        table.add_row(run.run_id, run.script, run.host, "" if run.version is None else str(run.version),
-                      "" if run.exit_code is None else str(run.exit_code), f"{run.created_at:%Y-%m-%d %H:%M:%S}",
-                      f"{run.ended_at:%Y-%m-%d %H:%M:%S}" if run.ended_at else "", f"{run.requested_by} ({run.trigger})")
-    out.print(table)
+    print_listing(backend.current().runs(script, limit), output, shape=shaped.run_summary, out=out, columns={
+        "run id": lambda run: run.run_id,
+        "script": lambda run: run.script,
+        "host": lambda run: run.host,
+        "version": lambda run: "" if run.version is None else str(run.version),
+        "exit code": lambda run: "" if run.exit_code is None else str(run.exit_code),
+        "created (UTC)": lambda run: f"{run.created_at:%Y-%m-%d %H:%M:%S}",
+        "ended (UTC)": lambda run: f"{run.ended_at:%Y-%m-%d %H:%M:%S}" if run.ended_at else "",
+        "by": lambda run: f"{run.requested_by} ({run.trigger})",
+    })
 
 
 @app.command("stop")
@@ -616,6 +618,7 @@ app.command("worker")(worker_command)
 app.command("exporter")(_exporter)
 app.command("events")(_events)
 _logs.register(app)
+access_cli.register(app)
 app.command("gateway")(_gateway)
 app.command("login")(_login)
 app.command("logout")(_logout)

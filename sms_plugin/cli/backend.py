@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from sms_plugin import credentials
+from sms_plugin.access_listings import AccessRuleInfo, WebhookInfo
 from sms_plugin.catalog.spec import ScriptSpec
 from sms_plugin.errors import SMSError
 from sms_plugin.lazy import lazy_module
@@ -102,6 +103,8 @@ class Backend(Protocol):
     def plan(self, path: Path) -> declarative.Plan: ...
     def apply(self, planned: declarative.Plan) -> None: ...
     def sync(self) -> SyncReport: ...
+    def access_rules(self) -> list[AccessRuleInfo]: ...
+    def webhooks(self, script: str | None) -> list[WebhookInfo]: ...
 
 
 def _blocking(coroutine: Coroutine[Any, Any, T]) -> T:
@@ -250,6 +253,18 @@ class LocalBackend:
 
     def sync(self) -> SyncReport:
         return _blocking(script_services.sync(self.catalog))
+
+    def access_rules(self) -> list[AccessRuleInfo]:
+        from sms_plugin.catalog import access
+
+        with self.catalog.session() as session:
+            return [AccessRuleInfo.of(rule) for rule in access.list_rules(session)]
+
+    def webhooks(self, script: str | None) -> list[WebhookInfo]:
+        from sms_plugin.catalog import access
+
+        with self.catalog.session() as session:
+            return [WebhookInfo.of(hook) for hook in access.list_webhooks(session, script=script)]
 
 
 def _group(data: dict[str, Any]) -> HostGroupInfo:
@@ -405,6 +420,12 @@ class GatewayBackend:
 
     def sync(self) -> SyncReport:
         raise self._not_here("sync")
+
+    def access_rules(self) -> list[AccessRuleInfo]:
+        return [AccessRuleInfo.from_api(data) for data in self.client.access_rules()]
+
+    def webhooks(self, script: str | None) -> list[WebhookInfo]:
+        return [WebhookInfo.from_api(data) for data in self.client.webhooks(script)]
 
 
 _force_local = False

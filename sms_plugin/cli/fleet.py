@@ -7,12 +7,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.table import Table
 
 from sms_plugin.cli.asking import confirm
 from sms_plugin.cli import output as shaped
 from sms_plugin.cli.console import console
-from sms_plugin.cli.output import Output, OutputOption, print_json
+from sms_plugin.cli.output import Output, OutputOption, print_json, print_listing
 from sms_plugin.cli.plans import confirm_plan
 from sms_plugin.lazy import lazy_module
 
@@ -40,12 +39,11 @@ def group_add(
 @group_app.command("list")
 def group_list(output: OutputOption = Output.table) -> None:
     """List the host groups."""
-    if output is Output.json:
-        return print_json([shaped.host_group(group) for group in backend.current().host_groups()])
-    table = Table("name", "selector", "description")
-    for group in backend.current().host_groups():
-        table.add_row(group.name, group.selector, group.description)
-    out.print(table)
+    print_listing(backend.current().host_groups(), output, shape=shaped.host_group, out=out, columns={
+        "name": lambda group: group.name,
+        "selector": lambda group: group.selector,
+        "description": lambda group: group.description,
+    })
 
 
 @group_app.command("show")

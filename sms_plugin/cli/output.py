@@ -1,6 +1,7 @@
 """``--output json``: what list and show commands print for programs, in a stable schema
 (docs/cli.md). The shapes are built here, field by field, so a change of an internal class never
-changes what a script reading ``sms … -o json`` gets; they use the REST API's field names."""
+changes what a script reading ``sms … -o json`` gets; they use the REST API's field names.
+:func:`print_listing` answers a list command either way: JSON, or a table for people."""
 
 from __future__ import annotations
 
@@ -8,12 +9,17 @@ import dataclasses
 import enum
 import json
 import sys
+from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
 
 if TYPE_CHECKING:
+    from sms_plugin.access_listings import AccessRuleInfo, WebhookInfo
     from sms_plugin.cli.backend import Version
     from sms_plugin.host_listings import HostGroupInfo, HostInfo
     from sms_plugin.host_kinds.checks import HostCheck
@@ -30,6 +36,21 @@ class Output(str, enum.Enum):
 OutputOption = Annotated[
     Output, typer.Option("--output", "-o", help="table (for people) or json (for programs; schema in docs/cli.md).")
 ]
+
+
+T = TypeVar("T")
+
+
+def print_listing(items: Sequence[T], output: Output, *, shape: Callable[[T], dict[str, Any]],
+                  columns: dict[str, Callable[[T], str]], out: Console) -> None:
+    """A list command's answer: with ``--output json`` an array of ``shape(item)``, else a table whose
+    ``columns`` map each heading to the item's cell (as wide as its text when piped)."""
+    if output is Output.json:
+        return print_json([shape(item) for item in items])
+    table = Table(*columns)
+    for item in items:
+        table.add_row(*(Text(cell(item)) for cell in columns.values()))  # names and descriptions are no markup
+    out.print(table)
 
 
 def print_json(data: Any) -> None:
@@ -81,3 +102,16 @@ def run_summary(run: RunSummary) -> dict[str, Any]:
 def schedule_preview(shown: Preview) -> dict[str, Any]:
     return {"cron": shown.cron, "timezone": shown.timezone, "explanation": shown.explanation,
             "next_runs": shown.next_runs, "shortest_gap_seconds": shown.shortest_gap_seconds}
+
+
+def access_rule(rule: AccessRuleInfo) -> dict[str, Any]:
+    return {"id": rule.id, "subject_kind": rule.subject_kind, "subject": rule.subject, "actions": list(rule.actions),
+            "script_glob": rule.script_glob, "script_tag": rule.script_tag, "host_glob": rule.host_glob,
+            "host_label": rule.host_label, "description": rule.description, "created_by": rule.created_by,
+            "created_at": rule.created_at}
+
+
+def webhook(hook: WebhookInfo) -> dict[str, Any]:
+    return {"id": hook.id, "path": hook.path, "script": hook.script, "description": hook.description,
+            "arguments": hook.arguments, "max_per_minute": hook.max_per_minute, "enabled": hook.enabled,
+            "created_by": hook.created_by, "created_at": hook.created_at}

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import secrets
 import subprocess
 import sys
 import uuid
@@ -16,6 +17,7 @@ from typing import Any
 import pytest
 
 from sms_plugin import AsyncSMSClient
+from sms_plugin.catalog import access
 
 pytestmark = pytest.mark.integration
 
@@ -24,13 +26,22 @@ HOST_FIELDS = {"name", "kind", "where", "pinned_keys", "legacy", "labels", "admi
                "settings"}
 VERSION_FIELDS = {"number", "sha256", "author", "created_at", "comment"}
 GROUP_FIELDS = {"name", "selector", "description", "created_by", "created_at", "updated_at"}
+RULE_FIELDS = {"id", "subject_kind", "subject", "actions", "script_glob", "script_tag", "host_glob", "host_label",
+               "description", "created_by", "created_at"}
+WEBHOOK_FIELDS = {"id", "path", "script", "description", "arguments", "max_per_minute", "enabled", "created_by",
+                  "created_at"}
+
+
+def sms(*args: str) -> str:
+    """stdout of `sms ARGS`, piped, with no terminal anywhere; it must succeed."""
+    done = subprocess.run([SMS, *args], capture_output=True, text=True, timeout=120, env=os.environ,
+                          stdin=subprocess.DEVNULL)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
 
 
 def sms_json(*args: str) -> Any:
-    done = subprocess.run([SMS, *args, "--output", "json"], capture_output=True, text=True, timeout=120,
-                          env=os.environ, stdin=subprocess.DEVNULL)
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout)
+    return json.loads(sms(*args, "--output", "json"))
 
 
 @pytest.fixture(scope="module")
@@ -84,3 +95,30 @@ async def test_host_group_list_and_show(catalog_objects):
 def test_an_unknown_output_format_is_a_usage_error():
     done = subprocess.run([SMS, "script", "list", "-o", "yaml"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and "'yaml' is not one of" in done.stderr and "Traceback" not in done.stderr
+
+
+async def test_access_rule_and_webhook_list_without_the_webhooks_secret(catalog_objects, catalog):
+    script, sealed = catalog_objects["script"], f"sealed-{secrets.token_hex(8)}"
+    with catalog.session() as session:
+        rule_id = access.add_rule(session, created_by="json-tester", subject_kind="group", subject=f"team-{script}",
+                                  actions=["start", "stop"], script_tag="json", host_label="prod-eu",
+                                  description="the JSON test's rule").id
+        hook_id = access.add_webhook(session, id=f"wh_{secrets.token_hex(8)}", created_by="json-tester", script=script,
+                                     secret=sealed, arguments=[{"field": "ref", "pattern": "^[a-z]+$"}],
+                                     max_per_minute=5, description="the JSON test's hook").id
+
+    [rule] = [r for r in await asyncio.to_thread(sms_json, "access-rule", "list") if r["id"] == rule_id]
+    assert set(rule) == RULE_FIELDS
+    assert (rule["subject_kind"], rule["subject"], rule["actions"], rule["script_tag"], rule["host_label"],
+            rule["script_glob"]) == ("group", f"team-{script}", ["start", "stop"], "json", "prod-eu", None)
+    assert datetime.fromisoformat(rule["created_at"])
+    [hook] = await asyncio.to_thread(sms_json, "webhook", "list", "--script", script)
+    assert set(hook) == WEBHOOK_FIELDS  # no secret, sealed or not
+    assert (hook["id"], hook["path"], hook["enabled"], hook["max_per_minute"]) == (hook_id, f"/hooks/{hook_id}", True, 5)
+    assert hook["arguments"] == [{"field": "ref", "pattern": "^[a-z]+$"}]
+
+    table = await asyncio.to_thread(sms, "webhook", "list", "--script", script)  # piped: whole ids and names
+    [row] = [line for line in table.splitlines() if hook_id in line]
+    assert script in row and "the JSON test's hook" in row and sealed not in table
+    [row] = [line for line in (await asyncio.to_thread(sms, "access-rule", "list")).splitlines() if f"team-{script}" in line]
+    assert "start stop" in row and "tagged json" in row and "labelled prod-eu" in row

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import secrets
 import subprocess
 import sys
 import uuid
@@ -21,7 +22,7 @@ from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterNam
 from blocks.hosts import LocalHost, load_host
 from sms_plugin import hosts as host_services
 from sms_plugin import scripts as script_services
-from sms_plugin.catalog import ScriptSpec, list_audit
+from sms_plugin.catalog import ScriptSpec, access, list_audit
 from sms_plugin.deploy import deployment_name
 from sms_plugin.errors import NotFound
 from tests.cli_imports import HEAVY_FOR_GATEWAY_READS, sms_imports
@@ -237,3 +238,27 @@ async def test_host_trust_and_check_go_through_the_gateways_host_routes(gateway,
     assert {("otto", "api.host.key", "denied"), ("adam", "api.host.key", "ok"), ("adam", "api.host.trust", "ok"),
             ("adam", "api.host.check", "ok")} <= done, done
     assert not (fresh.home / ".sms" / "catalog.db").exists()  # the gateway did it, not a local catalog
+
+
+def test_access_rules_and_webhooks_are_listed_to_admins_only(gateway, scripts, fresh):  # noqa: F811
+    """`sms access-rule list` and `sms webhook list` are `GET /access-rules` and `GET /webhooks`."""
+    sealed = f"sealed-{secrets.token_hex(8)}"
+    with gateway.catalog.session() as session:
+        rule_id = access.add_rule(session, created_by="setup", subject_kind="user", subject=f"door-{SUFFIX}",
+                                  actions=["read"], script_glob="door-*").id
+        hook_id = access.add_webhook(session, id=f"wh_{secrets.token_hex(8)}", created_by="setup", script=HELLO,
+                                     secret=sealed).id
+    fresh.login(gateway.url, "otto")
+    for args in (("access-rule", "list"), ("webhook", "list")):
+        error = fresh.refused(*args, "-o", "json")
+        assert "403" in error and "'admin' needs role sms-admin" in error
+    fresh.login(gateway.url, "adam")
+    [rule] = [r for r in json.loads(fresh.ok("access-rule", "list", "-o", "json")) if r["id"] == rule_id]
+    assert (rule["subject"], rule["actions"], rule["script_glob"]) == (f"door-{SUFFIX}", ["read"], "door-*")
+    listed = fresh.ok("webhook", "list", "--script", HELLO, "-o", "json")
+    assert [(h["id"], h["path"], h["script"]) for h in json.loads(listed)] == [(hook_id, f"/hooks/{hook_id}", HELLO)]
+    assert sealed not in listed and "secret" not in listed
+    with gateway.catalog.session() as session:
+        refused = {(e.action, e.outcome) for e in list_audit(session, actor="otto", limit=20)}
+    assert {("api.rule.list", "denied"), ("api.webhook.list", "denied")} <= refused, refused
+    assert not (fresh.home / ".sms" / "catalog.db").exists()  # the gateway answered, not a local catalog

@@ -99,11 +99,16 @@ async def test_a_password_is_read_from_a_pipe_and_refused_from_nothing(sdk, ssh_
     done = await asyncio.to_thread(unattended, "host", "add", piped, *common, stdin="s3cret-from-pipe\n")
     assert done.returncode == 0, done.stderr
     assert (await load_host(piped)).password.get_secret_value() == "s3cret-from-pipe"
-    done = await asyncio.to_thread(unattended, "host", "add", closed, *common)
-    assert done.returncode == 2 and "Password is needed" in done.stderr, done.stderr
-    assert "Traceback" not in done.stderr
-    with pytest.raises(NotFound):
-        await load_host(closed)
+    windows = unique("nopw-win")  # add-windows always asks: never a password on the command line
+    for done in await asyncio.gather(
+        asyncio.to_thread(unattended, "host", "add", closed, *common),
+        asyncio.to_thread(unattended, "host", "add-windows", windows, "--address", "192.0.2.7", "--user", "ops"),
+    ):
+        assert done.returncode == 2 and "Password is needed" in done.stderr, done.stderr
+        assert "Traceback" not in done.stderr
+    for name in (closed, windows):
+        with pytest.raises(NotFound):
+            await load_host(name)
 
 
 @pytest.mark.parametrize("args", [["script", "rm"], ["--no-such-option"], ["run"], ["host", "nope"]])
