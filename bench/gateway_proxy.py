@@ -72,7 +72,7 @@ def main(count: int) -> None:
             for _ in range(20):
                 timed(direct, method, path, body), timed(gateway, method, path, body)
         print(f"{count} requests each, interleaved; milliseconds")
-        print(f"| request | Prefect direct p50 | p95 | through the gateway p50 | p95 | added p50 |")
+        print("| request | Prefect direct p50 | p95 | through the gateway p50 | p95 | added p50 |")
         print("| --- | --- | --- | --- | --- | --- |")
         for name, (method, path, body) in requests.items():
             base: list[float] = []
