@@ -4,8 +4,8 @@ consumer (examples/events_consumer.py).
 
 Events are read back by a real consumer (confluent-kafka) from topics ``sms.catalog`` and
 ``sms.runs``; each test uses its own script names (the record keys), so tests share the cluster and
-one publisher process. The whole-cluster outage lasts ``SMS_KAFKA_OUTAGE_SECONDS`` (8 here; the
-drill of issue 15 is ``SMS_KAFKA_OUTAGE_SECONDS=60``, docs/events.md).
+one publisher process. The whole-cluster outage lasts 60 s, the issue's figure
+(``SMS_KAFKA_OUTAGE_SECONDS`` shortens it for a quick local run; docs/events.md).
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ from tests.integration.conftest import block_of
 pytestmark = pytest.mark.integration
 
 TOPICS = ("sms.catalog", "sms.runs")
-OUTAGE_SECONDS = float(os.environ.get("SMS_KAFKA_OUTAGE_SECONDS") or 8)
+OUTAGE_SECONDS = float(os.environ.get("SMS_KAFKA_OUTAGE_SECONDS") or 60)
 
 
 class EventsPublisher(Peer):
@@ -270,6 +270,7 @@ def unpublished(catalog: Catalog, name: str) -> int:
         return s.query(OutboxEvent).filter(OutboxEvent.key == name, OutboxEvent.position > published).count()
 
 
+@pytest.mark.timeout(900)  # the 60 s outage, the three brokers' restart and, if first, the session's peers' start
 def test_events_wait_in_the_outbox_while_kafka_is_down(catalog, kafka, publisher):
     name = unique("events-outage")
     add(catalog, name)
