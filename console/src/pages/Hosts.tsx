@@ -75,7 +75,8 @@ export function Hosts() {
     const key = await get<{ fingerprint: string; key?: string }>(`${hostPath(name)}/host-key`);
     modal.confirm({
       title: `Trust the key ${name} presents?`,
-      content: <>Compare this fingerprint with the one the server's administrator gives you:<pre>{key.fingerprint}</pre></>,
+      width: 560,  // the fingerprint on one line, inside the dialog
+      content: <>Compare this fingerprint with the one the server's administrator gives you:<pre style={{ overflowWrap: "anywhere", whiteSpace: "pre-wrap" }}>{key.fingerprint}</pre></>,
       okText: "Trust this key",
       onOk: guarded(async () => {
         await api("POST", `${hostPath(name)}/trust`, { fingerprint: key.fingerprint });
