@@ -2,9 +2,12 @@
 Keycloak, Prefect, an sms worker, sshd, Prometheus and Elasticsearch: log in through Keycloak's form
 as author, operator, viewer and admin; add a script in the editor, push a second version and see the
 diff; run it and watch the output; stop a long run and the remote process is gone; search the log
-for a line the run printed; a viewer has no run or stop controls and a forced request is refused.
-(The admin narrowing a user in the browser and trust on first use in the Hosts page are not here yet:
-their first versions did not pass; docs/console.md.)
+for a line the run printed; a viewer has no run or stop controls and a forced request is refused; an
+admin narrows a user with an access rule in the Access page, her console no longer offers the script
+and her forced start is refused with no run made; an admin adds an SSH host whose key is not pinned,
+a run on it fails before anything runs there, and the Hosts page shows the key's fingerprint to
+trust, after which the host check passes. Each test relies on the module's fixtures and the author's
+script only.
 
 One browser, one gateway and one worker serve the whole module, and each user logs in once; every
 wait is on what the page shows (or on the sshd's process list). Screenshots of each page go to
@@ -12,6 +15,8 @@ wait is on what the page shows (or on the sshd's process list). Screenshots of e
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import os
 import re
 import time
@@ -22,6 +27,7 @@ from typing import TYPE_CHECKING
 
 import httpx
 import pytest
+from playwright.sync_api import expect
 
 from infra.testbed.browser import chromium, log_in
 from infra.testbed.gateway import GatewayBed
@@ -37,12 +43,14 @@ pytestmark = pytest.mark.integration
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "console"
 HOST = f"console-ssh-{uuid.uuid4().hex[:6]}"
 SCRIPT = f"console-e2e-{uuid.uuid4().hex[:6]}"
+ELSEWHERE = f"{SCRIPT}-elsewhere-*"
 """The scripts an access rule leaves paula: none that exists."""
 SLEEP = f"30{uuid.uuid4().int % 1000:03d}"  # seconds; a number unlikely to be running on the host already
 V1 = 'echo "first version"\n'
 V2 = f'echo "console run $1"\nif [ "$1" = long ]; then sleep {SLEEP}; fi\n'
 RUNS: dict[str, str] = {}
 """Run ids by argument, as the operator's test started them."""
+expect.set_options(timeout=60_000)  # Playwright's 5 s is short for a gateway on a busy 2-core machine
 
 
 @pytest.fixture(scope="module")
@@ -236,3 +244,136 @@ def test_a_viewer_sees_no_run_or_stop_controls_and_a_forced_request_is_refused(c
     status, text = forced_start(page)
     assert status == 403 and "sms-viewer" in text, text
     assert runs_of_script(console_bed, keycloak) == before  # nothing was started
+
+
+@pytest.fixture
+def narrowing_rules_removed(console_bed, keycloak) -> Iterator[None]:
+    """However the test ends, no rule narrowing paula to ELSEWHERE outlives it (the catalog is shared)."""
+    yield
+    rules = httpx.get(f"{console_bed.url}/api/v1/access-rules", headers=bearer(keycloak, "adam"), timeout=30).json()
+    for rule in rules:
+        if rule["subject"] == "paula" and rule["script_glob"] == ELSEWHERE:
+            httpx.delete(f"{console_bed.url}/api/v1/access-rules/{rule['id']}", headers=bearer(keycloak, "adam"), timeout=30)
+
+
+def scripts_listed(page: Page, url: str) -> list[str]:
+    """Opens the Scripts page and returns the names the gateway listed to it."""
+    with page.expect_response(lambda r: r.url.endswith("/api/v1/scripts") and r.request.method == "GET") as answer:
+        page.goto(f"{url}/scripts")
+    assert answer.value.status == 200, answer.value.text()
+    return [script["name"] for script in answer.value.json()]
+
+
+def test_an_admin_narrows_a_user_whose_console_then_no_longer_offers_the_script(
+        console_bed, logged_in, keycloak, narrowing_rules_removed) -> None:
+    paula = logged_in("paula")  # sms-operator: before the rule she may read and run SCRIPT
+    assert SCRIPT in scripts_listed(paula, console_bed.url)
+    paula.goto(f"{console_bed.url}/scripts/{SCRIPT}")
+    paula.get_by_role("tab", name="Run", exact=True).wait_for()
+
+    adam = logged_in("adam")
+    menu(adam, "Access").click()
+    adam.get_by_label("Subject", exact=True).fill("paula")
+    actions = adam.get_by_role("combobox", name="Actions", exact=True)
+    actions.click()  # its list opens on "read", chosen already; the keyboard takes the next two
+    for _ in ("start", "stop"):
+        actions.press("ArrowDown")
+        actions.press("Enter")
+    actions.press("Escape")
+    adam.get_by_label("Scripts (glob)", exact=True).fill(ELSEWHERE)
+    adam.get_by_role("button", name="Add rule", exact=True).click()
+    rule = adam.get_by_role("row").filter(has_text=ELSEWHERE)
+    expect(rule).to_contain_text("user paula")
+    expect(rule.get_by_role("cell").nth(1)).to_have_text(re.compile(r"read\s*start\s*stop"))
+    adam.get_by_label("User to preview", exact=True).fill("paula")  # as an sms-operator (the default)
+    adam.get_by_role("button", name="Preview", exact=True).click()
+    preview = adam.get_by_test_id("access-preview")
+    for action in ("read", "start", "stop"):  # columns: action, allowed, scripts, hosts
+        cells = preview.get_by_role("row").filter(has=adam.get_by_role("cell", name=action, exact=True)).get_by_role("cell")
+        expect(cells.nth(2)).to_have_text("none")  # no script matches ELSEWHERE
+    shot(adam, "access-rules")
+
+    # Her console: the gateway lists her no SCRIPT, and its page says why instead of offering a run.
+    assert SCRIPT not in scripts_listed(paula, console_bed.url)
+    paula.get_by_label("Search scripts", exact=True).fill(SCRIPT)
+    expect(paula.get_by_role("link", name=SCRIPT, exact=True)).to_have_count(0)
+    paula.goto(f"{console_bed.url}/scripts/{SCRIPT}")
+    expect(paula.get_by_role("alert")).to_contain_text("only as access rules allow")
+    expect(paula.get_by_role("tab")).to_have_count(0)  # neither Run nor Versions
+    shot(paula, "narrowed-script")
+
+    # Forced through her console session: refused, and no run was made.
+    before = runs_of_script(console_bed, keycloak)
+    status, text = forced_start(paula)
+    assert status == 403 and "paula may start only as access rules allow" in text, text
+    assert runs_of_script(console_bed, keycloak) == before
+
+    # The admin removes the rule in the console: her console offers the run again.
+    rule.get_by_role("button", name="Remove", exact=True).click()
+    adam.get_by_role("button", name="OK", exact=True).click()  # the confirmation
+    expect(rule).to_have_count(0)
+    paula.reload()
+    paula.get_by_role("tab", name="Run", exact=True).wait_for()
+
+
+def sha256_fingerprint(key_line: str) -> str:
+    """OpenSSH's ``SHA256:...`` fingerprint of a ``type base64`` public key line."""
+    digest = hashlib.sha256(base64.b64decode(key_line.split()[1])).digest()
+    return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
+
+
+def host_row(page: Page, name: str) -> Locator:
+    """Host ``name``'s row in the Hosts page, found through its search box."""
+    page.get_by_label("Search hosts", exact=True).fill(name)
+    return page.get_by_role("row").filter(has=page.get_by_role("cell", name=name, exact=True))
+
+
+def test_an_admin_trusts_a_new_hosts_key_on_first_use_and_the_host_check_then_passes(
+        console_bed, logged_in, keycloak, ssh_server) -> None:
+    page = logged_in("adam")
+    unpinned = f"{HOST}-tofu"
+    login = login_of(ssh_server)
+    menu(page, "Hosts").click()
+    page.get_by_role("button", name="Add host", exact=True).click()
+    drawer = page.get_by_role("dialog").filter(has_text="Add a host")
+    drawer.get_by_label("Name", exact=True).fill(unpinned)
+    drawer.get_by_label("Address", exact=True).fill(login["address"])
+    drawer.get_by_label("Port", exact=True).fill(str(login["port"]))
+    drawer.get_by_label("Account", exact=True).fill(login["username"])
+    drawer.get_by_label("Private key", exact=True).fill(login["private_key"])
+    drawer.get_by_role("button", name="Add host", exact=True).click()
+    expect(drawer).to_be_hidden()
+    row = host_row(page, unpinned)
+    expect(row).to_contain_text("not trusted")
+
+    # Before trust a run there fails at the handshake: nothing ran on the host.
+    page.goto(f"{console_bed.url}/scripts/{SCRIPT}")
+    page.get_by_label("Arguments (one per line)", exact=True).fill("long")
+    page.get_by_label("Host (optional)", exact=True).fill(unpinned)
+    page.get_by_role("button", name="Run", exact=True).click()
+    page.wait_for_url(re.compile(r"/runs/[0-9a-f-]{36}$"))
+    page.get_by_test_id("run-state").get_by_text("FAILED").wait_for(timeout=90_000)
+    expect(page.get_by_text(re.compile(r"host key of .* is not trusted")).first).to_be_visible()
+    expect(page.get_by_test_id("output")).not_to_contain_text("console run long")
+    assert not alive(ssh_server, f"sleep {SLEEP}")
+    shot(page, "run-untrusted-host")
+
+    # The Hosts page shows the key the host offers; once trusted, the check passes.
+    menu(page, "Hosts").click()
+    row = host_row(page, unpinned)
+    row.get_by_role("button", name="Trust key…", exact=True).click()
+    offered = page.get_by_role("dialog").filter(has_text=f"Trust the key {unpinned} presents?")
+    shown = re.search(r"SHA256:[A-Za-z0-9+/]{43}", offered.inner_text())
+    assert shown and shown.group() in {sha256_fingerprint(line) for line in ssh_server.host_public_keys}, offered.inner_text()
+    shot(page, "hosts-trust")
+    offered.get_by_role("button", name="Trust this key", exact=True).click()
+    expect(offered).to_be_hidden()
+    expect(row).to_contain_text("pinned")
+    expect(row).not_to_contain_text("not trusted")
+    row.get_by_role("button", name="Check", exact=True).click()
+    checked = page.get_by_role("dialog").filter(has_text=f"Check of {unpinned}")
+    expect(checked).to_contain_text('"usable": true')
+    expect(checked).to_contain_text('"host_key": "match"')
+    shot(page, "hosts")
+    page.keyboard.press("Escape")
+    expect(checked).to_be_hidden()

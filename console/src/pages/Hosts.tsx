@@ -1,4 +1,4 @@
-/** Hosts: list, add SSH and Windows hosts, run the host check, trust a host key, labels. */
+/** Hosts: list with a search, add SSH and Windows hosts, run the host check, trust a host key, labels. */
 import { useState } from "react";
 import { App, Button, Drawer, Form, Input, InputNumber, Radio, Select, Space, Switch, Table, Tag, Typography } from "antd";
 import { api, get } from "../lib/api";
@@ -9,6 +9,11 @@ import { useSession } from "../session";
 import { Problem } from "./common";
 
 const hostPath = (name: string) => `/api/v1/hosts/${encodeURIComponent(name)}`;
+
+/** Whether ``host`` matches the search ``text``: in its name, address or labels, ignoring case. */
+export function hostMatches(host: Host, text: string): boolean {
+  return [host.name, host.where, ...host.labels].join(" ").toLowerCase().includes(text.trim().toLowerCase());
+}
 
 function AddHost({ open, onClose, onAdded }: { open: boolean; onClose: () => void; onAdded: () => void }) {
   const [form] = Form.useForm();
@@ -59,6 +64,7 @@ export function Hosts() {
   const { data, error, reload } = useLoad(() => get<Host[]>("/api/v1/hosts"), []);
   const [adding, setAdding] = useState(false);
   const [problem, setProblem] = useState("");
+  const [search, setSearch] = useState("");
   const admin = allowed(permissions, "host.add");
   const guarded = (work: () => Promise<void>) => () => work().catch((e: Error) => setProblem(e.message));
   const check = (name: string) => guarded(async () => {
@@ -69,7 +75,8 @@ export function Hosts() {
     const key = await get<{ fingerprint: string; key?: string }>(`${hostPath(name)}/host-key`);
     modal.confirm({
       title: `Trust the key ${name} presents?`,
-      content: <>Compare this fingerprint with the one the server's administrator gives you:<pre>{key.fingerprint}</pre></>,
+      width: 560,  // the fingerprint on one line, inside the dialog
+      content: <>Compare this fingerprint with the one the server's administrator gives you:<pre style={{ overflowWrap: "anywhere", whiteSpace: "pre-wrap" }}>{key.fingerprint}</pre></>,
       okText: "Trust this key",
       onOk: guarded(async () => {
         await api("POST", `${hostPath(name)}/trust`, { fingerprint: key.fingerprint });
@@ -93,9 +100,12 @@ export function Hosts() {
   return (
     <>
       <Typography.Title level={3}>Hosts</Typography.Title>
-      {admin && <Button type="primary" onClick={() => setAdding(true)} style={{ marginBottom: 16 }}>Add host</Button>}
+      <Space style={{ marginBottom: 16 }} wrap>
+        <Input.Search aria-label="Search hosts" placeholder="Search name, address or label" allowClear onChange={(e) => setSearch(e.target.value)} style={{ width: 280 }} />
+        {admin && <Button type="primary" onClick={() => setAdding(true)}>Add host</Button>}
+      </Space>
       <Problem error={error || problem} />
-      <Table rowKey="name" dataSource={data ?? []} columns={[
+      <Table rowKey="name" dataSource={(data ?? []).filter((h) => hostMatches(h, search))} columns={[
         { title: "Name", dataIndex: "name" }, { title: "Kind", dataIndex: "kind" }, { title: "Where", dataIndex: "where" },
         { title: "Host key", dataIndex: "pinned_keys", render: (n: number, h: Host) => (h.kind === "ssh" ? (n ? <Tag color="green">pinned</Tag> : <Tag color="orange">not trusted</Tag>) : "—") },
         { title: "Labels", dataIndex: "labels", render: (l: string[]) => l.map((x) => <Tag key={x}>{x}</Tag>) },
