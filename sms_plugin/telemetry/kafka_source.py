@@ -8,8 +8,8 @@ the event's time and, for an end state, the seconds it ran), a finished script
 CloudEvent's id, so a re-sent event is counted once.
 
 :class:`RunEventConsumer` reads the topic from the first record at or after ``since`` (the
-exporter's history window; Kafka finds the offset by time) with a group of its own that commits
-nothing: each start replays the window, as a rebuild from Prefect's API does. librdkafka
+exporter's history window; Kafka finds the offset by time, :func:`start_offsets`) with a group of
+its own that commits nothing: each start replays the window, as a rebuild from Prefect's API does. librdkafka
 reconnects by itself after a broker or network outage.
 """
 
@@ -18,12 +18,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any
 
-from confluent_kafka import OFFSET_END, Consumer, KafkaError, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from sms_plugin import run_events
 from sms_plugin.catalog.outbox import RUNS_TOPIC
@@ -35,6 +36,7 @@ log = logging.getLogger("sms.exporter")
 
 Fact = RunState | RunFinished | TransportFailed
 OUTAGE = frozenset({KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT})
+_LOOKUP_TRIES, _LOOKUP_PAUSE, _LOOKUP_TIMEOUT = 40, 0.5, 10.0  # a new leader answers within ~20 s
 
 
 def fact_of(event: dict[str, Any]) -> Fact | None:
@@ -56,6 +58,30 @@ def fact_of(event: dict[str, Any]) -> Fact | None:
     return None
 
 
+def start_offsets(consumer: Consumer, partitions: list[TopicPartition], since_ms: int,
+                  tries: int = _LOOKUP_TRIES) -> list[TopicPartition]:
+    """Where each partition's replay starts: its first record at or after ``since_ms``, or, if it
+    has none, its end as it was before the lookup (a record written meanwhile is read). A partition
+    the broker cannot answer for yet (a leader just elected says OFFSET_NOT_AVAILABLE for a while)
+    is asked again; still unanswered, it raises ``KafkaException`` and the exporter starts over."""
+    ends = {p.partition: consumer.get_watermark_offsets(p, timeout=_LOOKUP_TIMEOUT, cached=False)[1]
+            for p in partitions}
+    starts: dict[int, int] = {}
+    asking = partitions
+    for attempt in range(tries):
+        if attempt:
+            time.sleep(_LOOKUP_PAUSE)
+        found = consumer.offsets_for_times([TopicPartition(p.topic, p.partition, since_ms) for p in asking],
+                                           timeout=_LOOKUP_TIMEOUT)
+        starts.update({p.partition: p.offset if p.offset >= 0 else ends[p.partition]
+                       for p in found if p.error is None})
+        unanswered = [p for p in found if p.error is not None]
+        if not unanswered:
+            return [TopicPartition(p.topic, p.partition, starts[p.partition]) for p in partitions]
+        asking = unanswered
+    raise KafkaException(unanswered[0].error)
+
+
 class RunEventConsumer:
     """Reads ``sms.runs`` from ``since`` on: ``await next_events()`` returns the next CloudEvents.
     The Kafka client is synchronous and not thread-safe: every call runs on one thread of its own."""
@@ -74,11 +100,7 @@ class RunEventConsumer:
         self.consumer.subscribe([RUNS_TOPIC], on_assign=self._from_since)
 
     def _from_since(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        """Start each partition at its first record at or after ``since`` (its end if none)."""
-        wanted = [TopicPartition(p.topic, p.partition, self.since_ms) for p in partitions]
-        found = consumer.offsets_for_times(wanted, timeout=30)
-        consumer.assign([TopicPartition(p.topic, p.partition, p.offset if p.offset >= 0 else OFFSET_END)
-                         for p in found])
+        consumer.assign(start_offsets(consumer, partitions, self.since_ms))
 
     def poll(self, timeout: float = 1.0, batch: int = 500) -> list[dict[str, Any]]:
         """The next CloudEvents (maybe none); Kafka's own errors are logged, never raised."""
