@@ -205,7 +205,7 @@ class ServiceMetrics:
         self.connected = Gauge("sms_exporter_connected", "1 while following the run events' source (Prefect's event stream or Kafka).", registry=r)
         self.reconnects = Counter("sms_exporter_reconnects", "Times the event stream was lost and re-subscribed.",
                                   registry=r)
-        self.rebuilds = Counter("sms_exporter_rebuilds", "Times the run metrics were rebuilt from Prefect's API.",
+        self.rebuilds = Counter("sms_exporter_rebuilds", "Times the run metrics were rebuilt from Prefect's API or replayed from Kafka.",
                                 registry=r)
         self.lag = Gauge("sms_exporter_events_lag_seconds",
                          "Delay between the newest counted event happening and the exporter counting it.", registry=r)
