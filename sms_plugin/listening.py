@@ -16,9 +16,15 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def plain_http_refusal(what: str, host: str, *, tls: bool, allowed: bool, remedy: str) -> str | None:
+def plain_http_refusal(what: str, host: str, *, tls: bool, allowed: bool, allowed_by: str, remedy: str) -> str | None:
     """Why ``what`` must not start, when it would serve plain HTTP on ``host`` beyond loopback and
-    the operator did not explicitly allow it (``remedy`` says how to fix or allow it); else None."""
-    if tls or allowed or is_loopback(host):
+    the operator did not explicitly allow it (with ``allowed_by``; ``remedy`` says how to fix or
+    allow it); else None. Allowed, it starts with a warning that it serves clear text."""
+    if tls or is_loopback(host):
+        return None
+    if allowed:
+        from sms_plugin.tls import warn_clear_text
+
+        warn_clear_text(f"{what} on {host}", allowed_by)
         return None
     return f"{what} will not serve plain HTTP on {host} (not a loopback address): {remedy}"

@@ -117,6 +117,14 @@ def certificate_refused(link: str, reason: str) -> CertificateRefused:
     )
 
 
+@functools.cache
+def warn_clear_text(link: str, setting: str) -> None:
+    """Logs once per process that ``link`` (a peer beyond loopback) is reached or served in clear
+    text because ``setting`` says so: allowed, never silent."""
+    log.warning("%s: TLS is off (%s): what crosses this link can be read and changed on the network "
+                "(docs/tls.md)", link, setting)
+
+
 def failure_name(link: str, error: BaseException) -> str:
     """A short name of a failed call on ``link`` for its caller: ``TLS certificate refused`` (the
     full reason, naming the link, is logged for the operator) or the error's type."""

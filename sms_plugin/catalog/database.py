@@ -17,6 +17,7 @@ from sms_plugin import settings, tls
 from sms_plugin.catalog import outbox
 from sms_plugin.catalog.aio import AsyncCatalog
 from sms_plugin.catalog.retry import Committing, with_retries
+from sms_plugin.listening import is_loopback
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -75,6 +76,8 @@ class Catalog:
             connect_args: dict[str, Any] = {"charset": "utf8mb4"} if mysql else {}
             if mysql and settings.database_tls(self.url.host):
                 connect_args["ssl"] = tls.client_context()  # PyMySQL: TLS required, certificate verified
+            elif mysql and self.url.host and not is_loopback(self.url.host):
+                tls.warn_clear_text(f"the catalog database at {self.url.host}:{self.url.port or 3306}", "SMS_DATABASE_TLS=off")
             self.engine = create_engine(self.url, pool_pre_ping=True, pool_recycle=3600, connect_args=connect_args)
             event.listen(self.engine, "handle_error", self._refused_certificate)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)

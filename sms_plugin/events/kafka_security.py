@@ -59,6 +59,8 @@ class KafkaSecurity:
         """The librdkafka settings of these choices (it holds the password: never log it)."""
         protocol = self.chosen_protocol()
         config: dict[str, Any] = {"security.protocol": protocol}
+        if not protocol.endswith("SSL") and not _on_loopback(self.bootstrap):
+            tls.warn_clear_text(f"Kafka at {self.bootstrap}", f"SMS_KAFKA_SECURITY_PROTOCOL={protocol}")
         if protocol.endswith("SSL"):
             config.update({
                 "ssl.ca.location": tls.ca_location(),

@@ -89,6 +89,7 @@ class GatewaySettings(BaseSettings):
         self.oidc_allowed_clients = self.oidc_allowed_clients or [self.oidc_client_id, self.oidc_cli_client_id]
         refusal = plain_http_refusal(
             "the gateway", self.host, tls=self.tls, allowed=self.allow_plain_http,
+            allowed_by="SMS_GATEWAY_ALLOW_PLAIN_HTTP=1 (--insecure-http)",
             remedy="give it --tls-cert/--tls-key, or keep it on 127.0.0.1 behind a TLS proxy, "
             "or allow clear text with SMS_GATEWAY_ALLOW_PLAIN_HTTP=1 (--insecure-http)",
         )

@@ -44,6 +44,7 @@ class MetricsEndpoint:
             raise SMSError(f"give both {prefix}TLS_CERT and {prefix}TLS_KEY, or neither")
         refusal = plain_http_refusal(
             self.what, self.address, tls=self.tls_cert is not None, allowed=self.allow_plain_http,
+            allowed_by=f"{prefix}ALLOW_PLAIN_HTTP=1",
             remedy=f"give it {prefix}TLS_CERT and {prefix}TLS_KEY, or keep it on 127.0.0.1 behind a TLS proxy, "
             f"or allow clear text with {prefix}ALLOW_PLAIN_HTTP=1",
         )

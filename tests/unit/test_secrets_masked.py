@@ -71,10 +71,10 @@ def test_loopback_detection(host: str, loopback: bool) -> None:
 
 
 def test_plain_http_beyond_loopback_needs_tls_or_an_explicit_yes() -> None:
-    assert plain_http_refusal("x", "0.0.0.0", tls=True, allowed=False, remedy="r") is None
-    assert plain_http_refusal("x", "0.0.0.0", tls=False, allowed=True, remedy="r") is None
-    assert plain_http_refusal("x", "127.0.0.1", tls=False, allowed=False, remedy="r") is None
-    assert plain_http_refusal("x", "0.0.0.0", tls=False, allowed=False, remedy="r") == (
+    assert plain_http_refusal("x", "0.0.0.0", tls=True, allowed=False, allowed_by="A=1", remedy="r") is None
+    assert plain_http_refusal("x", "0.0.0.0", tls=False, allowed=True, allowed_by="A=1", remedy="r") is None
+    assert plain_http_refusal("x", "127.0.0.1", tls=False, allowed=False, allowed_by="A=1", remedy="r") is None
+    assert plain_http_refusal("x", "0.0.0.0", tls=False, allowed=False, allowed_by="A=1", remedy="r") == (
         "x will not serve plain HTTP on 0.0.0.0 (not a loopback address): r"
     )
     with pytest.raises(InvalidInput, match="SMS_GATEWAY_ALLOW_PLAIN_HTTP=1"):

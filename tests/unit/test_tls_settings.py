@@ -12,6 +12,7 @@ from infra.testbed.tls import make_ca_and_server
 from sms_plugin import settings, tls
 from sms_plugin.errors import SMSError
 from sms_plugin.events.kafka_security import KafkaSecurity
+from sms_plugin.gateway.config import load_settings
 
 
 def test_without_a_bundle_the_system_store_verifies_names_and_chains(monkeypatch):
@@ -80,6 +81,46 @@ def test_kafka_is_plain_on_loopback_and_verified_tls_elsewhere(monkeypatch):
     remote = kafka("kafka-1:9093,127.0.0.1:9092").client_config()
     assert remote == {"security.protocol": "SSL", "ssl.ca.location": "probe",
                       "enable.ssl.certificate.verification": True, "ssl.endpoint.identification.algorithm": "https"}
+
+
+@pytest.fixture
+def clear_text_warnings(caplog):
+    """The ``sms.tls`` warnings logged during the test (each link warns once per process)."""
+    tls.warn_clear_text.cache_clear()
+    caplog.set_level("WARNING", logger="sms.tls")
+    yield lambda: [r.getMessage() for r in caplog.records if r.name == "sms.tls"]
+    tls.warn_clear_text.cache_clear()
+
+
+def test_clear_text_to_a_peer_beyond_loopback_is_allowed_but_never_silent(monkeypatch, clear_text_warnings):
+    from sms_plugin.catalog import Catalog
+
+    monkeypatch.setenv("SMS_DATABASE_TLS", "off")
+    Catalog("mysql+pymysql://sms:db-pass-7@db.example:3307/sms")
+    Catalog("mysql+pymysql://sms:db-pass-7@db.example:3307/sms")  # once per process, not per catalog
+    Catalog("mysql+pymysql://sms:db-pass-7@127.0.0.1:3307/sms")  # loopback: nothing to say
+    kafka("kafka-1:9092", protocol="PLAINTEXT").client_config()
+    kafka("kafka-1:9092", protocol="SASL_PLAINTEXT", username="u", password=SecretStr("kafka-pass-8")).client_config()
+    kafka("127.0.0.1:9092", protocol="PLAINTEXT").client_config()
+    load_settings(oidc_issuer="https://kc.example/realms/sms", host="0.0.0.0", allow_plain_http=True)
+    said = clear_text_warnings()
+    assert [line.split(": what crosses")[0] for line in said] == [
+        "the catalog database at db.example:3307: TLS is off (SMS_DATABASE_TLS=off)",
+        "Kafka at kafka-1:9092: TLS is off (SMS_KAFKA_SECURITY_PROTOCOL=PLAINTEXT)",
+        "Kafka at kafka-1:9092: TLS is off (SMS_KAFKA_SECURITY_PROTOCOL=SASL_PLAINTEXT)",
+        "the gateway on 0.0.0.0: TLS is off (SMS_GATEWAY_ALLOW_PLAIN_HTTP=1 (--insecure-http))"]
+    assert not any("db-pass-7" in line or "kafka-pass-8" in line for line in said)
+
+
+def test_tls_on_or_loopback_warns_of_nothing(monkeypatch, clear_text_warnings):
+    from sms_plugin.catalog import Catalog
+
+    monkeypatch.delenv("SMS_DATABASE_TLS", raising=False)
+    monkeypatch.delenv("SMS_CA_BUNDLE", raising=False)
+    Catalog("mysql+pymysql://sms:p@db.example:3307/sms")
+    kafka("kafka-1:9093").client_config()
+    load_settings(oidc_issuer="https://kc.example/realms/sms", host="127.0.0.1")
+    assert clear_text_warnings() == []
 
 
 def test_a_kafka_user_logs_in_with_scram_and_its_password_stays_secret():
