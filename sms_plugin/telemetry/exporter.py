@@ -64,7 +64,7 @@ SOURCES = ("prefect", "kafka")
 def endpoint(settings: ExporterSettings) -> MetricsEndpoint:
     """The exporter's ``/metrics`` endpoint."""
     return MetricsEndpoint("the exporter", "SMS_EXPORTER_", settings.address, settings.port, settings.tls_cert,
-                           settings.tls_key, settings.allow_plain_http)
+                           settings.tls_key, settings.allow_plain_http, options=True)
 
 
 def exporter_url(settings: ExporterSettings | None = None) -> str:

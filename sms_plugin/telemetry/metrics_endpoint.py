@@ -2,7 +2,8 @@
 certificate and key, and plain HTTP beyond loopback only when explicitly allowed (docs/tls.md).
 
 The metrics exporter (``SMS_EXPORTER_*``) and the event publisher (``SMS_EVENTS_METRICS_*``) serve
-theirs with it; ``variables`` is the prefix of the settings an error names.
+theirs with it; ``variables`` is the prefix of the settings an error names, followed by the
+matching command-line option where the service has them (``sms exporter --tls-cert``...).
 """
 
 from __future__ import annotations
@@ -15,6 +16,9 @@ from prometheus_client.registry import CollectorRegistry
 
 from sms_plugin.errors import SMSError
 from sms_plugin.listening import plain_http_refusal
+
+_OPTIONS = {"PORT": "--port", "TLS_CERT": "--tls-cert", "TLS_KEY": "--tls-key", "ALLOW_PLAIN_HTTP=1": "--insecure-http"}
+"""The command-line option of each setting, for a service started with such options."""
 
 
 @dataclass(frozen=True)
@@ -30,6 +34,12 @@ class MetricsEndpoint:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     allow_plain_http: bool = False
+    options: bool = False
+    """Whether the service takes the settings as command-line options too (:data:`_OPTIONS`)."""
+
+    def _named(self, setting: str) -> str:
+        """A setting as errors name it: ``SMS_EXPORTER_TLS_CERT (--tls-cert)``."""
+        return f"{self.variables}{setting}" + (f" ({_OPTIONS[setting]})" if self.options else "")
 
     @property
     def url(self) -> str:
@@ -39,14 +49,13 @@ class MetricsEndpoint:
         """Serves ``registry`` on a background thread; returns the port. SMSError naming the
         settings when the certificate lacks its key (or the other way round), when plain HTTP
         would leave loopback unasked, or when the port is taken."""
-        prefix = self.variables
+        cert, key, plain = self._named("TLS_CERT"), self._named("TLS_KEY"), self._named("ALLOW_PLAIN_HTTP=1")
         if (self.tls_cert is None) != (self.tls_key is None):
-            raise SMSError(f"give both {prefix}TLS_CERT and {prefix}TLS_KEY, or neither")
+            raise SMSError(f"give both {cert} and {key}, or neither")
         refusal = plain_http_refusal(
-            self.what, self.address, tls=self.tls_cert is not None, allowed=self.allow_plain_http,
-            allowed_by=f"{prefix}ALLOW_PLAIN_HTTP=1",
-            remedy=f"give it {prefix}TLS_CERT and {prefix}TLS_KEY, or keep it on 127.0.0.1 behind a TLS proxy, "
-            f"or allow clear text with {prefix}ALLOW_PLAIN_HTTP=1",
+            self.what, self.address, tls=self.tls_cert is not None, allowed=self.allow_plain_http, allowed_by=plain,
+            remedy=f"give it {cert} and {key}, or keep it on 127.0.0.1 behind a TLS proxy, "
+            f"or allow clear text with {plain}",
         )
         if refusal:
             raise SMSError(refusal)
@@ -57,6 +66,6 @@ class MetricsEndpoint:
         except OSError as error:
             raise SMSError(
                 f"cannot serve metrics on {self.address}:{self.port}: {error.strerror or error}; "
-                f"choose another port with {prefix}PORT"
+                f"choose another port with {self._named('PORT')}"
             ) from None
         return int(server.server_port)

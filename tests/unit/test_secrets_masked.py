@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from sms_plugin.errors import InvalidInput
@@ -86,5 +88,23 @@ def test_the_exporter_refuses_plain_http_beyond_loopback() -> None:
     from sms_plugin.errors import SMSError
     from sms_plugin.telemetry.exporter import Exporter, ExporterSettings
 
-    with pytest.raises(SMSError, match="SMS_EXPORTER_ALLOW_PLAIN_HTTP=1"):
+    with pytest.raises(SMSError, match=re.escape("allow clear text with SMS_EXPORTER_ALLOW_PLAIN_HTTP=1 (--insecure-http)")):
         Exporter(ExporterSettings(address="0.0.0.0", port=0)).listen()
+
+
+def test_the_exporters_errors_name_its_options_as_well_as_its_variables() -> None:
+    """``sms exporter`` takes its settings as options too: its errors name both; the publisher's
+    (``sms events``, variables only) name the variables alone (tests/unit/test_tls_settings.py)."""
+    import socket
+
+    from sms_plugin.errors import SMSError
+    from sms_plugin.telemetry.exporter import Exporter, ExporterSettings
+
+    with pytest.raises(SMSError, match=re.escape("give both SMS_EXPORTER_TLS_CERT (--tls-cert) and "
+                                                 "SMS_EXPORTER_TLS_KEY (--tls-key), or neither")):
+        Exporter(ExporterSettings(port=0, tls_cert="/etc/sms/metrics.pem")).listen()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        with pytest.raises(SMSError, match=re.escape("choose another port with SMS_EXPORTER_PORT (--port)")):
+            Exporter(ExporterSettings(port=taken.getsockname()[1])).listen()
