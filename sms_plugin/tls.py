@@ -98,23 +98,34 @@ def verification_failure(error: BaseException) -> ssl.SSLCertVerificationError |
     return None
 
 
-def refusal(link: str, error: BaseException) -> CertificateRefused | None:
+def refusal(link: str, error: BaseException, trust: tuple[str, str] | None = None) -> CertificateRefused | None:
     """:class:`CertificateRefused` naming ``link`` (e.g. "Elasticsearch at https://logs:9200")
-    when ``error`` is a refused certificate, else None."""
+    when ``error`` is a refused certificate, else None. ``trust``: the setting and CA file the
+    link verified with, when not ``SMS_CA_BUNDLE`` (:func:`prefect_api_trust`)."""
     failure = verification_failure(error)
     if failure is None:
         return None
-    return certificate_refused(link, failure.verify_message or failure.reason or str(failure))
+    return certificate_refused(link, failure.verify_message or failure.reason or str(failure), trust)
 
 
-def certificate_refused(link: str, reason: str) -> CertificateRefused:
+def certificate_refused(link: str, reason: str, trust: tuple[str, str] | None = None) -> CertificateRefused:
     """The error for ``link``'s refused certificate, with what to do about it."""
-    trusted = ca_bundle()
-    source = f"the CAs of {CA_BUNDLE_ENV}={trusted}" if trusted else f"the system's CAs ({CA_BUNDLE_ENV} is unset)"
+    variable, trusted = trust or (CA_BUNDLE_ENV, str(ca_bundle() or ""))
+    source = f"the CAs of {variable}={trusted}" if trusted else f"the system's CAs ({variable} is unset)"
     return CertificateRefused(
         f"{link}: TLS certificate refused ({reason}); it does not verify against {source}: "
-        f"put the CA that signed it in {CA_BUNDLE_ENV} (docs/tls.md)"
+        f"put the CA that signed it in {variable} (docs/tls.md)"
     )
+
+
+def prefect_api_trust() -> tuple[str, str] | None:
+    """``("PREFECT_API_SSL_CERT_FILE", file)`` when Prefect's own setting names another file than
+    ``SMS_CA_BUNDLE`` (it wins, :func:`prefect_trust`), else None: the bundle is the trust."""
+    from prefect.settings import PREFECT_API_SSL_CERT_FILE
+
+    own = PREFECT_API_SSL_CERT_FILE.value()
+    bundle = ca_bundle()
+    return ("PREFECT_API_SSL_CERT_FILE", own) if own and own != (str(bundle) if bundle else None) else None
 
 
 @functools.cache

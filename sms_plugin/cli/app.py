@@ -634,7 +634,7 @@ def _http_failure(error: Exception) -> int:
 
         from sms_plugin import tls
 
-        refused = tls.refusal(f"the Prefect API at {PREFECT_API_URL.value()}", error)
+        refused = tls.refusal(f"the Prefect API at {PREFECT_API_URL.value()}", error, tls.prefect_api_trust())
         if refused is not None:
             err.print(f"error: {refused}", markup=False, highlight=False, soft_wrap=True)
             return 1

@@ -170,6 +170,26 @@ def test_prefects_clients_take_the_bundle_unless_prefects_own_setting_is_given(m
         pass
 
 
+def test_a_refused_prefect_certificate_names_the_setting_that_chose_the_trust(monkeypatch, tmp_path):
+    """Prefect's own PREFECT_API_SSL_CERT_FILE wins over SMS_CA_BUNDLE: a refusal then names it."""
+    from prefect.settings import PREFECT_API_SSL_CERT_FILE, temporary_settings
+
+    ca, _, _ = make_ca_and_server(tmp_path)
+    monkeypatch.setenv("SMS_CA_BUNDLE", str(ca))
+    link = "the Prefect API at https://prefect.example/api"
+    with tls.prefect_trust():
+        assert tls.prefect_api_trust() is None  # the bundle is Prefect's trust too
+        assert f"against the CAs of SMS_CA_BUNDLE={ca}: put the CA that signed it in SMS_CA_BUNDLE" in str(
+            tls.certificate_refused(link, "self-signed certificate", tls.prefect_api_trust()))
+    with temporary_settings(updates={PREFECT_API_SSL_CERT_FILE: "/etc/prefect/ca.pem"}), tls.prefect_trust():
+        trust = tls.prefect_api_trust()
+        assert trust == ("PREFECT_API_SSL_CERT_FILE", "/etc/prefect/ca.pem")
+        assert str(tls.certificate_refused(link, "self-signed certificate", trust)) == (
+            "the Prefect API at https://prefect.example/api: TLS certificate refused (self-signed certificate); "
+            "it does not verify against the CAs of PREFECT_API_SSL_CERT_FILE=/etc/prefect/ca.pem: "
+            "put the CA that signed it in PREFECT_API_SSL_CERT_FILE (docs/tls.md)")
+
+
 def test_the_publishers_metrics_serve_https_to_a_scraper_trusting_the_ca_only(tmp_path):
     import httpx
 
