@@ -1,10 +1,15 @@
 """What SMS answers about a run, in every face (CLI, SDK, through the gateway or not): how it
-ended (``RunResult``) and its log lines (``LogLine``). Plain values: no Prefect, no catalog."""
+ended (``RunResult``), its log lines (``LogLine``), a listing's row (``RunSummary``). Plain
+values: no Prefect, and the catalog only as a type."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from sms_plugin.catalog.models import RunRecord
 
 
 #: The logger of the script's output records in Prefect's run log (stdout at INFO, stderr at
@@ -82,3 +87,9 @@ class RunSummary:
     created_at: datetime
     started_at: datetime | None
     ended_at: datetime | None
+
+    @classmethod
+    def of(cls, record: RunRecord) -> RunSummary:
+        """The summary of a catalog run record."""
+        return cls(record.flow_run_id, record.script_name, record.version_number, record.host, record.trigger,
+                   record.requested_by, record.exit_code, record.created_at, record.started_at, record.ended_at)

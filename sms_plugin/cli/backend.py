@@ -230,9 +230,7 @@ class LocalBackend:
         from sms_plugin.catalog.repository import list_runs
 
         with self.catalog.session() as session:
-            return [RunSummary(r.flow_run_id, r.script_name, r.version_number, r.host, r.trigger, r.requested_by,
-                               r.exit_code, r.created_at, r.started_at, r.ended_at)
-                    for r in list_runs(session, script_name=script, limit=limit)]
+            return [RunSummary.of(r) for r in list_runs(session, script_name=script, limit=limit)]
 
     def stop(self, run_id: str) -> str:
         return _blocking(run_services.stop(run_id))

@@ -39,6 +39,7 @@ from sms_plugin.gateway.targets import Targets, load_rules
 from sms_plugin.gateway.signing import ARGUMENT_PATTERN, check_argument_pattern, seal
 from sms_plugin.host_kinds import HOST_NAME_PATTERN, LABEL_PATTERN, HostRequest, from_request
 from sms_plugin.parameters import PARAMETER_NAME
+from sms_plugin.run_results import RunSummary
 from sms_plugin.selectors import MAX_LENGTH as MAX_SELECTOR
 
 TRIGGER = "api"
@@ -458,19 +459,6 @@ class StopOut(BaseModel):
     state: str
 
 
-class RunOut(BaseModel):
-    run_id: str
-    script: str
-    version: int | None
-    host: str
-    trigger: str
-    requested_by: str
-    exit_code: int | None
-    created_at: datetime
-    started_at: datetime | None
-    ended_at: datetime | None
-
-
 class HostRunOut(BaseModel):
     """One host's part of a run: ``pending``, ``running``, or how it ended."""
 
@@ -551,18 +539,12 @@ async def stop_run(run_id: str, c: CallDep) -> StopOut:
 @router.get("/runs", tags=["runs"])
 async def list_runs_(
     c: CallDep, script: Annotated[str | None, Query(max_length=100)] = None, limit: Limit = 50
-) -> list[RunOut]:
+) -> list[RunSummary]:
     """Runs the caller may read, newest first (those that reached the flow)."""
     async with c.action("run.list", "run"):
         c.authorize("read")
         records = await c.catalog.aio.run(repository.list_runs, script_name=script, limit=limit)
-        return [
-            RunOut(run_id=r.flow_run_id, script=r.script_name, version=r.version_number, host=r.host, trigger=r.trigger,
-                   requested_by=r.requested_by, exit_code=r.exit_code, created_at=r.created_at,
-                   started_at=r.started_at, ended_at=r.ended_at)
-            for r in records
-            if c.allows("read", await c.targets.run(r.script_name, r.host))
-        ]
+        return [RunSummary.of(r) for r in records if c.allows("read", await c.targets.run(r.script_name, r.host))]
 
 
 @router.get("/runs/{run_id}", tags=["runs"], responses=ERRORS)
