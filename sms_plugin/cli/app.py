@@ -23,7 +23,6 @@ from sms_plugin.cli import checks
 from sms_plugin.cli import fleet as fleet_cli
 from sms_plugin.cli.asking import Unattended, ask, confirm
 from sms_plugin.cli import output as shaped
-from sms_plugin.cli import fleet_run
 from sms_plugin.cli.console import console
 from sms_plugin.cli.output import Output, OutputOption, print_json, print_listing
 from sms_plugin.cli.logs import SplitStderrOption, TailOption
@@ -42,10 +41,11 @@ from sms_plugin.selectors import SelectorError
 
 if TYPE_CHECKING:
     from sms_plugin import hosts as host_services
-    from sms_plugin.cli import backend
+    from sms_plugin.cli import backend, fleet_run
 else:  # loaded by the verbs that use them: `sms --help` imports neither Prefect nor the catalog
     host_services = lazy_module("sms_plugin.hosts")
     backend = lazy_module("sms_plugin.cli.backend")
+    fleet_run = lazy_module("sms_plugin.cli.fleet_run")  # rich's live display: fleet runs only
 
 app = typer.Typer(
     name="sms",
