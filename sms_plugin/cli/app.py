@@ -5,6 +5,7 @@ Errors are one line on stderr and a non-zero exit status, never a traceback.
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
@@ -681,4 +682,8 @@ def main() -> None:
         code = 1
     except Exception as error:  # noqa: BLE001 - httpx's errors are told apart in _http_failure, others re-raised
         code = _http_failure(error)
+    # The verb is done: the garbage collector leaves the objects it made to the operating system, so
+    # the interpreter's exit does not free them one by one (a quarter of `sms script list`'s CPU time).
+    # Exit handlers, flushing and the objects' own closing (refcounts, `with`) are unchanged.
+    gc.freeze()
     sys.exit(code if isinstance(code, int) else 0)

@@ -3,6 +3,7 @@ need (speed: bench/cli_startup.py)."""
 
 from __future__ import annotations
 
+import gc
 import os
 
 import pytest
@@ -46,3 +47,16 @@ def test_local_script_list_imports_only_what_it_needs(tmp_path):
     assert "nightly" in done.stdout and "0 3 * * *" in done.stdout  # the real listing ran
     assert {"sqlalchemy", "sms_plugin.catalog.models"} <= modules  # the probe sees what it did import
     assert not imported_any(modules, UNNEEDED_FOR_LOCAL_LISTING), imported_any(modules, UNNEEDED_FOR_LOCAL_LISTING)
+
+
+def test_the_command_leaves_its_objects_to_the_operating_system(monkeypatch):
+    from sms_plugin.cli import app
+
+    monkeypatch.setattr("sys.argv", ["sms", "script", "list", "--help"])
+    try:
+        with pytest.raises(SystemExit) as done:
+            app.main()
+        assert done.value.code == 0
+        assert gc.get_freeze_count() > 0  # the exit skips freeing them one by one (bench/cli_startup.py)
+    finally:
+        gc.unfreeze()
