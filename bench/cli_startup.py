@@ -5,7 +5,8 @@ In one run, side by side, the same venv's ``sms`` with the code of a base commit
 into a temporary folder, put first on PYTHONPATH) and with this tree's code:
 
 - ``sms --help``;
-- ``sms script list`` on the embedded SQLite catalog of a temporary home (created by a warm-up run);
+- ``sms script list`` on the embedded SQLite catalog of a temporary home (created by a warm-up run,
+  then given ``--scripts`` scripts, 50 by default, half of them scheduled);
 - ``sms stop RUN`` of an unknown run against a private Prefect server: its error path
   ("no run ..."), exit status 1.
 
@@ -16,7 +17,7 @@ Prints min / median / max wall seconds per command, the CPU seconds (user + syst
 hyperfine measured them, and the load average before and after: the machine may be shared.
 
 Run from the repository root:
-    .venv/bin/python bench/cli_startup.py [--runs 10] [--base 7d965a6] [--no-prefect]
+    .venv/bin/python bench/cli_startup.py [--runs 10] [--base 7d965a6] [--scripts 50] [--no-prefect]
 """
 
 from __future__ import annotations
@@ -46,6 +47,17 @@ entry = "sms_plugin.cli.entry" if find_spec("sms_plugin.cli.entry") else "sms_pl
 sys.exit(__import__(entry, fromlist=["main"]).main())
 """
 """Starts a tree's ``sms`` as its console script would (the script's own entry point)."""
+SEED = """import sys
+from sms_plugin.catalog import Catalog, ScriptSpec, add_script
+catalog = Catalog()
+with catalog.session() as session:
+    for i in range(int(sys.argv[1])):
+        spec = ScriptSpec(name=f"job-{i:03d}", interpreter="bash", host="web-1", tags=["nightly", "ops"],
+                          schedules=[{"cron": "0 3 * * *"}] if i % 2 else [])
+        add_script(session, spec, content=f"echo {i}", author="bench")
+catalog.dispose()
+"""
+"""Adds ``argv[1]`` scripts to a tree's catalog with that tree's own code."""
 UNKNOWN_RUN = str(uuid.uuid4())
 COMMANDS = {
     "sms --help": ["--help"],
@@ -95,6 +107,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--base", default="7d965a6", help="The commit to compare with (before).")
+    parser.add_argument("--scripts", type=int, default=50, help="Scripts in each catalog `sms script list` lists.")
     parser.add_argument("--no-prefect", action="store_true",
                         help="Skip the `sms stop` rows and the Prefect server they need (a loaded machine).")
     options = parser.parse_args()
@@ -115,8 +128,11 @@ def main() -> None:
             commands = {f"{name} [{tree}]": with_env(env, launcher, args)
                         for name, args in COMMANDS.items() for tree, env in envs.items()
                         if not (options.no_prefect and args[0] == "stop")}
-            for tree, env in envs.items():  # the catalogs exist and are migrated before timing
+            seed = work / "seed.py"
+            seed.write_text(SEED)
+            for tree, env in envs.items():  # the catalogs exist, are migrated and hold the scripts before timing
                 subprocess.run(with_env(env, launcher, ["script", "list"]), check=True, capture_output=True)
+                subprocess.run(with_env(env, seed, [str(options.scripts)]), check=True, capture_output=True)
             if shutil.which("hyperfine"):
                 timer = "hyperfine"
                 times, cpu = hyperfine(commands, options.runs, work / "hyperfine.json")
@@ -127,7 +143,7 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
     load_after = os.getloadavg()
     print(f"sms start-up, wall seconds over {options.runs} runs, timed with {timer}; "
-          f"before = {options.base}, after = this tree; {os.cpu_count()} CPUs; load average (1/5/15 min) "
+          f"before = {options.base}, after = this tree; {options.scripts} scripts listed; {os.cpu_count()} CPUs; load average (1/5/15 min) "
           f"{'/'.join(f'{x:.1f}' for x in load_before)} before, {'/'.join(f'{x:.1f}' for x in load_after)} after")
     print(f"{'command':<34} {'min':>7} {'median':>7} {'max':>7} {'CPU s':>7}")
     for name, values in times.items():

@@ -24,18 +24,19 @@ from sms_plugin.catalog import (
     remove_script,
     update_script,
 )
-from sms_plugin import schedules
 from sms_plugin.errors import NotFound, RefusedSetting
 from sms_plugin.lazy import lazy_module
-from sms_plugin.transports.interpreters import interpreter
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
-    from sms_plugin import deploy, host_kinds
-else:  # Prefect and the flow: loaded by the first change, not by reads of the catalog
+    from sms_plugin import deploy, host_kinds, schedules
+    from sms_plugin.transports import interpreters
+else:  # Prefect, the flow and the checks of a change: loaded by the first change, not by reads of the catalog
     deploy = lazy_module("sms_plugin.deploy")
     host_kinds = lazy_module("sms_plugin.host_kinds")
+    schedules = lazy_module("sms_plugin.schedules")
+    interpreters = lazy_module("sms_plugin.transports.interpreters")
 
 #: The settings :func:`revised` changes as given; ``schedule`` (a cron or None) and ``timezone`` are its own.
 SETTINGS = ("host", "timeout_seconds", "retries", "retry_delay_seconds", "single_instance", "description", "tags")
@@ -52,7 +53,7 @@ class ScriptChange:
 
 async def add(catalog: Catalog, spec: ScriptSpec, content: str | None, *, author: str, comment: str = "") -> Script:
     """Adds a script (version 1 holds ``content``) and creates its deployment."""
-    interpreter(spec.interpreter)
+    interpreters.interpreter(spec.interpreter)
     script = await catalog.aio.run(add_script, spec, content=content, author=author, comment=comment)
     await deploy.sync_script(script)
     return script
@@ -62,7 +63,7 @@ async def update(
     catalog: Catalog, spec: ScriptSpec, content: str | None = None, *, author: str, comment: str = ""
 ) -> ScriptChange:
     """Replaces a script's metadata with ``spec``; ``content`` makes a new version if it differs."""
-    interpreter(spec.interpreter)
+    interpreters.interpreter(spec.interpreter)
 
     def change(session: Session) -> ScriptChange:
         script, changed = update_script(session, spec.name, spec, author=author)

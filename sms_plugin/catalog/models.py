@@ -2,7 +2,9 @@
 webhooks and their deliveries.
 
 Times are stored as naive UTC (MariaDB's DATETIME has no time zone) and always come back as
-timezone-aware UTC ``datetime`` objects.
+timezone-aware UTC ``datetime`` objects. The migrations create the tables (on MariaDB with the
+utf8mb4 charset, full Unicode); MariaDB's own column types are chosen when a MariaDB connection asks
+for them, so that an SQLite catalog does not import SQLAlchemy's MySQL dialect.
 """
 
 from __future__ import annotations
@@ -23,15 +25,11 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
 )
-from sqlalchemy.dialects import mysql
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeEngine
 
-#: Text without MariaDB's 64 KiB TEXT limit.
-LongText = Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
-
-#: MariaDB tables default to the server's charset (often latin1); the catalog needs full Unicode.
-TABLE_OPTIONS = {"mysql_charset": "utf8mb4"}
+MARIADB = ("mysql", "mariadb")
+"""SQLAlchemy's names of the MariaDB dialect."""
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -46,6 +44,20 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+class LongText(TypeDecorator[str]):
+    """Text without MariaDB's 64 KiB TEXT limit (LONGTEXT there, TEXT elsewhere)."""
+
+    impl = Text
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if dialect.name in MARIADB:
+            from sqlalchemy.dialects.mysql import LONGTEXT
+
+            return dialect.type_descriptor(LONGTEXT())
+        return dialect.type_descriptor(Text())
+
+
 class UTCDateTime(TypeDecorator[datetime]):
     """Aware datetimes in, naive UTC in the database (microseconds kept), aware UTC out."""
 
@@ -53,8 +65,10 @@ class UTCDateTime(TypeDecorator[datetime]):
     cache_ok = True
 
     def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
-        if dialect.name in ("mysql", "mariadb"):
-            return dialect.type_descriptor(mysql.DATETIME(fsp=6))
+        if dialect.name in MARIADB:
+            from sqlalchemy.dialects.mysql import DATETIME
+
+            return dialect.type_descriptor(DATETIME(fsp=6))
         return dialect.type_descriptor(DateTime())
 
     def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
@@ -78,7 +92,6 @@ class Script(Base):
     """A managed script: what to run, where, how and when."""
 
     __tablename__ = "scripts"
-    __table_args__ = TABLE_OPTIONS
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(100), unique=True)
@@ -122,7 +135,7 @@ class ScriptVersion(Base):
     """One immutable content of a script; numbered 1, 2, 3... per script."""
 
     __tablename__ = "script_versions"
-    __table_args__ = (UniqueConstraint("script_id", "number"), TABLE_OPTIONS)
+    __table_args__ = (UniqueConstraint("script_id", "number"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     script_id: Mapped[int] = mapped_column(ForeignKey("scripts.id", ondelete="CASCADE"))
@@ -146,7 +159,6 @@ class RunRecord(Base):
     """
 
     __tablename__ = "runs"
-    __table_args__ = TABLE_OPTIONS
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     flow_run_id: Mapped[str] = mapped_column(String(36), unique=True)
@@ -174,7 +186,7 @@ class HostExecutionRecord(Base):
     (sms_plugin.fleet.outcome)."""
 
     __tablename__ = "host_executions"
-    __table_args__ = (UniqueConstraint("run_id", "host"), TABLE_OPTIONS)
+    __table_args__ = (UniqueConstraint("run_id", "host"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     run_id: Mapped[str] = mapped_column(String(36), index=True)
@@ -195,7 +207,6 @@ class AuditEvent(Base):
     """Who did what to which object, and whether it worked."""
 
     __tablename__ = "audit_events"
-    __table_args__ = TABLE_OPTIONS
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
@@ -219,7 +230,6 @@ class AccessRule(Base):
     """Narrows what a group, user or role may do to scripts and hosts (see gateway/rbac.py)."""
 
     __tablename__ = "access_rules"
-    __table_args__ = TABLE_OPTIONS
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     subject_kind: Mapped[str] = mapped_column(String(8))
@@ -246,7 +256,6 @@ class Webhook(Base):
     """
 
     __tablename__ = "webhooks"
-    __table_args__ = TABLE_OPTIONS
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     script: Mapped[str] = mapped_column(String(100), index=True)
@@ -267,7 +276,7 @@ class WebhookDelivery(Base):
     signature was valid) is unique per webhook: a replay cannot be stored twice."""
 
     __tablename__ = "webhook_deliveries"
-    __table_args__ = (UniqueConstraint("webhook_id", "nonce"), TABLE_OPTIONS)
+    __table_args__ = (UniqueConstraint("webhook_id", "nonce"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     webhook_id: Mapped[str] = mapped_column(String(40), index=True)
@@ -288,7 +297,6 @@ class GatewaySession(Base):
     catalog never holds a usable cookie); ``data`` is sealed by the gateway (principal, tokens)."""
 
     __tablename__ = "gateway_sessions"
-    __table_args__ = TABLE_OPTIONS
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     data: Mapped[str] = mapped_column(LongText)
@@ -303,7 +311,7 @@ class WebhookRefusal(Base):
     """Refused deliveries of a webhook, counted per reason and hour: a flood adds to a count, not rows."""
 
     __tablename__ = "webhook_refusals"
-    __table_args__ = (UniqueConstraint("webhook_id", "reason", "hour"), TABLE_OPTIONS)
+    __table_args__ = (UniqueConstraint("webhook_id", "reason", "hour"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     webhook_id: Mapped[str] = mapped_column(String(40), index=True)
@@ -322,7 +330,6 @@ class HostGroup(Base):
     to itself (directly or through others)."""
 
     __tablename__ = "host_groups"
-    __table_args__ = TABLE_OPTIONS
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(100), unique=True)
@@ -342,7 +349,6 @@ class OutboxEvent(Base):
     ``position`` orders the outbox; ``id`` is the CloudEvent id, stable across re-sends."""
 
     __tablename__ = "event_outbox"
-    __table_args__ = TABLE_OPTIONS
 
     position: Mapped[int] = mapped_column(Integer, primary_key=True)
     id: Mapped[str] = mapped_column(String(36), unique=True)
@@ -363,7 +369,6 @@ class EventPosition(Base):
     of the newest Prefect event it appended (``prefect``), so both resume after a restart."""
 
     __tablename__ = "event_positions"
-    __table_args__ = TABLE_OPTIONS
 
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     value: Mapped[str] = mapped_column(String(64))

@@ -5,6 +5,7 @@ Errors are one line on stderr and a non-zero exit status, never a traceback.
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
@@ -23,7 +24,6 @@ from sms_plugin.cli import checks
 from sms_plugin.cli import fleet as fleet_cli
 from sms_plugin.cli.asking import Unattended, ask, confirm
 from sms_plugin.cli import output as shaped
-from sms_plugin.cli import fleet_run
 from sms_plugin.cli.console import console
 from sms_plugin.cli.output import Output, OutputOption, print_json, print_listing
 from sms_plugin.cli.logs import SplitStderrOption, TailOption
@@ -42,10 +42,11 @@ from sms_plugin.selectors import SelectorError
 
 if TYPE_CHECKING:
     from sms_plugin import hosts as host_services
-    from sms_plugin.cli import backend
+    from sms_plugin.cli import backend, fleet_run
 else:  # loaded by the verbs that use them: `sms --help` imports neither Prefect nor the catalog
     host_services = lazy_module("sms_plugin.hosts")
     backend = lazy_module("sms_plugin.cli.backend")
+    fleet_run = lazy_module("sms_plugin.cli.fleet_run")  # rich's live display: fleet runs only
 
 app = typer.Typer(
     name="sms",
@@ -681,4 +682,8 @@ def main() -> None:
         code = 1
     except Exception as error:  # noqa: BLE001 - httpx's errors are told apart in _http_failure, others re-raised
         code = _http_failure(error)
+    # The verb is done: the garbage collector leaves the objects it made to the operating system, so
+    # the interpreter's exit does not free them one by one (0.3 CPU-seconds of `sms script list`).
+    # Exit handlers, flushing and the objects' own closing (refcounts, `with`) are unchanged.
+    gc.freeze()
     sys.exit(code if isinstance(code, int) else 0)
