@@ -28,6 +28,7 @@ so children that left the group with ``setsid`` or a double fork are found too.
 
 from __future__ import annotations
 
+import posixpath
 import re
 import shlex
 
@@ -81,6 +82,23 @@ def render(plan: Plan, shell: str = "/bin/sh") -> str:
     argv = " ".join(quote(w) for w in [plan.run_id or "-", *program_argv(plan)])
     line = f"exec {prefix}{quote(shell)} -c {quote(_launcher(quote(shell)))} {quote(_LEADER)} {argv}"
     return f"cd {quote(plan.cwd)} && {line}" if plan.cwd else line
+
+
+def receive_then(path: str, line: str, shell: str = "/bin/sh") -> str:
+    """A shell line that writes its stdin to ``path`` (mode 0700, missing folders made mode 0700,
+    the script's own umask untouched), then runs ``line``: a script sent on the launch channel
+    instead of uploaded first.
+
+    >>> receive_then("/h/.sms/run/r1/x.sh", "exec sh /h/.sms/run/r1/x.sh")
+    "exec /bin/sh -c '(umask 077 && mkdir -p /h/.sms/run/r1 && cat > /h/.sms/run/r1/x.sh) && chmod 700 /h/.sms/run/r1/x.sh && exec sh /h/.sms/run/r1/x.sh'"
+    """
+    file, folder = quote(path), quote(posixpath.dirname(path))
+    return f"exec {quote(shell)} -c {quote(f'(umask 077 && mkdir -p {folder} && cat > {file}) && chmod 700 {file} && {line}')}"
+
+
+def remove_folder_line(path: str) -> str:
+    """A shell line that removes ``path``, a file or a folder and what is in it (a run's uploads)."""
+    return f"rm -rf -- {quote(path)}"
 
 
 def signal_run_line(pgid: int | None, run_id: str | None, signal: str) -> str:
