@@ -84,16 +84,21 @@ def render(plan: Plan, shell: str = "/bin/sh") -> str:
     return f"cd {quote(plan.cwd)} && {line}" if plan.cwd else line
 
 
-def receive_then(path: str, line: str, shell: str = "/bin/sh") -> str:
-    """A shell line that writes its stdin to ``path`` (mode 0700, missing folders made mode 0700,
-    the script's own umask untouched), then runs ``line``: a script sent on the launch channel
-    instead of uploaded first.
+def receive_line(path: str, mode: int = 0o700) -> str:
+    """A shell line that writes its stdin to ``path`` with ``mode`` (missing folders made mode 0700,
+    the caller's umask untouched): how SMS puts a file on a host, with no SFTP.
 
-    >>> receive_then("/h/.sms/run/r1/x.sh", "exec sh /h/.sms/run/r1/x.sh")
-    "exec /bin/sh -c '(umask 077 && mkdir -p /h/.sms/run/r1 && cat > /h/.sms/run/r1/x.sh) && chmod 700 /h/.sms/run/r1/x.sh && exec sh /h/.sms/run/r1/x.sh'"
+    >>> receive_line("/h/.sms/run/r1/x.sh")
+    '(umask 077 && mkdir -p /h/.sms/run/r1 && cat > /h/.sms/run/r1/x.sh) && chmod 700 /h/.sms/run/r1/x.sh'
     """
     file, folder = quote(path), quote(posixpath.dirname(path))
-    return f"exec {quote(shell)} -c {quote(f'(umask 077 && mkdir -p {folder} && cat > {file}) && chmod 700 {file} && {line}')}"
+    return f"(umask 077 && mkdir -p {folder} && cat > {file}) && chmod {mode:o} {file}"
+
+
+def receive_then(path: str, line: str, shell: str = "/bin/sh") -> str:
+    """A shell line that writes its stdin to ``path`` (:func:`receive_line`), then runs ``line``:
+    a script sent on its launch channel."""
+    return f"exec {quote(shell)} -c {quote(f'{receive_line(path)} && {line}')}"
 
 
 def remove_folder_line(path: str) -> str:

@@ -681,46 +681,23 @@ class SSHTransport(Transport, RunRecovery):
         with self.errors.boundary(what):
             return await asyncio.to_thread(call)
 
-    @contextlib.contextmanager
-    def _sftp(self) -> Iterator[paramiko.SFTPClient]:
-        """An SFTP session for one operation (it holds a channel only while in use)."""
-        sftp = self._client.open_sftp()
-        try:
-            yield sftp
-        finally:
-            sftp.close()
-
     async def scratch_dir(self) -> str:
         """``<login folder>/.sms/run``, asked for once per connection; made (mode 0700) when a
         script is sent or uploaded to it."""
         if self._lease.scratch is None:
-            def find() -> str:
-                with self._sftp() as sftp:
-                    return posixpath.join(sftp.normalize("."), ".sms", "run")
-
-            self._lease.scratch = await self._io("finding the scratch folder", find)
+            status, output = await self._io("finding the login folder", lambda: self._exec_status("pwd"))
+            home = output.removesuffix("\n")
+            if status != 0 or not home.startswith("/"):
+                raise TransportError(f"cannot find the login folder on {self.target.label}: `pwd` said {home!r}")
+            self._lease.scratch = posixpath.join(home, ".sms", "run")
         return self._lease.scratch
 
-    @staticmethod
-    def _mkdirs(sftp: paramiko.SFTPClient, path: str) -> None:
-        parts = path.strip("/").split("/")
-        for depth in range(1, len(parts) + 1):
-            folder = "/" + "/".join(parts[:depth])
-            try:
-                sftp.stat(folder)
-            except FileNotFoundError:
-                sftp.mkdir(folder, mode=0o700)
-
     async def upload(self, content: bytes, path: str, mode: int = 0o700) -> None:
-        def put() -> None:
-            with self._sftp() as sftp:
-                self._mkdirs(sftp, posixpath.dirname(path))
-                with sftp.open(path, "wb") as file:
-                    file.set_pipelined(True)
-                    file.chmod(mode)
-                    file.write(content)
-
-        await self._io(f"upload of {path}", put)
+        """Writes ``content`` to ``path`` through ``cat`` on one exec channel (no SFTP)."""
+        line = posix.receive_line(path, mode)
+        status, _ = await self._io(f"upload of {path}", lambda: self._exec_status(line, stdin=content))
+        if status != 0:
+            raise TransportError(f"upload of {path} on {self.target.label} failed (exit code {status})")
 
     async def remove(self, path: str) -> None:
         """Removes ``path`` with ``rm -rf`` on one exec channel (not an SFTP session)."""
@@ -736,7 +713,7 @@ class SSHTransport(Transport, RunRecovery):
 
     async def launch_script(self, content: bytes, plan: Plan) -> RemoteProcess:
         """Sends the script on the launch channel's stdin, which the shell writes to ``plan.script``
-        before it starts the plan: one channel instead of an SFTP upload and a launch. The script's
+        before it starts the plan: one channel instead of an upload and a launch. The script's
         stdin is at its end, as when it is uploaded. When the script is in the run's own upload
         folder (:meth:`uploads_of` the run id, as :func:`~sms_plugin.execution.execute` puts it), the
         end-of-run check removes that folder."""
@@ -768,13 +745,15 @@ class SSHTransport(Transport, RunRecovery):
             raise TransportError(f"the SSH connection to {self.target.label} is closed")
         return transport.open_session(timeout=CONTROL_TIMEOUT_SECONDS)
 
-    def _exec_status(self, line: str) -> tuple[int, str]:
-        """Runs a short shell line on its own channel; returns (exit status, stdout). Each step
-        waits at most CONTROL_TIMEOUT_SECONDS for the server."""
+    def _exec_status(self, line: str, stdin: bytes = b"") -> tuple[int, str]:
+        """Runs a short shell line on its own channel, ``stdin`` as its input; returns (exit
+        status, stdout). Each step waits at most CONTROL_TIMEOUT_SECONDS for the server."""
         channel = self._open_session()
         try:
             channel.settimeout(CONTROL_TIMEOUT_SECONDS)
             channel.exec_command(f"exec {posix.quote(self.target.shell)} -c {posix.quote(line)}")
+            channel.sendall(stdin)
+            channel.shutdown_write()
             output = channel.makefile("rb").read().decode(errors="replace")
             return channel.recv_exit_status(), output
         finally:
