@@ -5,8 +5,9 @@ used, so the launcher runs under dash, ksh88/ksh93, bash or any other POSIX ``sh
 
 How a run is started:
 - The *leader* runs as the leader of a process group of its own: through ``setsid`` where the
-  server has it; elsewhere it relies on sshd, which starts every exec channel in a new session
-  (the leader checks with ``ps`` that it really leads its group, and refuses to run otherwise).
+  server has it (then it leads its group by construction: its ``$0`` says so); elsewhere it relies
+  on sshd, which starts every exec channel in a new session (the leader checks with ``ps`` that it
+  really leads its group, and refuses to run otherwise).
 - The leader writes ``sms-pgid:<id>`` as the first line of stdout, exports ``SMS_RUN_ID`` (a
   marker that every descendant inherits, daemonised ones included), writes the state file
   ``$HOME/.sms/state/<run id>`` (``<run id> <pgid> <start epoch>``; the folder is made or kept mode
@@ -41,9 +42,9 @@ STATE_DIR = ".sms/state"
 """Where the state files of running scripts live, relative to the user's home."""
 
 _LEADER = (
-    'trap : TERM; run=$1; shift; pg=$(ps -o pgid= -p $$ 2>/dev/null); pg=$(echo $pg); '
+    'trap : TERM; run=$1; shift; if [ "$0" != sms-setsid ]; then pg=$(ps -o pgid= -p $$ 2>/dev/null); pg=$(echo $pg); '
     'if [ "$pg" != "$$" ]; then echo "sms: cannot start the script in a process group of its own '
-    '(process $$ is in group ${pg:-unknown})" >&2; exit 126; fi; '
+    '(process $$ is in group ${pg:-unknown})" >&2; exit 126; fi; fi; '
     f'echo "{PGID_MARKER}$$"; '
     f'if [ "$run" != - ]; then {RUN_MARKER}=$run; export {RUN_MARKER}; s="$HOME/{STATE_DIR}/$run"; '
     f'd="$HOME/{STATE_DIR}"; (umask 077; mkdir -p "$d") && chmod 700 "$d" && echo "$run $$ $(date +%s)" > "$s"; fi; '
@@ -53,7 +54,7 @@ _LEADER = (
 
 def _launcher(shell: str) -> str:
     return (
-        f'if command -v setsid >/dev/null 2>&1; then setsid {shell} -c "$0" sms-job "$@" & wait $!; '
+        f'if command -v setsid >/dev/null 2>&1; then setsid {shell} -c "$0" sms-setsid "$@" & wait $!; '
         f'else exec {shell} -c "$0" sms-job "$@"; fi'
     )
 
@@ -122,16 +123,18 @@ def signal_run_line(pgid: int | None, run_id: str | None, signal: str) -> str:
         if not re.fullmatch(r"[A-Za-z0-9._-]+", run_id):
             raise InvalidInput(f"unsafe run id {run_id!r}")
         parts.append(
-            f"for p in $(grep -l -a -F -e '{RUN_MARKER}={run_id}' /proc/[0-9]*/environ 2>/dev/null "
-            f"| sed 's,^/proc/,,;s,/environ$,,'); do kill -{signal} $p 2>/dev/null && f=0; done"
+            f"for p in $(grep -l -a -F -e '{RUN_MARKER}={run_id}' /proc/[0-9]*/environ 2>/dev/null); "
+            f"do p=${{p#/proc/}}; p=${{p%/environ}}; kill -{signal} $p 2>/dev/null && f=0; done"
         )
     parts.append("exit $f")
     return "; ".join(parts)
 
 
-def remove_state_line(run_id: str) -> str:
-    """A shell line that removes the state file of ``run_id`` (after its leader was killed)."""
-    return f'rm -f "$HOME/{STATE_DIR}/"{quote(run_id)}'
+def remove_state_line(run_id: str, *also: str) -> str:
+    """A shell line that removes the state file of ``run_id`` (after its leader was killed), and
+    the paths ``also`` (files or folders) in the same ``rm``."""
+    extra = "".join(f" {quote(path)}" for path in also)
+    return f'rm -rf -- "$HOME/{STATE_DIR}/"{quote(run_id)}{extra}'
 
 
 def read_state_line(run_id: str) -> str:

@@ -788,10 +788,9 @@ class SSHTransport(Transport, RunRecovery):
         """True if nothing of the run is left: then its state file and sent script are removed;
         else runs the shell line ``then`` (if any) and returns False."""
         probe = posix.signal_run_line(pgid, run_id, "0")
-        tidy = [posix.remove_state_line(run_id)]
-        if folder := self._uploads.get(run_id):
-            tidy.append(posix.remove_folder_line(folder))
-        line = f"( {probe} ) || {{ {'; '.join(tidy)}; exit 1; }}" + (f"; {then}" if then else "")
+        folder = self._uploads.get(run_id)
+        tidy = posix.remove_state_line(run_id, *([folder] if folder else []))
+        line = f"( {probe} ) || {{ {tidy}; exit 1; }}" + (f"; {then}" if then else "")
         status, _ = await self._io(f"checking run {run_id}", lambda: self._exec_status(line))
         if status == 1 and folder:
             self._removed.add(folder)
