@@ -47,7 +47,8 @@ _LEADER = (
     '(process $$ is in group ${pg:-unknown})" >&2; exit 126; fi; fi; '
     f'echo "{PGID_MARKER}$$"; '
     f'if [ "$run" != - ]; then {RUN_MARKER}=$run; export {RUN_MARKER}; s="$HOME/{STATE_DIR}/$run"; '
-    f'd="$HOME/{STATE_DIR}"; (umask 077; mkdir -p "$d") && chmod 700 "$d" && echo "$run $$ $(date +%s)" > "$s"; fi; '
+    f'd="$HOME/{STATE_DIR}"; {{ [ -d "$d" ] || (umask 077; mkdir -p "$d"); }} && chmod 700 "$d" && '
+    f'echo "$run $$ $(date +%s)" > "$s"; fi; '
     '"$@"; rc=$?; [ "$run" = - ] || rm -f "$s"; exit $rc'
 )
 
