@@ -310,10 +310,16 @@ async def sms_side(fleet: Fleet, only: set[str], parallel: int) -> None:
                     worker_cpu = _tree_cpu({worker.pid}) - worker_cpu
                 sampler.cpu += worker_cpu  # the worker runs on: its CPU is read live, not from a reaped child
                 with catalog.session() as session:
-                    states = [row.state for row in host_executions(session, run_id)]
+                    rows = host_executions(session, run_id)
+                    states = [r.state for r in rows]
+                    hosts_seconds = (max(r.ended_at for r in rows if r.ended_at)
+                                     - min(r.started_at for r in rows if r.started_at)).total_seconds()
                 counts = {state: states.count(state) for state in sorted(set(states))}
+                pickup = await flow_run_pickup(run_id)
                 row(f"SMS fleet run, parallel {parallel} (sms worker)", len(names), seconds, sampler,
-                    f"{result.state}: {counts}; Prefect server + PostgreSQL CPU {server_cpu:.0f} s")
+                    f"{result.state}: {counts}; Prefect server + PostgreSQL CPU {server_cpu:.0f} s; "
+                    f"flow run started {pickup:.1f} s after it was created; first script start to last "
+                    f"end {hosts_seconds:.1f} s ({len(rows) / hosts_seconds:.1f} host executions/s)")
             if "stop" in only:
                 await stop_measure(fleet, catalog, slow, marker, names, parallel)
         finally:
@@ -332,6 +338,16 @@ async def start_fleet_run(script: str, names: list[str], parallel: int) -> str:
         flow_run = await client.create_flow_run_from_deployment(
             deployment.id, parameters={"script": script, "hosts": names, "policy": {"parallel": parallel}})
     return str(flow_run.id)
+
+
+async def flow_run_pickup(run_id: str) -> float:
+    """Seconds from the flow run's creation to its start (the worker's pickup and set-up)."""
+    from prefect import get_client
+
+    async with get_client() as client:
+        flow_run = await client.read_flow_run(run_id)
+    assert flow_run.created is not None and flow_run.start_time is not None
+    return (flow_run.start_time - flow_run.created).total_seconds()
 
 
 def _sleeping(fleet: Fleet, marker: str) -> int:

@@ -105,10 +105,11 @@ async def execute(
     try:
         script = transport.join(uploads, f"{run.name}{spec.suffix}") if uploads else run.path
         assert script is not None, "an 'original' script needs its path"
-        if uploads:
-            await transport.upload(spec.encode(run.content or ""), script)
         plan = spec.plan(script, run.args, env=run.env, cwd=run.working_dir, run_id=run.run_id)
-        process = await transport.launch(plan)
+        if uploads:
+            process = await transport.launch_script(spec.encode(run.content or ""), plan)
+        else:
+            process = await transport.launch(plan)
         tail: deque[OutputLine] = deque(maxlen=TAIL_LINES)
         counts: dict[Stream, int] = {"stdout": 0, "stderr": 0}
         timed_out = False

@@ -95,7 +95,7 @@ def winrm_host() -> Iterator[WinRMHost]:
 @pytest.fixture(scope="session")
 def legacy_ssh_server() -> Iterator[SshServer]:
     """A second private sshd offering only legacy algorithms (SHA-1 kex, ssh-rsa, CBC, hmac-sha1);
-    RSA host key, RSA client key for ``smstest``."""
+    RSA host key, RSA client key for ``smstest``; no SFTP subsystem (as on hardened old servers)."""
     peer = _started(SshServer(legacy=True))
     yield peer
     peer.stop()

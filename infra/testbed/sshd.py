@@ -79,8 +79,8 @@ def _ssh_connection_port(pid: int) -> int | None:
 class SshServer(Peer):
     """sshd with its own host keys (ed25519 and RSA) and a client key (ed25519) for ``smstest``.
 
-    With ``legacy=True`` it offers only :data:`LEGACY_ALGORITHMS`, has an RSA host key only and
-    the client key (``private_key_pem``) is RSA.
+    With ``legacy=True`` it offers only :data:`LEGACY_ALGORITHMS`, has an RSA host key only, the
+    client key (``private_key_pem``) is RSA, and it serves no SFTP subsystem (SMS needs none).
 
     Example::
 
@@ -166,7 +166,7 @@ class SshServer(Peer):
                     f"MaxSessions {self.max_sessions}",
                     *([f"SetEnv {' '.join(f'{k}={v}' for k, v in self.set_env.items())}"] if self.set_env else []),
                     f"MaxStartups {self.max_startups}",
-                    "Subsystem sftp internal-sftp",
+                    *([] if self.legacy else ["Subsystem sftp internal-sftp"]),  # SMS needs no SFTP
                     "LogLevel VERBOSE",
                     *(LEGACY_ALGORITHMS if self.legacy else []),
                     "",

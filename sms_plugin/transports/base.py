@@ -268,21 +268,24 @@ class RemoteProcess(ABC):
         """Reads one stream with a blocking ``read(n)`` in a thread of its own until it returns b""."""
         loop = asyncio.get_running_loop()
 
-        def call(coroutine_function: Callable[..., object], *args: object) -> None:
-            asyncio.run_coroutine_threadsafe(coroutine_function(*args), loop).result()
-
         def pump() -> None:
             splitter = LineSplitter()
             try:
                 while chunk := read(READ_BYTES):
-                    call(self._publish, stream, splitter.feed(chunk))
-                call(self._publish, stream, splitter.flush())
+                    self._from_thread(loop, stream, splitter.feed(chunk))
+                self._from_thread(loop, stream, splitter.flush())
             except (OSError, EOFError):
                 pass  # the connection broke: the stream ends here, wait() reports the rest
             finally:
-                call(self._close_stream)
+                self._from_thread(loop, stream, None)
 
         threading.Thread(target=pump, name=f"sms-{stream}-{self.pid}", daemon=True).start()
+
+    def _from_thread(self, loop: asyncio.AbstractEventLoop, stream: Stream, lines: list[str] | None) -> None:
+        """From a reading thread: publishes ``lines`` of ``stream`` (None: the stream ended), waiting
+        while the queue is full."""
+        coroutine = self._close_stream() if lines is None else self._publish(stream, lines)
+        asyncio.run_coroutine_threadsafe(coroutine, loop).result()
 
     async def _publish(self, stream: Stream, lines: list[str]) -> None:
         if lines and not self._abandoned:
@@ -358,6 +361,13 @@ class Transport(ABC):
     @abstractmethod
     async def launch(self, plan: Plan) -> RemoteProcess:
         """Starts ``plan`` as a run of its own (POSIX: a process group); returns once it runs."""
+
+    async def launch_script(self, content: bytes, plan: Plan) -> RemoteProcess:
+        """Writes ``content`` to ``plan.script`` (as :meth:`upload` does) and launches ``plan``;
+        a transport that can do both in one round trip overrides it (SSH: the launch channel's stdin)."""
+        assert plan.script is not None, "a plan that runs an uploaded script names it"
+        await self.upload(content, plan.script)
+        return await self.launch(plan)
 
     @abstractmethod
     async def close(self) -> None:

@@ -5,8 +5,9 @@ used, so the launcher runs under dash, ksh88/ksh93, bash or any other POSIX ``sh
 
 How a run is started:
 - The *leader* runs as the leader of a process group of its own: through ``setsid`` where the
-  server has it; elsewhere it relies on sshd, which starts every exec channel in a new session
-  (the leader checks with ``ps`` that it really leads its group, and refuses to run otherwise).
+  server has it (then it leads its group by construction: its ``$0`` says so); elsewhere it relies
+  on sshd, which starts every exec channel in a new session (the leader checks with ``ps`` that it
+  really leads its group, and refuses to run otherwise).
 - The leader writes ``sms-pgid:<id>`` as the first line of stdout, exports ``SMS_RUN_ID`` (a
   marker that every descendant inherits, daemonised ones included), writes the state file
   ``$HOME/.sms/state/<run id>`` (``<run id> <pgid> <start epoch>``; the folder is made or kept mode
@@ -28,6 +29,7 @@ so children that left the group with ``setsid`` or a double fork are found too.
 
 from __future__ import annotations
 
+import posixpath
 import re
 import shlex
 
@@ -40,19 +42,20 @@ STATE_DIR = ".sms/state"
 """Where the state files of running scripts live, relative to the user's home."""
 
 _LEADER = (
-    'trap : TERM; run=$1; shift; pg=$(ps -o pgid= -p $$ 2>/dev/null); pg=$(echo $pg); '
+    'trap : TERM; run=$1; shift; if [ "$0" != sms-setsid ]; then pg=$(ps -o pgid= -p $$ 2>/dev/null); pg=$(echo $pg); '
     'if [ "$pg" != "$$" ]; then echo "sms: cannot start the script in a process group of its own '
-    '(process $$ is in group ${pg:-unknown})" >&2; exit 126; fi; '
+    '(process $$ is in group ${pg:-unknown})" >&2; exit 126; fi; fi; '
     f'echo "{PGID_MARKER}$$"; '
     f'if [ "$run" != - ]; then {RUN_MARKER}=$run; export {RUN_MARKER}; s="$HOME/{STATE_DIR}/$run"; '
-    f'd="$HOME/{STATE_DIR}"; (umask 077; mkdir -p "$d") && chmod 700 "$d" && echo "$run $$ $(date +%s)" > "$s"; fi; '
+    f'd="$HOME/{STATE_DIR}"; {{ [ -d "$d" ] || (umask 077; mkdir -p "$d"); }} && chmod 700 "$d" && '
+    f'echo "$run $$ $(date +%s)" > "$s"; fi; '
     '"$@"; rc=$?; [ "$run" = - ] || rm -f "$s"; exit $rc'
 )
 
 
 def _launcher(shell: str) -> str:
     return (
-        f'if command -v setsid >/dev/null 2>&1; then setsid {shell} -c "$0" sms-job "$@" & wait $!; '
+        f'if command -v setsid >/dev/null 2>&1; then setsid {shell} -c "$0" sms-setsid "$@" & wait $!; '
         f'else exec {shell} -c "$0" sms-job "$@"; fi'
     )
 
@@ -83,6 +86,28 @@ def render(plan: Plan, shell: str = "/bin/sh") -> str:
     return f"cd {quote(plan.cwd)} && {line}" if plan.cwd else line
 
 
+def receive_line(path: str, mode: int = 0o700) -> str:
+    """A shell line that writes its stdin to ``path`` with ``mode`` (missing folders made mode 0700,
+    the caller's umask untouched): how SMS puts a file on a host, with no SFTP.
+
+    >>> receive_line("/h/.sms/run/r1/x.sh")
+    '(umask 077 && mkdir -p /h/.sms/run/r1 && cat > /h/.sms/run/r1/x.sh) && chmod 700 /h/.sms/run/r1/x.sh'
+    """
+    file, folder = quote(path), quote(posixpath.dirname(path))
+    return f"(umask 077 && mkdir -p {folder} && cat > {file}) && chmod {mode:o} {file}"
+
+
+def receive_then(path: str, line: str, shell: str = "/bin/sh") -> str:
+    """A shell line that writes its stdin to ``path`` (:func:`receive_line`), then runs ``line``:
+    a script sent on its launch channel."""
+    return f"exec {quote(shell)} -c {quote(f'{receive_line(path)} && {line}')}"
+
+
+def remove_folder_line(path: str) -> str:
+    """A shell line that removes ``path``, a file or a folder and what is in it (a run's uploads)."""
+    return f"rm -rf -- {quote(path)}"
+
+
 def signal_run_line(pgid: int | None, run_id: str | None, signal: str) -> str:
     """A shell line that sends ``signal`` (TERM, KILL or 0 to probe) to process group ``pgid``
     and to every process marked with ``run_id``; its exit status is 0 if any process got it."""
@@ -99,16 +124,18 @@ def signal_run_line(pgid: int | None, run_id: str | None, signal: str) -> str:
         if not re.fullmatch(r"[A-Za-z0-9._-]+", run_id):
             raise InvalidInput(f"unsafe run id {run_id!r}")
         parts.append(
-            f"for p in $(grep -l -a -F -e '{RUN_MARKER}={run_id}' /proc/[0-9]*/environ 2>/dev/null "
-            f"| sed 's,^/proc/,,;s,/environ$,,'); do kill -{signal} $p 2>/dev/null && f=0; done"
+            f"for p in $(grep -l -a -F -e '{RUN_MARKER}={run_id}' /proc/[0-9]*/environ 2>/dev/null); "
+            f"do p=${{p#/proc/}}; p=${{p%/environ}}; kill -{signal} $p 2>/dev/null && f=0; done"
         )
     parts.append("exit $f")
     return "; ".join(parts)
 
 
-def remove_state_line(run_id: str) -> str:
-    """A shell line that removes the state file of ``run_id`` (after its leader was killed)."""
-    return f'rm -f "$HOME/{STATE_DIR}/"{quote(run_id)}'
+def remove_state_line(run_id: str, *also: str) -> str:
+    """A shell line that removes the state file of ``run_id`` (after its leader was killed), and
+    the paths ``also`` (files or folders) in the same ``rm``."""
+    extra = "".join(f" {quote(path)}" for path in also)
+    return f'rm -rf -- "$HOME/{STATE_DIR}/"{quote(run_id)}{extra}'
 
 
 def read_state_line(run_id: str) -> str:

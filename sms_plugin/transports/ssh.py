@@ -1,4 +1,4 @@
-"""The SSH transport (paramiko): SFTP upload, exec channels, process-group kill.
+"""The SSH transport (paramiko): scripts sent on the launch channel, exec channels, process-group kill.
 
 Host keys are pinned: the connection is refused unless the server shows one of the keys given
 (``host_keys``, OpenSSH ``type base64`` lines). :func:`fetch_host_key` reads a server's key so that
@@ -29,8 +29,8 @@ import base64
 import hashlib
 import io
 import posixpath
+import select
 import socket
-import stat
 import threading
 import weakref
 from collections.abc import Callable, Iterator
@@ -49,13 +49,26 @@ from sms_plugin.errors import (
 )
 from sms_plugin.settings import current
 from sms_plugin.transports import posix, unreachable
-from sms_plugin.transports.base import Plan, RemoteProcess, SecretsMasked, Transport, in_thread
+from sms_plugin.transports.base import (
+    READ_BYTES,
+    LineSplitter,
+    Plan,
+    RemoteProcess,
+    SecretsMasked,
+    Stream,
+    Transport,
+    in_thread,
+)
 from sms_plugin.transports.recovery import GroupProcess, RunRecovery, Signal
 
 T = TypeVar("T")
 _KEY_CLASSES: tuple[type[paramiko.PKey], ...] = (paramiko.Ed25519Key, paramiko.ECDSAKey, paramiko.RSAKey)
 _KEEPALIVE_SECONDS = 30
 _START_TIMEOUT_SECONDS = 30.0
+_EXIT_POLL_SECONDS = 0.25
+"""How often a script's reading thread looks for its exit status while output streams are open."""
+_STOP_POLL_SECONDS = 0.1
+"""How often a stopped run is checked for between TERM and KILL."""
 CONTROL_TIMEOUT_SECONDS = 15.0
 """How long a short command (a kill, a probe, a state file read) may wait for the server: a stop
 on a connection that stopped answering fails after this instead of hanging."""
@@ -418,32 +431,83 @@ def fetch_host_key(address: str, port: int = 22, timeout: float = 10.0, *, legac
 
 
 class SSHProcess(GroupProcess):
-    """A command on an exec channel, in a process group of its own on the server."""
+    """A command on an exec channel, in a process group of its own on the server.
+
+    One thread per script reads both streams as data arrives (it waits on the channel's
+    ``fileno``) and takes the exit status, looking for it at least every :data:`_EXIT_POLL_SECONDS`
+    while output streams are still open (a child may hold them after the script exited).
+    """
 
     def __init__(self, transport: SSHTransport, channel: paramiko.Channel, run_id: str | None) -> None:
         super().__init__(transport, run_id)
         self._channel = channel
-        self._started = asyncio.get_running_loop().create_future()
-        self._pump_in_thread("stdout", self._read_stdout)
-        self._pump_in_thread("stderr", channel.recv_stderr)
+        loop = asyncio.get_running_loop()
+        self._started: asyncio.Future[int | None] = loop.create_future()
+        self._exit: asyncio.Future[int] = loop.create_future()
+        self._head: bytes | None = b""
+        """stdout until the launcher's first line (the process group id) was taken off; then None."""
+        threading.Thread(target=self._pump, args=(loop,), name="sms-ssh-script", daemon=True).start()
         self._supervise()
+
+    def _pump(self, loop: asyncio.AbstractEventLoop) -> None:
+        channel = self._channel
+        reads: dict[Stream, Callable[[int], bytes]] = {"stdout": self._read_stdout, "stderr": channel.recv_stderr}
+        splitters = {stream: LineSplitter() for stream in reads}
+        status: int | None = None
+        try:
+            channel.setblocking(False)
+            ready = channel.fileno()
+            while reads:
+                select.select([ready], [], [], _EXIT_POLL_SECONDS)
+                for stream, read in list(reads.items()):
+                    with contextlib.suppress(TimeoutError):  # nothing on this stream yet
+                        if chunk := read(READ_BYTES):
+                            self._from_thread(loop, stream, splitters[stream].feed(chunk))
+                        else:
+                            del reads[stream]
+                            self._from_thread(loop, stream, splitters[stream].flush())
+                            self._from_thread(loop, stream, None)
+                if status is None and channel.exit_status_ready():
+                    status = self._settle(loop, self._exit, channel.recv_exit_status())
+            if status is None:
+                self._settle(loop, self._exit, channel.recv_exit_status())
+        except (OSError, EOFError, ValueError):
+            pass  # the connection broke (or was closed): the streams end, wait() reports it
+        finally:
+            for stream in reads:
+                self._from_thread(loop, stream, None)
+            self._settle(loop, self._started, None)
+            self._settle(loop, self._exit, -1)
 
     def _read_stdout(self, size: int) -> bytes:
         """Reads stdout; the launcher's first line (the process group id) is taken off first."""
-        if self._started.done():
-            return self._channel.recv(size)
-        head = b""
-        while b"\n" not in head and (chunk := self._channel.recv(size)):
-            head += chunk
+        chunk = self._channel.recv(size)
+        if self._head is None:
+            return chunk
+        head = self._head + chunk
+        if chunk and b"\n" not in head:
+            self._head = head
+            raise TimeoutError  # the first line is not whole yet
+        self._head = None
         first, _, rest = head.partition(b"\n")
         pgid = posix.parse_pgid(first.decode(errors="replace"))
-        self._started.get_loop().call_soon_threadsafe(self._resolve_started, pgid)
-        return (rest if pgid is not None else head) or self._channel.recv(size)
+        self._settle(self._started.get_loop(), self._started, pgid)
+        data = rest if pgid is not None else head
+        if chunk and not data:
+            raise TimeoutError  # nothing after the first line yet (b"" would end the stream)
+        return data
 
-    def _resolve_started(self, pgid: int | None) -> None:
-        self.pid = pgid
-        if not self._started.done():
-            self._started.set_result(pgid)
+    def _settle(self, loop: asyncio.AbstractEventLoop, future: asyncio.Future[T], value: T) -> T:
+        """Gives ``future`` its ``value`` from the reading thread, unless it has one already."""
+        def settle() -> None:
+            if future is self._started and value is not None:
+                self.pid = value  # type: ignore[assignment]
+            if not future.done():
+                future.set_result(value)
+
+        with contextlib.suppress(RuntimeError):  # the event loop has closed: nobody waits any more
+            loop.call_soon_threadsafe(settle)
+        return value
 
     async def started(self, timeout: float) -> None:
         """Waits for the launcher to report the process group id."""
@@ -457,13 +521,11 @@ class SSHProcess(GroupProcess):
             raise TransportError(f"the script could not be started (exit code {code}): {errors or 'no message'}")
 
     async def _main_exit(self) -> int:
-        transport: SSHTransport = self.transport  # type: ignore[assignment]
-        with transport.errors.boundary("waiting for the script"):
-            status = await in_thread(self._channel.recv_exit_status)
+        status = await asyncio.shield(self._exit)
         if status == -1:  # the channel closed without an exit status: the connection died
-            label = transport.target.label
+            transport: SSHTransport = self.transport  # type: ignore[assignment]
             raise TransportError(
-                f"the SSH connection to {label} was lost while the script ran (process group {self.pid})"
+                f"the SSH connection to {transport.target.label} was lost while the script ran (process group {self.pid})"
             )
         return status
 
@@ -510,6 +572,8 @@ class _Opening:
 class _Shared:
     client: paramiko.SSHClient
     leases: int = 0
+    scratch: str | None = None
+    """The connection's scratch folder, asked for once (every run on it uses the same)."""
 
     def alive(self) -> bool:
         transport = self.client.get_transport()
@@ -595,6 +659,10 @@ class SSHTransport(Transport, RunRecovery):
         self._client = lease.client
         self._released = False
         self.errors = ssh_errors(target.label, _server(target))
+        self._uploads: dict[str, str] = {}
+        """The upload folder of each run launched with :meth:`launch_script`, by run id."""
+        self._removed: set[str] = set()
+        """Upload folders the end-of-run check removed (:meth:`remove` has nothing left to do)."""
 
     @classmethod
     async def connect(cls, target: SSHTarget, pool: ConnectionPool = POOL) -> SSHTransport:
@@ -613,71 +681,60 @@ class SSHTransport(Transport, RunRecovery):
         with self.errors.boundary(what):
             return await asyncio.to_thread(call)
 
-    @contextlib.contextmanager
-    def _sftp(self) -> Iterator[paramiko.SFTPClient]:
-        """An SFTP session for one operation (it holds a channel only while in use)."""
-        sftp = self._client.open_sftp()
-        try:
-            yield sftp
-        finally:
-            sftp.close()
-
     async def scratch_dir(self) -> str:
-        def make() -> str:
-            with self._sftp() as sftp:
-                path = posixpath.join(sftp.normalize("."), ".sms", "run")
-                self._mkdirs(sftp, path)
-            return path
-
-        return await self._io("creating the scratch folder", make)
-
-    @staticmethod
-    def _mkdirs(sftp: paramiko.SFTPClient, path: str) -> None:
-        parts = path.strip("/").split("/")
-        for depth in range(1, len(parts) + 1):
-            folder = "/" + "/".join(parts[:depth])
-            try:
-                sftp.stat(folder)
-            except FileNotFoundError:
-                sftp.mkdir(folder, mode=0o700)
+        """``<login folder>/.sms/run``, asked for once per connection; made (mode 0700) when a
+        script is sent or uploaded to it."""
+        if self._lease.scratch is None:
+            status, output = await self._io("finding the login folder", lambda: self._exec_status("pwd"))
+            home = output.removesuffix("\n")
+            if status != 0 or not home.startswith("/"):
+                raise TransportError(f"cannot find the login folder on {self.target.label}: `pwd` said {home!r}")
+            self._lease.scratch = posixpath.join(home, ".sms", "run")
+        return self._lease.scratch
 
     async def upload(self, content: bytes, path: str, mode: int = 0o700) -> None:
-        def put() -> None:
-            with self._sftp() as sftp:
-                self._mkdirs(sftp, posixpath.dirname(path))
-                with sftp.open(path, "wb") as file:
-                    file.set_pipelined(True)
-                    file.chmod(mode)
-                    file.write(content)
-
-        await self._io(f"upload of {path}", put)
+        """Writes ``content`` to ``path`` through ``cat`` on one exec channel (no SFTP)."""
+        line = posix.receive_line(path, mode)
+        status, _ = await self._io(f"upload of {path}", lambda: self._exec_status(line, stdin=content))
+        if status != 0:
+            raise TransportError(f"upload of {path} on {self.target.label} failed (exit code {status})")
 
     async def remove(self, path: str) -> None:
-        def unlink() -> None:
-            with self._sftp() as sftp:
-                try:
-                    if stat.S_ISDIR(sftp.lstat(path).st_mode or 0):
-                        for name in sftp.listdir(path):
-                            sftp.remove(posixpath.join(path, name))
-                        sftp.rmdir(path)
-                    else:
-                        sftp.remove(path)
-                except FileNotFoundError:
-                    pass
-
-        await self._io(f"removing {path}", unlink)
+        """Removes ``path`` with ``rm -rf`` on one exec channel (not an SFTP session)."""
+        if path in self._removed:  # the end-of-run check removed it already
+            return
+        line = posix.remove_folder_line(path)
+        status, _ = await self._io(f"removing {path}", lambda: self._exec_status(line))
+        if status != 0:
+            raise TransportError(f"removing {path} on {self.target.label} failed (exit code {status})")
 
     async def launch(self, plan: Plan) -> RemoteProcess:
-        line = posix.render(plan, self.target.shell)
+        return await self._start(posix.render(plan, self.target.shell), plan.run_id)
 
+    async def launch_script(self, content: bytes, plan: Plan) -> RemoteProcess:
+        """Sends the script on the launch channel's stdin, which the shell writes to ``plan.script``
+        before it starts the plan: one channel instead of an upload and a launch. The script's
+        stdin is at its end, as when it is uploaded. When the script is in the run's own upload
+        folder (:meth:`uploads_of` the run id, as :func:`~sms_plugin.execution.execute` puts it), the
+        end-of-run check removes that folder."""
+        assert plan.script is not None, "a plan that runs an uploaded script names it"
+        folder = posixpath.dirname(plan.script)
+        if plan.run_id and posixpath.basename(folder) == plan.run_id:
+            self._uploads[plan.run_id] = folder
+        line = posix.receive_then(plan.script, posix.render(plan, self.target.shell), self.target.shell)
+        return await self._start(line, plan.run_id, stdin=content)
+
+    async def _start(self, line: str, run_id: str | None, stdin: bytes = b"") -> RemoteProcess:
         def open_channel() -> paramiko.Channel:
             channel = self._open_session()
             channel.exec_command(line)
+            with contextlib.suppress(OSError):  # the line ended before it read it all: started() says why
+                channel.sendall(stdin)
             channel.shutdown_write()
             return channel
 
         channel = await self._io("starting the script", open_channel)
-        process = SSHProcess(self, channel, plan.run_id)
+        process = SSHProcess(self, channel, run_id)
         await process.started(_START_TIMEOUT_SECONDS)
         return process
 
@@ -688,13 +745,15 @@ class SSHTransport(Transport, RunRecovery):
             raise TransportError(f"the SSH connection to {self.target.label} is closed")
         return transport.open_session(timeout=CONTROL_TIMEOUT_SECONDS)
 
-    def _exec_status(self, line: str) -> tuple[int, str]:
-        """Runs a short shell line on its own channel; returns (exit status, stdout). Each step
-        waits at most CONTROL_TIMEOUT_SECONDS for the server."""
+    def _exec_status(self, line: str, stdin: bytes = b"") -> tuple[int, str]:
+        """Runs a short shell line on its own channel, ``stdin`` as its input; returns (exit
+        status, stdout). Each step waits at most CONTROL_TIMEOUT_SECONDS for the server."""
         channel = self._open_session()
         try:
             channel.settimeout(CONTROL_TIMEOUT_SECONDS)
             channel.exec_command(f"exec {posix.quote(self.target.shell)} -c {posix.quote(line)}")
+            channel.sendall(stdin)
+            channel.shutdown_write()
             output = channel.makefile("rb").read().decode(errors="replace")
             return channel.recv_exit_status(), output
         finally:
@@ -706,15 +765,36 @@ class SSHTransport(Transport, RunRecovery):
         return status == 0
 
     async def end_run(self, pgid: int | None, run_id: str | None, grace_seconds: float = 5.0) -> bool:
-        """:meth:`RunRecovery.end_run` in one round trip in the usual case: the command that finds
-        nothing of the run left (its script has ended) also removes its state file."""
-        if run_id:
-            probe = posix.signal_run_line(pgid, run_id, "0")
-            line = f"( {probe} ) || {{ {posix.remove_state_line(run_id)}; exit 1; }}"
-            status, _ = await self._io(f"checking run {run_id}", lambda: self._exec_status(line))
-            if status == 1:
-                return False
-        return await super().end_run(pgid, run_id, grace_seconds)
+        """:meth:`RunRecovery.end_run` in few round trips: the check that finds nothing of the run
+        left also tidies up (its state file, and the folder :meth:`launch_script` sent its script
+        to), one that finds something sends TERM at once; a poll that finds it gone tidies up too.
+        A run whose script has ended costs one round trip, a stopped one usually two."""
+        if not run_id:
+            return await super().end_run(pgid, run_id, grace_seconds)
+        term = posix.signal_run_line(pgid, run_id, "TERM")
+        if await self._gone_or(pgid, run_id, then=f"( {term} ); exit 0"):
+            return False
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace_seconds
+        while loop.time() < deadline:
+            await asyncio.sleep(_STOP_POLL_SECONDS)
+            if await self._gone_or(pgid, run_id):
+                return True
+        await self.signal_run(pgid, run_id, "KILL")
+        await self.forget_run(run_id)
+        return True
+
+    async def _gone_or(self, pgid: int | None, run_id: str, then: str = "") -> bool:
+        """True if nothing of the run is left: then its state file and sent script are removed;
+        else runs the shell line ``then`` (if any) and returns False."""
+        probe = posix.signal_run_line(pgid, run_id, "0")
+        folder = self._uploads.get(run_id)
+        tidy = posix.remove_state_line(run_id, *([folder] if folder else []))
+        line = f"( {probe} ) || {{ {tidy}; exit 1; }}" + (f"; {then}" if then else "")
+        status, _ = await self._io(f"checking run {run_id}", lambda: self._exec_status(line))
+        if status == 1 and folder:
+            self._removed.add(folder)
+        return status == 1
 
     async def recorded_group(self, run_id: str) -> int | None:
         line = posix.read_state_line(run_id)

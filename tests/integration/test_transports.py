@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import subprocess
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -32,12 +33,12 @@ HOSTILE = [
 
 
 async def run(transport: Transport, interpreter: str, content: str, args: list[str], **kw) -> tuple[int, list[OutputLine]]:
-    """Uploads ``content``, runs it with ``interpreter`` and returns (exit code, output lines)."""
+    """Sends ``content`` as a run does (SSH: on the launch channel's stdin), runs it with
+    ``interpreter`` and returns (exit code, output lines)."""
     spec = INTERPRETERS[interpreter]
     path = f"{await transport.scratch_dir()}/{uuid.uuid4().hex}{spec.suffix}"
-    await transport.upload(content.encode(), path)
     try:
-        process = await transport.launch(spec.plan(path, args, **kw))
+        process = await transport.launch_script(content.encode(), spec.plan(path, args, **kw))
         lines = [line async for line in process.lines()]
         return await process.wait(), lines
     finally:
@@ -120,6 +121,22 @@ async def test_children_left_behind_when_the_script_exits_are_stopped(transport,
     code, lines = await asyncio.wait_for(run(transport, "sh", f"sleep {marker} &\necho bye\nexit 3\n", []), 15)
     assert (code, [line.text for line in lines]) == (3, ["bye"])
     assert _alive(transport, ssh_server, f"sleep {marker}") == []
+
+
+async def test_a_sent_script_is_private_has_no_stdin_keeps_the_umask_and_is_removed_at_the_end(ssh_target):
+    run_id = uuid.uuid4().hex
+    async with await SSHTransport.connect(ssh_target) as ssh:
+        login_umask = await ssh.launch(Plan(program=("sh", "-c", "umask")))
+        expected = [line.text async for line in login_umask.lines()]
+        folder = await ssh.uploads_of(run_id)
+        script = 'umask; stat -c %a "$0" "$(dirname "$0")"; cat; echo "stdin ended"\n'
+        process = await ssh.launch_script(script.encode(), INTERPRETERS["sh"].plan(f"{folder}/x.sh", [], run_id=run_id))
+        assert Path(folder).is_dir()
+        lines = [line.text async for line in process.lines()]
+        assert await process.wait() == 0
+        assert lines == [*expected, "700", "700", "stdin ended"]
+        assert not Path(folder).exists()  # the end-of-run check removed it
+        assert Path(folder).parent.is_dir()
 
 
 async def test_start_failure_is_reported_clearly(transport):
