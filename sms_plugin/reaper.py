@@ -40,10 +40,12 @@ from sms_plugin.catalog import (
     update_host_execution,
     update_run,
 )
-from sms_plugin.errors import NotFound, SMSError
+from sms_plugin.catalog.retry import backoff
+from sms_plugin.errors import HostUnreachable, NotFound, SMSError
 from sms_plugin.fleet.executions import execution_id
 from sms_plugin.heartbeats import heartbeat_seconds
 from sms_plugin.host_kinds import load_host
+from sms_plugin.transports.base import Transport
 from sms_plugin.transports.recovery import reap
 
 ACTOR = "sms-reaper"
@@ -58,12 +60,16 @@ def stale_after() -> timedelta:
     return timedelta(seconds=3 * heartbeat_seconds() + 5)
 
 
-async def reap_run(catalog: Catalog, flow_run_id: str, *, reason: str, actor: str = ACTOR, host: str | None = None) -> str:
+async def reap_run(
+    catalog: Catalog, flow_run_id: str, *, reason: str, actor: str = ACTOR, host: str | None = None,
+    reconnect_seconds: float = 0,
+) -> str:
     """Kills what is left of a run on its hosts and records it; returns the notes written.
 
     Every host execution of the run ``running`` or ``stopped`` is reaped (only ``host``'s when given), each
     by its own process group and marker; a run recorded before host executions existed is reaped
-    on its one host."""
+    on its one host. A host that does not answer is tried again with back-off for up to
+    ``reconnect_seconds`` (e.g. its sshd is being restarted)."""
     record = await catalog.aio.run(get_run, flow_run_id)
     try:
         grace = float((await catalog.aio.run(get_script, record.script_name)).kill_grace_seconds)
@@ -75,7 +81,9 @@ async def reap_run(catalog: Catalog, flow_run_id: str, *, reason: str, actor: st
                    for row in rows if (row.host == host if host else row.state in REAPED_STATES)]
     else:
         targets = [Target(record.host, record.remote_pid, flow_run_id)]
-    notes = await asyncio.gather(*(_reap_host(catalog, record, target, grace, reason, actor) for target in targets))
+    notes = await asyncio.gather(
+        *(_reap_host(catalog, record, target, grace, reason, actor, reconnect_seconds) for target in targets)
+    )
     return "\n".join(notes)
 
 
@@ -88,12 +96,13 @@ class Target:
     marker: str
 
 
-async def _reap_host(catalog: Catalog, record: RunRecord, target: Target, grace: float, reason: str, actor: str) -> str:
+async def _reap_host(
+    catalog: Catalog, record: RunRecord, target: Target, grace: float, reason: str, actor: str, reconnect_seconds: float
+) -> str:
     flow_run_id = record.flow_run_id
     pgid = target.pgid
     try:
-        host = await load_host(target.host)
-        transport = await host.open_transport()
+        transport = await _reconnect(target.host, reconnect_seconds)
         try:
             reaped = await reap(transport, target.marker, pgid, grace)
         finally:
@@ -123,6 +132,23 @@ async def _reap_host(catalog: Catalog, record: RunRecord, target: Target, grace:
 
     await catalog.aio.run(write)
     return note
+
+
+async def _reconnect(host_name: str, seconds: float) -> Transport:
+    """A transport to ``host_name``, tried again with back-off while the host is unreachable, for
+    up to ``seconds``."""
+    host = await load_host(host_name)
+    deadline = asyncio.get_running_loop().time() + seconds
+    attempt = 0
+    while True:
+        try:
+            return await host.open_transport()
+        except HostUnreachable:
+            attempt += 1
+            pause = backoff(attempt, first=0.5, cap=5.0)
+            if asyncio.get_running_loop().time() + pause > deadline:
+                raise
+            await asyncio.sleep(pause)
 
 
 @dataclass(frozen=True)
