@@ -55,7 +55,7 @@ async def start_load(catalog: Catalog, hosts: list[str], count: int, *, long_sec
     names = []
     for host in hosts:
         for seconds in (SHORT_SECONDS, long_seconds):
-            name = f"ha-{host}-{seconds}s"
+            name = f"ha-{marker}-{host}-{seconds}s"
             spec = ScriptSpec(name=name, interpreter="sh", host=host, kill_grace_seconds=1)
             await scripts.add(catalog, spec, _script(ledger, seconds, marker), author="tests")
             names.append(name)
@@ -90,10 +90,11 @@ async def until_final(ids: list[str], timeout: float) -> dict[str, FlowRun]:
 
 
 async def lines_in_prefect(run_id: str) -> Counter[str]:
+    """How often each output line of the load is in the run's log (a message may hold several
+    consecutive lines of output, one a line)."""
     found: Counter[str] = Counter()
-    async for line in runs.logs(run_id):
-        if line.message.startswith("ha-line "):
-            found[line.message] += 1
+    async for entry in runs.logs(run_id):
+        found.update(line for line in entry.message.splitlines() if line.startswith("ha-line "))
     return found
 
 
