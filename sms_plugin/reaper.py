@@ -25,6 +25,15 @@ from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
 from prefect import get_client
+from prefect.client.schemas.filters import (
+    FlowFilter,
+    FlowFilterName,
+    FlowRunFilter,
+    FlowRunFilterStartTime,
+    FlowRunFilterState,
+    FlowRunFilterStateType,
+)
+from prefect.client.schemas.objects import StateType
 from prefect.exceptions import ObjectNotFound
 from prefect.states import Crashed
 from sqlalchemy.orm import Session
@@ -42,6 +51,7 @@ from sms_plugin.catalog import (
 )
 from sms_plugin.catalog.retry import backoff
 from sms_plugin.errors import HostUnreachable, NotFound, SMSError
+from sms_plugin.deploy import FLOW_NAME
 from sms_plugin.fleet.executions import execution_id
 from sms_plugin.heartbeats import heartbeat_seconds
 from sms_plugin.host_kinds import load_host
@@ -176,11 +186,38 @@ async def _verdict(record: RunRecord, now: datetime) -> Verdict | None:
     return None
 
 
+async def crash_unrecorded(catalog: Catalog, now: datetime) -> list[str]:
+    """Crashes run-script flow runs Prefect has Running for longer than :func:`stale_after` whose
+    flow never wrote its run record: their flow process died while starting (with its worker),
+    before anything ran on a host, so there is nothing to reap; no other path ends them."""
+    async with get_client() as client:
+        running = await client.read_flow_runs(
+            flow_filter=FlowFilter(name=FlowFilterName(any_=[FLOW_NAME])),
+            flow_run_filter=FlowRunFilter(
+                state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.RUNNING])),
+                start_time=FlowRunFilterStartTime(before_=now - stale_after()),
+            ),
+            limit=200,
+        )
+        notes = []
+        for flow_run in running:
+            try:
+                await catalog.aio.run(get_run, str(flow_run.id))
+                continue
+            except NotFound:
+                pass
+            reason = "its flow process was lost before it recorded the run (nothing ran on a host)"
+            await client.set_flow_run_state(flow_run.id, Crashed(message=f"SMS reaper: {reason}"), force=True)
+            notes.append(f"{flow_run.id}: {reason}")
+    return notes
+
+
 async def housekeeping(catalog: Catalog) -> list[str]:
-    """Reaps every unfinished run that has ended in Prefect or lost its flow process."""
+    """Reaps every unfinished run that has ended in Prefect or lost its flow process, and crashes
+    the runs whose flow process died before recording them."""
     unfinished = await catalog.aio.run(list_runs, unfinished=True, limit=10_000)
-    notes = []
     now = datetime.now(UTC)
+    notes = await crash_unrecorded(catalog, now)
     for record in unfinished:
         verdict = await _verdict(record, now)
         if verdict is None:
