@@ -7,7 +7,8 @@ Three paths lead here:
   (what may still run there is killed before the run ends Failed);
 - the ``sms-housekeeping`` flow (every 30 s) looks at every run record without an end time:
   if Prefect says the run has ended, or its heartbeat is stale (worker or machine lost), the run
-  is marked Crashed in Prefect and reaped.
+  is marked Crashed in Prefect and reaped; a run Prefect has Running that never got a run record
+  (its flow process died while starting) is marked Crashed too (nothing of it ran on a host).
 
 Reaping a run (``transports.recovery.reap``) kills what is left of it on each host where one of
 its host executions was still running (a fleet run has many), by process
