@@ -47,6 +47,9 @@ from sms_plugin.transports.base import Stream
 from sms_plugin.worker.engine import script_started
 
 _LEVELS: dict[Stream, int] = {"stdout": logging.INFO, "stderr": logging.WARNING}
+RECONNECT_SECONDS = 30.0
+"""How long a run whose connection died mid-run tries to reach its host again to kill what is
+left of its script there, before it ends Failed with "could not reach"."""
 
 
 class HostRun:
@@ -190,8 +193,12 @@ async def execute_on_host(context: HostRun, host: str, logger: PrefectLogAdapter
 
 
 async def _reap_quietly(context: HostRun, host: str, reason: str) -> str:
+    """Reaps the run on ``host`` after its connection died, waiting up to :data:`RECONNECT_SECONDS`
+    for the host to answer again (a restarted sshd, a short network cut)."""
     try:
-        return await reap_run(context.catalog, context.flow_run_id, reason=reason, host=host)
+        return await reap_run(
+            context.catalog, context.flow_run_id, reason=reason, host=host, reconnect_seconds=RECONNECT_SECONDS
+        )
     except SMSError as error:
         return f"could not clean up: {error}"
 

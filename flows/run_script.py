@@ -168,7 +168,10 @@ async def run_script(
             if not task_runs:
                 return await execute_on_host(host_run, name, logger)
             state = await run_on_host.with_options(task_run_name=name)(host_run, name, return_state=True)
-            return await state.result(raise_on_failure=False)
+            outcome = await state.result(raise_on_failure=False)  # a failed host's task carries its HostOutcome
+            if isinstance(outcome, BaseException):  # the task raised: the fleet records it as this host's failure
+                raise outcome
+            return outcome
 
         fleet = Fleet(targets.names, run_one, fleet_policy)
         try:

@@ -7,7 +7,8 @@ Three paths lead here:
   (what may still run there is killed before the run ends Failed);
 - the ``sms-housekeeping`` flow (every 30 s) looks at every run record without an end time:
   if Prefect says the run has ended, or its heartbeat is stale (worker or machine lost), the run
-  is marked Crashed in Prefect and reaped.
+  is marked Crashed in Prefect and reaped; a run Prefect has Running that never got a run record
+  (its flow process died while starting) is marked Crashed too (nothing of it ran on a host).
 
 Reaping a run (``transports.recovery.reap``) kills what is left of it on each host where one of
 its host executions was still running (a fleet run has many), by process
@@ -25,6 +26,15 @@ from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
 from prefect import get_client
+from prefect.client.schemas.filters import (
+    FlowFilter,
+    FlowFilterName,
+    FlowRunFilter,
+    FlowRunFilterStartTime,
+    FlowRunFilterState,
+    FlowRunFilterStateType,
+)
+from prefect.client.schemas.objects import StateType
 from prefect.exceptions import ObjectNotFound
 from prefect.states import Crashed
 from sqlalchemy.orm import Session
@@ -40,10 +50,13 @@ from sms_plugin.catalog import (
     update_host_execution,
     update_run,
 )
-from sms_plugin.errors import NotFound, SMSError
+from sms_plugin.catalog.retry import backoff
+from sms_plugin.errors import HostUnreachable, NotFound, SMSError
+from sms_plugin.deploy import FLOW_NAME
 from sms_plugin.fleet.executions import execution_id
 from sms_plugin.heartbeats import heartbeat_seconds
 from sms_plugin.host_kinds import load_host
+from sms_plugin.transports.base import Transport
 from sms_plugin.transports.recovery import reap
 
 ACTOR = "sms-reaper"
@@ -58,12 +71,16 @@ def stale_after() -> timedelta:
     return timedelta(seconds=3 * heartbeat_seconds() + 5)
 
 
-async def reap_run(catalog: Catalog, flow_run_id: str, *, reason: str, actor: str = ACTOR, host: str | None = None) -> str:
+async def reap_run(
+    catalog: Catalog, flow_run_id: str, *, reason: str, actor: str = ACTOR, host: str | None = None,
+    reconnect_seconds: float = 0,
+) -> str:
     """Kills what is left of a run on its hosts and records it; returns the notes written.
 
     Every host execution of the run ``running`` or ``stopped`` is reaped (only ``host``'s when given), each
     by its own process group and marker; a run recorded before host executions existed is reaped
-    on its one host."""
+    on its one host. A host that does not answer is tried again with back-off for up to
+    ``reconnect_seconds`` (e.g. its sshd is being restarted)."""
     record = await catalog.aio.run(get_run, flow_run_id)
     try:
         grace = float((await catalog.aio.run(get_script, record.script_name)).kill_grace_seconds)
@@ -75,7 +92,9 @@ async def reap_run(catalog: Catalog, flow_run_id: str, *, reason: str, actor: st
                    for row in rows if (row.host == host if host else row.state in REAPED_STATES)]
     else:
         targets = [Target(record.host, record.remote_pid, flow_run_id)]
-    notes = await asyncio.gather(*(_reap_host(catalog, record, target, grace, reason, actor) for target in targets))
+    notes = await asyncio.gather(
+        *(_reap_host(catalog, record, target, grace, reason, actor, reconnect_seconds) for target in targets)
+    )
     return "\n".join(notes)
 
 
@@ -88,12 +107,13 @@ class Target:
     marker: str
 
 
-async def _reap_host(catalog: Catalog, record: RunRecord, target: Target, grace: float, reason: str, actor: str) -> str:
+async def _reap_host(
+    catalog: Catalog, record: RunRecord, target: Target, grace: float, reason: str, actor: str, reconnect_seconds: float
+) -> str:
     flow_run_id = record.flow_run_id
     pgid = target.pgid
     try:
-        host = await load_host(target.host)
-        transport = await host.open_transport()
+        transport = await _reconnect(target.host, reconnect_seconds)
         try:
             reaped = await reap(transport, target.marker, pgid, grace)
         finally:
@@ -125,6 +145,23 @@ async def _reap_host(catalog: Catalog, record: RunRecord, target: Target, grace:
     return note
 
 
+async def _reconnect(host_name: str, seconds: float) -> Transport:
+    """A transport to ``host_name``, tried again with back-off while the host is unreachable, for
+    up to ``seconds``."""
+    host = await load_host(host_name)
+    deadline = asyncio.get_running_loop().time() + seconds
+    attempt = 0
+    while True:
+        try:
+            return await host.open_transport()
+        except HostUnreachable:
+            attempt += 1
+            pause = backoff(attempt, first=0.5, cap=5.0)
+            if asyncio.get_running_loop().time() + pause > deadline:
+                raise
+            await asyncio.sleep(pause)
+
+
 @dataclass(frozen=True)
 class Verdict:
     reason: str
@@ -150,11 +187,38 @@ async def _verdict(record: RunRecord, now: datetime) -> Verdict | None:
     return None
 
 
+async def crash_unrecorded(catalog: Catalog, now: datetime) -> list[str]:
+    """Crashes run-script flow runs Prefect has Running for longer than :func:`stale_after` whose
+    flow never wrote its run record: their flow process died while starting (with its worker),
+    before anything ran on a host, so there is nothing to reap; no other path ends them."""
+    async with get_client() as client:
+        running = await client.read_flow_runs(
+            flow_filter=FlowFilter(name=FlowFilterName(any_=[FLOW_NAME])),
+            flow_run_filter=FlowRunFilter(
+                state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.RUNNING])),
+                start_time=FlowRunFilterStartTime(before_=now - stale_after()),
+            ),
+            limit=200,
+        )
+        notes = []
+        for flow_run in running:
+            try:
+                await catalog.aio.run(get_run, str(flow_run.id))
+                continue
+            except NotFound:
+                pass
+            reason = "its flow process was lost before it recorded the run (nothing ran on a host)"
+            await client.set_flow_run_state(flow_run.id, Crashed(message=f"SMS reaper: {reason}"), force=True)
+            notes.append(f"{flow_run.id}: {reason}")
+    return notes
+
+
 async def housekeeping(catalog: Catalog) -> list[str]:
-    """Reaps every unfinished run that has ended in Prefect or lost its flow process."""
+    """Reaps every unfinished run that has ended in Prefect or lost its flow process, and crashes
+    the runs whose flow process died before recording them."""
     unfinished = await catalog.aio.run(list_runs, unfinished=True, limit=10_000)
-    notes = []
     now = datetime.now(UTC)
+    notes = await crash_unrecorded(catalog, now)
     for record in unfinished:
         verdict = await _verdict(record, now)
         if verdict is None:

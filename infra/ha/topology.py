@@ -117,10 +117,12 @@ class HATopology:
         return f"https://127.0.0.1:{self.gateway_port}"
 
     def client_env(self) -> dict[str, str]:
-        """What a process needs to use this topology: Prefect's API and auth string, the catalog."""
+        """What a process needs to use this topology: Prefect's API and auth string, the catalog,
+        and Prefect's client retrying 500 too (what the API answers while PostgreSQL restarts)."""
         return {
             "PREFECT_API_URL": self.prefect_api_url,
             "PREFECT_API_AUTH_STRING": self.auth_string,
+            "PREFECT_CLIENT_RETRY_EXTRA_CODES": "500",
             "SMS_DATABASE_URL": self.catalog_url,
             "SMS_WORK_POOL": self.pool,
         }

@@ -58,6 +58,7 @@ class GaleraNode(Peer):
             [
                 find_binary("mariadb-install-db"), "--no-defaults", f"--datadir={self.tmp / 'data'}",
                 "--auth-root-authentication-method=normal", f"--user={self._os_user()}", "--skip-test-db",
+                f"--tmpdir={run_dir}",  # its temporary tables in a private folder, not the shared /tmp
             ]
         )
         self.resume()

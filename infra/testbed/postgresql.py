@@ -65,10 +65,15 @@ class PostgreSQL(Peer):
                 os.chown(folder, account.pw_uid, account.pw_gid)
         run(self._as_user([_pg_binary("initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8"]))
         self.port = self.port or free_port()
+        self.resume()
+
+    def resume(self) -> None:
+        """Start the server (again, after ``halt()``) on the same port and data."""
+        assert self.tmp is not None
         argv = [
             _pg_binary("postgres"),
-            "-D", str(data),
-            "-k", str(sockets),
+            "-D", str(self.tmp / "data"),
+            "-k", str(self.tmp / "socket"),
             "-h", self.host,
             "-p", str(self.port),
             "-c", "fsync=off",

@@ -14,7 +14,7 @@ import socket
 from pathlib import Path
 
 from infra.testbed.ports import free_port
-from infra.testbed.process import Peer, PeerError, find_binary, run
+from infra.testbed.process import Peer, PeerError, find_binary, process_tree, run
 
 TEST_USER = "smstest"
 #: The test user's password, made once per machine and kept readable by root only.
@@ -122,7 +122,7 @@ class SshServer(Peer):
 
     def _start(self) -> None:
         assert self.tmp is not None
-        sshd = find_binary("/usr/sbin/sshd")
+        find_binary("/usr/sbin/sshd")
         find_binary("ssh-keygen")  # fail early, before touching the user
         if os.geteuid() != 0:
             raise PeerError("the sshd test bed must run as root (it logs in as user smstest)")
@@ -173,7 +173,12 @@ class SshServer(Peer):
                 ]
             )
         )
-        self.spawn([sshd, "-D", "-e", "-f", str(config)], self._banner)
+        self.resume()
+
+    def resume(self) -> None:
+        """Start sshd (again, after ``halt()``) on the same port, keys and configuration."""
+        assert self.tmp is not None
+        self.spawn([find_binary("/usr/sbin/sshd"), "-D", "-e", "-f", str(self.tmp / "sshd_config")], self._banner)
         self._served = True
 
     def _banner(self) -> bool:
@@ -184,6 +189,27 @@ class SshServer(Peer):
         """Lines of ``ps -u smstest -o pid,pgid,args`` that contain ``pattern``."""
         output = run(["ps", "-u", self.username, "-o", "pid,pgid,args"], check=False)
         return [line.strip() for line in output.splitlines()[1:] if pattern in line]
+
+    def served(self, pattern: str) -> list[str]:
+        """Like :meth:`processes`, only those started through this sshd (their SSH_CONNECTION
+        names its port), zombies left out."""
+        return [
+            line for line in self.processes(pattern)
+            if " Z" not in line and _ssh_connection_port(int(line.split()[0])) == self.port
+        ]
+
+    def crash(self) -> None:
+        """SIGKILL sshd and its connection processes, as a crash would: the scripts started
+        through it live on. ``resume()`` starts sshd again."""
+        assert self.process is not None and self.pid is not None, "start() first"
+        for pid in process_tree(self.pid):
+            try:
+                if Path(f"/proc/{pid}/comm").read_text().strip() == "sshd":
+                    os.kill(pid, signal.SIGKILL)
+            except (OSError, ProcessLookupError):
+                pass
+        self.process.stop(grace=0)  # reaps the listener; its group has no other members
+        self.process = None
 
     def _after_stop(self) -> None:
         """Kill the scripts that outlived their connections to this sshd."""

@@ -45,7 +45,7 @@ def _script(ledger: Path, seconds: int, marker: str) -> str:
     return f'echo "$SMS_RUN_ID" >> {ledger}\n{lines}sleep {seconds}.{marker}\n'
 
 
-async def start_load(catalog: Catalog, hosts: list[str], count: int) -> Load:
+async def start_load(catalog: Catalog, hosts: list[str], count: int, *, long_seconds: int = LONG_SECONDS) -> Load:
     """Adds a short and a long script per host and starts ``count`` runs over them, 8 requests at a time."""
     marker = str(uuid.uuid4().int % 10**6).rjust(6, "1")
     folder = Path(f"/tmp/sms-ha-{marker}")
@@ -54,8 +54,8 @@ async def start_load(catalog: Catalog, hosts: list[str], count: int) -> Load:
     ledger = folder / "ledger"
     names = []
     for host in hosts:
-        for seconds in (SHORT_SECONDS, LONG_SECONDS):
-            name = f"ha-{host}-{seconds}s"
+        for seconds in (SHORT_SECONDS, long_seconds):
+            name = f"ha-{marker}-{host}-{seconds}s"
             spec = ScriptSpec(name=name, interpreter="sh", host=host, kill_grace_seconds=1)
             await scripts.add(catalog, spec, _script(ledger, seconds, marker), author="tests")
             names.append(name)
@@ -90,10 +90,11 @@ async def until_final(ids: list[str], timeout: float) -> dict[str, FlowRun]:
 
 
 async def lines_in_prefect(run_id: str) -> Counter[str]:
+    """How often each output line of the load is in the run's log (a message may hold several
+    consecutive lines of output, one a line)."""
     found: Counter[str] = Counter()
-    async for line in runs.logs(run_id):
-        if line.message.startswith("ha-line "):
-            found[line.message] += 1
+    async for entry in runs.logs(run_id):
+        found.update(line for line in entry.message.splitlines() if line.startswith("ha-line "))
     return found
 
 

@@ -9,12 +9,14 @@ CI runs 30 runs per drill on two sshd hosts; ``SMS_HA_DRILLS_FULL=1`` runs the i
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 import signal
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 
 import httpx
@@ -103,7 +105,7 @@ def prefect_answers(ha: HATopology) -> bool:
     try:
         reply = httpx.post(
             f"{ha.prefect_api_url}/flow_runs/count", json={}, timeout=3,
-            headers={"Authorization": f"Bearer {ha.auth_string}"},
+            headers={"Authorization": f"Basic {base64.b64encode(ha.auth_string.encode()).decode()}"},  # as Prefect's client
         )
     except httpx.HTTPError:
         return False
@@ -288,3 +290,79 @@ async def test_drill_5_a_galera_node_dies_then_the_catalog_is_away_for_30_s(ha, 
     print(f"drill 5: the catalog back after {time.monotonic() - outage_at:.1f} s of outage")
     await check_invariants(load, ssh_server, timeout=300)
     await asyncio.to_thread(node.resume)
+
+
+
+async def outage(
+    number: int, what: str, *, down: Callable[[], None], up: Callable[[], None], answers: Callable[[], bool]
+) -> float:
+    """The fault the restart drills share: with a load in flight, ``down()`` then ``up()`` (the
+    restart, in a thread); prints and returns the seconds from ``down()`` until ``answers()``."""
+    await asyncio.sleep(3)  # runs are being picked up and started
+    down_at = time.monotonic()
+    down()
+    await asyncio.to_thread(up)
+    assert await until(answers, 120, interval=0.2), f"drill {number}: nothing answered after {what}"
+    recovered = time.monotonic() - down_at
+    print(f"drill {number}: {what}; service back {recovered:.1f} s after it went down")
+    return recovered
+
+
+def in_parallel(*starts: Callable[[], None]) -> None:
+    """Runs ``starts`` at once (each in a thread) and waits for all; the first error is raised."""
+    with ThreadPoolExecutor(len(starts)) as pool:
+        for future in [pool.submit(start) for start in starts]:
+            future.result()
+
+
+async def test_drill_2_restart_of_the_whole_prefect_server(ha, catalog, ssh_server, ha_hosts):
+    """Every API process and the services process stopped (SIGTERM), then started again together."""
+    parts = [*ha.apis, ha.services]
+    load = await start_load(catalog, ha_hosts, RUNS)
+    await outage(
+        2, "the whole Prefect server restarted", down=lambda: [part.halt() for part in parts],
+        up=lambda: in_parallel(*(part.resume for part in parts)), answers=lambda: prefect_answers(ha),
+    )
+    await check_invariants(load, ssh_server, timeout=300)
+
+
+async def test_drill_6_postgresql_restart(ha, catalog, ssh_server, ha_hosts):
+    load = await start_load(catalog, ha_hosts, RUNS)
+    await outage(
+        6, "PostgreSQL restarted", down=ha.postgresql.halt, up=ha.postgresql.resume,
+        answers=lambda: prefect_answers(ha),
+    )
+    await check_invariants(load, ssh_server, timeout=300)
+
+
+async def test_drill_7_redis_restart(ha, catalog, ssh_server, ha_hosts):
+    load = await start_load(catalog, ha_hosts, RUNS)
+    await outage(7, "Redis restarted", down=ha.redis.halt, up=ha.redis.resume, answers=lambda: prefect_answers(ha))
+    await check_invariants(load, ssh_server, timeout=300)
+
+
+async def test_drill_8_sshd_killed_on_a_host_mid_run(ha, catalog, ssh_server, second_host, ha_hosts):
+    """sshd and its connections on the second host SIGKILLed, started again 5 s later. Its runs
+    fail (the connection died); their scripts, which live on without sshd, must be killed by SMS
+    once the host answers again, long before they would end by themselves (60 s)."""
+    load = await start_load(catalog, ha_hosts, RUNS, long_seconds=60)
+    at_crash: set[str] = set()
+
+    def crash() -> None:
+        at_crash.update(line.split()[0] for line in second_host.served(load.marker))
+        assert at_crash, "no script ran on the second host: the drill proves nothing"
+        second_host.crash()
+
+    def left() -> set[str]:
+        """The scripts that ran at the crash and still run (runs started since are not counted)."""
+        return at_crash & {line.split()[0] for line in second_host.served(load.marker)}
+
+    def restart() -> None:
+        time.sleep(5)
+        second_host.resume()
+
+    await outage(8, "sshd killed on a host for 5 s", down=crash, up=restart, answers=lambda: prefect_answers(ha))
+    back_at = time.monotonic()
+    assert await until(lambda: not left(), 35), f"scripts left running after the crash: {left()}"
+    print(f"drill 8: the {len(at_crash)} scripts of the crash were gone {time.monotonic() - back_at:.1f} s after sshd was back")
+    await check_invariants(load, ssh_server, timeout=300)
