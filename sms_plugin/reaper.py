@@ -56,6 +56,7 @@ from sms_plugin.deploy import FLOW_NAME
 from sms_plugin.fleet.executions import execution_id
 from sms_plugin.heartbeats import heartbeat_seconds
 from sms_plugin.host_kinds import load_host
+from sms_plugin.settings import current
 from sms_plugin.transports.base import Transport
 from sms_plugin.transports.recovery import reap
 
@@ -188,15 +189,18 @@ async def _verdict(record: RunRecord, now: datetime) -> Verdict | None:
 
 
 async def crash_unrecorded(catalog: Catalog, now: datetime) -> list[str]:
-    """Crashes run-script flow runs Prefect has Running for longer than :func:`stale_after` whose
-    flow never wrote its run record: their flow process died while starting (with its worker),
-    before anything ran on a host, so there is nothing to reap; no other path ends them."""
+    """Crashes run-script flow runs Prefect has Running for longer than ``SMS_UNRECORDED_RUN_SECONDS``
+    (default 300) whose flow never wrote its run record: their flow process died while starting
+    (with its worker), before anything ran on a host, so there is nothing to reap; no other path
+    ends them. The wait is long because a live flow may be held before its record by an outage of
+    Prefect or the catalog (drills 2 and 5 last up to a minute); crashing it would end a run that
+    is about to start its script."""
     async with get_client() as client:
         running = await client.read_flow_runs(
             flow_filter=FlowFilter(name=FlowFilterName(any_=[FLOW_NAME])),
             flow_run_filter=FlowRunFilter(
                 state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.RUNNING])),
-                start_time=FlowRunFilterStartTime(before_=now - stale_after()),
+                start_time=FlowRunFilterStartTime(before_=now - timedelta(seconds=current().worker.unrecorded_seconds)),
             ),
             limit=200,
         )

@@ -152,3 +152,43 @@ async def test_loss_of_the_worker_and_its_flow_process(catalog, crash_host, ssh_
     assert record.ended_at is not None
     assert not _upload(ssh_server, run_id).exists()  # the reaper removed the upload too
 
+
+
+async def test_a_run_left_running_without_its_record_is_crashed_once_it_waited_long_enough(
+        catalog, prefect_server, monkeypatch):
+    """A worker lost just after it moved a run to Running, before the flow wrote its run record:
+    nothing ran on a host and no heartbeat tells. The housekeeping crashes it once it has been
+    Running for SMS_UNRECORDED_RUN_SECONDS; a recorded run, or a younger one, is left alone."""
+    from datetime import UTC, datetime
+
+    from prefect import Flow
+    from prefect.states import Cancelled, Running
+
+    from sms_plugin.catalog import record_run, update_run
+    from sms_plugin.deploy import FLOW_NAME
+    from sms_plugin.reaper import crash_unrecorded
+
+    flow = Flow(fn=lambda: None, name=FLOW_NAME)
+    async with get_client() as client:
+        lost, recorded, young = [await client.create_flow_run(flow, name=f"unrecorded-{uuid.uuid4().hex[:6]}")
+                                 for _ in range(3)]
+        for flow_run in (lost, recorded):
+            await client.set_flow_run_state(flow_run.id, Running(), force=True)
+        with catalog.session() as session:
+            record_run(session, str(recorded.id), script_name="unrecorded-test", version_number=None, host="nowhere",
+                       trigger="cli", requested_by="tests")
+        await asyncio.sleep(8)
+        await client.set_flow_run_state(young.id, Running(), force=True)
+        monkeypatch.setenv("SMS_UNRECORDED_RUN_SECONDS", "5")
+        try:
+            notes = await crash_unrecorded(catalog, datetime.now(UTC))
+            states = {run.id: (await client.read_flow_run(run.id)).state for run in (lost, recorded, young)}
+        finally:
+            with catalog.session() as session:
+                update_run(session, str(recorded.id), ended_at=datetime.now(UTC))
+            for run in (recorded, young):
+                await client.set_flow_run_state(run.id, Cancelled(message="test over"), force=True)
+    assert f"{lost.id}: its flow process was lost before it recorded the run (nothing ran on a host)" in notes
+    assert not any(str(run.id) in note for note in notes for run in (recorded, young))
+    assert states[lost.id].type.value == "CRASHED" and "before it recorded the run" in states[lost.id].message
+    assert (states[recorded.id].type.value, states[young.id].type.value) == ("RUNNING", "RUNNING")
