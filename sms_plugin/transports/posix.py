@@ -20,9 +20,13 @@ How a run is stopped (``transports.recovery``): :func:`signal_run_line` signals 
 environment carries the run's marker (read from ``/proc/<pid>/environ`` where the system has it),
 so children that left the group with ``setsid`` or a double fork are found too.
 
->>> line = render(Plan(program=("bash",), script="/tmp/x.sh", args=("it's $(here)",), env={"A": "1"}))
->>> line[:24]
-'exec env -- A=1 /bin/sh '
+The run's variables never appear on a command line (``ps`` shows those to every user of the
+host): the transport writes them to a private file (:func:`env_file_text`), which the launch line
+sources and removes before it starts the launcher.
+
+>>> line = render(Plan(program=("bash",), script="/tmp/x.sh", args=("it's $(here)",), env={"A": "1"}), env_file="/h/e")
+>>> line[:40]
+'. /h/e && rm -f /h/e && exec /bin/sh -c '
 >>> line.rsplit(" - ", 1)[1][:15]
 'bash /tmp/x.sh '
 """
@@ -72,18 +76,34 @@ def program_argv(plan: Plan) -> list[str]:
     return plan.argv
 
 
-def render(plan: Plan, shell: str = "/bin/sh") -> str:
+def render(plan: Plan, shell: str = "/bin/sh", env_file: str | None = None) -> str:
     """The whole shell line that runs ``plan`` in a new process group on a POSIX host.
 
     ``shell`` is the POSIX shell the launcher uses (``/usr/xpg4/bin/sh`` on old Solaris, say).
+    ``env_file`` is where the transport wrote ``plan.env`` (:func:`env_file_text`; required when
+    the plan has variables): the line sources it, so the launcher inherits them and the leader's
+    SMS_RUN_ID still wins, and removes it before anything runs.
     """
-    # The run's variables are set by ``env`` before the launcher, after ``--`` (no name can be an
-    # option), so the leader's SMS_RUN_ID wins and "$@" is exactly the approved command.
-    words = [f"{name}={value}" for name, value in plan.env.items()]
-    prefix = "".join(f"{quote(w)} " for w in ["env", "--", *words]) if words else ""
     argv = " ".join(quote(w) for w in [plan.run_id or "-", *program_argv(plan)])
-    line = f"exec {prefix}{quote(shell)} -c {quote(_launcher(quote(shell)))} {quote(_LEADER)} {argv}"
+    if plan.env and env_file is None:
+        raise ValueError("a plan's variables go in a file (env_file), never on a command line")
+    line = f"exec {quote(shell)} -c {quote(_launcher(quote(shell)))} {quote(_LEADER)} {argv}"
+    if env_file is not None:
+        line = f". {quote(env_file)} && rm -f {quote(env_file)} && {line}"
     return f"cd {quote(plan.cwd)} && {line}" if plan.cwd else line
+
+
+def env_file_text(env: dict[str, str]) -> str:
+    """The run's variables as a file ``sh`` sources: each one assigned, single-quoted, and exported
+    (names are plain names, :class:`~sms_plugin.transports.base.Plan` checks them).
+
+    >>> print(env_file_text({"A": "it's", "B": "two words"}), end="")
+    A='it'"'"'s'
+    export A
+    B='two words'
+    export B
+    """
+    return "".join(f"{name}={quote(value)}\nexport {name}\n" for name, value in env.items())
 
 
 def receive_line(path: str, mode: int = 0o700) -> str:

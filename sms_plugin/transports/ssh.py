@@ -32,6 +32,7 @@ import posixpath
 import select
 import socket
 import threading
+import uuid
 import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import astuple, dataclass, field
@@ -65,6 +66,8 @@ T = TypeVar("T")
 _KEY_CLASSES: tuple[type[paramiko.PKey], ...] = (paramiko.Ed25519Key, paramiko.ECDSAKey, paramiko.RSAKey)
 _KEEPALIVE_SECONDS = 30
 _START_TIMEOUT_SECONDS = 30.0
+ENV_FILE = ".sms-env"
+"""The file in a run's folder that carries its variables to the launch line (never a command line)."""
 _EXIT_POLL_SECONDS = 0.25
 """How often a script's reading thread looks for its exit status while output streams are open."""
 _STOP_POLL_SECONDS = 0.1
@@ -709,7 +712,7 @@ class SSHTransport(Transport, RunRecovery):
             raise TransportError(f"removing {path} on {self.target.label} failed (exit code {status})")
 
     async def launch(self, plan: Plan) -> RemoteProcess:
-        return await self._start(posix.render(plan, self.target.shell), plan.run_id)
+        return await self._start(posix.render(plan, self.target.shell, await self._send_env(plan)), plan.run_id)
 
     async def launch_script(self, content: bytes, plan: Plan) -> RemoteProcess:
         """Sends the script on the launch channel's stdin, which the shell writes to ``plan.script``
@@ -721,8 +724,23 @@ class SSHTransport(Transport, RunRecovery):
         folder = posixpath.dirname(plan.script)
         if plan.run_id and posixpath.basename(folder) == plan.run_id:
             self._uploads[plan.run_id] = folder
-        line = posix.receive_then(plan.script, posix.render(plan, self.target.shell), self.target.shell)
+        launch = posix.render(plan, self.target.shell, await self._send_env(plan))
+        line = posix.receive_then(plan.script, launch, self.target.shell)
         return await self._start(line, plan.run_id, stdin=content)
+
+    async def _send_env(self, plan: Plan) -> str | None:
+        """Writes the plan's variables (secret parameters among them) to a private file in the run's
+        folder and returns its path; None without variables. A command line is shown by ``ps`` to
+        every user of the host, a file in a 0700 folder is not. The launch line sources the file and
+        removes it; the end-of-run check removes the run's folder."""
+        if not plan.env:
+            return None
+        folder = posixpath.join(await self.scratch_dir(), plan.run_id or f"sms-{uuid.uuid4().hex}")
+        path = posixpath.join(folder, ENV_FILE)
+        await self.upload(posix.env_file_text(plan.env).encode(), path, 0o600)
+        if plan.run_id:
+            self._uploads[plan.run_id] = folder
+        return path
 
     async def _start(self, line: str, run_id: str | None, stdin: bytes = b"") -> RemoteProcess:
         def open_channel() -> paramiko.Channel:
