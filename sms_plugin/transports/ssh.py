@@ -663,7 +663,8 @@ class SSHTransport(Transport, RunRecovery):
         self._released = False
         self.errors = ssh_errors(target.label, _server(target))
         self._uploads: dict[str, str] = {}
-        """The upload folder of each run launched with :meth:`launch_script`, by run id."""
+        """The folder of each run's sent files (its script, its variables), by run id: the end-of-run
+        check removes it."""
         self._removed: set[str] = set()
         """Upload folders the end-of-run check removed (:meth:`remove` has nothing left to do)."""
 
