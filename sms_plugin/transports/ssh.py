@@ -713,7 +713,10 @@ class SSHTransport(Transport, RunRecovery):
             raise TransportError(f"removing {path} on {self.target.label} failed (exit code {status})")
 
     async def launch(self, plan: Plan) -> RemoteProcess:
-        return await self._start(posix.render(plan, self.target.shell, await self._send_env(plan)), plan.run_id)
+        folder = posixpath.join(await self.scratch_dir(), plan.run_id) if plan.run_id and plan.env else None
+        if folder:
+            self._uploads[plan.run_id] = folder
+        return await self._start(posix.render(plan, self.target.shell, await self._send_env(plan, folder)), plan.run_id)
 
     async def launch_script(self, content: bytes, plan: Plan) -> RemoteProcess:
         """Sends the script on the launch channel's stdin, which the shell writes to ``plan.script``
@@ -725,22 +728,21 @@ class SSHTransport(Transport, RunRecovery):
         folder = posixpath.dirname(plan.script)
         if plan.run_id and posixpath.basename(folder) == plan.run_id:
             self._uploads[plan.run_id] = folder
-        launch = posix.render(plan, self.target.shell, await self._send_env(plan))
+        launch = posix.render(plan, self.target.shell, await self._send_env(plan, folder))
         line = posix.receive_then(plan.script, launch, self.target.shell)
         return await self._start(line, plan.run_id, stdin=content)
 
-    async def _send_env(self, plan: Plan) -> str | None:
-        """Writes the plan's variables (secret parameters among them) to a private file in the run's
-        folder and returns its path; None without variables. A command line is shown by ``ps`` to
-        every user of the host, a file in a 0700 folder is not. The launch line sources the file and
-        removes it; the end-of-run check removes the run's folder."""
+    async def _send_env(self, plan: Plan, folder: str | None) -> str | None:
+        """Writes the plan's variables (secret parameters among them) to a private file (0600) and
+        returns its path; None without variables. A command line is shown by ``ps`` to every user of
+        the host, a file in a 0700 folder is not. The launch line sources the file and removes it.
+        The file goes in ``folder`` (the run's, which is removed after the run) or, without one, in
+        the scratch folder under a name of its own."""
         if not plan.env:
             return None
-        folder = posixpath.join(await self.scratch_dir(), plan.run_id or f"sms-{uuid.uuid4().hex}")
-        path = posixpath.join(folder, ENV_FILE)
+        path = (posixpath.join(folder, ENV_FILE) if folder
+                else posixpath.join(await self.scratch_dir(), f"{ENV_FILE}-{uuid.uuid4().hex}"))
         await self.upload(posix.env_file_text(plan.env).encode(), path, 0o600)
-        if plan.run_id:
-            self._uploads[plan.run_id] = folder
         return path
 
     async def _start(self, line: str, run_id: str | None, stdin: bytes = b"") -> RemoteProcess:
