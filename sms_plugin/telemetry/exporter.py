@@ -53,6 +53,10 @@ from sms_plugin.telemetry.metrics import RunMetrics, ServiceMetrics
 log = logging.getLogger("sms.exporter")
 
 _RETRY_SECONDS = 2.0
+_CATCH_UP_SECONDS = (15.0, 45.0)
+"""Pauses before each re-read of the span around a subscription (see ``Exporter._catch_up``)."""
+_CATCH_UP_MARGIN = timedelta(minutes=2)
+"""How far before the subscription the re-read starts."""
 _CHECK_TIMEOUT_SECONDS = 30.0
 _PARALLEL_CHECKS = 4
 LOGIN_RETRY_SECONDS = 3600.0
@@ -156,20 +160,38 @@ class Exporter:
         """One subscription: subscribe, rebuild from the API, then count live events."""
         event_filter = EventFilter(event=EventNameFilter(prefix=[sources.RUN_STATE_PREFIX, run_events.PREFIX]))
         async with get_client() as client, get_events_subscriber(filter=event_filter) as subscriber:
+            subscribed = datetime.now(UTC)
             fresh = self._window()
             await sources.rebuild(fresh, client)
             self.served.runs = fresh
             self.service.rebuilds.inc()
             self.service.connected.set(1)
             log.info("run metrics rebuilt from Prefect's API; following its event stream")
-            async for event in subscriber:
-                try:
-                    counted = await self._count(client, fresh, event)
-                except (ValueError, KeyError, TypeError) as error:  # a malformed event: skip it, keep following
-                    log.warning("skipped event %s (%s): %s: %s", event.id, event.event, type(error).__name__, error)
-                    continue
-                if counted:
-                    self.service.counted(event.occurred, datetime.now(UTC))
+            catching_up = asyncio.create_task(self._catch_up(client, fresh, subscribed))
+            try:
+                async for event in subscriber:
+                    try:
+                        counted = await self._count(client, fresh, event)
+                    except (ValueError, KeyError, TypeError) as error:  # a malformed event: skip it, keep following
+                        log.warning("skipped event %s (%s): %s: %s", event.id, event.event, type(error).__name__, error)
+                        continue
+                    if counted:
+                        self.service.counted(event.occurred, datetime.now(UTC))
+            finally:
+                catching_up.cancel()
+
+    async def _catch_up(self, client: PrefectClient, metrics: RunMetrics, subscribed: datetime) -> None:
+        """Reads the span around the subscription again, :data:`_CATCH_UP_SECONDS` later: Prefect
+        stores an event some seconds after it happened (more under load), so an event that happened
+        just before the subscription opened was neither in the store the rebuild read nor in the
+        stream. What was counted already is skipped by its id."""
+        since = max(metrics.since or subscribed, subscribed - _CATCH_UP_MARGIN)
+        for pause in _CATCH_UP_SECONDS:
+            await asyncio.sleep(pause)
+            try:
+                await sources.recount(metrics, client, since)
+            except Exception as error:  # noqa: BLE001 - the live stream goes on; the next pass may work
+                log.warning("catching up with Prefect's stored events failed: %s: %s", type(error).__name__, error)
 
     async def _count(self, client: PrefectClient, metrics: RunMetrics, event: Event) -> bool:
         if not sources.is_run_script_state(event):

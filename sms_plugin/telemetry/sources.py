@@ -162,17 +162,25 @@ async def rebuild(metrics: RunMetrics, client: PrefectClient) -> None:
     """Fills fresh ``metrics`` from Prefect's history: runs that ended since ``metrics.since`` and
     runs in progress (flow runs), SMS's events since then (Prefect's event store)."""
     assert metrics.since is not None, "a rebuild reads a bounded history"
-    since = metrics.since
+    active = FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.RUNNING])))
+    async for flow_run in _flow_runs(client, active):
+        if fact := current_state(flow_run):
+            metrics.apply_state(fact)
+    await recount(metrics, client, metrics.since)
+    await older_successes(metrics, client)
+
+
+async def recount(metrics: RunMetrics, client: PrefectClient, since: datetime) -> None:
+    """Counts what ended or happened since ``since``: runs that ended (flow runs) and SMS's events
+    (Prefect's event store). A fact counted already is skipped (by its id), so reading a span again
+    only adds what was missing, e.g. events Prefect stored after a rebuild had read its store."""
     terminal = FlowRunFilterStateType(any_=[StateType(state_type) for state_type in sorted(TERMINAL)])
     ended = FlowRunFilter(end_time=FlowRunFilterEndTime(after_=since), state=FlowRunFilterState(type=terminal))
-    active = FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.RUNNING])))
-    for run_filter in (ended, active):
-        async for flow_run in _flow_runs(client, run_filter):
-            if fact := current_state(flow_run):
-                metrics.apply_state(fact)
+    async for flow_run in _flow_runs(client, ended):
+        if fact := current_state(flow_run):
+            metrics.apply_state(fact)
     async for event in stored_events(client, run_events.PREFIX, since):
         apply_sms_event(metrics, event)
-    await older_successes(metrics, client)
 
 
 async def older_successes(metrics: RunMetrics, client: PrefectClient) -> None:
