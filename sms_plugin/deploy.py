@@ -11,7 +11,9 @@ deployment is paused.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable
+from contextlib import suppress
 from datetime import timedelta
 from typing import Any
 from uuid import UUID
@@ -31,6 +33,8 @@ from sms_plugin.settings import current
 FLOW_NAME = "run-script"
 RUN_SCRIPT_ENTRYPOINT = "flows.run_script.run_script"
 """The flow every script's deployment runs, as the module path workers import it by."""
+PARALLEL_DELETES = 8
+"""Deployment deletions a sync has in flight at once (hundreds of orphans take seconds, not minutes)."""
 HOUSEKEEPING_ENTRYPOINT = "flows.housekeeping.housekeeping"
 SIMPLE_VERSION = "prefect:simple"
 """A deployment's version is the flow's own: Prefect would otherwise ask git, in whatever folder the
@@ -167,10 +171,13 @@ async def deployed_scripts() -> dict[str, UUID]:
 
 
 async def delete_deployments(ids: Iterable[UUID]) -> None:
-    """Deletes these deployments; one already gone is fine."""
+    """Deletes these deployments, ``PARALLEL_DELETES`` requests at a time; one already gone is fine."""
+    limit = asyncio.Semaphore(PARALLEL_DELETES)
     async with get_client() as client:
-        for deployment_id in ids:
-            try:
-                await client.delete_deployment(deployment_id)
-            except ObjectNotFound:
-                pass
+
+        async def delete(deployment_id: UUID) -> None:
+            async with limit:
+                with suppress(ObjectNotFound):
+                    await client.delete_deployment(deployment_id)
+
+        await asyncio.gather(*(delete(deployment_id) for deployment_id in ids))

@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 
 import pytest
 from prefect import get_client
+from prefect.client.schemas.actions import WorkPoolCreate
 from prefect.exceptions import ObjectNotFound
 from prefect.states import Cancelling, State
 
@@ -324,9 +325,15 @@ async def test_sync_recreates_a_deleted_deployment_and_removes_orphans_page_afte
             # Orphans that sort before ``orphan``, so that it is on the second page; and a deployment
             # of the flow in another pool, which is not this SMS's to remove.
             fillers = [f"filler-{n:03d}-{orphan}" for n in range(200)]
-            elsewhere = _unique("elsewhere")
-            for name, in_pool in [*((f, pool) for f in fillers), (elsewhere, "sms")]:
-                await client.create_deployment(flow_id=deployed.flow_id, name=name, work_pool_name=in_pool)
+            elsewhere, other_pool = _unique("elsewhere"), _unique("other-pool")
+            await client.create_work_pool(WorkPoolCreate(name=other_pool, type="sms"))
+            limit = asyncio.Semaphore(8)
+
+            async def create(name: str, in_pool: str) -> None:
+                async with limit:
+                    await client.create_deployment(flow_id=deployed.flow_id, name=name, work_pool_name=in_pool)
+
+            await asyncio.gather(*(create(f, pool) for f in fillers), create(elsewhere, other_pool))
 
             report = await scripts.sync(catalog)
 
@@ -334,8 +341,9 @@ async def test_sync_recreates_a_deleted_deployment_and_removes_orphans_page_afte
             assert (await _deployment(client, kept)).parameters == {"script": kept}
             with pytest.raises(ObjectNotFound):
                 await _deployment(client, orphan)
-            assert (await _deployment(client, elsewhere)).work_pool_name == "sms"
+            assert (await _deployment(client, elsewhere)).work_pool_name == other_pool
             await client.delete_deployment((await _deployment(client, elsewhere)).id)
+            await client.delete_work_pool(other_pool)
     finally:
         catalog.dispose()
 
