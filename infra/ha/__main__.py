@@ -1,4 +1,4 @@
-"""``python -m infra.ha up [--no-gateways]``: start the HA topology on loopback, print how to reach
+"""``python -m infra.ha up [--no-gateways] [--monitoring]``: start the HA topology on loopback, print how to reach
 it, and stop everything on Ctrl-C (docs/deploy.md)."""
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m infra.ha", description=__doc__)
     parser.add_argument("command", choices=["up"])
     parser.add_argument("--no-gateways", action="store_true", help="no Keycloak and no gateways (faster)")
+    parser.add_argument("--monitoring", action="store_true",
+                        help="also Prometheus as an identical pair, each with its own sms exporter")
     parser.add_argument("--pool", default="sms", help="the work pool of the workers (default sms)")
     options = parser.parse_args()
     with ExitStack() as stack:
@@ -24,12 +26,16 @@ def main() -> None:
 
             issuer = stack.enter_context(Keycloak()).issuer
         ha = stack.enter_context(HATopology(issuer=issuer, pool=options.pool))
+        if options.monitoring:
+            ha.add_monitoring()
         print("SMS HA topology is up (Ctrl-C stops it). Use it with:")
         for name, value in ha.client_env().items():
             print(f"  export {name}={value}")
         if ha.gateways:
             print(f"  gateways (HTTPS through HAProxy): {ha.gateway_url}  CA: {ha.ca_path}")
         print(f"  Prefect API processes: {', '.join(api.api_url for api in ha.apis)}")
+        if ha.prometheus:
+            print(f"  Prometheus pair: {', '.join(p.url for p in ha.prometheus)}")
         print(f"  Galera nodes: {', '.join(str(node.port) for node in ha.galera.nodes)}")
         stopped = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: stopped.set())

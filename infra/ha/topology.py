@@ -6,7 +6,9 @@
 - HAProxy in front of the API processes (HTTP), the Galera nodes (TCP) and the gateways (HTTPS,
   TLS ends there, health checks on ``/readyz``);
 - two ``sms gateway`` processes sharing the catalog and the session secret (when an OIDC issuer is
-  given), and two ``sms`` workers on the pool, talking to Prefect through HAProxy.
+  given), and two ``sms`` workers on the pool, talking to Prefect through HAProxy;
+- on request (``add_monitoring``), Prometheus as an identical pair, each with its own ``sms
+  exporter`` following Prefect.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from types import TracebackType
 from typing import Self
 
 from infra.ha.haproxy_config import balancer_config, catalog_config
+from infra.testbed.exporter import ExporterProcess
 from infra.testbed.galera import GaleraCluster
 from infra.testbed.gateway import GatewayBed
 from infra.testbed.haproxy import HAProxy
@@ -29,9 +32,12 @@ from infra.testbed.postgresql import PostgreSQL
 from infra.testbed.prefect_server import POSTGRESQL_POOL, PrefectServer, PrefectServices, prefect_env, venv_binary
 from infra.testbed.prefect_worker import PrefectWorker
 from infra.testbed.process import PeerError
+from infra.testbed.prometheus import Prometheus
 from infra.testbed.redis import Redis
 from infra.testbed.tls import make_ca_and_server
 
+RULES = Path(__file__).resolve().parents[2] / "infra" / "prometheus" / "rules" / "sms.rules.yml"
+EXPORTER_JOB = "sms-exporter"
 CATALOG_DATABASE = "sms"
 CATALOG_PASSWORD = "sms-galera-pw"
 
@@ -90,6 +96,8 @@ class HATopology:
         self.services: PrefectServices | None = None
         self.gateways: list[GatewayBed] = []
         self.workers: list[PrefectWorker] = []
+        self.exporters: list[ExporterProcess] = []
+        self.prometheus: list[Prometheus] = []
         self.haproxy: HAProxy | None = None
         self.catalog_proxy: HAProxy | None = None
         self.ca_path: Path | None = None
@@ -227,6 +235,19 @@ class HATopology:
         gateway.port = port
         return gateway
 
+    def add_monitoring(self, count: int = 2) -> None:
+        """Start ``count`` monitoring stacks: each an exporter following Prefect through HAProxy and
+        a Prometheus of the same configuration (SMS's rules) scraping that exporter (job
+        ``sms-exporter``). Each exporter counts every run from Prefect, so each Prometheus holds the
+        whole picture, and no query sees a run twice."""
+        env = {key: value for key, value in self.client_env().items() if key.startswith("PREFECT_")}
+        for _ in range(count):
+            exporter = ExporterProcess(self.prefect_api_url, free_port(), **env).start()
+            self.exporters.append(exporter)
+            prometheus = Prometheus(rule_files=[RULES]).start()
+            prometheus.scrape(EXPORTER_JOB, [exporter.target])
+            self.prometheus.append(prometheus)
+
     def _create_pool(self) -> None:
         env = prefect_env(self.tmp / "prefect-home", self.client_env())
         done = subprocess.run(
@@ -238,9 +259,9 @@ class HATopology:
 
     def stop(self) -> None:
         """Stop everything started, in reverse order; safe to call twice."""
-        for peer in [*self.workers, *self.gateways]:
+        for peer in [*self.prometheus, *self.exporters, *self.workers, *self.gateways]:
             peer.stop()
-        self.workers, self.gateways = [], []
+        self.prometheus, self.exporters, self.workers, self.gateways = [], [], [], []
         for proxy in (self.haproxy, self.catalog_proxy):
             if proxy is not None:
                 proxy.stop()

@@ -366,3 +366,45 @@ async def test_drill_8_sshd_killed_on_a_host_mid_run(ha, catalog, ssh_server, se
     assert await until(lambda: not left(), 35), f"scripts left running after the crash: {left()}"
     print(f"drill 8: the {len(at_crash)} scripts of the crash were gone {time.monotonic() - back_at:.1f} s after sshd was back")
     await check_invariants(load, ssh_server, timeout=300)
+
+
+# --- Prometheus as an identical pair --------------------------------------------------------------------
+
+
+def _runs_counted(prometheus, marker: str) -> float | None:
+    """The load's ended runs as ``prometheus`` has them (None: no series yet)."""
+    result = prometheus.query(f'sum(sms_script_runs_total{{script=~"ha-{marker}-.*"}})')
+    return float(result[0]["value"][1]) if result else None
+
+
+async def test_prometheus_pair_one_prometheus_and_its_exporter_killed(ha, catalog, ssh_server, ha_hosts):
+    """Two monitoring stacks, each a Prometheus scraping its own exporter. Mid-load one stack's
+    Prometheus and exporter are SIGKILLed: the other Prometheus counts every run of the load once;
+    the killed stack, started again, counts the same (its exporter rebuilds from Prefect)."""
+    if not ha.prometheus:
+        await asyncio.to_thread(ha.add_monitoring)
+    (dead_prometheus, alive_prometheus), dead_exporter = ha.prometheus, ha.exporters[0]
+    for prometheus in ha.prometheus:
+        up = prometheus.wait_for('up{job="sms-exporter"} == 1', lambda result: len(result) == 1, timeout=60)
+        assert len(up) == 1, f"{prometheus.url} does not scrape its exporter: {up}"
+    load = await start_load(catalog, ha_hosts, RUNS)
+    await asyncio.sleep(3)  # runs are being picked up and started
+    killed_at = time.monotonic()
+    sigkill(dead_prometheus.pid)
+    sigkill(dead_exporter.pid)
+    dead_prometheus.halt()
+    dead_exporter.halt()
+    await check_invariants(load, ssh_server, timeout=300)
+
+    counted = await until(lambda: _runs_counted(alive_prometheus, load.marker) == RUNS, 60, interval=1)
+    print(f"drill Prometheus pair: the other Prometheus counted all {RUNS} runs "
+          f"{time.monotonic() - killed_at:.1f} s after the SIGKILLs")
+    assert counted, f"the surviving Prometheus counts {_runs_counted(alive_prometheus, load.marker)} of {RUNS}"
+
+    await asyncio.to_thread(dead_exporter.stop)
+    await asyncio.to_thread(dead_exporter.start)  # same port, its rebuild from Prefect
+    await asyncio.to_thread(dead_prometheus.stop)
+    await asyncio.to_thread(dead_prometheus.start)
+    dead_prometheus.scrape("sms-exporter", [dead_exporter.target])
+    again = await until(lambda: _runs_counted(dead_prometheus, load.marker) == RUNS, 60, interval=1)
+    assert again, f"the restarted stack counts {_runs_counted(dead_prometheus, load.marker)} of {RUNS}"

@@ -18,17 +18,16 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from prefect import get_client
 from prefect.flow_engine import run_flow
 from prefect.states import Cancelling, Pending
-from prometheus_client.parser import text_string_to_metric_families
 
 from flows.run_script import run_script
 from infra.testbed.ports import free_port
-from infra.testbed.prefect_server import prefect_env, venv_binary
-from infra.testbed.process import Peer, find_binary
+from infra.testbed.exporter import ExporterProcess
+from infra.testbed.prefect_server import venv_binary
+from infra.testbed.process import find_binary
 from infra.testbed.prometheus import Prometheus, PrometheusError
 from sms_plugin import hosts, runs, scripts
 from sms_plugin.catalog import Catalog, ScheduleSpec, ScriptSpec, add_script
@@ -41,41 +40,6 @@ ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "infra" / "prometheus" / "rules" / "sms.rules.yml"
 DASHBOARD = ROOT / "infra" / "grafana" / "sms-dashboard.json"
 JOB = "sms-exporter"
-
-
-class Exporter(Peer):
-    """``sms exporter`` as its own process, following the test bed's Prefect server."""
-
-    name = "sms-exporter"
-
-    def __init__(self, api_url: str, port: int, **env: str) -> None:
-        super().__init__(timeout=60)
-        self.api_url = api_url
-        self.port = port
-        self.env = env
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}/metrics"
-
-    def _start(self) -> None:
-        assert self.tmp is not None
-        env = prefect_env(self.tmp / "prefect-home",
-                          {"PREFECT_API_URL": self.api_url, "SMS_EXPORTER_PROBE_SECONDS": "2", **self.env})
-        argv = [venv_binary("sms"), "exporter", "--port", str(self.port)]
-        self.spawn(argv, lambda: self.value("sms_exporter_connected") == 1.0, env=env)
-
-    def samples(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-        """Every sample /metrics shows: (name, sorted labels) → value."""
-        text = httpx.get(self.url, timeout=5).text
-        return {
-            (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-            for family in text_string_to_metric_families(text)
-            for sample in family.samples
-        }
-
-    def value(self, name: str, **labels: str) -> float | None:
-        return self.samples().get((name, tuple(sorted(labels.items()))))
 
 
 class Phases:
@@ -108,8 +72,8 @@ def _equals(expected: float):
 
 
 @pytest.fixture(scope="module")
-def exporter(prefect_server: Any, prometheus: Prometheus) -> Iterator[Exporter]:
-    peer = Exporter(prefect_server.api_url, free_port())
+def exporter(prefect_server: Any, prometheus: Prometheus) -> Iterator[ExporterProcess]:
+    peer = ExporterProcess(prefect_server.api_url, free_port())
     peer.start()
     prometheus.scrape(JOB, [f"{peer.host}:{peer.port}"])
     try:
@@ -229,7 +193,7 @@ async def test_last_success_and_schedule_outlive_the_history_window(catalog, ssh
         ended = (await client.read_flow_run(flow_run.id)).state.timestamp.timestamp()
     time.sleep(2)  # the run is now older than the exporter's 1-second window
 
-    narrow = Exporter(prefect_server.api_url, free_port(), SMS_EXPORTER_HISTORY_HOURS=str(1 / 3600))
+    narrow = ExporterProcess(prefect_server.api_url, free_port(), SMS_EXPORTER_HISTORY_HOURS=str(1 / 3600))
     with narrow:
         assert narrow.value("sms_script_last_success_timestamp_seconds", script=daily) == pytest.approx(ended)
         assert narrow.value("sms_script_runs_total", script=daily, host=host, state="completed") is None
