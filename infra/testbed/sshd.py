@@ -1,5 +1,9 @@
 """A private OpenSSH server on a loopback port, logging in as the non-root user ``smstest``.
 
+``SshServer(netns=...)`` runs it inside a network namespace of the test bed
+(:class:`~infra.testbed.netns.NetNamespace`), listening on the namespace's address: a host that
+can be cut off the network.
+
 ``SshServer(legacy=True)`` is the same server restricted to the algorithms of old servers only
 (SHA-1 key exchange, ``ssh-rsa`` host and user keys, CBC ciphers, ``hmac-sha1``).
 """
@@ -13,6 +17,7 @@ import signal
 import socket
 from pathlib import Path
 
+from infra.testbed.netns import NetNamespace
 from infra.testbed.ports import free_port
 from infra.testbed.process import Peer, PeerError, find_binary, process_tree, run
 
@@ -100,12 +105,15 @@ class SshServer(Peer):
         max_startups: str = "100:30:200",
         max_sessions: int = 10,
         set_env: dict[str, str] | None = None,
+        netns: NetNamespace | None = None,
     ) -> None:
         """``port`` 0 picks a free loopback port at start; ``max_startups`` is sshd's MaxStartups
         (concurrent unauthenticated connections; benchmarks with 1,000 runs raise it);
         ``max_sessions`` its MaxSessions (channels per connection); ``set_env``: variables sshd
-        sets in every session (its SetEnv), e.g. to make one server's scripts behave differently."""
+        sets in every session (its SetEnv), e.g. to make one server's scripts behave differently;
+        ``netns``: a namespace to run in, created before ``start()`` (sshd listens on its address)."""
         super().__init__(timeout=timeout)
+        self.netns = netns
         self.port = port
         self.max_startups = max_startups
         self.max_sessions = max_sessions
@@ -126,6 +134,10 @@ class SshServer(Peer):
         find_binary("ssh-keygen")  # fail early, before touching the user
         if os.geteuid() != 0:
             raise PeerError("the sshd test bed must run as root (it logs in as user smstest)")
+        if self.netns is not None:
+            if not self.netns.address:
+                raise PeerError(f"network namespace {self.netns.name} was not created")
+            self.host = self.netns.address
         self.password = _ensure_test_user()
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
 
@@ -178,7 +190,8 @@ class SshServer(Peer):
     def resume(self) -> None:
         """Start sshd (again, after ``halt()``) on the same port, keys and configuration."""
         assert self.tmp is not None
-        self.spawn([find_binary("/usr/sbin/sshd"), "-D", "-e", "-f", str(self.tmp / "sshd_config")], self._banner)
+        argv = [find_binary("/usr/sbin/sshd"), "-D", "-e", "-f", str(self.tmp / "sshd_config")]
+        self.spawn(self.netns.wrap(argv) if self.netns else argv, self._banner)
         self._served = True
 
     def _banner(self) -> bool:
