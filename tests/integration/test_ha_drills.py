@@ -18,6 +18,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
+from pathlib import Path
 
 import httpx
 import pymysql
@@ -365,4 +366,80 @@ async def test_drill_8_sshd_killed_on_a_host_mid_run(ha, catalog, ssh_server, se
     back_at = time.monotonic()
     assert await until(lambda: not left(), 35), f"scripts left running after the crash: {left()}"
     print(f"drill 8: the {len(at_crash)} scripts of the crash were gone {time.monotonic() - back_at:.1f} s after sshd was back")
+    await check_invariants(load, ssh_server, timeout=300)
+
+
+# --- drill 9: a host cut off the network ------------------------------------------------------------------
+
+CUT_RUN_TIMEOUT = 10
+"""The run timeout of the load's scripts on the cut host: its runs caught by the cut end by it."""
+CUT_SECONDS = 20
+"""How long the host stays cut off: longer than the run timeout, well within the reconnect
+back-off the runs caught by the cut start after it (flows/host_execution.py, RECONNECT_SECONDS)."""
+
+
+@pytest.fixture(scope="module")
+def cut_host() -> Iterator[SshServer]:
+    """An sshd in a network namespace of its own, which the drill cuts off."""
+    peer = SshServer(own_network=True)
+    try:
+        peer.start()
+    except PeerError as exc:
+        pytest.fail(f"the namespaced sshd could not start: {exc}", pytrace=False)
+    yield peer
+    peer.stop()
+
+
+def run_ids_of(server: SshServer, pattern: str) -> set[str]:
+    """The SMS_RUN_ID of the scripts started through ``server`` whose line contains ``pattern``."""
+    found = set()
+    for line in server.served(pattern):
+        try:
+            environ = Path(f"/proc/{line.split()[0]}/environ").read_bytes().split(b"\0")
+        except OSError:
+            continue  # ended meanwhile
+        found.update(e.split(b"=", 1)[1].decode() for e in environ if e.startswith(b"SMS_RUN_ID="))
+    return found
+
+
+async def test_drill_9_a_host_cut_off_the_network_then_restored(ha, catalog, ssh_server, cut_host, ha_hosts):
+    """The cut host's packets are dropped silently for CUT_SECONDS while its long scripts (60 s,
+    run timeout CUT_RUN_TIMEOUT) run. Their runs fail by their timeout (the kill cannot reach the
+    host: the silent connection is dropped after the control timeout); the scripts, which run on
+    behind the cut, are killed once the host is back, by the runs' reconnect back-off."""
+    from tests.integration.ha_load import flow_runs, state_of
+
+    name = f"ha-cut-{uuid.uuid4().hex[:6]}"
+    await hosts.add(name, block_of(cut_host, max_parallel_sessions=RUNS))
+    network = cut_host.network
+    assert network is not None
+    load = await start_load(catalog, [name, ha_hosts[0]], RUNS, long_seconds=60, timeouts={name: CUT_RUN_TIMEOUT})
+    long_scripts = "sleep 60."
+    assert await until(lambda: len(run_ids_of(cut_host, long_scripts)) >= 2, 120), "no long script ran on the cut host"
+    caught = run_ids_of(cut_host, long_scripts)
+    cut_at = time.monotonic()
+    network.cut()
+
+
+    def left() -> set[str]:
+        return caught & run_ids_of(cut_host, long_scripts)
+
+    await asyncio.sleep(CUT_SECONDS)
+    assert left(), "every script of the cut ended while the host was cut off: the drill proves nothing"
+    network.restore()
+    back_at = time.monotonic()
+
+    assert await until(lambda: not left(), 60), f"scripts of the cut left running after the host was back: {left()}"
+    killed_after = time.monotonic() - back_at
+    caught_runs = await flow_runs(sorted(caught))
+    states = {run_id: state_of(run) for run_id, run in caught_runs.items()}
+    assert set(states.values()) == {"FAILED"}, states
+    took = [(run.end_time - run.start_time).total_seconds() for run in caught_runs.values()]
+    print(
+        f"drill 9: host cut off for {CUT_SECONDS} s; the {len(caught)} runs caught by the cut failed "
+        f"{min(took):.1f}-{max(took):.1f} s after they started (run timeout {CUT_RUN_TIMEOUT} s); their scripts "
+        f"were gone {killed_after:.1f} s after the host was back ({time.monotonic() - cut_at:.1f} s after the cut)"
+    )
+    for run_id, run in caught_runs.items():
+        print(f"drill 9: {run_id}: {run.state.message if run.state else ''}")
     await check_invariants(load, ssh_server, timeout=300)

@@ -12,7 +12,6 @@ from collections.abc import Iterator
 
 import pytest
 
-from infra.testbed.netns import NetNamespace
 from infra.testbed.process import PeerError
 from infra.testbed.sshd import SshServer
 from sms_plugin.errors import HostUnreachable, TransportError
@@ -26,23 +25,20 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def cut_host() -> Iterator[tuple[NetNamespace, SshServer]]:
+def server() -> Iterator[SshServer]:
     """An sshd alone in a network namespace of its own."""
-    netns = NetNamespace()
-    server = SshServer(netns=netns)
+    peer = SshServer(own_network=True)
     try:
-        netns.create()
-        server.start()
+        peer.start()
     except PeerError as exc:
-        netns.delete()
         pytest.fail(f"the namespaced sshd could not start: {exc}", pytrace=False)
-    yield netns, server
-    server.stop()
-    netns.delete()
+    yield peer
+    peer.stop()
 
 
-async def test_a_script_timing_out_on_a_cut_host_fails_fast_and_is_killed_once_back(cut_host, monkeypatch):
-    netns, server = cut_host
+async def test_a_script_timing_out_on_a_cut_host_fails_fast_and_is_killed_once_back(server, monkeypatch):
+    netns = server.network
+    assert netns is not None
     monkeypatch.setattr(ssh, "CONTROL_TIMEOUT_SECONDS", 1.0)
     target = target_of(server, connect_timeout=2)
     pool = ConnectionPool()
