@@ -11,11 +11,12 @@ gone. Needs root (``ip netns``).
 nothing any more (no reset, no ICMP error) while its links stay up, which is what a peer behind a
 failed network sees: established connections hang, new ones time out.
 
-Example::
+Example (``SshServer(own_network=True)`` does this for its sshd)::
 
-    with NetNamespace() as netns:
-        SshServer(netns=netns)     # sshd inside, listening on netns.address
-        netns.cut(); ...; netns.restore()
+    netns = NetNamespace().create()
+    run(netns.wrap(["/usr/sbin/sshd", ...]))   # listening on netns.address
+    netns.cut(); ...; netns.restore()
+    netns.delete()
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ import ipaddress
 import itertools
 import os
 import re
-from types import TracebackType
 from typing import Self
 
 from infra.testbed.process import PeerError, find_binary, is_alive, run
@@ -86,7 +86,6 @@ class NetNamespace:
         self.inner = f"smsv{pid}i{serial}"[:15]
         self.gateway = ""
         self.address = ""
-        self.is_cut = False
         self._made = False
 
     def create(self) -> Self:
@@ -119,12 +118,10 @@ class NetNamespace:
     def cut(self) -> None:
         """Drops every packet the namespace sends to this machine, silently."""
         _ip("-n", self.name, "route", "add", "blackhole", f"{self.gateway}/32")
-        self.is_cut = True
 
     def restore(self) -> None:
         """Lets the namespace's packets through again."""
         _ip("-n", self.name, "route", "del", "blackhole", f"{self.gateway}/32")
-        self.is_cut = False
 
     def delete(self) -> None:
         """Removes the namespace and its pair (only what this object made). Safe to call twice."""
@@ -132,12 +129,3 @@ class NetNamespace:
             _ip("link", "delete", self.outer, check=False)
             _ip("netns", "delete", self.name, check=False)
             self._made = False
-
-    def __enter__(self) -> Self:
-        return self.create()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.delete()
-
