@@ -378,18 +378,6 @@ CUT_SECONDS = 20
 back-off the runs caught by the cut start after it (flows/host_execution.py, RECONNECT_SECONDS)."""
 
 
-@pytest.fixture(scope="module")
-def cut_host() -> Iterator[SshServer]:
-    """An sshd in a network namespace of its own, which the drill cuts off."""
-    peer = SshServer(own_network=True)
-    try:
-        peer.start()
-    except PeerError as exc:
-        pytest.fail(f"the namespaced sshd could not start: {exc}", pytrace=False)
-    yield peer
-    peer.stop()
-
-
 def run_ids_of(server: SshServer, pattern: str) -> set[str]:
     """The SMS_RUN_ID of the scripts started through ``server`` whose line contains ``pattern``."""
     found = set()
@@ -402,7 +390,7 @@ def run_ids_of(server: SshServer, pattern: str) -> set[str]:
     return found
 
 
-async def test_drill_9_a_host_cut_off_the_network_then_restored(ha, catalog, ssh_server, cut_host, ha_hosts):
+async def test_drill_9_a_host_cut_off_the_network_then_restored(ha, catalog, ssh_server, cut_off_sshd, ha_hosts):
     """The cut host's packets are dropped silently for CUT_SECONDS while its long scripts (60 s,
     run timeout CUT_RUN_TIMEOUT) run. Their runs fail by their timeout (the kill cannot reach the
     host: the silent connection is dropped after the control timeout); the scripts, which run on
@@ -410,25 +398,23 @@ async def test_drill_9_a_host_cut_off_the_network_then_restored(ha, catalog, ssh
     from tests.integration.ha_load import state_of, until_final
 
     name = f"ha-cut-{uuid.uuid4().hex[:6]}"
-    await hosts.add(name, block_of(cut_host, max_parallel_sessions=RUNS))
-    network = cut_host.network
+    await hosts.add(name, block_of(cut_off_sshd, max_parallel_sessions=RUNS))
+    network = cut_off_sshd.network
     assert network is not None
     load = await start_load(catalog, [name, ha_hosts[0]], RUNS, long_seconds=60, timeouts={name: CUT_RUN_TIMEOUT})
     long_scripts = "sleep 60."
-    assert await until(lambda: len(run_ids_of(cut_host, long_scripts)) >= 2, 120), "no long script ran on the cut host"
-    caught = run_ids_of(cut_host, long_scripts)
+    assert await until(lambda: len(run_ids_of(cut_off_sshd, long_scripts)) >= 2, 120), "no long script ran on the cut host"
+    caught = run_ids_of(cut_off_sshd, long_scripts)
     cut_at, cut_clock = time.monotonic(), utcnow()
     network.cut()
 
-
     def left() -> set[str]:
-        return caught & run_ids_of(cut_host, long_scripts)
+        return caught & run_ids_of(cut_off_sshd, long_scripts)
 
     await asyncio.sleep(CUT_SECONDS)
     assert left(), "every script of the cut ended while the host was cut off: the drill proves nothing"
     network.restore()
     back_at = time.monotonic()
-
     assert await until(lambda: not left(), 60), f"scripts of the cut left running after the host was back: {left()}"
     killed_after = time.monotonic() - back_at
     caught_runs = await until_final(sorted(caught), 120)

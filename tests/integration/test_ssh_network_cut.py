@@ -8,12 +8,9 @@ from __future__ import annotations
 import socket
 import time
 import uuid
-from collections.abc import Iterator
 
 import pytest
 
-from infra.testbed.process import PeerError
-from infra.testbed.sshd import SshServer
 from sms_plugin.errors import HostUnreachable, TransportError
 from sms_plugin.execution import ScriptRun, execute
 from sms_plugin.transports import ssh
@@ -24,19 +21,8 @@ from tests.integration.conftest import target_of
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-def server() -> Iterator[SshServer]:
-    """An sshd alone in a network namespace of its own."""
-    peer = SshServer(own_network=True)
-    try:
-        peer.start()
-    except PeerError as exc:
-        pytest.fail(f"the namespaced sshd could not start: {exc}", pytrace=False)
-    yield peer
-    peer.stop()
-
-
-async def test_a_script_timing_out_on_a_cut_host_fails_fast_and_is_killed_once_back(server, monkeypatch):
+async def test_a_script_timing_out_on_a_cut_host_fails_fast_and_is_killed_once_back(cut_off_sshd, monkeypatch):
+    server = cut_off_sshd
     netns = server.network
     assert netns is not None
     monkeypatch.setattr(ssh, "CONTROL_TIMEOUT_SECONDS", 1.0)
