@@ -84,6 +84,15 @@ def ssh_server() -> Iterator[SshServer]:
     peer.stop()
 
 
+@pytest.fixture(scope="module")
+def cut_off_sshd() -> Iterator[SshServer]:
+    """A private sshd in a network namespace of its own: ``.network.cut()`` cuts it off the
+    network (its packets dropped silently), ``.network.restore()`` brings it back."""
+    peer = _started(SshServer(own_network=True))
+    yield peer
+    peer.stop()
+
+
 @pytest.fixture(scope="session")
 def winrm_host() -> Iterator[WinRMHost]:
     """The loopback WinRM test host (WinRS over HTTP+NTLM and HTTPS, commands run by Wine's cmd.exe)."""

@@ -1,5 +1,9 @@
 """A private OpenSSH server on a loopback port, logging in as the non-root user ``smstest``.
 
+``SshServer(own_network=True)`` runs it inside a network namespace of its own
+(:class:`~infra.testbed.netns.NetNamespace`, made at start and removed at stop), listening on the
+namespace's address: a host that ``server.network.cut()`` cuts off the network.
+
 ``SshServer(legacy=True)`` is the same server restricted to the algorithms of old servers only
 (SHA-1 key exchange, ``ssh-rsa`` host and user keys, CBC ciphers, ``hmac-sha1``).
 """
@@ -13,6 +17,7 @@ import signal
 import socket
 from pathlib import Path
 
+from infra.testbed.netns import NetNamespace
 from infra.testbed.ports import free_port
 from infra.testbed.process import Peer, PeerError, find_binary, process_tree, run
 
@@ -100,12 +105,17 @@ class SshServer(Peer):
         max_startups: str = "100:30:200",
         max_sessions: int = 10,
         set_env: dict[str, str] | None = None,
+        own_network: bool = False,
     ) -> None:
         """``port`` 0 picks a free loopback port at start; ``max_startups`` is sshd's MaxStartups
         (concurrent unauthenticated connections; benchmarks with 1,000 runs raise it);
         ``max_sessions`` its MaxSessions (channels per connection); ``set_env``: variables sshd
-        sets in every session (its SetEnv), e.g. to make one server's scripts behave differently."""
+        sets in every session (its SetEnv), e.g. to make one server's scripts behave differently;
+        ``own_network``: run in a network namespace of its own (:attr:`network`)."""
         super().__init__(timeout=timeout)
+        self.own_network = own_network
+        self.network: NetNamespace | None = None
+        """The namespace sshd runs in (with ``own_network``, once started)."""
         self.port = port
         self.max_startups = max_startups
         self.max_sessions = max_sessions
@@ -126,6 +136,9 @@ class SshServer(Peer):
         find_binary("ssh-keygen")  # fail early, before touching the user
         if os.geteuid() != 0:
             raise PeerError("the sshd test bed must run as root (it logs in as user smstest)")
+        if self.own_network:
+            self.network = NetNamespace().create()
+            self.host = self.network.address
         self.password = _ensure_test_user()
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
 
@@ -178,7 +191,8 @@ class SshServer(Peer):
     def resume(self) -> None:
         """Start sshd (again, after ``halt()``) on the same port, keys and configuration."""
         assert self.tmp is not None
-        self.spawn([find_binary("/usr/sbin/sshd"), "-D", "-e", "-f", str(self.tmp / "sshd_config")], self._banner)
+        argv = [find_binary("/usr/sbin/sshd"), "-D", "-e", "-f", str(self.tmp / "sshd_config")]
+        self.spawn(self.network.wrap(argv) if self.network else argv, self._banner)
         self._served = True
 
     def _banner(self) -> bool:
@@ -212,7 +226,15 @@ class SshServer(Peer):
         self.process = None
 
     def _after_stop(self) -> None:
-        """Kill the scripts that outlived their connections to this sshd."""
+        """Kill the scripts that outlived their connections to this sshd; remove its namespace."""
+        try:
+            self._kill_outliving_scripts()
+        finally:
+            if self.network is not None:
+                self.network.delete()
+                self.network = None
+
+    def _kill_outliving_scripts(self) -> None:
         if not self._served:
             return  # never ready: nobody logged in through this sshd
         self._served = False

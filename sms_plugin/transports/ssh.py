@@ -64,7 +64,11 @@ from sms_plugin.transports.recovery import GroupProcess, RunRecovery, Signal
 
 T = TypeVar("T")
 _KEY_CLASSES: tuple[type[paramiko.PKey], ...] = (paramiko.Ed25519Key, paramiko.ECDSAKey, paramiko.RSAKey)
-_KEEPALIVE_SECONDS = 30
+_KEEPALIVE_SECONDS = 15
+DEAD_LINK_SECONDS = 30
+"""A connection whose sent data (a command, a keepalive) the server has not acknowledged for this
+long is dropped by the kernel (``TCP_USER_TIMEOUT``, Linux): a host cut off the network is noticed
+within the keepalive interval plus this, instead of after TCP's ~15 minutes of retries."""
 _START_TIMEOUT_SECONDS = 30.0
 ENV_FILE = ".sms-env"
 """The file in a run's folder that carries its variables to the launch line (never a command line)."""
@@ -421,7 +425,14 @@ def _connect(target: SSHTarget) -> paramiko.SSHClient:
     transport = client.get_transport()
     assert transport is not None
     transport.set_keepalive(_KEEPALIVE_SECONDS)
+    _limit_unacknowledged(transport.sock)
     return client
+
+
+def _limit_unacknowledged(sock: object) -> None:
+    """Sets :data:`DEAD_LINK_SECONDS` as the socket's ``TCP_USER_TIMEOUT`` where the system has it."""
+    if isinstance(sock, socket.socket) and hasattr(socket, "TCP_USER_TIMEOUT"):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(DEAD_LINK_SECONDS * 1000))
 
 
 def fetch_host_key(address: str, port: int = 22, timeout: float = 10.0, *, legacy: bool = False) -> paramiko.PKey:
@@ -760,15 +771,25 @@ class SSHTransport(Transport, RunRecovery):
         return process
 
     def _open_session(self) -> paramiko.Channel:
-        """A new channel on the leased connection; TransportError if the connection died."""
+        """A new channel on the leased connection; TransportError if the connection died,
+        TimeoutError (the connection dropped, :meth:`_drop`) if the server did not answer."""
         transport = self._client.get_transport()
         if transport is None or not transport.is_active():
             raise TransportError(f"the SSH connection to {self.target.label} is closed")
-        return transport.open_session(timeout=CONTROL_TIMEOUT_SECONDS)
+        try:
+            return transport.open_session(timeout=CONTROL_TIMEOUT_SECONDS)
+        except paramiko.ChannelException:
+            raise  # the server answered: it refused the channel (e.g. its MaxSessions)
+        except paramiko.SSHException:
+            if not transport.is_active():
+                raise
+            self._drop()  # still "active" but silent for CONTROL_TIMEOUT_SECONDS
+            raise TimeoutError("no answer to a channel request") from None
 
     def _exec_status(self, line: str, stdin: bytes = b"") -> tuple[int, str]:
         """Runs a short shell line on its own channel, ``stdin`` as its input; returns (exit
-        status, stdout). Each step waits at most CONTROL_TIMEOUT_SECONDS for the server."""
+        status, stdout). Each step waits at most CONTROL_TIMEOUT_SECONDS for the server; a
+        server that does not answer in time has its connection dropped (:meth:`_drop`)."""
         channel = self._open_session()
         try:
             channel.settimeout(CONTROL_TIMEOUT_SECONDS)
@@ -777,8 +798,18 @@ class SSHTransport(Transport, RunRecovery):
             channel.shutdown_write()
             output = channel.makefile("rb").read().decode(errors="replace")
             return channel.recv_exit_status(), output
+        except TimeoutError:
+            self._drop()
+            raise
         finally:
             channel.close()
+
+    def _drop(self) -> None:
+        """Closes the connection, which stopped answering (e.g. its host was cut off the network):
+        the scripts running through it see it lost (their runs reap them from a new connection)
+        and the pool opens a new one for the next run, instead of waiting on this one for TCP's
+        own timeout."""
+        self._client.close()
 
     async def signal_run(self, pgid: int | None, run_id: str | None, signal: Signal) -> bool:
         line = posix.signal_run_line(pgid, run_id, signal)

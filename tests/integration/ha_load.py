@@ -13,6 +13,7 @@ import asyncio
 import os
 import uuid
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,8 +46,12 @@ def _script(ledger: Path, seconds: int, marker: str) -> str:
     return f'echo "$SMS_RUN_ID" >> {ledger}\n{lines}sleep {seconds}.{marker}\n'
 
 
-async def start_load(catalog: Catalog, hosts: list[str], count: int, *, long_seconds: int = LONG_SECONDS) -> Load:
-    """Adds a short and a long script per host and starts ``count`` runs over them, 8 requests at a time."""
+async def start_load(
+    catalog: Catalog, hosts: list[str], count: int, *, long_seconds: int = LONG_SECONDS,
+    timeouts: Mapping[str, int] | None = None,
+) -> Load:
+    """Adds a short and a long script per host and starts ``count`` runs over them, 8 requests at a
+    time; ``timeouts``: the run timeout of the scripts of some hosts (none otherwise)."""
     marker = str(uuid.uuid4().int % 10**6).rjust(6, "1")
     folder = Path(f"/tmp/sms-ha-{marker}")
     folder.mkdir(mode=0o777, exist_ok=True)
@@ -56,7 +61,8 @@ async def start_load(catalog: Catalog, hosts: list[str], count: int, *, long_sec
     for host in hosts:
         for seconds in (SHORT_SECONDS, long_seconds):
             name = f"ha-{marker}-{host}-{seconds}s"
-            spec = ScriptSpec(name=name, interpreter="sh", host=host, kill_grace_seconds=1)
+            spec = ScriptSpec(name=name, interpreter="sh", host=host, kill_grace_seconds=1,
+                              timeout_seconds=(timeouts or {}).get(host))
             await scripts.add(catalog, spec, _script(ledger, seconds, marker), author="tests")
             names.append(name)
     gate = asyncio.Semaphore(8)

@@ -18,6 +18,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
+from pathlib import Path
 
 import httpx
 import pymysql
@@ -408,3 +409,64 @@ async def test_prometheus_pair_one_prometheus_and_its_exporter_killed(ha, catalo
     dead_prometheus.scrape("sms-exporter", [dead_exporter.target])
     again = await until(lambda: _runs_counted(dead_prometheus, load.marker) == RUNS, 60, interval=1)
     assert again, f"the restarted stack counts {_runs_counted(dead_prometheus, load.marker)} of {RUNS}"
+
+# --- drill 9: a host cut off the network ------------------------------------------------------------------
+
+CUT_RUN_TIMEOUT = 10
+"""The run timeout of the load's scripts on the cut host: its runs caught by the cut end by it."""
+CUT_SECONDS = 20
+"""How long the host stays cut off: longer than the run timeout, well within the reconnect
+back-off the runs caught by the cut start after it (flows/host_execution.py, RECONNECT_SECONDS)."""
+
+
+def run_ids_of(server: SshServer, pattern: str) -> set[str]:
+    """The SMS_RUN_ID of the scripts started through ``server`` whose line contains ``pattern``."""
+    found = set()
+    for line in server.served(pattern):
+        try:
+            environ = Path(f"/proc/{line.split()[0]}/environ").read_bytes().split(b"\0")
+        except OSError:
+            continue  # ended meanwhile
+        found.update(e.split(b"=", 1)[1].decode() for e in environ if e.startswith(b"SMS_RUN_ID="))
+    return found
+
+
+async def test_drill_9_a_host_cut_off_the_network_then_restored(ha, catalog, ssh_server, cut_off_sshd, ha_hosts):
+    """The cut host's packets are dropped silently for CUT_SECONDS while its long scripts (60 s,
+    run timeout CUT_RUN_TIMEOUT) run. Their runs fail by their timeout (the kill cannot reach the
+    host: the silent connection is dropped after the control timeout); the scripts, which run on
+    behind the cut, are killed once the host is back, by the runs' reconnect back-off."""
+    from tests.integration.ha_load import state_of, until_final
+
+    name = f"ha-cut-{uuid.uuid4().hex[:6]}"
+    await hosts.add(name, block_of(cut_off_sshd, max_parallel_sessions=RUNS))
+    network = cut_off_sshd.network
+    assert network is not None
+    load = await start_load(catalog, [name, ha_hosts[0]], RUNS, long_seconds=60, timeouts={name: CUT_RUN_TIMEOUT})
+    long_scripts = "sleep 60."
+    assert await until(lambda: len(run_ids_of(cut_off_sshd, long_scripts)) >= 2, 120), "no long script ran on the cut host"
+    caught = run_ids_of(cut_off_sshd, long_scripts)
+    cut_at, cut_clock = time.monotonic(), utcnow()
+    network.cut()
+
+    def left() -> set[str]:
+        return caught & run_ids_of(cut_off_sshd, long_scripts)
+
+    await asyncio.sleep(CUT_SECONDS)
+    assert left(), "every script of the cut ended while the host was cut off: the drill proves nothing"
+    network.restore()
+    back_at = time.monotonic()
+    assert await until(lambda: not left(), 60), f"scripts of the cut left running after the host was back: {left()}"
+    killed_after = time.monotonic() - back_at
+    caught_runs = await until_final(sorted(caught), 120)
+    states = {run_id: state_of(run) for run_id, run in caught_runs.items()}
+    assert set(states.values()) == {"FAILED"}, states
+    ended = [(run.end_time - cut_clock).total_seconds() for run in caught_runs.values() if run.end_time]
+    print(
+        f"drill 9: host cut off for {CUT_SECONDS} s; the scripts of the {len(caught)} runs caught by the cut "
+        f"(run timeout {CUT_RUN_TIMEOUT} s) were gone {killed_after:.1f} s after the host was back "
+        f"({time.monotonic() - cut_at:.1f} s after the cut); the runs ended Failed {min(ended):.1f}-{max(ended):.1f} s after the cut"
+    )
+    for run_id, run in caught_runs.items():
+        print(f"drill 9: {run_id}: {run.state.message if run.state else ''}")
+    await check_invariants(load, ssh_server, timeout=300)

@@ -183,3 +183,26 @@ async def test_worker_created_and_polls_the_sms_pool(prefect_worker: PrefectWork
     assert (pool.name, pool.type) in {("sms", "process"), ("sms", "sms")}
     assert prefect_worker.worker_name in {worker.name for worker in workers}
     assert prefect_worker.pid is not None and is_alive(prefect_worker.pid)
+
+
+def test_a_network_namespace_is_removed_with_its_sshd_and_leftovers_of_dead_sessions_too() -> None:
+    """A namespaced sshd answers on its own address until cut off; stop removes its namespace and
+    pair; a namespace left by a session whose process is gone is removed when the next is made."""
+    from infra.testbed import netns
+
+    dead_pid = 4_194_303  # above the default pid_max: no such process
+    assert not is_alive(dead_pid)
+    leftover = f"{netns.PREFIX}{dead_pid}-0"
+    netns.run(["ip", "netns", "add", leftover])
+    with SshServer(own_network=True) as ssh:
+        network = ssh.network
+        assert network is not None and ssh.host == network.address
+        assert leftover not in netns.run(["ip", "netns", "list"]), "the dead session's namespace was kept"
+        socket.create_connection((ssh.host, ssh.port), timeout=2).close()
+        network.cut()
+        with pytest.raises(TimeoutError):
+            socket.create_connection((ssh.host, ssh.port), timeout=1)
+        network.restore()
+        socket.create_connection((ssh.host, ssh.port), timeout=2).close()
+    names, links = netns.run(["ip", "netns", "list"]), netns.run(["ip", "-o", "link"])
+    assert network.name not in names and network.outer not in links
