@@ -24,9 +24,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from prefect import get_client
-from prefect.exceptions import ObjectAlreadyExists
+from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 
-from sms_plugin.errors import Conflict, InvalidInput, NotFound, SMSError
+from sms_plugin.errors import Conflict, InvalidInput, NotFound, ServiceError, SMSError
 from sms_plugin.host_listings import HostInfo
 from sms_plugin.host_kinds import (
     HOST_NAME_PATTERN,
@@ -36,6 +36,7 @@ from sms_plugin.host_kinds import (
     SSHHost,
     DocumentWriter,
     checked_labels,
+    document_data,
     load_host,
     stored_hosts,
 )
@@ -50,6 +51,9 @@ __all__ = [
 
 SAVES_AT_ONCE = 16
 """Host block documents :func:`add_many` writes at once (a bound on the Prefect server's load)."""
+SAVE_TRIES = 3
+"""How often :func:`add_many` writes a host whose creation the server answered 409 but whose
+document it then did not find (seen on a loaded Prefect server with PostgreSQL)."""
 
 
 @dataclass(frozen=True)
@@ -126,10 +130,21 @@ async def add_many(blocks: Mapping[str, HostKind], *, overwrite: bool = False) -
             async def save(name: str, block: HostKind) -> None:
                 async with turns:
                     existing = stored.get(name)
-                    try:
-                        await writer.write(name, block, existing.document_id if existing else None)
-                    except ObjectAlreadyExists:  # added meanwhile by someone else
-                        refused[name] = Conflict(f"host {name!r} was added meanwhile by someone else; import it again")
+                    document_id = existing.document_id if existing else None
+                    for _ in range(SAVE_TRIES):
+                        try:
+                            await writer.write(name, block, document_id)
+                            return
+                        except ObjectAlreadyExists:  # written meanwhile, by someone else or our own retried create
+                            try:
+                                current = await client.read_block_document_by_name(name, block.get_block_type_slug())
+                            except ObjectNotFound:  # a loaded Prefect server may answer 409, then not find it
+                                continue
+                            if not (overwrite or current.data == document_data(block)):
+                                refused[name] = Conflict(f"host {name!r} was added meanwhile by someone else; add it again")
+                                return
+                            document_id = current.id  # ours, or ours to replace
+                    refused[name] = ServiceError(f"host {name!r}: the Prefect server refused to save it {SAVE_TRIES} times; add it again")
 
             await asyncio.gather(*(save(name, block) for name, block in wanted.items()))
     await ensure_host_limits({name: block.max_parallel_sessions for name, block in wanted.items() if name not in refused})
@@ -137,10 +152,11 @@ async def add_many(blocks: Mapping[str, HostKind], *, overwrite: bool = False) -
 
 
 def refusals(refused: Mapping[str, SMSError]) -> SMSError:
-    """One error naming every host :func:`add_many` refused and why (Conflict if any was a
-    conflict, InvalidInput otherwise); the other hosts were saved."""
+    """One error naming every host :func:`add_many` refused and why, of the first of Conflict,
+    ServiceError and InvalidInput among them; the other hosts were saved."""
     lines = "\n  ".join(f"{name}: {error}" for name, error in refused.items())
-    error_type = Conflict if any(isinstance(error, Conflict) for error in refused.values()) else InvalidInput
+    error_type = next(kind for kind in (Conflict, ServiceError, InvalidInput)
+                      if kind is InvalidInput or any(isinstance(error, kind) for error in refused.values()))
     return error_type(f"{len(refused)} host(s) were not saved (the others were):\n  {lines}")
 
 
