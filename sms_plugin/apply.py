@@ -170,9 +170,9 @@ async def plan(catalog: Catalog, path: Path) -> Plan:
 async def apply(catalog: Catalog, planned: Plan, *, author: str) -> None:
     """Carries out a plan made by :func:`plan`."""
     actions = {(change.kind, change.name): change.action for change in planned.changes}
-    for name, block in planned.hosts.items():
-        if actions[("host", name)] != "unchanged":
-            await host_services.add(name, block, overwrite=True)
+    changed = {name: block for name, block in planned.hosts.items() if actions[("host", name)] != "unchanged"}
+    if refused := await host_services.add_many(changed, overwrite=True):
+        raise host_services.refusals(refused)
     for declared in planned.scripts:
         action = actions[("script", declared.spec.name)]
         if action == "add":

@@ -11,14 +11,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pydantic import SecretStr
 
-from sms_plugin.host_kinds import SSHHost, load_host
+from prefect import get_client
+
+from sms_plugin.host_kinds import SSHHost, StoredHost, build, stored_hosts
 from sms_plugin import apply as declarative
 from sms_plugin import host_groups
 from sms_plugin.apply import Action, Change, Plan
 from sms_plugin import hosts as host_services
 from sms_plugin.catalog import Catalog
-from sms_plugin.errors import InvalidInput, NotFound
+from sms_plugin.errors import InvalidInput
 from sms_plugin.inventory import Inventory, InventoryGroup, InventoryHost
+from sms_plugin.limits import PREFECT_ERRORS
 from sms_plugin.selectors import SelectorError
 
 @dataclass
@@ -30,17 +33,18 @@ class ImportPlan(Plan):
     notes: list[str] = field(default_factory=list)
 
 
-async def _existing(name: str) -> SSHHost | None:
-    try:
-        host = await load_host(name)
-    except NotFound:
+def _existing(name: str, stored: dict[str, StoredHost]) -> SSHHost | None:
+    if name not in stored:
         return None
+    host = stored[name].block
     if not isinstance(host, SSHHost):
         raise InvalidInput(f"host {name!r} exists and is a {host.kind} host: an import only creates and updates SSH hosts")
     return host
 
 
-async def _credentials(entry: InventoryHost, existing: SSHHost | None, shared_from: str | None) -> dict[str, SecretStr | None]:
+def _credentials(
+    entry: InventoryHost, existing: SSHHost | None, shared_from: str | None, stored: dict[str, StoredHost]
+) -> dict[str, SecretStr | None]:
     """The key and password of the new block: the key file's, another host's, or the existing host's own."""
     if entry.key_file is not None:
         try:
@@ -48,7 +52,7 @@ async def _credentials(entry: InventoryHost, existing: SSHHost | None, shared_fr
         except OSError as error:
             raise InvalidInput(f"cannot read the key file {entry.key_file}: {error.strerror}") from None
     source_name = entry.credentials_from or shared_from
-    source = await _existing(source_name) if source_name else existing
+    source = _existing(source_name, stored) if source_name else existing
     if source_name and source is None:
         raise InvalidInput(f"credentials_from names host {source_name!r}, which does not exist")
     if source is None:
@@ -60,7 +64,9 @@ async def _credentials(entry: InventoryHost, existing: SSHHost | None, shared_fr
     }
 
 
-async def _block(entry: InventoryHost, existing: SSHHost | None, *, user: str | None, shared_from: str | None) -> SSHHost:
+def _block(
+    entry: InventoryHost, existing: SSHHost | None, stored: dict[str, StoredHost], *, user: str | None, shared_from: str | None
+) -> SSHHost:
     host_services.checked_name(entry.name)
     username = entry.username or user or (existing.username if existing else None)
     if not username:
@@ -71,28 +77,32 @@ async def _block(entry: InventoryHost, existing: SSHHost | None, *, user: str | 
         "username": username,
         "labels": host_services.checked_labels(list(entry.labels)),
         "legacy": entry.legacy,
-        **await _credentials(entry, existing, shared_from),
+        **_credentials(entry, existing, shared_from, stored),
     }
     if entry.host_keys:
         fields["host_keys"] = list(entry.host_keys)
-    if existing is None:
-        return SSHHost(**fields)
-    return existing.model_copy(update=fields)
+    block = build("ssh", {**(existing.model_dump() if existing else {}), **fields})  # validated: InvalidInput
+    assert isinstance(block, SSHHost)
+    return block
 
 
 async def plan(
     catalog: Catalog, inventory: Inventory, *, user: str | None = None, credentials_from: str | None = None
 ) -> ImportPlan:
-    """What importing ``inventory`` would change; nothing is changed. InvalidInput lists every problem."""
+    """What importing ``inventory`` would change; nothing is changed. InvalidInput lists every problem.
+    The stored hosts are read once (one request per kind), not host by host."""
     result = ImportPlan(groups=list(inventory.groups), skipped=list(inventory.skipped))
     problems: list[str] = []
+    with PREFECT_ERRORS.boundary("reading the stored hosts"):
+        async with get_client() as client:
+            stored = await stored_hosts(client, include_secrets=True)
     for entry in inventory.hosts:
         if entry.name in result.hosts:
             problems.append(f"{entry.source}: the host name {entry.name!r} is given twice")
             continue
         try:
-            existing = await _existing(entry.name)
-            block = await _block(entry, existing, user=user, shared_from=credentials_from)
+            existing = _existing(entry.name, stored)
+            block = _block(entry, existing, stored, user=user, shared_from=credentials_from)
         except InvalidInput as error:
             problems.append(f"{entry.source}: {error}")
             continue

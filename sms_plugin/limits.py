@@ -101,9 +101,14 @@ LIMITS_PAGE = 200
 """Limits read per request (the Prefect API's largest page)."""
 
 
+LIMITS_AT_ONCE = 16
+"""Missing or differing limits :func:`ensure_host_limits` creates or corrects at once."""
+
+
 async def ensure_host_limits(limits: Mapping[str, int]) -> None:
     """:func:`ensure_host_limit` for many hosts (host name → slots) at the cost of reading every
-    limit page by page: only the missing or differing limits cost a request of their own."""
+    limit page by page: a missing limit then costs one request (its creation), a differing one
+    :func:`ensure_host_limit`'s few, :data:`LIMITS_AT_ONCE` at a time."""
     with PREFECT_ERRORS.boundary(f"setting the limits of {len(limits)} hosts"):
         async with get_client() as client:
             current: dict[str, GlobalConcurrencyLimitResponse] = {}
@@ -111,10 +116,23 @@ async def ensure_host_limits(limits: Mapping[str, int]) -> None:
                 current.update((limit.name, limit) for limit in page)
                 if len(page) < LIMITS_PAGE:
                     break
-            for host, limit in limits.items():
-                existing = current.get(host_limit_name(host))
-                if existing is None or existing.limit != limit or not existing.active or existing.slot_decay_per_second:
+            turns = asyncio.Semaphore(LIMITS_AT_ONCE)
+
+            async def ensure(host: str, limit: int) -> None:
+                async with turns:
+                    existing = current.get(host_limit_name(host))
+                    if existing is None:
+                        try:
+                            await client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(
+                                name=host_limit_name(host), limit=limit, slot_decay_per_second=0.0))
+                            return
+                        except ObjectAlreadyExists:  # created meanwhile: made to match below
+                            pass
+                    elif existing.limit == limit and existing.active and not existing.slot_decay_per_second:
+                        return
                     await ensure_host_limit(host, limit)
+
+            await asyncio.gather(*(ensure(host, limit) for host, limit in limits.items()))
 
 
 async def _matching(client, name: str, limit: int) -> GlobalConcurrencyLimitResponse:

@@ -136,23 +136,14 @@ class Fleet:
         }
         return SSHHost(**values)
 
-    async def register(self, at_once: int = 16, **fields: object) -> None:
-        """Saves every entry as an SSH host block of the Prefect server this process talks to
-        (``at_once`` at a time)."""
-        from prefect.exceptions import ObjectNotFound
-
+    async def register(self, **fields: object) -> None:
+        """Saves every entry as an SSH host block of the Prefect server this process talks to, in
+        bulk (``hosts.add_many``: a few requests in all, not about ten per host)."""
         from sms_plugin import hosts
 
-        turns = asyncio.Semaphore(at_once)
-
-        async def add(entry: FleetEntry) -> None:
-            async with turns:
-                try:
-                    await hosts.add(entry.name, self.host_block(entry, **fields), overwrite=True)  # type: ignore[arg-type]
-                except ObjectNotFound:  # Prefect's save raced with itself on an overloaded server: once more
-                    await hosts.add(entry.name, self.host_block(entry, **fields), overwrite=True)  # type: ignore[arg-type]
-
-        await asyncio.gather(*(add(entry) for entry in self.entries))
+        blocks = {entry.name: self.host_block(entry, **fields) for entry in self.entries}
+        if refused := await hosts.add_many(blocks, overwrite=True):  # type: ignore[arg-type]
+            raise hosts.refusals(refused)
 
     def write_ansible(self, inventory: Path) -> Path:
         """Writes the entries as an Ansible INI inventory, and beside it the ``known_hosts`` it

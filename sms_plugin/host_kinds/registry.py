@@ -16,11 +16,13 @@ from collections.abc import Collection
 from typing import Annotated, Any, Literal, Union
 
 from prefect import get_client
+from prefect.client.orchestration import PrefectClient
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, StringConstraints, ValidationError, create_model
 from pydantic.fields import FieldInfo
 
 from sms_plugin.errors import InvalidInput, NotFound
 from sms_plugin.host_kinds.base import HOST_NAME_PATTERN, HostKind, checked_labels
+from sms_plugin.host_kinds.documents import StoredHost
 from sms_plugin.host_kinds.local import LocalHost
 from sms_plugin.host_kinds.ssh import SSHHost
 from sms_plugin.host_kinds.windows import WindowsHost
@@ -143,14 +145,21 @@ async def load_host(name: str) -> HostKind:
     raise NotFound(f"no host named {name!r}; add it with `sms host add` or in the Prefect UI (Blocks)")
 
 
+async def stored_hosts(client: PrefectClient, *, include_secrets: bool = False) -> dict[str, StoredHost]:
+    """Every stored host of every kind, by name: one request per kind (the server answers a block
+    type's documents whole, unpaged)."""
+    found: dict[str, StoredHost] = {}
+    for kind in KINDS.values():
+        documents = await client.read_block_documents_by_type(kind.block.get_block_type_slug(), include_secrets=include_secrets)
+        for document in documents:
+            if document.name:
+                found[document.name] = StoredHost(document.id, kind.block.model_validate(document.data))
+    return found
+
+
 async def load_hosts(names: Collection[str]) -> dict[str, HostKind]:
     """The host blocks called ``names`` that exist, by name, read in one request per kind (a fleet
     run's hosts: not one request each)."""
-    wanted = set(names)
-    found: dict[str, HostKind] = {}
     async with get_client() as client:
-        for kind in KINDS.values():
-            for document in await client.read_block_documents_by_type(kind.block.get_block_type_slug(), include_secrets=True):
-                if document.name in wanted:
-                    found[document.name] = kind.block.model_validate(document.data)
-    return found
+        stored = await stored_hosts(client, include_secrets=True)
+    return {name: stored[name].block for name in names if name in stored}
