@@ -1,4 +1,4 @@
-"""``python -m infra.ha up [--no-gateways]``: start the HA topology on loopback, print how to reach
+"""``python -m infra.ha up [--no-gateways] [--elasticsearch] [--kafka]``: start the HA topology on loopback, print how to reach
 it, and stop everything on Ctrl-C (docs/deploy.md)."""
 
 from __future__ import annotations
@@ -15,6 +15,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m infra.ha", description=__doc__)
     parser.add_argument("command", choices=["up"])
     parser.add_argument("--no-gateways", action="store_true", help="no Keycloak and no gateways (faster)")
+    parser.add_argument("--elasticsearch", action="store_true",
+                        help="a three-node Elasticsearch cluster and sms log-shipper; the workers ship output to it")
+    parser.add_argument("--kafka", action="store_true", help="three Kafka brokers and sms events publishing to them")
     parser.add_argument("--pool", default="sms", help="the work pool of the workers (default sms)")
     options = parser.parse_args()
     with ExitStack() as stack:
@@ -23,7 +26,8 @@ def main() -> None:
             from infra.testbed.keycloak import Keycloak
 
             issuer = stack.enter_context(Keycloak()).issuer
-        ha = stack.enter_context(HATopology(issuer=issuer, pool=options.pool))
+        ha = stack.enter_context(HATopology(
+            issuer=issuer, pool=options.pool, elasticsearch=options.elasticsearch, kafka=options.kafka))
         print("SMS HA topology is up (Ctrl-C stops it). Use it with:")
         for name, value in ha.client_env().items():
             print(f"  export {name}={value}")
@@ -31,6 +35,10 @@ def main() -> None:
             print(f"  gateways (HTTPS through HAProxy): {ha.gateway_url}  CA: {ha.ca_path}")
         print(f"  Prefect API processes: {', '.join(api.api_url for api in ha.apis)}")
         print(f"  Galera nodes: {', '.join(str(node.port) for node in ha.galera.nodes)}")
+        if ha.elasticsearch:
+            print(f"  export SMS_ELASTICSEARCH_URL={ha.elasticsearch.urls}")
+        if ha.kafka:
+            print(f"  export SMS_KAFKA_BOOTSTRAP={ha.kafka.bootstrap}")
         stopped = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: stopped.set())
         try:
