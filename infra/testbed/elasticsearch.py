@@ -22,14 +22,13 @@ import shutil
 import tempfile
 import time
 import zipfile
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 
 from infra.testbed.ports import LOOPBACK, free_port
-from infra.testbed.process import ManagedProcess, Peer, PeerError, find_binary, run
+from infra.testbed.process import Cluster, ClusterNode, ManagedProcess, PeerError, find_binary, run
 
 VERSION = "9.2.0"
 ARTIFACT = f"org.elasticsearch.distribution.integ-test-zip:elasticsearch:{VERSION}:zip"
@@ -110,7 +109,7 @@ def _service_user() -> pwd.struct_passwd:
         return pwd.getpwnam(SERVICE_USER)
 
 
-class Elasticsearch(Peer):
+class Elasticsearch(ClusterNode):
     """Elasticsearch with security off; :meth:`halt` and :meth:`resume` keep its data. A single
     node by default; a member of an :class:`ElasticsearchCluster` when given ``cluster``.
 
@@ -238,7 +237,7 @@ class ClusterSeat:
     """Every member's node name (all are master-eligible)."""
 
 
-class ElasticsearchCluster:
+class ElasticsearchCluster(Cluster):
     """``size`` Elasticsearch nodes on loopback forming one cluster (every node master-eligible and
     data); ``urls`` is every node's HTTP address, comma-separated as ``SMS_ELASTICSEARCH_URL``
     takes it. With three nodes one may stop: two keep the master quorum, and SMS's template gives
@@ -250,12 +249,13 @@ class ElasticsearchCluster:
             Elasticsearch(cluster.urls.split(","))
     """
 
+    nodes: list[Elasticsearch]
+
     def __init__(self, size: int = 3, *, heap_mb: int = 512, timeout: float = 240.0) -> None:
         if size < 1:
             raise ValueError("a cluster needs at least one node")
+        super().__init__()
         self.size, self.heap_mb, self.timeout = size, heap_mb, timeout
-        self.nodes: list[Elasticsearch] = []
-        self.startup_seconds: float | None = None
 
     @property
     def urls(self) -> str:
@@ -268,31 +268,12 @@ class ElasticsearchCluster:
         ports = [(free_port(), free_port()) for _ in range(self.size)]
         seeds = tuple(f"{LOOPBACK}:{transport}" for _, transport in ports)
         masters = tuple(f"{name}-{index + 1}" for index in range(self.size))
-        self.nodes = [
+        self._start_nodes([
             Elasticsearch(heap_mb=self.heap_mb, timeout=self.timeout, cluster=ClusterSeat(
                 name, masters[index], port, transport, seeds, masters))
             for index, (port, transport) in enumerate(ports)
-        ]
-        try:
-            for node in self.nodes:
-                node.start()
-            for node in self.nodes:
-                node.wait_ready()
-        except BaseException:
-            self.stop()
-            raise
-        self.startup_seconds = time.monotonic() - began
+        ], began)
         return self
-
-    def stop(self) -> None:
-        with ThreadPoolExecutor(max(len(self.nodes), 1)) as pool:
-            list(pool.map(Elasticsearch.stop, self.nodes))
-
-    def __enter__(self) -> ElasticsearchCluster:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 def _chown_tree(root: Path, uid: int, gid: int) -> None:

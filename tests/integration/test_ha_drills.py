@@ -26,7 +26,7 @@ import httpx
 import pymysql
 import pytest
 from confluent_kafka import Consumer, Producer
-from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin import AdminClient, NewTopic
 from elasticsearch import ApiError, Elasticsearch, TransportError
 from prefect import get_client
 
@@ -384,27 +384,27 @@ async def test_drill_8_sshd_killed_on_a_host_mid_run(ha, catalog, ssh_server, se
 # --- drills 10 and 11: a node of the Elasticsearch cluster, a broker of Kafka ---------------------------
 
 
+def joined(ha: HATopology, part: str, add: Callable[[], None]) -> HATopology:
+    """``ha`` once ``add()`` has started its optional ``part`` (started once per module)."""
+    if getattr(ha, part) is None:
+        try:
+            add()
+        except PeerError as exc:
+            pytest.fail(f"the topology's {part} could not start: {exc}", pytrace=False)
+    return ha
+
+
 @pytest.fixture(scope="module")
 def ha_elasticsearch(ha) -> HATopology:
     """The topology with its three-node Elasticsearch cluster and ``sms log-shipper``; the workers
     (restarted) ship output to every node."""
-    if ha.elasticsearch is None:
-        try:
-            ha.add_elasticsearch()
-        except PeerError as exc:
-            pytest.fail(f"the Elasticsearch cluster could not start: {exc}", pytrace=False)
-    return ha
+    return joined(ha, "elasticsearch", ha.add_elasticsearch)
 
 
 @pytest.fixture(scope="module")
 def ha_kafka(ha) -> HATopology:
     """The topology with three Kafka brokers and ``sms events`` publishing to them."""
-    if ha.kafka is None:
-        try:
-            ha.add_kafka()
-        except PeerError as exc:
-            pytest.fail(f"the Kafka brokers could not start: {exc}", pytrace=False)
-    return ha
+    return joined(ha, "kafka", ha.add_kafka)
 
 
 def es_client(nodes: list) -> Elasticsearch:
@@ -415,7 +415,10 @@ def es_client(nodes: list) -> Elasticsearch:
 def node_of_primary(ha: HATopology, index: str):
     """The Elasticsearch node that holds the primary shard of ``index`` (None: not allocated yet)."""
     assert ha.elasticsearch is not None
-    shards = es_client(ha.elasticsearch.nodes).cat.shards(index=index, format="json")
+    try:
+        shards = es_client(ha.elasticsearch.nodes).cat.shards(index=index, format="json")
+    except (ApiError, TransportError):  # 404 until the first line of the day creates it
+        return None
     names = {shard["node"] for shard in shards if shard["prirep"] == "p" and shard["state"] == "STARTED"}
     return next((node for node in ha.elasticsearch.nodes if node.cluster.node_name in names), None)
 
@@ -458,7 +461,7 @@ async def test_drill_10_an_elasticsearch_node_stopped(ha_elasticsearch, catalog,
     await asyncio.to_thread(victim.halt)
     assert await until(lambda: es_writes(everyone), 120, interval=0.2), "Elasticsearch took no write after a node stopped"
     print(f"drill 10: Elasticsearch took writes through SMS's client {time.monotonic() - stopped_at:.1f} s after "
-          f"node {victim.cluster.node_name} (primary of {today}) was stopped")
+          f"node {victim.cluster.node_name} (primary of {today}) was stopped with {len(in_flight)} runs in flight")
     await check_invariants(load, ssh_server, timeout=300)
     completed = [i for i, run in (await flow_runs(load.ids)).items() if state_of(run) == "COMPLETED"]
     expected = {f"ha-line {run_id} {k}" for run_id in completed for k in range(1, LINES + 1)}
@@ -529,12 +532,14 @@ async def test_drill_11_a_kafka_broker_stopped(ha_kafka, catalog, ssh_server, ha
     ids (docs/events.md): a re-sent copy must be identical, and no state has two ids."""
     ha = ha_kafka
     assert ha.kafka is not None
+    admin = AdminClient({"bootstrap.servers": ha.kafka.bootstrap})
+    admin.create_topics([NewTopic(KAFKA_PROBE, num_partitions=3, replication_factor=3)])[KAFKA_PROBE].result(60)
     producer = Producer({"bootstrap.servers": ha.kafka.bootstrap, "acks": "all", "enable.idempotence": True,
                          "message.timeout.ms": 5000})
-    assert kafka_writes(producer, 3), "the probe topic took no record with every broker up"
+    assert await until(lambda: kafka_writes(producer, 3), 60, interval=0.5), "the probe topic took no record with every broker up"
     load = await start_load(catalog, ha_hosts, RUNS)
     await asyncio.sleep(3)  # runs are being picked up and started; their first events are published
-    topic = AdminClient({"bootstrap.servers": ha.kafka.bootstrap}).list_topics("sms.runs", timeout=10).topics["sms.runs"]
+    topic = admin.list_topics("sms.runs", timeout=10).topics["sms.runs"]
     leaders = Counter(partition.leader for partition in topic.partitions.values())
     victim = next(node for node in ha.kafka.nodes if node.node_id == leaders.most_common(1)[0][0])
     stopped_at = time.monotonic()
