@@ -432,8 +432,8 @@ def es_writes(client: Elasticsearch) -> bool:
 
 
 def lines_in_elasticsearch(client: Elasticsearch, run_ids: list[str]) -> Counter[str]:
-    """How often each output line of ``run_ids`` is in Elasticsearch (one document a line)."""
-    client.indices.refresh(index="sms-logs-*")
+    """How often each output line of ``run_ids`` is in Elasticsearch (one document a line, searchable
+    within the index's 1 s refresh interval)."""
     found: Counter[str] = Counter()
     for chunk in (run_ids[k:k + 100] for k in range(0, len(run_ids), 100)):
         hits = client.search(index="sms-logs-*", query={"terms": {"sms.run_id": chunk}}, size=10_000,
@@ -468,7 +468,10 @@ async def test_drill_10_an_elasticsearch_node_stopped(ha_elasticsearch, catalog,
     survivors = es_client([node for node in ha.elasticsearch.nodes if node is not victim])
 
     def all_there() -> Counter[str] | None:
-        found = lines_in_elasticsearch(survivors, completed)
+        try:
+            found = lines_in_elasticsearch(survivors, completed)
+        except (ApiError, TransportError):  # slow while the replicas recover: try again
+            return None
         return found if set(found) >= expected else None
 
     seen = await until(all_there, 60, interval=1) or lines_in_elasticsearch(survivors, completed)
@@ -539,8 +542,13 @@ async def test_drill_11_a_kafka_broker_stopped(ha_kafka, catalog, ssh_server, ha
     assert await until(lambda: kafka_writes(producer, 3), 60, interval=0.5), "the probe topic took no record with every broker up"
     load = await start_load(catalog, ha_hosts, RUNS)
     await asyncio.sleep(3)  # runs are being picked up and started; their first events are published
-    topic = admin.list_topics("sms.runs", timeout=10).topics["sms.runs"]
-    leaders = Counter(partition.leader for partition in topic.partitions.values())
+
+    def runs_topic_leaders() -> Counter[int]:
+        topic = admin.list_topics("sms.runs", timeout=10).topics["sms.runs"]
+        return Counter(partition.leader for partition in topic.partitions.values() if partition.leader >= 0)
+
+    leaders = await until(runs_topic_leaders, 120, interval=0.5)
+    assert leaders, "no event of the load reached sms.runs"
     victim = next(node for node in ha.kafka.nodes if node.node_id == leaders.most_common(1)[0][0])
     stopped_at = time.monotonic()
     await asyncio.to_thread(victim.halt)
