@@ -413,13 +413,17 @@ def es_client(nodes: list) -> Elasticsearch:
 
 
 def node_of_primary(ha: HATopology, index: str):
-    """The Elasticsearch node that holds the primary shard of ``index`` (None: not allocated yet)."""
+    """The Elasticsearch node that holds the primary shard of ``index``, once its replica has started
+    too (None before: a replica still recovering cannot be promoted, and the index would be red
+    until the node is back, as a first run of the drill showed)."""
     assert ha.elasticsearch is not None
     try:
         shards = es_client(ha.elasticsearch.nodes).cat.shards(index=index, format="json")
     except (ApiError, TransportError):  # 404 until the first line of the day creates it
         return None
-    names = {shard["node"] for shard in shards if shard["prirep"] == "p" and shard["state"] == "STARTED"}
+    if not shards or any(shard["state"] != "STARTED" for shard in shards) or len(shards) < 2:
+        return None
+    names = {shard["node"] for shard in shards if shard["prirep"] == "p"}
     return next((node for node in ha.elasticsearch.nodes if node.cluster.node_name in names), None)
 
 
