@@ -1,4 +1,4 @@
-"""``python -m infra.ha up [--no-gateways] [--monitoring]``: start the HA topology on loopback, print how to reach
+"""``python -m infra.ha up [--no-gateways] [--monitoring] [--elasticsearch] [--kafka]``: start the HA topology on loopback, print how to reach
 it, and stop everything on Ctrl-C (docs/deploy.md)."""
 
 from __future__ import annotations
@@ -17,6 +17,9 @@ def main() -> None:
     parser.add_argument("--no-gateways", action="store_true", help="no Keycloak and no gateways (faster)")
     parser.add_argument("--monitoring", action="store_true",
                         help="also Prometheus as an identical pair, each with its own sms exporter")
+    parser.add_argument("--elasticsearch", action="store_true",
+                        help="a three-node Elasticsearch cluster and sms log-shipper; the workers ship output to it")
+    parser.add_argument("--kafka", action="store_true", help="three Kafka brokers and sms events publishing to them")
     parser.add_argument("--pool", default="sms", help="the work pool of the workers (default sms)")
     options = parser.parse_args()
     with ExitStack() as stack:
@@ -25,7 +28,8 @@ def main() -> None:
             from infra.testbed.keycloak import Keycloak
 
             issuer = stack.enter_context(Keycloak()).issuer
-        ha = stack.enter_context(HATopology(issuer=issuer, pool=options.pool))
+        ha = stack.enter_context(HATopology(
+            issuer=issuer, pool=options.pool, elasticsearch=options.elasticsearch, kafka=options.kafka))
         if options.monitoring:
             ha.add_monitoring()
         print("SMS HA topology is up (Ctrl-C stops it). Use it with:")
@@ -37,6 +41,10 @@ def main() -> None:
         if ha.prometheus:
             print(f"  Prometheus pair: {', '.join(p.url for p in ha.prometheus)}")
         print(f"  Galera nodes: {', '.join(str(node.port) for node in ha.galera.nodes)}")
+        if ha.elasticsearch:
+            print(f"  export SMS_ELASTICSEARCH_URL={ha.elasticsearch.urls}")
+        if ha.kafka:
+            print(f"  export SMS_KAFKA_BOOTSTRAP={ha.kafka.bootstrap}")
         stopped = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: stopped.set())
         try:

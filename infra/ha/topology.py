@@ -7,6 +7,11 @@
   TLS ends there, health checks on ``/readyz``);
 - two ``sms gateway`` processes sharing the catalog and the session secret (when an OIDC issuer is
   given), and two ``sms`` workers on the pool, talking to Prefect through HAProxy;
+- optional (``add_elasticsearch``, ``add_kafka``, or ``elasticsearch=``/``kafka=`` at start):
+  Elasticsearch as a three-node cluster (each log index with one replica) with ``sms log-shipper``,
+  the workers shipping script output to every node's URL; Kafka as three brokers (replication
+  factor 3, ``min.insync.replicas=2``) with ``sms events`` publishing the catalog's outbox and
+  Prefect's run events to all three.
 - on request (``add_monitoring``), Prometheus as an identical pair, each with its own ``sms
   exporter`` following Prefect.
 """
@@ -23,10 +28,12 @@ from types import TracebackType
 from typing import Self
 
 from infra.ha.haproxy_config import balancer_config, catalog_config
+from infra.testbed.elasticsearch import ElasticsearchCluster
 from infra.testbed.exporter import ExporterProcess
 from infra.testbed.galera import GaleraCluster
 from infra.testbed.gateway import GatewayBed
 from infra.testbed.haproxy import HAProxy
+from infra.testbed.kafka import KafkaCluster
 from infra.testbed.ports import free_port
 from infra.testbed.postgresql import PostgreSQL
 from infra.testbed.prefect_server import POSTGRESQL_POOL, PrefectServer, PrefectServices, prefect_env, venv_binary
@@ -34,6 +41,7 @@ from infra.testbed.prefect_worker import PrefectWorker
 from infra.testbed.process import PeerError
 from infra.testbed.prometheus import Prometheus
 from infra.testbed.redis import Redis
+from infra.testbed.sms_services import EventsPublisher, LogShipper
 from infra.testbed.tls import make_ca_and_server
 
 RULES = Path(__file__).resolve().parents[2] / "infra" / "prometheus" / "rules" / "sms.rules.yml"
@@ -61,7 +69,8 @@ def redis_messaging(redis: Redis) -> dict[str, str]:
 
 class HATopology:
     """Starts (``start()``) and stops (``stop()``) the whole topology; its parts stay reachable as
-    attributes for drills (``apis``, ``workers``, ``gateways``, ``galera``, ``redis``...).
+    attributes for drills (``apis``, ``workers``, ``gateways``, ``galera``, ``redis``,
+    ``elasticsearch``, ``kafka``...).
 
     Example::
 
@@ -78,13 +87,17 @@ class HATopology:
         worker_count: int = 2,
         gateway_count: int = 2,
         worker_env: Mapping[str, str] | None = None,
+        elasticsearch: bool = False,
+        kafka: bool = False,
     ) -> None:
         """``issuer``: the OIDC issuer the gateways trust (None: no gateways); ``worker_env``: more
-        settings for the workers (e.g. ``SMS_HOME``)."""
+        settings for the workers (e.g. ``SMS_HOME``); ``elasticsearch``, ``kafka``: start those
+        clusters too (drills add them later with :meth:`add_elasticsearch`, :meth:`add_kafka`)."""
         self.issuer = issuer
         self.pool = pool
         self.api_count, self.worker_count, self.gateway_count = api_count, worker_count, gateway_count
         self.worker_env = dict(worker_env or {})
+        self.with_elasticsearch, self.with_kafka = elasticsearch, kafka
         self.auth_string = secrets.token_urlsafe(24)
         self.session_secret = secrets.token_urlsafe(32)
         self.tmp = Path(tempfile.mkdtemp(prefix="sms-ha-"))
@@ -101,6 +114,10 @@ class HATopology:
         self.haproxy: HAProxy | None = None
         self.catalog_proxy: HAProxy | None = None
         self.ca_path: Path | None = None
+        self.elasticsearch: ElasticsearchCluster | None = None
+        self.log_shipper: LogShipper | None = None
+        self.kafka: KafkaCluster | None = None
+        self.publisher: EventsPublisher | None = None
 
     @property
     def api_url(self) -> str:
@@ -168,12 +185,37 @@ class HATopology:
         if self.issuer:
             self.add_gateways(self.issuer)
         self._create_pool()
+        if self.with_elasticsearch:
+            self.add_elasticsearch()
+        if self.with_kafka:
+            self.add_kafka()
         for _ in range(self.worker_count):
             worker = PrefectWorker(
                 self.prefect_api_url, pool=self.pool, worker_type="sms", limit=200,
                 extra_env={**self.client_env(), **self.worker_env},
             )
             self.workers.append(worker.start())
+
+    def add_elasticsearch(self, size: int = 3) -> None:
+        """Start an Elasticsearch cluster of ``size`` nodes and ``sms log-shipper``; the workers
+        (restarted if running) ship script output to every node (``SMS_ELASTICSEARCH_URL``, a
+        comma-separated list: the client fails over to another node)."""
+        self.elasticsearch = ElasticsearchCluster(size).start()
+        self.worker_env["SMS_ELASTICSEARCH_URL"] = self.elasticsearch.urls
+        self.log_shipper = LogShipper(self.elasticsearch.urls, extra_env={**self.client_env(), **self.worker_env})
+        self.log_shipper.start()
+        for worker in self.workers:
+            worker.stop()
+            worker.extra_env.update(self.worker_env)
+            worker.start()
+
+    def add_kafka(self, size: int = 3) -> None:
+        """Start ``size`` Kafka brokers and ``sms events`` publishing to all of them. The workers
+        need no restart: they write run events to Prefect and the catalog's outbox, which the
+        publisher sends."""
+        self.kafka = KafkaCluster(size).start()
+        self.publisher = EventsPublisher(self.prefect_api_url, self.kafka.bootstrap, extra_env=self.client_env())
+        self.publisher.start()
 
     def _migrate_prefect(self, messaging: Mapping[str, str]) -> None:
         """``prefect server database upgrade -y`` once, before any API process starts."""
@@ -259,9 +301,15 @@ class HATopology:
 
     def stop(self) -> None:
         """Stop everything started, in reverse order; safe to call twice."""
-        for peer in [*self.prometheus, *self.exporters, *self.workers, *self.gateways]:
-            peer.stop()
+        for peer in [*self.prometheus, *self.exporters, *self.workers, *self.gateways, self.publisher, self.log_shipper]:
+            if peer is not None:
+                peer.stop()
         self.prometheus, self.exporters, self.workers, self.gateways = [], [], [], []
+        self.publisher = self.log_shipper = None
+        for cluster in (self.kafka, self.elasticsearch):
+            if cluster is not None:
+                cluster.stop()
+        self.kafka = self.elasticsearch = None
         for proxy in (self.haproxy, self.catalog_proxy):
             if proxy is not None:
                 proxy.stop()

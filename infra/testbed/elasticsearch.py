@@ -1,9 +1,10 @@
-"""A private single-node Elasticsearch on loopback, from its official Maven artifact.
+"""A private Elasticsearch on loopback, one node or a cluster, from its official Maven artifact.
 
 The artifact ``org.elasticsearch.distribution.integ-test-zip:elasticsearch:<version>:zip`` is
 fetched with ``mvn dependency:get`` into ``~/.m2`` (once per machine) and unpacked once into the
 test-bed cache (:func:`cache_dir`). Each peer gets its own config, data and log folders, free HTTP
-and transport ports, security off and a 512 MB heap. Elasticsearch 9 needs Java 21 or newer: the
+and transport ports, security off and a 512 MB heap. :class:`ElasticsearchCluster` starts
+several nodes that find each other through their transport ports (drill 10 of the HA topology). Elasticsearch 9 needs Java 21 or newer: the
 newest JDK under ``/usr/lib/jvm`` is used unless ``SMS_ES_JAVA_HOME`` names one.
 
 Elasticsearch refuses to run as root. As root, the peer runs it as the unprivileged system user
@@ -16,15 +17,18 @@ from __future__ import annotations
 import os
 import pwd
 import re
+import secrets
 import shutil
 import tempfile
+import time
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 
-from infra.testbed.ports import free_port
-from infra.testbed.process import Peer, PeerError, find_binary, run
+from infra.testbed.ports import LOOPBACK, free_port
+from infra.testbed.process import Cluster, ClusterNode, ManagedProcess, PeerError, find_binary, run
 
 VERSION = "9.2.0"
 ARTIFACT = f"org.elasticsearch.distribution.integ-test-zip:elasticsearch:{VERSION}:zip"
@@ -105,8 +109,9 @@ def _service_user() -> pwd.struct_passwd:
         return pwd.getpwnam(SERVICE_USER)
 
 
-class Elasticsearch(Peer):
-    """Single-node Elasticsearch with security off; :meth:`halt` and :meth:`resume` keep its data.
+class Elasticsearch(ClusterNode):
+    """Elasticsearch with security off; :meth:`halt` and :meth:`resume` keep its data. A single
+    node by default; a member of an :class:`ElasticsearchCluster` when given ``cluster``.
 
     Example::
 
@@ -116,12 +121,16 @@ class Elasticsearch(Peer):
 
     name = "elasticsearch"
 
-    def __init__(self, *, version: str = VERSION, heap_mb: int = 512, timeout: float = 180.0) -> None:
+    def __init__(
+        self, *, version: str = VERSION, heap_mb: int = 512, timeout: float = 180.0,
+        cluster: ClusterSeat | None = None,
+    ) -> None:
         super().__init__(timeout=timeout, grace=30.0)
         self.version = version
         self.heap_mb = heap_mb
-        self.port = 0
-        self.transport_port = 0
+        self.cluster = cluster
+        self.port = cluster.port if cluster else 0
+        self.transport_port = cluster.transport_port if cluster else 0
 
     @property
     def url(self) -> str:
@@ -131,27 +140,11 @@ class Elasticsearch(Peer):
         assert self.tmp is not None
         home = install(self.version)
         jdk = java_home()
-        self.port, self.transport_port = free_port(), free_port()
+        if self.cluster is None:
+            self.port, self.transport_port = free_port(), free_port()
         config = self.tmp / "config"
         shutil.copytree(home / "config", config)
-        (config / "elasticsearch.yml").write_text(
-            "\n".join(
-                [
-                    "cluster.name: sms-testbed",
-                    "node.name: sms-testbed-node",
-                    f"path.data: {self.tmp / 'data'}",
-                    f"path.logs: {self.tmp / 'logs'}",
-                    f"network.host: {self.host}",
-                    f"http.port: {self.port}",
-                    f"transport.port: {self.transport_port}",
-                    "discovery.type: single-node",
-                    "xpack.security.enabled: false",
-                    # The test bed shares a disk with everything else: never go read-only.
-                    "cluster.routing.allocation.disk.threshold_enabled: false",
-                    "",
-                ]
-            )
-        )
+        self._write_config(bootstrap=True)
         for folder in ("data", "logs", "es-tmp"):
             (self.tmp / folder).mkdir()
         self._env = {
@@ -170,7 +163,52 @@ class Elasticsearch(Peer):
             self._env["HOME"] = str(self.tmp / "es-tmp")
             self._argv = [find_binary("setpriv"), f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}",
                           "--clear-groups", *self._argv]
-        self.spawn(self._argv, self._healthy, env=self._env)
+        if self.cluster is None:
+            self.spawn(self._argv, self._healthy, env=self._env)
+        else:  # a cluster answers only once a majority of its nodes runs: the cluster waits for them
+            self.launch()
+
+    def _write_config(self, *, bootstrap: bool) -> None:
+        """``elasticsearch.yml``: one node, or a cluster member (``bootstrap``: the first start of
+        the cluster names its initial master nodes; a restarted member must not)."""
+        assert self.tmp is not None
+        if self.cluster is None:
+            discovery = ["cluster.name: sms-testbed", "node.name: sms-testbed-node", "discovery.type: single-node"]
+        else:
+            discovery = [
+                f"cluster.name: {self.cluster.cluster_name}",
+                f"node.name: {self.cluster.node_name}",
+                f"discovery.seed_hosts: [{', '.join(self.cluster.seed_hosts)}]",
+                *([f"cluster.initial_master_nodes: [{', '.join(self.cluster.masters)}]"] if bootstrap else []),
+            ]
+        (self.tmp / "config" / "elasticsearch.yml").write_text(
+            "\n".join(
+                [
+                    *discovery,
+                    f"path.data: {self.tmp / 'data'}",
+                    f"path.logs: {self.tmp / 'logs'}",
+                    f"network.host: {self.host}",
+                    f"http.port: {self.port}",
+                    f"transport.port: {self.transport_port}",
+                    "xpack.security.enabled: false",
+                    # The test bed shares a disk with everything else: never go read-only.
+                    "cluster.routing.allocation.disk.threshold_enabled: false",
+                    "",
+                ]
+            )
+        )
+
+    def launch(self) -> None:
+        """Spawn the node without waiting until it answers."""
+        assert self.tmp is not None
+        self.process = ManagedProcess(self._argv, self.log_path, env=self._env, cwd=self.tmp)
+        self.process.start()
+
+    def wait_ready(self) -> None:
+        """Block until the node answers with the cluster at least yellow (:class:`PeerError` on
+        exit or timeout)."""
+        assert self.process is not None, "start() first"
+        self.process.wait_ready(self._healthy, self.timeout, f"elasticsearch {self.url}")
 
     def _healthy(self) -> bool:
         response = httpx.get(f"{self.url}/_cluster/health", params={"wait_for_status": "yellow",
@@ -180,7 +218,62 @@ class Elasticsearch(Peer):
     def resume(self) -> None:
         """Start the server again on the same data folder and ports; waits until it is ready."""
         assert self.tmp is not None and self.process is None, "halt() first"
+        if self.cluster is not None:
+            self._write_config(bootstrap=False)
         self.spawn(self._argv, self._healthy, env=self._env)
+
+
+@dataclass(frozen=True)
+class ClusterSeat:
+    """One member's place in a cluster: its name and ports, and the whole cluster's members."""
+
+    cluster_name: str
+    node_name: str
+    port: int
+    transport_port: int
+    seed_hosts: tuple[str, ...]
+    """Every member's transport address."""
+    masters: tuple[str, ...]
+    """Every member's node name (all are master-eligible)."""
+
+
+class ElasticsearchCluster(Cluster):
+    """``size`` Elasticsearch nodes on loopback forming one cluster (every node master-eligible and
+    data); ``urls`` is every node's HTTP address, comma-separated as ``SMS_ELASTICSEARCH_URL``
+    takes it. With three nodes one may stop: two keep the master quorum, and SMS's template gives
+    each index one replica (``auto_expand_replicas: 0-1``).
+
+    Example::
+
+        with ElasticsearchCluster(3) as cluster:
+            Elasticsearch(cluster.urls.split(","))
+    """
+
+    nodes: list[Elasticsearch]
+
+    def __init__(self, size: int = 3, *, heap_mb: int = 512, timeout: float = 240.0) -> None:
+        if size < 1:
+            raise ValueError("a cluster needs at least one node")
+        super().__init__()
+        self.size, self.heap_mb, self.timeout = size, heap_mb, timeout
+
+    @property
+    def urls(self) -> str:
+        return ",".join(node.url for node in self.nodes)
+
+    def start(self) -> ElasticsearchCluster:
+        """Start every node at once and wait until the cluster has formed."""
+        began = time.monotonic()
+        name = f"sms-testbed-{secrets.token_hex(3)}"
+        ports = [(free_port(), free_port()) for _ in range(self.size)]
+        seeds = tuple(f"{LOOPBACK}:{transport}" for _, transport in ports)
+        masters = tuple(f"{name}-{index + 1}" for index in range(self.size))
+        self._start_nodes([
+            Elasticsearch(heap_mb=self.heap_mb, timeout=self.timeout, cluster=ClusterSeat(
+                name, masters[index], port, transport, seeds, masters))
+            for index, (port, transport) in enumerate(ports)
+        ], began)
+        return self
 
 
 def _chown_tree(root: Path, uid: int, gid: int) -> None:

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from infra.testbed.elasticsearch import cache_dir
 from infra.testbed.ports import LOOPBACK, free_port
-from infra.testbed.process import ManagedProcess, Peer, PeerError, find_binary, run
+from infra.testbed.process import Cluster, ClusterNode, ManagedProcess, PeerError, find_binary, run
 
 VERSION = "4.4.0"
 SCALA = "2.13"
@@ -116,7 +116,7 @@ def _accepts(port: int) -> bool:
         return True
 
 
-class KafkaNode(Peer):
+class KafkaNode(ClusterNode):
     """One KRaft node (broker and controller) of a quorum given by ``voters``; ``halt``/``resume``
     keep its data folder and ports (a broker outage)."""
 
@@ -192,7 +192,7 @@ def _cluster_id() -> str:
     return run([_java(), "-cp", f"{broker_jars()}/*", "kafka.tools.StorageTool", "random-uuid"]).strip()
 
 
-class KafkaCluster:
+class KafkaCluster(Cluster):
     """``size`` KRaft nodes on loopback forming one cluster; ``bootstrap`` lists every broker.
 
     Example::
@@ -201,12 +201,13 @@ class KafkaCluster:
             Producer({"bootstrap.servers": cluster.bootstrap, "acks": "all"})
     """
 
+    nodes: list[KafkaNode]
+
     def __init__(self, size: int = 1, *, timeout: float = 180.0, tls: KafkaTLS | None = None) -> None:
         if size < 1:
             raise ValueError("a cluster needs at least one node")
+        super().__init__()
         self.size, self.timeout, self.tls = size, timeout, tls
-        self.nodes: list[KafkaNode] = []
-        self.startup_seconds: float | None = None
 
     @property
     def bootstrap(self) -> str:
@@ -225,18 +226,9 @@ class KafkaCluster:
         ports = [(free_port(), free_port()) for _ in range(self.size)]
         voters = ",".join(f"{index + 1}@{LOOPBACK}:{controller}" for index, (_, controller) in enumerate(ports))
         replication = 3 if self.size >= 3 else 1
-        self.nodes = [KafkaNode(index + 1, port, controller, voters, cluster_id, replication, timeout=self.timeout,
-                                tls=self.tls)
-                      for index, (port, controller) in enumerate(ports)]
-        try:
-            for node in self.nodes:
-                node.start()
-            for node in self.nodes:
-                node.wait_ready()
-        except BaseException:
-            self.stop()
-            raise
-        self.startup_seconds = time.monotonic() - began
+        self._start_nodes([KafkaNode(index + 1, port, controller, voters, cluster_id, replication,
+                                     timeout=self.timeout, tls=self.tls)
+                           for index, (port, controller) in enumerate(ports)], began)
         return self
 
     def halt(self) -> None:
@@ -250,13 +242,3 @@ class KafkaCluster:
             node.launch()
         for node in self.nodes:
             node.wait_ready()
-
-    def stop(self) -> None:
-        for node in self.nodes:
-            node.stop()
-
-    def __enter__(self) -> KafkaCluster:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()

@@ -312,3 +312,46 @@ class Peer:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+class ClusterNode(Peer):
+    """A peer that is one node of a :class:`Cluster`: ``start()`` only launches it (a quorum
+    answers once a majority runs), ``wait_ready()`` blocks until it answers."""
+
+    def wait_ready(self) -> None:
+        raise NotImplementedError
+
+
+class Cluster:
+    """Several :class:`ClusterNode` peers started together: each launched, then each waited for.
+    Subclasses build the nodes in ``start()`` and hand them to :meth:`_start_nodes`."""
+
+    def __init__(self) -> None:
+        self.nodes: list[ClusterNode] = []
+        self.startup_seconds: float | None = None
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def _start_nodes(self, nodes: Sequence[ClusterNode], began: float) -> None:
+        """Start ``nodes`` and wait for all (a failure stops them); ``began``: when the start began."""
+        self.nodes = list(nodes)
+        try:
+            for node in self.nodes:
+                node.start()
+            for node in self.nodes:
+                node.wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        self.startup_seconds = time.monotonic() - began
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

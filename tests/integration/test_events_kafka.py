@@ -14,26 +14,22 @@ import asyncio
 import itertools
 import json
 import os
-import signal
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-import httpx
 import pytest
 from confluent_kafka import Consumer, Producer
 from prefect import get_client
 from prefect.states import Cancelling
-from prometheus_client.parser import text_string_to_metric_families
 
 from examples import events_consumer
 from flows.run_script import run_script
 from infra.testbed.kafka import KafkaCluster
 from infra.testbed.ports import free_port
-from infra.testbed.prefect_server import prefect_env, venv_binary
-from infra.testbed.process import Peer
+from infra.testbed.sms_services import EventsPublisher
 from sms_plugin import hosts, runs, scripts
 from sms_plugin.catalog import Catalog, ScriptSpec, add_script, add_version
 from sms_plugin.catalog import outbox
@@ -46,44 +42,6 @@ pytestmark = pytest.mark.integration
 
 TOPICS = ("sms.catalog", "sms.runs")
 OUTAGE_SECONDS = float(os.environ.get("SMS_KAFKA_OUTAGE_SECONDS") or 60)
-
-
-class EventsPublisher(Peer):
-    """``sms events`` as its own process, on the test's catalog (SMS_HOME) and Prefect server."""
-
-    name = "sms-events"
-
-    def __init__(self, api_url: str, bootstrap: str) -> None:
-        super().__init__(timeout=60, grace=10)
-        self.api_url, self.bootstrap, self.port = api_url, bootstrap, free_port()
-
-    def _start(self) -> None:
-        assert self.tmp is not None
-        env = prefect_env(self.tmp / "prefect-home", {
-            "PREFECT_API_URL": self.api_url, "SMS_KAFKA_BOOTSTRAP": self.bootstrap,
-            "SMS_EVENTS_METRICS_PORT": str(self.port), "SMS_EVENTS_SEND_TIMEOUT_SECONDS": "5"})
-        self.spawn([venv_binary("sms"), "events"], lambda: self.value("sms_events_published_position") is not None,
-                   env=env)
-
-    def value(self, name: str) -> float | None:
-        text = httpx.get(f"http://{self.host}:{self.port}/metrics", timeout=5).text
-        for family in text_string_to_metric_families(text):
-            for sample in family.samples:
-                if sample.name == name and not sample.labels:
-                    return sample.value
-        return None
-
-    def kill(self) -> None:
-        """SIGKILL, as a crash: no delivery report is waited for, nothing is flushed."""
-        assert self.process is not None and self.process.popen is not None
-        os.kill(self.process.popen.pid, signal.SIGKILL)
-        self.process.popen.wait(10)
-        self.process.stop(0)
-        self.process = None
-
-    def restart(self) -> None:
-        assert self.process is None, "kill() first"
-        self._start()
 
 
 @pytest.fixture(scope="module")

@@ -10,19 +10,27 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import os
 import signal
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from pathlib import Path
 
+from datetime import UTC, datetime
+
 import httpx
 import pymysql
 import pytest
+from confluent_kafka import Consumer, Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+from elasticsearch import ApiError, Elasticsearch, TransportError
+from prefect import get_client
 
 from infra.ha.topology import HATopology
 from infra.testbed.process import PeerError, process_tree
@@ -30,14 +38,20 @@ from infra.testbed.sshd import SshServer
 from sms_plugin import hosts
 from sms_plugin.catalog import Catalog
 from sms_plugin.catalog.models import GatewaySession, utcnow
+from sms_plugin.telemetry.logs.elastic import connect
 from tests.conftest import talking_to
 from tests.integration.conftest import block_of, until
-from tests.integration.ha_load import check_invariants, start_load
+from tests.integration.ha_load import FINAL, LINES, check_invariants, flow_runs, start_load, state_of
+from tests.integration.test_events_kafka import first_copies
 from tests.integration.test_gateway_auth import browser_login
 
 pytestmark = [pytest.mark.integration, pytest.mark.drills]
 
 RUNS = 100 if os.environ.get("SMS_HA_DRILLS_FULL") == "1" else 30
+ES_PROBE = "sms-ha-probe"
+"""Drill 10 writes here to time when Elasticsearch takes writes again (not an SMS index)."""
+KAFKA_PROBE = "sms-ha-probe"
+"""Drill 11 writes here (three partitions) to time when every partition takes writes again."""
 
 
 @pytest.fixture(scope="module")
@@ -470,3 +484,204 @@ async def test_drill_9_a_host_cut_off_the_network_then_restored(ha, catalog, ssh
     for run_id, run in caught_runs.items():
         print(f"drill 9: {run_id}: {run.state.message if run.state else ''}")
     await check_invariants(load, ssh_server, timeout=300)
+
+# --- drills 10 and 11: a node of the Elasticsearch cluster, a broker of Kafka ---------------------------
+
+
+def joined(ha: HATopology, part: str, add: Callable[[], None]) -> HATopology:
+    """``ha`` once ``add()`` has started its optional ``part`` (started once per module)."""
+    if getattr(ha, part) is None:
+        try:
+            add()
+        except PeerError as exc:
+            pytest.fail(f"the topology's {part} could not start: {exc}", pytrace=False)
+    return ha
+
+
+@pytest.fixture(scope="module")
+def ha_elasticsearch(ha) -> HATopology:
+    """The topology with its three-node Elasticsearch cluster and ``sms log-shipper``; the workers
+    (restarted) ship output to every node."""
+    return joined(ha, "elasticsearch", ha.add_elasticsearch)
+
+
+@pytest.fixture(scope="module")
+def ha_kafka(ha) -> HATopology:
+    """The topology with three Kafka brokers and ``sms events`` publishing to them."""
+    return joined(ha, "kafka", ha.add_kafka)
+
+
+def es_client(nodes: list) -> Elasticsearch:
+    """SMS's own client (``SMS_ELASTICSEARCH_URL`` as a comma-separated list) on ``nodes``."""
+    return connect(",".join(node.url for node in nodes))
+
+
+def node_of_primary(ha: HATopology, index: str):
+    """The Elasticsearch node that holds the primary shard of ``index``, once its replica has started
+    too (None before: a replica still recovering cannot be promoted, and the index would be red
+    until the node is back, as a first run of the drill showed)."""
+    assert ha.elasticsearch is not None
+    try:
+        shards = es_client(ha.elasticsearch.nodes).cat.shards(index=index, format="json")
+    except (ApiError, TransportError):  # 404 until the first line of the day creates it
+        return None
+    if not shards or any(shard["state"] != "STARTED" for shard in shards) or len(shards) < 2:
+        return None
+    names = {shard["node"] for shard in shards if shard["prirep"] == "p"}
+    return next((node for node in ha.elasticsearch.nodes if node.cluster.node_name in names), None)
+
+
+def es_writes(client: Elasticsearch) -> bool:
+    try:
+        client.index(index=ES_PROBE, document={"at": time.time()})
+    except (ApiError, TransportError):
+        return False
+    return True
+
+
+def lines_in_elasticsearch(client: Elasticsearch, run_ids: list[str]) -> Counter[str]:
+    """How often each output line of ``run_ids`` is in Elasticsearch (one document a line, searchable
+    within the index's 1 s refresh interval)."""
+    found: Counter[str] = Counter()
+    for chunk in (run_ids[k:k + 100] for k in range(0, len(run_ids), 100)):
+        hits = client.search(index="sms-logs-*", query={"terms": {"sms.run_id": chunk}}, size=10_000,
+                             source=["message"])["hits"]["hits"]
+        found.update(hit["_source"]["message"] for hit in hits)
+    return found
+
+
+async def test_drill_10_an_elasticsearch_node_stopped(ha_elasticsearch, catalog, ssh_server, ha_hosts):
+    """The node holding the primary of today's log index stopped (SIGTERM) mid-load and left down
+    until the load's checks are done: its replica on another node takes over, SMS's shippers move
+    to the other nodes of ``SMS_ELASTICSEARCH_URL``, and every line of every completed run is in
+    Elasticsearch exactly once. The node is started again afterwards."""
+    ha = ha_elasticsearch
+    assert ha.elasticsearch is not None
+    everyone = es_client(ha.elasticsearch.nodes)
+    everyone.index(index=ES_PROBE, document={"at": time.time()}, refresh=True)
+    load = await start_load(catalog, ha_hosts, RUNS)
+    today = f"sms-logs-{datetime.now(UTC):%Y.%m.%d}"
+    victim = await until(lambda: node_of_primary(ha, today), 60, interval=0.5)
+    assert victim is not None, f"no line of the load reached {today}"
+    in_flight = [run for run in (await flow_runs(load.ids)).values() if state_of(run) not in FINAL]
+    assert in_flight, "the load was over before the node stopped: the drill proves nothing"
+    stopped_at = time.monotonic()
+    await asyncio.to_thread(victim.halt)
+    assert await until(lambda: es_writes(everyone), 120, interval=0.2), "Elasticsearch took no write after a node stopped"
+    print(f"drill 10: Elasticsearch took writes through SMS's client {time.monotonic() - stopped_at:.1f} s after "
+          f"node {victim.cluster.node_name} (primary of {today}) was stopped with {len(in_flight)} runs in flight")
+    await check_invariants(load, ssh_server, timeout=300)
+    completed = [i for i, run in (await flow_runs(load.ids)).items() if state_of(run) == "COMPLETED"]
+    expected = {f"ha-line {run_id} {k}" for run_id in completed for k in range(1, LINES + 1)}
+    survivors = es_client([node for node in ha.elasticsearch.nodes if node is not victim])
+
+    def all_there() -> Counter[str] | None:
+        try:
+            found = lines_in_elasticsearch(survivors, completed)
+        except (ApiError, TransportError):  # slow while the replicas recover: try again
+            return None
+        return found if set(found) >= expected else None
+
+    seen = await until(all_there, 60, interval=1) or lines_in_elasticsearch(survivors, completed)
+    lost, doubled = expected - set(seen), [line for line in expected if seen[line] > 1]
+    print(f"drill 10: {len(expected)} lines of {len(completed)} completed runs; in Elasticsearch: "
+          f"lost {len(lost)}, doubled {len(doubled)}")
+    assert not lost and not doubled, (sorted(lost)[:10], doubled[:10])
+    resumed_at = time.monotonic()
+    await asyncio.to_thread(victim.resume)
+    health = await asyncio.to_thread(es_client(ha.elasticsearch.nodes).options(request_timeout=130).cluster.health,
+                                     wait_for_status="green", timeout="120s")
+    assert health["status"] == "green", health
+    print(f"drill 10: the node was back and the cluster green {time.monotonic() - resumed_at:.1f} s after its restart")
+
+
+def kafka_writes(producer: Producer, partitions: int) -> bool:
+    """One record on each partition of the probe topic, acknowledged by every in-sync replica."""
+    failures: list[object] = []
+    for partition in range(partitions):
+        producer.produce(KAFKA_PROBE, b"probe", partition=partition,
+                         on_delivery=lambda error, _: failures.append(error) if error else None)
+    return producer.flush(10) == 0 and not failures
+
+
+def run_events(bootstrap: str, run_ids: set[str], done: Callable[[list[dict]], bool], timeout: float) -> list[dict]:
+    """The CloudEvents of ``run_ids`` on ``sms.runs`` (every copy), read from the start by a fresh
+    consumer group until ``done(them)`` holds or ``timeout`` passes."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"drill-{uuid.uuid4()}",
+                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    consumer.subscribe(["sms.runs"])
+    found: list[dict] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline and not done(found):
+            for message in consumer.consume(500, timeout=0.5):
+                if message.error() is None and (event := json.loads(message.value())).get("subject") in run_ids:
+                    found.append(event)
+    finally:
+        consumer.close()
+    return found
+
+
+async def prefect_states(run_ids: list[str]) -> Counter[tuple[str, str]]:
+    """(run id, state name) of every state each run went through, from Prefect's state history."""
+    async with get_client() as client:
+        histories = await asyncio.gather(*(client.read_flow_run_states(uuid.UUID(i)) for i in run_ids))
+    return Counter((run_id, state.name) for run_id, states in zip(run_ids, histories, strict=True) for state in states)
+
+
+def published_states(events: list[dict]) -> Counter[tuple[str, str]]:
+    """(run id, state name) of every distinct run-state event (a re-sent copy must be identical)."""
+    return Counter((event["subject"], event["data"]["state"]) for event in first_copies(events)
+                   if "state_type" in event["data"])
+
+
+async def test_drill_11_a_kafka_broker_stopped(ha_kafka, catalog, ssh_server, ha_hosts):
+    """The broker leading most partitions of ``sms.runs`` stopped (SIGTERM) mid-load and left down
+    until the checks are done (replication factor 3, ``min.insync.replicas=2``: two brokers take
+    every write). Every state every run went through (Prefect's state history) is on ``sms.runs``,
+    with every run's host steps and ``sms.run.finished``. Delivery is at least once with stable
+    ids (docs/events.md): a re-sent copy must be identical, and no state has two ids."""
+    ha = ha_kafka
+    assert ha.kafka is not None
+    admin = AdminClient({"bootstrap.servers": ha.kafka.bootstrap})
+    admin.create_topics([NewTopic(KAFKA_PROBE, num_partitions=3, replication_factor=3)])[KAFKA_PROBE].result(60)
+    producer = Producer({"bootstrap.servers": ha.kafka.bootstrap, "acks": "all", "enable.idempotence": True,
+                         "message.timeout.ms": 5000})
+    assert await until(lambda: kafka_writes(producer, 3), 60, interval=0.5), "the probe topic took no record with every broker up"
+    load = await start_load(catalog, ha_hosts, RUNS)
+    await asyncio.sleep(3)  # runs are being picked up and started; their first events are published
+
+    def runs_topic_leaders() -> Counter[int]:
+        topic = admin.list_topics("sms.runs", timeout=10).topics["sms.runs"]
+        return Counter(partition.leader for partition in topic.partitions.values() if partition.leader >= 0)
+
+    leaders = await until(runs_topic_leaders, 120, interval=0.5)
+    assert leaders, "no event of the load reached sms.runs"
+    victim = next(node for node in ha.kafka.nodes if node.node_id == leaders.most_common(1)[0][0])
+    stopped_at = time.monotonic()
+    await asyncio.to_thread(victim.halt)
+    assert await until(lambda: kafka_writes(producer, 3), 120, interval=0.2), "Kafka took no write after a broker stopped"
+    print(f"drill 11: every partition took acks=all writes {time.monotonic() - stopped_at:.1f} s after "
+          f"broker {victim.node_id} (leader of {leaders[victim.node_id]} of {len(leaders)} partitions of sms.runs) stopped")
+    await check_invariants(load, ssh_server, timeout=300)
+    expected = await prefect_states(load.ids)
+
+    def complete(events: list[dict]) -> bool:
+        finished = {e["subject"] for e in events if e["type"] == "sms.run.finished"}
+        started = {e["subject"] for e in events if e["type"] == "sms.run.host.started"}
+        return not (expected - published_states(events)) and finished >= set(load.ids) and started >= set(load.ids)
+
+    events = await asyncio.to_thread(run_events, ha.kafka.bootstrap, set(load.ids), complete, 120)
+    published = published_states(events)
+    lost = expected - published
+    distinct = first_copies(events)
+    resent = len(events) - len(distinct)
+    per_run = Counter(e["type"] for e in distinct)
+    print(f"drill 11: {len(distinct)} distinct events of {len(load.ids)} runs ({dict(per_run)}); "
+          f"states lost {sum(lost.values())}, copies re-sent {resent}")
+    assert not lost, f"run states never published: {sorted(lost)[:10]}"
+    assert published == expected, f"a state published under two ids: {sorted((published - expected).elements())[:10]}"
+    assert complete(events), "a run's sms.run.host.started or sms.run.finished never reached sms.runs"
+    resumed_at = time.monotonic()
+    await asyncio.to_thread(victim.resume)
+    print(f"drill 11: the broker was back {time.monotonic() - resumed_at:.1f} s after its restart")

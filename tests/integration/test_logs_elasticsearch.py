@@ -24,9 +24,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from elasticsearch import TransportError
 from prefect.states import State
 
 from flows.run_script import run_script
+from infra.testbed.ports import free_port
 from sms_plugin import AsyncSMSClient, hosts, runs
 from sms_plugin.catalog import Catalog, ScriptSpec, add_script
 from sms_plugin.errors import SMSError
@@ -146,6 +148,23 @@ async def test_lines_printed_while_elasticsearch_was_down_arrive_once_it_is_back
     assert [e.message for e in entries if e.stream == "stderr"] == ["err"]
     client = connect()
     assert client.count(index="sms-logs-*", query={"term": {"sms.run_id": run_id}})["count"] == count + 1
+
+
+def test_a_node_of_the_url_list_that_does_not_answer_is_passed_over(elasticsearch):
+    """``SMS_ELASTICSEARCH_URL`` may list a cluster's nodes: a node that does not answer costs a
+    failed request, then the client leaves it out for its back-off and sends to the others (as
+    round robin without that would fail every other request). Drill 10 (docs/deploy.md) stops a
+    node of a real cluster."""
+    dead = f"http://127.0.0.1:{free_port()}"
+    client = connect(f"{dead}, {elasticsearch.url}")
+    assert sorted(node.base_url for node in client.transport.node_pool.all()) == sorted([dead, elasticsearch.url])
+    answers = []
+    for _ in range(10):
+        try:
+            answers.append(client.cluster.health()["cluster_name"])
+        except TransportError:
+            answers.append("failed")
+    assert answers.count("failed") <= 2 and answers.count("sms-testbed") >= 8, answers
 
 
 async def test_follow_shows_lines_of_a_running_script_within_a_second(catalog, ssh_host):

@@ -30,13 +30,21 @@ class ShippingError(SMSError):
     """Elasticsearch did not take a chunk now (down, slow, overloaded): try again later."""
 
 
+def node_urls(url: str) -> list[str]:
+    """The nodes of ``SMS_ELASTICSEARCH_URL``: one URL, or several separated by commas (a cluster)."""
+    return [part.strip() for part in url.split(",") if part.strip()]
+
+
 def connect(url: str | None = None) -> Elasticsearch:
-    """A client for ``url`` (default ``SMS_ELASTICSEARCH_URL``); retries are the caller's job."""
+    """A client for ``url`` (default ``SMS_ELASTICSEARCH_URL``, one node or a comma-separated list of
+    a cluster's nodes). Retries are the caller's job: a request that fails on a node marks that node
+    dead in the client's pool for a while, so the caller's next try goes to another node."""
     url = url or current().logs.elasticsearch_url
     if not url:
         raise SMSError("Elasticsearch is not configured (set SMS_ELASTICSEARCH_URL)")
-    secure = {"ssl_context": tls.client_context()} if url.startswith("https:") else {}
-    return Elasticsearch(url, request_timeout=REQUEST_TIMEOUT, max_retries=0, retry_on_timeout=False, **secure)
+    nodes = node_urls(url)
+    secure = {"ssl_context": tls.client_context()} if any(node.startswith("https:") for node in nodes) else {}
+    return Elasticsearch(nodes, request_timeout=REQUEST_TIMEOUT, max_retries=0, retry_on_timeout=False, **secure)
 
 
 def describe(error: Exception, doing: str) -> str:
@@ -111,6 +119,11 @@ def apply_retention(client: Elasticsearch, days: int, *, now: datetime | None = 
 
 
 def _shown(url: str | None) -> str:
-    """``url`` without its user and password (they may be in it): scheme, host and port."""
-    parts = urlsplit(url or "")
-    return f"{parts.scheme}://{parts.hostname}{f':{parts.port}' if parts.port else ''}" if parts.hostname else "(unset)"
+    """``url`` (one node or several, comma-separated) without users and passwords (they may be in
+    it): scheme, host and port of each node."""
+    shown = []
+    for node in node_urls(url or ""):
+        parts = urlsplit(node)
+        if parts.hostname:
+            shown.append(f"{parts.scheme}://{parts.hostname}{f':{parts.port}' if parts.port else ''}")
+    return ",".join(shown) or "(unset)"
