@@ -25,7 +25,6 @@ import argparse
 import asyncio
 import os
 import signal
-import statistics
 import sys
 import tempfile
 import time
@@ -42,7 +41,6 @@ os.environ.pop("PREFECT_API_URL", None)
 
 from prefect import get_client  # noqa: E402
 from prefect.client.schemas.actions import WorkPoolCreate  # noqa: E402
-from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId  # noqa: E402
 
 from infra.ha.topology import HATopology  # noqa: E402
 from infra.testbed.mariadb import MariaDB  # noqa: E402
@@ -53,11 +51,11 @@ from infra.testbed.process import cpu_seconds, process_tree  # noqa: E402
 from infra.testbed.sshd import SshServer  # noqa: E402
 from sms_plugin import hosts, runs, scripts  # noqa: E402
 from sms_plugin.catalog import Catalog, ScriptSpec  # noqa: E402
+from bench.run_timing import STAMP_FIRST, all_final, percentiles, start_latency, until  # noqa: E402
 from tests.conftest import talking_to  # noqa: E402
 from tests.integration.conftest import block_of  # noqa: E402
 
 STAMPS = Path("/tmp") / f"sms-bench-ha-stamps-{uuid.uuid4().hex[:8]}"
-FINAL = {"COMPLETED", "FAILED", "CANCELLED", "CRASHED"}
 POOL = "bench-ha"
 RESULTS: dict[str, dict[str, str]] = {}
 
@@ -65,55 +63,15 @@ Parts = dict[str, Callable[[], set[int]]]
 """Label → the pids of that part now."""
 
 
-def pct(samples: list[float]) -> tuple[float, float]:
-    """p50 and p95 of ``samples``."""
-    ordered = sorted(samples)
-    return statistics.median(ordered), ordered[max(0, round(0.95 * len(ordered)) - 1)]
-
-
 def trees(*roots: int | None) -> Callable[[], set[int]]:
     """The process trees of ``roots`` (None ignored), read when called."""
     return lambda: set().union(*(process_tree(root) for root in roots if root))
-
-
-async def until(check: Callable[[], object], timeout: float, interval: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return True
-        await asyncio.sleep(interval)
-    return False
-
-
-async def all_final(ids: list[str]) -> bool:
-    async with get_client() as client:
-        found = await client.read_flow_runs(
-            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[uuid.UUID(i) for i in ids])), limit=len(ids)
-        )
-    return len(found) == len(ids) and all(r.state is not None and r.state.type.value in FINAL for r in found)
 
 
 async def add_script(catalog: Catalog, host: str, content: str) -> str:
     name = f"bench-{uuid.uuid4().hex[:6]}"
     await scripts.add(catalog, ScriptSpec(name=name, interpreter="sh", host=host), content, author="bench")
     return name
-
-
-async def start_latency(catalog: Catalog, name: str, count: int) -> list[float]:
-    """Seconds from the start request to the script's first instruction, runs one after another."""
-    samples = []
-    for _ in range(count):
-        stamp = STAMPS / uuid.uuid4().hex
-        requested = time.time()
-        run_id = await runs.start(catalog, name, args=[str(stamp)], trigger="cli", user="bench")
-        if not await until(lambda: stamp.exists() and stamp.read_text().strip(), 120):
-            raise RuntimeError(f"run {run_id} did not start within 120 s")
-        samples.append(float(stamp.read_text()) - requested)
-        await until(lambda: all_final([run_id]), 120, 0.1)
-    return samples
 
 
 async def burst(catalog: Catalog, name: str, count: int, parts: Parts) -> tuple[float, dict[str, float]]:
@@ -137,10 +95,10 @@ async def measure(setup: str, ssh: SshServer, catalog: Catalog, parts: Parts, la
     """Registers the host and two scripts on the setup in use, then measures it."""
     host = f"bench-{uuid.uuid4().hex[:4]}"
     await hosts.add(host, block_of(ssh, max_parallel_sessions=burst_size + 10))
-    stamp_first = await add_script(catalog, host, 'date +%s.%N > "$1"\n')
+    stamp_first = await add_script(catalog, host, STAMP_FIRST)
     short = await add_script(catalog, host, "true\n")
-    await start_latency(catalog, stamp_first, 2)  # the first runs pay one-time costs (imports, pools)
-    p50, p95 = pct(await start_latency(catalog, stamp_first, latency))
+    await start_latency(catalog, stamp_first, 2, STAMPS)  # the first runs pay one-time costs (imports, pools)
+    p50, p95 = percentiles(await start_latency(catalog, stamp_first, latency, STAMPS))
     print(f"{setup}: start latency p50 {p50:.3f} s, p95 {p95:.3f} s", flush=True)
     rate, cpu = await burst(catalog, short, burst_size, parts)
     print(f"{setup}: {rate:.2f} runs/s, CPU per run {sum(cpu.values()) * 1000:.0f} ms", flush=True)

@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import statistics
 import sys
 import tempfile
 import time
@@ -36,7 +35,6 @@ os.environ.pop("PREFECT_API_URL", None)
 import paramiko  # noqa: E402
 from prefect import get_client  # noqa: E402
 from prefect.client.schemas.actions import WorkPoolCreate  # noqa: E402
-from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId  # noqa: E402
 
 from infra.testbed.postgresql import PostgreSQL  # noqa: E402
 from infra.testbed.prefect_server import PrefectServer  # noqa: E402
@@ -45,18 +43,17 @@ from infra.testbed.process import cpu_seconds, process_tree  # noqa: E402
 from infra.testbed.sshd import SshServer  # noqa: E402
 from sms_plugin import hosts, runs, scripts  # noqa: E402
 from sms_plugin.catalog import Catalog, ScriptSpec  # noqa: E402
+from bench.run_timing import STAMP_FIRST, all_final, percentiles, start_latency, until  # noqa: E402
 from tests.conftest import talking_to  # noqa: E402
 from tests.integration.conftest import block_of  # noqa: E402
 
 STAMPS = Path("/tmp") / f"sms-bench-stamps-{uuid.uuid4().hex[:8]}"
-FINAL = {"COMPLETED", "FAILED", "CANCELLED", "CRASHED"}
 ROWS: list[tuple[str, str, str]] = []
 
 
 def pct(samples: list[float]) -> str:
-    ordered = sorted(samples)
-    p95 = ordered[max(0, round(0.95 * len(ordered)) - 1)]
-    return f"p50 {statistics.median(ordered):.3f} s, p95 {p95:.3f} s (n={len(ordered)})"
+    p50, p95 = percentiles(samples)
+    return f"p50 {p50:.3f} s, p95 {p95:.3f} s (n={len(samples)})"
 
 
 def rss_kb(pids: set[int]) -> int:
@@ -73,31 +70,6 @@ def rss_kb(pids: set[int]) -> int:
 
 def alive(ssh: SshServer, marker: str) -> int:
     return len([p for p in ssh.processes(f"sleep {marker}") if " Z" not in p])
-
-
-async def until(check: Callable[[], object], timeout: float, interval: float = 0.02) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return True
-        await asyncio.sleep(interval)
-    return False
-
-
-async def states(ids: list[str]) -> dict[str, str]:
-    async with get_client() as client:
-        found = await client.read_flow_runs(
-            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[uuid.UUID(i) for i in ids])), limit=len(ids)
-        )
-    return {str(r.id): r.state.type.value if r.state else "NONE" for r in found}
-
-
-async def all_final(ids: list[str]) -> bool:
-    found = await states(ids)
-    return len(found) == len(ids) and all(s in FINAL for s in found.values())
 
 
 async def start_many(catalog: Catalog, name: str | list[str], count: int, args: Callable[[int], list[str]] | None = None) -> list[str]:
@@ -117,19 +89,6 @@ async def script(catalog: Catalog, pool: str, host: str, content: str) -> str:
     name = f"bench-{uuid.uuid4().hex[:6]}"
     await scripts.add(catalog, ScriptSpec(name=name, interpreter="sh", host=host, kill_grace_seconds=1), content, author="bench")
     return name
-
-
-async def start_latency(catalog: Catalog, name: str, count: int) -> list[float]:
-    samples = []
-    for _ in range(count):
-        stamp = STAMPS / uuid.uuid4().hex
-        requested = time.time()
-        run_id = await runs.start(catalog, name, args=[str(stamp)], trigger="cli", user="bench")
-        assert await until(stamp.exists, 120), f"run {run_id} never started"
-        await until(lambda: stamp.read_text().strip(), 5)
-        samples.append(float(stamp.read_text()) - requested)
-        await until(lambda: all_final([run_id]), 60, 0.1)
-    return samples
 
 
 def raw_latency(ssh: SshServer, count: int) -> list[float]:
@@ -210,9 +169,8 @@ async def bench(ssh: SshServer, pg: PostgreSQL, server: PrefectServer, counts: l
         await client.create_work_pool(WorkPoolCreate(name="bench-process", type="process"))
     host = f"bench-{uuid.uuid4().hex[:4]}"
     await hosts.add(host, block_of(ssh, max_parallel_sessions=max(counts) + 50))
-    stamp_first = 'date +%s.%N > "$1"\n'
-    sms_stamp = await script(catalog, "bench-sms", host, stamp_first)
-    proc_stamp = await script(catalog, "bench-process", host, stamp_first)
+    sms_stamp = await script(catalog, "bench-sms", host, STAMP_FIRST)
+    proc_stamp = await script(catalog, "bench-process", host, STAMP_FIRST)
     sms_sleep = await script(catalog, "bench-sms", host, 'sleep "$1"\n')
     proc_sleep = await script(catalog, "bench-process", host, 'sleep "$1"\n')
     sms_true = await script(catalog, "bench-sms", host, "true\n")
@@ -230,8 +188,8 @@ async def bench(ssh: SshServer, pg: PostgreSQL, server: PrefectServer, counts: l
     try:
         if "start" in only:
             print("start latency ...")
-            ROWS.append(("start latency: sms worker", pct(await start_latency(catalog, sms_stamp, 20)), "goal p50 ≤ 0.3 s, p95 ≤ 0.6 s"))
-            ROWS.append(("start latency: process worker (query 1 s)", pct(await start_latency(catalog, proc_stamp, 8)), "baseline"))
+            ROWS.append(("start latency: sms worker", pct(await start_latency(catalog, sms_stamp, 20, STAMPS)), "goal p50 ≤ 0.3 s, p95 ≤ 0.6 s"))
+            ROWS.append(("start latency: process worker (query 1 s)", pct(await start_latency(catalog, proc_stamp, 8, STAMPS)), "baseline"))
             ROWS.append(("start latency: raw paramiko exec", pct(raw_latency(ssh, 20)), "floor"))
         if "stop" in only:
             print("stop latency ...")
