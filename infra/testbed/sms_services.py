@@ -48,6 +48,13 @@ class EventsPublisher(Peer):
         assert self.process is not None and self.process.popen is not None
         os.kill(self.process.popen.pid, signal.SIGKILL)
         self.process.popen.wait(10)
+        self.process.stop(0)
+        self.process = None
+
+    def restart(self) -> None:
+        """Start again after :meth:`kill` (same port, same settings)."""
+        assert self.process is None, "kill() first"
+        self._start()
 
 
 class LogShipper(Peer):
