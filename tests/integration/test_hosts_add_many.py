@@ -4,7 +4,9 @@ against a real Prefect server: the refusals of ``hosts.add`` host by host, the o
 
 from __future__ import annotations
 
+import asyncio
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,12 +18,28 @@ from sms_plugin import hosts as host_services
 from sms_plugin.catalog import Catalog
 from sms_plugin.errors import Conflict, InvalidInput, NotFound
 from sms_plugin.host_kinds import LocalHost, SSHHost, load_host
+from sms_plugin.host_kinds.registry import stored_hosts
 from sms_plugin.inventory import read as read_inventory
 from sms_plugin.limits import host_limit_name
 
 pytestmark = pytest.mark.integration
 
 SUFFIX = uuid.uuid4().hex[:6]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def hosts_removed_after(prefect_server) -> Iterator[None]:
+    """This module's hosts point at unroutable addresses: checking one takes its whole connect
+    timeout, so they are removed from the session's Prefect (the exporter's tests check every host)."""
+    yield
+
+    async def remove() -> None:
+        async with get_client() as client:
+            for name, stored in (await stored_hosts(client)).items():
+                if name.endswith(SUFFIX):
+                    await client.delete_block_document(stored.document_id)
+
+    asyncio.run(remove())
 
 
 def ssh(address: str, **fields: object) -> SSHHost:
