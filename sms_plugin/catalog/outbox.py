@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, insert, select
+from sqlalchemy import delete, func, insert, select, text
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import get_history
 
@@ -194,6 +194,14 @@ def pending(s: Session, after: int, limit: int) -> list[OutboxEvent]:
 def backlog(s: Session, after: int) -> int:
     """How many events wait after position ``after``."""
     return int(s.scalar(select(func.count()).where(OutboxEvent.position > after)) or 0)
+
+
+def position_step(s: Session) -> int:
+    """How far apart one writer's consecutive positions are: MariaDB's ``auto_increment_increment``
+    (Galera sets it to the cluster's size, so that each node's ids differ), 1 on other databases."""
+    if s.get_bind().dialect.name not in ("mysql", "mariadb"):
+        return 1
+    return max(1, int(s.scalar(text("SELECT @@auto_increment_increment")) or 1))
 
 
 def get_position(s: Session, name: str) -> str | None:

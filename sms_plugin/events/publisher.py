@@ -184,6 +184,18 @@ class OutboxSender:
         self.producer.flush(self.settings.send_timeout_seconds)
 
 
+def unbroken(positions: list[int], after: int, step: int) -> int:
+    """How many of ``positions`` (ascending) follow ``after`` without a hole. One writer's positions
+    are ``step`` apart (``outbox.position_step``: 3 on a three-node Galera cluster), so a larger
+    jump is a transaction not committed yet, or rolled back."""
+    count, last = 0, after
+    for position in positions:
+        if position - last > step:
+            break
+        count, last = count + 1, position
+    return count
+
+
 class Publisher:
     """The publisher of one catalog: ``run()`` until ``stop()``."""
 
@@ -201,22 +213,21 @@ class Publisher:
         """The next rows without a hole in their positions (a hole older than GAP_SECONDS is skipped)."""
         with self.catalog.session() as s:
             rows = outbox.pending(s, after, BATCH)
+            step = outbox.position_step(s)
             self.metrics.backlog.set(outbox.backlog(s, after))
         if not rows:
             return []
-        if rows[0].position != after + 1:
+        positions = [row.position for row in rows]
+        count = unbroken(positions, after, step)
+        if count == 0:
             now = time.monotonic()
             self._gap_since = self._gap_since or now
             if now - self._gap_since < GAP_SECONDS:
                 return []
-            log.warning("outbox positions %d-%d never committed: skipped", after + 1, rows[0].position - 1)
+            log.warning("outbox positions %d-%d never committed: skipped", after + 1, positions[0] - 1)
+            count = 1 + unbroken(positions[1:], positions[0], step)
         self._gap_since = None
-        run = [rows[0]]
-        for row in rows[1:]:
-            if row.position != run[-1].position + 1:
-                break
-            run.append(row)
-        return run
+        return rows[:count]
 
     def publish_forever(self) -> None:
         """Send the outbox to Kafka until ``stop()``; resumes from the recorded position."""

@@ -25,8 +25,11 @@ from sms_plugin.catalog import (
 )
 from sms_plugin.catalog import access
 from sms_plugin.catalog.models import OutboxEvent
-from sms_plugin.catalog.outbox import CATALOG_TOPIC, RUNS_TOPIC, backlog, get_position, pending, purge, set_position
+from sms_plugin.catalog.outbox import (
+    CATALOG_TOPIC, RUNS_TOPIC, backlog, get_position, pending, position_step, purge, set_position,
+)
 from sms_plugin.errors import Conflict
+from sms_plugin.events.publisher import unbroken
 from tests.unit.test_gateway_sessions import catalog  # noqa: F401 - the fixture: a fresh SQLite catalog
 
 
@@ -147,3 +150,22 @@ def test_each_host_of_a_run_leaves_its_steps_and_a_reaping_its_event(catalog):
                            "seconds": 2.0}
     assert found[4][2] == {"script": "backup", "run_id": "run-1", "host": "web-1", "result": "ok",
                            "reason": "worker gone"}
+
+
+@pytest.mark.parametrize(("positions", "after", "step", "count"), [
+    ([1, 2, 3], 0, 1, 3),
+    ([2, 3], 0, 1, 0),          # position 1 not committed yet
+    ([1, 2, 4, 5], 0, 1, 2),
+    ([1, 4, 7, 10], 0, 3, 4),   # one Galera node of three
+    ([4, 7, 13], 1, 3, 2),      # 10 not committed yet
+    ([8, 11], 4, 3, 0),         # 7 not committed yet
+    ([5, 6, 9], 4, 3, 3),       # another node's ids after a fail-over: within the step
+    ([], 0, 3, 0),
+])
+def test_unbroken_counts_the_positions_before_the_first_hole(positions, after, step, count):
+    assert unbroken(positions, after, step) == count
+
+
+def test_sqlite_positions_step_by_one(catalog):  # noqa: F811 - the imported fixture
+    with catalog.session() as s:
+        assert position_step(s) == 1
