@@ -7,6 +7,7 @@ yet is checked before the others."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import time
 import uuid
@@ -96,18 +97,24 @@ async def test_a_host_without_a_gauge_is_checked_before_the_others(prefect_serve
         for host in await hosts.listing():  # every other host of the session's Prefect has a gauge already
             if host.name != new:
                 exporter.service.set_one(exporter.service.host_up, host.name, 1.0)
-        def value(name: str) -> float | None:
-            return exporter.service.registry.get_sample_value("sms_host_up", {"host": name})
-
         probing = asyncio.create_task(exporter.probe())
-        seen = await until(lambda: value(new) is not None, timeout=10, interval=0.05)
-        silent_then = value(silent)
-        probing.cancel()
+        try:
+            seen = await until(lambda: shown(exporter, new) is not None, timeout=10, interval=0.05)
+            silent_then = shown(exporter, silent)
+        finally:
+            probing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await probing
         assert seen, f"the new host {new} was not checked within 10 s"
-        assert value(new) == 1.0
+        assert shown(exporter, new) == 1.0
         assert silent_then == 1.0, "the silent host (known, first by name) was checked before the new host"
     finally:
         await remove({silent, new})
+
+
+def shown(exporter: Exporter, name: str) -> float | None:
+    """An in-process exporter's ``sms_host_up`` of host ``name`` (None: no series)."""
+    return exporter.service.registry.get_sample_value("sms_host_up", {"host": name})
 
 
 def test_the_silent_port_really_is_silent(silent_port: Any) -> None:
