@@ -123,6 +123,8 @@ class ExporterSettings(Group):
     port: int = Field(9478, ge=0, le=65535, validation_alias="SMS_EXPORTER_PORT")
     history_hours: float = Field(168, gt=0, validation_alias="SMS_EXPORTER_HISTORY_HOURS")
     probe_seconds: float = Field(60, gt=0, validation_alias="SMS_EXPORTER_PROBE_SECONDS")
+    parallel_checks: int = Field(32, ge=1, le=256, validation_alias="SMS_EXPORTER_PARALLEL_CHECKS")
+    """Host checks at a time (SSH checks beyond ``SMS_SSH_HANDSHAKES`` wait for a handshake slot)."""
     login_check: bool = Field(False, validation_alias="SMS_EXPORTER_LOGIN_CHECK")
     """Log in at each host check (off: the probe never presents credentials)."""
     allow_plain_http: bool = Field(False, validation_alias="SMS_EXPORTER_ALLOW_PLAIN_HTTP")

@@ -18,6 +18,8 @@ Settings (the tree's ``exporter`` group, sms_plugin.settings; ``sms exporter`` o
   (Prometheus scrapes with ``scheme: https`` and the CA, docs/tls.md).
 - ``SMS_EXPORTER_HISTORY_HOURS``: how far back a rebuild reads (168, Prefect's default event retention).
 - ``SMS_EXPORTER_PROBE_SECONDS``: host check period (60).
+- ``SMS_EXPORTER_PARALLEL_CHECKS``: host checks at a time (32); each host's ``sms_host_up`` is set
+  when its own check ends, hosts without one yet are checked first.
 - ``SMS_EXPORTER_LOGIN_CHECK``: ``1`` to log in at each check (off: reachability and host key only).
 - ``SMS_EXPORTER_SOURCE``: where run events come from: ``prefect`` (its event stream, the default)
   or ``kafka`` (topic ``sms.runs`` on the brokers of ``SMS_KAFKA_BOOTSTRAP``, as ``sms events``
@@ -29,7 +31,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
@@ -58,7 +61,6 @@ _CATCH_UP_SECONDS = (15.0, 45.0)
 _CATCH_UP_MARGIN = timedelta(minutes=2)
 """How far before the subscription the re-read starts."""
 _CHECK_TIMEOUT_SECONDS = 30.0
-_PARALLEL_CHECKS = 4
 LOGIN_RETRY_SECONDS = 3600.0
 """After a failed login check, how long the exporter leaves the host's credentials alone."""
 SOURCES = ("prefect", "kafka")
@@ -108,11 +110,19 @@ class Exporter:
 
     async def run(self) -> None:
         """Follows the run events and probes the hosts until cancelled."""
+        self._thread_per_check()
         probing = asyncio.create_task(self._probe_forever())
         try:
             await self.follow()
         finally:
             probing.cancel()
+
+    def _thread_per_check(self) -> None:
+        """Gives the loop's default thread pool (``asyncio.to_thread``, where an SSH check waits for its
+        handshake) a thread per parallel check and 4 more: asyncio's own has min(32, CPUs + 4), and a
+        check waiting there for a thread would spend its time-out before it starts."""
+        pool = ThreadPoolExecutor(self.settings.parallel_checks + 4, thread_name_prefix="sms-exporter")
+        asyncio.get_running_loop().set_default_executor(pool)
 
     async def follow(self) -> None:
         """Counts run events from the configured source until cancelled; a lost subscription (or a
@@ -211,33 +221,47 @@ class Exporter:
             await asyncio.sleep(self.settings.probe_seconds)
 
     async def probe(self) -> None:
-        """Checks every host (``sms_host_up``) and reads the scripts' schedules."""
-        limit = asyncio.Semaphore(_PARALLEL_CHECKS)
-
-        async def up(name: str) -> float:
-            if name in self._failed_logins and time.monotonic() - self._failed_logins[name] < LOGIN_RETRY_SECONDS:
-                return 0.0  # its last login check failed: no second try within the hour
-            login = self.settings.login_check
-            async with limit:
-                try:
-                    result = await asyncio.wait_for(hosts.check(name, login=login), _CHECK_TIMEOUT_SECONDS)
-                except (SMSError, TimeoutError):
-                    return 0.0
-                except Exception as error:  # noqa: BLE001 - one host's broken check must not hide the others
-                    log.warning("host %s: check failed: %s: %s", name, type(error).__name__, error)
-                    return 0.0
-            if login and result.reachable and result.host_key in ("match", "not checked") and not result.authenticated:
-                self._failed_logins[name] = time.monotonic()
-                log.warning("host %s: the login check failed; no new login for %g s", name, LOGIN_RETRY_SECONDS)
-            else:
-                self._failed_logins.pop(name, None)
-            return float(result.up)
-
+        """Reads the scripts' schedules, then checks every host (``sms_host_up``), ``parallel_checks``
+        at a time: a host's gauge is set as soon as its own check ends (a check that outlasts
+        :data:`_CHECK_TIMEOUT_SECONDS` reads down then), hosts without a gauge yet are checked first,
+        and removed hosts lose theirs when the round starts."""
         async with get_client() as client:  # the schedules first: one quick call, while host checks may be slow
             self.service.set_labelled(self.service.expected_interval, await sources.expected_intervals(client))
         names = [host.name for host in await hosts.listing()]
-        results = await asyncio.gather(*(up(name) for name in names))
-        self.service.set_labelled(self.service.host_up, dict(zip(names, results, strict=True)))
+        self.service.keep_only(self.service.host_up, names)
+        queue = iter(check_order(names, self.service.labels_of(self.service.host_up)))
+        await asyncio.gather(*(self._check_each(queue) for _ in range(self.settings.parallel_checks)))
+
+    async def _check_each(self, queue: Iterator[str]) -> None:
+        """Checks the hosts ``queue`` hands out (shared by the round's checkers) one after another,
+        setting each one's ``sms_host_up`` when its check ends."""
+        for name in queue:
+            self.service.set_one(self.service.host_up, name, await self._up(name))
+
+    async def _up(self, name: str) -> float:
+        """1.0 if host ``name`` is up now, else 0.0 (a failed, broken or timed-out check)."""
+        if name in self._failed_logins and time.monotonic() - self._failed_logins[name] < LOGIN_RETRY_SECONDS:
+            return 0.0  # its last login check failed: no second try within the hour
+        login = self.settings.login_check
+        try:
+            result = await asyncio.wait_for(hosts.check(name, login=login), _CHECK_TIMEOUT_SECONDS)
+        except (SMSError, TimeoutError):
+            return 0.0
+        except Exception as error:  # noqa: BLE001 - one host's broken check must not hide the others
+            log.warning("host %s: check failed: %s: %s", name, type(error).__name__, error)
+            return 0.0
+        if login and result.reachable and result.host_key in ("match", "not checked") and not result.authenticated:
+            self._failed_logins[name] = time.monotonic()
+            log.warning("host %s: the login check failed; no new login for %g s", name, LOGIN_RETRY_SECONDS)
+        else:
+            self._failed_logins.pop(name, None)
+        return float(result.up)
+
+
+def check_order(names: Iterable[str], shown: Collection[str]) -> list[str]:
+    """``names`` in the order a round checks them: those not ``shown`` yet (new hosts) first, each
+    part in its own order."""
+    return sorted(names, key=lambda name: name in shown)
 
 
 def serve(settings: ExporterSettings, kafka_bootstrap: str | None = None) -> None:

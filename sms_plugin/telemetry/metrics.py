@@ -13,7 +13,7 @@ Labels are bounded: script, host, state type, stream, error kind; never a run id
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -216,11 +216,25 @@ class ServiceMetrics:
 
     def set_labelled(self, gauge: Gauge, values: Mapping[str, float]) -> None:
         """Sets one-label ``gauge`` to exactly ``values`` (label → value), dropping labels no longer there."""
-        for label in self._labels.get(gauge, set()) - values.keys():
-            gauge.remove(label)
+        self.keep_only(gauge, values.keys())
         for label, value in values.items():
-            gauge.labels(label).set(value)
-        self._labels[gauge] = set(values)
+            self.set_one(gauge, label, value)
+
+    def set_one(self, gauge: Gauge, label: str, value: float) -> None:
+        """Sets one-label ``gauge``'s ``label`` to ``value``, the others unchanged."""
+        gauge.labels(label).set(value)
+        self._labels.setdefault(gauge, set()).add(label)
+
+    def keep_only(self, gauge: Gauge, labels: Collection[str]) -> None:
+        """Drops the labels of one-label ``gauge`` that are not in ``labels``."""
+        shown = self._labels.setdefault(gauge, set())
+        for label in shown - set(labels):
+            gauge.remove(label)
+            shown.discard(label)
+
+    def labels_of(self, gauge: Gauge) -> set[str]:
+        """The labels one-label ``gauge`` shows now."""
+        return set(self._labels.get(gauge, ()))
 
     def counted(self, occurred: datetime, now: datetime) -> None:
         """An event was counted ``now``."""

@@ -106,6 +106,21 @@ def test_set_labelled_drops_hosts_that_are_gone():
     assert _get(service, "sms_host_up", host="db") is None
 
 
+def test_one_host_is_set_alone_and_keep_only_drops_the_others():
+    service = ServiceMetrics()
+    service.set_one(service.host_up, "web", 1)
+    service.set_one(service.host_up, "db", 0)
+    service.set_one(service.host_up, "web", 0)
+    assert (_get(service, "sms_host_up", host="web"), _get(service, "sms_host_up", host="db")) == (0, 0)
+    assert service.labels_of(service.host_up) == {"web", "db"}
+    service.keep_only(service.host_up, ["db", "new"])  # "new" has no check yet: no series for it
+    assert _get(service, "sms_host_up", host="web") is None
+    assert _get(service, "sms_host_up", host="new") is None
+    assert service.labels_of(service.host_up) == {"db"}
+    service.set_labelled(service.host_up, {"mail": 1})  # after keep_only, the bookkeeping still holds
+    assert service.labels_of(service.host_up) == {"mail"} and _get(service, "sms_host_up", host="db") is None
+
+
 # --------------------------------------------------------------------------- Prefect objects → facts
 
 
