@@ -11,6 +11,7 @@ import os
 import shutil
 import sys
 import tempfile
+import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -44,6 +45,14 @@ from infra.testbed.sshd import SshServer  # noqa: E402
 from infra.testbed.winrm_host import WinRMHost  # noqa: E402
 
 P = TypeVar("P", bound=Peer)
+
+_RUN_ID = uuid.uuid4().hex
+
+
+def run_suffix(length: int = 6) -> str:
+    """A hex suffix for the names a module makes at import, new in each pytest run and the same in
+    every process of one run: ``-n 2`` collects in each process and needs the same test ids."""
+    return os.environ.get("PYTEST_XDIST_TESTRUNUID", _RUN_ID)[:length]
 
 
 def _started(peer: P) -> P:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import uuid
 from datetime import datetime
 
 import httpx
@@ -27,10 +26,11 @@ from sms_plugin.catalog import ScriptSpec, get_script, list_audit
 from sms_plugin.catalog import access as rows
 from sms_plugin.deploy import deployment_name
 from tests.integration.gateway_fixtures import Gateway, gateway  # noqa: F401 - fixture
+from tests.conftest import run_suffix
 
 pytestmark = pytest.mark.integration
 
-SUFFIX = uuid.uuid4().hex[:6]
+SUFFIX = run_suffix()
 ONE, TWO = f"ca-one-{SUFFIX}", f"ca-two-{SUFFIX}"
 SCRIPT = f"ca-script-{SUFFIX}"
 TEAM = f"ca-team-{SUFFIX}"

@@ -30,10 +30,11 @@ from sms_plugin.catalog import access as rows
 from sms_plugin.gateway.signing import seal
 from tests.integration.gateway_fixtures import USERS, Gateway, gateway  # noqa: F401 - fixture
 from tests.integration.loop_guard import catalog_off_loops  # noqa: F401 - fixture
+from tests.conftest import run_suffix
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("catalog_off_loops")]
 
-SUFFIX = uuid.uuid4().hex[:6]
+SUFFIX = run_suffix()
 EU, US = f"gw-eu-{SUFFIX}", f"gw-us-{SUFFIX}"
 PAY_EU, PAY_US, OPS_EU = f"gw-pay-eu-{SUFFIX}", f"gw-pay-us-{SUFFIX}", f"gw-ops-eu-{SUFFIX}"
 QUIET = f"gw-quiet-{SUFFIX}"

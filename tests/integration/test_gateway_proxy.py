@@ -67,6 +67,10 @@ def test_without_a_login_the_proxy_answers_401(gateway_bed) -> None:
     assert httpx.get(f"{gateway_bed.url}/prefect/", timeout=10).status_code == 401
 
 
+NO_DEPLOYMENT = "8d2b6f40-1c3e-4a57-b9d8-2e4f6a8c0b13"
+"""No deployment has this id (a fixed one: ``-n 2`` needs the same test ids in both processes)."""
+
+
 @pytest.mark.parametrize(
     ("method", "path", "body"),
     [
@@ -75,8 +79,8 @@ def test_without_a_login_the_proxy_answers_401(gateway_bed) -> None:
         ("POST", "/prefect/api/automations/", {"name": "a"}),
         ("POST", "/prefect/api/block_documents/", {}),
         ("POST", "/prefect/api/events", []),
-        ("DELETE", f"/prefect/api/deployments/{uuid.uuid4()}", None),
-        ("PATCH", f"/prefect/api/deployments/{uuid.uuid4()}", {}),
+        ("DELETE", f"/prefect/api/deployments/{NO_DEPLOYMENT}", None),
+        ("PATCH", f"/prefect/api/deployments/{NO_DEPLOYMENT}", {}),
     ],
 )
 def test_viewer_and_operator_cannot_change_prefect(as_user, method, path, body) -> None:
