@@ -1,20 +1,27 @@
 """Command lines for POSIX hosts: quoting, the process-group launcher and the kill line.
 
-Only POSIX ``sh`` syntax and POSIX utilities (``ps -o``, ``mkdir``, ``chmod``, ``date``, ``rm``, ``kill``) are
-used, so the launcher runs under dash, ksh88/ksh93, bash or any other POSIX ``sh``.
+Only POSIX ``sh`` syntax and POSIX utilities are used, so the launcher runs under dash,
+ksh88/ksh93, bash or any other POSIX ``sh``. It spawns few processes on the host (each costs the
+host about a millisecond of CPU): the shell builtins do the rest.
 
-How a run is started:
+How a run is started, on one exec channel (:func:`render`):
+- A script sent on the channel's stdin is written to its folder (``mkdir -p -m 700`` and ``cat``:
+  every folder made is mode 0700, the file 0600; the script's own umask is untouched).
 - The *leader* runs as the leader of a process group of its own: through ``setsid`` where the
   server has it (then it leads its group by construction: its ``$0`` says so); elsewhere it relies
   on sshd, which starts every exec channel in a new session (the leader checks with ``ps`` that it
   really leads its group, and refuses to run otherwise).
 - The leader writes ``sms-pgid:<id>`` as the first line of stdout, exports ``SMS_RUN_ID`` (a
   marker that every descendant inherits, daemonised ones included), writes the state file
-  ``$HOME/.sms/state/<run id>`` (``<run id> <pgid> <start epoch>``; the folder is made or kept mode
-  0700, the script's own umask is untouched), runs the command, removes
-  the state file and exits with the command's exit code.
-- Where ``setsid`` exists, a launcher outside the group waits for the leader, so a killed run
-  still reports 128 + signal as its exit code.
+  ``$HOME/.sms/state/<run id>`` (``<run id> <pgid>``; the folder is made mode 0700, and one an
+  older SMS made is set to 0700 once), runs the command and exits with its exit code.
+- Where ``setsid`` exists, the *launcher* (the channel's shell, outside the group) waits for the
+  leader, so a killed run still reports 128 + signal as its exit code; then it does the end-of-run
+  check itself: if the group is empty (``kill -0``, a builtin) and no process carries the run's
+  marker (one ``grep`` over ``/proc/*/environ``), it removes the state file and the run's folder
+  in one ``rm`` and writes :func:`done_mark` as the last bytes of stdout (:class:`DoneMark` takes
+  it off), so the client needs no second channel; otherwise it removes the state file and the
+  client's own check ends what is left. Without ``setsid`` the leader removes the state file.
 
 How a run is stopped (``transports.recovery``): :func:`signal_run_line` signals the process group and every process whose
 environment carries the run's marker (read from ``/proc/<pid>/environ`` where the system has it),
@@ -22,13 +29,13 @@ so children that left the group with ``setsid`` or a double fork are found too.
 
 The run's variables never appear on a command line (``ps`` shows those to every user of the
 host): the transport writes them to a private file (:func:`env_file_text`), which the launch line
-sources and removes before it starts the launcher.
+sources and removes before it starts the leader.
 
 >>> line = render(Plan(program=("bash",), script="/tmp/x.sh", args=("it's $(here)",), env={"A": "1"}), env_file="/h/e")
->>> line[:40]
-'. /h/e && rm -f /h/e && exec /bin/sh -c '
+>>> line[:16]
+'exec /bin/sh -c '
 >>> line.rsplit(" - ", 1)[1][:15]
-'bash /tmp/x.sh '
+"'' '' bash /tmp"
 """
 
 from __future__ import annotations
@@ -44,23 +51,35 @@ PGID_MARKER = "sms-pgid:"
 RUN_MARKER = "SMS_RUN_ID"
 STATE_DIR = ".sms/state"
 """Where the state files of running scripts live, relative to the user's home."""
+DONE_MARKER = "sms-done:"
+"""What :func:`done_mark` says after its first byte, a NUL (which text output rarely ends a read with)."""
 
+_STATE = f'"$HOME/{STATE_DIR}"'
 _LEADER = (
     'trap : TERM; run=$1; shift; if [ "$0" != sms-setsid ]; then pg=$(ps -o pgid= -p $$ 2>/dev/null); pg=$(echo $pg); '
     'if [ "$pg" != "$$" ]; then echo "sms: cannot start the script in a process group of its own '
     '(process $$ is in group ${pg:-unknown})" >&2; exit 126; fi; fi; '
     f'echo "{PGID_MARKER}$$"; '
-    f'if [ "$run" != - ]; then {RUN_MARKER}=$run; export {RUN_MARKER}; s="$HOME/{STATE_DIR}/$run"; '
-    f'd="$HOME/{STATE_DIR}"; {{ [ -d "$d" ] || (umask 077; mkdir -p "$d"); }} && chmod 700 "$d" && '
-    f'echo "$run $$ $(date +%s)" > "$s"; fi; '
-    '"$@"; rc=$?; [ "$run" = - ] || rm -f "$s"; exit $rc'
+    f'if [ "$run" != - ]; then {RUN_MARKER}=$run; export {RUN_MARKER}; d={_STATE}; s="$d/$run"; '
+    # the mode file says the folder is private: made here, or an older SMS's (0755) set once
+    '{ [ -f "$d/.0700" ] || { mkdir -p -m 700 "$HOME/.sms" "$d" && chmod 700 "$d" && : > "$d/.0700"; }; } && '
+    'echo "$run $$" > "$s"; fi; '
+    '"$@"; rc=$?; [ "$0" = sms-setsid ] || [ "$run" = - ] || rm -f "$s"; exit $rc'
 )
 
 
 def _launcher(shell: str) -> str:
+    """The channel's shell after the set-up: ``$0`` is the leader, then the run id, the folder to
+    remove when nothing is left ('' for none), the done mark's nonce ('' for none), the command."""
     return (
-        f'if command -v setsid >/dev/null 2>&1; then setsid {shell} -c "$0" sms-setsid "$@" & wait $!; '
-        f'else exec {shell} -c "$0" sms-job "$@"; fi'
+        'run=$1 f=$2 n=$3; shift 3; '
+        f'if command -v setsid >/dev/null 2>&1; then setsid {shell} -c "$0" sms-setsid "$run" "$@" & p=$!; '
+        f'wait $p; rc=$?; s=; [ "$run" = - ] || s={_STATE}/$run; '
+        'if kill -0 -$p 2>/dev/null || { [ -n "$s" ] && '
+        f'grep -q -a -F -e "{RUN_MARKER}=$run" /proc/[0-9]*/environ 2>/dev/null; }}; then [ -z "$s" ] || rm -f "$s"; '
+        'else { [ -z "$s$f" ] || rm -rf -- ${s:+"$s"} ${f:+"$f"}; } && '
+        f"{{ [ -z \"$n\" ] || printf '\\000{DONE_MARKER}%s\\n' \"$n\"; }}; fi; exit $rc; "
+        f'else exec {shell} -c "$0" sms-job "$run" "$@"; fi'
     )
 
 
@@ -76,21 +95,84 @@ def program_argv(plan: Plan) -> list[str]:
     return plan.argv
 
 
-def render(plan: Plan, shell: str = "/bin/sh", env_file: str | None = None) -> str:
-    """The whole shell line that runs ``plan`` in a new process group on a POSIX host.
+def render(
+    plan: Plan, shell: str = "/bin/sh", env_file: str | None = None, *, sent: str | None = None,
+    folder: str | None = None, nonce: str = "",
+) -> str:
+    """The exec channel's command that runs ``plan`` in a new process group on a POSIX host.
 
     ``shell`` is the POSIX shell the launcher uses (``/usr/xpg4/bin/sh`` on old Solaris, say).
     ``env_file`` is where the transport wrote ``plan.env`` (:func:`env_file_text`; required when
     the plan has variables): the line sources it, so the launcher inherits them and the leader's
-    SMS_RUN_ID still wins, and removes it before anything runs.
+    SMS_RUN_ID still wins, and removes it before anything runs. ``sent``: the path the script
+    arriving on stdin is written to first. ``folder``: removed with the state file when the
+    launcher finds nothing of the run left, which then writes :func:`done_mark` of ``nonce``.
     """
-    argv = " ".join(quote(w) for w in [plan.run_id or "-", *program_argv(plan)])
+    argv = " ".join(quote(w) for w in [plan.run_id or "-", folder or "", nonce, *program_argv(plan)])
     if plan.env and env_file is None:
         raise ValueError("a plan's variables go in a file (env_file), never on a command line")
-    line = f"exec {quote(shell)} -c {quote(_launcher(quote(shell)))} {quote(_LEADER)} {argv}"
+    steps = []
+    if sent is not None:
+        folders = " ".join(quote(d) for d in _folders_of(sent))  # the subshell's fork is cat's
+        steps.append(f"mkdir -p -m 700 {folders} && (umask 077 && exec cat > {quote(sent)})")
+    if plan.cwd:
+        steps.append(f"cd {quote(plan.cwd)}")
     if env_file is not None:
-        line = f". {quote(env_file)} && rm -f {quote(env_file)} && {line}"
-    return f"cd {quote(plan.cwd)} && {line}" if plan.cwd else line
+        steps.append(f". {quote(env_file)} && rm -f {quote(env_file)}")
+    body = " && ".join([*steps, f"{{ {_launcher(quote(shell))}; }}"])
+    return f"exec {quote(shell)} -c {quote(body)} {quote(_LEADER)} {argv}"
+
+
+def _folders_of(path: str) -> list[str]:
+    """The folders above ``path``, outermost first, "/" left out: ``mkdir -p -m 700`` of all of
+    them makes each missing one mode 0700 (``-m`` sets only the last folder of each operand).
+
+    >>> _folders_of("/h/.sms/run/r1/x.sh")
+    ['/h', '/h/.sms', '/h/.sms/run', '/h/.sms/run/r1']
+    """
+    folder = posixpath.dirname(path)
+    folders = []
+    while folder not in ("/", ""):
+        folders.append(folder)
+        folder = posixpath.dirname(folder)
+    return folders[::-1]
+
+
+def done_mark(nonce: str) -> bytes:
+    """The launcher's last bytes on stdout when it found nothing of the run left and tidied up."""
+    return f"\0{DONE_MARKER}{nonce}\n".encode()
+
+
+class DoneMark:
+    """Takes :func:`done_mark` off the end of a stdout stream, holding back what may be its start
+    until the next read shows it is not.
+
+    >>> mark = DoneMark("ab12")
+    >>> mark.take(b"out\\n\\0sms-do", ended=False), mark.take(b"ne:ab12\\n", ended=False)
+    (b'out\\n', b'')
+    >>> mark.take(b"", ended=True), mark.seen
+    (b'', True)
+    >>> other = DoneMark("ab12")
+    >>> other.take(b"a\\0sm", ended=False), other.take(b"x\\n", ended=False), other.take(b"", ended=True)
+    (b'a', b'\\x00smx\\n', b'')
+    """
+
+    def __init__(self, nonce: str) -> None:
+        self.mark = done_mark(nonce)
+        self.seen = False
+        """Whether the stream ended with the mark (the launcher found nothing of the run left)."""
+        self._held = b""
+
+    def take(self, data: bytes, *, ended: bool) -> bytes:
+        """The part of ``data`` (read after what was passed before) that is the script's output."""
+        data, self._held = self._held + data, b""
+        if ended:
+            self.seen = data.endswith(self.mark)
+            return data[: len(data) - len(self.mark)] if self.seen else data
+        start = data.rfind(b"\0", max(0, len(data) - len(self.mark)))
+        if start >= 0 and self.mark.startswith(data[start:]):
+            data, self._held = data[:start], data[start:]
+        return data
 
 
 def env_file_text(env: dict[str, str]) -> str:
@@ -107,20 +189,17 @@ def env_file_text(env: dict[str, str]) -> str:
 
 
 def receive_line(path: str, mode: int = 0o700) -> str:
-    """A shell line that writes its stdin to ``path`` with ``mode`` (missing folders made mode 0700,
-    the caller's umask untouched): how SMS puts a file on a host, with no SFTP.
+    """A shell line that writes its stdin to ``path`` with ``mode`` (missing folders made mode 0700),
+    for a shell of its own: how SMS puts a file on a host, with no SFTP.
 
     >>> receive_line("/h/.sms/run/r1/x.sh")
-    '(umask 077 && mkdir -p /h/.sms/run/r1 && cat > /h/.sms/run/r1/x.sh) && chmod 700 /h/.sms/run/r1/x.sh'
+    'umask 077 && mkdir -p /h/.sms/run/r1 && cat > /h/.sms/run/r1/x.sh && chmod 700 /h/.sms/run/r1/x.sh'
+    >>> receive_line("/h/.sms/run/r1/.env", 0o600)
+    'umask 077 && mkdir -p /h/.sms/run/r1 && cat > /h/.sms/run/r1/.env'
     """
     file, folder = quote(path), quote(posixpath.dirname(path))
-    return f"(umask 077 && mkdir -p {folder} && cat > {file}) && chmod {mode:o} {file}"
-
-
-def receive_then(path: str, line: str, shell: str = "/bin/sh") -> str:
-    """A shell line that writes its stdin to ``path`` (:func:`receive_line`), then runs ``line``:
-    a script sent on its launch channel."""
-    return f"exec {quote(shell)} -c {quote(f'{receive_line(path)} && {line}')}"
+    line = f"umask 077 && mkdir -p {folder} && cat > {file}"
+    return line if mode == 0o600 else f"{line} && chmod {mode:o} {file}"
 
 
 def remove_folder_line(path: str) -> str:
