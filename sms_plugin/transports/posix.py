@@ -28,10 +28,10 @@ environment carries the run's marker (read from ``/proc/<pid>/environ`` where th
 so children that left the group with ``setsid`` or a double fork are found too.
 
 The run's variables never appear on a command line (``ps`` shows those to every user of the
-host): the transport writes them to a private file (:func:`env_file_text`), which the launch line
-sources and removes before it starts the leader.
+host) nor on disk: they come first on the channel's stdin (:func:`stdin_of`), as shell code
+(:func:`env_text`) that the launcher reads with the ``read`` builtin and evaluates.
 
->>> line = render(Plan(program=("bash",), script="/tmp/x.sh", args=("it's $(here)",), env={"A": "1"}), env_file="/h/e")
+>>> line = render(Plan(program=("bash",), script="/tmp/x.sh", args=("it's $(here)",), env={"A": "1"}))
 >>> line[:16]
 'exec /bin/sh -c '
 >>> line.rsplit(" - ", 1)[1][:15]
@@ -68,12 +68,14 @@ _LEADER = (
 )
 
 
-def _launcher(shell: str) -> str:
+def _launcher(shell: str, names: list[str]) -> str:
     """The channel's shell after the set-up: ``$0`` is the leader, then the run id, the folder to
-    remove when nothing is left ('' for none), the done mark's nonce ('' for none), the command."""
+    remove when nothing is left ('' for none), the done mark's nonce ('' for none), the command.
+    ``names``: the run's variables, dropped once the leader has them."""
+    drop = f"unset {' '.join(names)}; " if names else ""
     return (
         'run=$1 f=$2 n=$3; shift 3; '
-        f'if command -v setsid >/dev/null 2>&1; then setsid {shell} -c "$0" sms-setsid "$run" "$@" & p=$!; '
+        f'if command -v setsid >/dev/null 2>&1; then setsid {shell} -c "$0" sms-setsid "$run" "$@" & p=$!; {drop}'
         f'wait $p; rc=$?; s=; [ "$run" = - ] || s={_STATE}/$run; '
         'if kill -0 -$p 2>/dev/null || { [ -n "$s" ] && '
         f'grep -q -a -F -e "{RUN_MARKER}=$run" /proc/[0-9]*/environ 2>/dev/null; }}; then [ -z "$s" ] || rm -f "$s"; '
@@ -95,32 +97,42 @@ def program_argv(plan: Plan) -> list[str]:
     return plan.argv
 
 
-def render(
-    plan: Plan, shell: str = "/bin/sh", env_file: str | None = None, *, sent: str | None = None,
-    folder: str | None = None, nonce: str = "",
-) -> str:
-    """The exec channel's command that runs ``plan`` in a new process group on a POSIX host.
+def render(plan: Plan, shell: str = "/bin/sh", *, sent: str | None = None, folder: str | None = None,
+           nonce: str = "") -> str:
+    """The exec channel's command that runs ``plan`` in a new process group on a POSIX host; its
+    stdin must be :func:`stdin_of` the plan.
 
     ``shell`` is the POSIX shell the launcher uses (``/usr/xpg4/bin/sh`` on old Solaris, say).
-    ``env_file`` is where the transport wrote ``plan.env`` (:func:`env_file_text`; required when
-    the plan has variables): the line sources it, so the launcher inherits them and the leader's
-    SMS_RUN_ID still wins, and removes it before anything runs. ``sent``: the path the script
-    arriving on stdin is written to first. ``folder``: removed with the state file when the
-    launcher finds nothing of the run left, which then writes :func:`done_mark` of ``nonce``.
+    The plan's variables are read from stdin with the ``read`` builtin and exported by the
+    launcher, so the leader inherits them (its SMS_RUN_ID still wins); the launcher drops them
+    again before its end-of-run check. ``sent``: the path the script that follows them on stdin is
+    written to. ``folder``: removed with the state file when the launcher finds nothing of the
+    run left, which then writes :func:`done_mark` of ``nonce``.
     """
     argv = " ".join(quote(w) for w in [plan.run_id or "-", folder or "", nonce, *program_argv(plan)])
-    if plan.env and env_file is None:
-        raise ValueError("a plan's variables go in a file (env_file), never on a command line")
     steps = []
+    if plan.env:
+        lines = env_text(plan.env).count("\n")
+        steps.append(
+            f'{{ e= i=0; while [ $i -lt {lines} ]; do IFS= read -r l || {{ echo "sms: the run\'s variables '
+            'did not arrive" >&2; exit 126; }; e="$e$l\n"; i=$((i + 1)); done; eval "$e"; e= l=; }'
+        )
     if sent is not None:
         folders = " ".join(quote(d) for d in _folders_of(sent))  # the subshell's fork is cat's
         steps.append(f"mkdir -p -m 700 {folders} && (umask 077 && exec cat > {quote(sent)})")
     if plan.cwd:
         steps.append(f"cd {quote(plan.cwd)}")
-    if env_file is not None:
-        steps.append(f". {quote(env_file)} && rm -f {quote(env_file)}")
-    body = " && ".join([*steps, f"{{ {_launcher(quote(shell))}; }}"])
+    body = " && ".join([*steps, f"{{ {_launcher(quote(shell), sorted(plan.env))}; }}"])
     return f"exec {quote(shell)} -c {quote(body)} {quote(_LEADER)} {argv}"
+
+
+def stdin_of(plan: Plan, script: bytes = b"") -> bytes:
+    """What the channel that :func:`render` s ``plan`` reads: its variables, then the script sent.
+
+    >>> stdin_of(Plan(program=("sh",), script="/x.sh", env={"A": "two\\nlines"}), b"echo $A\\n")
+    b"A='two\\nlines'\\nexport A\\necho $A\\n"
+    """
+    return env_text(plan.env).encode() + script
 
 
 def _folders_of(path: str) -> list[str]:
@@ -175,11 +187,11 @@ class DoneMark:
         return data
 
 
-def env_file_text(env: dict[str, str]) -> str:
-    """The run's variables as a file ``sh`` sources: each one assigned, single-quoted, and exported
-    (names are plain names, :class:`~sms_plugin.transports.base.Plan` checks them).
+def env_text(env: dict[str, str]) -> str:
+    """The run's variables as ``sh`` code: each one assigned, single-quoted, and exported (names
+    are plain names, :class:`~sms_plugin.transports.base.Plan` checks them).
 
-    >>> print(env_file_text({"A": "it's", "B": "two words"}), end="")
+    >>> print(env_text({"A": "it's", "B": "two words"}), end="")
     A='it'"'"'s'
     export A
     B='two words'

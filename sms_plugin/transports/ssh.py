@@ -70,8 +70,6 @@ DEAD_LINK_SECONDS = 30
 long is dropped by the kernel (``TCP_USER_TIMEOUT``, Linux): a host cut off the network is noticed
 within the keepalive interval plus this, instead of after TCP's ~15 minutes of retries."""
 _START_TIMEOUT_SECONDS = 30.0
-ENV_FILE = ".sms-env"
-"""The file in a run's folder that carries its variables to the launch line (never a command line)."""
 _EXIT_POLL_SECONDS = 0.25
 """How often a script's reading thread looks for its exit status while output streams are open."""
 _STOP_POLL_SECONDS = 0.1
@@ -691,8 +689,7 @@ class SSHTransport(Transport, RunRecovery):
         self._released = False
         self.errors = ssh_errors(target.label, _server(target))
         self._uploads: dict[str, str] = {}
-        """The folder of each run's sent files (its script, its variables), by run id: the end-of-run
-        check removes it."""
+        """The folder of each run's sent script, by run id: the end-of-run check removes it."""
         self._removed: set[str] = set()
         """Upload folders the end-of-run check removed (:meth:`remove` has nothing left to do)."""
 
@@ -741,10 +738,7 @@ class SSHTransport(Transport, RunRecovery):
             raise TransportError(f"removing {path} on {self.target.label} failed (exit code {status})")
 
     async def launch(self, plan: Plan) -> RemoteProcess:
-        folder = posixpath.join(await self.scratch_dir(), plan.run_id) if plan.run_id and plan.env else None
-        if folder:
-            self._uploads[plan.run_id] = folder
-        return await self._start(plan, await self._send_env(plan, folder), folder)
+        return await self._start(plan, None, None)
 
     async def launch_script(self, content: bytes, plan: Plan) -> RemoteProcess:
         """Sends the script on the launch channel's stdin, which the shell writes to ``plan.script``
@@ -757,29 +751,16 @@ class SSHTransport(Transport, RunRecovery):
         owned = bool(plan.run_id) and posixpath.basename(folder) == plan.run_id
         if owned:
             self._uploads[plan.run_id] = folder
-        env_file = await self._send_env(plan, folder)
-        return await self._start(plan, env_file, folder if owned else None, sent=plan.script, stdin=content)
+        return await self._start(plan, plan.script, folder if owned else None, content)
 
-    async def _send_env(self, plan: Plan, folder: str | None) -> str | None:
-        """Writes the plan's variables (secret parameters among them) to a private file (0600) and
-        returns its path; None without variables. A command line is shown by ``ps`` to every user of
-        the host, a file in a 0700 folder is not. The launch line sources the file and removes it.
-        The file goes in ``folder`` (the run's, which is removed after the run) or, without one, in
-        the scratch folder under a name of its own."""
-        if not plan.env:
-            return None
-        path = (posixpath.join(folder, ENV_FILE) if folder
-                else posixpath.join(await self.scratch_dir(), f"{ENV_FILE}-{uuid.uuid4().hex}"))
-        await self.upload(posix.env_file_text(plan.env).encode(), path, 0o600)
-        return path
-
-    async def _start(
-        self, plan: Plan, env_file: str | None, folder: str | None, sent: str | None = None, stdin: bytes = b""
-    ) -> RemoteProcess:
-        """Starts ``plan`` on a channel of its own; the launcher removes ``folder`` at the end when
+    async def _start(self, plan: Plan, sent: str | None, folder: str | None, script: bytes = b"") -> RemoteProcess:
+        """Starts ``plan`` on a channel of its own, its variables (secret parameters among them) and
+        the ``script`` written to ``sent`` on the channel's stdin: a command line is shown by ``ps``
+        to every user of the host, stdin is not. The launcher removes ``folder`` at the end when
         nothing of the run is left (then the process's own end-of-run check has nothing to do)."""
         nonce = uuid.uuid4().hex
-        line = posix.render(plan, self.target.shell, env_file, sent=sent, folder=folder, nonce=nonce)
+        line = posix.render(plan, self.target.shell, sent=sent, folder=folder, nonce=nonce)
+        stdin = posix.stdin_of(plan, script)
 
         def open_channel() -> paramiko.Channel:
             channel = self._open_session()

@@ -113,7 +113,7 @@ def test_launcher_runs_on_plain_posix_shells_without_bash(tmp_path, shell, with_
     file and the client's check the rest."""
     tools = tmp_path / "bin"
     tools.mkdir()
-    for tool in ["ps", "mkdir", "chmod", "rm", "env", "cat", "sleep", "grep", "sh", shell]:
+    for tool in ["ps", "mkdir", "chmod", "rm", "env", "cat", "sleep", "grep", "tr", "sh", shell]:
         os.symlink(shutil.which(tool), tools / tool)
     if with_setsid:
         os.symlink(shutil.which("setsid"), tools / "setsid")
@@ -121,11 +121,13 @@ def test_launcher_runs_on_plain_posix_shells_without_bash(tmp_path, shell, with_
     (home / ".sms/state").mkdir(parents=True, mode=0o755)  # as an older SMS left it: listable by all
     run_id = str(uuid.uuid4())
     folder = home / ".sms/run" / run_id
-    script = 'command -v bash || echo "no bash"; echo "marker=$SMS_RUN_ID"; cat "$HOME/.sms/state/$SMS_RUN_ID"; umask; exit 9\n'
-    plan = Plan(program=("sh", str(folder / "s.sh"), "a b"), run_id=run_id)
+    script = ('command -v bash || echo "no bash"; echo "marker=$SMS_RUN_ID"; cat "$HOME/.sms/state/$SMS_RUN_ID"; umask; '
+              'printf "%s\\n" "$MULTI" | tr "\\n" "~"; echo; exit 9\n')
+    env = {"MULTI": "one\n two 'q' \"$(id)\" \\ `x` ü", "OTHER": ""}
+    plan = Plan(program=("sh", str(folder / "s.sh"), "a b"), run_id=run_id, env=env)
     line = posix.render(plan, shell=str(tools / shell), sent=str(folder / "s.sh"), folder=str(folder), nonce="n0nce")
     done = subprocess.run(
-        [shutil.which("setsid"), "-w", str(tools / shell), "-c", line], input=script.encode(),
+        [shutil.which("setsid"), "-w", str(tools / shell), "-c", line], input=posix.stdin_of(plan, script.encode()),
         env={"PATH": str(tools), "HOME": str(home)}, capture_output=True, timeout=30,
     )
     out = done.stdout.decode().splitlines()
@@ -136,14 +138,15 @@ def test_launcher_runs_on_plain_posix_shells_without_bash(tmp_path, shell, with_
     mask = os.umask(0o022)
     os.umask(mask)
     assert out[4] == f"{mask:04o}"  # the script keeps the umask it was given, not its folder's
+    assert out[5] == env["MULTI"].replace("\n", "~") + "~"  # the variables came on stdin, before the script
     assert stat.S_IMODE((home / ".sms/state").stat().st_mode) == 0o700
     assert stat.S_IMODE((home / ".sms/run").stat().st_mode) == 0o700
     assert not (home / ".sms/state" / run_id).exists()
     if with_setsid:
-        assert done.stdout.endswith(posix.done_mark("n0nce")) and len(out) == 6
+        assert done.stdout.endswith(posix.done_mark("n0nce")) and len(out) == 7
         assert not folder.exists()
     else:
-        assert len(out) == 5 and folder.is_dir()
+        assert len(out) == 6 and folder.is_dir()
     assert done.stderr == b""
 
 
