@@ -221,12 +221,17 @@ def remove_folder_line(path: str) -> str:
 
 def signal_run_line(pgid: int | None, run_id: str | None, signal: str) -> str:
     """A shell line that sends ``signal`` (TERM, KILL or 0 to probe) to process group ``pgid``
-    and to every process marked with ``run_id``; its exit status is 0 if any process got it."""
+    and to every process marked with ``run_id``; its exit status is 0 if any process got it.
+
+    A probe spawns processes only where it may find something: ``ps`` only if ``kill -0`` (a
+    builtin) finds the group, the marker scan (one ``grep``) only if the group is not alive.
+    """
     if signal not in {"TERM", "KILL", "0"}:
         raise ValueError(f"unsupported signal {signal!r}")
     parts = ["f=1"]
     if pgid and signal == "0":  # a zombie (dead, not yet reaped) does not count as alive
         parts.append(
+            f"kill -0 -{int(pgid)} 2>/dev/null && "
             f"ps -e -o pgid= -o stat= | awk '$1 == {int(pgid)} && $2 !~ /^Z/ {{ a = 1 }} END {{ exit !a }}' && f=0"
         )
     elif pgid:
@@ -234,10 +239,12 @@ def signal_run_line(pgid: int | None, run_id: str | None, signal: str) -> str:
     if run_id:
         if not re.fullmatch(r"[A-Za-z0-9._-]+", run_id):
             raise InvalidInput(f"unsafe run id {run_id!r}")
-        parts.append(
-            f"for p in $(grep -l -a -F -e '{RUN_MARKER}={run_id}' /proc/[0-9]*/environ 2>/dev/null); "
-            f"do p=${{p#/proc/}}; p=${{p%/environ}}; kill -{signal} $p 2>/dev/null && f=0; done"
-        )
+        scan = f"-a -F -e '{RUN_MARKER}={run_id}' /proc/[0-9]*/environ 2>/dev/null"
+        if signal == "0":  # a zombie's environment is empty: it is not found
+            parts.append(f"[ $f = 0 ] || {{ grep -q {scan} && f=0; }}")
+        else:
+            parts.append(f"for p in $(grep -l {scan}); "
+                         f"do p=${{p#/proc/}}; p=${{p%/environ}}; kill -{signal} $p 2>/dev/null && f=0; done")
     parts.append("exit $f")
     return "; ".join(parts)
 
