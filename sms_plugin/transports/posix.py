@@ -55,16 +55,19 @@ DONE_MARKER = "sms-done:"
 """What :func:`done_mark` says after its first byte, a NUL (which text output rarely ends a read with)."""
 
 _STATE = f'"$HOME/{STATE_DIR}"'
-_LEADER = (
-    'trap : TERM; run=$1; shift; if [ "$0" != sms-setsid ]; then pg=$(ps -o pgid= -p $$ 2>/dev/null); pg=$(echo $pg); '
-    'if [ "$pg" != "$$" ]; then echo "sms: cannot start the script in a process group of its own '
-    '(process $$ is in group ${pg:-unknown})" >&2; exit 126; fi; fi; '
+_LEADER = (  # shell variables are sms_*: no run variable has such a name (SMS_ is refused in any case)
+    'trap : TERM; sms_run=$1; shift; if [ "$0" != sms-setsid ]; then '
+    'sms_pg=$(ps -o pgid= -p $$ 2>/dev/null); sms_pg=$(echo $sms_pg); '
+    'if [ "$sms_pg" != "$$" ]; then echo "sms: cannot start the script in a process group of its own '
+    '(process $$ is in group ${sms_pg:-unknown})" >&2; exit 126; fi; fi; '
     f'echo "{PGID_MARKER}$$"; '
-    f'if [ "$run" != - ]; then {RUN_MARKER}=$run; export {RUN_MARKER}; d={_STATE}; s="$d/$run"; '
+    f'if [ "$sms_run" != - ]; then {RUN_MARKER}=$sms_run; export {RUN_MARKER}; '
+    f'sms_d={_STATE}; sms_s="$sms_d/$sms_run"; '
     # the mode file says the folder is private: made here, or an older SMS's (0755) set once
-    '{ [ -f "$d/.0700" ] || { mkdir -p -m 700 "$HOME/.sms" "$d" && chmod 700 "$d" && : > "$d/.0700"; }; } && '
-    'echo "$run $$" > "$s"; fi; '
-    '"$@"; rc=$?; [ "$0" = sms-setsid ] || [ "$run" = - ] || rm -f "$s"; exit $rc'
+    '{ [ -f "$sms_d/.0700" ] || '
+    '{ mkdir -p -m 700 "$HOME/.sms" "$sms_d" && chmod 700 "$sms_d" && : > "$sms_d/.0700"; }; } && '
+    'echo "$sms_run $$" > "$sms_s"; fi; '
+    '"$@"; sms_rc=$?; [ "$0" = sms-setsid ] || [ "$sms_run" = - ] || rm -f "$sms_s"; exit $sms_rc'
 )
 
 
@@ -74,14 +77,15 @@ def _launcher(shell: str, names: list[str]) -> str:
     ``names``: the run's variables, dropped once the leader has them."""
     drop = f"unset {' '.join(names)}; " if names else ""
     return (
-        'run=$1 f=$2 n=$3; shift 3; '
-        f'if command -v setsid >/dev/null 2>&1; then setsid {shell} -c "$0" sms-setsid "$run" "$@" & p=$!; {drop}'
-        f'wait $p; rc=$?; s=; [ "$run" = - ] || s={_STATE}/$run; '
-        'if kill -0 -$p 2>/dev/null || { [ -n "$s" ] && '
-        f'grep -q -a -F -e "{RUN_MARKER}=$run" /proc/[0-9]*/environ 2>/dev/null; }}; then [ -z "$s" ] || rm -f "$s"; '
-        'else { [ -z "$s$f" ] || rm -rf -- ${s:+"$s"} ${f:+"$f"}; } && '
-        f"{{ [ -z \"$n\" ] || printf '\\000{DONE_MARKER}%s\\n' \"$n\"; }}; fi; exit $rc; "
-        f'else exec {shell} -c "$0" sms-job "$run" "$@"; fi'
+        'sms_run=$1 sms_f=$2 sms_n=$3; shift 3; if command -v setsid >/dev/null 2>&1; then '
+        f'setsid {shell} -c "$0" sms-setsid "$sms_run" "$@" & sms_p=$!; {drop}'
+        f'wait $sms_p; sms_rc=$?; sms_s=; [ "$sms_run" = - ] || sms_s={_STATE}/$sms_run; '
+        'if kill -0 -$sms_p 2>/dev/null || { [ -n "$sms_s" ] && '
+        f'grep -q -a -F -e "{RUN_MARKER}=$sms_run" /proc/[0-9]*/environ 2>/dev/null; }}; '
+        'then [ -z "$sms_s" ] || rm -f "$sms_s"; '
+        'else { [ -z "$sms_s$sms_f" ] || rm -rf -- ${sms_s:+"$sms_s"} ${sms_f:+"$sms_f"}; } && '
+        f"{{ [ -z \"$sms_n\" ] || printf '\\000{DONE_MARKER}%s\\n' \"$sms_n\"; }}; fi; exit $sms_rc; "
+        f'else exec {shell} -c "$0" sms-job "$sms_run" "$@"; fi'
     )
 
 
@@ -114,8 +118,9 @@ def render(plan: Plan, shell: str = "/bin/sh", *, sent: str | None = None, folde
     if plan.env:
         lines = env_text(plan.env).count("\n")
         steps.append(
-            f'{{ e= i=0; while [ $i -lt {lines} ]; do IFS= read -r l || {{ echo "sms: the run\'s variables '
-            'did not arrive" >&2; exit 126; }; e="$e$l\n"; i=$((i + 1)); done; eval "$e"; e= l=; }'
+            f'{{ sms_e= sms_i=0; while [ $sms_i -lt {lines} ]; do IFS= read -r sms_l || {{ echo "sms: the run\'s '
+            'variables did not arrive" >&2; exit 126; }; sms_e="$sms_e$sms_l\n"; sms_i=$((sms_i + 1)); done; '
+            'eval "$sms_e"; sms_e= sms_l=; }'
         )
     if sent is not None:
         folders = " ".join(quote(d) for d in _folders_of(sent))  # the subshell's fork is cat's

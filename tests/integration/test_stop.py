@@ -122,8 +122,9 @@ def test_launcher_runs_on_plain_posix_shells_without_bash(tmp_path, shell, with_
     run_id = str(uuid.uuid4())
     folder = home / ".sms/run" / run_id
     script = ('command -v bash || echo "no bash"; echo "marker=$SMS_RUN_ID"; cat "$HOME/.sms/state/$SMS_RUN_ID"; umask; '
-              'printf "%s\\n" "$MULTI" | tr "\\n" "~"; echo; exit 9\n')
-    env = {"MULTI": "one\n two 'q' \"$(id)\" \\ `x` ü", "OTHER": ""}
+              'printf "%s\\n" "$MULTI" | tr "\\n" "~"; echo; echo "$run $s $f $n $e $i $l $p $rc $d $pg"; exit 9\n')
+    names = ["run", "s", "f", "n", "e", "i", "l", "p", "rc", "d", "pg"]  # what shell scripts like to call theirs
+    env = {"MULTI": "one\n two 'q' \"$(id)\" \\ `x` ü", "OTHER": ""} | {name: f"my-{name}" for name in names}
     plan = Plan(program=("sh", str(folder / "s.sh"), "a b"), run_id=run_id, env=env)
     line = posix.render(plan, shell=str(tools / shell), sent=str(folder / "s.sh"), folder=str(folder), nonce="n0nce")
     done = subprocess.run(
@@ -139,14 +140,15 @@ def test_launcher_runs_on_plain_posix_shells_without_bash(tmp_path, shell, with_
     os.umask(mask)
     assert out[4] == f"{mask:04o}"  # the script keeps the umask it was given, not its folder's
     assert out[5] == env["MULTI"].replace("\n", "~") + "~"  # the variables came on stdin, before the script
+    assert out[6] == " ".join(f"my-{name}" for name in names)  # the launcher's own variables are others
     assert stat.S_IMODE((home / ".sms/state").stat().st_mode) == 0o700
     assert stat.S_IMODE((home / ".sms/run").stat().st_mode) == 0o700
     assert not (home / ".sms/state" / run_id).exists()
     if with_setsid:
-        assert done.stdout.endswith(posix.done_mark("n0nce")) and len(out) == 7
+        assert done.stdout.endswith(posix.done_mark("n0nce")) and len(out) == 8
         assert not folder.exists()
     else:
-        assert len(out) == 6 and folder.is_dir()
+        assert len(out) == 7 and folder.is_dir()
     assert done.stderr == b""
 
 
