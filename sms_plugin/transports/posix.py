@@ -183,9 +183,9 @@ class DoneMark:
     def take(self, data: bytes, *, ended: bool) -> bytes:
         """The part of ``data`` (read after what was passed before) that is the script's output."""
         data, self._held = self._held + data, b""
-        if ended:
-            self.seen = data.endswith(self.mark)
-            return data[: len(data) - len(self.mark)] if self.seen else data
+        if ended:  # the reader may ask again after the end: what it saw stays
+            self.seen = self.seen or data.endswith(self.mark)
+            return data[: len(data) - len(self.mark)] if data.endswith(self.mark) else data
         start = data.rfind(b"\0", max(0, len(data) - len(self.mark)))
         if start >= 0 and self.mark.startswith(data[start:]):
             data, self._held = data[:start], data[start:]

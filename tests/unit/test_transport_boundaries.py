@@ -196,7 +196,7 @@ def test_the_done_mark_is_taken_off_the_end_wherever_the_reads_cut_it(output):
     for cut in range(len(stream) + 1):
         mark = DoneMark("n0nce")
         assert _through(mark, stream, [cut]) == output
-        assert mark.seen
+        assert mark.take(b"", ended=True) == b"" and mark.seen  # asked again after the end
 
 
 @pytest.mark.parametrize("stream", [
