@@ -6,6 +6,9 @@ entries pointing at them, written both as SMS host blocks and as an Ansible inve
 - ``connections``: SSH handshakes + one-line executions per second through the SMS transport
   (a new connection each, ``SMS_SSH_HANDSHAKES`` at a time) and through bare paramiko
   (``connect`` + ``exec_command``, as many threads), the floor and the transport's cost;
+- ``executions``: the host side of one execution, on pooled connections to one sshd, 10 at a
+  time: the command as a run sends it (script on the launch channel, run id, end-of-run check,
+  folder removed) against a bare ``exec_command`` of it (the floor), sshd CPU per execution;
 - ``ansible``: ``ansible fleet -m raw -a CMD -f F`` for F = 50 and each of ``--forks``;
 - ``sms``: one SMS fleet run of the same command on all N hosts (its worker's whole process tree);
 - ``stop``: an SMS fleet run of a long ``sleep`` on all N hosts, stopped once the first hosts run:
@@ -35,7 +38,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -50,6 +53,7 @@ import paramiko  # noqa: E402
 from infra.testbed.fleet import Fleet, FleetEntry  # noqa: E402
 from infra.testbed.process import cpu_seconds, process_tree  # noqa: E402
 from sms_plugin.transports.base import Plan  # noqa: E402
+from sms_plugin.transports.interpreters import INTERPRETERS  # noqa: E402
 from sms_plugin.transports.ssh import HANDSHAKES, ConnectionPool, SSHTarget, SSHTransport  # noqa: E402
 
 COMMAND = "echo ok"
@@ -228,6 +232,61 @@ def connections(fleet: Fleet, count: int, profile: bool) -> None:
         f"new connection each; at most {HANDSHAKES.peak} handshakes at once")
 
 
+# --- executions: the host side of one execution, on pooled connections ------------------------
+
+EXECUTIONS_AT_ONCE = 10
+
+
+async def sms_execution(transport: SSHTransport) -> None:
+    """``COMMAND`` as a run sends it: the script on the launch channel into the run's folder."""
+    run_id = os.urandom(8).hex()
+    folder = await transport.uploads_of(run_id)
+    plan = INTERPRETERS["sh"].plan(f"{folder}/ok.sh", [], run_id=run_id)
+    process = await transport.launch_script(f"{COMMAND}\n".encode(), plan)
+    lines = [line.text async for line in process.lines()]
+    assert await process.wait() == 0 and lines == ["ok"], lines
+    await transport.remove(folder)
+
+
+async def bare_execution(transport: SSHTransport) -> None:
+    """The floor: ``exec_command`` of ``COMMAND`` on the same pooled connection."""
+    def run() -> None:
+        _, stdout, _ = transport._client.exec_command(COMMAND)
+        assert stdout.read() == b"ok\n"
+
+    await asyncio.to_thread(run)
+
+
+def executions(fleet: Fleet, count: int) -> None:
+    target = target_of(next(e for e in fleet.entries if e.kind == "good"))
+    print(f"executions: {count} of `{COMMAND}` on pooled connections, {EXECUTIONS_AT_ONCE} at a time ...", flush=True)
+
+    async def measure(one: Callable[[SSHTransport], Awaitable[None]]) -> tuple[float, TreeSampler]:
+        pool, gate = ConnectionPool(), asyncio.Semaphore(EXECUTIONS_AT_ONCE)
+
+        async def each() -> None:
+            async with gate:
+                transport = await SSHTransport.connect(target, pool=pool)
+                try:
+                    await one(transport)
+                finally:
+                    await transport.close()
+
+        await asyncio.gather(*(each() for _ in range(EXECUTIONS_AT_ONCE)))  # connections opened before
+        with TreeSampler(fleet, include_self=True) as sampler:
+            began = time.monotonic()
+            await asyncio.gather(*(each() for _ in range(count)))
+            seconds = time.monotonic() - began
+        pool.close_idle()
+        return seconds, sampler
+
+    for label, one in [("bare exec_command on a pooled connection", bare_execution),
+                       ("SMS run's launch + end on a pooled connection", sms_execution)]:
+        seconds, sampler = asyncio.run(measure(one))
+        row(f"{label} ({EXECUTIONS_AT_ONCE} at once)", count, seconds, sampler,
+            f"sshd CPU {sampler.server_cpu / count * 1000:.1f} ms per execution")
+
+
 # --- ansible -----------------------------------------------------------------------------------
 
 ANSIBLE_LINE = re.compile(r"^(\S+) \| (CHANGED|SUCCESS|FAILED|UNREACHABLE!)")
@@ -381,7 +440,7 @@ STOPS: list[str] = []
 
 # --- main --------------------------------------------------------------------------------------
 
-MEASURES = ("connections", "ansible", "sms", "stop")
+MEASURES = ("connections", "executions", "ansible", "sms", "stop")
 
 
 def table(hosts: int) -> None:
@@ -401,6 +460,7 @@ def main() -> None:
     parser.add_argument("--forks", default="10,20", help="Ansible fork counts tried besides 50")
     parser.add_argument("--parallel", type=int, default=50, help="the SMS run's hosts at a time")
     parser.add_argument("--connections", type=int, default=200, help="new connections of the connections measure")
+    parser.add_argument("--executions", type=int, default=300, help="executions of the executions measure")
     parser.add_argument("--only", default=",".join(MEASURES))
     parser.add_argument("--profile", action="store_true", help="cProfile the connections measure")
     options = parser.parse_args()
@@ -412,6 +472,8 @@ def main() -> None:
         with Fleet(options.hosts, servers=options.servers) as fleet:
             if "connections" in only:
                 connections(fleet, options.connections, options.profile)
+            if "executions" in only:
+                executions(fleet, options.executions)
             if "ansible" in only:
                 for forks in [50, *(int(f) for f in options.forks.split(",") if f)]:
                     ansible(fleet, forks)

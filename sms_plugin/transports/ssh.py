@@ -70,8 +70,6 @@ DEAD_LINK_SECONDS = 30
 long is dropped by the kernel (``TCP_USER_TIMEOUT``, Linux): a host cut off the network is noticed
 within the keepalive interval plus this, instead of after TCP's ~15 minutes of retries."""
 _START_TIMEOUT_SECONDS = 30.0
-ENV_FILE = ".sms-env"
-"""The file in a run's folder that carries its variables to the launch line (never a command line)."""
 _EXIT_POLL_SECONDS = 0.25
 """How often a script's reading thread looks for its exit status while output streams are open."""
 _STOP_POLL_SECONDS = 0.1
@@ -452,9 +450,11 @@ class SSHProcess(GroupProcess):
     while output streams are still open (a child may hold them after the script exited).
     """
 
-    def __init__(self, transport: SSHTransport, channel: paramiko.Channel, run_id: str | None) -> None:
+    def __init__(self, transport: SSHTransport, channel: paramiko.Channel, run_id: str | None, done: posix.DoneMark) -> None:
         super().__init__(transport, run_id)
         self._channel = channel
+        self._done = done
+        """The launcher's last bytes on stdout, taken off; seen when it found nothing of the run left."""
         loop = asyncio.get_running_loop()
         self._started: asyncio.Future[int | None] = loop.create_future()
         self._exit: asyncio.Future[int] = loop.create_future()
@@ -494,21 +494,23 @@ class SSHProcess(GroupProcess):
             self._settle(loop, self._exit, -1)
 
     def _read_stdout(self, size: int) -> bytes:
-        """Reads stdout; the launcher's first line (the process group id) is taken off first."""
+        """Reads stdout; the launcher's first line (the process group id) and its done mark
+        (:class:`~sms_plugin.transports.posix.DoneMark`) are taken off."""
         chunk = self._channel.recv(size)
-        if self._head is None:
-            return chunk
-        head = self._head + chunk
-        if chunk and b"\n" not in head:
-            self._head = head
-            raise TimeoutError  # the first line is not whole yet
-        self._head = None
-        first, _, rest = head.partition(b"\n")
-        pgid = posix.parse_pgid(first.decode(errors="replace"))
-        self._settle(self._started.get_loop(), self._started, pgid)
-        data = rest if pgid is not None else head
+        data = chunk
+        if self._head is not None:
+            head = self._head + chunk
+            if chunk and b"\n" not in head:
+                self._head = head
+                raise TimeoutError  # the first line is not whole yet
+            self._head = None
+            first, _, rest = head.partition(b"\n")
+            pgid = posix.parse_pgid(first.decode(errors="replace"))
+            self._settle(self._started.get_loop(), self._started, pgid)
+            data = rest if pgid is not None else head
+        data = self._done.take(data, ended=not chunk)
         if chunk and not data:
-            raise TimeoutError  # nothing after the first line yet (b"" would end the stream)
+            raise TimeoutError  # nothing for the script's output yet (b"" would end the stream)
         return data
 
     def _settle(self, loop: asyncio.AbstractEventLoop, future: asyncio.Future[T], value: T) -> T:
@@ -542,6 +544,19 @@ class SSHProcess(GroupProcess):
                 f"the SSH connection to {transport.target.label} was lost while the script ran (process group {self.pid})"
             )
         return status
+
+    @property
+    def left_nothing(self) -> bool:
+        """Whether the launcher found nothing of the run left when the script ended (and removed
+        the state file and the upload folder): then no end-of-run check is needed."""
+        return self._done.seen
+
+    async def stop(self, grace_seconds: float = 5.0) -> None:
+        """Nothing to do once the launcher found nothing of the run left; else :meth:`GroupProcess.stop`."""
+        if self.left_nothing:
+            self.transport.tidied(self.run_id)  # type: ignore[attr-defined]
+            return
+        await super().stop(grace_seconds)
 
     async def _abandon_output(self) -> None:
         await super()._abandon_output()
@@ -674,8 +689,7 @@ class SSHTransport(Transport, RunRecovery):
         self._released = False
         self.errors = ssh_errors(target.label, _server(target))
         self._uploads: dict[str, str] = {}
-        """The folder of each run's sent files (its script, its variables), by run id: the end-of-run
-        check removes it."""
+        """The folder of each run's sent script, by run id: the end-of-run check removes it."""
         self._removed: set[str] = set()
         """Upload folders the end-of-run check removed (:meth:`remove` has nothing left to do)."""
 
@@ -724,10 +738,7 @@ class SSHTransport(Transport, RunRecovery):
             raise TransportError(f"removing {path} on {self.target.label} failed (exit code {status})")
 
     async def launch(self, plan: Plan) -> RemoteProcess:
-        folder = posixpath.join(await self.scratch_dir(), plan.run_id) if plan.run_id and plan.env else None
-        if folder:
-            self._uploads[plan.run_id] = folder
-        return await self._start(posix.render(plan, self.target.shell, await self._send_env(plan, folder)), plan.run_id)
+        return await self._start(plan, None, None)
 
     async def launch_script(self, content: bytes, plan: Plan) -> RemoteProcess:
         """Sends the script on the launch channel's stdin, which the shell writes to ``plan.script``
@@ -737,26 +748,20 @@ class SSHTransport(Transport, RunRecovery):
         end-of-run check removes that folder."""
         assert plan.script is not None, "a plan that runs an uploaded script names it"
         folder = posixpath.dirname(plan.script)
-        if plan.run_id and posixpath.basename(folder) == plan.run_id:
+        owned = bool(plan.run_id) and posixpath.basename(folder) == plan.run_id
+        if owned:
             self._uploads[plan.run_id] = folder
-        launch = posix.render(plan, self.target.shell, await self._send_env(plan, folder))
-        line = posix.receive_then(plan.script, launch, self.target.shell)
-        return await self._start(line, plan.run_id, stdin=content)
+        return await self._start(plan, plan.script, folder if owned else None, content)
 
-    async def _send_env(self, plan: Plan, folder: str | None) -> str | None:
-        """Writes the plan's variables (secret parameters among them) to a private file (0600) and
-        returns its path; None without variables. A command line is shown by ``ps`` to every user of
-        the host, a file in a 0700 folder is not. The launch line sources the file and removes it.
-        The file goes in ``folder`` (the run's, which is removed after the run) or, without one, in
-        the scratch folder under a name of its own."""
-        if not plan.env:
-            return None
-        path = (posixpath.join(folder, ENV_FILE) if folder
-                else posixpath.join(await self.scratch_dir(), f"{ENV_FILE}-{uuid.uuid4().hex}"))
-        await self.upload(posix.env_file_text(plan.env).encode(), path, 0o600)
-        return path
+    async def _start(self, plan: Plan, sent: str | None, folder: str | None, script: bytes = b"") -> RemoteProcess:
+        """Starts ``plan`` on a channel of its own, its variables (secret parameters among them) and
+        the ``script`` written to ``sent`` on the channel's stdin: a command line is shown by ``ps``
+        to every user of the host, stdin is not. The launcher removes ``folder`` at the end when
+        nothing of the run is left (then the process's own end-of-run check has nothing to do)."""
+        nonce = uuid.uuid4().hex
+        line = posix.render(plan, self.target.shell, sent=sent, folder=folder, nonce=nonce)
+        stdin = posix.stdin_of(plan, script)
 
-    async def _start(self, line: str, run_id: str | None, stdin: bytes = b"") -> RemoteProcess:
         def open_channel() -> paramiko.Channel:
             channel = self._open_session()
             channel.exec_command(line)
@@ -766,9 +771,15 @@ class SSHTransport(Transport, RunRecovery):
             return channel
 
         channel = await self._io("starting the script", open_channel)
-        process = SSHProcess(self, channel, run_id)
+        process = SSHProcess(self, channel, plan.run_id, posix.DoneMark(nonce))
         await process.started(_START_TIMEOUT_SECONDS)
         return process
+
+    def tidied(self, run_id: str | None) -> None:
+        """Notes that the launcher of ``run_id`` removed its upload folder (:meth:`remove` has
+        nothing left to do)."""
+        if run_id and (folder := self._uploads.pop(run_id, None)):
+            self._removed.add(folder)
 
     def _open_session(self) -> paramiko.Channel:
         """A new channel on the leased connection; TransportError if the connection died,
@@ -820,7 +831,8 @@ class SSHTransport(Transport, RunRecovery):
         """:meth:`RunRecovery.end_run` in few round trips: the check that finds nothing of the run
         left also tidies up (its state file, and the folder :meth:`launch_script` sent its script
         to), one that finds something sends TERM at once; a poll that finds it gone tidies up too.
-        A run whose script has ended costs one round trip, a stopped one usually two."""
+        A run whose script has ended costs one round trip (none when its launcher found nothing
+        left: :meth:`SSHProcess.stop`), a stopped one usually two."""
         if not run_id:
             return await super().end_run(pgid, run_id, grace_seconds)
         term = posix.signal_run_line(pgid, run_id, "TERM")

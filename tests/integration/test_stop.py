@@ -103,40 +103,53 @@ async def test_a_new_connection_can_kill_a_run_it_did_not_start(transport, reque
     await transport.remove(path)
 
 
-@pytest.mark.parametrize("shell", ["dash", "ksh"])
+@pytest.mark.parametrize("shell", ["dash", "ksh", "bash"])
 @pytest.mark.parametrize("with_setsid", [True, False], ids=["setsid", "no-setsid"])
 def test_launcher_runs_on_plain_posix_shells_without_bash(tmp_path, shell, with_setsid):
-    """The launcher line under dash and ksh, with a PATH that has neither bash nor (optionally)
-    setsid, started in a session of its own as sshd starts every exec channel."""
+    """The launcher line under dash, ksh and bash, with a PATH that has no bash (but for bash's own
+    case) and optionally no setsid, started in a session of its own as sshd starts every exec
+    channel, the script sent on stdin into a run folder: with setsid the launcher ends the run
+    (state file and folder removed, the done mark last), without it the leader removes the state
+    file and the client's check the rest."""
     tools = tmp_path / "bin"
     tools.mkdir()
-    for tool in ["ps", "mkdir", "chmod", "date", "rm", "env", "cat", "sleep", "grep", "sed", "sh", shell]:
+    for tool in ["ps", "mkdir", "chmod", "rm", "env", "cat", "sleep", "grep", "tr", "sh", shell]:
         os.symlink(shutil.which(tool), tools / tool)
     if with_setsid:
         os.symlink(shutil.which("setsid"), tools / "setsid")
     home = tmp_path / "home"
     (home / ".sms/state").mkdir(parents=True, mode=0o755)  # as an older SMS left it: listable by all
     run_id = str(uuid.uuid4())
-    script = tmp_path / "s.sh"
-    script.write_text('command -v bash || echo "no bash"; echo "marker=$SMS_RUN_ID"; cat "$HOME/.sms/state/$SMS_RUN_ID"; '
-                      'umask; exit 9\n')
-    line = posix.render(Plan(program=("sh", str(script), "a b"), run_id=run_id), shell=str(tools / shell))
+    folder = home / ".sms/run" / run_id
+    script = ('command -v bash || echo "no bash"; echo "marker=$SMS_RUN_ID"; cat "$HOME/.sms/state/$SMS_RUN_ID"; umask; '
+              'printf "%s\\n" "$MULTI" | tr "\\n" "~"; echo; echo "$run $s $f $n $e $i $l $p $rc $d $pg"; exit 9\n')
+    names = ["run", "s", "f", "n", "e", "i", "l", "p", "rc", "d", "pg"]  # what shell scripts like to call theirs
+    env = {"MULTI": "one\n two 'q' \"$(id)\" \\ `x` ü", "OTHER": ""} | {name: f"my-{name}" for name in names}
+    plan = Plan(program=("sh", str(folder / "s.sh"), "a b"), run_id=run_id, env=env)
+    line = posix.render(plan, shell=str(tools / shell), sent=str(folder / "s.sh"), folder=str(folder), nonce="n0nce")
     done = subprocess.run(
-        [shutil.which("setsid"), "-w", str(tools / shell), "-c", line],
-        env={"PATH": str(tools), "HOME": str(home)},
-        capture_output=True, text=True, timeout=30,
+        [shutil.which("setsid"), "-w", str(tools / shell), "-c", line], input=posix.stdin_of(plan, script.encode()),
+        env={"PATH": str(tools), "HOME": str(home)}, capture_output=True, timeout=30,
     )
-    out = done.stdout.splitlines()
+    out = done.stdout.decode().splitlines()
     assert done.returncode == 9, done.stderr
     assert posix.parse_pgid(out[0]) is not None
-    assert out[1:3] == ["no bash", f"marker={run_id}"]
-    assert out[3].split()[:2] == [run_id, str(posix.parse_pgid(out[0]))]
+    assert out[1:3] == ["no bash" if shell != "bash" else str(tools / "bash"), f"marker={run_id}"]
+    assert out[3].split() == [run_id, str(posix.parse_pgid(out[0]))]
     mask = os.umask(0o022)
     os.umask(mask)
-    assert out[4] == f"{mask:04o}"  # the script keeps the umask it was given, not the state folder's
+    assert out[4] == f"{mask:04o}"  # the script keeps the umask it was given, not its folder's
+    assert out[5] == env["MULTI"].replace("\n", "~") + "~"  # the variables came on stdin, before the script
+    assert out[6] == " ".join(f"my-{name}" for name in names)  # the launcher's own variables are others
     assert stat.S_IMODE((home / ".sms/state").stat().st_mode) == 0o700
+    assert stat.S_IMODE((home / ".sms/run").stat().st_mode) == 0o700
     assert not (home / ".sms/state" / run_id).exists()
-    assert done.stderr == ""
+    if with_setsid:
+        assert done.stdout.endswith(posix.done_mark("n0nce")) and len(out) == 8
+        assert not folder.exists()
+    else:
+        assert len(out) == 7 and folder.is_dir()
+    assert done.stderr == b""
 
 
 def test_launcher_refuses_to_run_outside_a_group_of_its_own(tmp_path):
@@ -191,3 +204,34 @@ async def test_children_that_detach_their_output_do_not_outlive_the_run(transpor
     assert [line.text async for line in process.lines()] == ["bye"]
     assert await asyncio.wait_for(process.wait(), 15) == 0
     assert _alive(transport, request, f"sleep {marker}") == []
+
+
+async def test_a_run_that_left_nothing_is_ended_by_its_launcher(ssh_target):
+    """The launcher's own end-of-run check: no second channel, the state file and folder gone."""
+    run_id = str(uuid.uuid4())
+    async with await SSHTransport.connect(ssh_target) as ssh:
+        folder = await ssh.uploads_of(run_id)
+        script = "echo one\nprintf 'no newline at the end'\nexit 4\n"
+        process = await ssh.launch_script(script.encode(), INTERPRETERS["sh"].plan(f"{folder}/x.sh", [], run_id=run_id))
+        assert [line.text async for line in process.lines()] == ["one", "no newline at the end"]
+        assert await process.wait() == 4
+        assert process.left_nothing
+        assert not os.path.exists(folder)
+        assert await ssh.recorded_group(run_id) is None
+
+
+@pytest.mark.parametrize("interpreter", ["sh", "bash", "ksh"])
+async def test_a_daemon_that_left_the_group_is_found_when_the_script_ends(ssh_target, ssh_server, interpreter):
+    """A child that left the run's process group and session (setsid) with its output detached:
+    the group is empty when the script ends, only the marker scan finds the child, which is killed."""
+    marker, run_id = _marker(), str(uuid.uuid4())
+    async with await SSHTransport.connect(ssh_target) as ssh:
+        folder = await ssh.uploads_of(run_id)
+        script = f"setsid sleep {marker} >/dev/null 2>&1 </dev/null &\nsleep 0.3\necho bye\n"
+        process = await ssh.launch_script(script.encode(), INTERPRETERS[interpreter].plan(f"{folder}/x.sh", [], run_id=run_id))
+        assert [line.text async for line in process.lines()] == ["bye"]
+        assert await asyncio.wait_for(process.wait(), 15) == 0
+        assert not process.left_nothing
+        assert [p for p in ssh_server.processes(f"sleep {marker}") if " Z" not in p] == []
+        assert not os.path.exists(folder)
+        assert await ssh.recorded_group(run_id) is None

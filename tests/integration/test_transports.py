@@ -134,7 +134,7 @@ async def test_a_sent_script_is_private_has_no_stdin_keeps_the_umask_and_is_remo
         assert Path(folder).is_dir()
         lines = [line.text async for line in process.lines()]
         assert await process.wait() == 0
-        assert lines == [*expected, "700", "700", "stdin ended"]
+        assert lines == [*expected, "600", "700", "stdin ended"]
         assert not Path(folder).exists()  # the end-of-run check removed it
         assert Path(folder).parent.is_dir()
 

@@ -1,5 +1,5 @@
 """The transport contract's pure parts: each boundary's error table with the real exception types
-of its libraries, the continuation marker of split lines, and plans."""
+of its libraries, the continuation marker of split lines, plans, and the POSIX launcher's done mark."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ from sms_plugin.limits import PREFECT_ERRORS
 from sms_plugin.transports.base import CONTINUES, MAX_LINE_CHARS, LineSplitter, OutputLine, Plan, check_run_key
 from sms_plugin.transports.interpreters import INTERPRETERS
 from sms_plugin.transports.local import LOCAL_ERRORS
-from sms_plugin.transports.posix import render
+from sms_plugin.transports.posix import DoneMark, done_mark, render
 from sms_plugin.transports.psrp import WinRMTarget, render as windows_render, winrm_errors
 from sms_plugin.transports.ssh import ssh_errors
 
@@ -181,3 +181,38 @@ def test_upload_folders_are_named_by_a_plain_run_key(key):
     with pytest.raises(InvalidInput):
         check_run_key(key)
     assert check_run_key("0b5c6f1e-3d1c-4a53-9a36-1f0b5b1c2d3e") == "0b5c6f1e-3d1c-4a53-9a36-1f0b5b1c2d3e"
+
+
+def _through(mark: DoneMark, stream: bytes, cut: list[int]) -> bytes:
+    """``stream`` read in pieces cut at ``cut``, then its end, through ``mark``."""
+    bounds = [0, *cut, len(stream)]
+    taken = [mark.take(stream[a:b], ended=False) for a, b in zip(bounds, bounds[1:])]
+    return b"".join(taken) + mark.take(b"", ended=True)
+
+
+@pytest.mark.parametrize("output", [b"", b"out\n", b"no newline", b"nul \0 inside\n", b"\0sms-done:other\n"])
+def test_the_done_mark_is_taken_off_the_end_wherever_the_reads_cut_it(output):
+    stream = output + done_mark("n0nce")
+    for cut in range(len(stream) + 1):
+        mark = DoneMark("n0nce")
+        assert _through(mark, stream, [cut]) == output
+        assert mark.take(b"", ended=True) == b"" and mark.seen  # asked again after the end
+
+
+@pytest.mark.parametrize("stream", [
+    b"out\n", b"ends in a nul \0", b"\0sms-done:", b"\0sms-done:n0nce", done_mark("other"),
+    done_mark("n0nce") + b"more output", b"x" + done_mark("n0nce")[:-1],
+])
+def test_output_without_the_done_mark_at_its_end_arrives_whole(stream):
+    for cut in range(len(stream) + 1):
+        mark = DoneMark("n0nce")
+        assert _through(mark, stream, [cut]) == stream
+        assert not mark.seen
+
+
+def test_output_is_held_back_only_while_it_may_be_the_start_of_the_done_mark():
+    mark = DoneMark("n0nce")
+    assert mark.take(b"line\n", ended=False) == b"line\n"
+    assert mark.take(b"a\0b\n", ended=False) == b"a\0b\n"
+    assert mark.take(b"c\0sms", ended=False) == b"c"
+    assert mark.take(b"!\n", ended=False) == b"\0sms!\n"
