@@ -32,6 +32,7 @@ import posixpath
 import select
 import socket
 import threading
+import time
 import uuid
 import weakref
 from collections.abc import Callable, Iterator
@@ -75,8 +76,11 @@ _EXIT_POLL_SECONDS = 0.25
 _STOP_POLL_SECONDS = 0.1
 """How often a stopped run is checked for between TERM and KILL."""
 CONTROL_TIMEOUT_SECONDS = 15.0
-"""How long a short command (a kill, a probe, a state file read) may wait for the server: a stop
-on a connection that stopped answering fails after this instead of hanging."""
+"""How long a short command (a kill, a probe, a state file read) or a new channel may wait for the
+server: a stop on a connection that stopped answering fails after this instead of hanging. Then
+the connection must answer a keepalive within the same time, or it is closed (:meth:`_Shared.answers`)."""
+_REFUSED_PAUSE_SECONDS = 0.05
+"""The first wait before a channel the server refused is asked for again (doubled each time, at most 1 s)."""
 
 # What modern hosts never negotiate, taken from paramiko 4.0's Transport._preferred_* lists
 # (tests/unit/test_ssh_algorithms.py checks that nothing weak is left in those lists).
@@ -603,10 +607,31 @@ class _Shared:
     leases: int = 0
     scratch: str | None = None
     """The connection's scratch folder, asked for once (every run on it uses the same)."""
+    _probing: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    """paramiko waits for the answer of one global request at a time on a connection."""
 
     def alive(self) -> bool:
         transport = self.client.get_transport()
         return transport is not None and transport.is_active()
+
+    def answers(self, timeout: float) -> bool:
+        """Whether the server answers a keepalive request within ``timeout``. sshd answers it from
+        its connection's main loop, however slow the commands on the connection's channels are:
+        a connection that does not is silent (e.g. its host was cut off the network)."""
+        with self._probing:
+            transport = self.client.get_transport()
+            if transport is None or not transport.is_active():
+                return False
+            answered = threading.Event()
+
+            def ask() -> None:
+                with contextlib.suppress(OSError, EOFError, paramiko.SSHException):
+                    transport.global_request("keepalive@openssh.com", wait=True)
+                    if transport.is_active():  # paramiko also returns when the connection closed
+                        answered.set()
+
+            threading.Thread(target=ask, name="sms-ssh-probe", daemon=True).start()
+            return answered.wait(timeout)
 
 
 class ConnectionPool:
@@ -782,20 +807,35 @@ class SSHTransport(Transport, RunRecovery):
             self._removed.add(folder)
 
     def _open_session(self) -> paramiko.Channel:
-        """A new channel on the leased connection; TransportError if the connection died,
-        TimeoutError (the connection dropped, :meth:`_drop`) if the server did not answer."""
-        transport = self._client.get_transport()
-        if transport is None or not transport.is_active():
-            raise TransportError(f"the SSH connection to {self.target.label} is closed")
-        try:
-            return transport.open_session(timeout=CONTROL_TIMEOUT_SECONDS)
-        except paramiko.ChannelException:
-            raise  # the server answered: it refused the channel (e.g. its MaxSessions)
-        except paramiko.SSHException:
-            if not transport.is_active():
-                raise
-            self._drop()  # still "active" but silent for CONTROL_TIMEOUT_SECONDS
-            raise TimeoutError("no answer to a channel request") from None
+        """A new channel on the leased connection. A channel the server refuses (its MaxSessions,
+        counting channels it has not finished closing) is asked for again, after a pause, until
+        CONTROL_TIMEOUT_SECONDS have passed. TransportError if the connection died, the refusals
+        lasted, or the server did not open the channel in time but still answers; TimeoutError if
+        it does not answer either (the connection is closed: :meth:`_drop_if_silent`)."""
+        timeout = CONTROL_TIMEOUT_SECONDS
+        deadline = time.monotonic() + timeout
+        pause = _REFUSED_PAUSE_SECONDS
+        while True:
+            transport = self._client.get_transport()
+            if transport is None or not transport.is_active():
+                raise TransportError(f"the SSH connection to {self.target.label} is closed")
+            try:
+                return transport.open_session(timeout=max(deadline - time.monotonic(), 0.0))
+            except paramiko.SSHException as error:
+                # A refusal is a ChannelException, or a bare SSHException when several arrive at
+                # once (paramiko keeps one refusal per connection for the threads that wait).
+                if not transport.is_active():
+                    raise
+                if time.monotonic() >= deadline and not isinstance(error, paramiko.ChannelException):
+                    self._drop_if_silent(f"{self.target.label} did not open a channel within {timeout:g} s")
+                    raise TimeoutError("no answer to a channel request") from None
+                if time.monotonic() + pause >= deadline:
+                    raise TransportError(
+                        f"{self.target.label} refused new channels for {timeout:g} s (too many on one connection: "
+                        f"its MaxSessions): {error}"
+                    ) from None
+            time.sleep(pause)
+            pause = min(pause * 2, 1.0)
 
     def _exec_status(self, line: str, stdin: bytes = b"") -> tuple[int, str]:
         """Runs a short shell line on its own channel, ``stdin`` as its input; returns (exit
@@ -810,16 +850,19 @@ class SSHTransport(Transport, RunRecovery):
             output = channel.makefile("rb").read().decode(errors="replace")
             return channel.recv_exit_status(), output
         except TimeoutError:
-            self._drop()
+            self._drop_if_silent(f"a command on {self.target.label} did not finish within {CONTROL_TIMEOUT_SECONDS:g} s")
             raise
         finally:
             channel.close()
 
-    def _drop(self) -> None:
-        """Closes the connection, which stopped answering (e.g. its host was cut off the network):
-        the scripts running through it see it lost (their runs reap them from a new connection)
-        and the pool opens a new one for the next run, instead of waiting on this one for TCP's
-        own timeout."""
+    def _drop_if_silent(self, what: str) -> None:
+        """After a wait that timed out: if the connection does not answer a keepalive either
+        (e.g. its host was cut off the network), closes it: the scripts running through it see it
+        lost (their runs reap them from a new connection) and the pool opens a new one for the
+        next run, instead of waiting on this one for TCP's own timeout. If it answers, it is
+        kept for the runs on it (a busy host is slow, not gone): TransportError saying ``what``."""
+        if self._lease.answers(CONTROL_TIMEOUT_SECONDS):
+            raise TransportError(f"{what} (the connection still answers: kept for its other runs)")
         self._client.close()
 
     async def signal_run(self, pgid: int | None, run_id: str | None, signal: Signal) -> bool:

@@ -1,5 +1,6 @@
 """Connection reuse against a real sshd: runs to one host share connections, a dead connection
-fails only its own runs, with a clear message, and the next run reconnects."""
+fails only its own runs, with a clear message, and the next run reconnects; a live connection is
+never closed under its runs (a channel the server refuses is waited for, a slow command fails alone)."""
 
 from __future__ import annotations
 
@@ -11,12 +12,17 @@ import signal
 import subprocess
 import time
 import uuid
+from collections.abc import Iterator
 
 import pytest
 
+from infra.testbed.sshd import SshServer
 from sms_plugin.errors import TransportError
 from sms_plugin.execution import ScriptRun, execute
+from sms_plugin.transports import ssh
 from sms_plugin.transports.ssh import ConnectionPool, SSHTransport
+from tests.conftest import _started
+from tests.integration.conftest import target_of
 
 pytestmark = pytest.mark.integration
 
@@ -131,3 +137,41 @@ def _kill_server_side(transport: SSHTransport, port: int) -> None:
     deadline = time.monotonic() + 5
     while transport._client.get_transport().is_active() and time.monotonic() < deadline:
         time.sleep(0.05)
+
+
+@pytest.fixture(scope="module")
+def two_session_sshd() -> Iterator[SshServer]:
+    """An sshd that allows 2 channels per connection (its MaxSessions)."""
+    peer = _started(SshServer(max_sessions=2))
+    yield peer
+    peer.stop()
+
+
+async def test_channels_the_server_refuses_are_waited_for_and_the_connection_is_kept(two_session_sshd):
+    """8 runs at once on one connection of a server that allows 2 channels each: the refused
+    channel opens (several at the same instant) wait for a free one; nothing closes the connection."""
+    pool = ConnectionPool(runs_per_connection=8)
+    target = target_of(two_session_sshd)
+    results = await asyncio.gather(*(_run(pool, target, 'sleep 0.3; echo "run $1"\n', [str(n)]) for n in range(8)))
+    assert results == [(0, [f"run {n}"]) for n in range(8)]
+    assert pool.opened == 1
+
+
+async def test_a_slow_command_fails_alone_and_leaves_the_runs_on_its_connection(ssh_target, ssh_server, monkeypatch):
+    """A short command that does not finish within CONTROL_TIMEOUT_SECONDS (here: an upload to a
+    FIFO nobody reads) fails; the connection still answers, so the script running on it goes on."""
+    monkeypatch.setattr(ssh, "CONTROL_TIMEOUT_SECONDS", 1.0)
+    pool = ConnectionPool()
+    running = asyncio.create_task(_run(pool, ssh_target, "sleep 3; echo survived\n"))
+    stuck = await SSHTransport.connect(ssh_target, pool=pool)
+    fifo = f"/tmp/sms-test-fifo-{uuid.uuid4().hex}"
+    try:
+        status, _ = await stuck._io("making a FIFO", lambda: stuck._exec_status(f"mkfifo {fifo}"))  # the user's own
+        assert status == 0
+        with pytest.raises(TransportError, match="did not answer in time|did not finish"):
+            await stuck.upload(b"never read", fifo, 0o600)
+        assert await running == (0, ["survived"])
+        assert pool.opened == 1
+    finally:
+        await stuck.remove(fifo)
+        await stuck.close()
