@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from urllib.parse import urlsplit
 
 from cronsim import CronSim
 from prefect.client.orchestration import PrefectClient
@@ -155,7 +156,19 @@ async def stored_events(client: PrefectClient, prefix: str, since: datetime) -> 
             yield event
         if not page.next_page:
             return
-        page = await client.read_events_page(page.next_page)
+        page = await client.read_events_page(next_page_url(client, str(page.next_page)))
+
+
+def next_page_url(client: PrefectClient, next_page: str) -> str:
+    """The next page of events on the client's own API URL. Prefect builds the link from its
+    host alone, without ``PREFECT_SERVER_API_BASE_PATH`` (``/prefect/api`` behind the gateway),
+    so followed as it is it answers 404 there; only its query (the page token) is kept.
+
+    >>> from types import SimpleNamespace
+    >>> next_page_url(SimpleNamespace(api_url="http://p:4200/prefect/api/"), "http://p:4200/api/events/filter/next?page-token=eyJ")
+    'http://p:4200/prefect/api/events/filter/next?page-token=eyJ'
+    """
+    return f"{str(client.api_url).rstrip('/')}/events/filter/next?{urlsplit(next_page).query}"
 
 
 async def rebuild(metrics: RunMetrics, client: PrefectClient) -> None:
