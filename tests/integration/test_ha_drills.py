@@ -265,11 +265,11 @@ async def test_drill_4_sigkill_of_a_worker(ha, catalog, ssh_server, ha_hosts):
 
     async def reaped() -> bool:
         await housekeeping()
-        from tests.integration.ha_load import FINAL, flow_runs, state_of
-
         return all(state_of(r) in FINAL for r in (await flow_runs(load.ids)).values())
 
-    assert await until(reaped, 180, interval=2)
+    if not await until(reaped, 180, interval=2):
+        states = Counter(state_of(r) for r in (await flow_runs(load.ids)).values())
+        pytest.fail(f"runs not terminal 180 s after the worker's SIGKILL: {dict(states)}")
     print(f"drill 4: every run terminal {time.monotonic() - killed_at:.1f} s after the worker's SIGKILL")
     await check_invariants(load, ssh_server, timeout=60)
     await asyncio.to_thread(victim.start)
