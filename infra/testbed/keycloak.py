@@ -168,6 +168,16 @@ class Keycloak(Peer):
             admin.post(f"/users/{user_id}/role-mappings/realm", json=granted).raise_for_status()
         return str(user_id)
 
+    def allow_redirect(self, uri: str, client_id: str = "sms-gateway") -> None:
+        """Add ``uri`` to the valid redirect URIs of ``client_id``: the realm file lists loopback
+        without a port, which Keycloak matches on any port for ``http`` only (RFC 8252's loopback
+        rule), so an HTTPS gateway on a port of its own (behind HAProxy) is listed by its URL."""
+        with self.admin() as admin:
+            [client] = admin.get("/clients", params={"clientId": client_id}).raise_for_status().json()
+            if uri not in client["redirectUris"]:
+                client["redirectUris"].append(uri)
+                admin.put(f"/clients/{client['id']}", json=client).raise_for_status()
+
     def add_signing_key(self, private_key_pem: str) -> str:
         """Add an RS256 key to the realm's keys (lowest priority, so Keycloak keeps signing with
         its own) and return its ``kid``: tokens signed with it pass the realm's JWKS."""

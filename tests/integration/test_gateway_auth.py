@@ -63,7 +63,8 @@ class Browser(httpx.Client):
 
 def login_form(browser: Browser, page: httpx.Response, username: str) -> httpx.Response:
     """Fill in Keycloak's login form on ``page`` as ``username``; returns Keycloak's answer."""
-    assert page.status_code == 200, page.text[:500]
+    text = " ".join(html.unescape(re.sub(r"<script.*?</script>|<[^>]+>", " ", page.text, flags=re.S)).split())
+    assert page.status_code == 200, (page.status_code, text[-300:])  # Keycloak's page says why
     action = re.search(r'<form[^>]*id="kc-form-login"[^>]*action="([^"]+)"', page.text)
     assert action, "Keycloak's login form not found"
     return browser.post(

@@ -79,6 +79,7 @@ def ha_gateways(ha, keycloak) -> HATopology:
     """The topology with its two gateways behind HAProxy (HTTPS), trusting the test realm."""
     if not ha.gateways:
         ha.add_gateways(keycloak.issuer)
+        keycloak.allow_redirect(f"{ha.gateway_url}/auth/callback")
     return ha
 
 
