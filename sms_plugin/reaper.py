@@ -7,8 +7,9 @@ Three paths lead here:
   (what may still run there is killed before the run ends Failed);
 - the ``sms-housekeeping`` flow (every 30 s) looks at every run record without an end time:
   if Prefect says the run has ended, or its heartbeat is stale (worker or machine lost), the run
-  is marked Crashed in Prefect and reaped; a run Prefect has Running that never got a run record
-  (its flow process died while starting) is marked Crashed too (nothing of it ran on a host).
+  is marked Crashed in Prefect and reaped; runs no process will end that left nothing on a host
+  (a dead worker's Pending runs, a flow lost before its run record or after its end) are marked
+  Crashed too (:mod:`sms_plugin.lost_runs`).
 
 Reaping a run (``transports.recovery.reap``) kills what is left of it on each host where one of
 its host executions was still running (a fleet run has many), by process
@@ -26,15 +27,6 @@ from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
 from prefect import get_client
-from prefect.client.schemas.filters import (
-    FlowFilter,
-    FlowFilterName,
-    FlowRunFilter,
-    FlowRunFilterStartTime,
-    FlowRunFilterState,
-    FlowRunFilterStateType,
-)
-from prefect.client.schemas.objects import StateType
 from prefect.exceptions import ObjectNotFound
 from prefect.states import Crashed
 from sqlalchemy.orm import Session
@@ -52,11 +44,10 @@ from sms_plugin.catalog import (
 )
 from sms_plugin.catalog.retry import backoff
 from sms_plugin.errors import HostUnreachable, NotFound, SMSError
-from sms_plugin.deploy import FLOW_NAME
 from sms_plugin.fleet.executions import execution_id
 from sms_plugin.heartbeats import heartbeat_seconds
 from sms_plugin.host_kinds import load_host
-from sms_plugin.settings import current
+from sms_plugin.lost_runs import crash_lost_runs
 from sms_plugin.transports.base import Transport
 from sms_plugin.transports.recovery import reap
 
@@ -188,41 +179,13 @@ async def _verdict(record: RunRecord, now: datetime) -> Verdict | None:
     return None
 
 
-async def crash_unrecorded(catalog: Catalog, now: datetime) -> list[str]:
-    """Crashes run-script flow runs Prefect has Running for longer than ``SMS_UNRECORDED_RUN_SECONDS``
-    (default 300) whose flow never wrote its run record: their flow process died while starting
-    (with its worker), before anything ran on a host, so there is nothing to reap; no other path
-    ends them. The wait is long because a live flow may be held before its record by an outage of
-    Prefect or the catalog (drills 2 and 5 last up to a minute); crashing it would end a run that
-    is about to start its script."""
-    async with get_client() as client:
-        running = await client.read_flow_runs(
-            flow_filter=FlowFilter(name=FlowFilterName(any_=[FLOW_NAME])),
-            flow_run_filter=FlowRunFilter(
-                state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.RUNNING])),
-                start_time=FlowRunFilterStartTime(before_=now - timedelta(seconds=current().worker.unrecorded_seconds)),
-            ),
-            limit=200,
-        )
-        notes = []
-        for flow_run in running:
-            try:
-                await catalog.aio.run(get_run, str(flow_run.id))
-                continue
-            except NotFound:
-                pass
-            reason = "its flow process was lost before it recorded the run (nothing ran on a host)"
-            await client.set_flow_run_state(flow_run.id, Crashed(message=f"SMS reaper: {reason}"), force=True)
-            notes.append(f"{flow_run.id}: {reason}")
-    return notes
-
-
 async def housekeeping(catalog: Catalog) -> list[str]:
     """Reaps every unfinished run that has ended in Prefect or lost its flow process, and crashes
-    the runs whose flow process died before recording them."""
+    the runs no process will end that left nothing on a host (:mod:`sms_plugin.lost_runs`)."""
     unfinished = await catalog.aio.run(list_runs, unfinished=True, limit=10_000)
     now = datetime.now(UTC)
-    notes = await crash_unrecorded(catalog, now)
+    async with get_client() as client:
+        notes = await crash_lost_runs(client, catalog, now)
     for record in unfinished:
         verdict = await _verdict(record, now)
         if verdict is None:

@@ -77,8 +77,9 @@ class WorkerSettings(Group):
     starting: int = Field(32, ge=1, validation_alias="SMS_WORKER_STARTING")
     stop_seconds: float = Field(30, gt=0, validation_alias="SMS_WORKER_STOP_SECONDS")
     heartbeat_seconds: float = Field(10, gt=0, validation_alias="SMS_HEARTBEAT_SECONDS")
-    unrecorded_seconds: float = Field(300, gt=0, validation_alias="SMS_UNRECORDED_RUN_SECONDS")
-    """How long a run may be Running in Prefect without its run record before the reaper crashes it."""
+    lost_run_seconds: float = Field(300, gt=0, validation_alias="SMS_LOST_RUN_SECONDS")
+    """How long a run must look lost (Pending with a silent worker, Running without a live run
+    record) before the reaper crashes it (:mod:`sms_plugin.lost_runs`)."""
 
 
 class SSHSettings(Group):

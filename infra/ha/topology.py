@@ -150,7 +150,7 @@ class HATopology:
             "PREFECT_CLIENT_RETRY_EXTRA_CODES": "500",
             "SMS_DATABASE_URL": self.catalog_url,
             "SMS_WORK_POOL": self.pool,
-            "SMS_UNRECORDED_RUN_SECONDS": "60",  # drill 4 waits for its unrecorded runs 60 s, not 300
+            "SMS_LOST_RUN_SECONDS": "90",  # drill 4 waits 90 s for the runs of its dead worker, not 300
         }
 
     def start(self) -> Self:

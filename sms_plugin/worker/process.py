@@ -30,6 +30,7 @@ from sms_plugin.errors import NotFound
 from sms_plugin.reaper import reap_run
 from sms_plugin.worker import prefect_hooks
 from sms_plugin.worker.guard import base_job_template, check_job_variables
+from sms_plugin.worker.predecessors import EndsPredecessorsRuns
 
 
 SETTLE_POLL_SECONDS = 0.5
@@ -64,7 +65,7 @@ class SMSProcessJobConfiguration(ProcessJobConfiguration):
         )
 
 
-class SMSProcessWorker(ProcessWorker):
+class SMSProcessWorker(EndsPredecessorsRuns, ProcessWorker):
     """Runs each flow run of its pool in a process of its own, refusing job variables."""
 
     type = "sms-process"

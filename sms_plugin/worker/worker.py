@@ -48,6 +48,7 @@ from sms_plugin.settings import current
 from sms_plugin.worker import engine, prefect_hooks
 from sms_plugin.worker.dispatch import watch_scheduled_runs
 from sms_plugin.worker.guard import base_job_template, check_job_variables
+from sms_plugin.worker.predecessors import EndsPredecessorsRuns
 from sms_plugin.worker.runloop import RunLoop
 
 
@@ -90,7 +91,7 @@ class SMSJobConfiguration(BaseJobConfiguration):
         return configuration
 
 
-class SMSWorker(BaseWorker[SMSJobConfiguration, BaseVariables, SMSWorkerResult]):
+class SMSWorker(EndsPredecessorsRuns, BaseWorker[SMSJobConfiguration, BaseVariables, SMSWorkerResult]):
     """Runs the flow runs of an ``sms`` work pool as asyncio tasks of this process."""
 
     type = "sms"

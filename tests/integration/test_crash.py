@@ -154,41 +154,49 @@ async def test_loss_of_the_worker_and_its_flow_process(catalog, crash_host, ssh_
 
 
 
-async def test_a_run_left_running_without_its_record_is_crashed_once_it_waited_long_enough(
+async def test_a_running_run_whose_flow_is_lost_before_its_record_or_after_its_end_is_crashed(
         catalog, prefect_server, monkeypatch):
-    """A worker lost just after it moved a run to Running, before the flow wrote its run record:
-    nothing ran on a host and no heartbeat tells. The housekeeping crashes it once it has been
-    Running for SMS_UNRECORDED_RUN_SECONDS; a recorded run, or a younger one, is left alone."""
-    from datetime import UTC, datetime
+    """A worker lost just after it moved a run to Running, before the flow wrote its run record
+    (nothing ran on a host, no heartbeat tells), or after the script's end was recorded but
+    before Prefect got the final state: housekeeping crashes both once they have been Running
+    (and ended) for SMS_LOST_RUN_SECONDS; a live recorded run, a run ended more recently, or a
+    younger one is left alone."""
+    from datetime import UTC, datetime, timedelta
 
     from prefect import Flow
     from prefect.states import Cancelled, Running
 
     from sms_plugin.catalog import record_run, update_run
     from sms_plugin.deploy import FLOW_NAME
-    from sms_plugin.reaper import crash_unrecorded
+    from sms_plugin.lost_runs import crash_lost_runs
 
     flow = Flow(fn=lambda: None, name=FLOW_NAME)
     async with get_client() as client:
-        lost, recorded, young = [await client.create_flow_run(flow, name=f"unrecorded-{uuid.uuid4().hex[:6]}")
-                                 for _ in range(3)]
-        for flow_run in (lost, recorded):
+        lost, ended, recorded, just_ended, young = [
+            await client.create_flow_run(flow, name=f"lost-{uuid.uuid4().hex[:6]}") for _ in range(5)]
+        for flow_run in (lost, ended, recorded, just_ended):
             await client.set_flow_run_state(flow_run.id, Running(), force=True)
         with catalog.session() as session:
-            record_run(session, str(recorded.id), script_name="unrecorded-test", version_number=None, host="nowhere",
-                       trigger="cli", requested_by="tests")
+            for flow_run in (ended, recorded, just_ended):
+                record_run(session, str(flow_run.id), script_name="lost-test", version_number=None, host="nowhere",
+                           trigger="cli", requested_by="tests")
+            update_run(session, str(ended.id), ended_at=datetime.now(UTC) - timedelta(seconds=8), exit_code=0)
         await asyncio.sleep(8)
+        with catalog.session() as session:
+            update_run(session, str(just_ended.id), ended_at=datetime.now(UTC), exit_code=0)
         await client.set_flow_run_state(young.id, Running(), force=True)
-        monkeypatch.setenv("SMS_UNRECORDED_RUN_SECONDS", "5")
+        monkeypatch.setenv("SMS_LOST_RUN_SECONDS", "5")
         try:
-            notes = await crash_unrecorded(catalog, datetime.now(UTC))
-            states = {run.id: (await client.read_flow_run(run.id)).state for run in (lost, recorded, young)}
+            notes = await crash_lost_runs(client, catalog, datetime.now(UTC))
+            states = {run.id: (await client.read_flow_run(run.id)).state for run in (lost, ended, recorded, just_ended, young)}
         finally:
             with catalog.session() as session:
                 update_run(session, str(recorded.id), ended_at=datetime.now(UTC))
-            for run in (recorded, young):
+            for run in (recorded, just_ended, young):
                 await client.set_flow_run_state(run.id, Cancelled(message="test over"), force=True)
     assert f"{lost.id}: its flow process was lost before it recorded the run (nothing ran on a host)" in notes
-    assert not any(str(run.id) in note for note in notes for run in (recorded, young))
+    assert any(note.startswith(f"{ended.id}: its flow process was lost after its script ended") for note in notes), notes
+    assert not any(str(run.id) in note for note in notes for run in (recorded, just_ended, young))
     assert states[lost.id].type.value == "CRASHED" and "before it recorded the run" in states[lost.id].message
-    assert (states[recorded.id].type.value, states[young.id].type.value) == ("RUNNING", "RUNNING")
+    assert states[ended.id].type.value == "CRASHED" and "the run record has the script's outcome" in states[ended.id].message
+    assert [states[run.id].type.value for run in (recorded, just_ended, young)] == ["RUNNING"] * 3

@@ -13,6 +13,7 @@ import asyncio
 import os
 import signal
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -29,6 +30,7 @@ from infra.testbed.prefect_worker import PrefectWorker
 from infra.testbed.process import process_tree
 from sms_plugin import hosts, runs, scripts
 from sms_plugin.catalog import Catalog, ScriptSpec, get_run, list_audit
+from sms_plugin.errors import NotFound
 from infra.testbed.prefect_server import PrefectServer
 from tests.conftest import _started, talking_to
 from tests.integration.conftest import alive, block_of, until
@@ -257,3 +259,104 @@ async def test_two_workers_share_the_runs_each_exactly_once(catalog, scale_prefe
         assert all(get_run(session, i).exit_code == 0 for i in ids)
     infrastructure = {final[i].infrastructure_pid for i in ids}
     assert len(infrastructure) == 2, infrastructure  # both workers took part
+
+
+async def _runs_held_pending(catalog, ssh_server, worker: PrefectWorker, count: int) -> tuple[list[str], str]:
+    """Starts ``count`` runs of a long script on a host of one session, on a worker that starts one
+    run at a time (SMS_WORKER_STARTING=1): the first runs its script, the second waits for the
+    host's session, holding the start slot, and the rest wait Pending in the worker for that
+    slot. Returns the run ids and the script's marker once ``count - 2`` runs are Pending."""
+    host = await _host(ssh_server, 1)
+    marker = str(uuid.uuid4().int % 10**6 + 7 * 10**6)
+    name = await _script(catalog, host, f"sleep {marker}\n", kill_grace_seconds=1)
+    ids = await _start_many(catalog, name, count)
+
+    async def held() -> bool:
+        states = Counter(r.state.type.value for r in (await _flow_runs(ids)).values() if r.state)
+        return states["PENDING"] == count - 2 and states["RUNNING"] == 2 and len(alive(ssh_server, f"sleep {marker}")) == 1
+
+    assert await until(held, 90), Counter(r.state.type.value for r in (await _flow_runs(ids)).values())
+    return ids, marker
+
+
+def _holding_worker(scale_prefect, pool: str) -> PrefectWorker:
+    return _started(PrefectWorker(scale_prefect.api_url, pool=pool, worker_type="sms", extra_env=_env(
+        SMS_WORKER_STARTING="1", SMS_HEARTBEAT_SECONDS="1", PREFECT_WORKER_HEARTBEAT_SECONDS="1")))
+
+
+def _sigkill(worker: PrefectWorker) -> None:
+    for pid in process_tree(worker.pid):
+        os.kill(pid, signal.SIGKILL)
+    worker.halt()
+
+
+async def _reap_all(ids: list[str], ssh_server, marker: str) -> dict[str, FlowRun]:
+    """Housekeeping until every run is terminal and the script is gone from the host."""
+    async def done() -> bool:
+        await housekeeping()
+        final = await _flow_runs(ids)
+        return all(r.state.type.value in FINAL for r in final.values()) and not alive(ssh_server, f"sleep {marker}")
+
+    assert await until(done, 90, interval=2), {i: r.state.type.value for i, r in (await _flow_runs(ids)).items()}
+    return await _flow_runs(ids)
+
+
+async def test_a_live_workers_pending_runs_are_left_a_dead_ones_crashed(catalog, ssh_server, scale_prefect, monkeypatch):
+    """Runs a worker claimed (Pending) and holds for a start slot are left alone by housekeeping
+    while the worker sends heartbeats, however old they are; once it is SIGKILLed and silent for
+    SMS_LOST_RUN_SECONDS, housekeeping crashes them (and the two Running ones, by their stale
+    run heartbeat). Nothing of the Pending runs ever ran."""
+    monkeypatch.setenv("SMS_HEARTBEAT_SECONDS", "1")
+    monkeypatch.setenv("SMS_LOST_RUN_SECONDS", "3")
+    pool = f"sms-held-{uuid.uuid4().hex[:6]}"
+    await _sms_pool(pool)
+    monkeypatch.setenv("SMS_WORK_POOL", pool)
+    worker = _holding_worker(scale_prefect, pool)
+    try:
+        ids, marker = await _runs_held_pending(catalog, ssh_server, worker, 5)
+        await asyncio.sleep(5)  # the Pending runs are older than SMS_LOST_RUN_SECONDS
+        await housekeeping()
+        states = Counter(r.state.type.value for r in (await _flow_runs(ids)).values())
+        assert states == Counter(PENDING=3, RUNNING=2), states
+        _sigkill(worker)
+    finally:
+        worker.stop()
+
+    final = await _reap_all(ids, ssh_server, marker)
+
+    pending = [final[i] for i in ids if final[i].state.message and "stopped before it started the run" in final[i].state.message]
+    assert len(pending) == 3, {i: (r.state.type.value, r.state.message) for i, r in final.items()}
+    assert {r.state.type.value for r in final.values()} == {"CRASHED"}
+    assert all(f"its worker {worker.worker_name} stopped" in r.state.message for r in pending)
+    with catalog.session() as session:
+        for flow_run in pending:
+            with pytest.raises(NotFound):
+                get_run(session, str(flow_run.id))  # its flow never started: no run record, nothing on a host
+
+
+async def test_a_worker_restarted_under_its_name_crashes_what_it_left_pending(catalog, ssh_server, scale_prefect, monkeypatch):
+    """A worker SIGKILLed and started again under the same name (as systemd does) is alive to
+    housekeeping, so the new process crashes the runs the old one left Pending, on its first
+    sync with the pool, before housekeeping runs."""
+    monkeypatch.setenv("SMS_HEARTBEAT_SECONDS", "1")
+    pool = f"sms-again-{uuid.uuid4().hex[:6]}"
+    await _sms_pool(pool)
+    monkeypatch.setenv("SMS_WORK_POOL", pool)
+    worker = _holding_worker(scale_prefect, pool)
+    try:
+        ids, marker = await _runs_held_pending(catalog, ssh_server, worker, 4)
+        pending = [i for i, r in (await _flow_runs(ids)).items() if r.state.type.value == "PENDING"]
+        _sigkill(worker)
+        _started(worker)  # the same name
+
+        async def crashed() -> bool:
+            return {r.state.type.value for r in (await _flow_runs(pending)).values()} == {"CRASHED"}
+
+        assert await until(crashed, 30), {i: r.state.type.value for i, r in (await _flow_runs(pending)).items()}
+        messages = {r.state.message for r in (await _flow_runs(pending)).values()}
+        assert messages == {f"SMS reaper: an earlier worker named {worker.worker_name} stopped before it started the run "
+                            "(nothing ran on a host)"}, messages
+        assert "crashed" in worker.log_path.read_text(errors="replace")
+    finally:
+        worker.stop()
+    await _reap_all(ids, ssh_server, marker)
