@@ -10,7 +10,8 @@ entries pointing at them, written both as SMS host blocks and as an Ansible inve
   time: the command as a run sends it (script on the launch channel, run id, end-of-run check,
   folder removed) against a bare ``exec_command`` of it (the floor), sshd CPU per execution;
 - ``ansible``: ``ansible fleet -m raw -a CMD -f F`` for F = 50 and each of ``--forks``;
-- ``sms``: one SMS fleet run of the same command on all N hosts (its worker's whole process tree);
+- ``sms``: one SMS fleet run of the same command on all N hosts (its worker's whole process tree),
+  every host that did not succeed listed with its state and message;
 - ``stop``: an SMS fleet run of a long ``sleep`` on all N hosts, stopped once the first hosts run:
   seconds from the stop request until no process of the run is left on any sshd.
 For each side: total seconds, host executions per second, peak RSS of the whole process tree
@@ -374,6 +375,9 @@ async def sms_side(fleet: Fleet, only: set[str], parallel: int) -> None:
                     hosts_seconds = (max(r.ended_at for r in rows if r.ended_at)
                                      - min(r.started_at for r in rows if r.started_at)).total_seconds()
                 counts = {state: states.count(state) for state in sorted(set(states))}
+                for failed in (r for r in rows if r.state != "succeeded"):
+                    print(f"  {failed.host}: {failed.state} at {failed.started_at or failed.ended_at}: "
+                          f"{failed.message or failed.output_tail[-300:]}", flush=True)
                 pickup = await flow_run_pickup(run_id)
                 row(f"SMS fleet run, parallel {parallel} (sms worker)", len(names), seconds, sampler,
                     f"{result.state}: {counts}; Prefect server + PostgreSQL CPU {server_cpu:.0f} s; "
