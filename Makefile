@@ -7,10 +7,10 @@ PYTEST_ARGS ?=
 bootstrap:  ## install Debian packages, .venv and the project (idempotent; root on a fresh machine)
 	bash infra/bootstrap.sh
 
-test: bootstrap  ## unit and integration tests against real peers started on loopback
-	$(PYTHON) -m pytest -q -p no:cacheprovider --durations=15 -m "not drills" $(PYTEST_ARGS)
+test: bootstrap  ## unit and integration tests against real peers started on loopback, the HA drills too
+	$(PYTHON) -m pytest -q -p no:cacheprovider --durations=15 $(PYTEST_ARGS)
 
-drills: bootstrap  ## the HA fault drills (docs/deploy.md); SMS_HA_DRILLS_FULL=1 for the full load
+drills: bootstrap  ## the HA fault drills alone (docs/deploy.md); SMS_HA_DRILLS_FULL=1 for the full load
 	$(PYTHON) -m pytest -q -p no:cacheprovider -s --timeout 1800 -m drills $(PYTEST_ARGS)
 
 up: bootstrap  ## start SMS locally

@@ -136,3 +136,14 @@ async def transport(request, tmp_path) -> AsyncIterator[Transport]:
         opened = await SSHTransport.connect(request.getfixturevalue("ssh_target"))
     async with opened:
         yield opened
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """The HA drills' figures (recovery times, outcomes) at the end of the session, since pytest
+    captures the drills' own output when they pass."""
+    from tests.integration.ha_load import FIGURES  # imports this module: not at its top
+
+    if FIGURES:
+        terminalreporter.section("HA drill figures")
+        for line in FIGURES:
+            terminalreporter.write_line(line)

@@ -27,6 +27,8 @@ from tests.integration.conftest import alive, until
 
 FINAL = {"COMPLETED", "FAILED", "CANCELLED", "CRASHED"}
 LINES = 3
+FIGURES: list[str] = []
+"""What the drills measured this session, printed at its end (``tests/integration/conftest.py``)."""
 SHORT_SECONDS, LONG_SECONDS = 1, 12
 
 
@@ -133,7 +135,7 @@ async def check_invariants(load: Load, ssh_server, *, timeout: float = 240) -> O
         lines_lost += len(expected - set(seen))
         lines_doubled += sum(1 for line in expected if seen[line] > 1)
     outcome = Outcome(len(load.ids), states, lost, duplicates, orphans, lines_lost, lines_doubled)
-    print(f"drill outcome: {outcome}")
+    report(f"drill outcome: {outcome}")
     assert lost == 0, f"runs not terminal: {states}"
     assert duplicates == 0, f"runs that ran twice: {[i for i, n in ran.items() if n > 1]}"
     assert orphans == 0, alive(ssh_server, load.marker)
@@ -141,3 +143,10 @@ async def check_invariants(load: Load, ssh_server, *, timeout: float = 240) -> O
     assert all(ran[i] == 1 for i in completed), "a completed run whose script never started"
     assert (lines_lost, lines_doubled) == (0, 0), f"lines lost {lines_lost}, doubled {lines_doubled}"
     return outcome
+
+
+def report(line: str) -> None:
+    """Prints a drill's figure and keeps it for the session's summary, where it is seen even
+    when pytest captures the drill's output."""
+    print(line)
+    FIGURES.append(line)

@@ -41,11 +41,12 @@ from sms_plugin.catalog.models import GatewaySession, utcnow
 from sms_plugin.telemetry.logs.elastic import connect
 from tests.conftest import talking_to
 from tests.integration.conftest import block_of, until
-from tests.integration.ha_load import FINAL, LINES, check_invariants, flow_runs, start_load, state_of
+from tests.integration.ha_load import FINAL, LINES, check_invariants, flow_runs, report, start_load, state_of
 from tests.integration.test_events_kafka import first_copies
 from tests.integration.test_gateway_auth import browser_login
 
-pytestmark = [pytest.mark.integration, pytest.mark.drills]
+pytestmark = [pytest.mark.integration, pytest.mark.drills, pytest.mark.timeout(1800)]
+"""1,800 s: the first drill of a session also starts the topology (2-8 minutes)."""
 
 RUNS = 100 if os.environ.get("SMS_HA_DRILLS_FULL") == "1" else 30
 ES_PROBE = "sms-ha-probe"
@@ -168,7 +169,7 @@ def test_two_writers_on_two_galera_nodes_conflict_and_both_land_once(ha):
             thread.join(120)
         with second.session() as s:
             assert s.get(GatewaySession, session_id).data == "50"
-        print(f"Galera conflicts retried: {len(attempts) - 50} of 50 transactions")
+        report(f"Galera conflicts retried: {len(attempts) - 50} of 50 transactions")
         assert len(attempts) > 50, "no conflict happened: the test proved nothing"
     finally:
         first.dispose()
@@ -207,7 +208,7 @@ async def test_drill_1_sigkill_of_one_prefect_api_process(ha, catalog, ssh_serve
     back = await until(lambda: prefect_answers(ha), 60, interval=0.2)
     recovered = time.monotonic() - killed_at
     assert back, "Prefect's API did not answer through HAProxy after one API process died"
-    print(f"drill 1: Prefect API answered through HAProxy {recovered:.1f} s after the SIGKILL")
+    report(f"drill 1: Prefect API answered through HAProxy {recovered:.1f} s after the SIGKILL")
     victim.halt()
     await check_invariants(load, ssh_server, timeout=240)
     await asyncio.to_thread(victim.resume)
@@ -247,7 +248,7 @@ async def test_drill_3_sigkill_of_one_gateway_under_calls(ha_gateways, keycloak,
     failed = [at for at, code in after if code != 200]
     recovered = (max(failed) - killed_at) if failed else 0.0
     settled = [code for at, code in after if at > killed_at + 3]
-    print(f"drill 3: {len(failed)} of {len(after)} calls failed; all succeed again {recovered:.1f} s after the SIGKILL")
+    report(f"drill 3: {len(failed)} of {len(after)} calls failed; all succeed again {recovered:.1f} s after the SIGKILL")
     assert settled and set(settled) == {200}, "calls still fail 3 s after a gateway died"
     await asyncio.to_thread(victim.start)
 
@@ -271,7 +272,7 @@ async def test_drill_4_sigkill_of_a_worker(ha, catalog, ssh_server, ha_hosts):
     if not await until(reaped, 180, interval=2):
         states = Counter(state_of(r) for r in (await flow_runs(load.ids)).values())
         pytest.fail(f"runs not terminal 180 s after the worker's SIGKILL: {dict(states)}")
-    print(f"drill 4: every run terminal {time.monotonic() - killed_at:.1f} s after the worker's SIGKILL")
+    report(f"drill 4: every run terminal {time.monotonic() - killed_at:.1f} s after the worker's SIGKILL")
     await check_invariants(load, ssh_server, timeout=60)
     await asyncio.to_thread(victim.start)
 
@@ -297,13 +298,13 @@ async def test_drill_5_a_galera_node_dies_then_the_catalog_is_away_for_30_s(ha, 
         return True
 
     assert await until(catalog_answers, 30, interval=0.2), "the catalog did not fail over to a backup node"
-    print(f"drill 5: catalog answered through HAProxy {time.monotonic() - killed_at:.1f} s after a node's SIGKILL")
+    report(f"drill 5: catalog answered through HAProxy {time.monotonic() - killed_at:.1f} s after a node's SIGKILL")
     assert ha.catalog_proxy is not None
     ha.catalog_proxy.stop()  # the whole catalog unreachable
     outage_at = time.monotonic()
     await asyncio.sleep(30)
     await asyncio.to_thread(ha.catalog_proxy.start)
-    print(f"drill 5: the catalog back after {time.monotonic() - outage_at:.1f} s of outage")
+    report(f"drill 5: the catalog back after {time.monotonic() - outage_at:.1f} s of outage")
     await check_invariants(load, ssh_server, timeout=300)
     await asyncio.to_thread(node.resume)
 
@@ -320,7 +321,7 @@ async def outage(
     await asyncio.to_thread(up)
     assert await until(answers, 120, interval=0.2), f"drill {number}: nothing answered after {what}"
     recovered = time.monotonic() - down_at
-    print(f"drill {number}: {what}; service back {recovered:.1f} s after it went down")
+    report(f"drill {number}: {what}; service back {recovered:.1f} s after it went down")
     return recovered
 
 
@@ -380,7 +381,7 @@ async def test_drill_8_sshd_killed_on_a_host_mid_run(ha, catalog, ssh_server, se
     await outage(8, "sshd killed on a host for 5 s", down=crash, up=restart, answers=lambda: prefect_answers(ha))
     back_at = time.monotonic()
     assert await until(lambda: not left(), 35), f"scripts left running after the crash: {left()}"
-    print(f"drill 8: the {len(at_crash)} scripts of the crash were gone {time.monotonic() - back_at:.1f} s after sshd was back")
+    report(f"drill 8: the {len(at_crash)} scripts of the crash were gone {time.monotonic() - back_at:.1f} s after sshd was back")
     await check_invariants(load, ssh_server, timeout=300)
 
 
@@ -413,7 +414,7 @@ async def test_prometheus_pair_one_prometheus_and_its_exporter_killed(ha, catalo
     await check_invariants(load, ssh_server, timeout=300)
 
     counted = await until(lambda: _runs_counted(alive_prometheus, load.marker) == RUNS, 60, interval=1)
-    print(f"drill Prometheus pair: the other Prometheus counted all {RUNS} runs "
+    report(f"drill Prometheus pair: the other Prometheus counted all {RUNS} runs "
           f"{time.monotonic() - killed_at:.1f} s after the SIGKILLs")
     assert counted, f"the surviving Prometheus counts {_runs_counted(alive_prometheus, load.marker)} of {RUNS}"
 
@@ -477,13 +478,13 @@ async def test_drill_9_a_host_cut_off_the_network_then_restored(ha, catalog, ssh
     states = {run_id: state_of(run) for run_id, run in caught_runs.items()}
     assert set(states.values()) == {"FAILED"}, states
     ended = [(run.end_time - cut_clock).total_seconds() for run in caught_runs.values() if run.end_time]
-    print(
+    report(
         f"drill 9: host cut off for {CUT_SECONDS} s; the scripts of the {len(caught)} runs caught by the cut "
         f"(run timeout {CUT_RUN_TIMEOUT} s) were gone {killed_after:.1f} s after the host was back "
         f"({time.monotonic() - cut_at:.1f} s after the cut); the runs ended Failed {min(ended):.1f}-{max(ended):.1f} s after the cut"
     )
     for run_id, run in caught_runs.items():
-        print(f"drill 9: {run_id}: {run.state.message if run.state else ''}")
+        report(f"drill 9: {run_id}: {run.state.message if run.state else ''}")
     await check_invariants(load, ssh_server, timeout=300)
 
 # --- drills 10 and 11: a node of the Elasticsearch cluster, a broker of Kafka ---------------------------
@@ -569,7 +570,7 @@ async def test_drill_10_an_elasticsearch_node_stopped(ha_elasticsearch, catalog,
     stopped_at = time.monotonic()
     await asyncio.to_thread(victim.halt)
     assert await until(lambda: es_writes(everyone), 120, interval=0.2), "Elasticsearch took no write after a node stopped"
-    print(f"drill 10: Elasticsearch took writes through SMS's client {time.monotonic() - stopped_at:.1f} s after "
+    report(f"drill 10: Elasticsearch took writes through SMS's client {time.monotonic() - stopped_at:.1f} s after "
           f"node {victim.cluster.node_name} (primary of {today}) was stopped with {len(in_flight)} runs in flight")
     await check_invariants(load, ssh_server, timeout=300)
     completed = [i for i, run in (await flow_runs(load.ids)).items() if state_of(run) == "COMPLETED"]
@@ -585,7 +586,7 @@ async def test_drill_10_an_elasticsearch_node_stopped(ha_elasticsearch, catalog,
 
     seen = await until(all_there, 60, interval=1) or lines_in_elasticsearch(survivors, completed)
     lost, doubled = expected - set(seen), [line for line in expected if seen[line] > 1]
-    print(f"drill 10: {len(expected)} lines of {len(completed)} completed runs; in Elasticsearch: "
+    report(f"drill 10: {len(expected)} lines of {len(completed)} completed runs; in Elasticsearch: "
           f"lost {len(lost)}, doubled {len(doubled)}")
     assert not lost and not doubled, (sorted(lost)[:10], doubled[:10])
     resumed_at = time.monotonic()
@@ -593,7 +594,7 @@ async def test_drill_10_an_elasticsearch_node_stopped(ha_elasticsearch, catalog,
     health = await asyncio.to_thread(es_client(ha.elasticsearch.nodes).options(request_timeout=130).cluster.health,
                                      wait_for_status="green", timeout="120s")
     assert health["status"] == "green", health
-    print(f"drill 10: the node was back and the cluster green {time.monotonic() - resumed_at:.1f} s after its restart")
+    report(f"drill 10: the node was back and the cluster green {time.monotonic() - resumed_at:.1f} s after its restart")
 
 
 def kafka_writes(producer: Producer, partitions: int) -> bool:
@@ -662,7 +663,7 @@ async def test_drill_11_a_kafka_broker_stopped(ha_kafka, catalog, ssh_server, ha
     stopped_at = time.monotonic()
     await asyncio.to_thread(victim.halt)
     assert await until(lambda: kafka_writes(producer, 3), 120, interval=0.2), "Kafka took no write after a broker stopped"
-    print(f"drill 11: every partition took acks=all writes {time.monotonic() - stopped_at:.1f} s after "
+    report(f"drill 11: every partition took acks=all writes {time.monotonic() - stopped_at:.1f} s after "
           f"broker {victim.node_id} (leader of {leaders[victim.node_id]} of {len(leaders)} partitions of sms.runs) stopped")
     await check_invariants(load, ssh_server, timeout=300)
     expected = await prefect_states(load.ids)
@@ -678,11 +679,11 @@ async def test_drill_11_a_kafka_broker_stopped(ha_kafka, catalog, ssh_server, ha
     distinct = first_copies(events)
     resent = len(events) - len(distinct)
     per_run = Counter(e["type"] for e in distinct)
-    print(f"drill 11: {len(distinct)} distinct events of {len(load.ids)} runs ({dict(per_run)}); "
+    report(f"drill 11: {len(distinct)} distinct events of {len(load.ids)} runs ({dict(per_run)}); "
           f"states lost {sum(lost.values())}, copies re-sent {resent}")
     assert not lost, f"run states never published: {sorted(lost)[:10]}"
     assert published == expected, f"a state published under two ids: {sorted((published - expected).elements())[:10]}"
     assert complete(events), "a run's sms.run.host.started or sms.run.finished never reached sms.runs"
     resumed_at = time.monotonic()
     await asyncio.to_thread(victim.resume)
-    print(f"drill 11: the broker was back {time.monotonic() - resumed_at:.1f} s after its restart")
+    report(f"drill 11: the broker was back {time.monotonic() - resumed_at:.1f} s after its restart")
