@@ -57,6 +57,10 @@ class EmbeddedStack:
     def _environment(self) -> dict[str, str]:
         env = dict(os.environ)
         env.setdefault("PREFECT_HOME", str(self.settings.catalog.folder() / "prefect"))
+        # Prefect copies its UI files, with the base path written into them, into its package's
+        # folder by default: shared by every server of the installation (the last one started with
+        # another base path breaks the others' pages) and not writable in a read-only install.
+        env.setdefault("PREFECT_UI_STATIC_DIRECTORY", str(Path(env["PREFECT_HOME"]) / "ui"))
         # Concurrency slot leases (per-host limits, single-instance scripts) survive a server restart;
         # a queued single-instance run retries every 5 s instead of 30 s (docs/decisions.md#concurrency).
         env.setdefault("PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE", "prefect.server.concurrency.lease_storage.filesystem")

@@ -99,6 +99,9 @@ class PrefectServer(Peer):
                 "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
                 "PREFECT_SERVER_UI_ENABLED": "true" if self.ui_api_url else "false",
                 "PREFECT_SERVER_UI_V2_ENABLED": "false",  # as `sms up`: the v1 UI, which calls no analytics host
+                # Its UI files in its own folder, as `sms up` does: in the default (Prefect's package
+                # folder) every server with a UI rewrites them with its own base path.
+                "PREFECT_UI_STATIC_DIRECTORY": str(self.tmp / "ui"),
                 # A run of a "queue" script retries its deployment slot after this many seconds (default 30).
                 "PREFECT_SERVER_DEPLOYMENTS_CONCURRENCY_SLOT_WAIT_SECONDS": "1",
                 # As `sms up` does: slot leases on disk, so they survive a server restart.

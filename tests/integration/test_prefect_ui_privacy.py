@@ -34,7 +34,9 @@ def entry_script(client: httpx.Client, page_path: str) -> str:
     page = client.get(page_path, headers={"accept": "text/html"})
     assert page.status_code == 200, page.text[:300]
     [src] = re.findall(r'<script type="module" crossorigin src="([^"]+)"', page.text)
-    return client.get(src).text
+    script = client.get(src)
+    assert script.status_code == 200, (page_path, src, script.status_code)
+    return script.text
 
 
 def test_ui_settings_through_the_gateway_call_no_analytics_host(gateway_bed, keycloak) -> None:
@@ -57,3 +59,23 @@ def test_ui_settings_through_the_gateway_call_no_analytics_host(gateway_bed, key
     auth = base64.b64encode(gateway_bed.auth_string.encode()).decode()
     with httpx.Client(base_url=gateway_bed.prefect.url, headers={"Authorization": f"Basic {auth}"}, timeout=30) as direct:
         assert ANALYTICS_HOST in entry_script(direct, "/prefect/v2/")
+
+
+def test_another_prefect_with_its_ui_elsewhere_leaves_these_pages_whole(gateway_bed, keycloak) -> None:
+    """Prefect writes its base path into the UI files it copies; in its default folder (the
+    package's own) the last server started with another base path breaks the other servers'
+    pages (their script links answer 404). Every test-bed server, like `sms up`, keeps its own."""
+    from infra.testbed.prefect_server import PrefectServer
+    from tests.conftest import _started
+
+    other = _started(PrefectServer(ui_api_url="http://127.0.0.1:9/api"))  # its UI at /, not /prefect
+    try:
+        assert httpx.get(f"{other.url}/", headers={"accept": "text/html"}, timeout=30).status_code == 200
+        headers = {"Authorization": f"Bearer {keycloak.token('adam')}"}
+        with httpx.Client(base_url=gateway_bed.url, headers=headers, timeout=30) as client:
+            assert entry_script(client, "/prefect/")  # the script the page names is there
+        auth = base64.b64encode(gateway_bed.auth_string.encode()).decode()
+        with httpx.Client(base_url=gateway_bed.prefect.url, headers={"Authorization": f"Basic {auth}"}, timeout=30) as direct:
+            assert ANALYTICS_HOST in entry_script(direct, "/prefect/v2/")
+    finally:
+        other.stop()

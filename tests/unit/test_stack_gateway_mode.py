@@ -38,6 +38,12 @@ def test_the_ui_is_v1_and_analytics_are_off(stack: EmbeddedStack) -> None:
     assert (env["PREFECT_SERVER_UI_V2_ENABLED"], env["PREFECT_SERVER_ANALYTICS_ENABLED"]) == ("false", "false")
 
 
+def test_the_ui_files_are_copied_into_the_prefect_home(stack: EmbeddedStack) -> None:
+    """Not into Prefect's package folder, which every Prefect server of the installation shares."""
+    env = stack._environment()
+    assert env["PREFECT_UI_STATIC_DIRECTORY"] == str(Path(env["PREFECT_HOME"]) / "ui")
+
+
 def test_sms_up_says_how_to_use_the_cli(stack: EmbeddedStack) -> None:
     stack._announce()
     said = stack.console.file.getvalue()  # type: ignore[attr-defined]
