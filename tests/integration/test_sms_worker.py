@@ -279,7 +279,13 @@ async def _runs_held_pending(catalog, ssh_server, worker: PrefectWorker, count: 
     return ids, marker
 
 
-def _holding_worker(scale_prefect, pool: str) -> PrefectWorker:
+async def _holding_worker(scale_prefect, monkeypatch) -> PrefectWorker:
+    """A pool of its own (this test's scripts deploy there) and a worker on it that starts one run
+    at a time; its heartbeats and its runs' every second (the reaper's staleness rule too)."""
+    pool = f"sms-held-{uuid.uuid4().hex[:6]}"
+    await _sms_pool(pool)
+    monkeypatch.setenv("SMS_WORK_POOL", pool)
+    monkeypatch.setenv("SMS_HEARTBEAT_SECONDS", "1")
     return _started(PrefectWorker(scale_prefect.api_url, pool=pool, worker_type="sms", extra_env=_env(
         SMS_WORKER_STARTING="1", SMS_HEARTBEAT_SECONDS="1", PREFECT_WORKER_HEARTBEAT_SECONDS="1")))
 
@@ -306,12 +312,8 @@ async def test_a_live_workers_pending_runs_are_left_a_dead_ones_crashed(catalog,
     while the worker sends heartbeats, however old they are; once it is SIGKILLed and silent for
     SMS_LOST_RUN_SECONDS, housekeeping crashes them (and the two Running ones, by their stale
     run heartbeat). Nothing of the Pending runs ever ran."""
-    monkeypatch.setenv("SMS_HEARTBEAT_SECONDS", "1")
     monkeypatch.setenv("SMS_LOST_RUN_SECONDS", "3")
-    pool = f"sms-held-{uuid.uuid4().hex[:6]}"
-    await _sms_pool(pool)
-    monkeypatch.setenv("SMS_WORK_POOL", pool)
-    worker = _holding_worker(scale_prefect, pool)
+    worker = await _holding_worker(scale_prefect, monkeypatch)
     try:
         ids, marker = await _runs_held_pending(catalog, ssh_server, worker, 5)
         await asyncio.sleep(5)  # the Pending runs are older than SMS_LOST_RUN_SECONDS
@@ -338,11 +340,7 @@ async def test_a_worker_restarted_under_its_name_crashes_what_it_left_pending(ca
     """A worker SIGKILLed and started again under the same name (as systemd does) is alive to
     housekeeping, so the new process crashes the runs the old one left Pending, on its first
     sync with the pool, before housekeeping runs."""
-    monkeypatch.setenv("SMS_HEARTBEAT_SECONDS", "1")
-    pool = f"sms-again-{uuid.uuid4().hex[:6]}"
-    await _sms_pool(pool)
-    monkeypatch.setenv("SMS_WORK_POOL", pool)
-    worker = _holding_worker(scale_prefect, pool)
+    worker = await _holding_worker(scale_prefect, monkeypatch)
     try:
         ids, marker = await _runs_held_pending(catalog, ssh_server, worker, 4)
         pending = [i for i, r in (await _flow_runs(ids)).items() if r.state.type.value == "PENDING"]
