@@ -128,6 +128,8 @@ async def test_an_operator_lists_runs_stops_and_reads_logs_through_the_gateway(g
 
     slow = run_id_of(fresh.ok("run", SLOW))
     assert await reaches(slow, "RUNNING", 120), await state_of(slow)
+    # Running comes before the script's start: stop it once its first line is out.
+    assert await until(lambda: fresh.ok("logs", slow) == "started\n", 60), fresh.ok("logs", slow)
     assert f"Run {slow}: cancelling" in fresh.ok("stop", slow)
     assert slow in fresh.ok("run", "list", "--script", SLOW)  # piped: whole ids, never cut
     assert await reaches(slow, "CANCELLED", 60), await state_of(slow)
