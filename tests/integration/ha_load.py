@@ -136,6 +136,9 @@ async def check_invariants(load: Load, ssh_server, *, timeout: float = 240) -> O
         lines_doubled += sum(1 for line in expected if seen[line] > 1)
     outcome = Outcome(len(load.ids), states, lost, duplicates, orphans, lines_lost, lines_doubled)
     report(f"drill outcome: {outcome}")
+    for run_id, run in final.items():
+        if state_of(run) in ("FAILED", "CRASHED"):
+            report(f"  {state_of(run).lower()} run {run_id}: {run.state.message if run.state else ''}")
     assert lost == 0, f"runs not terminal: {states}"
     assert duplicates == 0, f"runs that ran twice: {[i for i, n in ran.items() if n > 1]}"
     assert orphans == 0, alive(ssh_server, load.marker)
