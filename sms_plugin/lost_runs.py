@@ -55,9 +55,10 @@ def lost_after() -> timedelta:
     return timedelta(seconds=current().worker.lost_run_seconds)
 
 
-async def crash_lost_runs(client: PrefectClient, catalog: Catalog, now: datetime) -> list[str]:
-    """Crashes the run-script flow runs of the three kinds above; returns a note per run."""
-    notes = await _crash_running(client, catalog, now)
+async def crash_lost_runs(client: PrefectClient, catalog: Catalog, now: datetime, unfinished: set[str]) -> list[str]:
+    """Crashes the run-script flow runs of the three kinds above; returns a note per run.
+    ``unfinished``: the ids of the run records without an end (the reaper's, read by the caller)."""
+    notes = await _crash_running(client, catalog, now, unfinished)
     pending = await _flow_runs(client, StateType.PENDING)
     alive = await _live_workers(client, {run.work_pool_name for run in pending if run.work_pool_name}, now)
     for flow_run in pending:
@@ -87,10 +88,13 @@ async def crash_predecessors_pending(client: PrefectClient, pool: str, worker: s
     return notes
 
 
-async def _crash_running(client: PrefectClient, catalog: Catalog, now: datetime) -> list[str]:
-    """The Running runs, started ``SMS_LOST_RUN_SECONDS`` ago, that have no run record or an ended one."""
+async def _crash_running(client: PrefectClient, catalog: Catalog, now: datetime, unfinished: set[str]) -> list[str]:
+    """The Running runs, started ``SMS_LOST_RUN_SECONDS`` ago, that have no run record or an ended
+    one (a run whose record is unfinished is not read again: its heartbeat is the reaper's)."""
     notes = []
     for flow_run in await _flow_runs(client, StateType.RUNNING, started_before=now - lost_after()):
+        if str(flow_run.id) in unfinished:
+            continue
         try:
             record = await catalog.aio.run(get_run, str(flow_run.id))
         except NotFound:

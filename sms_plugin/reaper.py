@@ -185,7 +185,7 @@ async def housekeeping(catalog: Catalog) -> list[str]:
     unfinished = await catalog.aio.run(list_runs, unfinished=True, limit=10_000)
     now = datetime.now(UTC)
     async with get_client() as client:
-        notes = await crash_lost_runs(client, catalog, now)
+        notes = await crash_lost_runs(client, catalog, now, {record.flow_run_id for record in unfinished})
     for record in unfinished:
         verdict = await _verdict(record, now)
         if verdict is None:

@@ -187,7 +187,7 @@ async def test_a_running_run_whose_flow_is_lost_before_its_record_or_after_its_e
         await client.set_flow_run_state(young.id, Running(), force=True)
         monkeypatch.setenv("SMS_LOST_RUN_SECONDS", "5")
         try:
-            notes = await crash_lost_runs(client, catalog, datetime.now(UTC))
+            notes = await crash_lost_runs(client, catalog, datetime.now(UTC), {str(recorded.id)})
             states = {run.id: (await client.read_flow_run(run.id)).state for run in (lost, ended, recorded, just_ended, young)}
         finally:
             with catalog.session() as session:
