@@ -41,6 +41,7 @@ from sms_plugin.catalog import (
     update_host_execution,
     update_run,
 )
+from sms_plugin.catalog.retry import idempotent
 from sms_plugin.errors import InvalidInput, NotFound, SMSError
 from sms_plugin.execution import ScriptRun
 from sms_plugin.fleet.outcome import HostOutcome, summary_rows, verdict
@@ -253,6 +254,7 @@ async def _fleet_slots(targets: Targets, flow_run_id: UUID, logger: logging.Logg
         yield slots
 
 
+@idempotent
 def _record_run(session: Session, flow_run_id: str, hosts: list[str], **fields: Any) -> None:
     """The run record and one pending host execution per host, in one transaction."""
     record_run(session, flow_run_id, **fields)
@@ -264,6 +266,7 @@ async def _skip_rest(catalog: Catalog, flow_run_id: str, outcomes: list[HostOutc
     """Marks the host executions that never started ``skipped``, with the reason."""
     skipped = [outcome for outcome in outcomes if outcome.state == "skipped"]
 
+    @idempotent
     def write(session: Session) -> None:
         for outcome in skipped:
             update_host_execution(session, flow_run_id, outcome.host, state="skipped", message=outcome.message)

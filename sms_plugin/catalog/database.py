@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from sms_plugin import settings, tls
 from sms_plugin.catalog import outbox
 from sms_plugin.catalog.aio import AsyncCatalog
-from sms_plugin.catalog.retry import Committing, with_retries
+from sms_plugin.catalog.retry import Committing, is_idempotent, with_retries
 from sms_plugin.listening import is_loopback
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -125,7 +125,8 @@ class Catalog:
     def transaction(self, work: Callable[Concatenate[Session, P], T], *args: P.args, **kwargs: P.kwargs) -> T:
         """``work(session, *args, **kwargs)`` in one transaction, run again from the start when the
         database aborted it (a Galera conflict, a node leaving: ``catalog.retry``); its result once
-        committed. ``work`` must do nothing but catalog reads and writes: it may run more than once."""
+        committed. ``work`` must do nothing but catalog reads and writes: it may run more than once.
+        Work marked ``catalog.retry.idempotent`` is also run again when the commit's outcome is unknown."""
 
         def attempt() -> T:
             with self._sessions() as session:  # closing it rolls back whatever did not commit
@@ -138,7 +139,7 @@ class Catalog:
                     raise Committing(exc) from exc
                 return result
 
-        return with_retries(attempt)
+        return with_retries(attempt, idempotent=is_idempotent(work))
 
     @cached_property
     def aio(self) -> AsyncCatalog:

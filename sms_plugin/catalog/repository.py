@@ -14,6 +14,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from sms_plugin.catalog.models import AuditEvent, HostExecutionRecord, RunRecord, Script, ScriptVersion
+from sms_plugin.catalog.retry import idempotent
 from sms_plugin.catalog.spec import ScriptSpec
 from sms_plugin.errors import Conflict, InvalidInput, NotFound
 from sms_plugin.fleet.outcome import EXECUTION_STATES
@@ -175,6 +176,7 @@ def _new_version(s: Session, script: Script, number: int, content: str, author: 
 # Runs
 
 
+@idempotent
 def record_run(
     s: Session,
     flow_run_id: str,
@@ -204,6 +206,7 @@ def record_run(
     return run
 
 
+@idempotent
 def update_run(s: Session, flow_run_id: str, **fields: Any) -> RunRecord:
     """Set some of a run record's fields (e.g. ``remote_pid``, ``exit_code``, ``ended_at``)."""
     unknown = sorted(set(fields) - RUN_FIELDS)
@@ -220,6 +223,7 @@ HEARTBEATS_PER_STATEMENT = 500
 """Run ids per UPDATE of :func:`touch_heartbeats` (old SQLite allows 999 parameters)."""
 
 
+@idempotent
 def touch_heartbeats(s: Session, flow_run_ids: Collection[str], at: datetime) -> None:
     """Sets ``heartbeat_at`` of these runs' records (missing records are ignored)."""
     ids = sorted(flow_run_ids)
@@ -251,6 +255,7 @@ def list_runs(
 # Host executions
 
 
+@idempotent
 def record_host_execution(s: Session, run_id: str, host: str) -> HostExecutionRecord:
     """Create the ``pending`` row of ``host``'s execution in run ``run_id``, or reset it when the run is retried."""
     row = s.scalar(select(HostExecutionRecord).where(HostExecutionRecord.run_id == run_id, HostExecutionRecord.host == host))
@@ -265,6 +270,7 @@ def record_host_execution(s: Session, run_id: str, host: str) -> HostExecutionRe
     return row
 
 
+@idempotent
 def update_host_execution(s: Session, run_id: str, host: str, **fields: Any) -> HostExecutionRecord:
     """Set some fields of a host execution (``state``, ``remote_pid``, ``exit_code``, ``ended_at`` ...)."""
     unknown = sorted(set(fields) - HOST_EXECUTION_FIELDS)

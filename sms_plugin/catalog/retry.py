@@ -4,8 +4,9 @@ A MariaDB Galera cluster aborts a transaction that lost a certification conflict
 deadlock does), refuses work on a node that left the primary component (1047) and drops the
 connections of a node that dies (2006, 2013, 2003...). Each of these rolled the transaction back,
 so running the whole unit of work again on a fresh connection writes the change once, never half.
-The one case that is not retried is a connection lost *while committing*: the change may or may
-not be in, so :class:`CommitOutcomeUnknown` reaches the caller instead of a possible double write.
+A connection lost *while committing* leaves the change in or out, nobody knows which: work marked
+:func:`idempotent` (it only sets values, so a second run after a landed commit changes nothing) is
+run again; any other work raises :class:`CommitOutcomeUnknown` instead of a possible double write.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from sms_plugin import settings
 from sms_plugin.errors import SMSError
 
 T = TypeVar("T")
+W = TypeVar("W", bound=Callable[..., object])
 
 ROLLED_BACK = frozenset({1213, 1205, 1047, 1180, 1158, 1159, 1160, 1161})
 """MariaDB errors after which the server has rolled the transaction back: deadlock or Galera
@@ -33,6 +35,19 @@ a query (2013, 2055), connection killed (1927), disconnected for inactivity (403
 
 class CommitOutcomeUnknown(SMSError):
     """The connection was lost while the catalog committed: the change may or may not be stored."""
+
+
+def idempotent(work: W) -> W:
+    """Marks catalog work that only sets values (no row appended, nothing added to a value), so
+    that running it again after its commit landed changes nothing: :func:`with_retries` then also
+    retries a commit whose outcome is unknown. A method keeps the mark when bound."""
+    work.__sms_idempotent__ = True  # type: ignore[attr-defined]
+    return work
+
+
+def is_idempotent(work: object) -> bool:
+    """True when ``work`` (a function or bound method) was marked :func:`idempotent`."""
+    return getattr(work, "__sms_idempotent__", False) is True
 
 
 def error_code(exc: BaseException) -> int | None:
@@ -58,17 +73,20 @@ def backoff(attempt: int, *, first: float = 0.05, cap: float = 2.0) -> float:
     return random.uniform(0, min(cap, first * 2 ** (attempt - 1)))
 
 
-def with_retries(transaction: Callable[[], T], *, sleep: Callable[[float], None] = time.sleep) -> T:
+def with_retries(
+    transaction: Callable[[], T], *, idempotent: bool = False, sleep: Callable[[float], None] = time.sleep
+) -> T:
     """``transaction()`` (which raises :class:`Committing` around a failed commit) run again after a
     back-off while it fails retryably, for up to ``SMS_CATALOG_RETRY_SECONDS`` (default 60) after
-    its first failure (the setting is read only then: a transaction that succeeds costs nothing more)."""
+    its first failure (the setting is read only then: a transaction that succeeds costs nothing more).
+    ``idempotent``: the transaction may run again after a lost commit (see :func:`idempotent`)."""
     deadline: float | None = None
     attempt = 0
     while True:
         try:
             return transaction()
         except Committing as failed:
-            exc, committing = failed.error, True
+            exc, committing = failed.error, not idempotent
         except DBAPIError as failed:
             exc, committing = failed, False
         if not retryable(exc, committing=committing):

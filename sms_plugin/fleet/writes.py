@@ -20,9 +20,10 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from sms_plugin.catalog import Catalog
+from sms_plugin.catalog.retry import idempotent
 
 Apply = Callable[[Session, str, dict[str, Any]], None]
-"""Writes one host's change in a transaction."""
+"""Writes one host's change in a transaction, by setting fields only (it may run twice: ``catalog.retry.idempotent``)."""
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,7 @@ class BatchedWrites:
             for *_, future in batch:
                 future.set_result(None)
 
+    @idempotent  # its ``apply`` sets a row's fields: a second run after a landed commit changes nothing
     def _batch(self, session: Session, changes: list[tuple[str, dict[str, Any]]]) -> None:
         self.transactions += 1
         for host, fields in changes:

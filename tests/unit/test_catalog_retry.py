@@ -8,14 +8,24 @@ from pathlib import Path
 
 import pymysql
 import pytest
-from sqlalchemy import select
+from sqlalchemy import event, select
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
 from sms_plugin.catalog import Catalog
-from sms_plugin.catalog.models import AuditEvent
-from sms_plugin.catalog.repository import audit
-from sms_plugin.catalog.retry import CommitOutcomeUnknown, Committing, backoff, retryable, with_retries
+from sms_plugin.catalog import repository
+from sms_plugin.catalog.models import AuditEvent, HostExecutionRecord, OutboxEvent
+from sms_plugin.catalog.repository import audit, record_host_execution, record_run, update_host_execution
+from sms_plugin.catalog.retry import (
+    CommitOutcomeUnknown,
+    Committing,
+    backoff,
+    idempotent,
+    is_idempotent,
+    retryable,
+    with_retries,
+)
+from sms_plugin.fleet.writes import BatchedWrites
 
 
 def mariadb_error(code: int, *, invalidated: bool = False) -> OperationalError:
@@ -79,6 +89,23 @@ def test_a_connection_lost_in_the_commit_is_reported_not_retried():
     with pytest.raises(CommitOutcomeUnknown, match="may or may not|lost during a commit"):
         with_retries(failing([Committing(mariadb_error(2013))]), sleep=pauses.append)
     assert pauses == []
+
+
+def test_idempotent_work_is_run_again_after_a_connection_lost_in_the_commit():
+    pauses: list[float] = []
+    transaction = failing([Committing(mariadb_error(2013)), Committing(mariadb_error(9999, invalidated=True))])
+    assert with_retries(transaction, idempotent=True, sleep=pauses.append) == 3
+    assert len(pauses) == 2
+
+
+def test_the_run_path_writes_are_marked_idempotent_and_appending_ones_are_not():
+    for work in (repository.record_run, repository.update_run, repository.touch_heartbeats,
+                 repository.record_host_execution, repository.update_host_execution):
+        assert is_idempotent(work), work.__name__
+    assert is_idempotent(BatchedWrites(None, lambda *_: None)._batch)  # type: ignore[arg-type]  # bound: keeps the mark
+    assert not is_idempotent(audit)
+    assert not is_idempotent(repository.add_version)
+    assert not is_idempotent(lambda s: None)
 
 
 def test_a_non_retryable_error_is_raised_at_once():
@@ -147,3 +174,57 @@ async def test_the_async_facade_goes_through_the_same_boundary(catalog):
     assert await catalog.aio.run(work) == 7
     with catalog.session() as s:
         assert len(s.scalars(select(AuditEvent).where(AuditEvent.action == "retry.aio")).all()) == 1
+
+
+@pytest.fixture
+def commit_lost(catalog: Catalog) -> Iterator[list[str]]:
+    """Arms the catalog so that its next commit lands, then reports its connection lost (as when a
+    Galera node dies while answering COMMIT): append to the list to arm, it is empty once it fired."""
+    armed: list[str] = []
+
+    def lost(_session: Session) -> None:
+        if armed:
+            armed.pop()
+            raise mariadb_error(2013, invalidated=True)
+
+    event.listen(catalog._sessions, "after_commit", lost)
+    yield armed
+    event.remove(catalog._sessions, "after_commit", lost)
+
+
+def _pending_execution(catalog: Catalog) -> None:
+    def work(s: Session) -> None:
+        record_run(s, "r-5", script_name="backup", version_number=None, host="web-1", trigger="api", requested_by="tests")
+        record_host_execution(s, "r-5", "web-1")
+
+    catalog.transaction(work)
+
+
+def test_an_idempotent_write_whose_commit_outcome_is_lost_lands_once_with_one_event(catalog, commit_lost):
+    """The commit landed but said it was lost: the write runs again, finds its values set, changes
+    nothing, and the outbox holds one event of the host's end."""
+    _pending_execution(catalog)
+    commit_lost.append("armed")
+    row = catalog.transaction(update_host_execution, "r-5", "web-1", state="succeeded", exit_code=0)
+    assert commit_lost == []  # it fired
+    assert row.state == "succeeded"
+    with catalog.session() as s:
+        assert s.scalars(select(HostExecutionRecord.state)).all() == ["succeeded"]
+        ends = s.scalars(select(OutboxEvent.type).where(OutboxEvent.type == "sms.run.host.succeeded")).all()
+    assert ends == ["sms.run.host.succeeded"]
+
+
+def test_an_appending_write_whose_commit_outcome_is_lost_is_reported_not_repeated(catalog, commit_lost):
+    commit_lost.append("armed")
+    with pytest.raises(CommitOutcomeUnknown, match="lost during a commit"):
+        catalog.transaction(lambda s: audit(s, actor="tests", action="retry.lost", object_type="run", object_name="r-6"))
+    with catalog.session() as s:  # it had landed: one row, not two
+        assert len(s.scalars(select(AuditEvent).where(AuditEvent.action == "retry.lost")).all()) == 1
+
+
+def test_a_marked_function_keeps_working_as_itself():
+    @idempotent
+    def work(s: object, value: int) -> int:
+        return value * 2
+
+    assert work(None, 21) == 42 and is_idempotent(work)
