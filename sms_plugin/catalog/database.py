@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from sms_plugin import settings, tls
 from sms_plugin.catalog import outbox
 from sms_plugin.catalog.aio import AsyncCatalog
-from sms_plugin.catalog.retry import Committing, is_idempotent, with_retries
+from sms_plugin.catalog.retry import Committing, is_idempotent, track_writes, with_retries, wrote
 from sms_plugin.listening import is_loopback
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -83,6 +83,7 @@ class Catalog:
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         # The one place catalog changes become events: in their own transaction (the outbox).
         event.listen(self._sessions, "after_flush", outbox.capture)
+        track_writes(self._sessions)
 
     def _refused_certificate(self, context: Any) -> None:
         """A connection refused for the server's certificate leaves as CertificateRefused."""
@@ -126,7 +127,8 @@ class Catalog:
         """``work(session, *args, **kwargs)`` in one transaction, run again from the start when the
         database aborted it (a Galera conflict, a node leaving: ``catalog.retry``); its result once
         committed. ``work`` must do nothing but catalog reads and writes: it may run more than once.
-        Work marked ``catalog.retry.idempotent`` is also run again when the commit's outcome is unknown."""
+        A lost commit is run again too when the transaction only read, or when ``work`` is marked
+        ``catalog.retry.idempotent``; otherwise it raises ``CommitOutcomeUnknown``."""
 
         def attempt() -> T:
             with self._sessions() as session:  # closing it rolls back whatever did not commit
@@ -136,6 +138,8 @@ class Catalog:
                 try:
                     session.commit()
                 except DBAPIError as exc:
+                    if not wrote(session):
+                        raise  # a transaction that only read lost nothing: retried as a read
                     raise Committing(exc) from exc
                 return result
 

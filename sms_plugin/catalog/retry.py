@@ -4,9 +4,10 @@ A MariaDB Galera cluster aborts a transaction that lost a certification conflict
 deadlock does), refuses work on a node that left the primary component (1047) and drops the
 connections of a node that dies (2006, 2013, 2003...). Each of these rolled the transaction back,
 so running the whole unit of work again on a fresh connection writes the change once, never half.
-A connection lost *while committing* leaves the change in or out, nobody knows which: work marked
-:func:`idempotent` (it only sets values, so a second run after a landed commit changes nothing) is
-run again; any other work raises :class:`CommitOutcomeUnknown` instead of a possible double write.
+A connection lost *while committing* leaves the change in or out, nobody knows which: a transaction
+that wrote nothing (:func:`track_writes`) and work marked :func:`idempotent` (it only sets values, so
+a second run after a landed commit changes nothing) are run again; any other work raises
+:class:`CommitOutcomeUnknown` instead of a possible double write.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
+from sqlalchemy import event
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import ORMExecuteState, Session, sessionmaker
 
 from sms_plugin import settings
 from sms_plugin.errors import SMSError
@@ -48,6 +51,27 @@ def idempotent(work: W) -> W:
 def is_idempotent(work: object) -> bool:
     """True when ``work`` (a function or bound method) was marked :func:`idempotent`."""
     return getattr(work, "__sms_idempotent__", False) is True
+
+
+WROTE = "sms_wrote"
+"""Key of ``Session.info`` set once the session sent anything but a SELECT."""
+
+
+def track_writes(sessions: sessionmaker[Session]) -> None:
+    """Marks the sessions of ``sessions`` that write (a flush, or a statement other than a SELECT),
+    so that the lost commit of a transaction that only read is known to have lost nothing."""
+    event.listen(sessions, "after_flush", lambda session, _context: session.info.__setitem__(WROTE, True))
+    event.listen(sessions, "do_orm_execute", _statement_executed)
+
+
+def _statement_executed(state: ORMExecuteState) -> None:
+    if not state.is_select:
+        state.session.info[WROTE] = True
+
+
+def wrote(session: Session) -> bool:
+    """True when ``session`` (of a :func:`track_writes` maker) wrote in its transaction."""
+    return session.info.get(WROTE, False) is True
 
 
 def error_code(exc: BaseException) -> int | None:

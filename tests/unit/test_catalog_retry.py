@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pymysql
 import pytest
-from sqlalchemy import event, select
+from sqlalchemy import event, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
@@ -220,6 +220,20 @@ def test_an_appending_write_whose_commit_outcome_is_lost_is_reported_not_repeate
         catalog.transaction(lambda s: audit(s, actor="tests", action="retry.lost", object_type="run", object_name="r-6"))
     with catalog.session() as s:  # it had landed: one row, not two
         assert len(s.scalars(select(AuditEvent).where(AuditEvent.action == "retry.lost")).all()) == 1
+
+
+def test_a_transaction_that_only_read_is_run_again_after_its_commit_is_lost(catalog, commit_lost):
+    _pending_execution(catalog)
+    commit_lost.append("armed")
+    assert catalog.transaction(lambda s: s.scalars(select(HostExecutionRecord.host)).all()) == ["web-1"]
+    assert commit_lost == []  # it fired, and the read was answered all the same
+
+
+def test_a_statement_that_writes_outside_a_flush_counts_as_a_write(catalog, commit_lost):
+    _pending_execution(catalog)
+    commit_lost.append("armed")
+    with pytest.raises(CommitOutcomeUnknown):
+        catalog.transaction(lambda s: s.execute(update(HostExecutionRecord).values(message="set by a statement")))
 
 
 def test_a_marked_function_keeps_working_as_itself():
