@@ -143,7 +143,8 @@ class Catalog:
                     raise Committing(exc) from exc
                 return result
 
-        return with_retries(attempt, idempotent=is_idempotent(work))
+        name = getattr(work, "__qualname__", type(work).__name__)
+        return with_retries(attempt, idempotent=is_idempotent(work), name=name)
 
     @cached_property
     def aio(self) -> AsyncCatalog:

@@ -98,12 +98,17 @@ def backoff(attempt: int, *, first: float = 0.05, cap: float = 2.0) -> float:
 
 
 def with_retries(
-    transaction: Callable[[], T], *, idempotent: bool = False, sleep: Callable[[float], None] = time.sleep
+    transaction: Callable[[], T],
+    *,
+    idempotent: bool = False,
+    name: str = "a transaction",
+    sleep: Callable[[float], None] = time.sleep,
 ) -> T:
     """``transaction()`` (which raises :class:`Committing` around a failed commit) run again after a
     back-off while it fails retryably, for up to ``SMS_CATALOG_RETRY_SECONDS`` (default 60) after
     its first failure (the setting is read only then: a transaction that succeeds costs nothing more).
-    ``idempotent``: the transaction may run again after a lost commit (see :func:`idempotent`)."""
+    ``idempotent``: the transaction may run again after a lost commit (see :func:`idempotent`);
+    ``name``: what the transaction does, for the message of :class:`CommitOutcomeUnknown`."""
     deadline: float | None = None
     attempt = 0
     while True:
@@ -115,7 +120,7 @@ def with_retries(
             exc, committing = failed, False
         if not retryable(exc, committing=committing):
             if committing and (exc.connection_invalidated or error_code(exc) in CONNECTION_LOST):
-                raise CommitOutcomeUnknown(f"the catalog connection was lost during a commit: {exc.orig}") from exc
+                raise CommitOutcomeUnknown(f"the catalog connection was lost during the commit of {name}: {exc.orig}") from exc
             raise exc
         if deadline is None:
             deadline = time.monotonic() + settings.current().catalog.retry_seconds
