@@ -4,7 +4,8 @@ Two loops share the catalog and nothing in memory:
 
 - **follow Prefect** (async): reads Prefect's stored events since the recorded ``prefect`` position,
   then its live stream, and appends run events to the outbox (ids derived from Prefect's, so a
-  replay adds nothing twice). While the outbox holds ``outbox_limit`` unpublished events it stops
+  replay adds nothing twice). The live stream drops events for a reader slower than they come, so
+  the store is read again every ``SWEEP_SECONDS`` (``telemetry.store_sweeps``). While the outbox holds ``outbox_limit`` unpublished events it stops
   appending: the events stay in Prefect's store and are read from the recorded position later.
 - **publish** (a thread; the Kafka client is synchronous): sends the outbox in position order with
   an idempotent producer and ``acks=all``, waits for every delivery report, and records the last
@@ -51,6 +52,7 @@ from sms_plugin.settings import EventSettings, current
 from sms_plugin.telemetry.metrics import TERMINAL
 from sms_plugin.telemetry.metrics_endpoint import MetricsEndpoint
 from sms_plugin.telemetry.sources import labels_of, stored_events
+from sms_plugin.telemetry.store_sweeps import sweep_store
 
 log = logging.getLogger("sms.events")
 
@@ -63,6 +65,10 @@ GAP_SECONDS = 10.0
 """How long a hole in the outbox's positions is waited for (a transaction still committing on
 MariaDB) before it is taken for a rolled-back one and skipped."""
 CATCH_UP_MARGIN = timedelta(minutes=1)
+"""How far before the recorded position, or the last sweep, the store is read (Prefect stores an
+event some seconds after it happened)."""
+SWEEP_SECONDS = 15.0
+"""How often the store is read again while the live stream is followed."""
 SCRIPTS_REMEMBERED = 10_000
 """Flow runs whose script and host the publisher remembers (the oldest is forgotten first)."""
 KEEP_PUBLISHED = 10_000
@@ -206,6 +212,8 @@ class Publisher:
         self._stopping = threading.Event()
         self._gap_since: float | None = None
         self._runs: dict[str, RunLabels] = {}
+        self._storing = asyncio.Lock()
+        """One append at a time: the live stream's and a sweep's may carry the same event."""
 
     # Outbox → Kafka
 
@@ -280,7 +288,11 @@ class Publisher:
 
     async def _append(self, client: PrefectClient, event: Event) -> None:
         row = outbox_row(event, await self._labels_of(client, event))
-        await asyncio.to_thread(self._store, [row] if row else [], event.occurred)
+        await self._stored([row] if row else [], event.occurred)
+
+    async def _stored(self, rows: list[dict[str, Any]], occurred: datetime) -> None:
+        async with self._storing:
+            await asyncio.to_thread(self._store, rows, occurred)
 
     def _store(self, rows: list[dict[str, Any]], occurred: datetime) -> None:
         """Append run events and advance the ``prefect`` position in one transaction; raises
@@ -299,11 +311,24 @@ class Publisher:
         recorded = await self.catalog.aio.run(outbox.get_position, PREFECT_POSITION)
         if recorded is None:
             return  # first start: the live stream's replay covers the last minutes
-        since = datetime.fromisoformat(recorded) - CATCH_UP_MARGIN
+        await self._append_stored(datetime.fromisoformat(recorded) - CATCH_UP_MARGIN)
+
+    async def _append_stored(self, since: datetime) -> None:
+        """Append Prefect's stored run events since ``since``, up to BATCH per transaction (those
+        already in the outbox are skipped by id)."""
         async with get_client() as client:
             for prefix in PREFIXES:
+                rows: list[dict[str, Any]] = []
+                latest: datetime | None = None
                 async for event in stored_events(client, prefix, since):
-                    await self._append(client, event)
+                    if row := outbox_row(event, await self._labels_of(client, event)):
+                        rows.append(row)
+                    latest = event.occurred
+                    if len(rows) >= BATCH:
+                        await self._stored(rows, latest)
+                        rows = []
+                if latest is not None:
+                    await self._stored(rows, latest)
 
     async def follow_prefect(self) -> None:
         """Append Prefect's run events to the outbox until ``stop()``, reconnecting when the
@@ -313,8 +338,14 @@ class Publisher:
             try:
                 await self._catch_up()
                 async with get_client() as client, get_events_subscriber(filter=event_filter) as subscriber:
-                    async for event in subscriber:
-                        await self._append(client, event)
+                    sweeping = asyncio.create_task(sweep_store(
+                        self._append_stored, datetime.now(UTC) - CATCH_UP_MARGIN,
+                        every=SWEEP_SECONDS, margin=CATCH_UP_MARGIN))
+                    try:
+                        async for event in subscriber:
+                            await self._append(client, event)
+                    finally:
+                        sweeping.cancel()
             except OutboxFull:
                 log.warning("the outbox holds %d events: run events wait in Prefect", self.settings.outbox_limit)
                 self.metrics.full.set(1)

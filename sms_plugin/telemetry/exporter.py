@@ -52,14 +52,17 @@ from sms_plugin.telemetry import sources
 from sms_plugin.telemetry.kafka_source import RunEventConsumer, fact_of
 from sms_plugin.telemetry.metrics_endpoint import MetricsEndpoint
 from sms_plugin.telemetry.metrics import RunMetrics, ServiceMetrics
+from sms_plugin.telemetry.store_sweeps import sweep_store
 
 log = logging.getLogger("sms.exporter")
 
 _RETRY_SECONDS = 2.0
 _CATCH_UP_SECONDS = (15.0, 45.0)
-"""Pauses before each re-read of the span around a subscription (see ``Exporter._catch_up``)."""
+"""Pauses before the first re-reads of the span around a subscription (see ``Exporter._catch_up``)."""
+_SWEEP_SECONDS = 30.0
+"""Then, how often what ended since the last re-read is read again (``telemetry.store_sweeps``)."""
 _CATCH_UP_MARGIN = timedelta(minutes=2)
-"""How far before the subscription the re-read starts."""
+"""How far before the subscription, or the last re-read, a re-read starts."""
 _CHECK_TIMEOUT_SECONDS = 30.0
 LOGIN_RETRY_SECONDS = 3600.0
 """After a failed login check, how long the exporter leaves the host's credentials alone."""
@@ -194,14 +197,14 @@ class Exporter:
         """Reads the span around the subscription again, :data:`_CATCH_UP_SECONDS` later: Prefect
         stores an event some seconds after it happened (more under load), so an event that happened
         just before the subscription opened was neither in the store the rebuild read nor in the
-        stream. What was counted already is skipped by its id."""
-        since = max(metrics.since or subscribed, subscribed - _CATCH_UP_MARGIN)
-        for pause in _CATCH_UP_SECONDS:
-            await asyncio.sleep(pause)
-            try:
-                await sources.recount(metrics, client, since)
-            except Exception as error:  # noqa: BLE001 - the live stream goes on; the next pass may work
-                log.warning("catching up with Prefect's stored events failed: %s: %s", type(error).__name__, error)
+        stream. Then every :data:`_SWEEP_SECONDS` what ended since the last pass: the live stream
+        drops events for a slow reader (``telemetry.store_sweeps``). What was counted already is
+        skipped by its id."""
+        await sweep_store(
+            lambda since: sources.recount(metrics, client, since),
+            max(metrics.since or subscribed, subscribed - _CATCH_UP_MARGIN),
+            first_pauses=_CATCH_UP_SECONDS, every=_SWEEP_SECONDS, margin=_CATCH_UP_MARGIN,
+        )
 
     async def _count(self, client: PrefectClient, metrics: RunMetrics, event: Event) -> bool:
         if not sources.is_run_script_state(event):
