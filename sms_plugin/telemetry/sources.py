@@ -6,6 +6,7 @@ A run's ``script`` is its ``script`` parameter; its ``host`` the ``host`` parame
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit
@@ -31,6 +32,8 @@ from prefect.events.filters import EventFilter, EventNameFilter, EventOccurredFi
 from sms_plugin import run_events
 from sms_plugin.deploy import FLOW_NAME
 from sms_plugin.telemetry.metrics import TERMINAL, RunFinished, RunMetrics, RunState, TransportFailed
+
+log = logging.getLogger("sms.exporter")
 
 RUN_STATE_PREFIX = "prefect.flow-run."
 HOST_TAG = "host:"
@@ -112,7 +115,16 @@ def run_id_of(event: Event) -> str:
 
 
 def apply_sms_event(metrics: RunMetrics, event: Event) -> bool:
-    """Counts one of SMS's own events; False if seen already or not one of them."""
+    """Counts one of SMS's own events; False if seen already, not one of them, or malformed (logged
+    and skipped: whoever may write to Prefect can emit one, and a rebuild must not stop at it)."""
+    try:
+        return _apply_sms_event(metrics, event)
+    except (ValueError, KeyError, TypeError) as error:
+        log.warning("skipped event %s (%s): %s: %s", event.id, event.event, type(error).__name__, error)
+        return False
+
+
+def _apply_sms_event(metrics: RunMetrics, event: Event) -> bool:
     resource, payload = event.resource, event.payload
     if event.event == run_events.RUN_FINISHED:
         lines = {str(k): int(v) for k, v in dict(payload.get("lines") or {}).items()}

@@ -91,3 +91,20 @@ def test_host_blocks_become_host_events_and_other_blocks_none():
     assert outbox_row(block_event("created", "win-1", "SMS Windows Host"))["data"] == {"host": "win-1", "kind": "windows"}
     assert outbox_row(block_event("created", "db-password", "Secret")) is None
     assert fact_of(through_kafka(rows[0])) is None  # not a run fact
+
+
+def test_a_malformed_sms_event_is_skipped_and_the_next_one_counted(caplog):
+    """Anyone who may write to Prefect can emit one: a rebuild reading it must go on."""
+    malformed = Event(event="sms.run.finished", occurred=STARTED, id=uuid.uuid4(),
+                      resource={"prefect.resource.id": f"sms.run.{uuid.uuid4()}", "sms.script": "backup"},
+                      payload={"lines": {"stdout": 5}})
+    valid = Event(event="sms.run.finished", occurred=STARTED, id=uuid.uuid4(),
+                  resource={"prefect.resource.id": f"sms.run.{uuid.uuid4()}", "sms.script": "backup", "sms.host": "web-1"},
+                  payload={"exit_code": 0, "lines": {"stdout": 2}})
+    metrics = RunMetrics()
+    assert not apply_sms_event(metrics, malformed)
+    assert "skipped event" in caplog.text and "exit_code" in caplog.text
+    assert apply_sms_event(metrics, valid)
+    lines = {s.labels["stream"]: s.value for f in metrics.registry.collect() for s in f.samples
+             if s.name == "sms_script_output_lines_total"}
+    assert lines == {"stdout": 2}
