@@ -1,7 +1,8 @@
 """Session fixtures: the real peers of the test bed (``infra/testbed``), started on loopback.
 
-A peer that cannot be started fails the tests that need it (never a skip).
-Other fixtures belong in ``tests/unit/conftest.py`` and ``tests/integration/conftest.py``.
+A peer that cannot be started fails the tests that need it (never a skip). ``own_catalog``, a
+test's own SQLite catalog, is here too: unit and integration tests both use it. Other fixtures
+belong in ``tests/unit/conftest.py`` and ``tests/integration/conftest.py``.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from infra.testbed.process import Peer, PeerError  # noqa: E402
 from infra.testbed.prometheus import Prometheus  # noqa: E402
 from infra.testbed.sshd import SshServer  # noqa: E402
 from infra.testbed.winrm_host import WinRMHost  # noqa: E402
+from sms_plugin.catalog import Catalog  # noqa: E402
 
 P = TypeVar("P", bound=Peer)
 
@@ -67,6 +69,15 @@ def _not_started(name: str, exc: PeerError) -> NoReturn:
     details = f"\n--- {name} log tail ---\n{exc.log_tail}" if exc.log_tail else ""
     pytest.fail(f"{name} could not be started: {exc.reason}. Run `make test`, which installs it.{details}",
                 pytrace=False)
+
+
+@pytest.fixture
+def own_catalog(tmp_path: Path) -> Iterator[Catalog]:
+    """A migrated SQLite catalog of the test's own (not the one the session's worker shares)."""
+    opened = Catalog(f"sqlite:///{tmp_path}/catalog.db")
+    opened.upgrade()
+    yield opened
+    opened.dispose()
 
 
 @pytest.fixture(scope="session")

@@ -19,7 +19,6 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -51,14 +50,6 @@ HOLD_SECONDS = 10.0
 def own_prefect() -> Iterator[PrefectServer]:
     with talking_to(_started(PrefectServer())) as peer:
         yield peer
-
-
-@pytest.fixture
-def own_catalog(tmp_path: Path) -> Iterator[Catalog]:
-    opened = Catalog(f"sqlite:///{tmp_path}/drops.db")
-    opened.upgrade()
-    yield opened
-    opened.dispose()
 
 
 def finished_event(script: str, **payload: Any) -> Event:

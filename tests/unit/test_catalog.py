@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -44,11 +43,8 @@ from sms_plugin.errors import Conflict, InvalidInput, NotFound
 
 
 @pytest.fixture
-def catalog(tmp_path: Path) -> Iterator[Catalog]:
-    catalog = Catalog(f"sqlite:///{tmp_path}/c.db")
-    catalog.upgrade()
-    yield catalog
-    catalog.dispose()
+def catalog(own_catalog: Catalog) -> Catalog:
+    return own_catalog
 
 
 def spec(name: str = "hello", **fields: Any) -> ScriptSpec:

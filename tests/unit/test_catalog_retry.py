@@ -4,7 +4,6 @@ back, run it again", and that a retried transaction writes its change once, on a
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pymysql
 import pytest
@@ -125,11 +124,8 @@ def test_retries_stop_at_the_configured_deadline(monkeypatch):
 
 
 @pytest.fixture
-def catalog(tmp_path: Path) -> Iterator[Catalog]:
-    opened = Catalog(f"sqlite:///{tmp_path}/retry.db")
-    opened.upgrade()
-    yield opened
-    opened.dispose()
+def catalog(own_catalog: Catalog) -> Catalog:
+    return own_catalog
 
 
 def test_a_retried_transaction_writes_its_change_once(catalog):
