@@ -26,6 +26,7 @@ from prefect.events import Event
 from prefect.events.clients import get_events_client
 from sqlalchemy import select
 
+from infra.testbed.prefect_server import PrefectServer
 from sms_plugin import run_events
 from sms_plugin.catalog import Catalog
 from sms_plugin.catalog.models import OutboxEvent
@@ -33,7 +34,6 @@ from sms_plugin.events.publisher import Publisher, PublisherSettings
 from sms_plugin.events.run_source import event_id
 from sms_plugin.telemetry import exporter as exporter_module
 from sms_plugin.telemetry.exporter import Exporter, ExporterSettings
-from infra.testbed.prefect_server import PrefectServer
 from tests.conftest import _started, talking_to
 from tests.integration.conftest import until
 
