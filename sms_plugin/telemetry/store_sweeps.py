@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from itertools import chain, repeat
 
-log = logging.getLogger("sms.events")
+log = logging.getLogger("sms.sweeps")  # in `sms events` and in `sms exporter`
 
 
 async def sweep_store(
